@@ -1,0 +1,51 @@
+"""binwatch's own exceptions. Third-party errors are translated into these in the one module that
+calls the library (`raise … from`), and the API maps them to status codes.
+
+    BinwatchError
+    ├── ConfigError            settings that cannot work (bad URL, unreadable file)
+    ├── FleetError             a fleet file rejected whole, with line and reason
+    ├── NotFound               an id the registry does not know            → 404
+    ├── InvalidRequest         a request that cannot be answered as asked  → 422
+    └── SinkError              InfluxDB trouble
+        ├── SinkUnavailable    not reachable or 5xx: retry later           → 503
+        └── SinkRejected       4xx: the data or query itself is wrong
+"""
+
+from __future__ import annotations
+
+
+class BinwatchError(Exception):
+    """Base of every error binwatch raises on purpose."""
+
+
+class ConfigError(BinwatchError):
+    pass
+
+
+class FleetError(BinwatchError):
+    pass
+
+
+class NotFound(BinwatchError):
+    pass
+
+
+class InvalidRequest(BinwatchError):
+    pass
+
+
+class SinkError(BinwatchError):
+    pass
+
+
+class SinkUnavailable(SinkError):
+    pass
+
+
+class SinkRejected(SinkError):
+    """InfluxDB refused the request; `message` is InfluxDB's own explanation."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

@@ -1,0 +1,94 @@
+"""The one configuration object. Built in each entry point and passed down; nothing else reads
+the environment, so tests configure by constructing it rather than by fighting `os.environ`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from binwatch.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+
+class Settings(BaseSettings):
+    """Every knob binwatch has, read from `BINWATCH_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BINWATCH_", extra="ignore")
+
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://user:pass@host:port")
+    topic_prefix: str = Field("binwatch/v1", description="MQTT topic prefix of contract v1")
+    influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB v1-compatible HTTP API")
+    influx_db: str = Field("binwatch", description="InfluxDB database (bucket mapped via DBRP)")
+    influx_username: str | None = Field(None, description="InfluxDB 1.x user")
+    influx_password: SecretStr | None = Field(None, description="InfluxDB 1.x password")
+    influx_token: SecretStr | None = Field(
+        None, description="InfluxDB 2/3 token (Authorization: Token)"
+    )
+    raw_retention: str = Field(
+        "90d", description="how long raw readings are kept (InfluxQL duration)"
+    )
+    database_url: str = Field(
+        "sqlite:///var/binwatch.db", description="registry database (SQLAlchemy URL)"
+    )
+    timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
+
+    ingest_client_id: str = Field(
+        "binwatch-ingest", description="MQTT client id of ingest (stable: persistent session)"
+    )
+    ingest_share_group: str = Field(
+        "binwatch-ingest", description="shared-subscription group used with --workers > 1"
+    )
+    ingest_batch_size: int = Field(5000, ge=1, description="points per InfluxDB write")
+    ingest_batch_seconds: float = Field(
+        0.25, gt=0, description="longest a reading waits for its batch"
+    )
+    ingest_buffer: int = Field(
+        20000, ge=1, le=65535, description="unacknowledged messages held (MQTT 5 Receive Maximum)"
+    )
+    ingest_max_payload: int = Field(
+        256 * 1024, ge=1024, description="largest MQTT payload accepted, bytes"
+    )
+    ingest_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Prometheus /metrics port of ingest (0: off)"
+    )
+
+    api_host: str = Field("127.0.0.1", description="address the API binds to")
+    api_port: int = Field(8000, ge=1, le=65535, description="port the API binds to")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_has_no_wildcards(cls, value: str) -> str:
+        if (
+            not value
+            or any(c in value for c in "#+")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            raise ValueError(
+                "topic prefix must be a plain topic like binwatch/v1 (no wildcards, no edge '/')"
+            )
+        return value
+
+    def mqtt_endpoint(self) -> MqttEndpoint:
+        """The broker address and credentials from `mqtt_url`."""
+        parts = urlsplit(self.mqtt_url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ConfigError(
+                f"BINWATCH_MQTT_URL must look like mqtt://user:pass@host:port, got {self.mqtt_url!r}"
+            )
+        return MqttEndpoint(
+            host=parts.hostname,
+            port=parts.port or 1883,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )

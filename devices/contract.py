@@ -1,0 +1,171 @@
+"""MQTT contract v1: topics and the wire models both sides use.
+
+The simulator serialises these models and ingest parses them, so nobody writes contract JSON by
+hand. Models are strict (`"50"` is not a number, `true` is not a count) and forbid unknown fields,
+because a bin that sends something else is misconfigured and should be told so, not guessed at.
+The topic prefix carries the version: a v2 contract gets its own prefix and its own models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+
+class Stream(StrEnum):
+    """The four national-standard waste streams; every bin holds exactly one."""
+
+    recyclable = "recyclable"
+    hazardous = "hazardous"
+    kitchen = "kitchen"
+    residual = "residual"
+
+
+class SiteType(StrEnum):
+    agency = "agency"
+    school = "school"
+    compound = "compound"
+
+
+class TopicKind(StrEnum):
+    telemetry = "telemetry"
+    event = "event"
+    status = "status"
+    cmd = "cmd"
+
+
+BIN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_BIN_ID = re.compile(BIN_ID_PATTERN)
+
+# Device clocks before 2000 or after 2100 are not clocks; a value in that range read as seconds
+# instead of milliseconds is the commonest firmware mistake, so it gets its own message.
+_EPOCH_MS_MIN = 946_684_800_000
+_EPOCH_MS_MAX = 4_102_444_800_000
+
+
+def parse_ts(value: Any) -> datetime:
+    """Accept RFC 3339 with an offset, or integer epoch milliseconds; anything else is refused."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        if _EPOCH_MS_MIN // 1000 <= value <= _EPOCH_MS_MAX // 1000:
+            raise ValueError(f"ts {value} looks like epoch seconds; send epoch milliseconds")
+        if not _EPOCH_MS_MIN <= value <= _EPOCH_MS_MAX:
+            raise ValueError(f"ts {value} is not epoch milliseconds between 2000 and 2100")
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"ts {value[:40]!r} is not an RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise ValueError(
+                "ts has no UTC offset; RFC 3339 needs one, e.g. 2026-11-27T08:00:00+08:00"
+            )
+        if not _EPOCH_MS_MIN <= parsed.timestamp() * 1000 <= _EPOCH_MS_MAX:
+            raise ValueError(f"ts {value[:40]!r} is not between 2000 and 2100")
+        return parsed.astimezone(UTC)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
+
+
+def epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_ts),
+    PlainSerializer(epoch_ms, return_type=int, when_used="json"),
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Reading(_Wire):
+    """One measurement as a bin sends it on `…/bins/{bin_id}/telemetry`."""
+
+    ts: Timestamp
+    seq: int | None = Field(None, ge=0)
+    fill_pct: float = Field(ge=0, le=100)
+    deposits: int | None = Field(None, ge=0)
+    contaminated: int | None = Field(None, ge=0)
+    weight_kg: float | None = Field(None, ge=0)
+    battery_pct: float | None = Field(None, ge=0, le=100)
+    temp_c: float | None = Field(None, ge=-60, le=1000)
+
+    @model_validator(mode="after")
+    def _contaminated_within_deposits(self) -> Reading:
+        if self.contaminated is not None:
+            if self.deposits is None:
+                raise ValueError("contaminated needs deposits in the same reading")
+            if self.contaminated > self.deposits:
+                raise ValueError(
+                    f"contaminated ({self.contaminated}) exceeds deposits ({self.deposits})"
+                )
+        return self
+
+
+class Event(_Wire):
+    """Something that happened at a bin, on `…/bins/{bin_id}/event`."""
+
+    ts: Timestamp
+    type: Literal["fire", "tilt", "lid_open", "fault"]
+    detail: str | None = Field(None, max_length=1000)
+
+
+class Status(_Wire):
+    """Retained presence on `…/bins/{bin_id}/status`; the bin's will says `online: false`."""
+
+    ts: Timestamp
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BinTopic:
+    bin_id: str
+    kind: TopicKind
+
+
+class Topics:
+    """Builds and parses contract-v1 topics under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._bins = f"{prefix}/bins/"
+
+    def bin(self, bin_id: str, kind: TopicKind) -> str:
+        return f"{self._bins}{bin_id}/{kind.value}"
+
+    def dispatch(self, operator_id: str) -> str:
+        return f"{self.prefix}/operators/{operator_id}/dispatch"
+
+    def inbound_filters(self) -> list[str]:
+        """What ingest subscribes to: everything bins send to the platform."""
+        return [
+            f"{self._bins}+/{kind.value}"
+            for kind in (TopicKind.telemetry, TopicKind.event, TopicKind.status)
+        ]
+
+    def parse_bin_topic(self, topic: str) -> BinTopic:
+        """The bin and kind named by a topic; `ValueError` says what is wrong with it."""
+        if not topic.startswith(self._bins):
+            raise ValueError(f"topic is not under {self._bins}")
+        parts = topic[len(self._bins) :].split("/")
+        if len(parts) != 2:
+            raise ValueError("topic must be <prefix>/bins/<bin_id>/<telemetry|event|status>")
+        bin_id, kind = parts
+        if not _BIN_ID.fullmatch(bin_id):
+            raise ValueError(f"bin id {bin_id[:70]!r} must match {BIN_ID_PATTERN}")
+        try:
+            return BinTopic(bin_id, TopicKind(kind))
+        except ValueError:
+            raise ValueError(f"unknown topic kind {kind[:30]!r}") from None

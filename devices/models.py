@@ -1,0 +1,107 @@
+"""The registry's tables. The schema itself is created by the Alembic migrations in
+`devices/migrations`; these classes must match them (a test compares the two)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+AREA_KINDS = ("city", "district", "street", "community")
+
+
+class Area(Base):
+    """A level of the city's grid: city → district → street → community."""
+
+    __tablename__ = "areas"
+    __table_args__ = (CheckConstraint(f"kind IN {AREA_KINDS!r}", name="ck_areas_kind"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+
+    parent: Mapped[Area | None] = relationship(remote_side="Area.id")
+
+
+class Operator(Base):
+    """A sorting-operator company that empties bins at the sites it serves."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+
+
+class Site(Base):
+    """A pilot site: an agency unit, a school or a residential compound."""
+
+    __tablename__ = "sites"
+    __table_args__ = (
+        CheckConstraint("site_type IN ('agency', 'school', 'compound')", name="ck_sites_type"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    site_type: Mapped[str] = mapped_column(String(16))
+    community_id: Mapped[str] = mapped_column(ForeignKey("areas.id"), index=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    address: Mapped[str] = mapped_column(String(300))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+
+    community: Mapped[Area] = relationship()
+    operator: Mapped[Operator] = relationship()
+    bins: Mapped[list[Bin]] = relationship(back_populates="site", order_by="Bin.id")
+
+
+class Bin(Base):
+    """One bin holding one stream, at a station of a site."""
+
+    __tablename__ = "bins"
+    __table_args__ = (
+        CheckConstraint(
+            "stream IN ('recyclable', 'hazardous', 'kitchen', 'residual')", name="ck_bins_stream"
+        ),
+        CheckConstraint("threshold_pct > 0 AND threshold_pct <= 100", name="ck_bins_threshold"),
+        CheckConstraint("capacity_l > 0", name="ck_bins_capacity"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    station: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(16))
+    capacity_l: Mapped[int] = mapped_column(Integer)
+    threshold_pct: Mapped[float] = mapped_column(Float)
+
+    site: Mapped[Site] = relationship(back_populates="bins")
+
+
+class DeadLetter(Base):
+    """An MQTT message ingest could not store, kept so an operator can see why and replay it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    topic: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_size: Mapped[int] = mapped_column(Integer)

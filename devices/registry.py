@@ -1,0 +1,130 @@
+"""Reads of the registry database: the one module that asks SQL "which bin is where"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
+from binwatch.errors import NotFound
+from devices.models import Area, Bin, DeadLetter, Site
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
+    and the CLI can share one file without 'database is locked' errors."""
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BinTags:
+    """What ingest writes as InfluxDB tags for a bin: every grid level, so dashboards can
+    GROUP BY any of them without a join."""
+
+    bin: str
+    site: str
+    site_type: str
+    stream: str
+    community: str
+    street: str
+    district: str
+    operator: str
+
+
+def bin_tags(session: Session) -> dict[str, BinTags]:
+    """Tags of every registered bin, by bin id (one query: ingest caches the result)."""
+    community, street = aliased(Area), aliased(Area)
+    rows = session.execute(
+        select(
+            Bin.id,
+            Site.id,
+            Site.site_type,
+            Bin.stream,
+            community.id,
+            street.id,
+            street.parent_id,
+            Site.operator_id,
+        )
+        .join(Site, Bin.site_id == Site.id)
+        .join(community, Site.community_id == community.id)
+        .join(street, community.parent_id == street.id)
+    )
+    return {
+        row[0]: BinTags(
+            bin=row[0],
+            site=row[1],
+            site_type=row[2],
+            stream=row[3],
+            community=row[4],
+            street=row[5],
+            district=row[6] or "",
+            operator=row[7],
+        )
+        for row in rows
+    }
+
+
+def list_sites(
+    session: Session, *, site_type: str | None, community_id: str | None, limit: int, offset: int
+) -> tuple[list[Site], int]:
+    """A page of sites and the total matching, ordered by id."""
+    query = select(Site)
+    if site_type is not None:
+        query = query.where(Site.site_type == site_type)
+    if community_id is not None:
+        query = query.where(Site.community_id == community_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(
+        query.options(selectinload(Site.bins)).order_by(Site.id).limit(limit).offset(offset)
+    )
+    return list(page), total
+
+
+def get_site(session: Session, site_id: str) -> Site:
+    site = session.get(Site, site_id, options=[selectinload(Site.bins)])
+    if site is None:
+        raise NotFound(f"no site with id {site_id!r}")
+    return site
+
+
+def get_bin(session: Session, bin_id: str) -> Bin:
+    found = session.get(Bin, bin_id)
+    if found is None:
+        raise NotFound(f"no bin with id {bin_id!r}")
+    return found
+
+
+def area_chain(session: Session, area_id: str) -> list[Area]:
+    """The area and its ancestors, nearest first (community, street, district, city)."""
+    chain: list[Area] = []
+    current = session.get(Area, area_id)
+    while current is not None:
+        chain.append(current)
+        current = session.get(Area, current.parent_id) if current.parent_id else None
+    return chain
+
+
+def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:
+    session.add_all(letters)
+    session.commit()
+
+
+def dead_letter_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
+    return {reason: count for reason, count in rows}
