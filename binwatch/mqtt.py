@@ -1,0 +1,87 @@
+"""The MQTT boundary's common part: a paho-mqtt 2.x client configured the way binwatch's services
+need it (MQTT 5, credentials from the settings, capped reconnect backoff). Ingest subscribes with
+it, the simulator publishes with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from binwatch.settings import Settings
+
+# Reconnect quickly after a broker restart, but never hammer a broker that stays down.
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 10
+# Long enough for a broker restart or an ingest upgrade, short enough to notice a dead client.
+KEEPALIVE_S = 30
+# MQTT 5 ends a session at disconnect unless the client asks for it to outlive the connection
+# (MQTT 5 §3.1.2.11.2); 7 days covers any outage the queue on disk can absorb.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class Connection:
+    """A configured client and what its CONNECT must say; `start` begins connecting in paho's
+    own thread, and paho then retries by itself with the backoff above."""
+
+    client: paho.Client
+    settings: Settings
+    properties: Properties
+    persistent: bool
+
+    def start(self) -> None:
+        endpoint = self.settings.mqtt_endpoint()
+        self.client.connect_async(
+            endpoint.host,
+            endpoint.port,
+            keepalive=KEEPALIVE_S,
+            clean_start=not self.persistent,
+            properties=self.properties,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def make_client(
+    settings: Settings,
+    client_id: str,
+    *,
+    persistent: bool,
+    receive_maximum: int | None = None,
+    manual_ack: bool = False,
+) -> Connection:
+    """A client for `client_id`; `persistent` keeps its session (subscriptions and unacknowledged
+    QoS 1 messages) on the broker across disconnects."""
+    endpoint = settings.mqtt_endpoint()
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    properties = Properties(PacketTypes.CONNECT)
+    if persistent:
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    if receive_maximum is not None:
+        # Without this Mosquitto sends 20 unacknowledged messages and waits (FACTS.md): with
+        # ack-after-write, batches would never grow past 20.
+        properties.ReceiveMaximum = receive_maximum
+    return Connection(client, settings, properties, persistent)
+
+
+def is_auth_failure(reason: paho.ReasonCode) -> bool:
+    """Refused credentials are a configuration error to report, not a fault to retry."""
+    return reason.is_failure and reason.value in (
+        0x86,
+        0x87,
+        0x8C,
+    )  # bad credentials, not authorized, bad auth method

@@ -1,0 +1,142 @@
+"""Real Mosquitto and InfluxDB for the whole session, on free loopback ports, with data under
+pytest's temporary folder; each test gets its own database, topic prefix and registry, so
+assertions can be exact. Set BINWATCH_TEST_MQTT_URL / BINWATCH_TEST_INFLUX_URL to attach to
+servers already running instead (fault tests, which kill servers, then fail: they need their own).
+A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from binwatch.influx import InfluxClient
+from binwatch.servers import InfluxServer, MosquittoServer, free_port
+from binwatch.settings import Settings
+from devices.db import migrate
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.registry import BinTags, bin_tags, make_engine
+from ingest.service import Ingestor
+from tests.helpers import wait_for
+
+
+@dataclass(frozen=True)
+class AttachedServer:
+    """A server somebody else runs: usable, but not ours to kill."""
+
+    url: str
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+@pytest.fixture(scope="session")
+def mqtt_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MosquittoServer | AttachedServer]:
+    if url := os.environ.get("BINWATCH_TEST_MQTT_URL"):
+        yield AttachedServer(url)
+        return
+    server = MosquittoServer(tmp_path_factory.mktemp("mosquitto"), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def influx_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InfluxServer | AttachedServer]:
+    if url := os.environ.get("BINWATCH_TEST_INFLUX_URL"):
+        yield AttachedServer(url)
+        return
+    server = InfluxServer(tmp_path_factory.mktemp("influxdb"), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(
+    mqtt_server: MosquittoServer | AttachedServer,
+    influx_server: InfluxServer | AttachedServer,
+    tmp_path: Path,
+) -> Settings:
+    """Settings isolated to this test: its own InfluxDB database, topic prefix, registry file
+    and MQTT client id, so nothing another test did can be counted here."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        mqtt_url=mqtt_server.url,
+        influx_url=influx_server.url,
+        influx_db=f"test_{tag}",
+        topic_prefix=f"test/{tag}/binwatch/v1",
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        ingest_client_id=f"ingest-{tag}",
+        ingest_share_group=f"ingest-{tag}",
+        ingest_metrics_port=0,
+    )
+
+
+@pytest.fixture
+def pilot_bins(settings: Settings) -> dict[str, BinTags]:
+    """The registry migrated and loaded with the default pilot fleet; its bins by id."""
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+            return bin_tags(session)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def ingest(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Ingestor]:
+    """A running ingest worker, subscribed before the test publishes anything. At the end the
+    test fails if ingest met an unexpected exception anywhere (Home Assistant's
+    fail_on_log_exception): a bug hidden behind a dead letter is still a bug."""
+    worker = Ingestor(settings)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="ingest", daemon=True)
+    thread.start()
+    wait_for(lambda: worker.subscribed.is_set() or errors, timeout=15, what="ingest to subscribe")
+    yield worker
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "ingest did not stop within 30 s"
+    assert not errors, f"ingest crashed: {errors!r}"
+    assert worker.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
+
+
+def count_points(settings: Settings, measurement: str = "telemetry") -> int:
+    """Points in a measurement, counted by InfluxDB itself."""
+    client = InfluxClient(settings)
+    try:
+        # Every measurement ingest writes from MQTT has received_ms.
+        result = client.query(f"SELECT count(received_ms) FROM {measurement}")
+    finally:
+        client.close()
+    return int(result[0].values[0][1]) if result else 0
