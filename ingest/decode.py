@@ -1,0 +1,203 @@
+"""From (topic, payload bytes, received time) to line-protocol points or rejections with a reason.
+
+Pure: no MQTT, no InfluxDB, no database. Every way a message can be wrong maps to one stable
+reason code (counted in metrics, stored with the dead letter) plus a detail a person can act on.
+A bin flushing its offline buffer sends a JSON array: each element stands or falls on its own, so
+one bad reading does not cost the good ones around it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from devices.contract import Event, Reading, Status, TopicKind, Topics, epoch_ms
+from ingest.lineprotocol import point
+
+MEASUREMENT = {
+    TopicKind.telemetry: "telemetry",
+    TopicKind.event: "events",
+    TopicKind.status: "device_status",
+}
+
+REASONS = (
+    "payload_too_large",
+    "bad_topic",
+    "unknown_bin",
+    "not_utf8",
+    "malformed_json",
+    "not_an_object",
+    "empty_batch",
+    "missing_field",
+    "unknown_field",
+    "wrong_type",
+    "out_of_range",
+    "bad_timestamp",
+    "inconsistent",
+    "rejected_by_influxdb",
+    "ingest_error",
+)
+
+# How much of a bad payload a detail message quotes.
+_QUOTE_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one MQTT message became: points to write and parts to dead-letter."""
+
+    lines: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+TagLookup = Callable[[str], str | None]
+"""bin id → its escaped tag set (see lineprotocol.tag_set), None for a bin not in the registry."""
+
+
+def decode(
+    topic: str,
+    payload: bytes | bytearray,
+    received_ms: int,
+    *,
+    topics: Topics,
+    tags_of: TagLookup,
+    max_payload: int,
+) -> Decoded:
+    decoded = Decoded()
+
+    def reject(reason: str, detail: str) -> Decoded:
+        decoded.rejections.append(Rejection(reason, detail, bytes(payload)))
+        return decoded
+
+    if len(payload) > max_payload:
+        return reject(
+            "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_payload}"
+        )
+    try:
+        where = topics.parse_bin_topic(topic)
+    except ValueError as exc:
+        return reject("bad_topic", str(exc))
+    tags = tags_of(where.bin_id)
+    if tags is None:
+        return reject(
+            "unknown_bin", f"bin {where.bin_id!r} is not in the registry; register it first"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return reject("not_utf8", f"payload is not UTF-8 (byte {exc.start})")
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        return reject("malformed_json", f"not JSON: {exc}; payload starts {text[:_QUOTE_CHARS]!r}")
+
+    measurement = MEASUREMENT[where.kind]
+    if where.kind is TopicKind.telemetry and isinstance(document, list):
+        if not document:
+            return reject("empty_batch", "an empty array carries no readings")
+        for index, element in enumerate(document):
+            outcome = _decode_one(where.kind, element, measurement, tags, received_ms)
+            if isinstance(outcome, str):
+                decoded.lines.append(outcome)
+            else:
+                body = json.dumps(element, ensure_ascii=False).encode()
+                decoded.rejections.append(Rejection(outcome[0], f"[{index}] {outcome[1]}", body))
+        return decoded
+    outcome = _decode_one(where.kind, document, measurement, tags, received_ms)
+    if isinstance(outcome, str):
+        decoded.lines.append(outcome)
+        return decoded
+    return reject(*outcome)
+
+
+def _decode_one(
+    kind: TopicKind, document: Any, measurement: str, tags: str, received_ms: int
+) -> str | tuple[str, str]:
+    """One JSON document → its line, or (reason, detail)."""
+    if not isinstance(document, dict):
+        expected = (
+            "an object or an array of objects" if kind is TopicKind.telemetry else "an object"
+        )
+        return "not_an_object", f"payload must be {expected}, got {type(document).__name__}"
+    fields: dict[str, float | int | bool | str | None]
+    try:
+        if kind is TopicKind.telemetry:
+            reading = Reading.model_validate(document)
+            fields = {
+                "fill_pct": float(reading.fill_pct),
+                "seq": reading.seq,
+                "deposits": reading.deposits,
+                "contaminated": reading.contaminated,
+                "weight_kg": _float(reading.weight_kg),
+                "battery_pct": _float(reading.battery_pct),
+                "temp_c": _float(reading.temp_c),
+                # Derived flags make overflow rollups plain sums, with no conditionals in InfluxQL.
+                "overflow": int(reading.fill_pct >= 100),
+                "over90": int(reading.fill_pct >= 90),
+                "received_ms": received_ms,
+            }
+            ts = reading.ts
+        elif kind is TopicKind.event:
+            event = Event.model_validate(document)
+            tags = f"{tags},type={event.type}"
+            fields = {"count": 1, "detail": event.detail, "received_ms": received_ms}
+            ts = event.ts
+        else:
+            status = Status.model_validate(document)
+            fields = {"online": status.online, "received_ms": received_ms}
+            ts = status.ts
+    except ValidationError as exc:
+        return explain(exc)
+    return point(measurement, tags, fields, epoch_ms(ts))
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def explain(exc: ValidationError) -> tuple[str, str]:
+    """The reason code of the first problem, and every problem spelled out."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    return _reason(first), "; ".join(_describe(error) for error in errors)
+
+
+def _reason(error: Any) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "missing":
+        return "missing_field"
+    if kind == "extra_forbidden":
+        return "unknown_field"
+    if loc and loc[0] == "ts":
+        return "bad_timestamp"
+    if kind in (
+        "greater_than_equal",
+        "less_than_equal",
+        "greater_than",
+        "less_than",
+        "string_too_long",
+    ):
+        return "out_of_range"
+    if not loc:
+        return "inconsistent"
+    return "wrong_type"
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "reading"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{where} is required"
+    if error["type"] == "extra_forbidden":
+        return f"{where} is not a field of contract v1"
+    return f"{where}: {message} (got {str(error.get('input'))[:40]!r})" if error["loc"] else message

@@ -1,0 +1,62 @@
+"""InfluxDB line protocol, built by hand because it is the hot path: one short string per reading.
+
+Escaping rules (docs.influxdata.com, "Line protocol" → "Special characters"): measurement names
+escape commas and spaces; tag keys, tag values and field keys escape commas, equals signs and
+spaces; string field values are double-quoted with `"` and `\\` escaped. Line breaks cannot be
+escaped in tags or keys at all, so they are refused, and in string values they are written as
+the two characters `\\n` so one point can never become two lines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_STRING = str.maketrans({'"': r"\"", "\\": r"\\", "\n": r"\n", "\r": r"\r"})
+
+FieldValue = float | int | bool | str
+
+
+@lru_cache(maxsize=65536)  # keys and tag values repeat endlessly; escaping them is the hot path
+def escape_key(value: str) -> str:
+    """A tag key, tag value or field key."""
+    if "\n" in value or "\r" in value or not value:
+        raise ValueError(f"line protocol cannot carry {value!r} as a key or tag value")
+    if value.endswith("\\"):
+        raise ValueError(
+            f"line protocol cannot carry {value!r}: a trailing backslash escapes the separator"
+        )
+    return value.translate(_KEY)
+
+
+def format_field(value: FieldValue) -> str:
+    kind = type(value)
+    if kind is float:
+        return repr(value)
+    if kind is int:
+        return f"{value}i"
+    # bool is tested by exact type above, so True never becomes 1i: InfluxDB wants true/false.
+    if kind is bool:
+        return "true" if value else "false"
+    return '"' + str(value).translate(_STRING) + '"'
+
+
+def tag_set(tags: Mapping[str, str]) -> str:
+    """The escaped `,k=v,k=v` part, sorted by key as InfluxDB recommends; computed once per bin
+    and cached by the caller, since a bin's tags only change when the registry does."""
+    return "".join(
+        f",{escape_key(key)}={escape_key(value)}" for key, value in sorted(tags.items()) if value
+    )
+
+
+def point(measurement: str, tags: str, fields: Mapping[str, FieldValue | None], ts_ms: int) -> str:
+    """One line; `tags` is the output of `tag_set`, fields that are None are left out."""
+    field_text = ",".join(
+        f"{escape_key(key)}={format_field(value)}"
+        for key, value in fields.items()
+        if value is not None
+    )
+    if not field_text:
+        raise ValueError("a point needs at least one field")
+    return f"{measurement.translate(_MEASUREMENT)}{tags} {field_text} {ts_ms}"

@@ -1,0 +1,368 @@
+"""Ingest: MQTT in, InfluxDB out, acknowledged only after the write (at-least-once; the writes are
+idempotent because a point's time is the bin's own `ts`, so redelivery rewrites the same point).
+
+Two threads share one buffer. paho's network thread decodes each message (pure `decode`) and
+appends it; the writer thread takes the buffer when it holds a batch or its oldest message has
+waited `ingest_batch_seconds`, writes the points (retrying while InfluxDB is down), stores the
+dead letters, and only then acknowledges every message of the batch, in arrival order. The broker
+sends at most `ingest_buffer` unacknowledged messages (MQTT 5 Receive Maximum), so the buffer is
+bounded by the protocol itself: while InfluxDB is down the broker holds the rest."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+from sqlalchemy.orm import Session
+
+from binwatch.errors import SinkRejected, SinkUnavailable
+from binwatch.influx import InfluxClient
+from binwatch.mqtt import is_auth_failure, make_client
+from binwatch.settings import Settings
+from devices.contract import Topics
+from devices.models import DeadLetter
+from devices.registry import add_dead_letters, bin_tags, make_engine
+from ingest.decode import Decoded, Rejection, decode
+from ingest.lineprotocol import point, tag_set
+from ingest.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+# Newly registered bins are picked up this often (their readings are dead-lettered, and can be
+# replayed, until then).
+REGISTRY_REFRESH_S = 10.0
+# Backoff while InfluxDB or the registry database is unavailable: quick to notice a recovery,
+# capped so a long outage costs one request every few seconds.
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 5.0
+# Dead letters keep at most this much of a payload: enough to see what was wrong and to replay
+# any reading that fits the contract, without letting a flood of huge payloads fill the disk.
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
+@dataclass(slots=True)
+class _Pending:
+    mid: int
+    qos: int
+    generation: int
+    topic: str
+    decoded: Decoded
+    received_at: float
+
+
+class IngestError(RuntimeError):
+    """Ingest cannot go on (refused credentials); the message says what to fix."""
+
+
+class Ingestor:
+    """One ingest worker. `run(stop)` blocks until `stop` is set, then flushes what it holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: int = 0,
+        shared: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.metrics = IngestMetrics()
+        self.topics = Topics(settings.topic_prefix)
+        self.influx = InfluxClient(settings)
+        self.engine = make_engine(settings.database_url)
+        self._clock = clock
+        self._shared = shared
+        self._lock = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._pending_points = 0
+        self._tags: dict[str, str] = {}
+        self._generation = 0
+        self._fatal: str | None = None
+        # Set once the broker has confirmed the subscriptions: from then on nothing is missed.
+        self.subscribed = threading.Event()
+        client_id = f"{settings.ingest_client_id}-{worker}" if shared else settings.ingest_client_id
+        self._mqtt = make_client(
+            settings,
+            client_id,
+            persistent=True,
+            receive_maximum=settings.ingest_buffer,
+            manual_ack=True,
+        )
+        client = self._mqtt.client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+
+    # --- paho's thread -------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, _u: Any, _f: Any, reason: paho.ReasonCode, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            if is_auth_failure(reason):
+                self._fatal = (
+                    f"the broker refused ingest's credentials ({reason}); check BINWATCH_MQTT_URL"
+                )
+                with self._lock:
+                    self._lock.notify()
+            log.warning("MQTT connection refused: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+            if self._generation > 1:
+                self.metrics.reconnects.inc()
+        filters = self.topics.inbound_filters()
+        if self._shared:
+            filters = [f"$share/{self.settings.ingest_share_group}/{f}" for f in filters]
+        # Subscribing on every connect renews the subscriptions even if the broker lost them.
+        client.subscribe([(f, 1) for f in filters])
+        log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, reasons: list[paho.ReasonCode], _p: Any
+    ) -> None:
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        if refused:
+            self._fatal = (
+                f"the broker refused ingest's subscriptions ({', '.join(refused)}); check its ACL"
+            )
+            with self._lock:
+                self._lock.notify()
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: paho.ReasonCode, _p: Any
+    ) -> None:
+        self.subscribed.clear()
+        if reason.value != 0:
+            log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason)
+
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        received = self._clock()
+        try:
+            decoded = decode(
+                message.topic,
+                message.payload,
+                round(received * 1000),
+                topics=self.topics,
+                tags_of=self._tags.get,
+                max_payload=self.settings.ingest_max_payload,
+            )
+        except Exception as exc:
+            # A bug must not kill paho's network thread or lose the message: keep it for replay.
+            log.exception("ingest failed on a message from %s", message.topic)
+            decoded = Decoded(
+                rejections=[Rejection("ingest_error", repr(exc), bytes(message.payload))]
+            )
+        with self._lock:
+            self._pending.append(
+                _Pending(
+                    message.mid, message.qos, self._generation, message.topic, decoded, received
+                )
+            )
+            self._pending_points += len(decoded.lines)
+            if self._pending_points >= self.settings.ingest_batch_size:
+                self._lock.notify()
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self.influx.ensure_database(self.settings.raw_retention)
+        self.refresh_registry()
+        if self.settings.ingest_metrics_port:
+            self.metrics.serve(self.settings.ingest_metrics_port + self.worker)
+        self._mqtt.start()
+        next_refresh = time.monotonic() + REGISTRY_REFRESH_S
+        try:
+            while not stop.is_set():
+                batch = self._take_batch(stop)
+                if self._fatal:
+                    raise IngestError(self._fatal)
+                if batch:
+                    self._store(batch, stop)
+                if time.monotonic() >= next_refresh:
+                    self.refresh_registry()
+                    next_refresh = time.monotonic() + REGISTRY_REFRESH_S
+            with self._lock:
+                batch, self._pending, self._pending_points = self._pending, [], 0
+            if batch:
+                self._store(batch, None)
+        finally:
+            self._mqtt.stop()
+            self.influx.close()
+            self.engine.dispose()
+
+    def refresh_registry(self) -> None:
+        try:
+            with Session(self.engine) as session:
+                tags = bin_tags(session)
+        except Exception:
+            log.exception("could not read the registry; keeping the %d bins known", len(self._tags))
+            return
+        # One assignment replaces the dict paho's thread reads: no lock needed, never half-built.
+        self._tags = {
+            bin_id: tag_set(
+                {
+                    "bin": t.bin,
+                    "site": t.site,
+                    "site_type": t.site_type,
+                    "stream": t.stream,
+                    "community": t.community,
+                    "street": t.street,
+                    "district": t.district,
+                    "operator": t.operator,
+                }
+            )
+            for bin_id, t in tags.items()
+        }
+
+    def _take_batch(self, stop: threading.Event) -> list[_Pending]:
+        wait = self.settings.ingest_batch_seconds
+        with self._lock:
+            while not stop.is_set() and not self._fatal:
+                if self._pending_points >= self.settings.ingest_batch_size:
+                    break
+                if self._pending:
+                    remaining = self._pending[0].received_at + wait - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._lock.wait(remaining)
+                else:
+                    self._lock.wait(wait)
+            batch, self._pending, self._pending_points = self._pending, [], 0
+            self.metrics.buffer_depth.set(0)
+        return batch
+
+    def _store(self, batch: list[_Pending], stop: threading.Event | None) -> None:
+        """Write, dead-letter, then acknowledge. Returns only when all is stored (or on stop,
+        leaving the batch unacknowledged so the broker redelivers it)."""
+        lines = [line for pending in batch for line in pending.decoded.lines]
+        started = time.monotonic()
+        refused = self._retrying(lambda: self._write_all(lines), stop)
+        if refused is None:
+            return
+        write_s = time.monotonic() - started
+        letters = self._dead_letters(batch, refused)
+        if letters and self._retrying(lambda: self._save_letters(letters), stop) is None:
+            return
+        with self._lock:
+            generation = self._generation
+        client = self._mqtt.client
+        for pending in batch:
+            # Packet ids belong to a connection: after a reconnect the broker redelivers these
+            # messages, and acking an old id could acknowledge a different, unwritten message.
+            if pending.qos and pending.generation == generation:
+                client.ack(pending.mid, pending.qos)
+        self._account(batch, lines, refused, letters, write_s)
+
+    def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:
+        refused: list[tuple[str, str]] = []
+        size = self.settings.ingest_batch_size
+        for start in range(0, len(lines), size):
+            refused += self._write_bisecting(lines[start : start + size])
+        return refused
+
+    def _write_bisecting(self, lines: list[str]) -> list[tuple[str, str]]:
+        """InfluxDB stores the good points of a rejected batch but does not say which line was
+        bad (FACTS.md). Halving finds the refused lines in O(k log n) writes; re-sending stored
+        points is harmless, since the same series and time overwrite."""
+        if not lines:
+            return []
+        try:
+            self.influx.write(lines)
+            return []
+        except SinkRejected as exc:
+            if exc.status == 404:
+                self.influx.ensure_database(self.settings.raw_retention)
+                raise SinkUnavailable(f"database was missing, recreated: {exc.message}") from exc
+            if exc.status != 400:
+                raise SinkUnavailable(
+                    f"InfluxDB refused the write ({exc.status}): {exc.message}"
+                ) from exc
+            if len(lines) == 1:
+                return [(lines[0], exc.message)]
+        middle = len(lines) // 2
+        return self._write_bisecting(lines[:middle]) + self._write_bisecting(lines[middle:])
+
+    def _retrying(self, action: Callable[[], Any], stop: threading.Event | None) -> Any:
+        """Run `action` until it succeeds; None if asked to stop first."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                return action()
+            except Exception as exc:  # SinkUnavailable, or the registry database being down
+                self.metrics.write_errors.inc()
+                log.warning("storing a batch failed, retrying in %.1f s: %s", delay, exc)
+            if stop is None or stop.wait(delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _dead_letters(
+        self, batch: list[_Pending], refused: list[tuple[str, str]]
+    ) -> list[DeadLetter]:
+        letters = [
+            _letter(pending.topic, rejection, pending.received_at)
+            for pending in batch
+            for rejection in pending.decoded.rejections
+        ]
+        if refused:
+            topic_of = {line: p.topic for p in batch for line in p.decoded.lines}
+            for line, message in refused:
+                rejection = Rejection("rejected_by_influxdb", message, line.encode())
+                letters.append(_letter(topic_of[line], rejection, self._clock()))
+        return letters
+
+    def _save_letters(self, letters: list[DeadLetter]) -> bool:
+        with Session(self.engine, expire_on_commit=False) as session:
+            add_dead_letters(session, letters)
+        return True
+
+    def _account(
+        self,
+        batch: list[_Pending],
+        lines: list[str],
+        refused: list[tuple[str, str]],
+        letters: list[DeadLetter],
+        write_s: float,
+    ) -> None:
+        m = self.metrics
+        m.received.inc(len(batch))
+        m.stored.inc(len(lines) - len(refused))
+        m.dead_lettered.inc(len(letters))
+        for letter in letters:
+            m.rejected.labels(letter.reason).inc()
+        if lines:
+            m.batch_points.observe(len(lines))
+            m.write_seconds.observe(write_s)
+            oldest_wait_ms = (self._clock() - batch[0].received_at) * 1000
+            heartbeat = point(
+                "ingest",
+                f",worker={self.worker}",
+                {"batch": len(lines), "write_ms": write_s * 1000, "oldest_wait_ms": oldest_wait_ms},
+                round(self._clock() * 1000),
+            )
+            try:
+                self.influx.write([heartbeat])
+            except (SinkUnavailable, SinkRejected) as exc:
+                log.info("heartbeat not written: %s", exc)
+
+
+def _letter(topic: str, rejection: Rejection, received_at: float) -> DeadLetter:
+    log.warning("dead-lettered %s from %s: %s", rejection.reason, topic, rejection.detail[:200])
+    return DeadLetter(
+        received_at=datetime.fromtimestamp(received_at, tz=UTC),
+        topic=topic,
+        reason=rejection.reason,
+        detail=rejection.detail,
+        payload=rejection.payload[:DEAD_LETTER_PAYLOAD_MAX],
+        payload_size=len(rejection.payload),
+    )

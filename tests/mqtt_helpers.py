@@ -1,0 +1,28 @@
+"""A plain publisher for tests: paho with QoS 1, waiting for every PUBACK."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import paho.mqtt.client as paho
+
+from binwatch.settings import Settings
+
+
+def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:
+    """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all."""
+    endpoint = settings.mqtt_endpoint()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published(), f"broker did not acknowledge message {info.mid}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(infos)

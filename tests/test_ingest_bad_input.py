@@ -1,0 +1,119 @@
+"""Bad input among good, through the real broker, ingest and InfluxDB: every valid reading is
+stored, every bad one is counted under its reason and dead-lettered, and ingest carries on."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from binwatch.influx import InfluxClient
+from binwatch.settings import Settings
+from devices.contract import Reading, TopicKind, Topics
+from devices.models import DeadLetter
+from devices.registry import BinTags, make_engine
+from ingest.lineprotocol import point, tag_set
+from ingest.service import Ingestor
+from tests.conftest import count_points
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def valid(index: int) -> bytes:
+    reading = Reading(ts=NOW - timedelta(seconds=index), seq=index, fill_pct=float(index % 100), deposits=4, contaminated=1)
+    return reading.model_dump_json(exclude_none=True).encode()
+
+
+def bad_payloads(topic: str, unknown_topic: str) -> list[tuple[str, str, bytes]]:
+    """(expected reason, topic, payload) for each way the contract can be broken."""
+    ts = int(NOW.timestamp() * 1000)
+    return [
+        ("malformed_json", topic, b'{"ts": 17, "fill_pct": '),
+        ("wrong_type", topic, json.dumps({"ts": ts, "fill_pct": "full"}).encode()),
+        ("wrong_type", topic, json.dumps({"ts": ts, "fill_pct": 5, "deposits": True}).encode()),
+        ("out_of_range", topic, json.dumps({"ts": ts, "fill_pct": 140}).encode()),
+        ("missing_field", topic, json.dumps({"fill_pct": 10}).encode()),
+        ("inconsistent", topic, json.dumps({"ts": ts, "fill_pct": 5, "deposits": 2, "contaminated": 5}).encode()),
+        ("unknown_bin", unknown_topic, valid(0)),
+        ("payload_too_large", topic, b"[" + b" " * (1024 * 1024) + b"]"),
+        ("not_utf8", topic, b'{"ts": \xff\xfe}'),
+        ("unknown_field", topic, json.dumps({"ts": ts, "fill_pct": 5, "lid": "open"}).encode()),
+        ("bad_timestamp", topic, json.dumps({"ts": ts // 1000, "fill_pct": 5}).encode()),
+    ]
+
+
+def test_bad_messages_are_dead_lettered_and_the_good_ones_all_stored(
+    settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    bin_ids = sorted(pilot_bins)[:20]
+    bad = bad_payloads(topics.bin(bin_ids[0], TopicKind.telemetry), topics.bin("no-such-bin", TopicKind.telemetry))
+    messages: list[tuple[str, bytes]] = []
+    good = 0
+    for index in range(1, 601):  # 600 good readings with every bad kind spread among them
+        messages.append((topics.bin(bin_ids[index % len(bin_ids)], TopicKind.telemetry), valid(index)))
+        good += 1
+        if index % 50 == 0 and bad:
+            _reason, topic, payload = bad[(index // 50) % len(bad)]
+            messages.append((topic, payload))
+    for _reason, topic, payload in bad:
+        messages.append((topic, payload))
+    expected_reasons = Counter(reason for reason, _t, _p in bad)
+    expected_reasons.update(bad[(i // 50) % len(bad)][0] for i in range(50, 601, 50))
+    publish_all(settings, messages)
+
+    rejected = sum(expected_reasons.values())
+    wait_for(
+        lambda: ingest.metrics.value("binwatch_ingest_received_messages_total") >= len(messages),
+        timeout=30, what="every message to be handled",
+    )
+    assert count_points(settings) == good
+    for reason, count in expected_reasons.items():
+        assert ingest.metrics.value("binwatch_ingest_rejected_total", reason=reason) == count, reason
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        letters = session.scalars(select(DeadLetter)).all()
+    engine.dispose()
+    assert len(letters) == rejected
+    assert Counter(letter.reason for letter in letters) == expected_reasons
+    oversized = next(letter for letter in letters if letter.reason == "payload_too_large")
+    assert oversized.payload_size == 1024 * 1024 + 2 and len(oversized.payload) == 64 * 1024
+    assert all(letter.detail and letter.topic for letter in letters)
+
+    # Still running: one more good reading is stored.
+    publish_all(settings, [(topics.bin(bin_ids[0], TopicKind.telemetry), valid(900))])
+    wait_for(lambda: count_points(settings) == good + 1, timeout=15, what="the reading after the flood")
+
+
+def test_points_influxdb_refuses_are_dead_lettered_and_the_rest_of_the_batch_stored(
+    settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    victim, *others = sorted(pilot_bins)[:10]
+    # Someone wrote temp_c as a string into this shard: InfluxDB now refuses float temp_c there.
+    client = InfluxClient(settings)
+    client.write([point("telemetry", tag_set({"bin": "intruder"}), {"temp_c": "hot"}, int(NOW.timestamp() * 1000))])
+    client.close()
+    conflicting = Reading(ts=NOW - timedelta(seconds=1), fill_pct=30.0, temp_c=21.5)
+    messages = [(topics.bin(b, TopicKind.telemetry), valid(i)) for i, b in enumerate(others, start=2)]
+    messages.insert(4, (topics.bin(victim, TopicKind.telemetry), conflicting.model_dump_json(exclude_none=True).encode()))
+    publish_all(settings, messages)
+
+    wait_for(
+        lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 1,
+        timeout=30, what="the refused point to be dead-lettered",
+    )
+    assert count_points(settings) == len(others)
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        (letter,) = session.scalars(select(DeadLetter)).all()
+    engine.dispose()
+    assert letter.reason == "rejected_by_influxdb"
+    assert "field type conflict" in letter.detail and "temp_c" in letter.detail
+    assert letter.topic == topics.bin(victim, TopicKind.telemetry)
+    assert letter.payload.startswith(b"telemetry,bin=" + victim.encode())

@@ -1,0 +1,66 @@
+"""Line-protocol escaping, without servers (tests/test_ingest_bad_input.py round-trips the same
+awkward values through a real InfluxDB)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.lineprotocol import escape_key, format_field, point, tag_set
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("plain", "plain"),
+        ("with space", r"with\ space"),
+        ("a,b", r"a\,b"),
+        ("k=v", r"k\=v"),
+        ("all of ,= them", r"all\ of\ \,\=\ them"),
+        ("中文 社区", r"中文\ 社区"),
+    ],
+)
+def test_keys_and_tag_values_escape_comma_equals_space(raw: str, escaped: str) -> None:
+    assert escape_key(raw) == escaped
+
+
+@pytest.mark.parametrize("bad", ["line\nbreak", "cr\r", "", "trailing\\"])
+def test_unrepresentable_tag_values_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="line protocol cannot carry"):
+        escape_key(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (3, "3i"),
+        (0, "0i"),
+        (2.5, "2.5"),
+        (100.0, "100.0"),
+        ('say "hi"', r'"say \"hi\""'),
+        ("back\\slash", r'"back\\slash"'),
+        ("two\nlines", r'"two\nlines"'),
+    ],
+)
+def test_field_values(value: float | int | bool | str, text: str) -> None:
+    assert format_field(value) == text
+
+
+def test_tag_set_is_sorted_escaped_and_skips_empty_values() -> None:
+    tags = tag_set({"site": "Jiazhou Shuian", "bin": "b-1", "district": "", "street": "a,b=c"})
+    assert tags == r",bin=b-1,site=Jiazhou\ Shuian,street=a\,b\=c"
+
+
+def test_point_leaves_out_missing_fields() -> None:
+    line = point("telemetry", ",bin=b1", {"fill_pct": 12.5, "seq": None, "deposits": 3}, 1795739261355)
+    assert line == "telemetry,bin=b1 fill_pct=12.5,deposits=3i 1795739261355"
+
+
+def test_point_needs_a_field() -> None:
+    with pytest.raises(ValueError, match="at least one field"):
+        point("telemetry", ",bin=b1", {"seq": None}, 1)
+
+
+def test_measurement_escapes_comma_and_space() -> None:
+    assert point("a b,c", "", {"f": 1}, 5) == r"a\ b\,c f=1i 5"
