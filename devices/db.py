@@ -1,0 +1,55 @@
+"""Creating and opening the registry database.
+
+The schema belongs to the Alembic migrations in `devices/migrations`, run from code rather than
+from an `alembic.ini`, so the CLI, the tests and a fresh deployment all reach the same schema
+from any working directory. To write the next migration, autogenerate it against a database at
+head and clean it up by hand::
+
+    with make_engine(url).connect() as connection:
+        command.revision(alembic_config(connection), message="...", autogenerate=True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from devices.registry import make_engine
+
+MIGRATIONS = "devices:migrations"  # a package path, so it resolves wherever binwatch is installed
+
+
+def alembic_config(connection: Connection) -> Config:
+    """An Alembic configuration that migrates over `connection` (see `migrations/env.py`)."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(database_url: str) -> None:
+    """Bring the registry at `database_url` to the newest schema; harmless when it is there.
+
+    A SQLite file's folder is created first: the default URL points into `var/`, which a fresh
+    checkout does not have.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for `engine`. Objects stay readable after commit (`expire_on_commit=False`), so
+    a command or an API handler can report what it just wrote without another round trip."""
+    return sessionmaker(engine, expire_on_commit=False)

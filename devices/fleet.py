@@ -1,0 +1,390 @@
+"""The fleet file: the city's own description of its grid, operator companies, sites and bins.
+
+City staff edit it, so a mistake is reported as `file:line: where: what is wrong` rather than
+as a traceback, and importing it is idempotent so the same file can be applied again after
+every edit. See `default_fleet.yaml` for the layout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Final, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from binwatch.errors import FleetError
+from devices.contract import BIN_ID_PATTERN, SiteType, Stream
+from devices.models import Area, Bin, Operator, Site
+
+# Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
+# waste smells and rots, so it goes early; hazardous waste (batteries, lamps, medicines) must
+# never overflow onto the ground; dry recyclable and residual bins can run nearly full.
+DEFAULT_THRESHOLDS: Final[Mapping[Stream, float]] = MappingProxyType({
+    Stream.kitchen: 75.0,
+    Stream.hazardous: 70.0,
+    Stream.recyclable: 85.0,
+    Stream.residual: 85.0,
+})
+DEFAULT_CAPACITY_L: Final = 240  # the standard wheeled bin at Chinese sorting stations
+
+Loc = tuple[str | int, ...]
+_ID = re.compile(BIN_ID_PATTERN)
+_ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
+def _check_id(value: str) -> str:
+    """Every id ends up in MQTT topics or InfluxDB tags, so all follow the bin-id rule."""
+    if not _ID.fullmatch(value):
+        raise PydanticCustomError("id", "{value!r} is not a valid id: use {rule}",
+                                  {"value": value, "rule": _ID_RULE})
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Spec(BaseModel):
+    # Unknown keys are refused: a misspelt `threshold_pc` silently ignored would be worse.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AreaSpec(_Spec):
+    id: Id
+    name: Name
+
+
+class StreetSpec(AreaSpec):
+    communities: list[AreaSpec]
+
+
+class DistrictSpec(AreaSpec):
+    streets: list[StreetSpec]
+
+
+class OperatorSpec(_Spec):
+    id: Id
+    name: Name
+    webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=500)] | None = None
+
+
+class BinSpec(_Spec):
+    """A bin listed by hand, beyond the site's standard stations (say, a lone hazardous bin)."""
+
+    id: Id
+    stream: Stream
+    station: Annotated[str, Field(min_length=1, max_length=64)]
+    capacity_l: int | None = Field(None, gt=0)
+    threshold_pct: float | None = Field(None, gt=0, le=100)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBin:
+    """A bin as it will be stored; `origin` is where the file defines it (for error lines)."""
+
+    id: str
+    station: str
+    stream: Stream
+    capacity_l: int
+    threshold_pct: float
+    origin: Loc = field(compare=False)
+
+
+class SiteSpec(_Spec):
+    id: Id
+    name: Name
+    type: SiteType
+    community: str
+    operator: str
+    address: Annotated[str, Field(min_length=1, max_length=300)]
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    stations: int = Field(1, ge=0, le=99, description="each station: one bin per stream")
+    bins: list[BinSpec] = []
+    capacity_l: int = Field(DEFAULT_CAPACITY_L, gt=0, description="default for the site's bins")
+
+    def planned_bins(self) -> list[PlannedBin]:
+        """The station bins (`<site>-s<n>-<stream>`), then the ones listed by hand."""
+        generated = [
+            PlannedBin(f"{self.id}-s{n}-{stream.value}", f"s{n}", stream, self.capacity_l,
+                       DEFAULT_THRESHOLDS[stream], ("stations",))
+            for n in range(1, self.stations + 1)
+            for stream in Stream
+        ]
+        listed = [
+            PlannedBin(b.id, b.station, b.stream,
+                       self.capacity_l if b.capacity_l is None else b.capacity_l,
+                       DEFAULT_THRESHOLDS[b.stream] if b.threshold_pct is None else b.threshold_pct,
+                       ("bins", i, "id"))
+            for i, b in enumerate(self.bins)
+        ]
+        return generated + listed
+
+
+class Fleet(_Spec):
+    city: AreaSpec | None = None
+    districts: list[DistrictSpec]
+    operators: list[OperatorSpec]
+    sites: list[SiteSpec]
+
+    def areas(self) -> Iterator[tuple[Loc, AreaSpec, str, str | None]]:
+        """(where, area, kind, parent id) for every area, parents before their children."""
+        city_id = self.city.id if self.city else None
+        if self.city:
+            yield ("city",), self.city, "city", None
+        for d, district in enumerate(self.districts):
+            yield ("districts", d), district, "district", city_id
+            for s, street in enumerate(district.streets):
+                yield ("districts", d, "streets", s), street, "street", district.id
+                for c, community in enumerate(street.communities):
+                    where = ("districts", d, "streets", s, "communities", c)
+                    yield where, community, "community", street.id
+
+
+def default_fleet_path() -> Path:
+    """The pilot's fleet as shipped with binwatch."""
+    return Path(__file__).with_name("default_fleet.yaml")
+
+
+def load_fleet(path: Path | str) -> Fleet:
+    """Read and check a fleet file; `FleetError` lists every problem as `file:line: reason`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FleetError(f"{path}: cannot read the fleet file: {exc}") from exc
+    root, data = _parse(path, text)
+
+    def line_of(loc: Loc) -> int:
+        return _line_of(root, loc)
+
+    problems = list(_duplicate_keys(root))
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        problems += [(line_of(e["loc"]), _where(e["loc"]), _reason(e)) for e in exc.errors()]
+        raise _rejected(path, problems) from None
+    problems += [
+        (line_of(loc), _where(loc), why) for loc, why in _reference_problems(fleet, line_of)
+    ]
+    if problems:
+        raise _rejected(path, problems)
+    return fleet
+
+
+def _parse(path: Path, text: str) -> tuple[yaml.Node, Any]:
+    """The YAML node tree (it knows the lines) and the plain data built from it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise FleetError(f"{path}:1: the file is empty; see default_fleet.yaml for the layout")
+        return root, loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"{mark.line + 1}:" if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise FleetError(f"{path}:{line} YAML syntax error: {exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise FleetError(f"{path}: YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _line_of(root: yaml.Node, loc: Loc) -> int:
+    """The 1-based line of the deepest part of `loc` the file has (for a missing field, the
+    line of the mapping that lacks it)."""
+    node, line = root, root.start_mark.line
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            matches = [(key, value) for key, value in node.value if key.value == part]
+            if not matches:
+                break
+            key, node = matches[-1]  # YAML keeps the last of duplicated keys
+            line = key.start_mark.line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
+
+
+def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[int, str, str]]:
+    """YAML silently keeps the last of two equal keys; an editor meant one of them."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                yield key.start_mark.line + 1, str(key.value), "key appears twice in this mapping"
+            seen.add(key.value)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+def _where(loc: Loc) -> str:
+    """`("sites", 3, "bins", 0, "stream")` → `sites[3].bins[0].stream`."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return text.lstrip(".") or "(top level)"
+
+
+def _reason(error: ErrorDetails) -> str:
+    if error["type"] == "missing":
+        return "required field is missing"
+    if error["type"] == "extra_forbidden":
+        return "unknown field (misspelt, or indented under the wrong parent?)"
+    return error["msg"]
+
+
+def _rejected(path: Path, problems: list[tuple[int, str, str]]) -> FleetError:
+    return FleetError("\n".join(f"{path}:{line}: {where}: {why}" for line, where, why in
+                                sorted(problems)))
+
+
+def _reference_problems(fleet: Fleet, line_of: Callable[[Loc], int]) -> Iterator[tuple[Loc, str]]:
+    """What pydantic cannot see field by field: unique ids and references that resolve."""
+    area_kinds: dict[str, str] = {}
+    first: dict[tuple[str, str], Loc] = {}  # (kind of id, id) → where it was first defined
+
+    def duplicate(kind: str, ident: str, loc: Loc) -> str | None:
+        if (kind, ident) in first:
+            return f"{kind} id {ident!r} is already used at line {line_of(first[kind, ident])}"
+        first[kind, ident] = loc
+        return None
+
+    for loc, area, kind, _parent in fleet.areas():
+        if problem := duplicate("area", area.id, (*loc, "id")):
+            yield (*loc, "id"), problem
+        area_kinds.setdefault(area.id, kind)
+    for o, operator in enumerate(fleet.operators):
+        if problem := duplicate("operator", operator.id, ("operators", o, "id")):
+            yield ("operators", o, "id"), problem
+    for s, site in enumerate(fleet.sites):
+        loc = ("sites", s)
+        if problem := duplicate("site", site.id, (*loc, "id")):
+            yield (*loc, "id"), problem
+        if area_kinds.get(site.community) != "community":
+            found = area_kinds.get(site.community)
+            detail = f"it is a {found}" if found else "no community has this id"
+            yield (*loc, "community"), f"unknown community {site.community!r} ({detail})"
+        if ("operator", site.operator) not in first:
+            yield (*loc, "operator"), f"unknown operator {site.operator!r} (not under operators)"
+        for planned in site.planned_bins():
+            origin = (*loc, *planned.origin)
+            if not _ID.fullmatch(planned.id):
+                yield origin, f"bin id {planned.id!r} is not valid: use {_ID_RULE}"
+            elif problem := duplicate("bin", planned.id, origin):
+                yield origin, problem
+
+
+@dataclass(frozen=True, slots=True)
+class KindCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: KindCounts) -> KindCounts:
+        return KindCounts(self.created + other.created, self.updated + other.updated,
+                          self.unchanged + other.unchanged)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    """What an import did, per kind of record."""
+
+    areas: KindCounts
+    operators: KindCounts
+    sites: KindCounts
+    bins: KindCounts
+
+    def by_kind(self) -> dict[str, KindCounts]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def total(self) -> KindCounts:
+        return sum(self.by_kind().values(), KindCounts())
+
+    @property
+    def created(self) -> int:
+        return self.total().created
+
+    @property
+    def updated(self) -> int:
+        return self.total().updated
+
+    @property
+    def unchanged(self) -> int:
+        return self.total().unchanged
+
+
+def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
+    """Make the registry say what `fleet` says, in one transaction: records are created or
+    updated, and a failure rolls everything back. Importing the same file twice changes nothing.
+
+    Nothing missing from the file is deleted: bins keep their history (readings, collection
+    requests) under their ids, so retiring a bin or a site is a deliberate act elsewhere, not a
+    side effect of editing or truncating the YAML.
+
+    `fleet` should come from `load_fleet`, which checks the references the database relies on.
+    """
+    try:
+        areas = KindCounts()
+        for level in ("city", "district", "street", "community"):  # parents exist before children
+            areas += _upsert(session, Area, [
+                {"id": area.id, "name": area.name, "kind": kind, "parent_id": parent}
+                for _loc, area, kind, parent in fleet.areas() if kind == level
+            ])
+        summary = ImportSummary(
+            areas=areas,
+            operators=_upsert(session, Operator, [
+                {"id": o.id, "name": o.name, "webhook_url": o.webhook_url} for o in fleet.operators
+            ]),
+            sites=_upsert(session, Site, [
+                {"id": s.id, "name": s.name, "site_type": s.type.value, "community_id": s.community,
+                 "operator_id": s.operator, "address": s.address, "latitude": s.lat,
+                 "longitude": s.lon}
+                for s in fleet.sites
+            ]),
+            bins=_upsert(session, Bin, [
+                {"id": b.id, "site_id": s.id, "station": b.station, "stream": b.stream.value,
+                 "capacity_l": b.capacity_l, "threshold_pct": b.threshold_pct}
+                for s in fleet.sites for b in s.planned_bins()
+            ]),
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return summary
+
+
+_Row = TypeVar("_Row", Area, Operator, Site, Bin)
+
+
+def _upsert(session: Session, model: type[_Row], records: list[dict[str, Any]]) -> KindCounts:
+    """Create missing rows, update changed ones, then flush so the next kind can refer to them."""
+    existing = {row.id: row for row in session.scalars(select(model))}
+    created = updated = 0
+    for record in records:
+        row = existing.get(record["id"])
+        if row is None:
+            session.add(model(**record))
+            created += 1
+            continue
+        changes = {key: value for key, value in record.items() if getattr(row, key) != value}
+        for key, value in changes.items():
+            setattr(row, key, value)
+        updated += bool(changes)
+    session.flush()
+    return KindCounts(created, updated, len(records) - created - updated)

@@ -1,0 +1,20 @@
+"""Alembic's entry point for the registry. It migrates over the connection that
+`devices.db.alembic_config` hands it, never over a URL of its own, so there is exactly one way
+to reach the database (`devices.registry.make_engine`, with its SQLite pragmas)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from devices.models import Base
+
+connection = context.config.attributes.get("connection")
+if not isinstance(connection, Connection):
+    raise RuntimeError("run registry migrations through devices.db.migrate(), not the alembic CLI")
+
+# Batch mode lets later migrations alter columns and constraints on SQLite, which has no
+# ALTER for them: Alembic copies the table instead.
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

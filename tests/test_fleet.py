@@ -1,0 +1,155 @@
+"""The fleet file: the shipped pilot, idempotent import, and errors that point at the line."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from binwatch.errors import FleetError
+from devices.commands import fleet_app
+from devices.db import migrate, session_factory
+from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
+from devices.models import Area, Bin, Operator, Site
+from devices.registry import BinTags, bin_tags, make_engine
+
+# Line numbers matter: the bad-file cases below assert them.
+MINI = """\
+districts:
+  - id: shizhong
+    name: Shizhong District
+    streets:
+      - id: lvxin
+        name: Lvxin Street
+        communities:
+          - {id: xiaoba, name: Xiaoba Community}
+operators:
+  - {id: op-lvyuan, name: Lvyuan Environmental Services}
+sites:
+  - id: jiazhou-shuian
+    name: Jiazhou Shuian
+    type: compound
+    community: xiaoba
+    operator: op-lvyuan
+    address: 1 Lvxin Road
+    lat: 36.65
+    lon: 117.0
+    stations: 1
+    bins:
+      - {id: jiazhou-shuian-gate, stream: hazardous, station: gate}
+"""
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    url = f"sqlite:///{tmp_path / 'var' / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _snapshot(session: Session) -> list[tuple[object, ...]]:
+    session.expire_all()
+    return [
+        tuple(row)
+        for model in (Area, Operator, Site, Bin)
+        for row in session.execute(select(*model.__table__.columns))
+    ]
+
+
+def test_default_fleet_is_the_pilot() -> None:
+    fleet = load_fleet(default_fleet_path())
+    assert Counter(site.type.value for site in fleet.sites) == {
+        "agency": 50, "school": 5, "compound": 13,
+    }
+    assert sum(len(district.streets) for district in fleet.districts) == 5
+    assert len(fleet.operators) == 2
+    assert all(len(site.planned_bins()) >= 4 for site in fleet.sites)
+    assert "jiazhou-shuian" in {site.id for site in fleet.sites}
+
+
+def test_import_gives_bins_their_grid_tags(session: Session) -> None:
+    import_fleet(session, load_fleet(default_fleet_path()))
+    assert bin_tags(session)["jiazhou-shuian-s1-kitchen"] == BinTags(
+        bin="jiazhou-shuian-s1-kitchen", site="jiazhou-shuian", site_type="compound",
+        stream="kitchen", community="xiaoba", street="lvxin", district="shizhong",
+        operator="op-lvyuan",
+    )
+
+
+def test_reimport_changes_nothing(session: Session) -> None:
+    first = import_fleet(session, load_fleet(default_fleet_path()))
+    again = import_fleet(session, load_fleet(default_fleet_path()))
+    assert (again.created, again.updated, again.unchanged) == (0, 0, first.created)
+
+
+def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> None:
+    import_fleet(session, load_fleet(_write(tmp_path, MINI)))
+    changed = MINI.replace("station: gate}", "station: gate, threshold_pct: 50}")
+    summary = import_fleet(session, load_fleet(_write(tmp_path, changed)))
+    assert (summary.created, summary.updated, summary.bins.updated) == (0, 1, 1)
+    assert session.get(Bin, "jiazhou-shuian-gate").threshold_pct == 50  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "reason"), [
+    ("name: Jiazhou Shuian", "name: Jiazhou: Shuian", 13, "YAML syntax error"),
+    ("    address: 1 Lvxin Road\n", "", 12, "sites[0].address: required field is missing"),
+    ("lon: 117.0\n", "lon: 117.0\n    colour: blue\n", 20, "sites[0].colour: unknown field"),
+    ("stream: hazardous", "stream: glass", 22, "sites[0].bins[0].stream: Input should be"),
+    ("community: xiaoba", "community: xiaobei", 15, "unknown community 'xiaobei'"),
+    ("id: jiazhou-shuian-gate", "id: jiazhou-shuian-s1-kitchen", 22, "already used at line 20"),
+    ("id: jiazhou-shuian-gate", "id: jiazhou shuian gate", 22, "is not a valid id"),
+    ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
+])
+def test_bad_file_is_rejected_with_its_line(
+    session: Session, tmp_path: Path, old: str, new: str, line: int, reason: str
+) -> None:
+    import_fleet(session, load_fleet(_write(tmp_path, MINI)))
+    before = _snapshot(session)
+    assert old in MINI
+    path = _write(tmp_path, MINI.replace(old, new))
+    with pytest.raises(FleetError) as rejected:
+        import_fleet(session, load_fleet(path))
+    assert f"{path}:{line}: " in str(rejected.value)
+    assert reason in str(rejected.value)
+    assert _snapshot(session) == before
+
+
+def test_failed_import_rolls_everything_back(session: Session) -> None:
+    import_fleet(session, load_fleet(default_fleet_path()))
+    before = _snapshot(session)
+    # Skips load_fleet's reference checks, so the database itself refuses the unknown operator
+    # only after the renamed community has been written.
+    data = yaml.safe_load(MINI.replace("Xiaoba Community", "Renamed").replace(
+        "operator: op-lvyuan", "operator: op-ghost"))
+    with pytest.raises(IntegrityError):
+        import_fleet(session, Fleet.model_validate(data))
+    assert _snapshot(session) == before
+
+
+def test_cli_imports_and_reports_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'var' / 'cli.db'}")
+    runner = CliRunner()
+    imported = runner.invoke(fleet_app, ["import"])
+    assert imported.exit_code == 0, imported.output
+    assert "bins" in imported.stdout
+    bad = _write(tmp_path, MINI.replace("community: xiaoba", "community: xiaobei"))
+    rejected = runner.invoke(fleet_app, ["import", str(bad)])
+    assert rejected.exit_code == 1
+    assert f"{bad}:15:" in rejected.stderr
+    assert runner.invoke(fleet_app, ["show"]).exit_code == 0
