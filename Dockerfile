@@ -1,0 +1,28 @@
+# One image for every binwatch process (ingest, api, simulate, fleet import); compose picks the
+# command. Build: docker build -t binwatch .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A fixed uid, so a host directory mounted at /data can be given to it (chown 10001).
+# /data exists and belongs to that user in the image because Docker seeds an empty named volume
+# from the image's directory, ownership included: the SQLite registry is then writable.
+RUN useradd --system --uid 10001 --create-home --home-dir /home/binwatch binwatch \
+    && mkdir /data && chown binwatch:binwatch /data
+
+# .dockerignore lets only the package sources and pyproject.toml in, so no .env or local
+# database can end up in a layer. The sources are deleted once installed: the image runs the
+# installed package, never the tree.
+COPY . /tmp/src
+RUN pip install /tmp/src && rm -rf /tmp/src
+
+USER binwatch
+WORKDIR /data
+# api: only when BINWATCH_API_HOST=0.0.0.0 (compose sets it); ingest: Prometheus /metrics.
+EXPOSE 8000 9108
+
+ENTRYPOINT ["binwatch"]
+CMD ["--help"]

@@ -1,0 +1,194 @@
+"""docker-compose.yml and the Grafana provisioning files, checked without Docker.
+
+No Docker engine runs on these machines, so `docker compose config` cannot vouch for the file:
+the Compose Specification's JSON schema stands in for its syntax, and the tests below for what
+the schema cannot see (Settings names, health gates, loopback-only ports, mounted paths)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from binwatch.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+# Kept beside the repository, not in it: shared reference material (see its README).
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared/schemas/compose-spec.json"
+DATASOURCE_FILE = REPO / "dashboards/provisioning/datasources/binwatch.yaml"
+DASHBOARD_PROVIDER_FILE = REPO / "dashboards/provisioning/dashboards/binwatch.yaml"
+MOSQUITTO_CONF = REPO / "deploy/mosquitto/mosquitto.conf"
+
+ENV_PREFIX = "BINWATCH_"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    # safe_load resolves the `<<: *anchor` merges, as Compose itself does.
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{COMPOSE_FILE} is not a YAML mapping"
+    return data
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def environment(service: dict[str, Any]) -> dict[str, Any]:
+    """A service's environment as a mapping, whichever of Compose's two forms it uses."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return dict(env)
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host source, container target) of each bind mount; named volumes are left out."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                mounts.append((volume["source"], volume["target"]))
+            continue
+        source, _, rest = volume.partition(":")
+        if source.startswith((".", "/", "~")):
+            mounts.append((source, rest.split(":")[0]))
+    return mounts
+
+
+def test_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+    if not SCHEMA_FILE.is_file():
+        pytest.fail(
+            f"Compose Specification schema not found at {SCHEMA_FILE}: docker-compose.yml cannot"
+            " be validated without it (no Docker engine here to do it instead)"
+        )
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors
+    )
+
+
+def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose, "the Compose Specification ignores `version:`; drop it"
+
+
+def test_every_service_of_the_stack_is_there(compose: dict[str, Any]) -> None:
+    expected = {"mosquitto", "influxdb", "grafana", "ingest", "api", "simulator"}
+    assert expected <= services(compose).keys()
+
+
+def test_binwatch_variables_are_settings_fields(compose: dict[str, Any]) -> None:
+    # Settings ignores unknown variables, so a misspelt one would silently leave a default.
+    unknown = [
+        f"{name}: {key}"
+        for name, service in services(compose).items()
+        for key in environment(service)
+        if key.startswith(ENV_PREFIX)
+        and key.removeprefix(ENV_PREFIX).lower() not in Settings.model_fields
+    ]
+    assert not unknown, f"not fields of binwatch.settings.Settings: {unknown}"
+
+
+def test_influxdb_is_pinned_to_1x(compose: dict[str, Any]) -> None:
+    # `influxdb:latest` is InfluxDB 3 Core now; binwatch's setup (users, continuous queries)
+    # is written for 1.x.
+    image = services(compose)["influxdb"]["image"]
+    assert re.fullmatch(r"influxdb:1\.\d+(\.\d+)?(-[\w.]+)?", image), image
+
+
+def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    exposed = []
+    for name, service in services(compose).items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                ok = port.get("host_ip") == "127.0.0.1"
+            else:
+                ok = str(port).startswith("127.0.0.1:")
+            if not ok:
+                exposed.append(f"{name}: {port}")
+    assert not exposed, f"published beyond 127.0.0.1: {exposed}"
+
+
+def test_dependencies_exist_and_health_gates_have_healthchecks(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    problems = []
+    for name, service in all_services.items():
+        depends_on = service.get("depends_on", {})
+        if isinstance(depends_on, list):  # the short form means service_started
+            depends_on = {target: {} for target in depends_on}
+        for target, spec in depends_on.items():
+            if target not in all_services:
+                problems.append(f"{name} depends on unknown service {target}")
+            elif spec.get("condition") == "service_healthy":
+                check = all_services[target].get("healthcheck")
+                if not check or check.get("disable"):
+                    problems.append(f"{name} waits for {target} healthy; it has no healthcheck")
+    assert not problems, problems
+
+
+def test_mounted_repository_paths_exist(compose: dict[str, Any]) -> None:
+    missing = [
+        f"{name}: {source}"
+        for name, service in services(compose).items()
+        for source, _target in bind_mounts(service)
+        if not (REPO / source).exists()
+    ]
+    assert not missing, f"bind mounts of paths missing from the repository: {missing}"
+
+
+def test_build_context_has_a_dockerfile(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        build = service.get("build")
+        if build is None:
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        context, dockerfile = build.get("context", "."), build.get("dockerfile", "Dockerfile")
+        assert (REPO / context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
+
+
+def test_mosquitto_includes_the_mounted_shared_config(compose: dict[str, Any]) -> None:
+    # The container must read the same conf.d/binwatch.conf as the tests and `make demo`.
+    match = re.search(r"^include_dir\s+(\S+)", MOSQUITTO_CONF.read_text(encoding="utf-8"), re.M)
+    assert match, f"{MOSQUITTO_CONF} has no include_dir"
+    include_dir = match.group(1).rstrip("/")
+    sources = [
+        Path(source)
+        for source, target in bind_mounts(services(compose)["mosquitto"])
+        if target.rstrip("/") == include_dir
+    ]
+    assert sources == [Path("deploy/mosquitto/conf.d")], f"{include_dir} mounts {sources}"
+
+
+def test_datasource_provisioning() -> None:
+    data = yaml.safe_load(DATASOURCE_FILE.read_text(encoding="utf-8"))
+    [source] = data["datasources"]
+    assert source["uid"] == "binwatch-influxdb"
+    assert source["type"] == "influxdb"
+    assert source["jsonData"]["version"] == "InfluxQL"
+
+
+def test_datasource_variables_are_set_for_grafana(compose: dict[str, Any]) -> None:
+    # Grafana expands $VAR / ${VAR} from its environment; an unset one becomes "" silently.
+    lines = DATASOURCE_FILE.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    used = set(re.findall(r"\$\{?([A-Za-z_]\w*)\}?", text))
+    assert used, "the datasource is expected to take its settings from the environment"
+    missing = used - environment(services(compose)["grafana"]).keys()
+    assert not missing, f"the grafana service does not set {sorted(missing)}"
+
+
+def test_dashboard_provider_reads_the_mounted_folder(compose: dict[str, Any]) -> None:
+    data = yaml.safe_load(DASHBOARD_PROVIDER_FILE.read_text(encoding="utf-8"))
+    [provider] = data["providers"]
+    assert provider["allowUiUpdates"] is False
+    targets = {target for _source, target in bind_mounts(services(compose)["grafana"])}
+    assert provider["options"]["path"] in targets
