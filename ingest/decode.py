@@ -138,6 +138,8 @@ def _decode_one(
                 "seq": reading.seq,
                 "deposits": reading.deposits,
                 "contaminated": reading.contaminated,
+                # Deposits whose sorting was checked: the denominator of sorting accuracy.
+                "checked_deposits": None if reading.contaminated is None else reading.deposits,
                 "weight_kg": _float(reading.weight_kg),
                 "battery_pct": _float(reading.battery_pct),
                 "temp_c": _float(reading.temp_c),

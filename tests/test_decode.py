@@ -14,7 +14,9 @@ TOPICS = Topics("binwatch/v1")
 TAGS = {"b1": ",bin=b1,site=s1,stream=kitchen"}
 
 
-def run(payload: bytes | str, *, topic: str = "binwatch/v1/bins/b1/telemetry", limit: int = 4096) -> Decoded:
+def run(
+    payload: bytes | str, *, topic: str = "binwatch/v1/bins/b1/telemetry", limit: int = 4096
+) -> Decoded:
     body = payload.encode() if isinstance(payload, str) else payload
     return decode(topic, body, 42, topics=TOPICS, tags_of=TAGS.get, max_payload=limit)
 
@@ -27,7 +29,7 @@ def test_a_valid_reading_becomes_one_point_with_derived_fields() -> None:
     result = run(reading(seq=3, deposits=10, contaminated=1, temp_c=21))
     assert result.rejections == []
     assert result.lines == [
-        "telemetry,bin=b1,site=s1,stream=kitchen fill_pct=50.0,seq=3i,deposits=10i,contaminated=1i,"
+        "telemetry,bin=b1,site=s1,stream=kitchen fill_pct=50.0,seq=3i,deposits=10i,contaminated=1i,checked_deposits=10i,"
         f"temp_c=21.0,overflow=0i,over90=0i,received_ms=42i {TS}"
     ]
 
@@ -40,7 +42,9 @@ def test_overflow_flags(fill: float, overflow: int, over90: int) -> None:
 
 def test_an_offline_buffer_array_keeps_the_good_readings_and_rejects_the_bad_one() -> None:
     payload = f"[{reading(seq=1)}, {reading(seq=2, fill_pct=150)}, {reading(seq=3)}]"
-    payload = payload.replace(f'"ts": {TS}, "fill_pct": 50.0, "seq": 3', f'"ts": {TS + 1}, "fill_pct": 50.0, "seq": 3')
+    payload = payload.replace(
+        f'"ts": {TS}, "fill_pct": 50.0, "seq": 3', f'"ts": {TS + 1}, "fill_pct": 50.0, "seq": 3'
+    )
     result = run(payload)
     assert len(result.lines) == 2
     (rejection,) = result.rejections
@@ -50,16 +54,24 @@ def test_an_offline_buffer_array_keeps_the_good_readings_and_rejects_the_bad_one
 
 
 def test_events_and_status_become_their_own_measurements() -> None:
-    event = run(json.dumps({"ts": TS, "type": "fire", "detail": "smoke"}), topic="binwatch/v1/bins/b1/event")
+    event = run(
+        json.dumps({"ts": TS, "type": "fire", "detail": "smoke"}), topic="binwatch/v1/bins/b1/event"
+    )
     assert event.lines == [
         f'events,bin=b1,site=s1,stream=kitchen,type=fire count=1i,detail="smoke",received_ms=42i {TS}'
     ]
     status = run(json.dumps({"ts": TS, "online": False}), topic="binwatch/v1/bins/b1/status")
-    assert status.lines == [f"device_status,bin=b1,site=s1,stream=kitchen online=false,received_ms=42i {TS}"]
+    assert status.lines == [
+        f"device_status,bin=b1,site=s1,stream=kitchen online=false,received_ms=42i {TS}"
+    ]
 
 
 CASES = {
-    "payload_too_large": ("x" * 5000, "binwatch/v1/bins/b1/telemetry", "5000 bytes; the limit is 4096"),
+    "payload_too_large": (
+        "x" * 5000,
+        "binwatch/v1/bins/b1/telemetry",
+        "5000 bytes; the limit is 4096",
+    ),
     "bad_topic": (reading(), "binwatch/v1/bins/b1/photo", "unknown topic kind"),
     "unknown_bin": (reading(), "binwatch/v1/bins/b9/telemetry", "'b9' is not in the registry"),
     "not_utf8": (b"\xff\xfe{}", "binwatch/v1/bins/b1/telemetry", "not UTF-8"),
@@ -67,11 +79,31 @@ CASES = {
     "not_an_object": ("42", "binwatch/v1/bins/b1/telemetry", "must be an object or an array"),
     "empty_batch": ("[]", "binwatch/v1/bins/b1/telemetry", "empty array"),
     "missing_field": ('{"fill_pct": 5}', "binwatch/v1/bins/b1/telemetry", "ts is required"),
-    "unknown_field": (reading(colour="blue"), "binwatch/v1/bins/b1/telemetry", "colour is not a field"),
-    "wrong_type": (reading(fill_pct="50"), "binwatch/v1/bins/b1/telemetry", "fill_pct: Input should be a valid number"),
-    "out_of_range": (reading(battery_pct=120), "binwatch/v1/bins/b1/telemetry", "battery_pct: Input should be less"),
-    "bad_timestamp": ('{"ts": "noon", "fill_pct": 5}', "binwatch/v1/bins/b1/telemetry", "not an RFC 3339 time"),
-    "inconsistent": (reading(deposits=1, contaminated=3), "binwatch/v1/bins/b1/telemetry", "exceeds deposits"),
+    "unknown_field": (
+        reading(colour="blue"),
+        "binwatch/v1/bins/b1/telemetry",
+        "colour is not a field",
+    ),
+    "wrong_type": (
+        reading(fill_pct="50"),
+        "binwatch/v1/bins/b1/telemetry",
+        "fill_pct: Input should be a valid number",
+    ),
+    "out_of_range": (
+        reading(battery_pct=120),
+        "binwatch/v1/bins/b1/telemetry",
+        "battery_pct: Input should be less",
+    ),
+    "bad_timestamp": (
+        '{"ts": "noon", "fill_pct": 5}',
+        "binwatch/v1/bins/b1/telemetry",
+        "not an RFC 3339 time",
+    ),
+    "inconsistent": (
+        reading(deposits=1, contaminated=3),
+        "binwatch/v1/bins/b1/telemetry",
+        "exceeds deposits",
+    ),
 }
 
 

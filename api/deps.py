@@ -1,0 +1,72 @@
+"""Dependencies of the route handlers, as `Annotated` aliases: what a handler needs is in its
+signature, and everything comes from the app state built once in `api.main`'s lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from sqlalchemy.orm import Session
+
+from api.schemas import EVERY_REGEX, ID_REGEX, EveryParam, TimeParam, Window
+from binwatch.influx import InfluxClient
+from binwatch.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One registry session per request, closed when the response is sent."""
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_influx(request: Request) -> InfluxClient:
+    influx: InfluxClient = request.app.state.influx
+    return influx
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+InfluxDep = Annotated[InfluxClient, Depends(get_influx)]
+
+_ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+SiteId = Annotated[str, Path(pattern=ID_REGEX, description=f"a site id: {_ID_RULE}")]
+BinId = Annotated[str, Path(pattern=ID_REGEX, description=f"a bin id: {_ID_RULE}")]
+
+
+def reading_window(
+    settings: SettingsDep,
+    start: Annotated[
+        TimeParam,
+        Query(
+            description="RFC 3339 with a UTC offset or Z (URL-encode '+' as %2B); default end − 24 h",
+        ),
+    ] = None,
+    end: Annotated[
+        TimeParam,
+        Query(
+            description="RFC 3339 with a UTC offset or Z, exclusive; default now",
+        ),
+    ] = None,
+    every: Annotated[
+        EveryParam,
+        Query(
+            pattern=EVERY_REGEX,
+            description="bucket width (InfluxQL duration, 1m to 366d, e.g. 15m, 1h, 1d); "
+            "omit for raw readings (at most 7 days of them)",
+        ),
+    ] = None,
+) -> Window:
+    """The checked window of a readings request; InvalidRequest (422) when it cannot be served."""
+    return Window.build(
+        start=start, end=end, every=every, now=datetime.now(UTC), timezone=settings.timezone
+    )
+
+
+WindowDep = Annotated[Window, Depends(reading_window)]

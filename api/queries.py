@@ -1,0 +1,130 @@
+"""Every InfluxQL statement the API runs, in one place.
+
+Values always travel as bound parameters (`$name`), never in the query text; ids and windows are
+checked before they get here (api.schemas). Times are bound as integer epoch nanoseconds and
+durations as `{"duration": ...}`, the two forms InfluxDB binds without reparsing a string.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from api.schemas import Bucket, Reading, Window, epoch_ns, from_epoch_ms
+from binwatch.influx import InfluxClient, Series
+
+# The fields ingest writes on `telemetry` (ingest/decode.py), named rather than `*` so the tags
+# that `*` would add as columns stay out of the readings.
+_FIELDS: Final = (
+    "fill_pct, seq, deposits, contaminated, weight_kg, battery_pct, temp_c, overflow, over90, "
+    "received_ms"
+)
+_IN_WINDOW: Final = "bin = $bin AND time >= $start AND time < $end"
+
+
+def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
+    """The newest reading of every bin of a site, in one query: GROUP BY bin with
+    ORDER BY time DESC LIMIT 1 returns one point per bin series."""
+    series = influx.query(
+        f"SELECT {_FIELDS} FROM telemetry WHERE site = $site GROUP BY bin "
+        "ORDER BY time DESC LIMIT 1",
+        params={"site": site_id},
+    )
+    return {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+
+
+def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:
+    """A bin's newest reading, wherever it stood when it sent it."""
+    series = influx.query(
+        f"SELECT {_FIELDS} FROM telemetry WHERE bin = $bin ORDER BY time DESC LIMIT 1",
+        params={"bin": bin_id},
+    )
+    rows = _rows(series)
+    return _reading(rows[0]) if rows else None
+
+
+def raw_readings(influx: InfluxClient, bin_id: str, window: Window) -> list[Reading]:
+    """Every reading of a bin in the window, oldest first."""
+    series = influx.query(
+        f"SELECT {_FIELDS} FROM telemetry WHERE {_IN_WINDOW} ORDER BY time ASC",
+        params=_window_params(bin_id, window),
+    )
+    return [_reading(row) for row in _rows(series)]
+
+
+def buckets(influx: InfluxClient, bin_id: str, window: Window) -> list[Bucket]:
+    """A bin's readings downsampled into `window.every` buckets aligned to local time; empty
+    buckets are left out (fill(none)). Accuracy is computed from the two sums, never averaged."""
+    series = influx.query(
+        "SELECT mean(fill_pct) AS fill_pct_mean, max(fill_pct) AS fill_pct_max, "
+        "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
+        "sum(checked_deposits) AS checked_deposits, "
+        "min(battery_pct) AS battery_pct_min, max(temp_c) AS temp_c_max, "
+        f"count(fill_pct) AS readings FROM telemetry WHERE {_IN_WINDOW} "
+        "GROUP BY time($every) fill(none) tz($tz)",
+        params={
+            **_window_params(bin_id, window),
+            "every": {"duration": window.every},
+            "tz": window.timezone,
+        },
+    )
+    return [
+        Bucket(
+            time=from_epoch_ms(row["time"]),
+            fill_pct_mean=row["fill_pct_mean"],
+            fill_pct_max=row["fill_pct_max"],
+            deposits=row["deposits"],
+            contaminated=row["contaminated"],
+            accuracy=accuracy(
+                checked_deposits=row["checked_deposits"], contaminated=row["contaminated"]
+            ),
+            battery_pct_min=row["battery_pct_min"],
+            temp_c_max=row["temp_c_max"],
+            readings=row["readings"] or 0,
+        )
+        for row in _rows(series)
+    ]
+
+
+def last_heartbeat(influx: InfluxClient) -> tuple[int, float] | None:
+    """When any ingest worker last stored a batch (epoch ms), and how long that batch's oldest
+    message had waited since MQTT receipt; None when no worker has written yet."""
+    rows = _rows(influx.query("SELECT last(oldest_wait_ms) AS lag_ms FROM ingest"))
+    return (rows[0]["time"], float(rows[0]["lag_ms"])) if rows else None
+
+
+def accuracy(*, checked_deposits: int | None, contaminated: int | None) -> float | None:
+    """1 − Σcontaminated / Σchecked_deposits (ingest's derived field: the deposits of readings
+    that carry a contamination count, so a bin that cannot check sorting does not dilute the
+    ratio); undefined (None) without checked deposits, rather than a flattering 100 %."""
+    if not checked_deposits or contaminated is None:
+        return None
+    return 1 - contaminated / checked_deposits
+
+
+def _window_params(bin_id: str, window: Window) -> dict[str, Any]:
+    return {"bin": bin_id, "start": epoch_ns(window.start), "end": epoch_ns(window.end)}
+
+
+def _rows(series: list[Series]) -> list[dict[str, Any]]:
+    return [row for s in series for row in s.rows()]
+
+
+def _reading(row: dict[str, Any]) -> Reading:
+    received_ms = row.get("received_ms")
+    return Reading(
+        time=from_epoch_ms(row["time"]),
+        received_at=from_epoch_ms(received_ms) if received_ms is not None else None,
+        fill_pct=row["fill_pct"],
+        seq=row.get("seq"),
+        deposits=row.get("deposits"),
+        contaminated=row.get("contaminated"),
+        weight_kg=row.get("weight_kg"),
+        battery_pct=row.get("battery_pct"),
+        temp_c=row.get("temp_c"),
+        overflow=_flag(row.get("overflow")),
+        over90=_flag(row.get("over90")),
+    )
+
+
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)

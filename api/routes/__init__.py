@@ -1,0 +1,16 @@
+"""One router per resource; `api.main` mounts them: `/health` at the root (where health gates
+look for it), everything else under the versioned prefix."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import bins, health, sites
+
+API_PREFIX = "/api/v1"
+
+api_router = APIRouter(prefix=API_PREFIX)
+api_router.include_router(sites.router)
+api_router.include_router(bins.router)
+
+health_router = health.router

@@ -1,0 +1,57 @@
+"""`/health`: asks InfluxDB and the registry database for real, so a load balancer or compose
+health gate sees what a user would, and reports how far behind ingest is."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from api import queries
+from api.deps import InfluxDep, SessionDep
+from api.schemas import Health, IngestHealth, from_epoch_ms
+from binwatch.errors import SinkError
+from binwatch.influx import InfluxClient
+
+router = APIRouter(tags=["health"])
+
+OK = "ok"
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health, "description": "degraded"}},
+)
+def health(response: Response, influx: InfluxDep, session: SessionDep) -> Health:
+    """Whether InfluxDB and the registry answer (200) or not (503), and ingest's last write."""
+    influxdb, ingest = _check_influx(influx)
+    database = _check_database(session)
+    healthy = influxdb == OK and database == OK
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(
+        status="ok" if healthy else "degraded", influxdb=influxdb, database=database, ingest=ingest
+    )
+
+
+def _check_influx(influx: InfluxClient) -> tuple[str, IngestHealth]:
+    """Ping, then read the ingest heartbeat; a missing database counts as trouble, since no
+    reading query could be answered from it."""
+    try:
+        influx.ping()
+        beat = queries.last_heartbeat(influx)
+    except SinkError as exc:
+        return str(exc), IngestHealth(last_write=None, lag_ms=None)
+    if beat is None:
+        return OK, IngestHealth(last_write=None, lag_ms=None)
+    return OK, IngestHealth(last_write=from_epoch_ms(beat[0]), lag_ms=beat[1])
+
+
+def _check_database(session: Session) -> str:
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return OK
