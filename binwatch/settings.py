@@ -79,6 +79,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as BINWATCH_* variables, for child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+                env[f"BINWATCH_{name.upper()}"] = str(secret)
+        return env
+
     def mqtt_endpoint(self) -> MqttEndpoint:
         """The broker address and credentials from `mqtt_url`."""
         parts = urlsplit(self.mqtt_url)

@@ -21,8 +21,11 @@ fleet_app = typer.Typer(help="The fleet file: areas, operators, sites and bins o
 
 FleetFile = Annotated[
     Path | None,
-    typer.Argument(help="fleet YAML file (default: the pilot fleet shipped with binwatch)",
-                   exists=True, dir_okay=False),
+    typer.Argument(
+        help="fleet YAML file (default: the pilot fleet shipped with binwatch)",
+        exists=True,
+        dir_okay=False,
+    ),
 ]
 
 

@@ -27,12 +27,14 @@ from devices.models import Area, Bin, Operator, Site
 # Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
 # waste smells and rots, so it goes early; hazardous waste (batteries, lamps, medicines) must
 # never overflow onto the ground; dry recyclable and residual bins can run nearly full.
-DEFAULT_THRESHOLDS: Final[Mapping[Stream, float]] = MappingProxyType({
-    Stream.kitchen: 75.0,
-    Stream.hazardous: 70.0,
-    Stream.recyclable: 85.0,
-    Stream.residual: 85.0,
-})
+DEFAULT_THRESHOLDS: Final[Mapping[Stream, float]] = MappingProxyType(
+    {
+        Stream.kitchen: 75.0,
+        Stream.hazardous: 70.0,
+        Stream.recyclable: 85.0,
+        Stream.residual: 85.0,
+    }
+)
 DEFAULT_CAPACITY_L: Final = 240  # the standard wheeled bin at Chinese sorting stations
 
 Loc = tuple[str | int, ...]
@@ -43,8 +45,9 @@ _ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or d
 def _check_id(value: str) -> str:
     """Every id ends up in MQTT topics or InfluxDB tags, so all follow the bin-id rule."""
     if not _ID.fullmatch(value):
-        raise PydanticCustomError("id", "{value!r} is not a valid id: use {rule}",
-                                  {"value": value, "rule": _ID_RULE})
+        raise PydanticCustomError(
+            "id", "{value!r} is not a valid id: use {rule}", {"value": value, "rule": _ID_RULE}
+        )
     return value
 
 
@@ -114,16 +117,26 @@ class SiteSpec(_Spec):
     def planned_bins(self) -> list[PlannedBin]:
         """The station bins (`<site>-s<n>-<stream>`), then the ones listed by hand."""
         generated = [
-            PlannedBin(f"{self.id}-s{n}-{stream.value}", f"s{n}", stream, self.capacity_l,
-                       DEFAULT_THRESHOLDS[stream], ("stations",))
+            PlannedBin(
+                f"{self.id}-s{n}-{stream.value}",
+                f"s{n}",
+                stream,
+                self.capacity_l,
+                DEFAULT_THRESHOLDS[stream],
+                ("stations",),
+            )
             for n in range(1, self.stations + 1)
             for stream in Stream
         ]
         listed = [
-            PlannedBin(b.id, b.station, b.stream,
-                       self.capacity_l if b.capacity_l is None else b.capacity_l,
-                       DEFAULT_THRESHOLDS[b.stream] if b.threshold_pct is None else b.threshold_pct,
-                       ("bins", i, "id"))
+            PlannedBin(
+                b.id,
+                b.station,
+                b.stream,
+                self.capacity_l if b.capacity_l is None else b.capacity_l,
+                DEFAULT_THRESHOLDS[b.stream] if b.threshold_pct is None else b.threshold_pct,
+                ("bins", i, "id"),
+            )
             for i, b in enumerate(self.bins)
         ]
         return generated + listed
@@ -249,8 +262,9 @@ def _reason(error: ErrorDetails) -> str:
 
 
 def _rejected(path: Path, problems: list[tuple[int, str, str]]) -> FleetError:
-    return FleetError("\n".join(f"{path}:{line}: {where}: {why}" for line, where, why in
-                                sorted(problems)))
+    return FleetError(
+        "\n".join(f"{path}:{line}: {where}: {why}" for line, where, why in sorted(problems))
+    )
 
 
 def _reference_problems(fleet: Fleet, line_of: Callable[[Loc], int]) -> Iterator[tuple[Loc, str]]:
@@ -296,8 +310,11 @@ class KindCounts:
     unchanged: int = 0
 
     def __add__(self, other: KindCounts) -> KindCounts:
-        return KindCounts(self.created + other.created, self.updated + other.updated,
-                          self.unchanged + other.unchanged)
+        return KindCounts(
+            self.created + other.created,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,26 +358,58 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     try:
         areas = KindCounts()
         for level in ("city", "district", "street", "community"):  # parents exist before children
-            areas += _upsert(session, Area, [
-                {"id": area.id, "name": area.name, "kind": kind, "parent_id": parent}
-                for _loc, area, kind, parent in fleet.areas() if kind == level
-            ])
+            areas += _upsert(
+                session,
+                Area,
+                [
+                    {"id": area.id, "name": area.name, "kind": kind, "parent_id": parent}
+                    for _loc, area, kind, parent in fleet.areas()
+                    if kind == level
+                ],
+            )
         summary = ImportSummary(
             areas=areas,
-            operators=_upsert(session, Operator, [
-                {"id": o.id, "name": o.name, "webhook_url": o.webhook_url} for o in fleet.operators
-            ]),
-            sites=_upsert(session, Site, [
-                {"id": s.id, "name": s.name, "site_type": s.type.value, "community_id": s.community,
-                 "operator_id": s.operator, "address": s.address, "latitude": s.lat,
-                 "longitude": s.lon}
-                for s in fleet.sites
-            ]),
-            bins=_upsert(session, Bin, [
-                {"id": b.id, "site_id": s.id, "station": b.station, "stream": b.stream.value,
-                 "capacity_l": b.capacity_l, "threshold_pct": b.threshold_pct}
-                for s in fleet.sites for b in s.planned_bins()
-            ]),
+            operators=_upsert(
+                session,
+                Operator,
+                [
+                    {"id": o.id, "name": o.name, "webhook_url": o.webhook_url}
+                    for o in fleet.operators
+                ],
+            ),
+            sites=_upsert(
+                session,
+                Site,
+                [
+                    {
+                        "id": s.id,
+                        "name": s.name,
+                        "site_type": s.type.value,
+                        "community_id": s.community,
+                        "operator_id": s.operator,
+                        "address": s.address,
+                        "latitude": s.lat,
+                        "longitude": s.lon,
+                    }
+                    for s in fleet.sites
+                ],
+            ),
+            bins=_upsert(
+                session,
+                Bin,
+                [
+                    {
+                        "id": b.id,
+                        "site_id": s.id,
+                        "station": b.station,
+                        "stream": b.stream.value,
+                        "capacity_l": b.capacity_l,
+                        "threshold_pct": b.threshold_pct,
+                    }
+                    for s in fleet.sites
+                    for b in s.planned_bins()
+                ],
+            ),
         )
         session.commit()
     except BaseException:

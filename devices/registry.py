@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -128,3 +128,19 @@ def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:
 def dead_letter_counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
     return {reason: count for reason, count in rows}
+
+
+def list_dead_letters(session: Session, *, reason: str | None, limit: int) -> list[DeadLetter]:
+    """The newest dead letters first, optionally of one reason."""
+    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if reason is not None:
+        query = query.where(DeadLetter.reason == reason)
+    return list(session.scalars(query))
+
+
+def delete_dead_letters(session: Session, ids: Iterable[int]) -> None:
+    for letter_id in ids:
+        letter = session.get(DeadLetter, letter_id)
+        if letter is not None:
+            session.delete(letter)
+    session.commit()

@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+from multiprocessing.process import BaseProcess
 from typing import Annotated
 
 import typer
@@ -15,6 +16,11 @@ from binwatch.settings import Settings
 from ingest.service import Ingestor
 
 log = logging.getLogger(__name__)
+
+# How often the supervisor looks for dead workers: a crash costs at most this much delay.
+SUPERVISE_EVERY_S = 1.0
+# A worker's exit code for errors a restart cannot fix (refused credentials, bad settings).
+CANNOT_GO_ON = 1
 
 
 def ingest(
@@ -27,22 +33,42 @@ def ingest(
     settings = Settings()
     if workers == 1:
         raise typer.Exit(run_worker(settings, 0, shared=False))
+    raise typer.Exit(supervise(settings, workers))
+
+
+def supervise(settings: Settings, workers: int) -> int:
+    """Run `workers` processes on one shared subscription, restarting any that dies (its fixed
+    client id gets its persistent session back, so what it held unacknowledged is redelivered)."""
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_worker_main, args=(settings, index), name=f"ingest-{index}")
-        for index in range(workers)
-    ]
-    for process in processes:
+
+    def spawn(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker_main, args=(settings, index), name=f"ingest-{index}"
+        )
         process.start()
+        return process
+
+    processes = [spawn(index) for index in range(workers)]
     stop = threading.Event()
     _stop_on_signals(stop)
-    stop.wait()
+    while not stop.wait(SUPERVISE_EVERY_S):
+        for index, process in enumerate(processes):
+            if process.is_alive() or stop.is_set():
+                continue
+            if process.exitcode == CANNOT_GO_ON:
+                log.error("ingest worker %d cannot go on (see above); stopping all", index)
+                stop.set()
+            else:
+                log.warning(
+                    "ingest worker %d died (code %s); restarting it", index, process.exitcode
+                )
+                processes[index] = spawn(index)
     for process in processes:
-        if process.pid is not None and process.is_alive():
+        if process.is_alive():
             process.terminate()  # SIGTERM: the worker flushes and acknowledges what it holds
     for process in processes:
         process.join()
-    raise typer.Exit(max((p.exitcode or 0) for p in processes))
+    return max(abs(p.exitcode or 0) for p in processes)
 
 
 def _worker_main(settings: Settings, index: int) -> None:
@@ -61,7 +87,7 @@ def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
         Ingestor(settings, worker=index, shared=shared).run(stop)
     except (BinwatchError, RuntimeError) as exc:
         log.error("ingest stopped: %s", exc)
-        return 1
+        return CANNOT_GO_ON
     return 0
 
 

@@ -36,6 +36,11 @@ class IngestMetrics:
             "messages received but not yet acknowledged",
             registry=r,
         )
+        self.subscribed = Gauge(
+            "binwatch_ingest_subscribed",
+            "1 while the broker has confirmed the subscriptions",
+            registry=r,
+        )
         self.batch_points = Histogram(
             "binwatch_ingest_batch_points",
             "points per InfluxDB write",

@@ -41,6 +41,8 @@ REGISTRY_REFRESH_S = 10.0
 # capped so a long outage costs one request every few seconds.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+# Servers that are still starting get this many tries before ingest gives up (about 2 minutes).
+STARTUP_TRIES = 30
 # Dead letters keep at most this much of a payload: enough to see what was wrong and to replay
 # any reading that fits the contract, without letting a flood of huge payloads fill the disk.
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
@@ -82,6 +84,8 @@ class Ingestor:
         self._lock = threading.Condition()
         self._pending: list[_Pending] = []
         self._pending_points = 0
+        self._writing = 0  # messages of the batch being stored (taken from _pending, not acked)
+        self.metrics.buffer_depth.set_function(lambda: len(self._pending) + self._writing)
         self._tags: dict[str, str] = {}
         self._generation = 0
         self._fatal: str | None = None
@@ -100,6 +104,8 @@ class Ingestor:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
+        self._failed_first_tries = 0
 
     # --- paho's thread -------------------------------------------------------------------
 
@@ -126,6 +132,23 @@ class Ingestor:
         client.subscribe([(f, 1) for f in filters])
         log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
 
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        if self._generation:
+            return  # an outage after start: paho goes on retrying with backoff, as it should
+        self._failed_first_tries += 1
+        endpoint = self.settings.mqtt_endpoint()
+        log.warning(
+            "broker at %s:%s not reachable (try %d of %d)",
+            endpoint.host,
+            endpoint.port,
+            self._failed_first_tries,
+            STARTUP_TRIES,
+        )
+        if self._failed_first_tries >= STARTUP_TRIES:
+            self._fatal = f"gave up: broker at {endpoint.host}:{endpoint.port} not reachable"
+            with self._lock:
+                self._lock.notify()
+
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, _mid: int, reasons: list[paho.ReasonCode], _p: Any
     ) -> None:
@@ -138,11 +161,13 @@ class Ingestor:
                 self._lock.notify()
             return
         self.subscribed.set()
+        self.metrics.subscribed.set(1)
 
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: paho.ReasonCode, _p: Any
     ) -> None:
         self.subscribed.clear()
+        self.metrics.subscribed.set(0)
         if reason.value != 0:
             log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason)
 
@@ -176,7 +201,9 @@ class Ingestor:
     # --- the writer thread ---------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self.influx.ensure_database(self.settings.raw_retention)
+        self._first_tries(
+            lambda: self.influx.ensure_database(self.settings.raw_retention), "InfluxDB", stop
+        )
         self.refresh_registry()
         if self.settings.ingest_metrics_port:
             self.metrics.serve(self.settings.ingest_metrics_port + self.worker)
@@ -200,6 +227,21 @@ class Ingestor:
             self._mqtt.stop()
             self.influx.close()
             self.engine.dispose()
+
+    def _first_tries(self, action: Callable[[], None], what: str, stop: threading.Event) -> None:
+        """At start-up a server may still be coming up (compose starts everything at once):
+        try a bounded number of times, logging each, then give up with a clear error."""
+        for attempt in range(1, STARTUP_TRIES + 1):
+            try:
+                action()
+                return
+            except SinkUnavailable as exc:
+                log.warning(
+                    "%s not reachable (try %d of %d): %s", what, attempt, STARTUP_TRIES, exc
+                )
+            if stop.wait(min(RETRY_MAX_S, RETRY_MIN_S * 2**attempt)):
+                return
+        raise IngestError(f"gave up: {what} not reachable after {STARTUP_TRIES} tries")
 
     def refresh_registry(self) -> None:
         try:
@@ -239,7 +281,7 @@ class Ingestor:
                 else:
                     self._lock.wait(wait)
             batch, self._pending, self._pending_points = self._pending, [], 0
-            self.metrics.buffer_depth.set(0)
+            self._writing = len(batch)
         return batch
 
     def _store(self, batch: list[_Pending], stop: threading.Event | None) -> None:
@@ -262,6 +304,7 @@ class Ingestor:
             # messages, and acking an old id could acknowledge a different, unwritten message.
             if pending.qos and pending.generation == generation:
                 client.ack(pending.mid, pending.qos)
+        self._writing = 0
         self._account(batch, lines, refused, letters, write_s)
 
     def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:

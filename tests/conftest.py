@@ -10,6 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,10 +106,10 @@ def pilot_bins(settings: Settings) -> dict[str, BinTags]:
         engine.dispose()
 
 
-@pytest.fixture
-def ingest(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Ingestor]:
-    """A running ingest worker, subscribed before the test publishes anything. At the end the
-    test fails if ingest met an unexpected exception anywhere (Home Assistant's
+@contextmanager
+def running_ingest(settings: Settings) -> Iterator[Ingestor]:
+    """An ingest worker in a thread, subscribed before this yields. On the way out it fails the
+    test if ingest met an unexpected exception anywhere (Home Assistant's
     fail_on_log_exception): a bug hidden behind a dead letter is still a bug."""
     worker = Ingestor(settings)
     stop = threading.Event()
@@ -122,13 +123,23 @@ def ingest(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Inges
 
     thread = threading.Thread(target=run, name="ingest", daemon=True)
     thread.start()
-    wait_for(lambda: worker.subscribed.is_set() or errors, timeout=15, what="ingest to subscribe")
-    yield worker
-    stop.set()
-    thread.join(30)
+    try:
+        wait_for(
+            lambda: worker.subscribed.is_set() or errors, timeout=15, what="ingest to subscribe"
+        )
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
     assert not thread.is_alive(), "ingest did not stop within 30 s"
     assert not errors, f"ingest crashed: {errors!r}"
     assert worker.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
+
+
+@pytest.fixture
+def ingest(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Ingestor]:
+    with running_ingest(settings) as worker:
+        yield worker
 
 
 def count_points(settings: Settings, measurement: str = "telemetry") -> int:

@@ -13,7 +13,9 @@ from binwatch.settings import Settings
 def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:
     """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all."""
     endpoint = settings.mqtt_endpoint()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
+    )
     client.max_inflight_messages_set(1000)
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()

@@ -22,7 +22,14 @@ def test_reading_accepts_epoch_ms_and_rfc3339_alike() -> None:
 
 def test_reading_serialises_ts_as_epoch_ms_and_round_trips() -> None:
     reading = Reading.model_validate(
-        {"ts": TS, "seq": 7, "fill_pct": 55.5, "deposits": 10, "contaminated": 2, "battery_pct": 80.0}
+        {
+            "ts": TS,
+            "seq": 7,
+            "fill_pct": 55.5,
+            "deposits": 10,
+            "contaminated": 2,
+            "battery_pct": 80.0,
+        }
     )
     wire = reading.model_dump_json(exclude_none=True)
     assert f'"ts":{TS}' in wire
@@ -51,7 +58,9 @@ def test_reading_serialises_ts_as_epoch_ms_and_round_trips() -> None:
         ({"ts": 1.5e12, "fill_pct": 5}, "RFC 3339 string or epoch milliseconds"),
     ],
 )
-def test_every_reading_rule_is_enforced_with_a_reason(document: dict[str, object], message: str) -> None:
+def test_every_reading_rule_is_enforced_with_a_reason(
+    document: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         Reading.model_validate(document)
 

@@ -66,7 +66,7 @@ def test_events_and_status_become_their_own_measurements() -> None:
     ]
 
 
-CASES = {
+CASES: dict[str, tuple[bytes | str, str, str]] = {
     "payload_too_large": (
         "x" * 5000,
         "binwatch/v1/bins/b1/telemetry",

@@ -75,7 +75,9 @@ def _snapshot(session: Session) -> list[tuple[object, ...]]:
 def test_default_fleet_is_the_pilot() -> None:
     fleet = load_fleet(default_fleet_path())
     assert Counter(site.type.value for site in fleet.sites) == {
-        "agency": 50, "school": 5, "compound": 13,
+        "agency": 50,
+        "school": 5,
+        "compound": 13,
     }
     assert sum(len(district.streets) for district in fleet.districts) == 5
     assert len(fleet.operators) == 2
@@ -86,8 +88,13 @@ def test_default_fleet_is_the_pilot() -> None:
 def test_import_gives_bins_their_grid_tags(session: Session) -> None:
     import_fleet(session, load_fleet(default_fleet_path()))
     assert bin_tags(session)["jiazhou-shuian-s1-kitchen"] == BinTags(
-        bin="jiazhou-shuian-s1-kitchen", site="jiazhou-shuian", site_type="compound",
-        stream="kitchen", community="xiaoba", street="lvxin", district="shizhong",
+        bin="jiazhou-shuian-s1-kitchen",
+        site="jiazhou-shuian",
+        site_type="compound",
+        stream="kitchen",
+        community="xiaoba",
+        street="lvxin",
+        district="shizhong",
         operator="op-lvyuan",
     )
 
@@ -106,16 +113,19 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
     assert session.get(Bin, "jiazhou-shuian-gate").threshold_pct == 50  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("old", "new", "line", "reason"), [
-    ("name: Jiazhou Shuian", "name: Jiazhou: Shuian", 13, "YAML syntax error"),
-    ("    address: 1 Lvxin Road\n", "", 12, "sites[0].address: required field is missing"),
-    ("lon: 117.0\n", "lon: 117.0\n    colour: blue\n", 20, "sites[0].colour: unknown field"),
-    ("stream: hazardous", "stream: glass", 22, "sites[0].bins[0].stream: Input should be"),
-    ("community: xiaoba", "community: xiaobei", 15, "unknown community 'xiaobei'"),
-    ("id: jiazhou-shuian-gate", "id: jiazhou-shuian-s1-kitchen", 22, "already used at line 20"),
-    ("id: jiazhou-shuian-gate", "id: jiazhou shuian gate", 22, "is not a valid id"),
-    ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "line", "reason"),
+    [
+        ("name: Jiazhou Shuian", "name: Jiazhou: Shuian", 13, "YAML syntax error"),
+        ("    address: 1 Lvxin Road\n", "", 12, "sites[0].address: required field is missing"),
+        ("lon: 117.0\n", "lon: 117.0\n    colour: blue\n", 20, "sites[0].colour: unknown field"),
+        ("stream: hazardous", "stream: glass", 22, "sites[0].bins[0].stream: Input should be"),
+        ("community: xiaoba", "community: xiaobei", 15, "unknown community 'xiaobei'"),
+        ("id: jiazhou-shuian-gate", "id: jiazhou-shuian-s1-kitchen", 22, "already used at line 20"),
+        ("id: jiazhou-shuian-gate", "id: jiazhou shuian gate", 22, "is not a valid id"),
+        ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
+    ],
+)
 def test_bad_file_is_rejected_with_its_line(
     session: Session, tmp_path: Path, old: str, new: str, line: int, reason: str
 ) -> None:
@@ -135,8 +145,11 @@ def test_failed_import_rolls_everything_back(session: Session) -> None:
     before = _snapshot(session)
     # Skips load_fleet's reference checks, so the database itself refuses the unknown operator
     # only after the renamed community has been written.
-    data = yaml.safe_load(MINI.replace("Xiaoba Community", "Renamed").replace(
-        "operator: op-lvyuan", "operator: op-ghost"))
+    data = yaml.safe_load(
+        MINI.replace("Xiaoba Community", "Renamed").replace(
+            "operator: op-lvyuan", "operator: op-ghost"
+        )
+    )
     with pytest.raises(IntegrityError):
         import_fleet(session, Fleet.model_validate(data))
     assert _snapshot(session) == before

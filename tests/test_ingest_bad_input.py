@@ -25,7 +25,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def valid(index: int) -> bytes:
-    reading = Reading(ts=NOW - timedelta(seconds=index), seq=index, fill_pct=float(index % 100), deposits=4, contaminated=1)
+    reading = Reading(
+        ts=NOW - timedelta(seconds=index),
+        seq=index,
+        fill_pct=float(index % 100),
+        deposits=4,
+        contaminated=1,
+    )
     return reading.model_dump_json(exclude_none=True).encode()
 
 
@@ -38,7 +44,11 @@ def bad_payloads(topic: str, unknown_topic: str) -> list[tuple[str, str, bytes]]
         ("wrong_type", topic, json.dumps({"ts": ts, "fill_pct": 5, "deposits": True}).encode()),
         ("out_of_range", topic, json.dumps({"ts": ts, "fill_pct": 140}).encode()),
         ("missing_field", topic, json.dumps({"fill_pct": 10}).encode()),
-        ("inconsistent", topic, json.dumps({"ts": ts, "fill_pct": 5, "deposits": 2, "contaminated": 5}).encode()),
+        (
+            "inconsistent",
+            topic,
+            json.dumps({"ts": ts, "fill_pct": 5, "deposits": 2, "contaminated": 5}).encode(),
+        ),
         ("unknown_bin", unknown_topic, valid(0)),
         ("payload_too_large", topic, b"[" + b" " * (1024 * 1024) + b"]"),
         ("not_utf8", topic, b'{"ts": \xff\xfe}'),
@@ -52,11 +62,15 @@ def test_bad_messages_are_dead_lettered_and_the_good_ones_all_stored(
 ) -> None:
     topics = Topics(settings.topic_prefix)
     bin_ids = sorted(pilot_bins)[:20]
-    bad = bad_payloads(topics.bin(bin_ids[0], TopicKind.telemetry), topics.bin("no-such-bin", TopicKind.telemetry))
+    bad = bad_payloads(
+        topics.bin(bin_ids[0], TopicKind.telemetry), topics.bin("no-such-bin", TopicKind.telemetry)
+    )
     messages: list[tuple[str, bytes]] = []
     good = 0
     for index in range(1, 601):  # 600 good readings with every bad kind spread among them
-        messages.append((topics.bin(bin_ids[index % len(bin_ids)], TopicKind.telemetry), valid(index)))
+        messages.append(
+            (topics.bin(bin_ids[index % len(bin_ids)], TopicKind.telemetry), valid(index))
+        )
         good += 1
         if index % 50 == 0 and bad:
             _reason, topic, payload = bad[(index // 50) % len(bad)]
@@ -70,11 +84,14 @@ def test_bad_messages_are_dead_lettered_and_the_good_ones_all_stored(
     rejected = sum(expected_reasons.values())
     wait_for(
         lambda: ingest.metrics.value("binwatch_ingest_received_messages_total") >= len(messages),
-        timeout=30, what="every message to be handled",
+        timeout=30,
+        what="every message to be handled",
     )
     assert count_points(settings) == good
     for reason, count in expected_reasons.items():
-        assert ingest.metrics.value("binwatch_ingest_rejected_total", reason=reason) == count, reason
+        assert ingest.metrics.value("binwatch_ingest_rejected_total", reason=reason) == count, (
+            reason
+        )
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         letters = session.scalars(select(DeadLetter)).all()
@@ -87,7 +104,9 @@ def test_bad_messages_are_dead_lettered_and_the_good_ones_all_stored(
 
     # Still running: one more good reading is stored.
     publish_all(settings, [(topics.bin(bin_ids[0], TopicKind.telemetry), valid(900))])
-    wait_for(lambda: count_points(settings) == good + 1, timeout=15, what="the reading after the flood")
+    wait_for(
+        lambda: count_points(settings) == good + 1, timeout=15, what="the reading after the flood"
+    )
 
 
 def test_points_influxdb_refuses_are_dead_lettered_and_the_rest_of_the_batch_stored(
@@ -97,16 +116,34 @@ def test_points_influxdb_refuses_are_dead_lettered_and_the_rest_of_the_batch_sto
     victim, *others = sorted(pilot_bins)[:10]
     # Someone wrote temp_c as a string into this shard: InfluxDB now refuses float temp_c there.
     client = InfluxClient(settings)
-    client.write([point("telemetry", tag_set({"bin": "intruder"}), {"temp_c": "hot"}, int(NOW.timestamp() * 1000))])
+    client.write(
+        [
+            point(
+                "telemetry",
+                tag_set({"bin": "intruder"}),
+                {"temp_c": "hot"},
+                int(NOW.timestamp() * 1000),
+            )
+        ]
+    )
     client.close()
     conflicting = Reading(ts=NOW - timedelta(seconds=1), fill_pct=30.0, temp_c=21.5)
-    messages = [(topics.bin(b, TopicKind.telemetry), valid(i)) for i, b in enumerate(others, start=2)]
-    messages.insert(4, (topics.bin(victim, TopicKind.telemetry), conflicting.model_dump_json(exclude_none=True).encode()))
+    messages = [
+        (topics.bin(b, TopicKind.telemetry), valid(i)) for i, b in enumerate(others, start=2)
+    ]
+    messages.insert(
+        4,
+        (
+            topics.bin(victim, TopicKind.telemetry),
+            conflicting.model_dump_json(exclude_none=True).encode(),
+        ),
+    )
     publish_all(settings, messages)
 
     wait_for(
         lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 1,
-        timeout=30, what="the refused point to be dead-lettered",
+        timeout=30,
+        what="the refused point to be dead-lettered",
     )
     assert count_points(settings) == len(others)
     engine = make_engine(settings.database_url)

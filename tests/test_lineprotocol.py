@@ -53,7 +53,9 @@ def test_tag_set_is_sorted_escaped_and_skips_empty_values() -> None:
 
 
 def test_point_leaves_out_missing_fields() -> None:
-    line = point("telemetry", ",bin=b1", {"fill_pct": 12.5, "seq": None, "deposits": 3}, 1795739261355)
+    line = point(
+        "telemetry", ",bin=b1", {"fill_pct": 12.5, "seq": None, "deposits": 3}, 1795739261355
+    )
     assert line == "telemetry,bin=b1 fill_pct=12.5,deposits=3i 1795739261355"
 
 

@@ -31,6 +31,11 @@ def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
     migrate(_url(tmp_path))
     engine = make_engine(_url(tmp_path))
     assert set(inspect(engine).get_table_names()) == {
-        "alembic_version", "areas", "operators", "sites", "bins", "dead_letters",
+        "alembic_version",
+        "areas",
+        "operators",
+        "sites",
+        "bins",
+        "dead_letters",
     }
     engine.dispose()

@@ -1,0 +1,3 @@
+from binwatch.cli import app
+
+app(prog_name="binwatch")

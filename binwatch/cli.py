@@ -1,0 +1,54 @@
+"""The `binwatch` command. Each command builds the Settings itself (from BINWATCH_* variables);
+`binwatch --help` lists them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from api.commands import api
+from binwatch.demo import demo
+from binwatch.settings import Settings
+from devices.commands import fleet_app
+from ingest.commands import ingest
+from ingest.deadletters import deadletters_app
+from simulator.commands import simulate
+
+
+def _settings_help() -> str:
+    rows = [
+        f"  BINWATCH_{name.upper():<27} {field.description or ''} [{field.default!r}]"
+        for name, field in Settings.model_fields.items()
+    ]
+    # "\b" keeps click from re-wrapping the table.
+    return "Configuration, from environment variables [default]:\n\n\b\n" + "\n".join(rows)
+
+
+app = typer.Typer(
+    help="binwatch: smart-bin monitoring for a city's garbage-sorting pilot.\n\n"
+    + _settings_help(),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug messages")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request at INFO: thousands a minute from ingest.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(deadletters_app, name="deadletters")
+app.command()(ingest)
+app.command()(api)
+app.command()(simulate)
+app.command()(demo)

@@ -1,0 +1,171 @@
+"""`binwatch demo` (what `make demo` runs): the whole system on loopback in one terminal.
+
+Broker and database run as child processes with their data under ./var (a second demo reuses
+it), then the default pilot fleet is loaded and ingest, the API and the simulator run as child
+processes of their own, exactly as they would be deployed. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.live import Live
+
+from binwatch.errors import BinwatchError
+from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
+from binwatch.settings import Settings
+
+console = Console(stderr=True)
+
+# How often the status line is redrawn (and readings/s averaged over).
+STATUS_EVERY_S = 2.0
+
+
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option(help="where broker, database and registry keep their data")
+    ] = Path("var"),
+    speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 60.0,
+    interval: Annotated[
+        float, typer.Option(help="each bin's reporting interval, simulated seconds")
+    ] = 60.0,
+) -> None:
+    """Run broker, database, ingest, API and simulator on loopback until Ctrl-C."""
+    try:
+        with ExitStack() as stack:
+            env = _start_servers(stack, data_dir.resolve())
+            _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            metrics_port = free_port()
+            api_port = 8000 if port_is_free(8000) else free_port()
+            env.update(
+                BINWATCH_INGEST_METRICS_PORT=str(metrics_port), BINWATCH_API_PORT=str(api_port)
+            )
+            logs = data_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            children = {
+                name: _run(
+                    stack, [sys.executable, "-m", "binwatch", *args], env, log=logs / f"{name}.log"
+                )
+                for name, args in {
+                    "ingest": ["ingest"],
+                    "api": ["api"],
+                    "simulator": ["simulate", "--speed", str(speed), "--interval", str(interval)],
+                }.items()
+            }
+            console.print(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
+            _status_until_interrupted(metrics_port, children)
+    except BinwatchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print("stopped; data kept in", data_dir)
+
+
+def _start_servers(stack: ExitStack, data_dir: Path) -> dict[str, str]:
+    """Start what the environment does not already name; return the children's environment."""
+    given = Settings()
+    env = dict(os.environ)
+    env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
+    if "BINWATCH_MQTT_URL" in os.environ:
+        console.print(f"using the broker at {given.mqtt_url}")
+    else:
+        broker = MosquittoServer(data_dir / "mosquitto", _port_or_free(1883, "MQTT"))
+        broker.start()
+        stack.callback(broker.stop)
+        env["BINWATCH_MQTT_URL"] = broker.url
+    if "BINWATCH_INFLUX_URL" in os.environ:
+        console.print(f"using InfluxDB at {given.influx_url}")
+    else:
+        database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
+        database.start()
+        stack.callback(database.stop)
+        env["BINWATCH_INFLUX_URL"] = database.url
+    return env
+
+
+def _port_or_free(port: int, what: str) -> int:
+    if port_is_free(port):
+        return port
+    other = free_port()
+    console.print(
+        f"port {port} is taken (a system {what} service?): the demo's {what} uses {other}"
+    )
+    return other
+
+
+def _run(
+    stack: ExitStack,
+    command: list[str],
+    env: dict[str, str],
+    *,
+    wait: bool = False,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    output = log.open("ab") if log else None
+    process = subprocess.Popen(
+        command, env=env, stdout=output, stderr=subprocess.STDOUT if log else None
+    )
+    if wait:
+        if process.wait() != 0:
+            raise BinwatchError(f"{' '.join(command[2:])} failed (exit {process.returncode})")
+        return process
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if output:
+            output.close()
+
+    stack.callback(stop)
+    return process
+
+
+def _status_until_interrupted(
+    metrics_port: int, children: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    previous, previous_at = 0.0, time.monotonic()
+    idle = threading.Event()
+    with Live(console=console, auto_refresh=False) as live:
+        try:
+            while not idle.wait(STATUS_EVERY_S):
+                dead = [name for name, p in children.items() if p.poll() is not None]
+                if dead:
+                    raise BinwatchError(f"{', '.join(dead)} exited; see its log under var/logs/")
+                stored, rejected = _ingest_counts(metrics_port)
+                now = time.monotonic()
+                rate = (stored - previous) / (now - previous_at)
+                previous, previous_at = stored, now
+                live.update(
+                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                    refresh=True,
+                )
+        except KeyboardInterrupt:
+            pass
+
+
+def _ingest_counts(port: int) -> tuple[float, float]:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+    stored = rejected = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "binwatch_ingest_stored_points_total":
+                stored = sample.value
+            elif sample.name == "binwatch_ingest_rejected_total":
+                rejected += sample.value
+    return stored, rejected

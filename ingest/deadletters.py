@@ -1,0 +1,114 @@
+"""`binwatch deadletters`: see what ingest could not store, and replay it once the cause is fixed
+(a bin registered late, a field-type conflict resolved). Replayed messages go through ingest again,
+so one that is still wrong comes back as a new dead letter with its reason, never silently lost."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from binwatch.influx import InfluxClient
+from binwatch.mqtt import make_client
+from binwatch.settings import Settings
+from devices.models import DeadLetter
+from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters, make_engine
+
+deadletters_app = typer.Typer(
+    help="List, count and replay what ingest could not store.", no_args_is_help=True
+)
+console = Console()
+
+# A replayed message waits this long for the broker's PUBACK before the replay is called failed.
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@deadletters_app.command("counts")
+def counts() -> None:
+    """How many dead letters there are, by reason."""
+    engine = make_engine(Settings().database_url)
+    with Session(engine) as session:
+        by_reason = dead_letter_counts(session)
+    table = Table("reason", "count")
+    for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]):
+        table.add_row(reason, str(count))
+    console.print(table if by_reason else "no dead letters")
+
+
+@deadletters_app.command("list")
+def list_command(
+    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """The newest dead letters, with topic, reason and detail."""
+    engine = make_engine(Settings().database_url)
+    with Session(engine) as session:
+        letters = list_dead_letters(session, reason=reason, limit=limit)
+    table = Table("id", "received", "topic", "reason", "detail", "bytes")
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            letter.received_at.isoformat(timespec="seconds"),
+            letter.topic,
+            letter.reason,
+            letter.detail[:120],
+            str(letter.payload_size),
+        )
+    console.print(table)
+
+
+@deadletters_app.command("replay")
+def replay(
+    reason: Annotated[str, typer.Option(help="replay the dead letters of this reason")],
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Send dead letters through again: MQTT messages to their topic, refused points to InfluxDB."""
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        letters = list_dead_letters(session, reason=reason, limit=limit)
+        whole = [letter for letter in letters if len(letter.payload) == letter.payload_size]
+        skipped = len(letters) - len(whole)
+        if reason == "rejected_by_influxdb":
+            _rewrite_points(settings, whole)
+        else:
+            _republish(settings, whole)
+        delete_dead_letters(session, [letter.id for letter in whole])
+    console.print(f"replayed {len(whole)} dead letters of reason {reason}")
+    if skipped:
+        console.print(
+            f"[yellow]{skipped} were kept: their payload was cut short when stored[/yellow]"
+        )
+
+
+def _republish(settings: Settings, letters: list[DeadLetter]) -> None:
+    connection = make_client(settings, "binwatch-replay", persistent=False)
+    connection.start()
+    try:
+        infos = [
+            connection.client.publish(letter.topic, letter.payload, qos=1) for letter in letters
+        ]
+        for info in infos:
+            info.wait_for_publish(PUBLISH_TIMEOUT_S)
+            if not info.is_published():
+                raise typer.Exit(
+                    _fail("the broker did not acknowledge a replayed message; nothing deleted")
+                )
+    finally:
+        connection.stop()
+
+
+def _rewrite_points(settings: Settings, letters: list[DeadLetter]) -> None:
+    influx = InfluxClient(settings)
+    try:
+        influx.write([letter.payload.decode() for letter in letters])
+    finally:
+        influx.close()
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]{message}[/red]")
+    return 1

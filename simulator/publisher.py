@@ -1,0 +1,310 @@
+"""The simulator's MQTT boundary: publishes what `simulator.model` produces, paced and lossless.
+
+One shared connection carries the whole fleet. A real bin has its own connection whose MQTT will
+says `online: false`; a will belongs to one connection and names one topic, so the shared
+connection cannot have one standing for hundreds of bins. A clean stop therefore publishes
+`online: false` for every bin itself; a simulator killed outright leaves them `online: true`.
+(One connection per bin would need a socket and a paho thread per bin: not worth it for a demo
+and load tool, so it is not offered.)
+
+Nothing is lost: every message is QoS 1, a bounded window of them awaits its PUBACK (so memory
+stays flat in flood mode whatever the fleet size), and `run_simulation` returns only once the
+broker has acknowledged everything, statuses included.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from binwatch.errors import BinwatchError
+from binwatch.mqtt import Connection, is_auth_failure, make_client
+from binwatch.settings import Settings
+from devices.contract import Reading, Status, TopicKind, Topics
+from devices.registry import BinTags
+from simulator.model import FleetModel
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+# A broker on the same network answers CONNECT in milliseconds; 10 s allows for a slow start
+# without leaving someone staring at a wrong address.
+CONNECT_TIMEOUT_S = 10.0
+# Messages published and not yet acknowledged: enough to keep a loopback broker busy at its
+# ~20,000 messages/s ceiling (FACTS.md), small enough that a flood never grows memory.
+WINDOW = 1000
+# No PUBACK at all for this long means the broker is gone for good, not merely busy.
+ACK_TIMEOUT_S = 30.0
+# How often `on_progress` hears from us: often enough for a live status line.
+PROGRESS_EVERY_S = 1.0
+# Rate pacing sleeps only once it is this far ahead, so it does not sleep per message.
+PACE_SLACK_S = 0.005
+# MQTT 5 §3.2.2.3.3: a server that sends no Receive Maximum accepts 65,535 in flight.
+DEFAULT_RECEIVE_MAXIMUM = 65535
+
+
+class SimulatorError(BinwatchError):
+    """The broker refused the simulator, or stopped acknowledging what it sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    """What a run delivered: `published` readings (all acknowledged), over `elapsed_s` seconds
+    from CONNACK to the last PUBACK, and the last reading each bin sent."""
+
+    published: int
+    elapsed_s: float
+    rounds: int
+    last: dict[str, Reading]
+
+
+class _Publisher:
+    """A paho client with a bounded window of unacknowledged QoS 1 messages.
+
+    paho's own `max_queued_messages_set` makes `publish` fail when its queue is full; counting
+    PUBACKs in `on_publish` lets `publish` wait instead, which is the back-pressure a flood needs.
+    The counters take no lock (each has one writer: `_sent` the caller, `_acked` paho's network
+    thread), and a full window sleeps until half of it is acknowledged: a lock or a wake-up per
+    message would cost the publisher a third of its throughput.
+    """
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._endpoint = settings.mqtt_endpoint()
+        self._connection: Connection = make_client(settings, client_id, persistent=False)
+        self._connected = threading.Event()
+        self._wakeup = threading.Event()
+        self._wake_at: int | None = None
+        self._refusal: str | None = None
+        self._sent = 0
+        self._acked = 0
+        self._limit = WINDOW
+        client = self._connection.client
+        client.max_inflight_messages_set(WINDOW)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+
+    def open(self) -> None:
+        """Connect and wait for the CONNACK; a refusal or silence is a `SimulatorError`."""
+        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        self._connection.start()
+        if not self._connected.wait(CONNECT_TIMEOUT_S) or self._refusal is not None:
+            self._connection.stop()
+            if self._refusal is not None:
+                raise SimulatorError(
+                    f"MQTT broker at {where} refused the simulator: {self._refusal}"
+                )
+            raise SimulatorError(
+                f"no answer from an MQTT broker at {where} within {CONNECT_TIMEOUT_S:.0f} s"
+                " (is Mosquitto running, is BINWATCH_MQTT_URL right?)"
+            )
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Send one QoS 1 message, first waiting while the window is full."""
+        if self._refusal is not None or self._sent - self._acked >= self._limit:
+            self._wait_until_in_flight(self._limit // 2, "room in the publish window")
+        self._sent += 1
+        info = self._connection.client.publish(topic, payload, qos=QOS, retain=retain)
+        # NO_CONN: paho keeps QoS 1 messages while it reconnects and sends them afterwards.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise SimulatorError(f"paho could not queue a message: {paho.error_string(info.rc)}")
+
+    def drain(self) -> None:
+        """Return once the broker has acknowledged every message sent."""
+        self._wait_until_in_flight(0, "the last acknowledgements")
+
+    def close(self) -> None:
+        # A normal DISCONNECT, so a broker would discard a will rather than publish it.
+        self._connection.stop()
+
+    def _wait_until_in_flight(self, at_most: int, what: str) -> None:
+        """Sleep until no more than `at_most` messages await a PUBACK; fail if PUBACKs stop."""
+        while True:
+            if self._refusal is not None:
+                raise SimulatorError(f"the broker refused the simulator: {self._refusal}")
+            if self._sent - self._acked <= at_most:
+                return
+            acked = self._acked
+            self._wakeup.clear()
+            self._wake_at = at_most
+            # Checked again after arming: a PUBACK between the first check and here set nothing.
+            if self._sent - self._acked > at_most and self._refusal is None:
+                self._wakeup.wait(ACK_TIMEOUT_S)
+            self._wake_at = None
+            if self._acked == acked and self._refusal is None:
+                raise SimulatorError(
+                    f"no PUBACK from the broker for {ACK_TIMEOUT_S:.0f} s while waiting for {what}"
+                    f" ({self._sent - self._acked} messages unacknowledged)"
+                )
+
+    # paho's network thread calls these: they only record and signal, so they cannot raise.
+    def _on_connect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            if is_auth_failure(reason) or not self._connected.is_set():
+                self._refusal = str(reason)
+                self._wakeup.set()
+                self._connected.set()
+            else:
+                log.warning("MQTT broker refused a reconnect (%s); paho retries", reason)
+            return
+        # MQTT 5 §3.3.4: never more unacknowledged QoS 1 PUBLISHes than the server's Receive
+        # Maximum (stock Mosquitto says 20), or it disconnects us. paho neither applies it nor
+        # lets its own in-flight limit change once connected, so the window enforces it.
+        self._limit = min(WINDOW, getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM))
+        if self._connected.is_set():
+            log.info("reconnected to the MQTT broker; paho resends what was unacknowledged")
+        self._connected.set()
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("lost the MQTT broker (%s); paho reconnects", reason)
+
+    def _on_publish(
+        self, _client: paho.Client, _userdata: Any, _mid: int, reason: Any, _properties: Any
+    ) -> None:
+        self._acked += 1
+        if reason.is_failure and self._refusal is None:
+            # e.g. 0x87 Not authorized: a broker ACL that does not let this user speak for bins.
+            self._refusal = f"PUBACK {reason}"
+            self._wakeup.set()
+        wake_at = self._wake_at
+        if wake_at is not None and self._sent - self._acked <= wake_at:
+            self._wakeup.set()
+
+
+def default_start(
+    now: datetime, *, interval_s: float, speed: float, rounds: int | None, duration_s: float | None
+) -> datetime:
+    """Where simulated time starts when the caller does not say.
+
+    A bounded run starts in the past, by as much as its simulated span outruns the clock, so its
+    history ends about when the run does: no reading lies in the future (at speed 60 an hour of
+    running would otherwise write 60 hours ahead) and dashboards show it at once. An unbounded run
+    starts now.
+    """
+    if rounds is not None:
+        simulated = rounds * interval_s
+        real = simulated / speed if speed > 0 else 0.0
+    elif duration_s is not None and speed > 0:
+        simulated, real = duration_s * speed, duration_s
+    else:
+        return now
+    return now - timedelta(seconds=max(0.0, simulated - real))
+
+
+def run_simulation(
+    settings: Settings,
+    bins: Iterable[BinTags],
+    *,
+    interval_s: float,
+    speed: float,
+    seed: int,
+    start: datetime | None = None,
+    rounds: int | None = None,
+    duration_s: float | None = None,
+    rate: float | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> SimulationResult:
+    """Publish the fleet's readings until `rounds` are done, `duration_s` (real seconds) has
+    passed or `stop` is set; statuses go `online: true` first and `online: false` at the end.
+
+    Simulated time advances `interval_s` per round. Rounds are `interval_s / speed` real seconds
+    apart; `speed=0` or a `rate` (readings per second, a steady load for benchmarks) publishes as
+    fast as allowed instead. Setting `stop` (e.g. from a SIGINT handler) is the clean way out.
+    """
+    if rounds is None and duration_s is None and stop is None:
+        raise ValueError("give rounds, duration_s or a stop event: the run must be able to end")
+    if interval_s <= 0 or speed < 0 or (rate is not None and rate <= 0):
+        raise ValueError("interval_s and rate must be positive and speed not negative")
+    bins = list(bins)
+    if not bins:
+        raise ValueError("no bins to simulate")
+    stop = stop or threading.Event()
+    if start is None:
+        start = default_start(
+            datetime.now(UTC),
+            interval_s=interval_s,
+            speed=speed,
+            rounds=rounds,
+            duration_s=duration_s,
+        )
+    model = FleetModel(
+        bins, seed=seed, start=start, interval_s=interval_s, timezone=settings.timezone
+    )
+    topics = Topics(settings.topic_prefix)
+    telemetry = {bin_id: topics.bin(bin_id, TopicKind.telemetry) for bin_id in model.bin_ids}
+    publisher = _Publisher(settings, f"binwatch-simulator-{uuid.uuid4().hex[:12]}")
+    publisher.open()
+    began = time.monotonic()
+    deadline = began + duration_s if duration_s is not None else float("inf")
+    round_gap_s = interval_s / speed if speed > 0 and rate is None else 0.0
+    last: dict[str, Reading] = {}
+    published = done_rounds = 0
+    next_progress = began + PROGRESS_EVERY_S
+    status_ts = model.next_ts
+    try:
+        _publish_statuses(publisher, topics, model.bin_ids, Status(ts=status_ts, online=True))
+        for current in model.rounds():
+            if rounds is not None and current.index >= rounds:
+                break
+            if not _wait_until(began + current.index * round_gap_s, deadline, stop):
+                break
+            before = published
+            for bin_id, reading in current.readings:
+                now = time.monotonic()
+                if rate is not None and began + published / rate - now > PACE_SLACK_S:
+                    stop.wait(began + published / rate - now)
+                    now = time.monotonic()
+                if stop.is_set() or now >= deadline:
+                    break
+                publisher.publish(
+                    telemetry[bin_id], reading.model_dump_json(exclude_none=True).encode()
+                )
+                last[bin_id] = reading
+                published += 1
+                if on_progress is not None and now >= next_progress:
+                    on_progress(published)
+                    next_progress = now + PROGRESS_EVERY_S
+            if published > before:
+                status_ts = current.ts
+            if published - before < len(current.readings):
+                break
+            done_rounds += 1
+        _publish_statuses(publisher, topics, model.bin_ids, Status(ts=status_ts, online=False))
+        publisher.drain()
+        elapsed_s = time.monotonic() - began
+    finally:
+        publisher.close()
+    if on_progress is not None:
+        on_progress(published)
+    return SimulationResult(published=published, elapsed_s=elapsed_s, rounds=done_rounds, last=last)
+
+
+def _publish_statuses(
+    publisher: _Publisher, topics: Topics, bin_ids: Iterable[str], status: Status
+) -> None:
+    """The retained presence of every bin, as each bin's own connection (and will) would say it."""
+    payload = status.model_dump_json().encode()
+    for bin_id in bin_ids:
+        publisher.publish(topics.bin(bin_id, TopicKind.status), payload, retain=True)
+
+
+def _wait_until(when: float, deadline: float, stop: threading.Event) -> bool:
+    """Sleep until the monotonic time `when`; False if the run must end first."""
+    pause = min(when, deadline) - time.monotonic()
+    if pause > 0:
+        stop.wait(pause)
+    return not stop.is_set() and time.monotonic() < deadline

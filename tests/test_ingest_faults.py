@@ -1,0 +1,163 @@
+"""Faults with real processes, killed for real: nothing published with QoS 1 is lost, nothing is
+stored twice (InfluxDB counts exactly what was published), memory stays within its bound."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from binwatch.servers import InfluxServer, MosquittoServer, free_port
+from binwatch.settings import Settings
+from devices.registry import BinTags
+from tests.conftest import count_points
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+from tests.processes import IngestProcess, readings
+
+# InfluxDB stays down this long in the outage test (the issue's figure).
+OUTAGE_S = 60
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A broker this test may restart without disturbing the others."""
+    broker = MosquittoServer(tmp_path / "broker", free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_influx(tmp_path: Path) -> Iterator[InfluxServer]:
+    database = InfluxServer(tmp_path / "influx", free_port())
+    database.start()
+    yield database
+    database.stop()
+
+
+@pytest.fixture
+def ingest_process(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(settings, tmp_path / "ingest.log")
+    yield process
+    process.stop()
+
+
+def publish_in_background(
+    settings: Settings, messages: list[tuple[str, bytes]]
+) -> threading.Thread:
+    thread = threading.Thread(target=publish_all, args=(settings, messages), daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_exactly(settings: Settings, expected: int, *, timeout: float) -> None:
+    wait_for(lambda: count_points(settings) >= expected, timeout=timeout, what=f"{expected} points")
+    assert count_points(settings) == expected
+
+
+def test_ingest_killed_mid_stream_loses_nothing(
+    settings: Settings, pilot_bins: dict[str, BinTags], ingest_process: IngestProcess
+) -> None:
+    messages = readings(settings, sorted(pilot_bins), 30_000)
+    ingest_process.start()
+    publisher = publish_in_background(settings, messages)
+    wait_for(lambda: count_points(settings) >= 3_000, timeout=60, what="ingest to be mid-stream")
+    ingest_process.kill()  # SIGKILL: whatever it held unacknowledged must come back
+    stored_at_kill = count_points(settings)
+    publisher.join(120)
+    ingest_process.start()
+    wait_for_exactly(settings, len(messages), timeout=120)
+    assert stored_at_kill < len(messages), "the kill came too late to test anything"
+
+
+def test_broker_restart_mid_stream_loses_nothing(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    own_broker: MosquittoServer,
+    ingest_process: IngestProcess,
+) -> None:
+    settings = settings.model_copy(update={"mqtt_url": own_broker.url})
+    ingest_process.env["BINWATCH_MQTT_URL"] = own_broker.url
+    bins = sorted(pilot_bins)
+    before, after = readings(settings, bins, 20_000), readings(settings, bins, 5_000, offset=20_000)
+    ingest_process.start()
+    publish_all(settings, before)  # every one acknowledged by the broker
+    own_broker.restart()  # while ingest still drains the queue: the rest is on the broker's disk
+    wait_for(
+        lambda: ingest_process.metric("binwatch_ingest_reconnects_total") == 1,
+        timeout=30,
+        what="ingest to reconnect by itself",
+    )
+    publish_all(settings, after)
+    wait_for_exactly(settings, len(before) + len(after), timeout=120)
+
+
+def test_influxdb_down_for_a_minute_loses_nothing_and_memory_stays_bounded(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    own_influx: InfluxServer,
+    ingest_process: IngestProcess,
+) -> None:
+    buffer = 2_000
+    settings = settings.model_copy(update={"influx_url": own_influx.url, "ingest_buffer": buffer})
+    ingest_process.env.update(
+        BINWATCH_INFLUX_URL=own_influx.url, BINWATCH_INGEST_BUFFER=str(buffer)
+    )
+    bins = sorted(pilot_bins)
+    first, during = readings(settings, bins, 5_000), readings(settings, bins, 20_000, offset=5_000)
+    ingest_process.start()
+    publish_all(settings, first)
+    wait_for_exactly(settings, len(first), timeout=60)
+    rss_before = ingest_process.rss_kib()
+
+    own_influx.kill()
+    down_since = time.monotonic()
+    publish_all(settings, during)  # ten times the buffer: the broker must hold the rest
+    depths, rss = [], []
+    while time.monotonic() - down_since < OUTAGE_S:
+        depths.append(ingest_process.metric("binwatch_ingest_buffer_messages") or 0)
+        rss.append(ingest_process.rss_kib())
+        time.sleep(1)
+    assert (ingest_process.metric("binwatch_ingest_write_errors_total") or 0) > 0
+    own_influx.start()
+
+    wait_for_exactly(settings, len(first) + len(during), timeout=120)
+    assert max(depths) <= buffer, f"buffer held {max(depths)} messages, bound {buffer}"
+    assert max(depths) > 0
+    # Flat memory during the outage: the first sample already holds a full buffer.
+    assert max(rss) - rss[1] < 20 * 1024, (
+        f"ingest grew {(max(rss) - rss[1]) / 1024:.0f} MiB while InfluxDB was down"
+    )
+    assert max(rss) - rss_before < 100 * 1024
+
+
+def test_two_workers_one_killed_lose_nothing(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    messages = readings(settings, sorted(pilot_bins), 30_000)
+    workers = IngestProcess(settings, tmp_path / "workers.log", workers=2)
+    try:
+        workers.start()
+        publisher = publish_in_background(settings, messages)
+        wait_for(
+            lambda: count_points(settings) >= 3_000, timeout=60, what="both workers mid-stream"
+        )
+        victim = workers.worker_pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        publisher.join(120)
+        wait_for(
+            lambda: victim not in workers.worker_pids() and len(workers.worker_pids()) == 2,
+            timeout=30,
+            what="the supervisor to restart the killed worker",
+        )
+        wait_for_exactly(settings, len(messages), timeout=120)
+    finally:
+        workers.stop()

@@ -1,0 +1,185 @@
+"""The fleet model on its own: deterministic, contract-valid and shaped like a real city's day."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from devices.contract import Reading, epoch_ms
+from devices.registry import BinTags
+from simulator.model import FleetModel, Round
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# A Monday at local midnight, so whole simulated days are weekdays until Saturday.
+MONDAY = datetime(2026, 11, 23, tzinfo=SHANGHAI)
+
+
+def tags(
+    bin_id: str, *, stream: str = "residual", site: str = "s1", site_type: str = "compound"
+) -> BinTags:
+    return BinTags(
+        bin=bin_id,
+        site=site,
+        site_type=site_type,
+        stream=stream,
+        community="c1",
+        street="st1",
+        district="d1",
+        operator="op1",
+    )
+
+
+def mixed_fleet() -> list[BinTags]:
+    streams = ("kitchen", "recyclable", "residual", "hazardous")
+    site_types = ("agency", "school", "compound")
+    return [
+        tags(
+            f"bin-{site}-{stream}",
+            stream=stream,
+            site=f"site-{site}",
+            site_type=site_types[site % 3],
+        )
+        for site in range(6)
+        for stream in streams
+    ]
+
+
+def run(model: FleetModel, rounds: int) -> list[Round]:
+    return [model.step() for _ in range(rounds)]
+
+
+def wire(rounds: list[Round]) -> list[str]:
+    return [
+        f"{bin_id} {r.model_dump_json(exclude_none=True)}"
+        for rnd in rounds
+        for bin_id, r in rnd.readings
+    ]
+
+
+def test_same_seed_gives_byte_identical_readings() -> None:
+    first = wire(run(FleetModel(mixed_fleet(), seed=7, start=MONDAY, interval_s=300), 100))
+    again = wire(run(FleetModel(mixed_fleet(), seed=7, start=MONDAY, interval_s=300), 100))
+    other = wire(run(FleetModel(mixed_fleet(), seed=8, start=MONDAY, interval_s=300), 100))
+    assert first == again
+    assert first != other
+
+
+def test_a_bins_readings_do_not_depend_on_the_rest_of_the_fleet() -> None:
+    alone = FleetModel([tags("bin-a", stream="kitchen")], seed=3, start=MONDAY, interval_s=600)
+    crowded = FleetModel(
+        [tags("bin-0"), tags("bin-a", stream="kitchen"), tags("bin-z", site="s2")],
+        seed=3,
+        start=MONDAY,
+        interval_s=600,
+    )
+    a_alone = [dict(rnd.readings)["bin-a"] for rnd in run(alone, 50)]
+    a_crowded = [dict(rnd.readings)["bin-a"] for rnd in run(crowded, 50)]
+    assert a_alone == a_crowded
+
+
+def test_seq_counts_from_zero_and_ts_strictly_increases_per_bin() -> None:
+    model = FleetModel(mixed_fleet(), seed=1, start=MONDAY, interval_s=60)
+    per_bin: dict[str, list[Reading]] = defaultdict(list)
+    for rnd in run(model, 30):
+        assert len(rnd.readings) == 24
+        for bin_id, reading in rnd.readings:
+            per_bin[bin_id].append(reading)
+    for readings in per_bin.values():
+        assert [r.seq for r in readings] == list(range(30))
+        stamps = [epoch_ms(r.ts) for r in readings]
+        assert all(b - a == 60_000 for a, b in itertools.pairwise(stamps))
+
+
+def test_millisecond_intervals_still_give_distinct_epoch_ms() -> None:
+    start = datetime(2026, 11, 23, 8, 0, 0, 500, tzinfo=UTC)  # half a millisecond in
+    model = FleetModel([tags("bin-a")], seed=1, start=start, interval_s=0.001)
+    stamps = [epoch_ms(rnd.ts) for rnd in run(model, 20)]
+    assert stamps == list(range(stamps[0], stamps[0] + 20))
+
+
+def test_interval_below_a_millisecond_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"0\.001"):
+        FleetModel([tags("bin-a")], seed=1, start=MONDAY, interval_s=0.0004)
+
+
+def test_every_reading_survives_the_contract_round_trip() -> None:
+    model = FleetModel(mixed_fleet(), seed=2, start=MONDAY, interval_s=900)
+    for rnd in run(model, 96):
+        for _bin_id, reading in rnd.readings:
+            assert (
+                Reading.model_validate_json(reading.model_dump_json(exclude_none=True)) == reading
+            )
+
+
+def test_counts_and_levels_stay_within_the_contract_even_when_bins_overflow() -> None:
+    fleet = [tags(f"k{i}", stream="kitchen", site=f"s{i}") for i in range(10)]
+    model = FleetModel(fleet, seed=5, start=MONDAY, interval_s=1800)
+    readings = [r for rnd in run(model, 48 * 3) for _bin_id, r in rnd.readings]
+    assert all(0 <= r.fill_pct <= 100 for r in readings)
+    assert all(r.contaminated is not None and r.deposits is not None for r in readings)
+    assert all(0 <= (r.contaminated or 0) <= (r.deposits or 0) for r in readings)
+    overflowing = [r for r in readings if r.fill_pct == 100 and (r.deposits or 0) > 0]
+    assert overflowing, "three days without emptying should overflow kitchen bins"
+
+
+def test_emptying_drops_fill_to_near_zero() -> None:
+    model = FleetModel([tags("bin-a", stream="kitchen")], seed=4, start=MONDAY, interval_s=3600)
+    run(model, 30)
+    model.empty("bin-a")
+    assert dict(model.step().readings)["bin-a"].fill_pct < 15
+
+
+def test_kitchen_bins_fill_faster_than_hazardous_ones_over_a_day() -> None:
+    fleet = [
+        tags(f"{stream}-{i}", stream=stream, site=f"s{i}")
+        for stream in ("kitchen", "hazardous")
+        for i in range(10)
+    ]
+    model = FleetModel(fleet, seed=6, start=MONDAY, interval_s=300)
+    for bin_tags in fleet:
+        model.empty(bin_tags.bin)
+    first = dict(model.step().readings)
+    last = dict(run(model, 288)[-1].readings)
+    gain = {
+        stream: sum(
+            last[b.bin].fill_pct - first[b.bin].fill_pct for b in fleet if b.stream == stream
+        )
+        for stream in ("kitchen", "hazardous")
+    }
+    assert gain["kitchen"] > 10 * gain["hazardous"]
+
+
+def test_compounds_sort_worse_than_schools() -> None:
+    fleet = [
+        tags(f"{site_type}-{i}", site=f"{site_type}-site-{i}", site_type=site_type)
+        for site_type in ("compound", "school")
+        for i in range(8)
+    ]
+    model = FleetModel(fleet, seed=9, start=MONDAY, interval_s=1800)
+    deposits: dict[str, int] = defaultdict(int)
+    contaminated: dict[str, int] = defaultdict(int)
+    for rnd in run(model, 48 * 4):
+        for bin_id, reading in rnd.readings:
+            site_type = bin_id.split("-")[0]
+            deposits[site_type] += reading.deposits or 0
+            contaminated[site_type] += reading.contaminated or 0
+    assert deposits["school"] > 500
+    assert (
+        contaminated["compound"] / deposits["compound"]
+        > contaminated["school"] / deposits["school"]
+    )
+
+
+def test_lunchtime_brings_more_kitchen_waste_than_three_in_the_morning() -> None:
+    fleet = [tags(f"k{i}", stream="kitchen", site=f"s{i}") for i in range(10)]
+    model = FleetModel(fleet, seed=11, start=MONDAY, interval_s=600)
+    by_hour: dict[int, int] = defaultdict(int)
+    for rnd in run(model, 6 * 24 * 5):
+        # A reading counts what arrived during the ten minutes before it.
+        hour = (rnd.ts - timedelta(minutes=10)).astimezone(SHANGHAI).hour
+        by_hour[hour] += sum(r.deposits or 0 for _bin_id, r in rnd.readings)
+    assert by_hour[12] > 5 * max(by_hour[3], 1)
