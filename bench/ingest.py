@@ -672,6 +672,9 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     broker_legs: list[float] = []
     rss: list[tuple[float, int]] = []
+    loads: list[float] = []
+    # (seconds into the run, publish-to-queryable, publish-to-ingest) of every probe.
+    series_out: list[tuple[float, float, float]] = []
     cpu_points: list[tuple[float, float]] = []
     lost_markers = 0
     try:
@@ -683,6 +686,7 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
                 )
             )
             began = time.monotonic()
+            wall_began = time.time()
             outstanding: dict[int, float] = {}
             next_probe = next_rss = began
             while True:
@@ -694,6 +698,7 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
                     next_probe += PROBE_EVERY_S
                 if now >= next_rss and running:
                     rss.append((now - began, rss_kib(ingest.pid)))
+                    loads.append(os.getloadavg()[0])
                     cpu_points.append((now - began, cpu_seconds(ingest.pid)))
                     next_rss += RSS_EVERY_S
                 if outstanding:
@@ -709,6 +714,13 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
                             if sent_at is not None:
                                 latencies.append(seen - sent_at)
                                 broker_legs.append(received_ms / 1000 - sent_at)
+                                series_out.append(
+                                    (
+                                        sent_at - wall_began,
+                                        seen - sent_at,
+                                        received_ms / 1000 - sent_at,
+                                    )
+                                )
                 if not running and (not outstanding or now - began > seconds + SETTLE_S):
                     lost_markers = len(outstanding)
                     break
@@ -748,6 +760,9 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
         "broker_leg_p50_s": median(broker_legs),
         "broker_leg_p99_s": percentile(broker_legs, 0.99),
         "rss_mib": [[round(t, 1), round(v, 2)] for t, v in mib],
+        "loadavg_1min": loads,
+        "latency_by_window": by_window(series_out),
+        "probe_series": [[round(t, 2), round(a, 3), round(b, 3)] for t, a, b in series_out],
         "rss_first_mib": mib[0][1] if mib else float("nan"),
         "rss_last_mib": mib[-1][1] if mib else float("nan"),
         "rss_max_mib": max(v for _, v in mib) if mib else float("nan"),
@@ -760,6 +775,23 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
 
 
 # --- report ---------------------------------------------------------------------------------
+
+
+def by_window(series: list[tuple[float, float, float]], window_s: float = 30.0) -> list[Any]:
+    """[window start s, probes, p50 s, p99 s, publish-to-ingest p50 s] per `window_s`."""
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for t, latency, leg in series:
+        windows.setdefault(int(t // window_s), []).append((latency, leg))
+    return [
+        [
+            key * window_s,
+            len(values),
+            round(median([v[0] for v in values]), 3),
+            round(percentile([v[0] for v in values], 0.99), 3),
+            round(median([v[1] for v in values]), 3),
+        ]
+        for key, values in sorted(windows.items())
+    ]
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
@@ -938,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
             "line_bytes_mean": round(sum(len(x) + 1 for x in lines) / len(lines), 1),
             "qos": 1,
             "cores": os.cpu_count(),
-            "loadavg_at_start": os.getloadavg(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "ingest_command": " ".join([*probe_cmd[:2], "…", *probe_cmd[-2:]]) + f" ({how})",
             "ingest_settings": {
                 k: v
@@ -1008,6 +1040,11 @@ def main(argv: list[str] | None = None) -> int:
             f" slope {s['rss_slope_after_warmup_mib_per_min']:+.2f} MiB/min after warm-up;"
             f" ingest CPU {s['ingest_cpu_share']:.0%} of a core; loss {s['loss']}"
         )
+        say("      latency by 30 s window (start s, probes, p50 s, p99 s, publish→ingest p50 s):")
+        for row in s["latency_by_window"]:
+            say(f"        {row}")
+        say(f"      RSS MiB every {RSS_EVERY_S:.0f} s: {[v for _, v in s['rss_mib']]}")
+        say(f"      load average (1 min) alongside: {[round(x, 1) for x in s['loadavg_1min']]}")
         for line in s["log_problems"][:5]:
             say(f"      log: {line[:160]}")
         if args.profile:
@@ -1027,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": breakdown.threads,
                 "top_leaves": breakdown.top_leaves,
             }
+        results["conditions"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         summary = summarise(results)
         results["summary"] = summary
         print_table(results, summary)

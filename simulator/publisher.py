@@ -47,6 +47,9 @@ ACK_TIMEOUT_S = 30.0
 PROGRESS_EVERY_S = 1.0
 # Rate pacing sleeps only once it is this far ahead, so it does not sleep per message.
 PACE_SLACK_S = 0.005
+# An unbounded accelerated run (the demo) starts this far back: a day of history shows within
+# minutes (24 at speed 60), and then the fleet reports in real time.
+UNBOUNDED_BACKFILL = timedelta(days=1)
 # MQTT 5 §3.2.2.3.3: a server that sends no Receive Maximum accepts 65,535 in flight.
 DEFAULT_RECEIVE_MAXIMUM = 65535
 
@@ -191,8 +194,9 @@ def default_start(
 
     A bounded run starts in the past, by as much as its simulated span outruns the clock, so its
     history ends about when the run does: no reading lies in the future (at speed 60 an hour of
-    running would otherwise write 60 hours ahead) and dashboards show it at once. An unbounded run
-    starts now.
+    running would otherwise write 60 hours ahead) and dashboards show it at once. An unbounded
+    accelerated run starts `UNBOUNDED_BACKFILL` ago: it replays that history at its speed, then
+    goes on in real time, since `run_simulation` never publishes a reading before its `ts`.
     """
     if rounds is not None:
         simulated = rounds * interval_s
@@ -200,7 +204,7 @@ def default_start(
     elif duration_s is not None and speed > 0:
         simulated, real = duration_s * speed, duration_s
     else:
-        return now
+        return now - UNBOUNDED_BACKFILL if speed > 1 else now
     return now - timedelta(seconds=max(0.0, simulated - real))
 
 
@@ -248,7 +252,7 @@ def run_simulation(
     telemetry = {bin_id: topics.bin(bin_id, TopicKind.telemetry) for bin_id in model.bin_ids}
     publisher = _Publisher(settings, f"binwatch-simulator-{uuid.uuid4().hex[:12]}")
     publisher.open()
-    began = time.monotonic()
+    began, wall_began = time.monotonic(), time.time()
     deadline = began + duration_s if duration_s is not None else float("inf")
     round_gap_s = interval_s / speed if speed > 0 and rate is None else 0.0
     last: dict[str, Reading] = {}
@@ -260,7 +264,11 @@ def run_simulation(
         for current in model.rounds():
             if rounds is not None and current.index >= rounds:
                 break
-            if not _wait_until(began + current.index * round_gap_s, deadline, stop):
+            # A bin cannot measure the future: a round is due by the pace, and not before its ts.
+            due = max(
+                began + current.index * round_gap_s, began + current.ts.timestamp() - wall_began
+            )
+            if not _wait_until(due, deadline, stop):
                 break
             before = published
             for bin_id, reading in current.readings:

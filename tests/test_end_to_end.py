@@ -34,13 +34,20 @@ def test_every_published_reading_is_stored_once_and_served_by_the_api(
 
     wait_for(lambda: count_points(settings) >= expected, timeout=60, what=f"{expected} points")
     assert count_points(settings) == expected
-    assert ingest.metrics.value("binwatch_ingest_stored_points_total") == expected
+    # The simulator also published each bin's retained status, online first and offline last.
+    statuses = 2 * len(bins)
+    wait_for(
+        lambda: count_points(settings, "device_status") >= statuses, timeout=30, what="statuses"
+    )
+    assert count_points(settings, "device_status") == statuses
+    stored = ingest.metrics.value("binwatch_ingest_stored_points_total")
+    assert stored == expected + statuses
 
     with TestClient(create_app(settings)) as api:
         for bin_id in sorted(published.last)[:: max(1, len(bins) // 25)]:
             sent = published.last[bin_id]
             latest = api.get(f"/api/v1/bins/{bin_id}").json()["latest"]
-            assert latest["time"] == sent.ts.isoformat().replace("+00:00", "Z")
+            assert datetime.fromisoformat(latest["time"]) == sent.ts
             assert latest["fill_pct"] == sent.fill_pct
             assert latest["seq"] == sent.seq
             assert latest["deposits"] == sent.deposits
@@ -52,8 +59,9 @@ def test_every_published_reading_is_stored_once_and_served_by_the_api(
     )
     assert again.last == published.last
     wait_for(
-        lambda: ingest.metrics.value("binwatch_ingest_stored_points_total") >= 2 * expected,
+        lambda: ingest.metrics.value("binwatch_ingest_stored_points_total") >= 2 * stored,
         timeout=60,
         what="the redelivered readings to be written",
     )
     assert count_points(settings) == expected
+    assert count_points(settings, "device_status") == statuses

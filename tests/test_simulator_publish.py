@@ -7,7 +7,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -175,3 +175,11 @@ def test_no_broker_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     nowhere = Settings(mqtt_url=f"mqtt://127.0.0.1:{free_port()}")
     with pytest.raises(SimulatorError, match="no answer from an MQTT broker"):
         run_simulation(nowhere, BINS, interval_s=60, speed=0, seed=1, rounds=1)
+
+
+def test_no_reading_is_published_before_its_own_time(settings: Settings) -> None:
+    # A bin cannot measure the future, so a run that is ahead of the clock waits for it.
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    result = run_simulation(settings, BINS, interval_s=60, speed=0, seed=1, rounds=1, start=ahead)
+    assert result.published == len(BINS)
+    assert datetime.now(UTC) >= ahead
