@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from devices.contract import Event, Reading, Status, TopicKind, Topics, epoch_ms
+from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics, epoch_ms
 from ingest.lineprotocol import point
 
 MEASUREMENT = {
@@ -58,6 +58,8 @@ class Decoded:
 
     lines: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # The valid telemetry, for rules that act on readings once they are stored (collection).
+    readings: list[tuple[str, Reading]] = field(default_factory=list)
 
 
 TagLookup = Callable[[str], str | None]
@@ -106,14 +108,14 @@ def decode(
         if not document:
             return reject("empty_batch", "an empty array carries no readings")
         for index, element in enumerate(document):
-            outcome = _decode_one(where.kind, element, measurement, tags, received_ms)
+            outcome = _decode_one(where, element, measurement, tags, received_ms, decoded.readings)
             if isinstance(outcome, str):
                 decoded.lines.append(outcome)
             else:
                 body = json.dumps(element, ensure_ascii=False).encode()
                 decoded.rejections.append(Rejection(outcome[0], f"[{index}] {outcome[1]}", body))
         return decoded
-    outcome = _decode_one(where.kind, document, measurement, tags, received_ms)
+    outcome = _decode_one(where, document, measurement, tags, received_ms, decoded.readings)
     if isinstance(outcome, str):
         decoded.lines.append(outcome)
         return decoded
@@ -121,9 +123,15 @@ def decode(
 
 
 def _decode_one(
-    kind: TopicKind, document: Any, measurement: str, tags: str, received_ms: int
+    where: BinTopic,
+    document: Any,
+    measurement: str,
+    tags: str,
+    received_ms: int,
+    readings: list[tuple[str, Reading]],
 ) -> str | tuple[str, str]:
-    """One JSON document → its line, or (reason, detail)."""
+    """One JSON document → its line (a valid reading also joins `readings`), or (reason, detail)."""
+    kind = where.kind
     if not isinstance(document, dict):
         expected = (
             "an object or an array of objects" if kind is TopicKind.telemetry else "an object"
@@ -149,6 +157,7 @@ def _decode_one(
                 "received_ms": received_ms,
             }
             ts = reading.ts
+            readings.append((where.bin_id, reading))
         elif kind is TopicKind.event:
             event = Event.model_validate(document)
             tags = f"{tags},type={event.type}"

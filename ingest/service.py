@@ -25,7 +25,7 @@ from binwatch.errors import SinkRejected, SinkUnavailable
 from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client
 from binwatch.settings import Settings
-from devices.contract import Topics
+from devices.contract import Reading, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine
 from ingest.decode import Decoded, Rejection, decode
@@ -46,6 +46,12 @@ STARTUP_TRIES = 30
 # Dead letters keep at most this much of a payload: enough to see what was wrong and to replay
 # any reading that fits the contract, without letting a flood of huge payloads fill the disk.
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
+StoredHook = Callable[[list[tuple[str, Reading]]], None]
+"""Called with each batch's valid readings (bin id, reading) once they are stored and before they
+are acknowledged, so a rule acting on them (collection requests) runs at least once per reading;
+it is retried like the write while it raises, so it must be idempotent."""
 
 
 @dataclass(slots=True)
@@ -72,8 +78,10 @@ class Ingestor:
         worker: int = 0,
         shared: bool = False,
         clock: Callable[[], float] = time.time,
+        on_stored: StoredHook | None = None,
     ) -> None:
         self.settings = settings
+        self._on_stored = on_stored
         self.worker = worker
         self.metrics = IngestMetrics()
         self.topics = Topics(settings.topic_prefix)
@@ -296,6 +304,10 @@ class Ingestor:
         letters = self._dead_letters(batch, refused)
         if letters and self._retrying(lambda: self._save_letters(letters), stop) is None:
             return
+        if self._on_stored is not None:
+            stored = [item for pending in batch for item in pending.decoded.readings]
+            if stored and self._retrying(lambda: self._run_hook(stored), stop) is None:
+                return
         with self._lock:
             generation = self._generation
         client = self._mqtt.client
@@ -363,6 +375,11 @@ class Ingestor:
                 rejection = Rejection("rejected_by_influxdb", message, line.encode())
                 letters.append(_letter(topic_of[line], rejection, self._clock()))
         return letters
+
+    def _run_hook(self, readings: list[tuple[str, Reading]]) -> bool:
+        assert self._on_stored is not None
+        self._on_stored(readings)
+        return True
 
     def _save_letters(self, letters: list[DeadLetter]) -> bool:
         with Session(self.engine, expire_on_commit=False) as session:
