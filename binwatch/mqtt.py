@@ -4,6 +4,7 @@ it, the simulator publishes with it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
@@ -42,6 +43,15 @@ class Connection:
             properties=self.properties,
         )
         self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Whether the connection is up within `timeout` seconds (for short-lived publishers)."""
+        deadline = time.monotonic() + timeout
+        while not self.client.is_connected():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def stop(self) -> None:
         self.client.disconnect()

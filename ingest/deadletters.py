@@ -88,6 +88,10 @@ def _republish(settings: Settings, letters: list[DeadLetter]) -> None:
     connection = make_client(settings, "binwatch-replay", persistent=False)
     connection.start()
     try:
+        if not connection.wait_connected(PUBLISH_TIMEOUT_S):
+            raise typer.Exit(
+                _fail(f"could not reach the broker at {settings.mqtt_url}; nothing replayed")
+            )
         infos = [
             connection.client.publish(letter.topic, letter.payload, qos=1) for letter in letters
         ]
