@@ -11,6 +11,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from binwatch.paho_buffered import BufferedClient
 from binwatch.settings import Settings
 
 # Reconnect quickly after a broker restart, but never hammer a broker that stays down.
@@ -28,7 +29,7 @@ class Connection:
     """A configured client and what its CONNECT must say; `start` begins connecting in paho's
     own thread, and paho then retries by itself with the backoff above."""
 
-    client: paho.Client
+    client: BufferedClient
     settings: Settings
     properties: Properties
     persistent: bool
@@ -69,7 +70,7 @@ def make_client(
     """A client for `client_id`; `persistent` keeps its session (subscriptions and unacknowledged
     QoS 1 messages) on the broker across disconnects."""
     endpoint = settings.mqtt_endpoint()
-    client = paho.Client(
+    client = BufferedClient(
         paho.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from binwatch.errors import SinkRejected, SinkUnavailable
 from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client
+from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
 from devices.contract import Reading, Topics
 from devices.models import DeadLetter
@@ -108,12 +109,16 @@ class Ingestor:
             manual_ack=True,
         )
         client = self._mqtt.client
+        client.read_paused = self._buffer_full
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         self._failed_first_tries = 0
+
+    def _buffer_full(self) -> bool:
+        return len(self._pending) + self._writing >= self.settings.ingest_buffer
 
     # --- paho's thread -------------------------------------------------------------------
 
@@ -133,6 +138,9 @@ class Ingestor:
             self._generation += 1
             if self._generation > 1:
                 self.metrics.reconnects.inc()
+            # The broker redelivers everything unacknowledged on the new connection, so what
+            # the old one left here would only be held twice: memory stays within one buffer.
+            self._pending, self._pending_points = [], 0
         filters = self.topics.inbound_filters()
         if self._shared:
             filters = [f"$share/{self.settings.ingest_share_group}/{f}" for f in filters]
@@ -209,9 +217,7 @@ class Ingestor:
     # --- the writer thread ---------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self._first_tries(
-            lambda: self.influx.ensure_database(self.settings.raw_retention), "InfluxDB", stop
-        )
+        self._first_tries(self._prepare_database, "InfluxDB", stop)
         self.refresh_registry()
         if self.settings.ingest_metrics_port:
             self.metrics.serve(self.settings.ingest_metrics_port + self.worker)
@@ -235,6 +241,12 @@ class Ingestor:
             self._mqtt.stop()
             self.influx.close()
             self.engine.dispose()
+
+    def _prepare_database(self) -> None:
+        """The database, its retention policies and the hourly rollups' continuous query: at
+        start, and again if someone dropped the database under a running ingest."""
+        self.influx.ensure_database(self.settings.raw_retention)
+        ensure_rollups(self.influx)
 
     def _first_tries(self, action: Callable[[], None], what: str, stop: threading.Event) -> None:
         """At start-up a server may still be coming up (compose starts everything at once):
@@ -293,21 +305,14 @@ class Ingestor:
         return batch
 
     def _store(self, batch: list[_Pending], stop: threading.Event | None) -> None:
-        """Write, dead-letter, then acknowledge. Returns only when all is stored (or on stop,
-        leaving the batch unacknowledged so the broker redelivers it)."""
-        lines = [line for pending in batch for line in pending.decoded.lines]
-        started = time.monotonic()
-        refused = self._retrying(lambda: self._write_all(lines), stop)
-        if refused is None:
+        """Write, dead-letter, then acknowledge. Returns only when all is stored, or unacked
+        when asked to stop or when a reconnect made the batch redeliverable."""
+        try:
+            outcome = self._store_unacked(batch, stop)
+        finally:
+            self._writing = 0
+        if outcome is None:
             return
-        write_s = time.monotonic() - started
-        letters = self._dead_letters(batch, refused)
-        if letters and self._retrying(lambda: self._save_letters(letters), stop) is None:
-            return
-        if self._on_stored is not None:
-            stored = [item for pending in batch for item in pending.decoded.readings]
-            if stored and self._retrying(lambda: self._run_hook(stored), stop) is None:
-                return
         with self._lock:
             generation = self._generation
         client = self._mqtt.client
@@ -316,8 +321,25 @@ class Ingestor:
             # messages, and acking an old id could acknowledge a different, unwritten message.
             if pending.qos and pending.generation == generation:
                 client.ack(pending.mid, pending.qos)
-        self._writing = 0
-        self._account(batch, lines, refused, letters, write_s)
+        self._account(batch, *outcome)
+
+    def _store_unacked(
+        self, batch: list[_Pending], stop: threading.Event | None
+    ) -> tuple[list[str], list[tuple[str, str]], list[DeadLetter], float] | None:
+        lines = [line for pending in batch for line in pending.decoded.lines]
+        started = time.monotonic()
+        refused = self._retrying(lambda: self._write_all(lines), stop, batch)
+        if refused is None:
+            return None
+        write_s = time.monotonic() - started
+        letters = self._dead_letters(batch, refused)
+        if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
+            return None
+        if self._on_stored is not None:
+            stored = [item for pending in batch for item in pending.decoded.readings]
+            if stored and self._retrying(lambda: self._run_hook(stored), stop, batch) is None:
+                return None
+        return lines, refused, letters, write_s
 
     def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:
         refused: list[tuple[str, str]] = []
@@ -337,7 +359,7 @@ class Ingestor:
             return []
         except SinkRejected as exc:
             if exc.status == 404:
-                self.influx.ensure_database(self.settings.raw_retention)
+                self._prepare_database()
                 raise SinkUnavailable(f"database was missing, recreated: {exc.message}") from exc
             if exc.status != 400:
                 raise SinkUnavailable(
@@ -348,8 +370,11 @@ class Ingestor:
         middle = len(lines) // 2
         return self._write_bisecting(lines[:middle]) + self._write_bisecting(lines[middle:])
 
-    def _retrying(self, action: Callable[[], Any], stop: threading.Event | None) -> Any:
-        """Run `action` until it succeeds; None if asked to stop first."""
+    def _retrying(
+        self, action: Callable[[], Any], stop: threading.Event | None, batch: list[_Pending]
+    ) -> Any:
+        """Run `action` until it succeeds; None if asked to stop first, or once a reconnect
+        has made the whole batch redeliverable (holding it would double the memory bound)."""
         delay = RETRY_MIN_S
         while True:
             try:
@@ -357,7 +382,7 @@ class Ingestor:
             except Exception as exc:  # SinkUnavailable, or the registry database being down
                 self.metrics.write_errors.inc()
                 log.warning("storing a batch failed, retrying in %.1f s: %s", delay, exc)
-            if stop is None or stop.wait(delay):
+            if stop is None or stop.wait(delay) or batch[-1].generation != self._generation:
                 return None
             delay = min(delay * 2, RETRY_MAX_S)
 
