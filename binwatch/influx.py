@@ -94,7 +94,7 @@ class InfluxClient:
                     Series(
                         item.get("name", ""),
                         item["columns"],
-                        item["values"],
+                        item.get("values", []),
                         item.get("tags") or {},
                     )
                 )

@@ -1,0 +1,276 @@
+"""The arithmetic of compliance, with no I/O: from hourly sums to metrics, the cleanliness score,
+ranking order, local-time periods and CSV. docs/metrics.md defines every figure; this module is
+the one place that computes them, so the JSON, the CSV, the raw and the rollup paths agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from api.compliance_schemas import (
+    HOUR,
+    ComplianceReport,
+    Every,
+    Metrics,
+    PartName,
+    Ranking,
+    Score,
+    ScorePart,
+    SiteRow,
+)
+from api.queries import accuracy
+from api.schemas import rfc3339
+
+DAY: Final = timedelta(days=1)
+# Weights of the cleanliness score's parts (docs/metrics.md); parts without data are left out
+# and the others renormalised, which is also how collection will join once it is measured.
+WEIGHTS: Final[Mapping[PartName, float]] = {"accuracy": 0.5, "overflow": 0.3, "device_health": 0.2}
+# A group whose reporting bins spent this share of their time at or over 100 % scores 0 on
+# overflow; 10 % is about 2.4 h a day, far past what a serviced bin should ever show.
+OVERFLOW_SHARE_AT_ZERO: Final = 0.10
+LOW_BATTERY_PCT: Final = 20.0
+OFFLINE_AFTER: Final = timedelta(hours=2)  # no reading in the window's last 2 hours
+BATTERY_LOOKBACK: Final = timedelta(hours=24)  # battery judged on the window's last day
+SCORE_DECIMALS: Final = 2  # scores equal to this many decimals tie
+
+
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """Additive totals of hourly rollup points (or of raw readings rolled up on the fly): they
+    add across bins, sites and hours, which is what lets one query serve any group."""
+
+    deposits: int = 0
+    contaminated: int = 0
+    checked_deposits: int = 0
+    overflow_minutes: float = 0.0
+    over90_minutes: float = 0.0
+    bin_hours: int = 0  # bin-hours with at least one reading
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(
+            deposits=self.deposits + other.deposits,
+            contaminated=self.contaminated + other.contaminated,
+            checked_deposits=self.checked_deposits + other.checked_deposits,
+            overflow_minutes=self.overflow_minutes + other.overflow_minutes,
+            over90_minutes=self.over90_minutes + other.over90_minutes,
+            bin_hours=self.bin_hours + other.bin_hours,
+        )
+
+
+def total(sums: Iterable[Sums]) -> Sums:
+    result = Sums()
+    for item in sums:
+        result += item
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCounts:
+    offline: int
+    low_battery: int
+
+    def __add__(self, other: DeviceCounts) -> DeviceCounts:
+        return DeviceCounts(self.offline + other.offline, self.low_battery + other.low_battery)
+
+
+def device_counts(
+    bins: Iterable[str], *, recent: set[str], battery: Mapping[str, float]
+) -> DeviceCounts:
+    """Of the registered `bins`: those with no reading in the last OFFLINE_AFTER (`recent` holds
+    the bins that did report) and those whose lowest battery over the last BATTERY_LOOKBACK is
+    under LOW_BATTERY_PCT. A bin that never reported is offline, not low on battery."""
+    ids = list(bins)
+    return DeviceCounts(
+        offline=sum(1 for b in ids if b not in recent),
+        low_battery=sum(1 for b in ids if battery.get(b, 100.0) < LOW_BATTERY_PCT),
+    )
+
+
+def metrics(
+    sums: Sums, *, bins: int, start: datetime, end: datetime, devices: DeviceCounts | None
+) -> Metrics:
+    """The figures of a group of `bins` registered bins over [start, end) (whole hours)."""
+    days = (end - start) / DAY
+    expected_bin_hours = bins * ((end - start) // HOUR)
+    reported_minutes = sums.bin_hours * 60
+    return Metrics(
+        deposits=sums.deposits,
+        contaminated=sums.contaminated,
+        checked_deposits=sums.checked_deposits,
+        accuracy=accuracy(checked_deposits=sums.checked_deposits, contaminated=sums.contaminated),
+        deposits_per_day=sums.deposits / days,
+        deposits_per_bin_day=sums.deposits / (bins * days) if bins else None,
+        overflow_minutes=round(sums.overflow_minutes, 6),
+        over90_minutes=round(sums.over90_minutes, 6),
+        overflow_share=sums.overflow_minutes / reported_minutes if reported_minutes else None,
+        bins=bins,
+        reported_bin_hours=sums.bin_hours,
+        # A bin moved in from another site can report more hours than it was expected here.
+        reporting_coverage=(
+            min(1.0, sums.bin_hours / expected_bin_hours) if expected_bin_hours else None
+        ),
+        bins_offline=devices.offline if devices else None,
+        bins_low_battery=devices.low_battery if devices else None,
+    )
+
+
+def score(figures: Metrics) -> Score:
+    """The cleanliness score (0–100): the weighted mean of the parts that have data."""
+    values: dict[PartName, float | None] = {
+        "accuracy": None if figures.accuracy is None else 100 * figures.accuracy,
+        "overflow": (
+            None
+            if figures.overflow_share is None
+            else 100 * max(0.0, 1 - figures.overflow_share / OVERFLOW_SHARE_AT_ZERO)
+        ),
+        "device_health": (
+            None if figures.reporting_coverage is None else 100 * figures.reporting_coverage
+        ),
+    }
+    available = sum(WEIGHTS[name] for name, value in values.items() if value is not None)
+    parts = []
+    for name, value in values.items():
+        share = WEIGHTS[name] / available if value is not None else None
+        parts.append(
+            ScorePart(
+                name=name,
+                value=value,
+                weight=WEIGHTS[name],
+                effective_weight=share,
+                points=value * share if value is not None and share is not None else None,
+            )
+        )
+    points = [part.points for part in parts if part.points is not None]
+    return Score(value=sum(points) if points else None, parts=parts)
+
+
+def ranked(rows: Sequence[SiteRow]) -> list[SiteRow]:
+    """Best score first; scores equal to SCORE_DECIMALS share a rank (1, 2, 2, 4) and are
+    ordered by site id, sites without a score last: the same order on every call."""
+
+    def key(row: SiteRow) -> tuple[bool, float, str]:
+        value = row.score.value
+        return (value is None, -round(value, SCORE_DECIMALS) if value is not None else 0.0, row.id)
+
+    ordered = sorted(rows, key=key)
+    result: list[SiteRow] = []
+    for position, row in enumerate(ordered, start=1):
+        tied = result and key(result[-1])[:2] == key(row)[:2]
+        rank = result[-1].rank if tied else position
+        result.append(row.model_copy(update={"rank": rank}))
+    return result
+
+
+# --- periods in local time ---------------------------------------------------------------------
+
+
+def period_start(day: date, every: Every) -> date:
+    """The local calendar day, ISO week (from Monday) or month that `day` belongs to."""
+    if every == "1w":
+        return day - timedelta(days=day.weekday())
+    if every == "1mo":
+        return day.replace(day=1)
+    return day
+
+
+def _next_period(first: date, every: Every) -> date:
+    if every == "1w":
+        return first + timedelta(days=7)
+    if every == "1mo":
+        return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return first + timedelta(days=1)
+
+
+def periods(
+    days: Iterable[tuple[datetime, Sums]],
+    *,
+    every: Every,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+) -> list[tuple[datetime, datetime, Sums]]:
+    """Group local-day sums (each keyed by any moment of its day, as InfluxDB's GROUP BY
+    time(1d) tz() gives the day's local midnight) into periods, each cut to [start, end). Periods
+    without data are left out, as in the readings API."""
+    zone = ZoneInfo(timezone)
+    grouped: dict[date, Sums] = {}
+    for moment, sums in days:
+        first = period_start(moment.astimezone(zone).date(), every)
+        grouped[first] = grouped.get(first, Sums()) + sums
+    result = []
+    for first in sorted(grouped):
+        begin = _local_midnight(first, zone)
+        finish = _local_midnight(_next_period(first, every), zone)
+        result.append((max(begin, start), min(finish, end), grouped[first]))
+    return result
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+_METRIC_COLUMNS: Final = tuple(Metrics.model_fields)
+_PART_COLUMNS: Final = tuple(f"{name}_points" for name in WEIGHTS)
+
+
+def _figures(figures: Metrics, result: Score) -> dict[str, object]:
+    row: dict[str, object] = figures.model_dump()
+    row["score"] = result.value
+    for part in result.parts:
+        row[f"{part.name}_points"] = part.points
+    return row
+
+
+def report_csv(report: ComplianceReport) -> str:
+    """The report as one table: the subject's total, then each period, then each site (rank
+    order), with the same numbers as the JSON."""
+    start, end = rfc3339(report.start), rfc3339(report.end)
+    subject = report.subject
+    rows = [
+        {"row": "total", "kind": subject.kind, "id": subject.id, "name": subject.name,
+         "start": start, "end": end, **_figures(report.metrics, report.score)}
+    ]  # fmt: skip
+    for period in report.periods or []:
+        rows.append(
+            {"row": "period", "kind": subject.kind, "id": subject.id, "name": subject.name,
+             "start": rfc3339(period.start), "end": rfc3339(period.end),
+             **_figures(period.metrics, period.score)}
+        )  # fmt: skip
+    for site in report.sites:
+        rows.append(
+            {"row": "site", "rank": site.rank, "kind": "site", "id": site.id, "name": site.name,
+             "start": start, "end": end, **_figures(site.metrics, site.score)}
+        )  # fmt: skip
+    columns = ("row", "rank", "kind", "id", "name", "start", "end")
+    return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
+
+
+def ranking_csv(ranking: Ranking) -> str:
+    """One line per site, in rank order."""
+    start, end = rfc3339(ranking.start), rfc3339(ranking.end)
+    rows = [
+        {"rank": site.rank, "id": site.id, "name": site.name, "site_type": site.site_type.value,
+         "community_id": site.community_id, "start": start, "end": end,
+         **_figures(site.metrics, site.score)}
+        for site in ranking.items
+    ]  # fmt: skip
+    columns = ("rank", "id", "name", "site_type", "community_id", "start", "end")
+    return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> str:
+    """RFC 4180 CSV; None is an empty cell and floats keep Python's shortest repr, which is what
+    the JSON carries too."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return out.getvalue()

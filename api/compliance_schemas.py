@@ -1,0 +1,168 @@
+"""What the compliance routes accept and return: the report window with its checks, and the
+response models (part of the OpenAPI contract). The definitions behind every number are in
+docs/metrics.md; the arithmetic is in api/compliance.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from pydantic import BaseModel
+
+from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
+from binwatch.errors import InvalidRequest
+from devices.contract import SiteType
+
+Every = Literal["1d", "1w", "1mo"]
+SourceParam = Literal["auto", "raw", "hourly"]
+Source = Literal["raw", "hourly"]
+SubjectKind = Literal["site", "community", "street", "district", "city", "operator"]
+PartName = Literal["accuracy", "overflow", "device_health"]
+
+HOUR: Final = timedelta(hours=1)
+DEFAULT_REPORT_RANGE: Final = timedelta(days=7)
+MAX_REPORT_RANGE: Final = timedelta(days=366)
+# `source=auto` reads raw readings up to a day: one bin-day is ~1,440 readings at one a minute
+# but 24 rollup points, so beyond a day the rollups answer far faster for the same figures.
+AUTO_RAW_UP_TO: Final = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportWindow:
+    """A checked report range [start, end) on whole hours, the source that will answer it, and
+    the optional period breakdown."""
+
+    start: datetime
+    end: datetime
+    every: Every | None
+    source: Source
+    timezone: str
+
+    @property
+    def hours(self) -> int:
+        return (self.end - self.start) // HOUR
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        every: Every | None,
+        source: SourceParam,
+        now: datetime,
+        timezone: str,
+    ) -> ReportWindow:
+        """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
+        parameter; InvalidRequest (422) says what to send instead."""
+        end = end or now.replace(minute=0, second=0, microsecond=0)
+        start = start or end - DEFAULT_REPORT_RANGE
+        if start >= end:
+            raise InvalidRequest("start must be before end")
+        for name, moment in (("end", end), ("start", start)):  # the default start follows end
+            if moment != moment.replace(minute=0, second=0, microsecond=0):
+                raise InvalidRequest(
+                    f"{name} must be on a whole hour (reports add up hourly rollups), "
+                    f"e.g. {rfc3339(moment.replace(minute=0, second=0, microsecond=0))}"
+                )
+        span = end - start
+        if span > MAX_REPORT_RANGE:
+            raise InvalidRequest(
+                f"start..end spans {span / timedelta(days=1):.1f} days; reports cover at most 366"
+            )
+        if source == "raw" and span > MAX_RAW_RANGE:
+            raise InvalidRequest(
+                "source=raw covers at most 7 days: narrow start/end or use source=hourly"
+            )
+        chosen: Source = (
+            source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "hourly")
+        )
+        return cls(start=start, end=end, every=every, source=chosen, timezone=timezone)
+
+
+class Metrics(BaseModel):
+    """The compliance figures of one group of bins over one period (docs/metrics.md)."""
+
+    deposits: int
+    contaminated: int
+    checked_deposits: int
+    accuracy: float | None
+    deposits_per_day: float
+    deposits_per_bin_day: float | None
+    overflow_minutes: float
+    over90_minutes: float
+    overflow_share: float | None
+    bins: int
+    reported_bin_hours: int
+    reporting_coverage: float | None
+    bins_offline: int | None
+    bins_low_battery: int | None
+
+
+class ScorePart(BaseModel):
+    """One part of the cleanliness score: its value (0–100), its documented weight, the weight
+    it carries once unavailable parts are left out, and the points it adds to the score."""
+
+    name: PartName
+    value: float | None
+    weight: float
+    effective_weight: float | None
+    points: float | None
+
+
+class Score(BaseModel):
+    value: float | None
+    parts: list[ScorePart]
+
+
+class Subject(BaseModel):
+    kind: SubjectKind
+    id: str
+    name: str
+
+
+class Period(BaseModel):
+    """A local day, week (Monday first) or month, cut to the report window."""
+
+    start: UtcTime
+    end: UtcTime
+    metrics: Metrics
+    score: Score
+
+
+class SiteRow(BaseModel):
+    rank: int
+    id: str
+    name: str
+    site_type: SiteType
+    community_id: str
+    score: Score
+    metrics: Metrics
+
+
+class ComplianceReport(BaseModel):
+    """A site's, area's or operator's compliance over [start, end); `sites` ranks the sites of
+    an area or operator (empty for a site report), `periods` is there when `every` was asked."""
+
+    subject: Subject
+    start: UtcTime
+    end: UtcTime
+    timezone: str
+    source: Source
+    every: Every | None
+    metrics: Metrics
+    score: Score
+    periods: list[Period] | None
+    sites: list[SiteRow]
+
+
+class Ranking(BaseModel):
+    """Sites of one type, cleanest first (ties: docs/metrics.md)."""
+
+    site_type: SiteType
+    start: UtcTime
+    end: UtcTime
+    timezone: str
+    source: Source
+    items: list[SiteRow]

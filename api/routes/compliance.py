@@ -1,0 +1,230 @@
+"""Compliance reports (issue 5): sorting accuracy, participation, overflow and device health per
+site, area and operator, and the published rankings; every report also as CSV."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from api import compliance_queries as reads
+from api.compliance import (
+    DeviceCounts,
+    Sums,
+    device_counts,
+    metrics,
+    periods,
+    ranked,
+    ranking_csv,
+    report_csv,
+    score,
+    total,
+)
+from api.compliance_schemas import (
+    ComplianceReport,
+    Every,
+    Period,
+    Ranking,
+    ReportWindow,
+    SiteRow,
+    SourceParam,
+)
+from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
+from api.schemas import ID_REGEX, TimeParam
+from binwatch.influx import InfluxClient
+from devices.contract import SiteType
+
+router = APIRouter(tags=["compliance"])
+
+CSV = "text/csv"
+_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {CSV: {"schema": {"type": "string"}}}}
+}
+_ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+AreaId = Annotated[str, Path(pattern=ID_REGEX, description=f"an area id: {_ID_RULE}")]
+OperatorId = Annotated[str, Path(pattern=ID_REGEX, description=f"an operator id: {_ID_RULE}")]
+Format = Annotated[
+    Literal["json", "csv"] | None,
+    Query(description="csv for a CSV table (as does Accept: text/csv); default JSON"),
+]
+
+
+def report_window(
+    settings: SettingsDep,
+    start: Annotated[
+        TimeParam,
+        Query(description="RFC 3339 on a whole hour (URL-encode '+' as %2B); default end − 7 days"),
+    ] = None,
+    end: Annotated[
+        TimeParam,
+        Query(description="RFC 3339 on a whole hour, exclusive; default the last whole hour"),
+    ] = None,
+    every: Annotated[
+        Every | None,
+        Query(description="a breakdown by local day, week (from Monday) or calendar month"),
+    ] = None,
+    source: Annotated[
+        SourceParam,
+        Query(description="raw readings (≤ 7 days), hourly rollups, or auto: raw up to 1 day"),
+    ] = "auto",
+) -> ReportWindow:
+    """The checked report window; InvalidRequest (422) when it cannot be served."""
+    return ReportWindow.build(
+        start=start,
+        end=end,
+        every=every,
+        source=source,
+        now=datetime.now(UTC),
+        timezone=settings.timezone,
+    )
+
+
+ReportWindowDep = Annotated[ReportWindow, Depends(report_window)]
+
+
+@router.get("/compliance/sites/{site_id}", response_model=ComplianceReport, responses=_CSV_RESPONSE)
+def site_report(
+    site_id: SiteId,
+    window: ReportWindowDep,
+    session: SessionDep,
+    influx: InfluxDep,
+    request: Request,
+    format: Format = None,
+) -> ComplianceReport | Response:
+    """A site's accuracy, participation, overflow, device health and cleanliness score."""
+    scope = reads.site_scope(session, site_id)
+    return _answer(request, format, _report(influx, scope, window, list_sites=False))
+
+
+@router.get("/compliance/areas/{area_id}", response_model=ComplianceReport, responses=_CSV_RESPONSE)
+def area_report(
+    area_id: AreaId,
+    window: ReportWindowDep,
+    session: SessionDep,
+    influx: InfluxDep,
+    request: Request,
+    format: Format = None,
+) -> ComplianceReport | Response:
+    """A community's, street's, district's or the city's figures, with its sites ranked."""
+    scope = reads.area_scope(session, area_id)
+    return _answer(request, format, _report(influx, scope, window, list_sites=True))
+
+
+@router.get(
+    "/compliance/operators/{operator_id}",
+    response_model=ComplianceReport,
+    responses=_CSV_RESPONSE,
+)
+def operator_report(
+    operator_id: OperatorId,
+    window: ReportWindowDep,
+    session: SessionDep,
+    influx: InfluxDep,
+    request: Request,
+    format: Format = None,
+) -> ComplianceReport | Response:
+    """The figures of every site an operator serves, with those sites ranked."""
+    scope = reads.operator_scope(session, operator_id)
+    return _answer(request, format, _report(influx, scope, window, list_sites=True))
+
+
+@router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE)
+def rankings(
+    site_type: Annotated[SiteType, Query(description="rank the sites of this type")],
+    window: ReportWindowDep,
+    session: SessionDep,
+    influx: InfluxDep,
+    request: Request,
+    format: Format = None,
+) -> Ranking | Response:
+    """The sites of a type, cleanest first, each with its score and the parts behind it."""
+    scope = reads.type_scope(session, site_type.value)
+    ranking = Ranking(
+        site_type=site_type,
+        start=window.start,
+        end=window.end,
+        timezone=window.timezone,
+        source=window.source,
+        items=_site_rows(influx, scope, window)[0],
+    )
+    return _answer(request, format, ranking)
+
+
+def _site_rows(
+    influx: InfluxClient, scope: reads.Scope, window: ReportWindow
+) -> tuple[list[SiteRow], Sums, DeviceCounts]:
+    """Every site of the scope, ranked, and the scope's totals (sums and device counts)."""
+    by_site = reads.site_sums(influx, scope, window)
+    recent = reads.recent_bins(influx, scope, window)
+    battery = reads.lowest_battery(influx, scope, window)
+    rows, devices = [], DeviceCounts(0, 0)
+    for site in scope.sites:
+        bins = [bin_.id for bin_ in site.bins]
+        counts = device_counts(bins, recent=recent, battery=battery)
+        devices += counts
+        figures = metrics(
+            by_site.get(site.id, Sums()),
+            bins=len(bins),
+            start=window.start,
+            end=window.end,
+            devices=counts,
+        )
+        rows.append(
+            SiteRow(
+                rank=0,
+                id=site.id,
+                name=site.name,
+                site_type=SiteType(site.site_type),
+                community_id=site.community_id,
+                score=score(figures),
+                metrics=figures,
+            )
+        )
+    # Only registered sites count, so a total is always the sum of the sites listed.
+    sums = total(by_site.get(site.id, Sums()) for site in scope.sites)
+    return ranked(rows), sums, devices
+
+
+def _report(
+    influx: InfluxClient, scope: reads.Scope, window: ReportWindow, *, list_sites: bool
+) -> ComplianceReport:
+    assert scope.subject is not None
+    rows, sums, devices = _site_rows(influx, scope, window)
+    bins = sum(len(site.bins) for site in scope.sites)
+    figures = metrics(sums, bins=bins, start=window.start, end=window.end, devices=devices)
+    breakdown = None
+    if window.every is not None:
+        days = reads.day_sums(influx, scope, window)
+        breakdown = []
+        for begin, finish, period_sums in periods(
+            days, every=window.every, start=window.start, end=window.end, timezone=window.timezone
+        ):
+            period_figures = metrics(period_sums, bins=bins, start=begin, end=finish, devices=None)
+            breakdown.append(
+                Period(start=begin, end=finish, metrics=period_figures, score=score(period_figures))
+            )
+    return ComplianceReport(
+        subject=scope.subject,
+        start=window.start,
+        end=window.end,
+        timezone=window.timezone,
+        source=window.source,
+        every=window.every,
+        metrics=figures,
+        score=score(figures),
+        periods=breakdown,
+        sites=rows if list_sites else [],
+    )
+
+
+Body = TypeVar("Body", ComplianceReport, Ranking)
+
+
+def _answer(request: Request, format: str | None, body: Body) -> Body | Response:
+    """JSON, or CSV when `format=csv` or the client accepts text/csv (and did not ask for JSON)."""
+    wants_csv = format == "csv" or (format is None and CSV in request.headers.get("accept", ""))
+    if not wants_csv:
+        return body
+    text = report_csv(body) if isinstance(body, ComplianceReport) else ranking_csv(body)
+    return Response(text, media_type=f"{CSV}; charset=utf-8")

@@ -1,0 +1,286 @@
+"""Compliance reports on real servers: hand-built readings published over MQTT, stored by the real
+ingest, rolled up by binwatch.rollups, served by the API. Every expected number is worked out here
+by hand from the readings below (docs/metrics.md has the rules).
+
+The window is 12 hours, 12:00Z to 24:00Z of a day three days ago: 20:00 to 08:00 in the city's
+time zone (Asia/Shanghai, UTC+8), so local midnight (16:00Z) cuts it into a 4-hour and an 8-hour
+local day while the whole window is one UTC day."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from binwatch.influx import InfluxClient
+from binwatch.rollups import backfill, ensure_rollups
+from binwatch.settings import Settings
+from devices.contract import Reading, TopicKind, Topics
+from devices.registry import BinTags
+from ingest.service import Ingestor
+from tests.conftest import count_points
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+
+pytestmark = pytest.mark.servers
+
+DAY = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+START, END = DAY + timedelta(hours=12), DAY + timedelta(hours=24)
+LOCAL_MIDNIGHT = DAY + timedelta(hours=16)
+X, Y = "sz-peoples-government", "lvxin-street-office"  # agencies in Xiaoba Community, op-lvyuan
+KITCHEN, RESIDUAL = f"{X}-s1-kitchen", f"{X}-s1-residual"
+RECYCLABLE, HAZARDOUS = f"{X}-s1-recyclable", f"{X}-s1-hazardous"
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return DAY + timedelta(hours=hour, minutes=minute)
+
+
+READINGS: list[tuple[str, Reading]] = [
+    # 2 deposits, both wrongly sorted; later a low battery in the window's last 2 hours.
+    (KITCHEN, Reading(ts=at(13, 10), fill_pct=30, deposits=2, contaminated=2, battery_pct=80)),
+    (KITCHEN, Reading(ts=at(23, 30), fill_pct=20, deposits=0, contaminated=0, battery_pct=15)),
+    # 200 deposits, all well sorted, on either side of local midnight (16:00Z).
+    (RESIDUAL, Reading(ts=at(15, 50), fill_pct=40, deposits=100, contaminated=0, battery_pct=80)),
+    (RESIDUAL, Reading(ts=at(16, 10), fill_pct=45, deposits=100, contaminated=0, battery_pct=80)),
+    # Full since 11:00, an hour before the window; emptied at 12:30.
+    *[
+        (RECYCLABLE, Reading(ts=at(11, 10 * i), fill_pct=100 if i < 9 else 10, battery_pct=80))
+        for i in range(12)
+    ],
+    # Over 90 % for one of its two readings at 14:xx; full exactly at the window's end (excluded).
+    (HAZARDOUS, Reading(ts=at(14, 0), fill_pct=95, battery_pct=80)),
+    (HAZARDOUS, Reading(ts=at(14, 30), fill_pct=50, battery_pct=80)),
+    (HAZARDOUS, Reading(ts=at(24, 0), fill_pct=100, battery_pct=80)),
+    # Site Y: one reading, no deposits.
+    (f"{Y}-s1-kitchen", Reading(ts=at(13, 0), fill_pct=10)),
+]
+
+# Site X by hand: bin-hours with readings: kitchen 13h, 23h; residual 15h, 16h; recyclable 12h
+# (11h is before the window); hazardous 14h → 6 of 4 bins × 12 h = 48.
+X_ACCURACY = 1 - 2 / 202  # 99.0 %, where the mean of the two bins' percentages would be 50 %
+X_OVERFLOW = 3 / 6 * 60  # recyclable at 12h: 3 of 6 readings at 100 %
+X_OVER90 = 30 + 30  # recyclable at 12h, hazardous at 14h (1 of 2 readings)
+X_SHARE = X_OVERFLOW / (6 * 60)
+X_SCORE = 0.5 * 100 * X_ACCURACY + 0.3 * 100 * (1 - X_SHARE / 0.10) + 0.2 * 100 * 6 / 48
+# Site Y: no deposits → accuracy null and its weight spread over the other two parts.
+Y_SCORE = (0.3 * 100 + 0.2 * 100 * 1 / 48) / 0.5
+
+
+@pytest.fixture
+def api(
+    settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
+) -> Iterator[TestClient]:
+    topics = Topics(settings.topic_prefix)
+    publish_all(
+        settings,
+        [
+            (
+                topics.bin(bin_id, TopicKind.telemetry),
+                reading.model_dump_json(exclude_none=True).encode(),
+            )
+            for bin_id, reading in READINGS
+        ],
+    )
+    wait_for(lambda: count_points(settings) >= len(READINGS), timeout=20, what="the readings")
+    assert count_points(settings) == len(READINGS)
+    influx = InfluxClient(settings)
+    try:
+        ensure_rollups(influx)
+        # Continuous queries only run at the end of each hour: roll the test's day up now.
+        assert backfill(influx, DAY, DAY + timedelta(days=2)) > 0
+    finally:
+        influx.close()
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def window(**extra: str) -> dict[str, str]:
+    return {"start": START.isoformat(), "end": END.isoformat(), **extra}
+
+
+def get(api: TestClient, path: str, **params: str) -> dict[str, Any]:
+    response = api.get(path, params=window(**params))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_site_report_worked_by_hand(api: TestClient) -> None:
+    for source in ("raw", "hourly"):
+        report = get(api, f"/api/v1/compliance/sites/{X}", source=source)
+        assert report["source"] == source
+        m = report["metrics"]
+        assert (m["deposits"], m["contaminated"], m["checked_deposits"]) == (202, 2, 202)
+        assert m["accuracy"] == pytest.approx(X_ACCURACY)
+        assert round(100 * m["accuracy"], 1) == 99.0
+        assert m["deposits_per_day"] == pytest.approx(404)
+        assert m["deposits_per_bin_day"] == pytest.approx(101)
+        assert m["overflow_minutes"] == pytest.approx(X_OVERFLOW)
+        assert m["over90_minutes"] == pytest.approx(X_OVER90)
+        assert (m["bins"], m["reported_bin_hours"]) == (4, 6)
+        assert m["reporting_coverage"] == pytest.approx(6 / 48)
+        assert (m["bins_offline"], m["bins_low_battery"]) == (3, 1)
+        assert report["score"]["value"] == pytest.approx(X_SCORE)
+        parts = {part["name"]: part for part in report["score"]["parts"]}
+        assert parts["accuracy"]["effective_weight"] == pytest.approx(0.5)
+        assert sum(part["points"] for part in parts.values()) == pytest.approx(X_SCORE)
+        assert report["sites"] == [] and report["periods"] is None
+
+
+def test_no_deposits_is_null_accuracy_and_weights_renormalise(api: TestClient) -> None:
+    report = get(api, f"/api/v1/compliance/sites/{Y}")
+    assert report["metrics"]["accuracy"] is None
+    assert report["metrics"]["deposits_per_day"] == 0
+    parts = {part["name"]: part for part in report["score"]["parts"]}
+    assert parts["accuracy"]["value"] is None and parts["accuracy"]["points"] is None
+    assert parts["overflow"]["effective_weight"] == pytest.approx(0.6)
+    assert report["score"]["value"] == pytest.approx(Y_SCORE)
+
+
+def test_days_are_local_days(api: TestClient) -> None:
+    report = get(api, f"/api/v1/compliance/sites/{X}", every="1d")
+    first, second = report["periods"]
+    assert (first["start"], first["end"]) == (_z(START), _z(LOCAL_MIDNIGHT))
+    assert (second["start"], second["end"]) == (_z(LOCAL_MIDNIGHT), _z(END))
+    assert (first["metrics"]["deposits"], first["metrics"]["contaminated"]) == (102, 2)
+    assert first["metrics"]["overflow_minutes"] == pytest.approx(30)
+    assert first["metrics"]["over90_minutes"] == pytest.approx(60)
+    assert first["metrics"]["reporting_coverage"] == pytest.approx(4 / 16)
+    assert (second["metrics"]["deposits"], second["metrics"]["accuracy"]) == (100, 1.0)
+    assert second["metrics"]["reporting_coverage"] == pytest.approx(2 / 32)
+    # The same window in whole local weeks or months is one period: the window's own bounds.
+    for every in ("1w", "1mo"):
+        (only,) = get(api, f"/api/v1/compliance/sites/{X}", every=every)["periods"]
+        assert (only["start"], only["end"], only["metrics"]["deposits"]) == (
+            _z(START),
+            _z(END),
+            202,
+        )
+
+
+def test_raw_and_rollups_give_the_same_figures(api: TestClient) -> None:
+    for path in (f"/api/v1/compliance/sites/{X}", "/api/v1/compliance/areas/xiaoba"):
+        raw = get(api, path, source="raw", every="1d")
+        hourly = get(api, path, source="hourly", every="1d")
+        assert raw.pop("source") == "raw" and hourly.pop("source") == "hourly"
+        assert raw == hourly
+
+
+def test_areas_and_operator_add_up_their_sites(
+    api: TestClient, pilot_bins: dict[str, BinTags]
+) -> None:
+    xiaoba = get(api, "/api/v1/compliance/areas/xiaoba")
+    assert xiaoba["subject"] == {"kind": "community", "id": "xiaoba", "name": "Xiaoba Community"}
+    assert xiaoba["metrics"]["bins"] == sum(t.community == "xiaoba" for t in pilot_bins.values())
+    ids = [site["id"] for site in xiaoba["sites"]]
+    assert ids[:2] == [Y, X]
+    assert [site["rank"] for site in xiaoba["sites"][:3]] == [1, 2, 3]
+    # Every other site has bins but no readings: score 0 from device health alone, a tie at
+    # rank 3, broken by id.
+    rest = xiaoba["sites"][2:]
+    assert {site["rank"] for site in rest} == {3} and ids[2:] == sorted(ids[2:])
+    assert all(site["score"]["value"] == 0 for site in rest)
+    for path, kind, bins in (
+        ("/api/v1/compliance/areas/xiaoba", "community", "xiaoba"),
+        ("/api/v1/compliance/areas/lvxin", "street", "lvxin"),
+        ("/api/v1/compliance/areas/shizhong", "district", "shizhong"),
+        ("/api/v1/compliance/areas/pilot-city", "city", None),
+        ("/api/v1/compliance/operators/op-lvyuan", "operator", None),
+    ):
+        report = get(api, path)
+        m = report["metrics"]
+        assert report["subject"]["kind"] == kind
+        assert (m["deposits"], m["contaminated"], m["reported_bin_hours"]) == (202, 2, 7)
+        assert m["accuracy"] == pytest.approx(X_ACCURACY)
+        assert m["overflow_minutes"] == pytest.approx(X_OVERFLOW)
+        assert m["bins_low_battery"] == 1
+        assert m["bins"] == sum(s["metrics"]["bins"] for s in report["sites"])
+        if kind == "city":
+            assert m["bins"] == len(pilot_bins)
+        elif bins is not None:
+            assert m["bins"] == sum(
+                bins in (t.community, t.street, t.district) for t in pilot_bins.values()
+            )
+
+
+def test_ranking_order_and_ties(api: TestClient) -> None:
+    ranking = get(api, "/api/v1/rankings", site_type="agency")
+    items = ranking["items"]
+    assert len(items) == 50
+    assert [(i["rank"], i["id"]) for i in items[:2]] == [(1, Y), (2, X)]
+    assert items[0]["score"]["value"] == pytest.approx(Y_SCORE)
+    assert {i["rank"] for i in items[2:]} == {3}
+    assert [i["id"] for i in items[2:]] == sorted(i["id"] for i in items[2:])
+    assert get(api, "/api/v1/rankings", site_type="agency") == ranking  # stable
+
+
+def test_csv_carries_the_same_numbers(api: TestClient) -> None:
+    report = get(api, "/api/v1/compliance/areas/xiaoba", every="1d")
+    for response in (
+        api.get("/api/v1/compliance/areas/xiaoba", params=window(every="1d", format="csv")),
+        api.get(
+            "/api/v1/compliance/areas/xiaoba",
+            params=window(every="1d"),
+            headers={"Accept": "text/csv"},
+        ),
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [row["row"] for row in rows] == ["total"] + ["period"] * 2 + ["site"] * len(
+            report["sites"]
+        )
+        assert rows[0]["accuracy"] == str(report["metrics"]["accuracy"])
+        assert rows[0]["score"] == str(report["score"]["value"])
+        assert rows[1]["deposits"] == "102" and rows[3]["id"] == Y
+    ranking = api.get("/api/v1/rankings", params=window(site_type="agency", format="csv"))
+    rows = list(csv.DictReader(io.StringIO(ranking.text)))
+    assert (rows[1]["id"], rows[1]["rank"], rows[1]["deposits"]) == (X, "2", "202")
+    assert rows[0]["accuracy"] == ""  # null
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/api/v1/compliance/sites/nowhere", "no site with id 'nowhere'"),
+        ("/api/v1/compliance/areas/nowhere", "no area with id 'nowhere'"),
+        ("/api/v1/compliance/operators/nobody", "no operator with id 'nobody'"),
+    ],
+)
+def test_unknown_ids_are_404(api: TestClient, path: str, detail: str) -> None:
+    response = api.get(path)
+    assert (response.status_code, response.json()) == (404, {"detail": detail})
+
+
+def test_windows_that_cannot_be_served_are_422(api: TestClient) -> None:
+    path = f"/api/v1/compliance/sites/{X}"
+    off_hour = api.get(
+        path, params={"start": (START + timedelta(minutes=5)).isoformat(), "end": END.isoformat()}
+    )
+    assert off_hour.status_code == 422 and "whole hour" in off_hour.json()["detail"]
+    long_raw = api.get(
+        path,
+        params={
+            "start": (END - timedelta(days=8)).isoformat(),
+            "end": END.isoformat(),
+            "source": "raw",
+        },
+    )
+    assert long_raw.status_code == 422 and "7 days" in long_raw.json()["detail"]
+    too_long = api.get(
+        path, params={"start": (END - timedelta(days=367)).isoformat(), "end": END.isoformat()}
+    )
+    assert too_long.status_code == 422
+    assert api.get(path, params={"every": "2d"}).status_code == 422
+    assert api.get("/api/v1/compliance/sites/bad%20id").status_code == 422
+
+
+def _z(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
