@@ -1,0 +1,326 @@
+"""`binwatch grafana`: puts binwatch's Grafana setup into a Grafana that already runs, and writes
+the site coordinates the city map needs into InfluxDB.
+
+docker-compose provisions Grafana from files (`dashboards/provisioning/`); a Grafana run by
+someone else cannot mount them, so `push` sends the same things over Grafana's HTTP API: the
+folder, the datasource (built from the provisioning file itself, so the two cannot drift) and
+every dashboard JSON. It reads before it writes and writes only what differs, so a second push
+changes nothing. This module is the Grafana boundary: grafana-client's exceptions (and the
+`OSError`s of the HTTP library under it) become `GrafanaError` here and nowhere else.
+
+`sites` copies each site's coordinates and grid tags from the registry into the InfluxDB
+measurement `sites`, because InfluxQL cannot join across databases and the geomap panel can only
+join what one datasource returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+import yaml
+from grafana_client import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from binwatch.errors import BinwatchError, SinkError
+from binwatch.influx import InfluxClient, quote_ident
+from binwatch.settings import Settings
+from devices.models import Site
+from devices.registry import bin_tags, make_engine
+from ingest.lineprotocol import FieldValue, point, tag_set
+
+REPO_DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
+DATASOURCE_FILE = Path("provisioning/datasources/binwatch.yaml")
+# What `push` takes from the provisioning file. Not `isDefault`: in a Grafana that serves other
+# teams it would take the default away from their datasource, and the dashboards name ours by
+# uid anyway. Not `editable`, which only provisioning knows.
+DATASOURCE_KEYS = ("name", "uid", "type", "access", "url", "user", "jsonData")
+# Grafana numbers what it stores; those two say nothing about the content.
+DASHBOARD_BOOKKEEPING = ("id", "version")
+# A Grafana on the same network answers in milliseconds; dashboards are a few dozen KiB.
+GRAFANA_TIMEOUT_S = 30.0
+
+# Site coordinates change only when the registry does, so they live in their own retention
+# policy that never expires, one point per site at time 0: rewriting a site overwrites it.
+SITES_RETENTION_POLICY = "registry"
+SITES_MEASUREMENT = "sites"
+
+Action = Literal["created", "updated", "unchanged"]
+
+
+class GrafanaError(BinwatchError):
+    """Grafana refused a request (`status` is its HTTP status) or could not be reached (None)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What `push` did to one object: `kind` is folder, datasource or dashboard."""
+
+    kind: str
+    name: str
+    action: Action
+
+    def __str__(self) -> str:
+        return f"{self.action:<9} {self.kind} {self.name}"
+
+
+def datasource_definition(dashboards_dir: Path, values: Mapping[str, str]) -> dict[str, Any]:
+    """The provisioned datasource with its `$VAR` / `${VAR}` placeholders filled from `values`,
+    as Grafana fills them from its environment when it reads the file."""
+    path = dashboards_dir / DATASOURCE_FILE
+    [source] = yaml.safe_load(path.read_text(encoding="utf-8"))["datasources"]
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: expand(item) for key, item in value.items()}
+        if isinstance(value, str):
+            return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m[1] or m[2]], value)
+        return value
+
+    definition = {key: expand(source[key]) for key in DATASOURCE_KEYS if key in source}
+    # An empty secret (InfluxDB without authentication) is left out: Grafana would not mark it
+    # as set, and every later push would take it for missing and write again.
+    secrets = expand(source.get("secureJsonData", {}))
+    definition["secureJsonData"] = {key: value for key, value in secrets.items() if value}
+    return definition
+
+
+def load_dashboards(dashboards_dir: Path) -> list[dict[str, Any]]:
+    """Every dashboard JSON of the folder, in file-name order."""
+    return [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(dashboards_dir.glob("*.json"))
+    ]
+
+
+def push(
+    api: GrafanaApi,
+    *,
+    folder: str,
+    datasource: dict[str, Any],
+    dashboards: list[dict[str, Any]],
+) -> list[Change]:
+    """Bring the folder, the datasource and the dashboards in Grafana in line with ours,
+    writing only what differs; returns what happened to each, in the order it was done."""
+    folder_uid, folder_change = _ensure_folder(api, folder)
+    changes = [folder_change, _ensure_datasource(api, datasource)]
+    changes += [_ensure_dashboard(api, board, folder_uid) for board in dashboards]
+    return changes
+
+
+def _ensure_folder(api: GrafanaApi, title: str) -> tuple[str, Change]:
+    for existing in _call(api.folder.get_all_folders):
+        if existing["title"] == title:
+            return existing["uid"], Change("folder", title, "unchanged")
+    # A uid derived from the title keeps the folder's URL the same on every Grafana.
+    uid = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "binwatch"
+    created = _call(api.folder.create_folder, title, uid=uid)
+    return created["uid"], Change("folder", title, "created")
+
+
+def _ensure_datasource(api: GrafanaApi, wanted: dict[str, Any]) -> Change:
+    existing = _get_or_none(api.datasource.get_datasource_by_uid, wanted["uid"])
+    if existing is None:
+        _call(api.datasource.create_datasource, wanted)
+        return Change("datasource", wanted["name"], "created")
+    if _datasource_matches(existing, wanted):
+        return Change("datasource", wanted["name"], "unchanged")
+    _call(api.datasource.update_datasource_by_uid, wanted["uid"], wanted)
+    return Change("datasource", wanted["name"], "updated")
+
+
+def _datasource_matches(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Grafana never returns secrets, only which are set (`secureJsonFields`): a changed
+    password alone is therefore not noticed, and every other field is compared."""
+    for key, value in wanted.items():
+        if key == "secureJsonData":
+            stored = existing.get("secureJsonFields") or {}
+            if not all(stored.get(name) for name in value):
+                return False
+        elif key == "jsonData":
+            # Grafana adds defaults of its own to jsonData; only ours must be as we say.
+            stored_json = existing.get("jsonData") or {}
+            if any(stored_json.get(name) != item for name, item in value.items()):
+                return False
+        elif existing.get(key) != value:
+            return False
+    return True
+
+
+def _ensure_dashboard(api: GrafanaApi, board: dict[str, Any], folder_uid: str) -> Change:
+    title = board["title"]
+    existing = _get_or_none(api.dashboard.get_dashboard, board["uid"])
+    if existing is not None:
+        in_folder = existing.get("meta", {}).get("folderUid") == folder_uid
+        if in_folder and _content(existing["dashboard"]) == _content(board):
+            return Change("dashboard", title, "unchanged")
+    _call(
+        api.dashboard.update_dashboard,
+        {
+            "dashboard": {**_content(board), "id": None},
+            "folderUid": folder_uid,
+            "overwrite": True,
+            "message": "binwatch grafana push",
+        },
+    )
+    return Change("dashboard", title, "created" if existing is None else "updated")
+
+
+def _content(board: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in board.items() if key not in DASHBOARD_BOOKKEEPING}
+
+
+def _get_or_none(method: Callable[..., Any], *args: Any) -> Any:
+    """A GET that answers None for Grafana's 404 instead of raising."""
+    try:
+        return _call(method, *args)
+    except GrafanaError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return method(*args, **kwargs)
+    except GrafanaClientError as exc:
+        raise GrafanaError(
+            f"Grafana refused {method.__name__}: {exc.message}", status=exc.status_code
+        ) from exc
+    except (GrafanaException, OSError) as exc:
+        # OSError: niquests' connection errors, which grafana-client lets through.
+        raise GrafanaError(f"Grafana unreachable: {exc}") from exc
+
+
+def write_sites(settings: Settings) -> int:
+    """Replace the `sites` measurement with the registry's sites that have bins (tags: site and
+    its grid levels; fields: lat, lon, name); returns how many were written. Dropping first
+    removes sites that left the registry or moved to another community."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            tags_by_site = {tags.site: tags for tags in bin_tags(session).values()}
+            sites = session.scalars(select(Site).where(Site.id.in_(tags_by_site))).all()
+    finally:
+        engine.dispose()
+    lines = []
+    for site in sites:
+        tags = tags_by_site[site.id]
+        grid = {
+            "site": site.id,
+            "site_type": tags.site_type,
+            "community": tags.community,
+            "street": tags.street,
+            "district": tags.district,
+            "operator": tags.operator,
+        }
+        fields: dict[str, FieldValue] = {
+            "lat": site.latitude,
+            "lon": site.longitude,
+            "name": site.name,
+        }
+        lines.append(point(SITES_MEASUREMENT, tag_set(grid), fields, 0))
+    influx = InfluxClient(settings)
+    try:
+        influx.ensure_database(settings.raw_retention)  # this may run before ingest ever did
+        influx.query(
+            f"CREATE RETENTION POLICY {quote_ident(SITES_RETENTION_POLICY)} ON "
+            f"{quote_ident(settings.influx_db)} DURATION INF REPLICATION 1"
+        )
+        influx.query(f"DROP SERIES FROM {quote_ident(SITES_MEASUREMENT)}")
+        if lines:
+            influx.write(lines, retention_policy=SITES_RETENTION_POLICY)
+    finally:
+        influx.close()
+    return len(lines)
+
+
+grafana_app = typer.Typer(
+    help="Grafana: push the dashboards to a running Grafana, write the site map's coordinates.",
+    no_args_is_help=True,
+)
+
+
+@grafana_app.command("push")
+def push_command(
+    url: Annotated[str, typer.Option(help="Grafana's address, e.g. https://grafana.example.org")],
+    token: Annotated[
+        str,
+        typer.Option(
+            help="a Grafana service-account token with the Admin role (datasources need it)"
+        ),
+    ],
+    folder: Annotated[str, typer.Option(help="Grafana folder for the dashboards")] = "binwatch",
+    influx_url: Annotated[
+        str | None,
+        typer.Option(help="InfluxDB as Grafana's server reaches it [BINWATCH_INFLUX_URL]"),
+    ] = None,
+    influx_db: Annotated[
+        str | None, typer.Option(help="InfluxDB database [BINWATCH_INFLUX_DB]")
+    ] = None,
+    influx_user: Annotated[
+        str | None,
+        typer.Option(
+            help="InfluxDB user for Grafana, ideally read-only [BINWATCH_INFLUX_USERNAME]"
+        ),
+    ] = None,
+    influx_password: Annotated[
+        str | None, typer.Option(help="its password [BINWATCH_INFLUX_PASSWORD]")
+    ] = None,
+    dashboards: Annotated[
+        Path,
+        typer.Option(
+            help="folder holding the dashboard JSON and provisioning/ (the repository's dashboards/)",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = REPO_DASHBOARDS,
+) -> None:
+    """Create or update the folder, the datasource and the dashboards in a running Grafana;
+    print what was created, updated or left unchanged."""
+    settings = Settings()
+    password = settings.influx_password.get_secret_value() if settings.influx_password else ""
+    datasource = datasource_definition(
+        dashboards,
+        {
+            "BINWATCH_INFLUX_URL": influx_url or settings.influx_url,
+            "BINWATCH_INFLUX_DB": influx_db or settings.influx_db,
+            "BINWATCH_INFLUX_USERNAME": influx_user or settings.influx_username or "",
+            "BINWATCH_INFLUX_PASSWORD": influx_password or password,
+        },
+    )
+    api = GrafanaApi.from_url(url, credential=token, timeout=GRAFANA_TIMEOUT_S)
+    try:
+        changes = push(
+            api, folder=folder, datasource=datasource, dashboards=load_dashboards(dashboards)
+        )
+    except GrafanaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for change in changes:
+        typer.echo(str(change))
+    written = sum(change.action != "unchanged" for change in changes)
+    typer.echo(f"{written} of {len(changes)} changed")
+
+
+@grafana_app.command("sites")
+def sites_command() -> None:
+    """Write the registry's sites (coordinates and grid tags) to InfluxDB for the city map;
+    run it after every `binwatch fleet import`."""
+    try:
+        count = write_sites(Settings())
+    except SinkError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote {count} sites to {SITES_RETENTION_POLICY}.{SITES_MEASUREMENT}")
