@@ -64,6 +64,40 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="address the API binds to")
     api_port: int = Field(8000, ge=1, le=65535, description="port the API binds to")
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="where the API answers (the simulator's crews call it)"
+    )
+
+    collection_deadline_kitchen_h: float = Field(
+        12, gt=0, description="hours from request to completion for kitchen waste"
+    )
+    collection_deadline_hazardous_h: float = Field(
+        24, gt=0, description="hours from request to completion for hazardous waste"
+    )
+    collection_deadline_recyclable_h: float = Field(
+        48, gt=0, description="hours from request to completion for recyclables"
+    )
+    collection_deadline_residual_h: float = Field(
+        48, gt=0, description="hours from request to completion for residual waste"
+    )
+    collection_escalate_after_h: float = Field(
+        4, gt=0, description="hours from escalation level 1 (community) to level 2 (squad)"
+    )
+    collection_verify_window_min: float = Field(
+        60, gt=0, description="minutes after completion for a reading to show the bin emptied"
+    )
+    collection_emptied_pct: float = Field(
+        20, gt=0, le=100, description="fill at or below which a reading verifies a completion"
+    )
+    collection_kitchen_hour: int = Field(
+        18, ge=0, le=23, description="local hour by which used kitchen bins get a request"
+    )
+    collection_work_start_hour: int = Field(
+        7, ge=0, le=23, description="local hour operators' working day starts (forecast rule)"
+    )
+    collection_webhook_attempts: int = Field(
+        5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
+    )
 
     @field_validator("topic_prefix")
     @classmethod

@@ -13,6 +13,7 @@ import typer
 
 from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
+from collection.hook import ThresholdHook
 from ingest.service import Ingestor
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,14 @@ def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
     """Run one worker until SIGINT/SIGTERM; the exit code says whether it could."""
     stop = threading.Event()
     _stop_on_signals(stop)
+    hook = ThresholdHook(settings)  # the collection threshold rule, on every stored batch
     try:
-        Ingestor(settings, worker=index, shared=shared).run(stop)
+        Ingestor(settings, worker=index, shared=shared, on_stored=hook).run(stop)
     except (BinwatchError, RuntimeError) as exc:
         log.error("ingest stopped: %s", exc)
         return CANNOT_GO_ON
+    finally:
+        hook.close()
     return 0
 
 

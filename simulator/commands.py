@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from devices.registry import BinTags, bin_tags, make_engine
+from simulator.crews import Crews
 from simulator.publisher import run_simulation
 
 NO_BINS = "no bins in the registry: run `binwatch fleet import` first"
@@ -42,6 +43,15 @@ def simulate(
         float | None,
         typer.Option(min=1, help="flood mode: readings per second, steady, ignoring --speed"),
     ] = None,
+    crews: Annotated[
+        bool, typer.Option(help="also play the operators' crews (needs the API and collector)")
+    ] = False,
+    late_share: Annotated[
+        float, typer.Option(min=0, max=1, help="share of crew jobs that come too late")
+    ] = 0.1,
+    skip_share: Annotated[
+        float, typer.Option(min=0, max=1, help="share of crew jobs reported done but not done")
+    ] = 0.05,
 ) -> None:
     """Publish every registered bin's readings over MQTT until done or Ctrl-C."""
     settings = Settings()
@@ -50,6 +60,10 @@ def simulate(
     stop = threading.Event()
     _stop_on_signals(stop)
     began = time.monotonic()
+    crew = None
+    if crews:
+        crew = Crews(settings, speed=speed, seed=seed, late_share=late_share, skip_share=skip_share)
+        crew.start()
     with console.status(f"simulating {len(bins)} bins…") as status:
 
         def show(published: int) -> None:
@@ -68,10 +82,14 @@ def simulate(
                 rate=rate,
                 stop=stop,
                 on_progress=show,
+                between_rounds=crew.apply if crew else None,
             )
         except BinwatchError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
+        finally:
+            if crew is not None:
+                crew.stop()
     console.print(
         f"published {result.published:,} readings of {len(bins)} bins in {result.elapsed_s:.1f} s"
         f" ({result.published / max(result.elapsed_s, 1e-9):,.0f}/s); every bin now offline",

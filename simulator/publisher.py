@@ -221,6 +221,7 @@ def run_simulation(
     rate: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
+    between_rounds: Callable[[FleetModel], None] | None = None,
 ) -> SimulationResult:
     """Publish the fleet's readings until `rounds` are done, `duration_s` (real seconds) has
     passed or `stop` is set; statuses go `online: true` first and `online: false` at the end.
@@ -228,6 +229,8 @@ def run_simulation(
     Simulated time advances `interval_s` per round. Rounds are `interval_s / speed` real seconds
     apart; `speed=0` or a `rate` (readings per second, a steady load for benchmarks) publishes as
     fast as allowed instead. Setting `stop` (e.g. from a SIGINT handler) is the clean way out.
+    `between_rounds` may change the model between two rounds (the crews empty bins there, so
+    the model is never changed while a round is being computed).
     """
     if rounds is None and duration_s is None and stop is None:
         raise ValueError("give rounds, duration_s or a stop event: the run must be able to end")
@@ -291,6 +294,8 @@ def run_simulation(
             if published - before < len(current.readings):
                 break
             done_rounds += 1
+            if between_rounds is not None:
+                between_rounds(model)
         _publish_statuses(publisher, topics, model.bin_ids, Status(ts=status_ts, online=False))
         publisher.drain()
         elapsed_s = time.monotonic() - began

@@ -1,0 +1,131 @@
+"""What the collection routes accept and return (the OpenAPI contract of `/api/v1/collections`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import ID_REGEX, UtcTime
+from collection.lifecycle import Status
+from collection.rules import Rule
+from devices.contract import Stream
+from devices.models import CollectionRequest
+
+Id = Annotated[str, Field(pattern=ID_REGEX)]
+Note = Annotated[str, Field(max_length=1000)]
+
+
+class ManualRequest(BaseModel):
+    """Ask for a bin to be emptied, e.g. a property manager who sees what the sensor does not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bin_id: Id
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    requested_by: Annotated[str, Field(min_length=1, max_length=64)] = "api"
+
+
+class OperatorAction(BaseModel):
+    """An operator acknowledging or completing its own request. Until authentication arrives
+    (issue 7) the operator is whoever this says; the audit trail records it as given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operator_id: Id
+    note: Note = ""
+
+
+class CancelAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: Annotated[str, Field(min_length=1, max_length=64)]
+    note: Note = ""
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class EventOut(_Out):
+    """One entry of the audit trail; `from_status` is null for the creation."""
+
+    at: UtcTime
+    actor: str
+    kind: Literal["transition", "escalation"]
+    from_status: Status | None
+    to_status: Status
+    escalation_level: int | None
+    note: str
+
+
+class Delivery(_Out):
+    """How the dispatch reached the operator: the broker's PUBACK, webhook attempts and the
+    last error (`gave up after …` once the webhook attempts are spent)."""
+
+    published_at: UtcTime | None
+    webhook_attempts: int
+    webhook_delivered_at: UtcTime | None
+    webhook_next_at: UtcTime | None
+    error: str | None
+
+
+class CollectionOut(_Out):
+    id: int
+    bin_id: str
+    site_id: str
+    operator_id: str
+    stream: Stream
+    rule: Rule
+    reason: str
+    status: Status
+    created_at: UtcTime
+    due_at: UtcTime
+    updated_at: UtcTime
+    trigger_fill_pct: float | None
+    completed_at: UtcTime | None
+    completed_fill_pct: float | None
+    escalation_level: int
+    escalated_at: UtcTime | None
+    delivery: Delivery
+
+    @classmethod
+    def of(cls, request: CollectionRequest) -> CollectionOut:
+        return cls.model_validate(_fields(request))
+
+
+class CollectionDetail(CollectionOut):
+    """A request with its whole audit trail, and the escalations among it on their own."""
+
+    events: list[EventOut]
+    escalations: list[EventOut]
+
+    @classmethod
+    def of_request(cls, request: CollectionRequest) -> CollectionDetail:
+        events = [EventOut.model_validate(e) for e in request.events]
+        return cls.model_validate(
+            {
+                **_fields(request),
+                "events": events,
+                "escalations": [e for e in events if e.kind == "escalation"],
+            }
+        )
+
+
+class CollectionPage(BaseModel):
+    items: list[CollectionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def _fields(request: CollectionRequest) -> dict[str, object]:
+    columns = {c.key: getattr(request, c.key) for c in request.__table__.columns}
+    columns["delivery"] = Delivery(
+        published_at=request.published_at,
+        webhook_attempts=request.webhook_attempts,
+        webhook_delivered_at=request.webhook_delivered_at,
+        webhook_next_at=request.webhook_next_at,
+        error=request.dispatch_error,
+    )
+    return columns

@@ -1,0 +1,1 @@
+"""Collection requests: from a full bin to an emptied, verified bin."""

@@ -1,0 +1,102 @@
+"""The InfluxDB side of collection: the readings its rules and its verification look at, and
+the `collections` measurement it writes, one point per lifecycle event.
+
+Verification compares the time ingest *received* a reading (`received_ms`, the platform's
+clock) with the completion time (the platform's clock too), never the bin's own `ts`: a bin
+whose clock is wrong, or a simulator replaying yesterday, must not make a reading taken after
+the emptying look as if it came before it (or the other way round).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Final
+
+from api.schemas import epoch_ns, from_epoch_ms
+from binwatch.influx import InfluxClient
+from collection.rules import FillPoint
+from devices.contract import epoch_ms
+from devices.models import CollectionEvent, CollectionRequest
+from devices.registry import BinTags
+from ingest.lineprotocol import point, tag_set
+
+MEASUREMENT: Final = "collections"
+# A reading's `ts` may lag its receipt by this much and still count for verification: covers the
+# simulator's one-day replay and any device clock that is wrong by less than a day; the bound
+# keeps the query to a few days of one bin's series rather than its whole retention.
+TS_SLACK: Final = timedelta(days=2)
+# The forecast reads this much history, averaged in buckets of this width: enough to see a
+# trend, few enough rows for the whole fleet in one query.
+FORECAST_HISTORY: Final = timedelta(hours=3)
+FORECAST_BUCKET: Final = "15m"
+
+
+def lowest_fill_after(
+    influx: InfluxClient, bin_id: str, *, completed_at: datetime, until: datetime
+) -> float | None:
+    """The lowest fill a bin reported among the readings received from `completed_at` up to
+    `until`; None when none arrived."""
+    series = influx.query(
+        "SELECT min(fill_pct) FROM telemetry WHERE bin = $bin AND time >= $since "
+        "AND received_ms >= $after AND received_ms < $until",
+        params={
+            "bin": bin_id,
+            "since": epoch_ns(completed_at - TS_SLACK),
+            "after": epoch_ms(completed_at),
+            "until": epoch_ms(until),
+        },
+    )
+    values = [row[1] for s in series for row in s.values if row[1] is not None]
+    return float(values[0]) if values else None
+
+
+def last_kitchen_deposits(
+    influx: InfluxClient, *, since: datetime, until: datetime
+) -> dict[str, datetime]:
+    """When each kitchen bin last reported deposits in (since, until], for bins that did."""
+    series = influx.query(
+        "SELECT last(deposits) FROM telemetry WHERE stream = 'kitchen' AND deposits > 0 "
+        "AND time > $since AND time <= $until GROUP BY bin",
+        params={"since": epoch_ns(since), "until": epoch_ns(until)},
+    )
+    return {s.tags["bin"]: from_epoch_ms(s.values[0][0]) for s in series if s.values}
+
+
+def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
+    """Every bin's mean fill per bucket over the forecast history, by bin."""
+    series = influx.query(
+        "SELECT mean(fill_pct) FROM telemetry WHERE time >= $since AND time < $now "
+        "GROUP BY time($every), bin fill(none)",
+        params={
+            "since": epoch_ns(now - FORECAST_HISTORY),
+            "now": epoch_ns(now),
+            "every": {"duration": FORECAST_BUCKET},
+        },
+    )
+    return {
+        s.tags["bin"]: [FillPoint(from_epoch_ms(t), float(v)) for t, v in s.values] for s in series
+    }
+
+
+def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTags | None) -> str:
+    """One `collections` point: the grid tags of the bin (as ingest writes them), the rule,
+    the status the event left the request in, and what happened (`event`: transition, or
+    escalation_1 / escalation_2). Time = the event's time, so re-exporting rewrites it."""
+    grid = {
+        "bin": request.bin_id,
+        "site": request.site_id,
+        "stream": request.stream,
+        "operator": request.operator_id,
+    }
+    if tags is not None:
+        grid |= {
+            "site_type": tags.site_type,
+            "community": tags.community,
+            "street": tags.street,
+            "district": tags.district,
+        }
+    what = "transition" if event.kind == "transition" else f"escalation_{event.escalation_level}"
+    labels = tag_set({**grid, "rule": request.rule, "status": event.to_status, "event": what})
+    age_s = (event.at - request.created_at).total_seconds()
+    fields = {"request_id": request.id, "age_s": age_s, "escalation_level": event.escalation_level}
+    return point(MEASUREMENT, labels, fields, epoch_ms(event.at))

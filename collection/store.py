@@ -1,0 +1,357 @@
+"""The SQL boundary of collection: requests, their audit trail, and the grid's contacts.
+
+"One open request per bin" is the partial unique index `uq_collection_requests_open_bin`
+(devices/models.py), so creating is "insert, and if the database refuses, one exists": no
+process memory is involved and any number of ingest workers may race. Every change of status
+or escalation level is a conditional UPDATE (`WHERE status = <what we read>`), so two writers
+cannot both move the same request, and appends its audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from binwatch.errors import NotFound
+from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
+from collection.rules import Policy, Rule
+from devices.models import (
+    Area,
+    AreaContact,
+    Bin,
+    CollectionEvent,
+    CollectionRequest,
+    Operator,
+    Site,
+)
+
+_OPEN = [s.value for s in OPEN]
+# A completed request still waiting for its verification speaks for the bin too: a reading
+# sent before the crew emptied it but stored after must not open a second request. If the bin
+# really is still full, verification disputes it and the next reading opens a new one.
+_BUSY = [*_OPEN, Status.completed.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The bin's request now: `created` says whether this call made it."""
+
+    request: CollectionRequest
+    created: bool
+
+
+def thresholds(session: Session) -> dict[str, float]:
+    """Every bin's threshold, by bin id (ingest's hook caches this)."""
+    return {bin_id: pct for bin_id, pct in session.execute(select(Bin.id, Bin.threshold_pct))}
+
+
+def busy_bins(session: Session, bin_ids: Iterable[str]) -> set[str]:
+    """Which of these bins already have a request the rules defer to: one query for a batch."""
+    return set(
+        session.scalars(
+            select(CollectionRequest.bin_id).where(
+                CollectionRequest.bin_id.in_(list(bin_ids)), CollectionRequest.status.in_(_BUSY)
+            )
+        )
+    )
+
+
+def kitchen_bins(session: Session) -> list[str]:
+    return list(session.scalars(select(Bin.id).where(Bin.stream == "kitchen").order_by(Bin.id)))
+
+
+def open_request(
+    session: Session,
+    *,
+    bin_id: str,
+    rule: Rule,
+    reason: str,
+    now: datetime,
+    policy: Policy,
+    actor: Actor,
+    fill_pct: float | None = None,
+    commit: bool = True,
+) -> Opened:
+    """Ensure the bin has a request waiting for a crew: the existing one, or a new one. Manual
+    requests only defer to open ones; rules also to one awaiting verification. `commit=False`
+    leaves the commit to the caller, so a batch of bins costs one (SQLite: one fsync)."""
+    blocking = _OPEN if rule is Rule.manual else _BUSY
+    existing = _current(session, bin_id, blocking)
+    if existing is not None:
+        return Opened(existing, created=False)
+    bin_ = session.get(Bin, bin_id)
+    if bin_ is None:
+        raise NotFound(f"no bin with id {bin_id!r}")
+    site = session.get_one(Site, bin_.site_id)
+    request = CollectionRequest(
+        bin_id=bin_.id,
+        site_id=site.id,
+        operator_id=site.operator_id,
+        stream=bin_.stream,
+        rule=rule.value,
+        reason=reason,
+        status=Status.open.value,
+        created_at=now,
+        due_at=policy.due_at(now, bin_.stream),
+        updated_at=now,
+        trigger_fill_pct=fill_pct,
+        escalation_level=0,
+        webhook_attempts=0,
+    )
+    try:
+        with session.begin_nested():  # a savepoint: a lost race undoes this insert only
+            session.add(request)
+            session.flush()
+            _event(session, request, now, actor, None, Status.open, note=reason)
+        if commit:
+            session.commit()
+    except IntegrityError:
+        # Another worker opened it between our look and our insert.
+        winner = _current(session, bin_id, _OPEN)
+        if winner is None:
+            raise
+        return Opened(winner, created=False)
+    return Opened(request, created=True)
+
+
+def transition(
+    session: Session,
+    request_id: int,
+    to: Status,
+    *,
+    actor: Actor,
+    now: datetime,
+    note: str = "",
+    **changes: Any,
+) -> CollectionRequest:
+    """Move a request to `to` if the state machine lets `actor` do it; `TransitionRefused` says
+    why not. `changes` are further columns set in the same UPDATE."""
+    request = get_request(session, request_id)
+    status = Status(request.status)
+    check(request_id=request.id, status=status, operator_id=request.operator_id, to=to, actor=actor)
+    moved = session.execute(
+        update(CollectionRequest)
+        .where(CollectionRequest.id == request_id, CollectionRequest.status == status.value)
+        .values(status=to.value, updated_at=now, **changes)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise TransitionRefused(f"request {request_id} changed while this was asked; try again")
+    _event(session, request, now, actor, status, to, note=note)
+    session.commit()
+    session.refresh(request)
+    return request
+
+
+def escalate(
+    session: Session,
+    request: CollectionRequest,
+    *,
+    level: int,
+    now: datetime,
+    actor: Actor,
+    note: str,
+) -> bool:
+    """Raise an open request to `level` (from the level below); False if someone got there first
+    or it is no longer open."""
+    moved = session.execute(
+        update(CollectionRequest)
+        .where(
+            CollectionRequest.id == request.id,
+            CollectionRequest.escalation_level == level - 1,
+            CollectionRequest.status.in_(_OPEN),
+        )
+        .values(escalation_level=level, escalated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    status = Status(request.status)
+    event = _event(session, request, now, actor, status, status, note=note)
+    event.kind, event.escalation_level = "escalation", level
+    session.commit()
+    session.refresh(request)
+    return True
+
+
+def record_delivery(session: Session, request: CollectionRequest, **changes: Any) -> None:
+    """Delivery bookkeeping (published, webhook attempts, the last error): not a transition,
+    so no audit event; the request shows it."""
+    for key, value in changes.items():
+        setattr(request, key, value)
+    session.commit()
+
+
+def _current(session: Session, bin_id: str, statuses: list[str]) -> CollectionRequest | None:
+    return session.scalars(
+        select(CollectionRequest)
+        .where(CollectionRequest.bin_id == bin_id, CollectionRequest.status.in_(statuses))
+        .order_by(CollectionRequest.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _event(
+    session: Session,
+    request: CollectionRequest,
+    now: datetime,
+    actor: Actor,
+    from_status: Status | None,
+    to: Status,
+    *,
+    note: str,
+) -> CollectionEvent:
+    event = CollectionEvent(
+        request_id=request.id,
+        at=now,
+        actor=str(actor),
+        kind="transition",
+        from_status=from_status.value if from_status else None,
+        to_status=to.value,
+        note=note,
+        exported=False,
+    )
+    session.add(event)
+    return event
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def get_request(session: Session, request_id: int) -> CollectionRequest:
+    request = session.get(
+        CollectionRequest, request_id, options=[selectinload(CollectionRequest.events)]
+    )
+    if request is None:
+        raise NotFound(f"no collection request with id {request_id}")
+    return request
+
+
+def list_requests(
+    session: Session,
+    *,
+    status: Status | None = None,
+    site_id: str | None = None,
+    operator_id: str | None = None,
+    bin_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[CollectionRequest], int]:
+    """A page of requests, newest first, and the total matching; start/end bound `created_at`."""
+    conditions: list[ColumnElement[bool]] = []
+    if status is not None:
+        conditions.append(CollectionRequest.status == status.value)
+    if site_id is not None:
+        conditions.append(CollectionRequest.site_id == site_id)
+    if operator_id is not None:
+        conditions.append(CollectionRequest.operator_id == operator_id)
+    if bin_id is not None:
+        conditions.append(CollectionRequest.bin_id == bin_id)
+    if start is not None:
+        conditions.append(CollectionRequest.created_at >= start)
+    if end is not None:
+        conditions.append(CollectionRequest.created_at < end)
+    total = session.scalar(select(func.count(CollectionRequest.id)).where(*conditions)) or 0
+    page = session.scalars(
+        select(CollectionRequest)
+        .where(*conditions)
+        .order_by(CollectionRequest.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(page), total
+
+
+def with_status(session: Session, statuses: Iterable[Status]) -> list[CollectionRequest]:
+    """Requests in these statuses, oldest first (the collector's work lists)."""
+    return list(
+        session.scalars(
+            select(CollectionRequest)
+            .where(CollectionRequest.status.in_([s.value for s in statuses]))
+            .order_by(CollectionRequest.id)
+        )
+    )
+
+
+def overdue(session: Session, now: datetime) -> list[CollectionRequest]:
+    """Open requests past their deadline that have not reached the top of the grid yet."""
+    return list(
+        session.scalars(
+            select(CollectionRequest)
+            .where(
+                CollectionRequest.status.in_(_OPEN),
+                CollectionRequest.due_at <= now,
+                CollectionRequest.escalation_level < 2,
+            )
+            .order_by(CollectionRequest.id)
+        )
+    )
+
+
+def operator(session: Session, operator_id: str) -> Operator:
+    return session.get_one(Operator, operator_id)
+
+
+def escalation_contact(
+    session: Session, request: CollectionRequest, level: int
+) -> tuple[str, AreaContact | None]:
+    """The area that hears of an overdue request at `level` (1: the site's community, 2: that
+    community's street) and its contact, if one is configured."""
+    area_id = session.get_one(Site, request.site_id).community_id
+    if level == 2:
+        area_id = session.get_one(Area, area_id).parent_id or area_id
+    return area_id, session.get(AreaContact, area_id)
+
+
+def kitchen_requested_since(session: Session, since: datetime) -> set[str]:
+    """Bins that already had a kitchen-daily request in this round."""
+    return set(
+        session.scalars(
+            select(CollectionRequest.bin_id).where(
+                CollectionRequest.rule == Rule.kitchen_daily.value,
+                CollectionRequest.created_at >= since,
+            )
+        )
+    )
+
+
+def last_emptied(session: Session) -> dict[str, datetime]:
+    """When each bin was last reported emptied (by a completion that was not disputed)."""
+    rows = session.execute(
+        select(CollectionRequest.bin_id, func.max(CollectionRequest.completed_at))
+        .where(CollectionRequest.status.in_([Status.completed.value, Status.verified.value]))
+        .group_by(CollectionRequest.bin_id)
+    )
+    return {bin_id: at for bin_id, at in rows if at is not None}
+
+
+def unexported_events(session: Session, limit: int) -> list[CollectionEvent]:
+    return list(
+        session.scalars(
+            select(CollectionEvent)
+            .options(selectinload(CollectionEvent.request))
+            .where(CollectionEvent.exported.is_(False))
+            .order_by(CollectionEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def mark_exported(session: Session, events: list[CollectionEvent]) -> None:
+    session.execute(
+        update(CollectionEvent)
+        .where(CollectionEvent.id.in_([e.id for e in events]))
+        .values(exported=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()

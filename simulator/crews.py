@@ -1,0 +1,169 @@
+"""The operators' crews, simulated: they hear dispatches on `{prefix}/operators/+/dispatch`,
+acknowledge through the API, travel for a while (simulated time, scaled by the run's speed),
+empty the bin in the running fleet model and complete through the API.
+
+Some crews misbehave, so a demo shows escalations and disputes too: a `late_share` of jobs
+arrive only after the request has climbed the whole grid, and a `skip_share` report the job
+done without emptying the bin. Which job does what is drawn from `(seed, request id)`, so a
+run is repeatable. Emptying happens between two rounds of the model (`apply`), never while one
+is being computed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+import paho.mqtt.client as paho
+from pydantic import ValidationError
+
+from binwatch.mqtt import make_client
+from binwatch.settings import Settings
+from collection.messages import Dispatch
+from devices.contract import Topics
+from simulator.model import FleetModel
+
+log = logging.getLogger(__name__)
+
+# A crew needs this long in simulated time from acknowledging to emptying the bin: a truck
+# crossing a district between other jobs.
+TRAVEL_S: Final = 40 * 60.0
+# A late crew comes this long after the request was due: past both escalation levels at the
+# default settings (4 h apart), so the demo shows the squad called out.
+LATE_BY_S: Final = 5 * 3600.0
+# How long the crews' thread sleeps when it has nothing due: short enough that jobs are timely.
+IDLE_S: Final = 0.05
+HTTP_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(order=True)
+class _Job:
+    due: float
+    request_id: int = field(compare=True)
+    message: Dispatch = field(compare=False)
+    empties: bool = field(compare=False)
+
+
+class Crews:
+    """`start()` subscribes; pass `apply` to `run_simulation(between_rounds=...)`; `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        speed: float,
+        seed: int = 1,
+        late_share: float = 0.0,
+        skip_share: float = 0.0,
+        travel_s: float = TRAVEL_S,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= late_share + skip_share <= 1 or late_share < 0 or skip_share < 0:
+            raise ValueError("late_share and skip_share must be shares adding up to at most 1")
+        self._topics = Topics(settings.topic_prefix)
+        self._scale = 1 / speed if speed > 0 else 0.0
+        self._seed, self._late, self._skip, self._travel_s = seed, late_share, skip_share, travel_s
+        self._http = http or httpx.Client(base_url=settings.api_url, timeout=HTTP_TIMEOUT_S)
+        self._clock = clock
+        self._connection = make_client(
+            settings, f"binwatch-crews-{uuid.uuid4().hex[:12]}", persistent=False
+        )
+        self._connection.client.on_connect = self._on_connect
+        self._connection.client.on_message = self._on_message
+        self._inbox: queue.SimpleQueue[Dispatch] = queue.SimpleQueue()
+        self._empties: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._jobs: list[_Job] = []
+        self._seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="crews", daemon=True)
+        self.subscribed = threading.Event()
+        self.completed: list[int] = []
+
+    def start(self) -> None:
+        self._connection.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._connection.stop()
+        self._http.close()
+
+    def apply(self, model: FleetModel) -> None:
+        """Empty, in `model`, the bins crews have reached since the last round."""
+        known = set(model.bin_ids)
+        while not self._empties.empty():
+            bin_id = self._empties.get()
+            if bin_id in known:
+                model.empty(bin_id)
+
+    # paho's thread: record and return; the crews' thread does the work.
+    def _on_connect(
+        self, client: paho.Client, _u: Any, _f: Any, reason: paho.ReasonCode, _p: Any
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe(self._topics.dispatch("+"), qos=1)
+            self.subscribed.set()
+
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        try:
+            self._inbox.put(Dispatch.model_validate_json(message.payload))
+        except ValidationError as exc:
+            log.warning("crews ignored a dispatch on %s: %s", message.topic, exc)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            while not self._inbox.empty():
+                self._take(self._inbox.get())
+            if self._jobs and self._jobs[0].due <= self._clock():
+                self._finish(heapq.heappop(self._jobs))
+            else:
+                self._stop.wait(IDLE_S)
+
+    def _take(self, message: Dispatch) -> None:
+        """Acknowledge a new job and plan when the crew will be done with it."""
+        if message.request_id in self._seen:
+            return  # QoS 1 may deliver a dispatch twice
+        self._seen.add(message.request_id)
+        draw = random.Random(f"{self._seed}:{message.request_id}").random()
+        travel_s = self._travel_s
+        if draw < self._late:
+            late_s = (message.due_at - message.created_at).total_seconds() + LATE_BY_S
+            travel_s = max(travel_s, late_s)
+        empties = draw >= self._late + self._skip or draw < self._late
+        if not self._post(message, "ack"):
+            return
+        job = _Job(self._clock() + travel_s * self._scale, message.request_id, message, empties)
+        heapq.heappush(self._jobs, job)
+
+    def _finish(self, job: _Job) -> None:
+        if job.empties:
+            self._empties.put(job.message.bin_id)
+        if self._post(job.message, "complete"):
+            self.completed.append(job.request_id)
+
+    def _post(self, message: Dispatch, action: str) -> bool:
+        try:
+            response = self._http.post(
+                f"/api/v1/collections/{message.request_id}/{action}",
+                json={"operator_id": message.operator_id, "note": "simulated crew"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning("crew could not %s request %d: %s", action, message.request_id, exc)
+            return False
+        if response.is_error:
+            log.warning(
+                "crew could not %s request %d: %s", action, message.request_id, response.text
+            )
+            return False
+        return True

@@ -1,0 +1,140 @@
+"""Shared pieces of the collection tests: a collector on the real servers, ingest workers with
+the threshold hook, a recorder of MQTT messages, and requests made straight in the registry."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+from sqlalchemy.orm import Session
+
+from binwatch.influx import InfluxClient
+from binwatch.settings import Settings
+from binwatch.webhooks import WebhookSender
+from collection import store
+from collection.dispatch import Publisher
+from collection.hook import ThresholdHook
+from collection.lifecycle import COLLECTOR
+from collection.rules import Policy, Rule
+from collection.service import Collector
+from devices.db import session_factory
+from devices.models import CollectionRequest
+from devices.registry import make_engine
+from ingest.service import Ingestor
+from tests.helpers import wait_for
+
+
+@contextmanager
+def running_collector(settings: Settings) -> Iterator[Collector]:
+    """A collector whose ticks the test calls itself; fails the test if any step raised."""
+    engine = make_engine(settings.database_url)
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    publisher = Publisher(settings)
+    publisher.start()
+    webhooks = WebhookSender()
+    collector = Collector(
+        settings, engine=engine, influx=influx, publisher=publisher, webhooks=webhooks
+    )
+    try:
+        yield collector
+    finally:
+        publisher.stop()
+        webhooks.close()
+        influx.close()
+        engine.dispose()
+    assert collector.failures == 0, "a collector step raised (see the log)"
+
+
+@contextmanager
+def hooked_ingest(
+    settings: Settings, *, worker: int = 0, shared: bool = False
+) -> Iterator[Ingestor]:
+    """An ingest worker in a thread with the collection threshold hook, as `binwatch ingest`
+    runs it."""
+    hook = ThresholdHook(settings)
+    ingestor = Ingestor(settings, worker=worker, shared=shared, on_stored=hook)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ingestor.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=f"ingest-{worker}", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: ingestor.subscribed.is_set() or errors, timeout=15, what="subscription")
+        yield ingestor
+    finally:
+        stop.set()
+        thread.join(30)
+        hook.close()
+    assert not errors, f"ingest crashed: {errors!r}"
+
+
+class Recorder:
+    """Every message published under a topic filter, in arrival order."""
+
+    def __init__(self, settings: Settings, topic_filter: str) -> None:
+        endpoint = settings.mqtt_endpoint()
+        self.messages: list[tuple[str, bytes]] = []
+        self._client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"rec-{uuid.uuid4().hex[:8]}"
+        )
+        subscribed = threading.Event()
+        self._client.on_message = lambda _c, _u, m: self.messages.append(
+            (m.topic, bytes(m.payload))
+        )
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.connect(endpoint.host, endpoint.port)
+        self._client.subscribe(topic_filter, qos=1)
+        self._client.loop_start()
+        assert subscribed.wait(10), "recorder not subscribed"
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@contextmanager
+def recording(settings: Settings, topic_filter: str) -> Iterator[Recorder]:
+    recorder = Recorder(settings, topic_filter)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+def requests_of(settings: Settings, **filters: Any) -> list[CollectionRequest]:
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            return store.list_requests(session, **filters)[0]
+    finally:
+        engine.dispose()
+
+
+def open_manual(settings: Settings, bin_id: str, now: datetime | None = None) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            opened = store.open_request(
+                session,
+                bin_id=bin_id,
+                rule=Rule.manual,
+                reason="test",
+                now=now or datetime.now(UTC),
+                policy=Policy.of(settings),
+                actor=COLLECTOR,
+            )
+            return opened.request.id
+    finally:
+        engine.dispose()

@@ -1,0 +1,409 @@
+"""Collection against real Mosquitto and InfluxDB: the threshold rule under two ingest workers,
+the full loop with the simulator's crews, disputes, escalation along the grid, and the clock
+rules. Time is driven by calling `Collector.tick(now)` with the moment wanted, never by sleeping."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from binwatch.influx import InfluxClient
+from binwatch.servers import free_port
+from binwatch.settings import Settings
+from collection import rules, store
+from collection.lifecycle import COLLECTOR, Actor, Role, Status
+from collection.messages import Dispatch, Escalation
+from devices.contract import Reading, TopicKind, Topics, epoch_ms
+from devices.models import AreaContact, Bin
+from devices.registry import BinTags, make_engine
+from ingest.decode import decode
+from ingest.lineprotocol import tag_set
+from simulator.crews import Crews
+from simulator.publisher import run_simulation
+from tests.collection_helpers import (
+    hooked_ingest,
+    open_manual,
+    recording,
+    requests_of,
+    running_collector,
+)
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+
+pytestmark = pytest.mark.servers
+
+KITCHEN = "sz-peoples-government-s1-kitchen"  # threshold 75 %, community xiaoba, street lvxin
+RECYCLABLE = "sz-peoples-government-s1-recyclable"
+OPERATOR = "op-lvyuan"
+
+
+def _reading(ts: datetime, fill: float, deposits: int = 1) -> bytes:
+    return Reading(ts=ts, fill_pct=fill, deposits=deposits).model_dump_json().encode()
+
+
+def _set(settings: Settings, statement: object) -> None:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        session.execute(statement)  # type: ignore[call-overload]
+        session.commit()
+    engine.dispose()
+
+
+def _stored(*workers: object) -> float:
+    return sum(
+        w.metrics.value("binwatch_ingest_stored_points_total")  # type: ignore[attr-defined]
+        for w in workers
+    )
+
+
+def test_threshold_opens_one_request_across_two_workers(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    telemetry = topics.bin(KITCHEN, TopicKind.telemetry)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with (
+        running_collector(settings) as collector,
+        recording(settings, topics.dispatch("+")) as dispatches,
+        hooked_ingest(settings, worker=0, shared=True) as first,
+        hooked_ingest(settings, worker=1, shared=True) as second,
+    ):
+        publish_all(settings, [(telemetry, _reading(now - timedelta(minutes=10), 80.0))])
+        wait_for(lambda: requests_of(settings), timeout=10, what="the request")
+        collector.tick(now)
+        wait_for(lambda: dispatches.messages, timeout=10, what="the dispatch")
+
+        over = [
+            (
+                telemetry,
+                _reading(now - timedelta(minutes=9) + i * timedelta(seconds=1), 80 + i / 10),
+            )
+            for i in range(100)
+        ]
+        publish_all(settings, over)
+        wait_for(lambda: _stored(first, second) == 101, timeout=20, what="101 stored readings")
+        collector.tick(now + timedelta(seconds=5))
+        # The same connection, the same topic: once this arrives, any second dispatch would have.
+        collector.publisher.publish(topics.dispatch(OPERATOR), b"sentinel")
+        wait_for(lambda: dispatches.messages[-1][1] == b"sentinel", timeout=10, what="sentinel")
+
+    assert first.metrics.value("binwatch_ingest_received_messages_total") > 0
+    assert second.metrics.value("binwatch_ingest_received_messages_total") > 0
+    [request] = requests_of(settings)
+    assert (request.bin_id, request.rule, request.status) == (KITCHEN, "threshold", "dispatched")
+    assert request.trigger_fill_pct == 80.0
+    assert request.due_at - request.created_at == timedelta(hours=12)  # kitchen deadline
+    [(topic, payload), _sentinel] = dispatches.messages
+    assert topic == topics.dispatch(OPERATOR)
+    assert Dispatch.model_validate_json(payload).request_id == request.id
+
+
+@pytest.fixture
+def api_server(settings: Settings) -> Iterator[Settings]:
+    """The API served by uvicorn on a free port; yields settings whose api_url points at it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=10, what="the API to start")
+        yield settings.model_copy(update={"api_url": f"http://127.0.0.1:{port}"})
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_full_loop_with_simulated_crews(
+    settings: Settings, pilot_bins: dict[str, BinTags], api_server: Settings
+) -> None:
+    # A threshold of 5 % makes the bin's first reading ask for a crew.
+    _set(settings, update(Bin).where(Bin.id == KITCHEN).values(threshold_pct=5.0))
+    stop = threading.Event()
+    crews = Crews(api_server, speed=600, travel_s=60)
+    simulation = threading.Thread(
+        target=run_simulation,
+        kwargs={
+            "settings": settings,
+            "bins": [pilot_bins[KITCHEN]],
+            "interval_s": 60,
+            "speed": 600,
+            "seed": 3,
+            "start": datetime.now(UTC) - timedelta(hours=2),
+            "stop": stop,
+            "between_rounds": crews.apply,
+        },
+        daemon=True,
+    )
+
+    def status_of_first() -> str | None:
+        collector.tick(datetime.now(UTC))
+        found = requests_of(settings)
+        return found[-1].status if found else None
+
+    with running_collector(settings) as collector, hooked_ingest(settings):
+        crews.start()
+        wait_for(crews.subscribed.is_set, timeout=10, what="crews to subscribe")
+        simulation.start()
+        try:
+            wait_for(lambda: status_of_first() == "verified", timeout=20, what="verification")
+        finally:
+            stop.set()
+            simulation.join(15)
+            crews.stop()
+
+    first = requests_of(settings)[-1]
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        trail = [
+            (e.from_status, e.to_status, e.actor)
+            for e in store.get_request(session, first.id).events
+        ]
+    engine.dispose()
+    assert trail == [
+        (None, "open", "system:collector"),
+        ("open", "dispatched", "system:collector"),
+        ("dispatched", "acknowledged", f"operator:{OPERATOR}"),
+        ("acknowledged", "completed", f"operator:{OPERATOR}"),
+        ("completed", "verified", "system:collector"),
+    ]
+    assert first.completed_fill_pct is not None and first.completed_fill_pct <= 2.0
+
+
+def test_completion_without_emptying_is_disputed(
+    settings: Settings, pilot_bins: dict[str, BinTags], ingest: object
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    app = create_app(settings)
+    with running_collector(settings) as collector, TestClient(app) as client:
+        created = client.post(
+            "/api/v1/collections", json={"bin_id": RECYCLABLE, "reason": "lid will not close"}
+        )
+        assert created.status_code == 201, created.text
+        request_id = created.json()["id"]
+        collector.tick(datetime.now(UTC))
+        body = {"operator_id": OPERATOR}
+        wrong = client.post(f"/api/v1/collections/{request_id}/complete", json=body)
+        assert wrong.status_code == 409
+        assert "acknowledge it first" in wrong.json()["detail"]
+        stranger = client.post(
+            f"/api/v1/collections/{request_id}/ack", json={"operator_id": "op-jiejing"}
+        )
+        assert stranger.status_code == 409
+        assert "assigned to operator 'op-lvyuan'" in stranger.json()["detail"]
+        assert client.post(f"/api/v1/collections/{request_id}/ack", json=body).status_code == 200
+        done = client.post(f"/api/v1/collections/{request_id}/complete", json=body)
+        assert done.status_code == 200
+        completed_at = datetime.fromisoformat(done.json()["completed_at"])
+
+        # The bin says it is as full as before.
+        publish_all(
+            settings,
+            [(topics.bin(RECYCLABLE, TopicKind.telemetry), _reading(datetime.now(UTC), 90.0))],
+        )
+        wait_for(lambda: _stored(ingest) == 1, timeout=10, what="the reading")
+        window = timedelta(minutes=settings.collection_verify_window_min)
+        collector.tick(completed_at + window - timedelta(seconds=1))
+        assert client.get(f"/api/v1/collections/{request_id}").json()["status"] == "completed"
+        collector.tick(completed_at + window)
+        detail = client.get(f"/api/v1/collections/{request_id}").json()
+
+    assert detail["status"] == "disputed"
+    assert detail["completed_fill_pct"] == 90.0
+    assert "lowest fill 90 %" in detail["events"][-1]["note"]
+    # A completed request awaiting verification kept the 90 % reading from opening another.
+    assert len(requests_of(settings)) == 1
+
+
+def test_a_crew_that_never_comes_escalates_along_the_grid(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    grid = f"{settings.topic_prefix}/grid"
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        session.add_all(
+            [
+                AreaContact(area_id="xiaoba", mqtt_topic=f"{grid}/xiaoba"),
+                AreaContact(area_id="lvxin", mqtt_topic=f"{grid}/lvxin"),
+            ]
+        )
+        session.commit()
+    engine.dispose()
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    request_id = open_manual(settings, KITCHEN, t0)
+    due = t0 + timedelta(hours=12)
+    step = timedelta(hours=4)
+    second = timedelta(seconds=1)
+
+    def level() -> int:
+        return requests_of(settings)[0].escalation_level
+
+    with running_collector(settings) as collector, recording(settings, f"{grid}/#") as heard:
+        collector.tick(due - second)
+        assert level() == 0
+        collector.tick(due)
+        assert level() == 1
+        collector.tick(due + step - second)
+        assert level() == 1
+        collector.tick(due + step)
+        assert level() == 2
+        wait_for(lambda: len(heard.messages) == 2, timeout=10, what="two escalations")
+
+    topics = [topic for topic, _ in heard.messages]
+    assert topics == [f"{grid}/xiaoba", f"{grid}/lvxin"]
+    levels = [Escalation.model_validate_json(payload).level for _, payload in heard.messages]
+    assert levels == [1, 2]
+    with TestClient(create_app(settings)) as client:
+        detail = client.get(f"/api/v1/collections/{request_id}").json()
+    assert [e["escalation_level"] for e in detail["escalations"]] == [1, 2]
+    assert detail["escalations"][0]["at"].startswith(due.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert "community xiaoba: published" in detail["escalations"][0]["note"]
+
+    influx = InfluxClient(settings)
+    result = influx.query('SELECT count(request_id) FROM collections GROUP BY "event"')
+    influx.close()
+    counts = {s.tags["event"]: s.values[0][1] for s in result}
+    assert counts == {"transition": 2, "escalation_1": 1, "escalation_2": 1}
+
+
+def _write(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    points: list[tuple[str, datetime, float, int]],
+) -> None:
+    """Telemetry straight into InfluxDB with ingest's own tags, so the rules see exact data."""
+    topics = Topics(settings.topic_prefix)
+    tags = {b: tag_set(dataclasses.asdict(t)) for b, t in pilot_bins.items()}
+    lines = []
+    for bin_id, ts, fill, deposits in points:
+        decoded = decode(
+            topics.bin(bin_id, TopicKind.telemetry),
+            _reading(ts, fill, deposits),
+            epoch_ms(ts),
+            topics=topics,
+            tags_of=tags.get,
+            max_payload=10_000,
+        )
+        lines += decoded.lines
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    influx.write(lines)
+    influx.close()
+
+
+def test_kitchen_bins_with_deposits_are_cleared_daily(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    now = datetime.now(UTC)
+    round_at = rules.last_local_hour(
+        now, hour=settings.collection_kitchen_hour, timezone=settings.timezone
+    )
+    used, unused, emptied = (
+        f"sz-{name}-s1-kitchen"
+        for name in ("peoples-government", "finance-bureau", "public-security-sub-bureau")
+    )
+    assert {used, unused, emptied} <= pilot_bins.keys()
+    hour = timedelta(hours=1)
+    _write(
+        settings,
+        pilot_bins,
+        [
+            (used, round_at - 2 * hour, 30.0, 3),
+            (unused, round_at - 2 * hour, 30.0, 0),
+            (emptied, round_at - 3 * hour, 30.0, 3),
+            (emptied, round_at - 26 * hour, 30.0, 3),  # before the previous round: not counted
+        ],
+    )
+    # `emptied` was emptied after its last deposit.
+    request_id = open_manual(settings, emptied, round_at - 2 * hour)
+    engine = make_engine(settings.database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        crew = Actor(Role.operator, OPERATOR)
+        store.transition(
+            session, request_id, Status.acknowledged, actor=crew, now=round_at - 2 * hour
+        )
+        store.transition(
+            session,
+            request_id,
+            Status.completed,
+            actor=crew,
+            now=round_at - hour,
+            completed_at=round_at - hour,
+        )
+        store.transition(session, request_id, Status.verified, actor=COLLECTOR, now=round_at - hour)
+    engine.dispose()
+
+    with running_collector(settings) as collector:
+        collector.tick(round_at - timedelta(seconds=1))  # the previous round: deposits are newer
+        collector.tick(round_at)
+        collector.tick(round_at + timedelta(minutes=1))
+
+    kitchen = requests_of(settings, status=None)
+    made = [(r.bin_id, r.rule) for r in kitchen if r.rule == "kitchen_daily"]
+    assert made == [(used, "kitchen_daily")]
+
+
+def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    now = datetime.now(UTC)
+    local_hour = now.astimezone(ZoneInfo(settings.timezone)).hour
+    # The next working day starts 2–3 hours from now.
+    settings = settings.model_copy(update={"collection_work_start_hour": (local_hour + 3) % 24})
+    fast, slow = RECYCLABLE, "sz-peoples-government-s1-residual"
+    five = timedelta(minutes=5)
+    points = []
+    for i in range(25):  # the last two hours, every five minutes
+        at = now - timedelta(hours=2) + i * five
+        points.append((fast, at, 40 + 30 * i / 24, 1))  # 15 %/h: full ~2 h from now
+        points.append((slow, at, 50 + i / 12, 1))  # 1 %/h: full in two days
+    _write(settings, pilot_bins, points)
+    with running_collector(settings) as collector:
+        collector.tick(now)
+        collector.tick(now + timedelta(minutes=1))  # within the forecast interval: not rerun
+
+    made = requests_of(settings)
+    assert [(r.bin_id, r.rule) for r in made] == [(fast, "forecast")]
+    assert made[0].reason.startswith("forecast full at ")
+
+
+def test_api_lists_filters_and_refuses(settings: Settings, pilot_bins: dict[str, BinTags]) -> None:
+    with TestClient(create_app(settings)) as client:
+        url = "/api/v1/collections"
+        first = client.post(url, json={"bin_id": KITCHEN, "reason": "smells"})
+        assert first.status_code == 201
+        assert first.json()["rule"] == "manual"
+        assert first.json()["events"][0]["actor"] == "admin:api"
+        again = client.post(url, json={"bin_id": KITCHEN, "reason": "still smells"})
+        assert again.status_code == 409
+        assert f"already has request {first.json()['id']} (open)" in again.json()["detail"]
+        client.post(url, json={"bin_id": RECYCLABLE, "reason": "full"})
+        assert client.post(url, json={"bin_id": "nope", "reason": "x"}).status_code == 404
+        assert client.post(url, json={"bin_id": KITCHEN}).status_code == 422
+        assert client.get(f"{url}/999").status_code == 404
+        assert client.get(url, params={"status": "lost"}).status_code == 422
+
+        page = client.get(url, params={"limit": 1}).json()
+        assert (page["total"], len(page["items"])) == (2, 1)
+        assert page["items"][0]["bin_id"] == RECYCLABLE  # newest first
+        mine = client.get(url, params={"operator_id": OPERATOR, "status": "open"}).json()
+        assert mine["total"] == 2
+        assert client.get(url, params={"operator_id": "op-jiejing"}).json()["total"] == 0
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+        assert client.get(url, params={"start": later}).json()["total"] == 0
+        cancelled = client.post(
+            f"{url}/{first.json()['id']}/cancel", json={"actor": "city", "note": "duplicate"}
+        )
+        assert cancelled.json()["status"] == "cancelled"
+        assert client.get(url, params={"status": "cancelled"}).json()["total"] == 1

@@ -1,0 +1,162 @@
+"""Webhook delivery of dispatches against a local HTTP receiver: the signature verifies, 5xx
+answers are retried with backoff on the collector's clock, and giving up shows on the request."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from binwatch.settings import Settings
+from binwatch.webhooks import SIGNATURE_HEADER, WebhookSender, retry_delay, sign, verify
+from collection.messages import Dispatch
+from devices.models import Operator
+from devices.registry import BinTags, make_engine
+from tests.collection_helpers import open_manual, requests_of, running_collector
+
+SECRET = "s3cret"
+BIN = "sz-peoples-government-s1-kitchen"
+
+
+class Receiver:
+    """An HTTP server answering with the scripted statuses in turn (the last one repeats)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.received: list[tuple[bytes, str | None]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((body, self.headers.get(SIGNATURE_HEADER)))
+                index = min(len(receiver.received), len(receiver.statuses)) - 1
+                self.send_response(receiver.statuses[index])
+                self.end_headers()
+                self.wfile.write(b"busy")
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    server = Receiver(request.param)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _point_operator_at(settings: Settings, url: str) -> None:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        session.execute(
+            update(Operator)
+            .where(Operator.id == "op-lvyuan")
+            .values(webhook_url=url, webhook_secret=SECRET)
+        )
+        session.commit()
+    engine.dispose()
+
+
+def test_signature_round_trip() -> None:
+    body = b'{"a": 1}'
+    assert verify(body, SECRET, sign(body, SECRET))
+    assert not verify(body + b" ", SECRET, sign(body, SECRET))
+    assert not verify(body, "other", sign(body, SECRET))
+    assert not verify(body, SECRET, None)
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [retry_delay(n).total_seconds() for n in (1, 2, 3)] == [30, 60, 120]
+    assert retry_delay(50) == timedelta(hours=1)
+
+
+def test_unreachable_receiver_is_retryable() -> None:
+    sender = WebhookSender()
+    outcome = sender.post("http://127.0.0.1:9/nothing", b"{}", secret=None, event="test")
+    sender.close()
+    assert not outcome.delivered and outcome.retryable
+    assert "unreachable" in (outcome.error or "")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[500, 503, 204]], indirect=True)
+def test_retries_on_5xx_until_delivered(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    _point_operator_at(settings, receiver.url)
+    now = datetime.now(UTC)
+    request_id = open_manual(settings, BIN, now)
+    with running_collector(settings) as collector:
+        collector.tick(now)
+        assert len(receiver.received) == 1
+        collector.tick(now + timedelta(seconds=29))  # the first retry waits 30 s
+        assert len(receiver.received) == 1
+        collector.tick(now + timedelta(seconds=30))
+        assert len(receiver.received) == 2
+        collector.tick(now + timedelta(seconds=30 + 60))
+        assert len(receiver.received) == 3
+        collector.tick(now + timedelta(hours=1))  # delivered: never again
+    assert len(receiver.received) == 3
+    for body, signature in receiver.received:
+        assert verify(body, SECRET, signature)
+        assert Dispatch.model_validate_json(body).request_id == request_id
+    [request] = requests_of(settings)
+    assert request.webhook_attempts == 3
+    assert request.webhook_delivered_at == now + timedelta(seconds=90)
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[500]], indirect=True)
+def test_gives_up_visibly(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    settings = settings.model_copy(update={"collection_webhook_attempts": 3})
+    _point_operator_at(settings, receiver.url)
+    now = datetime.now(UTC)
+    request_id = open_manual(settings, BIN, now)
+    with running_collector(settings) as collector:
+        for minutes in (0, 1, 2, 10, 60):
+            collector.tick(now + timedelta(minutes=minutes))
+    assert len(receiver.received) == 3
+    with TestClient(create_app(settings)) as client:
+        delivery = client.get(f"/api/v1/collections/{request_id}").json()["delivery"]
+    assert delivery["webhook_attempts"] == 3
+    assert delivery["webhook_delivered_at"] is None
+    assert delivery["error"].startswith("webhook: gave up after 3 attempt(s): ")
+    assert "answered 500" in delivery["error"]
+    assert delivery["published_at"] is not None  # MQTT got it regardless
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[404]], indirect=True)
+def test_a_refusing_receiver_is_not_retried(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    _point_operator_at(settings, receiver.url)
+    now = datetime.now(UTC)
+    open_manual(settings, BIN, now)
+    with running_collector(settings) as collector:
+        collector.tick(now)
+        collector.tick(now + timedelta(hours=2))
+    assert len(receiver.received) == 1
+    [request] = requests_of(settings)
+    assert (request.dispatch_error or "").startswith("webhook: gave up after 1 attempt(s)")
