@@ -10,7 +10,10 @@ import typer
 
 from api.commands import api
 from binwatch.demo import demo
+from binwatch.grafana import grafana_app
+from binwatch.rollups import rollups_app
 from binwatch.settings import Settings
+from collection.commands import collector
 from devices.commands import fleet_app
 from ingest.commands import ingest
 from ingest.deadletters import deadletters_app
@@ -19,7 +22,7 @@ from simulator.commands import simulate
 
 def _settings_help() -> str:
     rows = [
-        f"  BINWATCH_{name.upper():<27} {field.description or ''} [{field.default!r}]"
+        f"  BINWATCH_{name.upper():<36} {field.description or ''} [{field.default!r}]"
         for name, field in Settings.model_fields.items()
     ]
     # "\b" keeps click from re-wrapping the table.
@@ -48,7 +51,10 @@ def main(
 
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(deadletters_app, name="deadletters")
+app.add_typer(rollups_app, name="rollups")
+app.add_typer(grafana_app, name="grafana")
 app.command()(ingest)
 app.command()(api)
 app.command()(simulate)
+app.command()(collector)
 app.command()(demo)

@@ -1,8 +1,9 @@
 """`binwatch demo` (what `make demo` runs): the whole system on loopback in one terminal.
 
 Broker and database run as child processes with their data under ./var (a second demo reuses
-it), then the default pilot fleet is loaded and ingest, the API and the simulator run as child
-processes of their own, exactly as they would be deployed. Ctrl-C stops everything."""
+it), then the default pilot fleet is loaded and ingest, the API, the collector and the simulator
+(with the operators' crews) run as child processes of their own, exactly as they would be
+deployed. Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -40,15 +41,18 @@ def demo(
         float, typer.Option(help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
 ) -> None:
-    """Run broker, database, ingest, API and simulator on loopback until Ctrl-C."""
+    """Run broker, database, ingest, API, collector and simulator on loopback until Ctrl-C."""
     try:
         with ExitStack() as stack:
             env = _start_servers(stack, data_dir.resolve())
-            _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            for setup in (["fleet", "import"], ["grafana", "sites"]):
+                _run(stack, [sys.executable, "-m", "binwatch", *setup], env, wait=True)
             metrics_port = free_port()
             api_port = 8000 if port_is_free(8000) else free_port()
             env.update(
-                BINWATCH_INGEST_METRICS_PORT=str(metrics_port), BINWATCH_API_PORT=str(api_port)
+                BINWATCH_INGEST_METRICS_PORT=str(metrics_port),
+                BINWATCH_API_PORT=str(api_port),
+                BINWATCH_API_URL=f"http://127.0.0.1:{api_port}",
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,15 @@ def demo(
                 for name, args in {
                     "ingest": ["ingest"],
                     "api": ["api"],
-                    "simulator": ["simulate", "--speed", str(speed), "--interval", str(interval)],
+                    "collector": ["collector"],
+                    "simulator": [
+                        "simulate",
+                        "--crews",
+                        "--speed",
+                        str(speed),
+                        "--interval",
+                        str(interval),
+                    ],
                 }.items()
             }
             console.print(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")

@@ -511,4 +511,13 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         "/api/v1/sites/{site_id}/bins",
         "/api/v1/bins/{bin_id}",
         "/api/v1/bins/{bin_id}/readings",
+        "/api/v1/collections",
+        "/api/v1/collections/{request_id}",
+        "/api/v1/collections/{request_id}/ack",
+        "/api/v1/collections/{request_id}/complete",
+        "/api/v1/collections/{request_id}/cancel",
+        "/api/v1/compliance/sites/{site_id}",
+        "/api/v1/compliance/areas/{area_id}",
+        "/api/v1/compliance/operators/{operator_id}",
+        "/api/v1/rankings",
     }

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import bins, health, sites
+from api.routes import bins, collections, compliance, health, sites
 
 API_PREFIX = "/api/v1"
 
 api_router = APIRouter(prefix=API_PREFIX)
 api_router.include_router(sites.router)
 api_router.include_router(bins.router)
+api_router.include_router(collections.router)
+api_router.include_router(compliance.router)
 
 health_router = health.router
