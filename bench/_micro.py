@@ -17,6 +17,7 @@ from itertools import islice
 
 from devices.contract import Reading, Topics, epoch_ms
 from devices.fleet import default_fleet_path, load_fleet
+from devices.registry import BinTags
 from ingest.decode import decode
 from ingest.lineprotocol import point, tag_set
 
@@ -24,7 +25,7 @@ READINGS = 20_000
 PASSES = 5
 
 
-def _bins() -> list:  # type: ignore[type-arg]
+def _bins() -> list[BinTags]:
     """BinTags of the default fleet without a database (what `bin_tags` would return)."""
     import tempfile
 
