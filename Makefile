@@ -44,6 +44,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/compliance.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
