@@ -14,8 +14,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 
+from api.auth import RateLimiter
+from api.limits import BodySizeLimit
 from api.routes import api_router, health_router
-from binwatch.errors import InvalidRequest, NotFound, SinkRejected, SinkUnavailable
+from binwatch.errors import (
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    SinkRejected,
+    SinkUnavailable,
+)
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from devices.db import session_factory
@@ -25,6 +33,10 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Registry, latest state and time series of the smart bins of the city's garbage-sorting pilot.
+
+Every endpoint but `/health` needs an API key (`Authorization: Bearer …`); what it shows is
+scoped to the key's role: admins see everything, managers their sites, operators the sites
+their company serves. Outside that scope reads are 404 and actions 403.
 
 Times are RFC 3339 in UTC. Sorting accuracy is always 1 − Σcontaminated / Σdeposits over the
 readings in question (a ratio of sums), and null where there were no deposits.
@@ -44,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.influx = influx
         app.state.sessions = session_factory(engine)
+        app.state.limiter = RateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
         try:
             yield
         finally:
@@ -56,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=metadata.version("binwatch"),
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
     app.include_router(health_router)
     app.include_router(api_router)
     for error, handler in _HANDLERS.items():
@@ -69,6 +83,10 @@ def _detail(code: int, message: str) -> JSONResponse:
 
 async def _not_found(_request: Request, exc: Exception) -> Response:
     return _detail(status.HTTP_404_NOT_FOUND, str(exc))
+
+
+async def _not_allowed(_request: Request, exc: Exception) -> Response:
+    return _detail(status.HTTP_403_FORBIDDEN, str(exc))
 
 
 async def _invalid(_request: Request, exc: Exception) -> Response:
@@ -110,6 +128,7 @@ async def _request_invalid(_request: Request, exc: Exception) -> Response:
 
 _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
     NotFound: _not_found,
+    NotAllowed: _not_allowed,
     InvalidRequest: _invalid,
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,

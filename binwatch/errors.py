@@ -6,6 +6,7 @@ calls the library (`raise … from`), and the API maps them to status codes.
     ├── FleetError             a fleet file rejected whole, with line and reason
     ├── NotFound               an id the registry does not know            → 404
     ├── InvalidRequest         a request that cannot be answered as asked  → 422
+    ├── NotAllowed             an action outside the caller's role or scope → 403
     └── SinkError              InfluxDB trouble
         ├── SinkUnavailable    not reachable or 5xx: retry later           → 503
         └── SinkRejected       4xx: the data or query itself is wrong
@@ -31,6 +32,10 @@ class NotFound(BinwatchError):
 
 
 class InvalidRequest(BinwatchError):
+    pass
+
+
+class NotAllowed(BinwatchError):
     pass
 
 

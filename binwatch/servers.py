@@ -137,7 +137,19 @@ class _ChildServer:
 
 
 class MosquittoServer(_ChildServer):
+    """Anonymous by default (the shared test broker); given `auth_dir` holding the `passwords`
+    and `acl` files of `binwatch mqtt-auth export`, it allows only those accounts."""
+
     name = "mosquitto"
+
+    def __init__(self, data_dir: Path, port: int, *, auth_dir: Path | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.auth_dir = auth_dir
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto 2 rereads its password and ACL files."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     @property
     def url(self) -> str:
@@ -148,7 +160,7 @@ class MosquittoServer(_ChildServer):
         conf = self.data_dir / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *self._auth_lines(),
             f"persistence_location {self.data_dir}/",
             f"log_dest file {self.data_dir / 'mosquitto.log'}",
             "log_type error",
@@ -162,6 +174,15 @@ class MosquittoServer(_ChildServer):
             lines.insert(0, "user root")
         conf.write_text("\n".join(lines) + "\n")
         return [binary, "-c", str(conf)], dict(os.environ)
+
+    def _auth_lines(self) -> list[str]:
+        if self.auth_dir is None:
+            return ["allow_anonymous true"]
+        return [
+            "allow_anonymous false",
+            f"password_file {self.auth_dir / 'passwords'}",
+            f"acl_file {self.auth_dir / 'acl'}",
+        ]
 
     def _ready(self) -> bool:
         try:

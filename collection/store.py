@@ -244,11 +244,15 @@ def list_requests(
     bin_id: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    visible_sites: frozenset[str] | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[CollectionRequest], int]:
-    """A page of requests, newest first, and the total matching; start/end bound `created_at`."""
+    """A page of requests, newest first, and the total matching; start/end bound `created_at`;
+    `visible_sites` (None: all) is the caller's scope."""
     conditions: list[ColumnElement[bool]] = []
+    if visible_sites is not None:
+        conditions.append(CollectionRequest.site_id.in_(visible_sites))
     if status is not None:
         conditions.append(CollectionRequest.status == status.value)
     if site_id is not None:

@@ -81,10 +81,19 @@ def bin_tags(session: Session) -> dict[str, BinTags]:
 
 
 def list_sites(
-    session: Session, *, site_type: str | None, community_id: str | None, limit: int, offset: int
+    session: Session,
+    *,
+    site_type: str | None,
+    community_id: str | None,
+    limit: int,
+    offset: int,
+    visible: frozenset[str] | None = None,
 ) -> tuple[list[Site], int]:
-    """A page of sites and the total matching, ordered by id."""
+    """A page of sites and the total matching, ordered by id; `visible` (None: all) is the
+    caller's scope."""
     query = select(Site)
+    if visible is not None:
+        query = query.where(Site.id.in_(visible))
     if site_type is not None:
         query = query.where(Site.site_type == site_type)
     if community_id is not None:

@@ -45,6 +45,14 @@ IDLE_S: Final = 0.05
 HTTP_TIMEOUT_S: Final = 10.0
 
 
+def api_headers(settings: Settings) -> dict[str, str]:
+    """The crews' API key (BINWATCH_API_TOKEN: an operator key, or an admin key acting for
+    every operator as the demo's crews do); without one the API answers 401."""
+    if settings.api_token is None:
+        return {}
+    return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+
 @dataclass(order=True)
 class _Job:
     due: float
@@ -73,7 +81,9 @@ class Crews:
         self._topics = Topics(settings.topic_prefix)
         self._scale = 1 / speed if speed > 0 else 0.0
         self._seed, self._late, self._skip, self._travel_s = seed, late_share, skip_share, travel_s
-        self._http = http or httpx.Client(base_url=settings.api_url, timeout=HTTP_TIMEOUT_S)
+        self._http = http or httpx.Client(
+            base_url=settings.api_url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
+        )
         self._clock = clock
         self._connection = make_client(
             settings, f"binwatch-crews-{uuid.uuid4().hex[:12]}", persistent=False

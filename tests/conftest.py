@@ -24,7 +24,7 @@ from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import BinTags, bin_tags, make_engine
 from ingest.service import Ingestor
-from tests.helpers import wait_for
+from tests.helpers import ADMIN_TOKEN, wait_for
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,12 @@ def settings(
         ingest_client_id=f"ingest-{tag}",
         ingest_share_group=f"ingest-{tag}",
         ingest_metrics_port=0,
+        admin_token=ADMIN_TOKEN,
+        api_token=ADMIN_TOKEN,
+        # Tests call the API far faster than anyone should; tests/test_security_api.py
+        # checks the limit with settings of its own.
+        api_rate_per_s=1e6,
+        api_rate_burst=1_000_000,
     )
 
 

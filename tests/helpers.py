@@ -21,3 +21,8 @@ def wait_for(probe: Callable[[], T], *, timeout: float, what: str, interval: flo
         time.sleep(interval)
         last = probe()
     return last
+
+
+ADMIN_TOKEN = "test-admin-token"
+"""The bootstrap admin key the test settings carry (BINWATCH_ADMIN_TOKEN)."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -23,6 +23,7 @@ from devices.models import Area, Bin, Operator, Site
 from devices.registry import bin_tags, make_engine
 from ingest.decode import decode
 from ingest.lineprotocol import tag_set
+from tests.helpers import ADMIN_HEADERS
 
 pytestmark = pytest.mark.servers
 
@@ -113,7 +114,7 @@ def influx(settings: Settings) -> Iterator[InfluxClient]:
 def client(
     settings: Settings, registry: dict[str, str], influx: InfluxClient
 ) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 
@@ -431,7 +432,9 @@ def test_unknown_ids_are_404(client: TestClient, path: str, message: str) -> Non
 def test_a_database_influxdb_does_not_have_is_a_bad_gateway(
     settings: Settings, registry: dict[str, str]
 ) -> None:
-    with TestClient(create_app(settings)) as client:  # nobody created settings.influx_db
+    with TestClient(
+        create_app(settings), headers=ADMIN_HEADERS
+    ) as client:  # nobody created settings.influx_db
         response = client.get("/api/v1/bins/a-kitchen/readings")
 
     assert response.status_code == 502
@@ -466,7 +469,7 @@ def test_health_is_503_when_influxdb_is_unreachable(
 ) -> None:
     down = settings.model_copy(update={"influx_url": f"http://127.0.0.1:{free_port()}"})
 
-    with TestClient(create_app(down)) as client:
+    with TestClient(create_app(down), headers=ADMIN_HEADERS) as client:
         health = client.get("/health")
         readings = client.get("/api/v1/bins/a-kitchen/readings")
 
@@ -483,7 +486,7 @@ def test_health_is_503_when_the_registry_is_unreachable(
 ) -> None:
     gone = settings.model_copy(update={"database_url": "sqlite:////nonexistent/dir/registry.db"})
 
-    with TestClient(create_app(gone)) as client:
+    with TestClient(create_app(gone), headers=ADMIN_HEADERS) as client:
         response = client.get("/health")
 
     assert response.status_code == 503
@@ -493,7 +496,7 @@ def test_health_is_503_when_the_registry_is_unreachable(
 
 
 def test_an_unmigrated_registry_is_503_not_500(settings: Settings, influx: InfluxClient) -> None:
-    with TestClient(create_app(settings)) as client:  # nobody ran migrate()
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:  # nobody ran migrate()
         response = client.get("/api/v1/sites")
 
     assert response.status_code == 503
@@ -520,4 +523,5 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         "/api/v1/compliance/areas/{area_id}",
         "/api/v1/compliance/operators/{operator_id}",
         "/api/v1/rankings",
+        *("/api/v1/alerts", "/api/v1/alerts/{alert_id}", "/api/v1/alerts/{alert_id}/ack"),
     }

@@ -37,7 +37,7 @@ from tests.collection_helpers import (
     requests_of,
     running_collector,
 )
-from tests.helpers import wait_for
+from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
 
 pytestmark = pytest.mark.servers
@@ -186,7 +186,7 @@ def test_completion_without_emptying_is_disputed(
 ) -> None:
     topics = Topics(settings.topic_prefix)
     app = create_app(settings)
-    with running_collector(settings) as collector, TestClient(app) as client:
+    with running_collector(settings) as collector, TestClient(app, headers=ADMIN_HEADERS) as client:
         created = client.post(
             "/api/v1/collections", json={"bin_id": RECYCLABLE, "reason": "lid will not close"}
         )
@@ -264,7 +264,7 @@ def test_a_crew_that_never_comes_escalates_along_the_grid(
     assert topics == [f"{grid}/xiaoba", f"{grid}/lvxin"]
     levels = [Escalation.model_validate_json(payload).level for _, payload in heard.messages]
     assert levels == [1, 2]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         detail = client.get(f"/api/v1/collections/{request_id}").json()
     assert [e["escalation_level"] for e in detail["escalations"]] == [1, 2]
     assert detail["escalations"][0]["at"].startswith(due.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -379,12 +379,12 @@ def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
 
 
 def test_api_lists_filters_and_refuses(settings: Settings, pilot_bins: dict[str, BinTags]) -> None:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         url = "/api/v1/collections"
         first = client.post(url, json={"bin_id": KITCHEN, "reason": "smells"})
         assert first.status_code == 201
         assert first.json()["rule"] == "manual"
-        assert first.json()["events"][0]["actor"] == "admin:api"
+        assert first.json()["events"][0]["actor"] == "admin:api [key bootstrap-admin]"
         again = client.post(url, json={"bin_id": KITCHEN, "reason": "still smells"})
         assert again.status_code == 409
         assert f"already has request {first.json()['id']} (open)" in again.json()["detail"]

@@ -25,7 +25,7 @@ from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.conftest import count_points
-from tests.helpers import wait_for
+from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
 
 pytestmark = pytest.mark.servers
@@ -97,7 +97,7 @@ def api(
         assert backfill(influx, DAY, DAY + timedelta(days=2)) > 0
     finally:
         influx.close()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         yield client
 
 

@@ -7,18 +7,22 @@ import json
 import pytest
 
 from devices.contract import Topics
-from ingest.decode import REASONS, Decoded, decode
+from ingest.decode import REASONS, Decoded, TimeLimits, decode
 
 TS = 1_795_739_261_355
 TOPICS = Topics("binwatch/v1")
 TAGS = {"b1": ",bin=b1,site=s1,stream=kitchen"}
+RECEIVED = TS + 250
+LIMITS = TimeLimits(max_past_ms=24 * 3600 * 1000, max_future_ms=300 * 1000)
 
 
 def run(
     payload: bytes | str, *, topic: str = "binwatch/v1/bins/b1/telemetry", limit: int = 4096
 ) -> Decoded:
     body = payload.encode() if isinstance(payload, str) else payload
-    return decode(topic, body, 42, topics=TOPICS, tags_of=TAGS.get, max_payload=limit)
+    return decode(
+        topic, body, RECEIVED, topics=TOPICS, tags_of=TAGS.get, max_payload=limit, limits=LIMITS
+    )
 
 
 def reading(**fields: object) -> str:
@@ -30,7 +34,7 @@ def test_a_valid_reading_becomes_one_point_with_derived_fields() -> None:
     assert result.rejections == []
     assert result.lines == [
         "telemetry,bin=b1,site=s1,stream=kitchen fill_pct=50.0,seq=3i,deposits=10i,contaminated=1i,checked_deposits=10i,"
-        f"temp_c=21.0,overflow=0i,over90=0i,received_ms=42i {TS}"
+        f"temp_c=21.0,overflow=0i,over90=0i,received_ms={RECEIVED}i {TS}"
     ]
 
 
@@ -58,11 +62,11 @@ def test_events_and_status_become_their_own_measurements() -> None:
         json.dumps({"ts": TS, "type": "fire", "detail": "smoke"}), topic="binwatch/v1/bins/b1/event"
     )
     assert event.lines == [
-        f'events,bin=b1,site=s1,stream=kitchen,type=fire count=1i,detail="smoke",received_ms=42i {TS}'
+        f'events,bin=b1,site=s1,stream=kitchen,type=fire count=1i,detail="smoke",received_ms={RECEIVED}i {TS}'
     ]
     status = run(json.dumps({"ts": TS, "online": False}), topic="binwatch/v1/bins/b1/status")
     assert status.lines == [
-        f"device_status,bin=b1,site=s1,stream=kitchen online=false,received_ms=42i {TS}"
+        f"device_status,bin=b1,site=s1,stream=kitchen online=false,received_ms={RECEIVED}i {TS}"
     ]
 
 
@@ -99,6 +103,11 @@ CASES: dict[str, tuple[bytes | str, str, str]] = {
         "binwatch/v1/bins/b1/telemetry",
         "not an RFC 3339 time",
     ),
+    "implausible_time": (
+        reading(ts=TS + 3600 * 1000),
+        "binwatch/v1/bins/b1/telemetry",
+        "ts is 3600 s ahead of ingest's clock (limit 300 s)",
+    ),
     "inconsistent": (
         reading(deposits=1, contaminated=3),
         "binwatch/v1/bins/b1/telemetry",
@@ -115,6 +124,36 @@ def test_each_rejection_reason(reason: str) -> None:
     (rejection,) = result.rejections
     assert rejection.reason == reason
     assert detail in rejection.detail
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "kind", "accepted"),
+    [
+        (300 * 1000, "telemetry", True),
+        (300 * 1000 + 1, "telemetry", False),
+        (-24 * 3600 * 1000, "telemetry", True),
+        (-24 * 3600 * 1000 - 1, "telemetry", False),
+        (3600 * 1000, "event", False),
+        (-48 * 3600 * 1000, "status", False),
+    ],
+)
+def test_time_limits_are_inclusive_and_cover_every_kind(
+    offset_ms: int, kind: str, accepted: bool
+) -> None:
+    ts = RECEIVED + offset_ms
+    body = {"telemetry": reading(ts=ts), "event": json.dumps({"ts": ts, "type": "tilt"})}.get(
+        kind, json.dumps({"ts": ts, "online": True})
+    )
+    result = run(body, topic=f"binwatch/v1/bins/b1/{kind}")
+    assert (len(result.lines), len(result.rejections)) == ((1, 0) if accepted else (0, 1))
+    assert all(r.reason == "implausible_time" for r in result.rejections)
+
+
+def test_one_implausible_reading_in_a_buffer_costs_only_itself() -> None:
+    result = run(f"[{reading(seq=1)}, {reading(seq=2, ts=TS + 86_400_000)}]")
+    assert len(result.lines) == 1
+    (rejection,) = result.rejections
+    assert rejection.reason == "implausible_time" and rejection.detail.startswith("[1] ts is")
 
 
 def test_every_reason_decode_can_give_is_tested_here() -> None:

@@ -13,7 +13,7 @@ from devices.registry import BinTags
 from ingest.service import Ingestor
 from simulator.publisher import run_simulation
 from tests.conftest import count_points
-from tests.helpers import wait_for
+from tests.helpers import ADMIN_HEADERS, wait_for
 
 READINGS = 5000
 SEED = 2021
@@ -43,7 +43,7 @@ def test_every_published_reading_is_stored_once_and_served_by_the_api(
     stored = ingest.metrics.value("binwatch_ingest_stored_points_total")
     assert stored == expected + statuses
 
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as api:
         for bin_id in sorted(published.last)[:: max(1, len(bins) // 25)]:
             sent = published.last[bin_id]
             latest = api.get(f"/api/v1/bins/{bin_id}").json()["latest"]

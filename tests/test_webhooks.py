@@ -20,6 +20,7 @@ from collection.messages import Dispatch
 from devices.models import Operator
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import open_manual, requests_of, running_collector
+from tests.helpers import ADMIN_HEADERS
 
 SECRET = "s3cret"
 BIN = "sz-peoples-government-s1-kitchen"
@@ -137,7 +138,7 @@ def test_gives_up_visibly(
         for minutes in (0, 1, 2, 10, 60):
             collector.tick(now + timedelta(minutes=minutes))
     assert len(receiver.received) == 3
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         delivery = client.get(f"/api/v1/collections/{request_id}").json()["delivery"]
     assert delivery["webhook_attempts"] == 3
     assert delivery["webhook_delivered_at"] is None

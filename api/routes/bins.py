@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import queries
+from api.auth import EVERYONE, ScopeDep
 from api.deps import BinId, InfluxDep, SessionDep, WindowDep
 from api.schemas import BinDetail, ReadingSeries
 from devices import registry
@@ -12,19 +13,20 @@ from devices import registry
 router = APIRouter(prefix="/bins", tags=["bins"])
 
 
-@router.get("/{bin_id}", response_model=BinDetail)
-def get_bin(bin_id: BinId, session: SessionDep, influx: InfluxDep) -> BinDetail:
+@router.get("/{bin_id}", response_model=BinDetail, dependencies=[EVERYONE])
+def get_bin(bin_id: BinId, session: SessionDep, influx: InfluxDep, scope: ScopeDep) -> BinDetail:
     """A bin, the site it stands at, and its latest reading (null if it never reported)."""
     bin_ = registry.get_bin(session, bin_id)
+    scope.bin(bin_.site_id, bin_id)
     return BinDetail.of_bin(bin_, queries.latest_of_bin(influx, bin_.id))
 
 
-@router.get("/{bin_id}/readings", response_model=ReadingSeries)
+@router.get("/{bin_id}/readings", response_model=ReadingSeries, dependencies=[EVERYONE])
 def bin_readings(
-    bin_id: BinId, window: WindowDep, session: SessionDep, influx: InfluxDep
+    bin_id: BinId, window: WindowDep, session: SessionDep, influx: InfluxDep, scope: ScopeDep
 ) -> ReadingSeries:
     """A bin's readings from start to end: raw, or downsampled into buckets of `every`."""
-    registry.get_bin(session, bin_id)
+    scope.bin(registry.get_bin(session, bin_id).site_id, bin_id)
     fetch = queries.buckets if window.every else queries.raw_readings
     return ReadingSeries(
         bin_id=bin_id,

@@ -1,8 +1,8 @@
 """Collection requests: raise one by hand, list and read them with their audit trail, and the
-operator's acknowledge / complete (a 409 that says why when it is not theirs or not the time).
+operator's acknowledge / complete (a 409 that says why when it is not the time).
 
-Roles arrive with issue 7: until then the actor is whoever the body names, and it is recorded
-as given."""
+Managers raise requests for their sites; an operator key acts only for its own company, on its
+own requests (403 otherwise); admins may act for anyone. The audit trail records the key too."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from sqlalchemy.orm import Session
 
+from api.auth import ADMIN, EVERYONE, Scope, ScopeDep, allow
 from api.collection_schemas import (
     CancelAction,
     CollectionDetail,
@@ -22,10 +23,13 @@ from api.collection_schemas import (
 )
 from api.deps import SessionDep, SettingsDep
 from api.schemas import ID_REGEX, TimeParam
-from binwatch.errors import InvalidRequest
+from binwatch.errors import InvalidRequest, NotAllowed, NotFound
 from collection import store
 from collection.lifecycle import Actor, Role, Status, TransitionRefused
 from collection.rules import Policy, Rule
+from devices import registry
+from devices.models import CollectionRequest
+from security.keys import ApiRole
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 
@@ -43,8 +47,9 @@ def current_time() -> datetime:
 Now = Annotated[datetime, Depends(current_time)]
 RequestId = Annotated[int, Path(ge=1, le=2**62, description="a collection request id")]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
-    status.HTTP_409_CONFLICT: {"description": "not this operator's, or the wrong state"}
+    status.HTTP_409_CONFLICT: {"description": "the wrong state for this action"}
 }
+_OPERATORS = allow(ApiRole.admin, ApiRole.operator)
 
 
 @router.post(
@@ -52,11 +57,20 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     response_model=CollectionDetail,
     status_code=status.HTTP_201_CREATED,
     responses=_CONFLICT,
+    dependencies=[allow(ApiRole.admin, ApiRole.manager)],
 )
 def create(
-    body: ManualRequest, session: SessionDep, settings: SettingsDep, now: Now
+    body: ManualRequest, session: SessionDep, settings: SettingsDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """Ask for a bin to be emptied; 409 when the bin already has a request waiting for a crew."""
+    try:
+        site_id = registry.get_bin(session, body.bin_id).site_id
+    except NotFound:
+        if caller.is_admin:
+            raise
+        site_id = None  # to anyone else an unknown bin is just one outside their scope
+    if site_id is None or not caller.sees(site_id):
+        raise NotAllowed(f"bin {body.bin_id!r} is not in this key's scope")
     opened = store.open_request(
         session,
         bin_id=body.bin_id,
@@ -64,7 +78,7 @@ def create(
         reason=body.reason,
         now=now,
         policy=Policy.of(settings),
-        actor=Actor(Role.admin, body.requested_by),
+        actor=Actor(Role.admin, _signed(body.requested_by, caller)),
     )
     if not opened.created:
         existing = opened.request
@@ -75,9 +89,10 @@ def create(
     return CollectionDetail.of_request(store.get_request(session, opened.request.id))
 
 
-@router.get("", response_model=CollectionPage)
+@router.get("", response_model=CollectionPage, dependencies=[EVERYONE])
 def list_requests(
     session: SessionDep,
+    caller: ScopeDep,
     status_: Annotated[Status | None, Query(alias="status", description="only this status")] = None,
     site_id: Annotated[str | None, Query(pattern=ID_REGEX, description="only this site")] = None,
     operator_id: Annotated[
@@ -89,7 +104,7 @@ def list_requests(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="requests to skip")] = 0,
 ) -> CollectionPage:
-    """A page of requests, newest first, with the total matching the filters."""
+    """A page of the caller's requests, newest first, with the total matching the filters."""
     if start is not None and end is not None and start >= end:
         raise InvalidRequest("start must be before end")
     page, total = store.list_requests(
@@ -100,6 +115,7 @@ def list_requests(
         bin_id=bin_id,
         start=start,
         end=end,
+        visible_sites=caller.sites,
         limit=limit,
         offset=offset,
     )
@@ -107,38 +123,75 @@ def list_requests(
     return CollectionPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{request_id}", response_model=CollectionDetail)
-def get_request(request_id: RequestId, session: SessionDep) -> CollectionDetail:
+@router.get("/{request_id}", response_model=CollectionDetail, dependencies=[EVERYONE])
+def get_request(request_id: RequestId, session: SessionDep, caller: ScopeDep) -> CollectionDetail:
     """A request with its audit trail (every transition and escalation, with time and actor)."""
-    return CollectionDetail.of_request(store.get_request(session, request_id))
+    request = store.get_request(session, request_id)
+    if not caller.sees(request.site_id):
+        raise NotFound(f"no collection request with id {request_id}")
+    return CollectionDetail.of_request(request)
 
 
-@router.post("/{request_id}/ack", response_model=CollectionDetail, responses=_CONFLICT)
+@router.post(
+    "/{request_id}/ack",
+    response_model=CollectionDetail,
+    responses=_CONFLICT,
+    dependencies=[_OPERATORS],
+)
 def acknowledge(
-    request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now
+    request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """The operator has the request and a crew will come."""
-    actor = Actor(Role.operator, body.operator_id)
+    actor = _operator(session, request_id, body.operator_id, caller)
     return _move(session, request_id, Status.acknowledged, actor, now, body.note)
 
 
-@router.post("/{request_id}/complete", response_model=CollectionDetail, responses=_CONFLICT)
+@router.post(
+    "/{request_id}/complete",
+    response_model=CollectionDetail,
+    responses=_CONFLICT,
+    dependencies=[_OPERATORS],
+)
 def complete(
-    request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now
+    request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """The crew emptied the bin; the next readings verify it (or dispute it)."""
-    actor = Actor(Role.operator, body.operator_id)
+    actor = _operator(session, request_id, body.operator_id, caller)
     return _move(session, request_id, Status.completed, actor, now, body.note, completed_at=now)
 
 
-@router.post("/{request_id}/cancel", response_model=CollectionDetail, responses=_CONFLICT)
+@router.post(
+    "/{request_id}/cancel",
+    response_model=CollectionDetail,
+    responses=_CONFLICT,
+    dependencies=[ADMIN],
+)
 def cancel(
-    request_id: RequestId, body: CancelAction, session: SessionDep, now: Now
+    request_id: RequestId, body: CancelAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """City staff withdraw a request that still waits for a crew."""
-    return _move(
-        session, request_id, Status.cancelled, Actor(Role.admin, body.actor), now, body.note
-    )
+    actor = Actor(Role.admin, _signed(body.actor, caller))
+    return _move(session, request_id, Status.cancelled, actor, now, body.note)
+
+
+def _signed(name: str, caller: Scope) -> str:
+    """The name a body gives, with the key that sent it, for the audit trail (the bootstrap
+    admin key is named as such)."""
+    return f"{name} [key {caller.principal.key_id}]"
+
+
+def _operator(session: Session, request_id: int, operator_id: str, caller: Scope) -> Actor:
+    """The operator acting; an operator key acts only as its own company, on its own requests
+    (403, even for a request that does not exist: an action reveals nothing either)."""
+    if caller.is_admin:
+        return Actor(Role.operator, operator_id)
+    own = caller.principal.operator_id
+    if operator_id != own:
+        raise NotAllowed(f"this key acts for operator {own!r}, not {operator_id!r}")
+    request = session.get(CollectionRequest, request_id)
+    if request is None or request.operator_id != own:
+        raise NotAllowed(f"collection request {request_id} is not assigned to operator {own!r}")
+    return Actor(Role.operator, operator_id)
 
 
 def _move(

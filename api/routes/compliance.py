@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api import compliance_queries as reads
+from api.auth import ADMIN, EVERYONE, ScopeDep, allow
 from api.compliance import (
     DeviceCounts,
     Sums,
@@ -32,8 +33,10 @@ from api.compliance_schemas import (
 )
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.schemas import ID_REGEX, TimeParam
+from binwatch.errors import NotFound
 from binwatch.influx import InfluxClient
 from devices.contract import SiteType
+from security.keys import ApiRole
 
 router = APIRouter(tags=["compliance"])
 
@@ -83,9 +86,15 @@ def report_window(
 ReportWindowDep = Annotated[ReportWindow, Depends(report_window)]
 
 
-@router.get("/compliance/sites/{site_id}", response_model=ComplianceReport, responses=_CSV_RESPONSE)
+@router.get(
+    "/compliance/sites/{site_id}",
+    response_model=ComplianceReport,
+    responses=_CSV_RESPONSE,
+    dependencies=[EVERYONE],
+)
 def site_report(
     site_id: SiteId,
+    caller: ScopeDep,
     window: ReportWindowDep,
     session: SessionDep,
     influx: InfluxDep,
@@ -93,11 +102,17 @@ def site_report(
     format: Format = None,
 ) -> ComplianceReport | Response:
     """A site's accuracy, participation, overflow, device health and cleanliness score."""
+    caller.site(site_id)
     scope = reads.site_scope(session, site_id)
     return _answer(request, format, _report(influx, scope, window, list_sites=False))
 
 
-@router.get("/compliance/areas/{area_id}", response_model=ComplianceReport, responses=_CSV_RESPONSE)
+@router.get(
+    "/compliance/areas/{area_id}",
+    response_model=ComplianceReport,
+    responses=_CSV_RESPONSE,
+    dependencies=[ADMIN],
+)
 def area_report(
     area_id: AreaId,
     window: ReportWindowDep,
@@ -115,9 +130,11 @@ def area_report(
     "/compliance/operators/{operator_id}",
     response_model=ComplianceReport,
     responses=_CSV_RESPONSE,
+    dependencies=[allow(ApiRole.admin, ApiRole.operator)],
 )
 def operator_report(
     operator_id: OperatorId,
+    caller: ScopeDep,
     window: ReportWindowDep,
     session: SessionDep,
     influx: InfluxDep,
@@ -125,11 +142,13 @@ def operator_report(
     format: Format = None,
 ) -> ComplianceReport | Response:
     """The figures of every site an operator serves, with those sites ranked."""
+    if not caller.is_admin and caller.principal.operator_id != operator_id:
+        raise NotFound(f"no operator with id {operator_id!r}")
     scope = reads.operator_scope(session, operator_id)
     return _answer(request, format, _report(influx, scope, window, list_sites=True))
 
 
-@router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE)
+@router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE, dependencies=[EVERYONE])
 def rankings(
     site_type: Annotated[SiteType, Query(description="rank the sites of this type")],
     window: ReportWindowDep,

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api import queries
+from api.auth import PUBLIC
 from api.deps import InfluxDep, SessionDep
 from api.schemas import Health, IngestHealth, from_epoch_ms
 from binwatch.errors import SinkError
@@ -22,6 +23,7 @@ OK = "ok"
 @router.get(
     "/health",
     response_model=Health,
+    dependencies=[PUBLIC],
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health, "description": "degraded"}},
 )
 def health(response: Response, influx: InfluxDep, session: SessionDep) -> Health:

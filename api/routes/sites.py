@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api import queries
+from api.auth import EVERYONE, ScopeDep
 from api.deps import InfluxDep, SessionDep, SiteId
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
 from devices import registry
@@ -19,9 +20,10 @@ MAX_PAGE = 500
 MAX_OFFSET = 1_000_000_000
 
 
-@router.get("", response_model=SitePage)
+@router.get("", response_model=SitePage, dependencies=[EVERYONE])
 def list_sites(
     session: SessionDep,
+    scope: ScopeDep,
     site_type: Annotated[SiteType | None, Query(description="only sites of this type")] = None,
     community_id: Annotated[
         str | None, Query(pattern=ID_REGEX, description="only sites in this community")
@@ -29,24 +31,33 @@ def list_sites(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="sites to skip")] = 0,
 ) -> SitePage:
-    """A page of sites ordered by id, with the total matching the filters."""
+    """A page of the caller's sites ordered by id, with the total matching the filters."""
     page, total = registry.list_sites(
-        session, site_type=site_type, community_id=community_id, limit=limit, offset=offset
+        session,
+        site_type=site_type,
+        community_id=community_id,
+        limit=limit,
+        offset=offset,
+        visible=scope.sites,
     )
     items = [SiteSummary.of(site) for site in page]
     return SitePage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{site_id}", response_model=SiteDetail)
-def get_site(site_id: SiteId, session: SessionDep) -> SiteDetail:
+@router.get("/{site_id}", response_model=SiteDetail, dependencies=[EVERYONE])
+def get_site(site_id: SiteId, session: SessionDep, scope: ScopeDep) -> SiteDetail:
     """A site with its place in the grid (community, street, district) and its operator."""
+    scope.site(site_id)
     site = registry.get_site(session, site_id)
     return SiteDetail.of(site, registry.area_chain(session, site.community_id))
 
 
-@router.get("/{site_id}/bins", response_model=list[BinState])
-def site_bins(site_id: SiteId, session: SessionDep, influx: InfluxDep) -> list[BinState]:
+@router.get("/{site_id}/bins", response_model=list[BinState], dependencies=[EVERYONE])
+def site_bins(
+    site_id: SiteId, session: SessionDep, influx: InfluxDep, scope: ScopeDep
+) -> list[BinState]:
     """Every bin of a site with its latest reading (null if it never reported)."""
+    scope.site(site_id)
     site = registry.get_site(session, site_id)
     latest = queries.latest_by_bin(influx, site.id)
     return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in site.bins]

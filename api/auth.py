@@ -1,0 +1,157 @@
+"""Who is calling and what they may see, decided in one place.
+
+Every route declares a `Require` policy (the roles that may call it at all); a route without one
+fails tests/test_security_api.py. The caller's scope (`Scope`) is computed once per request from
+its key: admins see everything, managers the sites on their key, operators the sites their
+company serves. Outside the scope, reads answer 404 exactly as for an id that does not exist (no
+existence leak) and actions answer 403 with the reason."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from api.deps import SessionDep, SettingsDep
+from binwatch.errors import NotAllowed, NotFound
+from devices.models import Site
+from security.keys import ApiRole, Principal, authenticate
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `binwatch keys create`")
+_UNAUTHENTICATED = "a valid API key is required: Authorization: Bearer <key>"
+
+
+class RateLimiter:
+    """A token bucket per API key, in this process's memory: with several API replicas each
+    enforces its own, so a key gets up to replicas × the rate (put a shared limiter in the load
+    balancer if that matters)."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self._rate, self._burst = rate_per_s, float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str) -> float:
+        """0 when `key` may go ahead now (and takes a token), else seconds until it may."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - at) * self._rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self._rate
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The authenticated caller (401 otherwise), within its rate (429 with Retry-After)."""
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    principal = (
+        authenticate(session, credentials.credentials, now=datetime.now(UTC), admin_token=admin)
+        if credentials is not None
+        else None
+    )
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            _UNAUTHENTICATED,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.retry_after(principal.key_id)
+    if wait > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit of {settings.api_rate_per_s:g} requests/s for this key exceeded",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+class Policy:
+    """A route's policy, given as `dependencies=[allow(...)]`: the roles that may call it at all
+    (403 with a message for the others). tests/test_security_api.py finds it on every route."""
+
+    def __init__(self, roles: frozenset[ApiRole]) -> None:
+        self.roles = roles
+
+    def __call__(self, principal: PrincipalDep) -> None:
+        if principal.role not in self.roles:
+            raise NotAllowed(f"a {principal.role.value} key may not use this endpoint")
+
+
+class PublicPolicy(Policy):
+    """No key needed: only for `/health`, which load balancers and compose health gates poll."""
+
+    def __init__(self) -> None:
+        super().__init__(frozenset(ApiRole))
+
+    def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
+def allow(*roles: ApiRole) -> Any:
+    """The dependency declaring who may call a route."""
+    return Depends(Policy(frozenset(roles)))
+
+
+PUBLIC: Any = Depends(PublicPolicy())
+EVERYONE: Any = allow(*ApiRole)
+ADMIN: Any = allow(ApiRole.admin)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The caller and the sites it may see (`sites` None: every site)."""
+
+    principal: Principal
+    sites: frozenset[str] | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.role is ApiRole.admin
+
+    def sees(self, site_id: str) -> bool:
+        return self.sites is None or site_id in self.sites
+
+    def site(self, site_id: str) -> None:
+        """Reading a site: NotFound, word for word as for a missing one, when out of scope."""
+        if not self.sees(site_id):
+            raise NotFound(f"no site with id {site_id!r}")
+
+    def bin(self, bin_site_id: str, bin_id: str) -> None:
+        if not self.sees(bin_site_id):
+            raise NotFound(f"no bin with id {bin_id!r}")
+
+    def act_on_site(self, site_id: str) -> None:
+        """Acting on a site: NotAllowed (403) with the reason when out of scope."""
+        if not self.sees(site_id):
+            raise NotAllowed(f"site {site_id!r} is not in this key's scope")
+
+
+def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
+    if principal.role is ApiRole.admin:
+        return Scope(principal, None)
+    if principal.role is ApiRole.manager:
+        return Scope(principal, principal.site_ids)
+    served = session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
+    return Scope(principal, frozenset(served))
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]

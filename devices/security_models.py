@@ -1,0 +1,48 @@
+"""The security tables (issue 7): API keys and MQTT credentials. Only hashes are stored; the
+secrets themselves are shown once, when they are issued (security.keys, security.mqtt_auth)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from devices.models import Base, UtcDateTime
+
+API_ROLES = ("admin", "manager", "operator")
+MQTT_KINDS = ("bin", "service")
+
+
+class ApiKey(Base):
+    """One API key: `Authorization: Bearer bw_<id>_<secret>`; the id finds the row, the SHA-256
+    of the whole token proves it. Managers are scoped to `site_ids` (space-separated), operators
+    to `operator_id`."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(f"role IN {API_ROLES!r}", name="ck_api_keys_role"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    site_ids: Mapped[str] = mapped_column(Text, default="")
+    operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class MqttCredential(Base):
+    """A broker account: a bin (username = its id) or a service (ingest, simulator, collector,
+    alerter, crews); `password_hash` is already in Mosquitto 2's `$7$` format, so the export
+    copies it as is."""
+
+    __tablename__ = "mqtt_credentials"
+    __table_args__ = (CheckConstraint(f"kind IN {MQTT_KINDS!r}", name="ck_mqtt_credentials_kind"),)
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    bin_id: Mapped[str | None] = mapped_column(ForeignKey("bins.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,1 @@
+"""Who may speak and who may see (issue 7): API keys and roles, MQTT credentials and ACLs."""

@@ -1,0 +1,130 @@
+"""`binwatch keys …` and `binwatch mqtt-auth …`: issue, list and revoke API keys and MQTT
+credentials. Secrets are printed once, here, and never again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from binwatch.errors import BinwatchError
+from binwatch.settings import Settings
+from devices.db import migrate, session_factory
+from devices.registry import make_engine
+from security import mqtt_auth
+from security.keys import ApiRole, create_key, list_keys, revoke_key
+
+keys_app = typer.Typer(help="API keys: create (token shown once), list, revoke.")
+mqtt_auth_app = typer.Typer(help="MQTT credentials, and the broker's password and ACL files.")
+console = Console()
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Session, Settings]]:
+    settings = Settings()
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            yield session, settings
+    except BinwatchError as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("create")
+def create_command(
+    role: Annotated[ApiRole, typer.Option(help="admin, manager or operator")],
+    name: Annotated[str, typer.Option(help="who holds the key, for the list")],
+    site: Annotated[list[str] | None, typer.Option(help="a manager's site (repeat)")] = None,
+    operator: Annotated[str | None, typer.Option(help="an operator key's company")] = None,
+    days: Annotated[float | None, typer.Option(help="valid for this many days")] = 365.0,
+) -> None:
+    """Create a key and print its token (only now: only its hash is kept)."""
+    now = datetime.now(UTC)
+    with _session() as (session, _):
+        issued = create_key(
+            session,
+            name=name,
+            role=role,
+            now=now,
+            site_ids=site or (),
+            operator_id=operator,
+            expires_at=now + timedelta(days=days) if days else None,
+        )
+    console.print(f"key {issued.key.id} ({role.value}); token, shown once:")
+    print(issued.token)
+
+
+@keys_app.command("list")
+def list_command() -> None:
+    """Every key with its role, scope, expiry and revocation (never a token)."""
+    table = Table("id", "name", "role", "scope", "created", "expires", "revoked")
+    with _session() as (session, _):
+        for key in list_keys(session):
+            table.add_row(
+                key.id,
+                key.name,
+                key.role,
+                key.site_ids or key.operator_id or "everything",
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "never",
+                f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+            )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_command(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> None:
+    """Revoke a key: from the next request on, it is refused."""
+    with _session() as (session, _):
+        revoke_key(session, key_id, now=datetime.now(UTC))
+    console.print(f"revoked {key_id}")
+
+
+@mqtt_auth_app.command("issue")
+def issue_command(
+    username: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="bin ids, services (ingest, collector, alerter, simulator), operator-<id>"
+        ),
+    ] = None,
+) -> None:
+    """New passwords for USERNAMEs, or for every bin that has none; printed once as
+    `username password` lines. Run `export` afterwards and SIGHUP the broker."""
+    now = datetime.now(UTC)
+    with _session() as (session, _):
+        if username:
+            issued = [mqtt_auth.issue(session, name, now=now) for name in username]
+        else:
+            issued = mqtt_auth.issue_missing_bins(session, now=now)
+    for one in issued:
+        print(one.username, one.password)
+
+
+@mqtt_auth_app.command("revoke")
+def revoke_account(username: Annotated[str, typer.Argument(help="the account")]) -> None:
+    """Delete an account; it is refused once the exported files reach the broker."""
+    with _session() as (session, _):
+        mqtt_auth.revoke(session, username)
+    console.print(f"revoked {username}; run export and SIGHUP the broker")
+
+
+@mqtt_auth_app.command("export")
+def export_command(
+    directory: Annotated[Path, typer.Argument(help="where to write `passwords` and `acl`")],
+) -> None:
+    """Write Mosquitto's password file and ACL (topic prefix from BINWATCH_TOPIC_PREFIX)."""
+    with _session() as (session, settings):
+        passwords, acl = mqtt_auth.export(session, directory, prefix=settings.topic_prefix)
+    console.print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to load them")

@@ -1,0 +1,129 @@
+"""API keys: issued with a role and a scope, stored as hashes, revocable, with an expiry.
+
+A token reads `bw_<key id>_<secret>`: the id finds the row without scanning, the hash of the
+whole token proves it. `BINWATCH_ADMIN_TOKEN`, when set, is an admin key that lives only in the
+environment: enough to create the first real keys on a fresh install, and gone once unset."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from binwatch.errors import InvalidRequest, NotFound
+from devices.models import Operator, Site
+from devices.security_models import ApiKey
+from security.hashing import new_secret, same_hash, token_hash
+
+TOKEN_PREFIX = "bw_"
+BOOTSTRAP_KEY_ID = "bootstrap-admin"
+
+
+class ApiRole(StrEnum):
+    admin = "admin"  # city and district staff: everything
+    manager = "manager"  # a property manager: their sites
+    operator = "operator"  # an operator company: the sites it serves, its own requests
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key, its role and what it was scoped to when issued."""
+
+    key_id: str
+    role: ApiRole
+    site_ids: frozenset[str] = frozenset()
+    operator_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: ApiKey
+    token: str  # shown once: only its hash is stored
+
+
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    role: ApiRole,
+    now: datetime,
+    site_ids: Sequence[str] = (),
+    operator_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    """A new key; its scope must name registered sites (manager) or an operator (operator)."""
+    if role is ApiRole.manager:
+        if not site_ids:
+            raise InvalidRequest("a manager key needs at least one site")
+        missing = set(site_ids) - set(session.scalars(select(Site.id).where(Site.id.in_(site_ids))))
+        if missing:
+            raise InvalidRequest(f"no site with id {sorted(missing)!r}")
+    elif site_ids:
+        raise InvalidRequest(f"only manager keys are scoped to sites, not {role.value} keys")
+    if role is ApiRole.operator:
+        if operator_id is None or session.get(Operator, operator_id) is None:
+            raise InvalidRequest(
+                f"an operator key needs a registered operator, got {operator_id!r}"
+            )
+    elif operator_id is not None:
+        raise InvalidRequest(f"only operator keys name an operator, not {role.value} keys")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidRequest("the expiry must be in the future")
+    key_id = secrets.token_hex(6)
+    token = f"{TOKEN_PREFIX}{key_id}_{new_secret()}"
+    key = ApiKey(
+        id=key_id,
+        token_hash=token_hash(token),
+        name=name,
+        role=role.value,
+        site_ids=" ".join(sorted(set(site_ids))),
+        operator_id=operator_id,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(key)
+    session.commit()
+    return IssuedKey(key, token)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_key(session: Session, key_id: str, *, now: datetime) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no API key with id {key_id!r}")
+    if key.revoked_at is None:
+        key.revoked_at = now
+        session.commit()
+    return key
+
+
+def authenticate(
+    session: Session, token: str, *, now: datetime, admin_token: str | None
+) -> Principal | None:
+    """The principal a bearer token stands for; None for an unknown, wrong, revoked or expired
+    one (the caller gets one answer for all four, so a probe learns nothing)."""
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(BOOTSTRAP_KEY_ID, ApiRole.admin)
+    key_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    if not token.startswith(TOKEN_PREFIX) or not secret:
+        return None
+    key = session.get(ApiKey, key_id)
+    if key is None or not same_hash(token, key.token_hash):
+        return None
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    return Principal(
+        key.id,
+        ApiRole(key.role),
+        frozenset(key.site_ids.split()),
+        key.operator_id,
+    )
