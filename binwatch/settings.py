@@ -99,6 +99,71 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
     )
 
+    alert_temp_raise_c: float = Field(
+        60, description="temperature at or over which a bin raises an overheat (fire-risk) alert"
+    )
+    alert_temp_clear_c: float = Field(
+        45, description="temperature at or under which an overheat alert clears (hysteresis)"
+    )
+    alert_temp_rise_c_per_min: float = Field(
+        5, gt=0, description="temperature rise, °C per minute, that raises an overheat alert"
+    )
+    alert_battery_raise_pct: float = Field(
+        15, ge=0, le=100, description="battery under which a battery alert is raised"
+    )
+    alert_battery_clear_pct: float = Field(
+        25, ge=0, le=100, description="battery at or over which a battery alert clears"
+    )
+    alert_full_for_min: float = Field(
+        120, gt=0, description="minutes at 100 % fill that raise a full-too-long alert"
+    )
+    alert_full_clear_pct: float = Field(
+        90, gt=0, le=100, description="fill under which a full-too-long alert clears"
+    )
+    alert_skew_raise_s: float = Field(
+        300, gt=0, description="device clock offset, seconds, that raises a clock alert"
+    )
+    alert_skew_clear_s: float = Field(
+        60, gt=0, description="device clock offset, seconds, under which a clock alert clears"
+    )
+    alert_report_interval_s: float = Field(
+        60, gt=0, description="the bins' reporting interval, seconds (offline detection)"
+    )
+    alert_offline_intervals: float = Field(
+        3, gt=0, description="reporting intervals of silence after which a bin is offline"
+    )
+    alert_event_hold_min: float = Field(
+        30, gt=0, description="minutes without a repeat after which an event's alert clears"
+    )
+    alert_gap_hold_min: float = Field(
+        60, gt=0, description="minutes without a new seq gap after which a gap alert clears"
+    )
+    alert_webhook_attempts: int = Field(
+        5, ge=1, le=20, description="webhook deliveries tried per alert notice and recipient"
+    )
+
+    admin_token: SecretStr | None = Field(
+        None, description="an admin API key kept only here, for a fresh install (unset it later)"
+    )
+    api_token: SecretStr | None = Field(
+        None, description="the API key the simulator's crews send (an operator or admin key)"
+    )
+    api_rate_per_s: float = Field(
+        20, gt=0, description="requests per second one API key may make, sustained (per replica)"
+    )
+    api_rate_burst: int = Field(
+        100, ge=1, description="requests one API key may make at once before being slowed"
+    )
+    api_max_body: int = Field(
+        64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
+    )
+    ingest_max_future_s: float = Field(
+        300, ge=0, description="readings stamped further ahead of ingest's clock are rejected"
+    )
+    ingest_max_past_s: float = Field(
+        30 * 24 * 3600, gt=0, description="readings older than this are rejected (offline buffers)"
+    )
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_has_no_wildcards(cls, value: str) -> str:

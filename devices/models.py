@@ -229,3 +229,7 @@ class AreaContact(Base):
     mqtt_topic: Mapped[str | None] = mapped_column(String(300))
     webhook_url: Mapped[str | None] = mapped_column(String(500))
     webhook_secret: Mapped[str | None] = mapped_column(String(200))
+
+
+# Registers the alert and security tables on Base (they import Base from here).
+from devices import alerts_models, security_models  # noqa: E402, F401

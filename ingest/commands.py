@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from alerts.hook import AlertHook
 from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from collection.hook import ThresholdHook
@@ -85,13 +86,17 @@ def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     hook = ThresholdHook(settings)  # the collection threshold rule, on every stored batch
+    alerts = AlertHook(settings)  # the alert rules, on every stored reading, event and status
     try:
-        Ingestor(settings, worker=index, shared=shared, on_stored=hook).run(stop)
+        Ingestor(settings, worker=index, shared=shared, on_stored=hook, on_arrivals=alerts).run(
+            stop
+        )
     except (BinwatchError, RuntimeError) as exc:
         log.error("ingest stopped: %s", exc)
         return CANNOT_GO_ON
     finally:
         hook.close()
+        alerts.close()
     return 0
 
 

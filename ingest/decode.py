@@ -36,6 +36,7 @@ REASONS = (
     "wrong_type",
     "out_of_range",
     "bad_timestamp",
+    "implausible_time",
     "inconsistent",
     "rejected_by_influxdb",
     "ingest_error",
@@ -60,6 +61,19 @@ class Decoded:
     rejections: list[Rejection] = field(default_factory=list)
     # The valid telemetry, for rules that act on readings once they are stored (collection).
     readings: list[tuple[str, Reading]] = field(default_factory=list)
+    # Valid events and statuses, for the alert rules (which act on readings too).
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    statuses: list[tuple[str, Status]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """How far a message's `ts` may lie from ingest's clock. A device clock that is wrong by
+    days would write points where nobody looks for them (and overwrite real ones there), so such
+    a message is dead-lettered instead; a bin's offline buffer is why the past limit is long."""
+
+    max_past_ms: int
+    max_future_ms: int
 
 
 TagLookup = Callable[[str], str | None]
@@ -74,7 +88,9 @@ def decode(
     topics: Topics,
     tags_of: TagLookup,
     max_payload: int,
+    limits: TimeLimits | None = None,
 ) -> Decoded:
+    """`limits` None accepts any `ts` (replays and tests of stored history)."""
     decoded = Decoded()
 
     def reject(reason: str, detail: str) -> Decoded:
@@ -108,14 +124,14 @@ def decode(
         if not document:
             return reject("empty_batch", "an empty array carries no readings")
         for index, element in enumerate(document):
-            outcome = _decode_one(where, element, measurement, tags, received_ms, decoded.readings)
+            outcome = _decode_one(where, element, measurement, tags, received_ms, limits, decoded)
             if isinstance(outcome, str):
                 decoded.lines.append(outcome)
             else:
                 body = json.dumps(element, ensure_ascii=False).encode()
                 decoded.rejections.append(Rejection(outcome[0], f"[{index}] {outcome[1]}", body))
         return decoded
-    outcome = _decode_one(where, document, measurement, tags, received_ms, decoded.readings)
+    outcome = _decode_one(where, document, measurement, tags, received_ms, limits, decoded)
     if isinstance(outcome, str):
         decoded.lines.append(outcome)
         return decoded
@@ -128,9 +144,11 @@ def _decode_one(
     measurement: str,
     tags: str,
     received_ms: int,
-    readings: list[tuple[str, Reading]],
+    limits: TimeLimits | None,
+    decoded: Decoded,
 ) -> str | tuple[str, str]:
-    """One JSON document → its line (a valid reading also joins `readings`), or (reason, detail)."""
+    """One JSON document → its line (a valid reading, event or status also joins `decoded`'s
+    list of them), or (reason, detail)."""
     kind = where.kind
     if not isinstance(document, dict):
         expected = (
@@ -157,7 +175,9 @@ def _decode_one(
                 "received_ms": received_ms,
             }
             ts = reading.ts
-            readings.append((where.bin_id, reading))
+            if problem := _implausible(epoch_ms(ts), received_ms, limits):
+                return problem
+            decoded.readings.append((where.bin_id, reading))
         elif kind is TopicKind.event:
             event = Event.model_validate(document)
             tags = f"{tags},type={event.type}"
@@ -169,7 +189,30 @@ def _decode_one(
             ts = status.ts
     except ValidationError as exc:
         return explain(exc)
+    if problem := _implausible(epoch_ms(ts), received_ms, limits):
+        return problem
+    if kind is TopicKind.event:
+        decoded.events.append((where.bin_id, event))
+    elif kind is TopicKind.status:
+        decoded.statuses.append((where.bin_id, status))
     return point(measurement, tags, fields, epoch_ms(ts))
+
+
+def _implausible(ts_ms: int, received_ms: int, limits: TimeLimits | None) -> tuple[str, str] | None:
+    if limits is None:
+        return None
+    if ts_ms > received_ms + limits.max_future_ms:
+        ahead = (ts_ms - received_ms) / 1000
+        return "implausible_time", (
+            f"ts is {ahead:.0f} s ahead of ingest's clock (limit {limits.max_future_ms // 1000} s);"
+            " is the device clock set?"
+        )
+    if ts_ms < received_ms - limits.max_past_ms:
+        behind = (received_ms - ts_ms) / 1000
+        return "implausible_time", (
+            f"ts is {behind:.0f} s in the past (limit {limits.max_past_ms // 1000} s)"
+        )
+    return None
 
 
 def _float(value: float | None) -> float | None:

@@ -26,10 +26,10 @@ from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
-from devices.contract import Reading, Topics
+from devices.contract import Event, Reading, Status, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine
-from ingest.decode import Decoded, Rejection, decode
+from ingest.decode import Decoded, Rejection, TimeLimits, decode
 from ingest.lineprotocol import point, tag_set
 from ingest.metrics import IngestMetrics
 
@@ -53,6 +53,21 @@ StoredHook = Callable[[list[tuple[str, Reading]]], None]
 """Called with each batch's valid readings (bin id, reading) once they are stored and before they
 are acknowledged, so a rule acting on them (collection requests) runs at least once per reading;
 it is retried like the write while it raises, so it must be idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A valid message part as stored: what a bin sent, and when ingest received it."""
+
+    bin_id: str
+    message: Reading | Event | Status
+    received_at: float  # epoch seconds, ingest's clock
+
+
+ArrivalHook = Callable[[list[Arrival]], None]
+"""Like `StoredHook`, for rules that need events and statuses as well as readings (alerts), and
+when each arrived: called with every valid reading, event and status of a stored batch, in
+arrival order, before the batch is acknowledged; retried while it raises, so idempotent too."""
 
 
 @dataclass(slots=True)
@@ -80,12 +95,18 @@ class Ingestor:
         shared: bool = False,
         clock: Callable[[], float] = time.time,
         on_stored: StoredHook | None = None,
+        on_arrivals: ArrivalHook | None = None,
     ) -> None:
         self.settings = settings
         self._on_stored = on_stored
+        self._on_arrivals = on_arrivals
         self.worker = worker
         self.metrics = IngestMetrics()
         self.topics = Topics(settings.topic_prefix)
+        self._limits = TimeLimits(
+            max_past_ms=round(settings.ingest_max_past_s * 1000),
+            max_future_ms=round(settings.ingest_max_future_s * 1000),
+        )
         self.influx = InfluxClient(settings)
         self.engine = make_engine(settings.database_url)
         self._clock = clock
@@ -197,6 +218,7 @@ class Ingestor:
                 topics=self.topics,
                 tags_of=self._tags.get,
                 max_payload=self.settings.ingest_max_payload,
+                limits=self._limits,
             )
         except Exception as exc:
             # A bug must not kill paho's network thread or lose the message: keep it for replay.
@@ -339,6 +361,13 @@ class Ingestor:
             stored = [item for pending in batch for item in pending.decoded.readings]
             if stored and self._retrying(lambda: self._run_hook(stored), stop, batch) is None:
                 return None
+        if self._on_arrivals is not None:
+            arrivals = _arrivals(batch)
+            if (
+                arrivals
+                and self._retrying(lambda: self._run_arrivals(arrivals), stop, batch) is None
+            ):
+                return None
         return lines, refused, letters, write_s
 
     def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:
@@ -406,6 +435,11 @@ class Ingestor:
         self._on_stored(readings)
         return True
 
+    def _run_arrivals(self, arrivals: list[Arrival]) -> bool:
+        assert self._on_arrivals is not None
+        self._on_arrivals(arrivals)
+        return True
+
     def _save_letters(self, letters: list[DeadLetter]) -> bool:
         with Session(self.engine, expire_on_commit=False) as session:
             add_dead_letters(session, letters)
@@ -439,6 +473,15 @@ class Ingestor:
                 self.influx.write([heartbeat])
             except (SinkUnavailable, SinkRejected) as exc:
                 log.info("heartbeat not written: %s", exc)
+
+
+def _arrivals(batch: list[_Pending]) -> list[Arrival]:
+    arrivals: list[Arrival] = []
+    for pending in batch:
+        decoded = pending.decoded
+        for part in (decoded.readings, decoded.events, decoded.statuses):
+            arrivals += [Arrival(bin_id, message, pending.received_at) for bin_id, message in part]
+    return arrivals
 
 
 def _letter(topic: str, rejection: Rejection, received_at: float) -> DeadLetter:

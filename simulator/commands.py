@@ -17,6 +17,7 @@ from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from devices.registry import BinTags, bin_tags, make_engine
 from simulator.crews import Crews
+from simulator.faults import Fault, Injector
 from simulator.publisher import run_simulation
 
 NO_BINS = "no bins in the registry: run `binwatch fleet import` first"
@@ -52,10 +53,21 @@ def simulate(
     skip_share: Annotated[
         float, typer.Option(min=0, max=1, help="share of crew jobs reported done but not done")
     ] = 0.05,
+    inject: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a fault for the demo, KIND:BIN_ID@MINUTES (simulated minutes after start), "
+            "KIND one of fire, tilt, silence, battery; repeatable"
+        ),
+    ] = None,
 ) -> None:
     """Publish every registered bin's readings over MQTT until done or Ctrl-C."""
     settings = Settings()
     console = Console(stderr=True)
+    try:
+        injector = Injector([Fault.parse(spec) for spec in inject or []]) if inject else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--inject") from None
     bins = _registered_bins(settings, console)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -83,6 +95,7 @@ def simulate(
                 stop=stop,
                 on_progress=show,
                 between_rounds=crew.apply if crew else None,
+                injector=injector,
             )
         except BinwatchError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)

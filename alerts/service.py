@@ -1,0 +1,131 @@
+"""`binwatch alerter`'s loop: everything about alerts that is not a message arriving (ingest's
+hook) or a person acknowledging (the API).
+
+Each `tick(now)` raises `offline` for bins silent for N reporting intervals and
+`full_too_long` for bins full past the limit with no reading to say so, clears held alerts
+(events, seq gaps) not seen again for their hold time, delivers queued notices (MQTT, then
+webhooks with retries) and copies the history to InfluxDB. Driven by the `now` it is given, so
+tests call `tick` with the moment they want; state lives in the database, so a restarted (or a
+second) alerter does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Engine
+
+from alerts import rules, store
+from alerts.delivery import Deliverer
+from binwatch.influx import InfluxClient
+from binwatch.settings import Settings
+from devices.alerts_models import AlertEvent
+from devices.contract import epoch_ms
+from devices.db import session_factory
+from devices.registry import BinTags, bin_tags
+from ingest.lineprotocol import point, tag_set
+
+log = logging.getLogger(__name__)
+
+# How often the loop runs: offline bins are noticed and notices sent within this.
+TICK_S: Final = 5.0
+# History rows copied to InfluxDB per write.
+EXPORT_BATCH: Final = 1000
+
+
+class Alerter:
+    """One alerter. `tick(now)` does one round of everything; `run(stop)` ticks until told."""
+
+    def __init__(
+        self, settings: Settings, *, engine: Engine, influx: InfluxClient, deliverer: Deliverer
+    ) -> None:
+        self.settings = settings
+        self.limits = rules.Limits.of(settings)
+        self.sessions = session_factory(engine)
+        self.influx = influx
+        self.deliverer = deliverer
+        self.failures = 0  # steps that raised: logged, retried next tick; tests expect none
+        self._tags: dict[str, BinTags] = {}
+
+    def run(self, stop: threading.Event, clock: Callable[[], datetime]) -> None:
+        while not stop.is_set():
+            self.tick(clock())
+            stop.wait(TICK_S)
+
+    def tick(self, now: datetime) -> None:
+        steps: list[Callable[[datetime], None]] = [
+            self.watch,
+            self.deliver,
+            self.export,
+        ]
+        for step in steps:
+            try:
+                step(now)
+            except Exception:
+                self.failures += 1
+                log.exception("alerter step %s failed; retrying next tick", step.__name__)
+
+    def watch(self, now: datetime) -> None:
+        """The conditions only the clock can tell: silence, full for too long, hold expiry."""
+        prefix = self.settings.topic_prefix
+        with self.sessions() as session:
+            for row in store.silent_bins(session, now - self.limits.silent_for):
+                assert row.last_seen_at is not None
+                silent_s = (now - row.last_seen_at).total_seconds()
+                finding = rules.Finding(
+                    rules.AlertType.offline, True, f"nothing received for {silent_s:.0f} s"
+                )
+                if store.live_alert(session, row.bin_id, finding.kind) is None:
+                    store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+            for row in store.full_since_before(session, now - self.limits.full_for):
+                assert row.full_since is not None
+                finding = rules.full_too_long(row.full_since, now)
+                if store.live_alert(session, row.bin_id, finding.kind) is None:
+                    store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+            for alert in store.live(session, rules.HELD):
+                kind = rules.AlertType(alert.type)
+                if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
+                    unseen = f"not seen again for {self.limits.hold(kind)}"
+                    store.clear(session, alert, now=now, note=unseen, prefix=prefix)
+            session.commit()
+
+    def deliver(self, now: datetime) -> None:
+        with self.sessions() as session:
+            self.deliverer.deliver(session, now)
+
+    def export(self, _now: datetime) -> None:
+        """Copy history rows InfluxDB does not have yet (an outbox: nothing is lost while it is
+        down, and a copy made twice lands on the same point)."""
+        with self.sessions() as session:
+            while events := store.unexported(session, EXPORT_BATCH):
+                if any(e.alert.bin_id not in self._tags for e in events):
+                    self._tags = bin_tags(session)
+                self.influx.write([self._point(event) for event in events])
+                for event in events:
+                    event.exported = True
+                session.commit()
+
+    def _point(self, event: AlertEvent) -> str:
+        """Measurement `alerts`: one point per lifecycle change, tagged like the bin's readings
+        plus the alert's type, severity and the state it entered."""
+        alert = event.alert
+        known = self._tags.get(alert.bin_id)
+        tags = {"bin": alert.bin_id, "site": alert.site_id}
+        if known is not None:
+            tags |= {
+                "site_type": known.site_type,
+                "stream": known.stream,
+                "community": known.community,
+                "street": known.street,
+                "district": known.district,
+                "operator": known.operator,
+            }
+        state = {"raised": "active"}.get(event.kind, event.kind)
+        tags |= {"type": alert.type, "severity": alert.severity, "state": state}
+        duration = alert.duration_s if event.kind == "cleared" else None
+        fields = {"alert_id": alert.id, "duration_s": duration, "actor": event.actor}
+        return point("alerts", tag_set(tags), fields, epoch_ms(event.at))

@@ -1,0 +1,330 @@
+"""The alerts' SQL: raising (once, by the partial unique index), refreshing, clearing and
+acknowledging alerts, each change appending to the history and queueing its deliveries in the
+same transaction; what the rules remember per bin; and the queries the alerter and the API need.
+
+Every change is a conditional UPDATE or an INSERT the index may refuse, so ingest workers, the
+alerter and the API can act on the same alert at once and each change happens exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from alerts.messages import alert_topic
+from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
+from binwatch.errors import NotFound
+from devices.alerts_models import (
+    LIVE_STATES,
+    Alert,
+    AlertDelivery,
+    AlertEvent,
+    BinHealth,
+    SiteContact,
+)
+from devices.models import Area, AreaContact, Bin, Operator, Site
+
+ALERTER = "alerter"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who hears of an alert: a role, its id (site, operator or area) and its addresses."""
+
+    role: str  # site (the site's alert topic), manager, operator, community, squad
+    id: str
+    mqtt_topic: str | None
+    webhook_url: str | None
+
+
+def audience(severity: Severity) -> tuple[str, ...]:
+    """Who is told, by severity: the manager and the operator always, the community from
+    `major` up ("the community blows the whistle"), the street's squad for `critical`."""
+    roles = ["manager", "operator"]
+    if severity in (Severity.major, Severity.critical):
+        roles.append("community")
+    if severity is Severity.critical:
+        roles.append("squad")
+    return tuple(roles)
+
+
+def recipients(session: Session, site_id: str, severity: Severity, prefix: str) -> list[Recipient]:
+    site = session.get_one(Site, site_id)
+    found = [Recipient("site", site_id, alert_topic(prefix, site_id), None)]
+    for role in audience(severity):
+        if role == "manager":
+            contact = session.get(SiteContact, site_id)
+            if contact is not None:
+                found.append(Recipient(role, site_id, contact.mqtt_topic, contact.webhook_url))
+        elif role == "operator":
+            operator = session.get_one(Operator, site.operator_id)
+            found.append(Recipient(role, operator.id, None, operator.webhook_url))
+        else:
+            area_id = site.community_id
+            if role == "squad":
+                area_id = session.get_one(Area, area_id).parent_id or area_id
+            area = session.get(AreaContact, area_id)
+            if area is not None:
+                found.append(Recipient(role, area_id, area.mqtt_topic, area.webhook_url))
+    return found
+
+
+def webhook_secret(session: Session, delivery: AlertDelivery) -> str | None:
+    """Looked up when sending, so a rotated secret applies to retries too."""
+    if delivery.recipient == "manager":
+        contact = session.get(SiteContact, delivery.recipient_id)
+        return contact.webhook_secret if contact else None
+    if delivery.recipient == "operator":
+        operator = session.get(Operator, delivery.recipient_id)
+        return operator.webhook_secret if operator else None
+    area = session.get(AreaContact, delivery.recipient_id)
+    return area.webhook_secret if area else None
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+def live_alert(session: Session, bin_id: str, kind: AlertType) -> Alert | None:
+    return session.scalar(
+        select(Alert).where(
+            Alert.bin_id == bin_id, Alert.type == kind.value, Alert.state.in_(LIVE_STATES)
+        )
+    )
+
+
+def apply(
+    session: Session, bin_id: str, finding: Finding, *, now: datetime, prefix: str
+) -> Alert | None:
+    """Raise or refresh (present) or clear (over) the bin's alert of the finding's type; the
+    alert raised or cleared, None when nothing changed. The caller commits."""
+    if finding.present:
+        return raise_alert(session, bin_id, finding, now=now, prefix=prefix)
+    existing = live_alert(session, bin_id, finding.kind)
+    if existing is None:
+        return None
+    return clear(session, existing, now=now, note=finding.detail, prefix=prefix)
+
+
+def raise_alert(
+    session: Session, bin_id: str, finding: Finding, *, now: datetime, prefix: str
+) -> Alert | None:
+    """The new alert, or None when one is already live (then only its `last_seen_at` moves on,
+    which is what keeps a held condition from clearing)."""
+    existing = live_alert(session, bin_id, finding.kind)
+    if existing is not None:
+        if now > existing.last_seen_at:
+            existing.last_seen_at = now
+        return None
+    site_id = session.get_one(Bin, bin_id).site_id
+    severity = SEVERITY[finding.kind]
+    alert = Alert(
+        bin_id=bin_id,
+        site_id=site_id,
+        type=finding.kind.value,
+        severity=severity.value,
+        state="active",
+        detail=finding.detail,
+        started_at=now,
+        last_seen_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(alert)
+            session.flush()
+    except IntegrityError:
+        return None  # someone else raised it in the meantime: theirs is the one
+    _record(session, alert, "raised", ALERTER, finding.detail, now, prefix)
+    return alert
+
+
+def clear(session: Session, alert: Alert, *, now: datetime, note: str, prefix: str) -> Alert | None:
+    duration = max(0.0, (now - alert.started_at).total_seconds())
+    changed = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.state.in_(LIVE_STATES))
+        .values(state="cleared", cleared_at=now, duration_s=duration)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        return None
+    _record(session, alert, "cleared", ALERTER, note, now, prefix)
+    return alert
+
+
+def acknowledge(
+    session: Session, alert_id: int, *, by: str, note: str, now: datetime
+) -> Alert | None:
+    """Acknowledge an active alert; None when it is already acknowledged or cleared."""
+    changed = session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.state == "active")
+        .values(state="acknowledged", acknowledged_at=now, acknowledged_by=by)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        return None
+    alert = session.get_one(Alert, alert_id)
+    session.add(
+        AlertEvent(
+            alert_id=alert_id, at=now, kind="acknowledged", actor=by, note=note, exported=False
+        )
+    )
+    session.commit()
+    return alert
+
+
+def _record(
+    session: Session, alert: Alert, kind: str, actor: str, note: str, now: datetime, prefix: str
+) -> None:
+    session.add(
+        AlertEvent(alert_id=alert.id, at=now, kind=kind, actor=actor, note=note, exported=False)
+    )
+    for recipient in recipients(session, alert.site_id, Severity(alert.severity), prefix):
+        for channel, target in (("mqtt", recipient.mqtt_topic), ("webhook", recipient.webhook_url)):
+            if target:
+                session.add(
+                    AlertDelivery(
+                        alert_id=alert.id,
+                        notice=kind,
+                        recipient=recipient.role,
+                        recipient_id=recipient.id,
+                        channel=channel,
+                        target=target,
+                        attempts=0,
+                        done=False,
+                    )
+                )
+
+
+# --- what the rules remember ----------------------------------------------------------------
+
+
+def health(session: Session, bin_ids: Iterable[str]) -> dict[str, BinHealth]:
+    rows = session.scalars(select(BinHealth).where(BinHealth.bin_id.in_(list(bin_ids))))
+    return {row.bin_id: row for row in rows}
+
+
+def memory_of(row: BinHealth | None) -> Memory:
+    if row is None:
+        return Memory()
+    return Memory(
+        last_ts=row.last_ts,
+        last_seq=row.last_seq,
+        last_temp_c=row.last_temp_c,
+        full_since=row.full_since,
+    )
+
+
+def remember(
+    session: Session, bin_id: str, row: BinHealth | None, memory: Memory, seen_at: datetime
+) -> BinHealth:
+    if row is None:
+        row = BinHealth(bin_id=bin_id)
+        session.add(row)
+    if row.last_seen_at is None or seen_at > row.last_seen_at:
+        row.last_seen_at = seen_at
+    row.last_ts, row.last_seq = memory.last_ts, memory.last_seq
+    row.last_temp_c, row.full_since = memory.last_temp_c, memory.full_since
+    return row
+
+
+def silent_bins(session: Session, seen_before: datetime) -> list[BinHealth]:
+    """Bins heard of once but not since `seen_before` (a bin never heard of is not yet
+    deployed, not offline)."""
+    return list(session.scalars(select(BinHealth).where(BinHealth.last_seen_at < seen_before)))
+
+
+def full_since_before(session: Session, moment: datetime) -> list[BinHealth]:
+    return list(session.scalars(select(BinHealth).where(BinHealth.full_since <= moment)))
+
+
+def live(session: Session, kinds: Iterable[AlertType] | None = None) -> list[Alert]:
+    query = select(Alert).where(Alert.state.in_(LIVE_STATES))
+    if kinds is not None:
+        query = query.where(Alert.type.in_([kind.value for kind in kinds]))
+    return list(session.scalars(query.order_by(Alert.id)))
+
+
+# --- deliveries and export ----------------------------------------------------------------------
+
+
+def due_deliveries(session: Session, now: datetime) -> list[AlertDelivery]:
+    return list(
+        session.scalars(
+            select(AlertDelivery)
+            .where(
+                AlertDelivery.done.is_(False),
+                (AlertDelivery.next_at.is_(None)) | (AlertDelivery.next_at <= now),
+            )
+            .order_by(AlertDelivery.id)
+        )
+    )
+
+
+def unexported(session: Session, limit: int) -> list[AlertEvent]:
+    return list(
+        session.scalars(
+            select(AlertEvent)
+            .where(AlertEvent.exported.is_(False))
+            .options(selectinload(AlertEvent.alert))
+            .order_by(AlertEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+# --- the API's reads ------------------------------------------------------------------------------
+
+
+def list_alerts(
+    session: Session,
+    *,
+    state: str | None = None,
+    severity: str | None = None,
+    site_id: str | None = None,
+    kind: str | None = None,
+    bin_id: str | None = None,
+    visible_sites: frozenset[str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Alert], int]:
+    """A page of alerts, newest first, and the total matching the filters; `visible_sites`
+    (None: all) is the caller's scope."""
+    query = select(Alert)
+    if visible_sites is not None:
+        query = query.where(Alert.site_id.in_(visible_sites))
+    for column, value in (
+        (Alert.state, state),
+        (Alert.severity, severity),
+        (Alert.site_id, site_id),
+        (Alert.type, kind),
+        (Alert.bin_id, bin_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(
+        query.order_by(Alert.started_at.desc(), Alert.id.desc()).limit(limit).offset(offset)
+    )
+    return list(page), total
+
+
+def get_alert(session: Session, alert_id: int) -> Alert:
+    alert = session.get(Alert, alert_id, options=[selectinload(Alert.events)])
+    if alert is None:
+        raise NotFound(f"no alert with id {alert_id}")
+    return alert
+
+
+def deliveries_of(session: Session, alert_id: int) -> list[AlertDelivery]:
+    return list(
+        session.scalars(
+            select(AlertDelivery)
+            .where(AlertDelivery.alert_id == alert_id)
+            .order_by(AlertDelivery.id)
+        )
+    )

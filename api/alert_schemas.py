@@ -1,0 +1,72 @@
+"""What the alert routes accept and return (the OpenAPI contract of `/api/v1/alerts`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerts.rules import AlertType, Severity
+from api.schemas import UtcTime
+
+AlertState = Literal["active", "acknowledged", "cleared"]
+
+
+class AckRequest(BaseModel):
+    """A person taking an alert on; until issue 7's keys, the person is whoever this names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: Annotated[str, Field(min_length=1, max_length=100)]
+    note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class AlertOut(_Out):
+    id: int
+    bin_id: str
+    site_id: str
+    type: AlertType
+    severity: Severity
+    state: AlertState
+    detail: str
+    started_at: UtcTime
+    last_seen_at: UtcTime
+    acknowledged_at: UtcTime | None
+    acknowledged_by: str | None
+    cleared_at: UtcTime | None
+    duration_s: float | None
+
+
+class AlertEventOut(_Out):
+    at: UtcTime
+    kind: Literal["raised", "acknowledged", "cleared"]
+    actor: str
+    note: str
+
+
+class DeliveryOut(_Out):
+    notice: str
+    recipient: str
+    channel: Literal["mqtt", "webhook"]
+    target: str
+    attempts: int
+    delivered_at: UtcTime | None
+    error: str | None
+
+
+class AlertDetail(AlertOut):
+    """An alert with its history and what reached whom."""
+
+    events: list[AlertEventOut]
+    deliveries: list[DeliveryOut]
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    total: int
+    limit: int
+    offset: int
