@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from alerts.commands import alerter
 from api.commands import api
 from binwatch.demo import demo
 from binwatch.grafana import grafana_app
@@ -17,6 +18,7 @@ from collection.commands import collector
 from devices.commands import fleet_app
 from ingest.commands import ingest
 from ingest.deadletters import deadletters_app
+from security.commands import keys_app, mqtt_auth_app
 from simulator.commands import simulate
 
 
@@ -53,8 +55,11 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(rollups_app, name="rollups")
 app.add_typer(grafana_app, name="grafana")
+app.add_typer(keys_app, name="keys")
+app.add_typer(mqtt_auth_app, name="mqtt-auth")
 app.command()(ingest)
 app.command()(api)
 app.command()(simulate)
 app.command()(collector)
+app.command()(alerter)
 app.command()(demo)

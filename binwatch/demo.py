@@ -1,30 +1,37 @@
 """`binwatch demo` (what `make demo` runs): the whole system on loopback in one terminal.
 
 Broker and database run as child processes with their data under ./var (a second demo reuses
-it), then the default pilot fleet is loaded and ingest, the API, the collector and the simulator
-(with the operators' crews) run as child processes of their own, exactly as they would be
-deployed. Ctrl-C stops everything."""
+it), then the default pilot fleet is loaded and ingest, the API, the collector, the alerter and
+the simulator (with the operators' crews) run as child processes of their own, exactly as they would be
+deployed: the broker with authentication on (each service its own account and ACL), the API with
+an admin key made for the run. Ctrl-C stops everything."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
+from sqlalchemy.orm import Session
 
 from binwatch.errors import BinwatchError
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from binwatch.settings import Settings
+from devices.registry import make_engine
+from security import mqtt_auth
 
 console = Console(stderr=True)
 
@@ -41,40 +48,47 @@ def demo(
         float, typer.Option(help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
 ) -> None:
-    """Run broker, database, ingest, API, collector and simulator on loopback until Ctrl-C."""
+    """Run broker, database, ingest, API, collector, alerter and simulator until Ctrl-C."""
+    data_dir = data_dir.resolve()
     try:
         with ExitStack() as stack:
-            env = _start_servers(stack, data_dir.resolve())
-            for setup in (["fleet", "import"], ["grafana", "sites"]):
-                _run(stack, [sys.executable, "-m", "binwatch", *setup], env, wait=True)
+            env = dict(os.environ)
+            env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
+            _start_influx(stack, data_dir, env)
+            _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            broker_urls = _start_broker(stack, data_dir, env)
+            _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
             metrics_port = free_port()
             api_port = 8000 if port_is_free(8000) else free_port()
+            # A fresh admin key each run, for the crews and for whoever watches the demo.
+            token = env.get("BINWATCH_ADMIN_TOKEN") or secrets.token_urlsafe(32)
             env.update(
                 BINWATCH_INGEST_METRICS_PORT=str(metrics_port),
                 BINWATCH_API_PORT=str(api_port),
                 BINWATCH_API_URL=f"http://127.0.0.1:{api_port}",
+                BINWATCH_ADMIN_TOKEN=token,
+                BINWATCH_API_TOKEN=token,
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
+            simulate = ["simulate", "--crews", "--speed", str(speed), "--interval", str(interval)]
             children = {
                 name: _run(
-                    stack, [sys.executable, "-m", "binwatch", *args], env, log=logs / f"{name}.log"
+                    stack,
+                    [sys.executable, "-m", "binwatch", *args],
+                    {**env, "BINWATCH_MQTT_URL": broker_urls.get(name, env["BINWATCH_MQTT_URL"])},
+                    log=logs / f"{name}.log",
                 )
                 for name, args in {
                     "ingest": ["ingest"],
                     "api": ["api"],
                     "collector": ["collector"],
-                    "simulator": [
-                        "simulate",
-                        "--crews",
-                        "--speed",
-                        str(speed),
-                        "--interval",
-                        str(interval),
-                    ],
+                    "alerter": ["alerter"],
+                    "simulator": simulate,
                 }.items()
             }
             console.print(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
+            console.print(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
             _status_until_interrupted(metrics_port, children)
     except BinwatchError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -82,26 +96,41 @@ def demo(
     console.print("stopped; data kept in", data_dir)
 
 
-def _start_servers(stack: ExitStack, data_dir: Path) -> dict[str, str]:
-    """Start what the environment does not already name; return the children's environment."""
-    given = Settings()
-    env = dict(os.environ)
-    env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
-    if "BINWATCH_MQTT_URL" in os.environ:
-        console.print(f"using the broker at {given.mqtt_url}")
-    else:
-        broker = MosquittoServer(data_dir / "mosquitto", _port_or_free(1883, "MQTT"))
-        broker.start()
-        stack.callback(broker.stop)
-        env["BINWATCH_MQTT_URL"] = broker.url
+def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:
     if "BINWATCH_INFLUX_URL" in os.environ:
-        console.print(f"using InfluxDB at {given.influx_url}")
-    else:
-        database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
-        database.start()
-        stack.callback(database.stop)
-        env["BINWATCH_INFLUX_URL"] = database.url
-    return env
+        console.print(f"using InfluxDB at {os.environ['BINWATCH_INFLUX_URL']}")
+        return
+    database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
+    database.start()
+    stack.callback(database.stop)
+    env["BINWATCH_INFLUX_URL"] = database.url
+
+
+def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """Mosquitto with authentication on: fresh passwords for the service accounts each run,
+    exported with the ACL from the registry. Returns each service's broker URL, credentials
+    included; empty when the environment names a broker of its own (its accounts are its own)."""
+    if "BINWATCH_MQTT_URL" in os.environ:
+        console.print(f"using the broker at {os.environ['BINWATCH_MQTT_URL']}")
+        return {}
+    settings = Settings(database_url=env["BINWATCH_DATABASE_URL"])
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            now = datetime.now(UTC)
+            issued = [mqtt_auth.issue(session, name, now=now) for name in mqtt_auth.SERVICES]
+            mqtt_auth.export(session, data_dir / "mosquitto-auth", prefix=settings.topic_prefix)
+    finally:
+        engine.dispose()
+    port = _port_or_free(1883, "MQTT")
+    broker = MosquittoServer(data_dir / "mosquitto", port, auth_dir=data_dir / "mosquitto-auth")
+    broker.start()
+    stack.callback(broker.stop)
+    env["BINWATCH_MQTT_URL"] = broker.url
+    return {
+        account.username: f"mqtt://{account.username}:{quote(account.password)}@127.0.0.1:{port}"
+        for account in issued
+    }
 
 
 def _port_or_free(port: int, what: str) -> int:
