@@ -12,8 +12,6 @@ second) alerter does no harm.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
@@ -23,6 +21,7 @@ from alerts import rules, store
 from alerts.delivery import Deliverer
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
+from binwatch.ticker import Step, TickingService
 from devices.alerts_models import AlertEvent
 from devices.contract import epoch_ms
 from devices.db import session_factory
@@ -31,43 +30,28 @@ from ingest.lineprotocol import point, tag_set
 
 log = logging.getLogger(__name__)
 
-# How often the loop runs: offline bins are noticed and notices sent within this.
-TICK_S: Final = 5.0
 # History rows copied to InfluxDB per write.
 EXPORT_BATCH: Final = 1000
 
 
-class Alerter:
+class Alerter(TickingService):
     """One alerter. `tick(now)` does one round of everything; `run(stop)` ticks until told."""
+
+    name = "alerter"
 
     def __init__(
         self, settings: Settings, *, engine: Engine, influx: InfluxClient, deliverer: Deliverer
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.limits = rules.Limits.of(settings)
         self.sessions = session_factory(engine)
         self.influx = influx
         self.deliverer = deliverer
-        self.failures = 0  # steps that raised: logged, retried next tick; tests expect none
         self._tags: dict[str, BinTags] = {}
 
-    def run(self, stop: threading.Event, clock: Callable[[], datetime]) -> None:
-        while not stop.is_set():
-            self.tick(clock())
-            stop.wait(TICK_S)
-
-    def tick(self, now: datetime) -> None:
-        steps: list[Callable[[datetime], None]] = [
-            self.watch,
-            self.deliver,
-            self.export,
-        ]
-        for step in steps:
-            try:
-                step(now)
-            except Exception:
-                self.failures += 1
-                log.exception("alerter step %s failed; retrying next tick", step.__name__)
+    def steps(self) -> list[Step]:
+        return [self.watch, self.deliver, self.export]
 
     def watch(self, now: datetime) -> None:
         """The conditions only the clock can tell: silence, full for too long, hold expiry."""

@@ -12,8 +12,6 @@ restarted one) do no harm: every change is a conditional UPDATE.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -22,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
+from binwatch.ticker import Step, TickingService
 from binwatch.webhooks import WebhookSender, retry_delay
 from collection import rules, series, store
 from collection.dispatch import Publisher, PublishFailed
@@ -35,8 +34,6 @@ from devices.registry import BinTags, bin_tags
 
 log = logging.getLogger(__name__)
 
-# How often the loop runs: dispatches go out within this, and every deadline is met this late.
-TICK_S: Final = 5.0
 # The forecast reads the whole fleet's recent history: often enough for fill rates that change
 # over hours, rare enough to cost InfluxDB little.
 FORECAST_EVERY: Final = timedelta(minutes=10)
@@ -44,8 +41,10 @@ FORECAST_EVERY: Final = timedelta(minutes=10)
 EXPORT_BATCH: Final = 1000
 
 
-class Collector:
+class Collector(TickingService):
     """One collector. `tick(now)` does one round of everything; `run(stop)` ticks until told."""
+
+    name = "collector"
 
     def __init__(
         self,
@@ -56,6 +55,7 @@ class Collector:
         publisher: Publisher,
         webhooks: WebhookSender,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.policy = Policy.of(settings)
         self.sessions = session_factory(engine)
@@ -63,18 +63,12 @@ class Collector:
         self.publisher = publisher
         self.webhooks = webhooks
         self.topics = Topics(settings.topic_prefix)
-        self.failures = 0  # steps that raised: logged, retried next tick; tests expect none
         self._kitchen_round: datetime | None = None
         self._next_forecast: datetime | None = None
         self._tags: dict[str, BinTags] = {}
 
-    def run(self, stop: threading.Event, clock: Callable[[], datetime]) -> None:
-        while not stop.is_set():
-            self.tick(clock())
-            stop.wait(TICK_S)
-
-    def tick(self, now: datetime) -> None:
-        steps: list[Callable[[datetime], None]] = [
+    def steps(self) -> list[Step]:
+        return [
             self.dispatch,
             self.deliver_webhooks,
             self.verify,
@@ -83,13 +77,6 @@ class Collector:
             self.forecast,
             self.export,
         ]
-        for step in steps:
-            try:
-                step(now)
-            except Exception:
-                # One step failing (InfluxDB down, say) must not stop the others.
-                self.failures += 1
-                log.exception("collector step %s failed; retrying next tick", step.__name__)
 
     # --- dispatch ------------------------------------------------------------------------------
 
