@@ -40,10 +40,11 @@ class AlertHook:
             by_bin[arrival.bin_id].append(arrival)
         with self._sessions() as session:
             remembered = store.health(session, by_bin)
+            live = store.live_alerts(session, by_bin)
             for bin_id, arrived in by_bin.items():
                 row = remembered.get(bin_id)
                 memory = store.memory_of(row)
-                seen = max(_at(arrival) for arrival in arrived)
+                seen = _at(max(arrived, key=lambda arrival: arrival.received_at))
                 findings: list[tuple[rules.Finding, datetime]] = []
                 readings = sorted(
                     (a for a in arrived if isinstance(a.message, Reading)),
@@ -51,14 +52,15 @@ class AlertHook:
                 )
                 for index, arrival in enumerate(readings):
                     assert isinstance(arrival.message, Reading)
+                    at = _at(arrival)
                     found, memory = rules.on_reading(
                         arrival.message,
                         memory,
                         self._limits,
-                        received_at=_at(arrival),
+                        received_at=at,
                         newest=index == len(readings) - 1,
                     )
-                    findings += [(finding, _at(arrival)) for finding in found]
+                    findings += [(finding, at) for finding in found]
                 for arrival in arrived:
                     if isinstance(arrival.message, Event):
                         findings.append((rules.on_event(arrival.message), _at(arrival)))
@@ -66,8 +68,21 @@ class AlertHook:
                         findings.append((rules.on_status(arrival.message), _at(arrival)))
                 store.remember(session, bin_id, row, memory, seen)
                 for finding, at in findings:
+                    # Most findings confirm what is already so (a live alert still holding, a
+                    # healthy bin still healthy): settled here without a query per reading.
+                    current = live.get((bin_id, finding.kind.value))
+                    if not finding.present and current is None:
+                        continue
+                    if finding.present and current is not None:
+                        if at > current.last_seen_at:
+                            current.last_seen_at = at
+                        continue
                     changed = store.apply(session, bin_id, finding, now=at, prefix=self._prefix)
                     if changed is not None:
+                        if changed.state in store.LIVE_STATES:
+                            live[(bin_id, changed.type)] = changed
+                        else:
+                            live.pop((bin_id, changed.type), None)
                         log.info(
                             "alert %s %s at %s: %s",
                             finding.kind,

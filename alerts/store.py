@@ -96,6 +96,14 @@ def live_alert(session: Session, bin_id: str, kind: AlertType) -> Alert | None:
     )
 
 
+def live_alerts(session: Session, bin_ids: Iterable[str]) -> dict[tuple[str, str], Alert]:
+    """The live alerts of these bins by (bin, type): one query for a whole batch."""
+    rows = session.scalars(
+        select(Alert).where(Alert.bin_id.in_(list(bin_ids)), Alert.state.in_(LIVE_STATES))
+    )
+    return {(alert.bin_id, alert.type): alert for alert in rows}
+
+
 def apply(
     session: Session, bin_id: str, finding: Finding, *, now: datetime, prefix: str
 ) -> Alert | None:
