@@ -8,29 +8,27 @@ from collections.abc import Callable
 
 from alerts.delivery import Deliverer
 from alerts.service import Alerter
-from binwatch.ticker import Resources, TickingService, serve
+from binwatch.ticker import Resources, serve
 from collection.dispatch import Publisher
 
 
 def alerter() -> None:
     """Raise offline alerts, clear ended ones and deliver every notice (Ctrl-C stops)."""
+    serve("alerter", build_alerter)
 
-    def build(resources: Resources) -> tuple[TickingService, Callable[[], None]]:
-        # collection's QoS 1 publisher that waits for the PUBACK: the same need, the same code.
-        publisher = Publisher(resources.settings)
-        publisher.start()
-        resources.influx.ensure_database(resources.settings.raw_retention)
-        deliverer = Deliverer(
-            publisher=publisher,
-            webhooks=resources.webhooks,
-            attempts=resources.settings.alert_webhook_attempts,
-        )
-        alerter = Alerter(
-            resources.settings,
-            engine=resources.engine,
-            influx=resources.influx,
-            deliverer=deliverer,
-        )
-        return alerter, publisher.stop
 
-    serve("alerter", build)
+def build_alerter(resources: Resources) -> tuple[Alerter, Callable[[], None]]:
+    """An alerter on `resources`, and what to close besides them (its MQTT publisher)."""
+    # collection's QoS 1 publisher that waits for the PUBACK: the same need, the same code.
+    publisher = Publisher(resources.settings)
+    publisher.start()
+    resources.influx.ensure_database(resources.settings.raw_retention)
+    deliverer = Deliverer(
+        publisher=publisher,
+        webhooks=resources.webhooks,
+        attempts=resources.settings.alert_webhook_attempts,
+    )
+    alerter = Alerter(
+        resources.settings, engine=resources.engine, influx=resources.influx, deliverer=deliverer
+    )
+    return alerter, publisher.stop

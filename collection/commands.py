@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from binwatch.ticker import Resources, TickingService, serve
+from binwatch.ticker import Resources, serve
 from collection.dispatch import Publisher
 from collection.service import Collector
 
 
 def collector() -> None:
     """Dispatch collection requests, verify completions, escalate overdue ones (Ctrl-C stops)."""
+    serve("collector", build_collector)
 
-    def build(resources: Resources) -> tuple[TickingService, Callable[[], None]]:
-        publisher = Publisher(resources.settings)
-        publisher.start()
-        collector = Collector(
-            resources.settings,
-            engine=resources.engine,
-            influx=resources.influx,
-            publisher=publisher,
-            webhooks=resources.webhooks,
-        )
-        return collector, publisher.stop
 
-    serve("collector", build)
+def build_collector(resources: Resources) -> tuple[Collector, Callable[[], None]]:
+    """A collector on `resources`, and what to close besides them (its MQTT publisher)."""
+    publisher = Publisher(resources.settings)
+    publisher.start()
+    collector = Collector(
+        resources.settings,
+        engine=resources.engine,
+        influx=resources.influx,
+        publisher=publisher,
+        webhooks=resources.webhooks,
+    )
+    return collector, publisher.stop

@@ -13,11 +13,10 @@ from typing import Any
 import paho.mqtt.client as paho
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
-from binwatch.webhooks import WebhookSender
+from binwatch.ticker import Resources
 from collection import store
-from collection.dispatch import Publisher
+from collection.commands import build_collector
 from collection.hook import ThresholdHook
 from collection.lifecycle import COLLECTOR
 from collection.rules import Policy, Rule
@@ -32,22 +31,14 @@ from tests.helpers import wait_for
 @contextmanager
 def running_collector(settings: Settings) -> Iterator[Collector]:
     """A collector whose ticks the test calls itself; fails the test if any step raised."""
-    engine = make_engine(settings.database_url)
-    influx = InfluxClient(settings)
-    influx.ensure_database(settings.raw_retention)
-    publisher = Publisher(settings)
-    publisher.start()
-    webhooks = WebhookSender()
-    collector = Collector(
-        settings, engine=engine, influx=influx, publisher=publisher, webhooks=webhooks
-    )
+    resources = Resources(settings)
+    resources.influx.ensure_database(settings.raw_retention)
+    collector, close = build_collector(resources)
     try:
         yield collector
     finally:
-        publisher.stop()
-        webhooks.close()
-        influx.close()
-        engine.dispose()
+        close()
+        resources.close()
     assert collector.failures == 0, "a collector step raised (see the log)"
 
 

@@ -16,15 +16,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from alerts import store
-from alerts.delivery import Deliverer
+from alerts.commands import build_alerter
 from alerts.hook import AlertHook
 from alerts.messages import alert_topic
 from alerts.service import Alerter
 from api.main import create_app
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
-from binwatch.webhooks import WebhookSender, verify
-from collection.dispatch import Publisher
+from binwatch.ticker import Resources
+from binwatch.webhooks import verify
 from devices.alerts_models import Alert, SiteContact
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import AreaContact, Operator
@@ -70,21 +70,13 @@ def alert_ingest(settings: Settings) -> Iterator[Ingestor]:
 
 @contextmanager
 def running_alerter(settings: Settings) -> Iterator[Alerter]:
-    engine = make_engine(settings.database_url)
-    influx = InfluxClient(settings)
-    influx.ensure_database(settings.raw_retention)
-    publisher = Publisher(settings)
-    publisher.start()
-    webhooks = WebhookSender()
-    deliverer = Deliverer(publisher=publisher, webhooks=webhooks, attempts=3)
-    alerter = Alerter(settings, engine=engine, influx=influx, deliverer=deliverer)
+    resources = Resources(settings)
+    alerter, close = build_alerter(resources)
     try:
         yield alerter
     finally:
-        publisher.stop()
-        webhooks.close()
-        influx.close()
-        engine.dispose()
+        close()
+        resources.close()
     assert alerter.failures == 0, "an alerter step raised (see the log)"
 
 
