@@ -13,6 +13,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from sqlalchemy.orm import Session
 
+from alerts.commands import build_alerter
+from alerts.service import Alerter
 from binwatch.settings import Settings
 from binwatch.ticker import Resources
 from collection import store
@@ -40,6 +42,19 @@ def running_collector(settings: Settings) -> Iterator[Collector]:
         close()
         resources.close()
     assert collector.failures == 0, "a collector step raised (see the log)"
+
+
+@contextmanager
+def running_alerter(settings: Settings) -> Iterator[Alerter]:
+    """An alerter whose ticks the test calls itself; fails the test if any step raised."""
+    resources = Resources(settings)
+    alerter, close = build_alerter(resources)
+    try:
+        yield alerter
+    finally:
+        close()
+        resources.close()
+    assert alerter.failures == 0, "an alerter step raised (see the log)"
 
 
 @contextmanager

@@ -16,21 +16,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from alerts import store
-from alerts.commands import build_alerter
 from alerts.hook import AlertHook
 from alerts.messages import alert_topic
-from alerts.service import Alerter
 from api.main import create_app
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
-from binwatch.ticker import Resources
 from binwatch.webhooks import verify
 from devices.alerts_models import Alert, SiteContact
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import AreaContact, Operator
 from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor
-from tests.collection_helpers import Recorder, recording
+from tests.collection_helpers import Recorder, recording, running_alerter
 from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
 from tests.test_webhooks import Receiver
@@ -66,18 +63,6 @@ def alert_ingest(settings: Settings) -> Iterator[Ingestor]:
         thread.join(30)
         hook.close()
     assert not errors, f"ingest crashed: {errors!r}"
-
-
-@contextmanager
-def running_alerter(settings: Settings) -> Iterator[Alerter]:
-    resources = Resources(settings)
-    alerter, close = build_alerter(resources)
-    try:
-        yield alerter
-    finally:
-        close()
-        resources.close()
-    assert alerter.failures == 0, "an alerter step raised (see the log)"
 
 
 @pytest.fixture

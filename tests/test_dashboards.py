@@ -34,15 +34,22 @@ from typing import Any, Literal
 
 import pytest
 import yaml
+from sqlalchemy.orm import Session
 
+from alerts import store as alert_store
+from alerts.rules import AlertType, Finding
 from binwatch.errors import SinkRejected
 from binwatch.grafana import write_sites
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
+from collection import store as collection_store
+from collection.lifecycle import COLLECTOR, Actor, Role, Status
+from collection.rules import Policy, Rule
 from devices.contract import Event, TopicKind, Topics
-from devices.registry import BinTags
+from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor
 from simulator.publisher import run_simulation
+from tests.collection_helpers import running_alerter, running_collector
 from tests.conftest import count_points
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
@@ -327,6 +334,83 @@ def resolve_variables(
     return selections
 
 
+def run_requests(settings: Settings, bins: list[BinTags], start: datetime) -> None:
+    """Every bin's request through its whole life (opened, dispatched, acknowledged, escalated,
+    completed, disputed) and a second one left open, straight in the registry, then the
+    collector's export step writes the `collections` points."""
+    policy = Policy.of(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            for tags in bins:
+                at = start
+                first = collection_store.open_request(
+                    session,
+                    bin_id=tags.bin,
+                    rule=Rule.manual,
+                    reason="test",
+                    now=at,
+                    policy=policy,
+                    actor=COLLECTOR,
+                ).request
+                crew = Actor(Role.operator, first.operator_id)
+                steps = [
+                    (Status.dispatched, COLLECTOR),
+                    (Status.acknowledged, crew),
+                    (Status.completed, crew),
+                    (Status.disputed, COLLECTOR),
+                ]
+                for i, (status, actor) in enumerate(steps, start=1):
+                    if status is Status.completed:
+                        assert collection_store.escalate(
+                            session,
+                            first,
+                            level=1,
+                            now=start + timedelta(minutes=i),
+                            actor=COLLECTOR,
+                            note="test",
+                        )
+                    at = start + timedelta(minutes=i, seconds=30)
+                    collection_store.transition(session, first.id, status, actor=actor, now=at)
+                collection_store.open_request(
+                    session,
+                    bin_id=tags.bin,
+                    rule=Rule.manual,
+                    reason="test again",
+                    now=at + timedelta(minutes=1),
+                    policy=policy,
+                    actor=COLLECTOR,
+                )
+    finally:
+        engine.dispose()
+    with running_collector(settings) as collector:
+        collector.export(datetime.now(UTC))
+
+
+def raise_alerts(settings: Settings, bins: list[BinTags], start: datetime) -> None:
+    """A fire alert (critical) and a tilt alert per bin, the tilt one cleared, then the alerter's
+    export step writes the `alerts` points."""
+    prefix = settings.topic_prefix
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            for tags in bins:
+                for kind in (AlertType.fire, AlertType.tilt):
+                    finding = Finding(kind, True, "test")
+                    alert_store.raise_alert(session, tags.bin, finding, now=start, prefix=prefix)
+            session.commit()
+            for tags in bins:
+                tilt = alert_store.live_alert(session, tags.bin, AlertType.tilt)
+                assert tilt is not None
+                end = start + timedelta(minutes=10)
+                alert_store.clear(session, tilt, now=end, note="test", prefix=prefix)
+            session.commit()
+    finally:
+        engine.dispose()
+    with running_alerter(settings) as alerter:
+        alerter.export(datetime.now(UTC))
+
+
 def dashboard_range(board: dict[str, Any], now: datetime) -> TimeRange:
     return TimeRange(
         now - timedelta(milliseconds=parse_duration_ms(board["time"]["from"][4:])), now
@@ -338,7 +422,8 @@ def filled_influx(
     settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
 ) -> Iterator[InfluxClient]:
     """The pilot fleet's last hour through the real ingest: readings and statuses from the
-    simulator, one event of each type per bin, and the sites for the map."""
+    simulator, one event of each type per bin, and the sites for the map; a collection request
+    and two alerts per bin, exported by the collector and the alerter."""
     now = datetime.now(UTC)
     start = now - timedelta(seconds=SIMULATED_ROUNDS * READING_INTERVAL_S)
     bins = list(pilot_bins.values())
@@ -375,8 +460,18 @@ def filled_influx(
         what=f"ingest to store {expected}",
     )
     assert write_sites(settings) == len({tags.site for tags in bins})
+    run_requests(settings, bins, start)
+    raise_alerts(settings, bins, start)
     client = InfluxClient(settings)
     try:
+        # Per bin: the first request's six points (one of them the escalation) and the second
+        # request's one; two alerts raised and one cleared.
+        exported = {"collections": 7 * len(bins), "alerts": 3 * len(bins)}
+        counted = {
+            m: int(client.query(f'SELECT count("{field}") FROM "{m}"')[0].values[0][1])
+            for m, field in (("collections", "request_id"), ("alerts", "alert_id"))
+        }
+        assert counted == exported
         yield client
     finally:
         client.close()
