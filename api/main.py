@@ -38,7 +38,7 @@ Every endpoint but `/health` needs an API key (`Authorization: Bearer …`); wha
 scoped to the key's role: admins see everything, managers their sites, operators the sites
 their company serves. Outside that scope reads are 404 and actions 403.
 
-Times are RFC 3339 in UTC. Sorting accuracy is always 1 − Σcontaminated / Σdeposits over the
+Times are RFC 3339 in UTC. Sorting accuracy is always 1 − Σcontaminated / Σchecked_deposits over the
 readings in question (a ratio of sums), and null where there were no deposits.
 """
 

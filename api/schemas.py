@@ -254,7 +254,7 @@ class Reading(BaseModel):
 
 
 class Bucket(BaseModel):
-    """Readings of one `every`-wide interval; `accuracy` is 1 − Σcontaminated / Σdeposits."""
+    """Readings of one `every`-wide interval; `accuracy` is 1 − Σcontaminated / Σchecked_deposits."""
 
     time: UtcTime
     fill_pct_mean: float | None
