@@ -914,8 +914,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(*_: object) -> None:
+    """SIGTERM (a `kill`, a timeout) unwinds like Ctrl-C, so the `finally` blocks stop the servers
+    and ingest instead of leaving them running; a second SIGTERM must not cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stamp = datetime.now().astimezone()
     work = Path(tempfile.mkdtemp(prefix="binwatch-bench-"))
     mqtt = MosquittoServer(work / "mosquitto", free_port())
