@@ -1,7 +1,7 @@
 """The reads behind compliance reports: which registered sites and bins a report covers (registry)
 and their hourly sums (InfluxQL, values always as bound parameters).
 
-Every InfluxDB figure is read from per-bin-hour rows: the `hourly.telemetry_1h` rollup, or, for
+Every InfluxDB figure is read from per-bin-hour rows: the `hourly.telemetry` rollup, or, for
 `source=raw`, the very same rollup SELECT (binwatch.rollups.ROLLUP_FIELDS) run as a subquery over
 raw readings. The outer queries are identical for both, so both paths give the same numbers.
 """
@@ -30,8 +30,8 @@ AREA_TAGS: Final = {"community": "community", "street": "street", "district": "d
 _TIME: Final = "time >= $start AND time < $end"
 _SUMS: Final = (
     "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
-    "sum(checked_deposits) AS checked_deposits, sum(overflow_min) AS overflow_min, "
-    "sum(over90_min) AS over90_min, count(readings) AS bin_hours"
+    "sum(checked_deposits) AS checked_deposits, sum(overflow) AS overflow_hours, "
+    "sum(over90) AS over90_hours, count(readings) AS bin_hours"
 )
 
 
@@ -142,7 +142,7 @@ def lowest_battery(influx: InfluxClient, scope: Scope, window: ReportWindow) -> 
         window,
         max(window.start, window.end - BATTERY_LOOKBACK),
         window.end,
-        "min(battery_min) AS battery",
+        "min(battery_pct) AS battery",
         "GROUP BY bin",
     )
     return {
@@ -185,7 +185,7 @@ def _sums(row: dict[str, Any]) -> Sums:
         deposits=row["deposits"] or 0,
         contaminated=row["contaminated"] or 0,
         checked_deposits=row["checked_deposits"] or 0,
-        overflow_minutes=float(row["overflow_min"] or 0),
-        over90_minutes=float(row["over90_min"] or 0),
+        overflow_minutes=60 * float(row["overflow_hours"] or 0),
+        over90_minutes=60 * float(row["over90_hours"] or 0),
         bin_hours=row["bin_hours"] or 0,
     )

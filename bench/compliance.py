@@ -1,7 +1,7 @@
 """Compliance report latency over a year of hourly rollups for the default pilot fleet.
 
 Starts its own InfluxDB (free port, temporary folder) and registry, writes one rollup point per
-bin and hour for a year straight into `hourly.telemetry_1h` as line protocol (a year of readings
+bin and hour for a year straight into `hourly.telemetry` as line protocol (a year of readings
 through MQTT and ingest would be 227 M messages and measure ingest, not reports; the rollup is
 what long reports read), then times a site report, a district report and a ranking through the
 real API app, and how each grows with the window (1, 3, 12 months) and with the number of sites
@@ -68,11 +68,11 @@ def load_year(influx: InfluxClient, bins: dict[str, BinTags], end: datetime, day
                 "contaminated": contaminated,
                 "checked_deposits": deposits,
                 "readings": 60,
-                "overflow_min": float(rng.randint(1, 60)) if full else 0.0,
-                "over90_min": float(rng.randint(1, 60)) if full or rng.random() < 0.05 else 0.0,
-                "fill_max": round(rng.uniform(5, 100), 1),
-                "battery_min": round(rng.uniform(10, 100), 1),
-                "temp_max": round(rng.uniform(-5, 35), 1),
+                "overflow": rng.randint(1, 12) / 12 if full else 0.0,
+                "over90": rng.randint(1, 12) / 12 if full or rng.random() < 0.05 else 0.0,
+                "fill_pct": round(rng.uniform(5, 100), 1),
+                "battery_pct": round(rng.uniform(10, 100), 1),
+                "temp_c": round(rng.uniform(-5, 35), 1),
             }
             lines.append(point(ROLLUP_MEASUREMENT, tags[bin_id], fields, ts))
             if len(lines) >= BATCH:

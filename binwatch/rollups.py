@@ -1,10 +1,11 @@
 """Hourly rollups of `telemetry` that InfluxDB maintains itself, so reports over months never scan
 raw readings (DESIGN.md, "retention").
 
-One point per bin and hour lands in `hourly.telemetry_1h` with every tag of the raw series (GROUP BY
-time(1h), * keeps them as tags). Its fields are sums and extremes that add up across bins and
-hours, plus two per-hour overflow estimates (docs/metrics.md says why they are stored rather than
-derived later). A continuous query keeps the rollup current; `backfill` runs the same SELECT over
+One point per bin and hour lands in `hourly.telemetry` with every tag of the raw series (GROUP BY
+time(1h), * keeps them as tags). Its fields carry the raw fields' names, aggregated the way that
+composes across bins and hours (sums, maxima, minima, per-hour shares), so a query that sums
+deposits or takes the highest fill level reads either policy unchanged: that is what lets a
+Grafana panel switch between `raw` and `hourly` by one variable (dashboards/README.md). A continuous query keeps the rollup current; `backfill` runs the same SELECT over
 data written before the query existed. The API's raw path (api/compliance_queries.py) evaluates
 `ROLLUP_FIELDS` as a subquery, so both paths compute every figure the same way.
 
@@ -29,7 +30,7 @@ from binwatch.settings import Settings
 log = logging.getLogger(__name__)
 
 ROLLUP_RP: Final = "hourly"
-ROLLUP_MEASUREMENT: Final = "telemetry_1h"
+ROLLUP_MEASUREMENT: Final = "telemetry"  # the raw measurement's name, in another policy
 RAW_RP: Final = "raw"  # ingest creates it as the database's default (InfluxClient.ensure_database)
 # Kept forever: the pilot fleet makes ~3.8 M rollup points a year (433 bins × 8,760 h), small
 # enough that deleting history would save nothing worth a lost year-on-year comparison.
@@ -42,14 +43,15 @@ ROLLUP_SHARD: Final = "52w"
 RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 6h"
 BACKFILL_CHUNK: Final = timedelta(days=7)  # one SELECT … INTO per week keeps each write small
 
-# Per bin and hour. Overflow minutes are 60 × mean(overflow): the share of the hour's readings at
-# ≥ 100 % times the hour (docs/metrics.md). Written as mean(), not sum()/count(): InfluxDB 1.6
-# sums a subquery's two-aggregate expression wrongly (checked: 20 instead of 30 over two hours).
+# Per bin and hour. `overflow` / `over90` become the share of the hour's readings at ≥ 100 % /
+# ≥ 90 %, so summed over bin-hours they are hours overflowing (docs/metrics.md). A plain mean(),
+# not sum()/count(): InfluxDB 1.6 sums a subquery's two-aggregate expression wrongly (checked: 20
+# instead of 30 over two hours), and the raw path reads this SELECT as a subquery.
 ROLLUP_FIELDS: Final = (
     "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
     "sum(checked_deposits) AS checked_deposits, count(fill_pct) AS readings, "
-    "60 * mean(overflow) AS overflow_min, 60 * mean(over90) AS over90_min, "
-    "max(fill_pct) AS fill_max, min(battery_pct) AS battery_min, max(temp_c) AS temp_max"
+    "mean(overflow) AS overflow, mean(over90) AS over90, "
+    "max(fill_pct) AS fill_pct, min(battery_pct) AS battery_pct, max(temp_c) AS temp_c"
 )
 
 
@@ -61,7 +63,7 @@ def _select_into(database: str, where: str = "") -> str:
     )
 
 
-CQ_NAME: Final = ROLLUP_MEASUREMENT
+CQ_NAME: Final = "telemetry_1h"
 _CQ_EXISTS: Final = "continuous query already exists"
 
 

@@ -68,8 +68,8 @@ def test_ensure_rollups_is_idempotent_and_replaces_a_changed_definition(
     db = quote_ident(settings.influx_db)
     influx.query(f"DROP CONTINUOUS QUERY {CQ_NAME} ON {db}", database=False)
     influx.query(
-        f"CREATE CONTINUOUS QUERY {CQ_NAME} ON {db} BEGIN SELECT max(fill_pct) AS fill_max "
-        f"INTO {db}.hourly.telemetry_1h FROM {db}.raw.telemetry GROUP BY time(1h), * END",
+        f"CREATE CONTINUOUS QUERY {CQ_NAME} ON {db} BEGIN SELECT max(fill_pct) AS fill_pct "
+        f"INTO {db}.hourly.telemetry FROM {db}.raw.telemetry GROUP BY time(1h), * END",
         database=False,
     )
     ensure_rollups(influx)
@@ -99,7 +99,7 @@ def test_backfill_writes_one_point_per_bin_hour_with_every_tag(influx: InfluxCli
         on_chunk=lambda _end, n: chunks.append(n),
     )
     assert written == 2 and chunks == [1, 1]
-    (series,) = influx.query("SELECT * FROM hourly.telemetry_1h GROUP BY *")
+    (series,) = influx.query("SELECT * FROM hourly.telemetry GROUP BY *")
     assert series.tags == dict(pair.split("=") for pair in TAGS.split(","))
     first, second = series.rows()
     expected: dict[str, Any] = {
@@ -108,15 +108,15 @@ def test_backfill_writes_one_point_per_bin_hour_with_every_tag(influx: InfluxCli
         "contaminated": 1,
         "checked_deposits": 5,
         "readings": 3,
-        "overflow_min": 20,
-        "over90_min": 40,
-        "fill_max": 100,
-        "battery_min": 49,
-        "temp_max": 25,
+        "overflow": pytest.approx(1 / 3),
+        "over90": pytest.approx(2 / 3),
+        "fill_pct": 100,
+        "battery_pct": 49,
+        "temp_c": 25,
     }
     assert first == expected
     assert second["time"] == ms(BASE + 8 * 24 * HOUR)
-    assert (second["readings"], second["overflow_min"], second["deposits"]) == (1, 0, None)
+    assert (second["readings"], second["overflow"], second["deposits"]) == (1, 0, None)
     # Rewriting the same hours gives the same points.
     assert backfill(influx, BASE, BASE + 9 * 24 * HOUR) == 2
-    assert influx.query("SELECT count(readings) FROM hourly.telemetry_1h")[0].values[0][1] == 2
+    assert influx.query("SELECT count(readings) FROM hourly.telemetry")[0].values[0][1] == 2
