@@ -95,7 +95,10 @@ class Alerter(TickingService):
 
     def _point(self, event: AlertEvent) -> str:
         """Measurement `alerts`: one point per lifecycle change, tagged like the bin's readings
-        plus the alert's type, severity and the state it entered."""
+        plus the alert's type, severity and the state it entered. The state is a tag, so each
+        state is a series of its own and InfluxQL cannot take an alert's latest one: the field
+        `live` (1 raised or acknowledged, 0 cleared) can, and since a bin has at most one live
+        alert per type, the latest `live` per bin and type says whether one is live now."""
         alert = event.alert
         known = self._tags.get(alert.bin_id)
         tags = {"bin": alert.bin_id, "site": alert.site_id}
@@ -111,5 +114,10 @@ class Alerter(TickingService):
         state = {"raised": "active"}.get(event.kind, event.kind)
         tags |= {"type": alert.type, "severity": alert.severity, "state": state}
         duration = alert.duration_s if event.kind == "cleared" else None
-        fields = {"alert_id": alert.id, "duration_s": duration, "actor": event.actor}
+        fields = {
+            "alert_id": alert.id,
+            "duration_s": duration,
+            "actor": event.actor,
+            "live": int(event.kind != "cleared"),
+        }
         return point("alerts", tag_set(tags), fields, epoch_ms(event.at))

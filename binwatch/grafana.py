@@ -10,7 +10,9 @@ changes nothing. This module is the Grafana boundary: grafana-client's exception
 
 `sites` copies each site's coordinates and grid tags from the registry into the InfluxDB
 measurement `sites`, because InfluxQL cannot join across databases and the geomap panel can only
-join what one datasource returns.
+join what one datasource returns. It also writes `policy_ranges`: which retention policy serves
+which length of time range, which the dashboards' hidden `rp` variable selects from with Grafana's
+`${__from}` and `${__to}`, so long ranges read the hourly rollups and short ones raw readings.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from binwatch.errors import BinwatchError, SinkError
 from binwatch.influx import InfluxClient, quote_ident
+from binwatch.rollups import RAW_RP, ROLLUP_RP
 from binwatch.settings import Settings
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
@@ -51,6 +54,18 @@ GRAFANA_TIMEOUT_S = 30.0
 # policy that never expires, one point per site at time 0: rewriting a site overwrites it.
 SITES_RETENTION_POLICY = "registry"
 SITES_MEASUREMENT = "sites"
+# One point per retention policy: tag `rp` (its name), fields `policy` (the name again: a Grafana
+# variable takes its values from a field), `shortest_ms` and `longest_ms`. A dashboard whose
+# range lasts at least the shortest and less than the longest reads that policy.
+POLICY_RANGES_MEASUREMENT = "policy_ranges"
+# Ranges of two days and more read the hourly rollups. Shorter ones read raw readings: there the
+# hour still being rolled up (the continuous query writes an hour when it ends) is a visible
+# share of the range, and Grafana's interval is minutes, finer than the rollup. From two days on
+# the missing hour is under 2 % of the range, and the raw readings would cost 12 times the
+# points (a reading every 5 minutes): 250 k per field at two days for the pilot fleet, 870 k at
+# the Site and Operator dashboards' 7 days, which read 73 k bin-hours instead.
+HOURLY_FROM_MS = 2 * 24 * 3600 * 1000
+POLICY_RANGES_MS = ((RAW_RP, 0, HOURLY_FROM_MS), (ROLLUP_RP, HOURLY_FROM_MS, 2**63 - 1))
 
 Action = Literal["created", "updated", "unchanged"]
 
@@ -205,8 +220,9 @@ def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def write_sites(settings: Settings) -> int:
     """Replace the `sites` measurement with the registry's sites that have bins (tags: site and
-    its grid levels; fields: lat, lon, name); returns how many were written. Dropping first
-    removes sites that left the registry or moved to another community."""
+    its grid levels; fields: lat, lon, name), and the `policy_ranges` measurement with
+    POLICY_RANGES_MS; returns how many sites were written. Dropping first removes sites that
+    left the registry or moved to another community, and policies no longer used."""
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
@@ -231,6 +247,15 @@ def write_sites(settings: Settings) -> int:
             "name": site.name,
         }
         lines.append(point(SITES_MEASUREMENT, tag_set(grid), fields, 0))
+    policies = [
+        point(
+            POLICY_RANGES_MEASUREMENT,
+            tag_set({"rp": name}),
+            {"policy": name, "shortest_ms": shortest, "longest_ms": longest},
+            0,
+        )
+        for name, shortest, longest in POLICY_RANGES_MS
+    ]
     influx = InfluxClient(settings)
     try:
         influx.ensure_database(settings.raw_retention)  # this may run before ingest ever did
@@ -238,16 +263,16 @@ def write_sites(settings: Settings) -> int:
             f"CREATE RETENTION POLICY {quote_ident(SITES_RETENTION_POLICY)} ON "
             f"{quote_ident(settings.influx_db)} DURATION INF REPLICATION 1"
         )
-        influx.query(f"DROP SERIES FROM {quote_ident(SITES_MEASUREMENT)}")
-        if lines:
-            influx.write(lines, retention_policy=SITES_RETENTION_POLICY)
+        for measurement in (SITES_MEASUREMENT, POLICY_RANGES_MEASUREMENT):
+            influx.query(f"DROP SERIES FROM {quote_ident(measurement)}")
+        influx.write(lines + policies, retention_policy=SITES_RETENTION_POLICY)
     finally:
         influx.close()
     return len(lines)
 
 
 grafana_app = typer.Typer(
-    help="Grafana: push the dashboards to a running Grafana, write the site map's coordinates.",
+    help="Grafana: push the dashboards to a running Grafana, write what they read besides readings.",
     no_args_is_help=True,
 )
 
@@ -316,11 +341,15 @@ def push_command(
 
 @grafana_app.command("sites")
 def sites_command() -> None:
-    """Write the registry's sites (coordinates and grid tags) to InfluxDB for the city map;
-    run it after every `binwatch fleet import`."""
+    """Write the registry's sites (coordinates and grid tags) to InfluxDB for the city map, and
+    which retention policy serves which time range; run it after every `binwatch fleet import`."""
     try:
         count = write_sites(Settings())
     except SinkError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"wrote {count} sites to {SITES_RETENTION_POLICY}.{SITES_MEASUREMENT}")
+    typer.echo(
+        f"wrote {count} sites and {len(POLICY_RANGES_MS)} policy ranges to "
+        f"{SITES_RETENTION_POLICY}.{SITES_MEASUREMENT} and "
+        f"{SITES_RETENTION_POLICY}.{POLICY_RANGES_MEASUREMENT}"
+    )

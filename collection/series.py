@@ -1,6 +1,14 @@
 """The InfluxDB side of collection: the readings its rules and its verification look at, and
 the `collections` measurement it writes, one point per lifecycle event.
 
+The points also carry what Grafana needs to answer "now" and "how fast" in one InfluxQL query
+each (dashboards/README.md): the request's status is a tag, so each status is a series of its
+own and InfluxQL cannot take a request's latest one. `open` and `overdue` are therefore fields,
+written on every point that starts, continues or ends the wait for a crew; a bin has at most one
+request waiting at a time (the partial unique index), so the latest `open` of a bin says whether
+it has one now. The completion point carries `within_deadline`, and its `age_s` is the response
+time.
+
 Verification compares the time ingest *received* a reading (`received_ms`, the platform's
 clock) with the completion time (the platform's clock too), never the bin's own `ts`: a bin
 whose clock is wrong, or a simulator replaying yesterday, must not make a reading taken after
@@ -14,11 +22,12 @@ from typing import Final
 
 from api.schemas import epoch_ns, from_epoch_ms
 from binwatch.influx import InfluxClient
+from collection.lifecycle import OPEN, Status
 from collection.rules import FillPoint
 from devices.contract import epoch_ms
 from devices.models import CollectionEvent, CollectionRequest
 from devices.registry import BinTags
-from ingest.lineprotocol import point, tag_set
+from ingest.lineprotocol import FieldValue, point, tag_set
 
 MEASUREMENT: Final = "collections"
 # A reading's `ts` may lag its receipt by this much and still count for verification: covers the
@@ -81,7 +90,15 @@ def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint
 def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTags | None) -> str:
     """One `collections` point: the grid tags of the bin (as ingest writes them), the rule,
     the status the event left the request in, and what happened (`event`: transition, or
-    escalation_1 / escalation_2). Time = the event's time, so re-exporting rewrites it."""
+    escalation_1 / escalation_2). Time = the event's time, so re-exporting rewrites it.
+
+    Fields: `request_id`; `age_s` since the request was created; `deadline_s`, the time it was
+    given (its stream's deadline); `escalation_level` on escalations. While it waits for a crew
+    (open, dispatched, acknowledged) `open` = 1 and `overdue` = 1 once the deadline has passed;
+    completing or cancelling it writes both as 0. Verification (verified, disputed) writes
+    neither: the wait had already ended, and a bin's next request may have begun meanwhile.
+    An overdue request is escalated at its deadline, so its latest point says `overdue` = 1
+    even when no crew acts on it. The completion also writes `within_deadline` (1 or 0)."""
     grid = {
         "bin": request.bin_id,
         "site": request.site_id,
@@ -97,6 +114,18 @@ def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTag
         }
     what = "transition" if event.kind == "transition" else f"escalation_{event.escalation_level}"
     labels = tag_set({**grid, "rule": request.rule, "status": event.to_status, "event": what})
-    age_s = (event.at - request.created_at).total_seconds()
-    fields = {"request_id": request.id, "age_s": age_s, "escalation_level": event.escalation_level}
+    status = Status(event.to_status)
+    deadline = request.due_at - request.created_at
+    fields: dict[str, FieldValue | None] = {
+        "request_id": request.id,
+        "age_s": (event.at - request.created_at).total_seconds(),
+        "deadline_s": deadline.total_seconds(),
+        "escalation_level": event.escalation_level,
+    }
+    if status in OPEN:
+        fields |= {"open": 1, "overdue": int(event.at >= request.due_at)}
+    elif status in (Status.completed, Status.cancelled):
+        fields |= {"open": 0, "overdue": 0}
+    if status is Status.completed:
+        fields["within_deadline"] = int(event.at <= request.due_at)
     return point(MEASUREMENT, labels, fields, epoch_ms(event.at))

@@ -117,6 +117,20 @@ def _notices(recorder: Recorder) -> list[tuple[str, str]]:
     return [(json.loads(p)["type"], json.loads(p)["notice"]) for _t, p in recorder.messages]
 
 
+def _live_now(settings: Settings) -> dict[str, int]:
+    """Alerts live now by type, as the Device health dashboard counts them: the latest `live`
+    flag of each bin and type, whichever state tag its point carries."""
+    influx = InfluxClient(settings)
+    try:
+        result = influx.query(
+            'SELECT sum("live") FROM (SELECT last("live") AS "live" FROM alerts '
+            'GROUP BY "bin", "type") GROUP BY "type"'
+        )
+    finally:
+        influx.close()
+    return {s.tags["type"]: s.values[0][1] for s in result}
+
+
 def _posted(receiver: Receiver) -> list[tuple[str, str]]:
     out = []
     for body, signature in receiver.received:
@@ -158,6 +172,7 @@ def test_fire_reaches_everyone_once_and_battery_only_manager_and_operator(
         alerter.tick(datetime.now(UTC))
         alerter.tick(datetime.now(UTC))  # a second tick must not deliver again
         wait_for(lambda: len(mqtt.messages) == 2, timeout=10, what="two MQTT notices")
+        assert _live_now(settings) == {"battery_low": 1, "fire": 1}
         assert sorted(_notices(mqtt)) == [("battery_low", "raised"), ("fire", "raised")]
         for role in ("manager", "operator"):
             assert sorted(_posted(receivers[role])) == [
@@ -189,6 +204,7 @@ def test_fire_reaches_everyone_once_and_battery_only_manager_and_operator(
     assert len(receivers["community"].received) == 2  # fire raised and cleared, nothing else
     rows = InfluxClient(settings).query("SELECT count(alert_id) FROM alerts GROUP BY state")
     assert {s.tags["state"]: s.values[0][1] for s in rows} == {"active": 2, "cleared": 2}
+    assert _live_now(settings) == {"battery_low": 0, "fire": 0}
 
 
 def test_offline_by_will_and_by_silence_and_back(

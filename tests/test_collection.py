@@ -20,11 +20,11 @@ from api.main import create_app
 from binwatch.influx import InfluxClient
 from binwatch.servers import free_port
 from binwatch.settings import Settings
-from collection import rules, store
+from collection import rules, series, store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
 from collection.messages import Dispatch, Escalation
 from devices.contract import Reading, TopicKind, Topics, epoch_ms
-from devices.models import AreaContact, Bin
+from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, make_engine
 from ingest.decode import decode
 from ingest.lineprotocol import tag_set
@@ -272,9 +272,54 @@ def test_a_crew_that_never_comes_escalates_along_the_grid(
 
     influx = InfluxClient(settings)
     result = influx.query('SELECT count(request_id) FROM collections GROUP BY "event"')
+    # What the dashboards' "now" panels read: the bin's latest flags, whatever their status tag.
+    latest = influx.query(
+        'SELECT last("open") AS "open", last("overdue") AS "overdue" FROM collections '
+        'GROUP BY "bin"'
+    )
     influx.close()
     counts = {s.tags["event"]: s.values[0][1] for s in result}
     assert counts == {"transition": 2, "escalation_1": 1, "escalation_2": 1}
+    assert [(s.tags["bin"], s.values[0][1:]) for s in latest] == [(KITCHEN, [1, 1])]
+
+
+def test_collections_points_say_whether_a_request_waits_and_met_its_deadline() -> None:
+    created = datetime(2025, 3, 1, 8, tzinfo=UTC)
+    request = CollectionRequest(
+        id=7,
+        bin_id=KITCHEN,
+        site_id="sz-peoples-government",
+        operator_id=OPERATOR,
+        stream="kitchen",
+        rule="threshold",
+        created_at=created,
+        due_at=created + timedelta(hours=12),
+    )
+
+    def fields(status: Status, after_h: float, kind: str = "transition") -> dict[str, str]:
+        level = 1 if kind == "escalation" else None
+        at = created + timedelta(hours=after_h)
+        event = CollectionEvent(at=at, kind=kind, to_status=status, escalation_level=level)
+        _, field_set, _ = series.event_point(event, request, None).split(" ")
+        found = dict(item.split("=") for item in field_set.split(","))
+        assert found.pop("request_id") == "7i" and found.pop("deadline_s") == "43200.0"
+        return found
+
+    assert fields(Status.open, 0) == {"age_s": "0.0", "open": "1i", "overdue": "0i"}
+    assert fields(Status.acknowledged, 13)["overdue"] == "1i"
+    assert fields(Status.dispatched, 12, "escalation") == {
+        "age_s": "43200.0",
+        "escalation_level": "1i",
+        "open": "1i",
+        "overdue": "1i",
+    }
+    on_time = {"age_s": "39600.0", "open": "0i", "overdue": "0i", "within_deadline": "1i"}
+    assert fields(Status.completed, 11) == on_time
+    assert fields(Status.completed, 13)["within_deadline"] == "0i"
+    assert fields(Status.cancelled, 1) == {"age_s": "3600.0", "open": "0i", "overdue": "0i"}
+    # Verification comes after the wait ended; the bin's next request may be waiting already.
+    assert fields(Status.verified, 12) == {"age_s": "43200.0"}
+    assert fields(Status.disputed, 12) == {"age_s": "43200.0"}
 
 
 def _write(

@@ -6,14 +6,16 @@ accuracy as a ratio of sums, no query scanning all history by accident).
 
 Queries: every panel query and every template-variable query is taken from the JSON, its
 variables and macros filled in the way Grafana fills them, and run against a real InfluxDB that
-the simulator filled through the real ingest. Each must run without error and return data, once
-with every filter at "All" and once with two values chosen in each (the chained variable queries
-decide which, as they would for a person clicking through them).
+the simulator filled through the real ingest (and the hourly rollups backfilled from it). Each
+must run without error and return data, once with every filter at "All" and once with two values
+chosen in each (the chained variable queries decide which, as they would for a person clicking
+through them), and a query that reads the retention policy `$rp` once with each policy.
 
 Grafana fills a query in two steps, and `grafana_query` follows both:
 - the browser (`templateSrv.replace(query, vars, 'regex')`, public/app/plugins/datasource/
   influxdb/datasource.ts): a dashboard variable becomes its custom "All" value unescaped, or its
-  values regex-escaped, several joined as `(a|b)`;
+  values regex-escaped, several joined as `(a|b)`; `${__from}` and `${__to}` become the range's
+  ends in epoch milliseconds;
 - the server (`Query.Build`, pkg/tsdb/influxdb/models/query.go): `$timeFilter` becomes
   `time >= <from>ms and time <= <to>ms`, then `$interval`, `$__interval_ms` and `$__interval`
   become the interval the browser computed (range / max data points, rounded to Grafana's
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +41,9 @@ from sqlalchemy.orm import Session
 from alerts import store as alert_store
 from alerts.rules import AlertType, Finding
 from binwatch.errors import SinkRejected
-from binwatch.grafana import write_sites
+from binwatch.grafana import HOURLY_FROM_MS, write_sites
 from binwatch.influx import InfluxClient
+from binwatch.rollups import RAW_RP, ROLLUP_RP, backfill
 from binwatch.settings import Settings
 from collection import store as collection_store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
@@ -63,8 +66,13 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 # 12.0 writes 41, and every later 12.x loads 41 and migrates it forward in memory.
 SCHEMA_VERSION_BY_GRAFANA_MAJOR = {12: 41}
 GRID_FILTERS = ("district", "street", "community", "site_type", "operator", "site", "stream")
+# The hidden variable naming the retention policy a panel reads: raw readings or hourly rollups.
+POLICY_VARIABLE = "rp"
+POLICIES = (RAW_RP, ROLLUP_RP)
 # What Grafana's InfluxQL backend replaces itself (see the module docstring).
 BACKEND_MACROS = ("timeFilter", "interval", "__interval_ms", "__interval")
+# Grafana's global variables that the browser fills from the dashboard's time range.
+TIME_RANGE_VARIABLES = ("__from", "__to")
 # Grafana's variable syntax: $name, [[name]] and ${name[.field][:format]}
 # (public/app/features/variables/utils.ts, variableRegex).
 VARIABLE_REFERENCE = re.compile(
@@ -73,9 +81,16 @@ VARIABLE_REFERENCE = re.compile(
 # InfluxQL aliases name series with these; they are not dashboard variables.
 ALIAS_PATTERNS = re.compile(r"\$(tag_\w+|col|m|measurement)\b")
 ACCURACY = '1 - sum("contaminated") / sum("checked_deposits")'
-# Measurements a query may read without a time filter: a bin's last status may be weeks old,
-# and the site coordinates are one point per site at time 0.
-TIMELESS = ('FROM "device_status"', 'FROM "registry"."sites"')
+# What a query may read without a time filter: a bin's last status may be weeks old, the site
+# coordinates are one point per site at time 0, and a request waiting or an alert live now may
+# have begun long before the range.
+TIMELESS = (
+    'FROM "device_status"',
+    'FROM "registry"."sites"',
+    'last("open")',
+    'last("overdue")',
+    'last("live")',
+)
 # Panel width in pixels stands in for max data points when a panel sets none; a full-width panel
 # on a common screen is about this wide.
 DEFAULT_MAX_DATA_POINTS = 1000
@@ -107,6 +122,8 @@ DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
 
 EventType = Literal["fire", "tilt", "lid_open", "fault"]
 SIMULATED_ROUNDS = 12
+# The deadline of the requests of every other bin in the test data, so those miss it.
+SHORT_DEADLINE = timedelta(minutes=2)
 READING_INTERVAL_S = 300
 EVENT_TYPES: tuple[EventType, ...] = ("fire", "tilt", "lid_open", "fault")
 
@@ -184,7 +201,7 @@ def test_every_datasource_is_the_provisioned_influxdb(name: str) -> None:
 @pytest.mark.parametrize("name", DASHBOARDS)
 def test_every_variable_used_is_defined_before_use(name: str) -> None:
     board = DASHBOARDS[name]
-    defined: set[str] = set()
+    defined: set[str] = set(TIME_RANGE_VARIABLES)
     for variable in variables(board):
         used = referenced(variable["query"]) - defined
         assert not used, f"variable {variable['name']} uses {used} before they are defined"
@@ -199,17 +216,21 @@ def test_every_variable_used_is_defined_before_use(name: str) -> None:
 
 
 def test_every_dashboard_filters_by_the_same_grid_variables() -> None:
-    """Same names and queries everywhere, so a filter means the same on every dashboard."""
+    """Same names and queries everywhere, so a filter means the same on every dashboard; the
+    policy variable last, hidden, one value, chosen anew whenever the time range changes."""
     queries = {
         name: {v["name"]: v["query"] for v in variables(board)}
         for name, board in DASHBOARDS.items()
     }
     first = next(iter(queries.values()))
-    assert tuple(first) == GRID_FILTERS
+    assert tuple(first) == (*GRID_FILTERS, POLICY_VARIABLE)
     for name, mapping in queries.items():
-        assert mapping == first, f"{name} defines the grid variables differently"
+        assert mapping == first, f"{name} defines the variables differently"
     for name, board in DASHBOARDS.items():
-        for variable in variables(board):
+        *grid, policy = variables(board)
+        assert policy["hide"] == 2 and policy["refresh"] == 2 and policy["skipUrlSync"]
+        assert not policy["multi"] and not policy["includeAll"]
+        for variable in grid:
             single = name == "site" and variable["name"] == "site"
             # One site at a time on the site dashboard; elsewhere any selection and "All" (.*
             # rather than a list of every value, which would grow with the fleet).
@@ -233,6 +254,9 @@ def test_queries_follow_the_project_rules(name: str) -> None:
                 assert all(f"/^${key}$/" in query for key in GRID_FILTERS), (
                     f"{where} ignores a filter"
                 )
+            if "timeFrom" in panel:
+                # "Now" panels read each bin's latest reading: the rollups lag by up to an hour.
+                assert f"${POLICY_VARIABLE}" not in query, f"{where} is 'now': raw readings only"
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
@@ -306,8 +330,10 @@ def grafana_query(
         name = match[1] or match[2] or match[4]
         return selections[name].regex() if name in selections else match[0]
 
-    text = VARIABLE_REFERENCE.sub(variable, query)
     start_ms, end_ms = (int(moment.timestamp() * 1000) for moment in (span.start, span.end))
+    ends = {"__from": Selection((str(start_ms),)), "__to": Selection((str(end_ms),))}
+    selections = {**ends, **selections}
+    text = VARIABLE_REFERENCE.sub(variable, query)
     text = text.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
     interval = format_interval(interval_ms)
     text = text.replace("$interval", interval)
@@ -323,7 +349,9 @@ def resolve_variables(
     selections: dict[str, Selection] = {}
     for variable in variables(board):
         result = influx.query(grafana_query(variable["query"], selections, span=span))
-        options = [row["value"] for series in result for row in series.rows()]
+        # Grafana's ResponseParser takes each row's second column: the tag value of SHOW TAG
+        # VALUES (key, value), the first field of a SELECT (time, field).
+        options = [row[1] for series in result for row in series.values]
         assert options, f"variable {variable['name']} has no values"
         if not variable["multi"]:
             selections[variable["name"]] = Selection((options[0],))
@@ -334,15 +362,25 @@ def resolve_variables(
     return selections
 
 
+def late_bins(bins: list[BinTags]) -> list[BinTags]:
+    """The bins whose requests `run_requests` gives SHORT_DEADLINE."""
+    return bins[::2]
+
+
 def run_requests(settings: Settings, bins: list[BinTags], start: datetime) -> None:
     """Every bin's request through its whole life (opened, dispatched, acknowledged, escalated,
-    completed, disputed) and a second one left open, straight in the registry, then the
-    collector's export step writes the `collections` points."""
+    completed, disputed) and a second one left waiting, straight in the registry, then the
+    collector's export step writes the `collections` points. The late bins' requests have
+    SHORT_DEADLINE: the first is completed after it, the second is escalated at it and stays
+    overdue."""
     policy = Policy.of(settings)
+    short = replace(policy, deadlines=dict.fromkeys(policy.deadlines, SHORT_DEADLINE))
+    late = {tags.bin for tags in late_bins(bins)}
     engine = make_engine(settings.database_url)
     try:
         with Session(engine, expire_on_commit=False) as session:
             for tags in bins:
+                deadlines = short if tags.bin in late else policy
                 at = start
                 first = collection_store.open_request(
                     session,
@@ -350,7 +388,7 @@ def run_requests(settings: Settings, bins: list[BinTags], start: datetime) -> No
                     rule=Rule.manual,
                     reason="test",
                     now=at,
-                    policy=policy,
+                    policy=deadlines,
                     actor=COLLECTOR,
                 ).request
                 crew = Actor(Role.operator, first.operator_id)
@@ -372,15 +410,24 @@ def run_requests(settings: Settings, bins: list[BinTags], start: datetime) -> No
                         )
                     at = start + timedelta(minutes=i, seconds=30)
                     collection_store.transition(session, first.id, status, actor=actor, now=at)
-                collection_store.open_request(
+                second = collection_store.open_request(
                     session,
                     bin_id=tags.bin,
                     rule=Rule.manual,
                     reason="test again",
                     now=at + timedelta(minutes=1),
-                    policy=policy,
+                    policy=deadlines,
                     actor=COLLECTOR,
-                )
+                ).request
+                if tags.bin in late:
+                    assert collection_store.escalate(
+                        session,
+                        second,
+                        level=1,
+                        now=second.due_at,
+                        actor=COLLECTOR,
+                        note="test",
+                    )
     finally:
         engine.dispose()
     with running_collector(settings) as collector:
@@ -422,8 +469,9 @@ def filled_influx(
     settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
 ) -> Iterator[InfluxClient]:
     """The pilot fleet's last hour through the real ingest: readings and statuses from the
-    simulator, one event of each type per bin, and the sites for the map; a collection request
-    and two alerts per bin, exported by the collector and the alerter."""
+    simulator, one event of each type per bin, and the sites for the map and the policy ranges;
+    the readings rolled up hourly; two collection requests and two alerts per bin, exported by
+    the collector and the alerter."""
     now = datetime.now(UTC)
     start = now - timedelta(seconds=SIMULATED_ROUNDS * READING_INTERVAL_S)
     bins = list(pilot_bins.values())
@@ -464,9 +512,14 @@ def filled_influx(
     raise_alerts(settings, bins, start)
     client = InfluxClient(settings)
     try:
+        rolled_up = backfill(client, start, now, timezone=settings.timezone)
+        assert rolled_up.hourly >= len(bins)
         # Per bin: the first request's six points (one of them the escalation) and the second
-        # request's one; two alerts raised and one cleared.
-        exported = {"collections": 7 * len(bins), "alerts": 3 * len(bins)}
+        # request's one, plus its escalation for the late bins; two alerts raised, one cleared.
+        exported = {
+            "collections": 7 * len(bins) + len(late_bins(bins)),
+            "alerts": 3 * len(bins),
+        }
         counted = {
             m: int(client.query(f'SELECT count("{field}") FROM "{m}"')[0].values[0][1])
             for m, field in (("collections", "request_id"), ("alerts", "alert_id"))
@@ -481,7 +534,7 @@ def filled_influx(
 def test_every_query_runs_and_returns_data(filled_influx: InfluxClient) -> None:
     now = datetime.now(UTC)
     failures: list[str] = []
-    ran = 0
+    ran = rolled_up = 0
     for name, board in DASHBOARDS.items():
         board_range = dashboard_range(board, now)
         for pick in (None, 2):
@@ -493,18 +546,93 @@ def test_every_query_runs_and_returns_data(filled_influx: InfluxClient) -> None:
                         now - timedelta(milliseconds=parse_duration_ms(panel["timeFrom"])), now
                     )
                 for target in panel["targets"]:
-                    query = grafana_query(
-                        target["query"],
-                        selections,
-                        span=span,
-                        interval_ms=panel_interval_ms(panel, span),
-                    )
-                    where = f"{name} / {panel['title']} / {target['refId']} (pick={pick})"
-                    ran += 1
-                    try:
-                        if not filled_influx.query(query):
-                            failures.append(f"{where}: no data from {query}")
-                    except SinkRejected as exc:
-                        failures.append(f"{where}: {exc.message} in {query}")
+                    # A query reading $rp runs with each policy, whichever the range chose.
+                    switches = POLICY_VARIABLE in referenced(target["query"])
+                    for policy in POLICIES if switches else selections[POLICY_VARIABLE].values:
+                        query = grafana_query(
+                            target["query"],
+                            {**selections, POLICY_VARIABLE: Selection((policy,))},
+                            span=span,
+                            interval_ms=panel_interval_ms(panel, span),
+                        )
+                        where = f"{name} / {panel['title']} / {target['refId']} (pick={pick})"
+                        ran += 1
+                        rolled_up += switches and policy == ROLLUP_RP
+                        try:
+                            if not filled_influx.query(query):
+                                failures.append(f"{where}: no data from {query}")
+                        except SinkRejected as exc:
+                            failures.append(f"{where}: {exc.message} in {query}")
     assert not failures, "\n".join(failures)
-    assert ran > 80
+    assert ran > 150
+    assert rolled_up > 40
+
+
+@pytest.mark.servers
+def test_the_policy_follows_the_length_of_the_range(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """Raw readings below two days, the hourly rollups from two days on, at any end."""
+    write_sites(settings)
+    [query] = {
+        v["query"]
+        for board in DASHBOARDS.values()
+        for v in variables(board)
+        if v["name"] == POLICY_VARIABLE
+    }
+    end = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    two_days = timedelta(milliseconds=HOURLY_FROM_MS)
+    expected = {
+        timedelta(hours=1): RAW_RP,
+        timedelta(hours=24): RAW_RP,
+        two_days - timedelta(milliseconds=1): RAW_RP,
+        two_days: ROLLUP_RP,
+        timedelta(days=7): ROLLUP_RP,
+        timedelta(days=400): ROLLUP_RP,
+    }
+    influx = InfluxClient(settings)
+    try:
+        for length, policy in expected.items():
+            for moment in (end, datetime.now(UTC)):
+                span = TimeRange(moment - length, moment)
+                result = influx.query(grafana_query(query, {}, span=span))
+                chosen = [row["policy"] for series in result for row in series.rows()]
+                assert chosen == [policy], f"{length} ending {moment}: {chosen}"
+    finally:
+        influx.close()
+
+
+def panel_value(influx: InfluxClient, board: str, title: str, now: datetime) -> dict[str, float]:
+    """What the panel shows with every filter at "All": its value per series (by alias tag)."""
+    [panel] = [p for p in panels(DASHBOARDS[board]) if p["title"] == title]
+    span = dashboard_range(DASHBOARDS[board], now)
+    selections = resolve_variables(influx, DASHBOARDS[board], span, pick=None)
+    [target] = panel["targets"]
+    result = influx.query(grafana_query(target["query"], selections, span=span))
+    return {"/".join(s.tags.values()) or "all": s.values[0][1] for s in result}
+
+
+@pytest.mark.servers
+def test_the_now_panels_count_what_waits_now(
+    filled_influx: InfluxClient, pilot_bins: dict[str, BinTags]
+) -> None:
+    """Every bin's second request waits, the late bins' are overdue; every bin's fire alert is
+    live and its tilt alert cleared; the late bins' first requests missed their deadline."""
+    now = datetime.now(UTC)
+    bins = list(pilot_bins.values())
+    late = len(late_bins(bins))
+    assert panel_value(filled_influx, "city-overview", "Requests waiting now", now) == {
+        "all": len(bins)
+    }
+    assert panel_value(filled_influx, "city-overview", "Requests overdue now", now) == {"all": late}
+    assert panel_value(filled_influx, "device-health", "Alerts active now", now) == {
+        "all": len(bins)
+    }
+    by_type = panel_value(filled_influx, "device-health", "Alerts active now by type", now)
+    assert by_type == {"fire": len(bins), "tilt": 0}
+    within = panel_value(filled_influx, "operator", "Completed within deadline by operator", now)
+    assert set(within) == {tags.operator for tags in bins}
+    completed_in_time = sum(
+        within[operator] * sum(t.operator == operator for t in bins) for operator in within
+    )
+    assert round(completed_in_time) == len(bins) - late
