@@ -8,7 +8,8 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
+from itertools import chain
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -25,11 +26,17 @@ from api.compliance_schemas import (
 )
 from api.queries import accuracy
 from api.schemas import rfc3339
+from binwatch.rollups import local_midnight
 
 DAY: Final = timedelta(days=1)
 # Weights of the cleanliness score's parts (docs/metrics.md); parts without data are left out
-# and the others renormalised, which is also how collection will join once it is measured.
-WEIGHTS: Final[Mapping[PartName, float]] = {"accuracy": 0.5, "overflow": 0.3, "device_health": 0.2}
+# and the others renormalised (the weights need not add up to 1: only their ratios count).
+WEIGHTS: Final[Mapping[PartName, float]] = {
+    "accuracy": 0.5,
+    "overflow": 0.3,
+    "device_health": 0.2,
+    "collection": 0.25,
+}
 # A group whose reporting bins spent this share of their time at or over 100 % scores 0 on
 # overflow; 10 % is about 2.4 h a day, far past what a serviced bin should ever show.
 OVERFLOW_SHARE_AT_ZERO: Final = 0.10
@@ -91,11 +98,73 @@ def device_counts(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RequestSums:
+    """The collection requests created in a period for a group of bins, as counts that add
+    across sites and periods (api/compliance_requests.py reads them per site and period).
+    Each request was judged against its deadline when it was read: `on_time` were completed by
+    `due_at`; `missed` were completed after it or are still open past it; the rest (open and
+    not yet due, cancelled) have no verdict. `response_minutes` holds, in no order, the time
+    from creation to completion of every completed request, for the percentiles."""
+
+    requests: int = 0
+    on_time: int = 0
+    missed: int = 0
+    disputes: int = 0
+    escalations: int = 0
+    response_minutes: tuple[float, ...] = ()
+
+    def __add__(self, other: RequestSums) -> RequestSums:
+        return request_total((self, other))
+
+
+NO_REQUESTS: Final = RequestSums()
+
+
+def request_total(items: Iterable[RequestSums]) -> RequestSums:
+    """The sum of request figures; the response times are joined once, not pair by pair (a
+    district's year holds ~100k of them)."""
+    parts = list(items)
+    return RequestSums(
+        requests=sum(p.requests for p in parts),
+        on_time=sum(p.on_time for p in parts),
+        missed=sum(p.missed for p in parts),
+        disputes=sum(p.disputes for p in parts),
+        escalations=sum(p.escalations for p in parts),
+        response_minutes=tuple(chain.from_iterable(p.response_minutes for p in parts)),
+    )
+
+
+def nearest_rank(ordered: Sequence[float], percent: int) -> float | None:
+    """The nearest-rank percentile of values sorted ascending: the value at rank
+    ⌈percent / 100 × n⌉ (1-based), always one of the values; None without values. The median
+    of an even count is the lower of the two middle values."""
+    if not ordered:
+        return None
+    rank = -(-percent * len(ordered) // 100)  # ceil in integers: no float rounding at n × 0.9
+    return ordered[max(rank, 1) - 1]
+
+
+def within_deadline(requests: RequestSums) -> float | None:
+    """The share of judged requests that were completed by their deadline; None when none of
+    the requests has a verdict yet."""
+    judged = requests.on_time + requests.missed
+    return requests.on_time / judged if judged else None
+
+
 def metrics(
-    sums: Sums, *, bins: int, start: datetime, end: datetime, devices: DeviceCounts | None
+    sums: Sums,
+    *,
+    bins: int,
+    start: datetime,
+    end: datetime,
+    devices: DeviceCounts | None,
+    requests: RequestSums = NO_REQUESTS,
 ) -> Metrics:
-    """The figures of a group of `bins` registered bins over [start, end) (whole hours)."""
+    """The figures of a group of `bins` registered bins over [start, end) (whole hours), with
+    the collection requests created in that time."""
     days = (end - start) / DAY
+    times = sorted(requests.response_minutes)
     expected_bin_hours = bins * ((end - start) // HOUR)
     reported_minutes = sums.bin_hours * 60
     return Metrics(
@@ -116,6 +185,15 @@ def metrics(
         ),
         bins_offline=devices.offline if devices else None,
         bins_low_battery=devices.low_battery if devices else None,
+        requests=requests.requests,
+        requests_completed=len(times),
+        requests_on_time=requests.on_time,
+        requests_missed=requests.missed,
+        response_median_minutes=nearest_rank(times, 50),
+        response_p90_minutes=nearest_rank(times, 90),
+        completed_within_deadline=within_deadline(requests),
+        disputes=requests.disputes,
+        escalations=requests.escalations,
     )
 
 
@@ -130,6 +208,11 @@ def score(figures: Metrics) -> Score:
         ),
         "device_health": (
             None if figures.reporting_coverage is None else 100 * figures.reporting_coverage
+        ),
+        "collection": (
+            None
+            if figures.completed_within_deadline is None
+            else 100 * figures.completed_within_deadline
         ),
     }
     available = sum(WEIGHTS[name] for name, value in values.items() if value is not None)
@@ -204,14 +287,25 @@ def periods(
         grouped[first] = grouped.get(first, Sums()) + sums
     result = []
     for first in sorted(grouped):
-        begin = _local_midnight(first, zone)
-        finish = _local_midnight(_next_period(first, every), zone)
+        begin = local_midnight(first, zone)
+        finish = local_midnight(_next_period(first, every), zone)
         result.append((max(begin, start), min(finish, end), grouped[first]))
     return result
 
 
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+def period_bounds(
+    *, every: Every, start: datetime, end: datetime, timezone: str
+) -> list[tuple[datetime, datetime]]:
+    """Every local day, week or month that [start, end) touches, in order, each cut to the
+    window: the same periods `periods` gives, whether or not they hold data."""
+    zone = ZoneInfo(timezone)
+    first = period_start(start.astimezone(zone).date(), every)
+    result = []
+    while (begin := local_midnight(first, zone)) < end:
+        following = _next_period(first, every)
+        result.append((max(begin, start), min(local_midnight(following, zone), end)))
+        first = following
+    return result
 
 
 # --- CSV -------------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
 """The reads behind compliance reports: which registered sites and bins a report covers (registry)
 and their hourly sums (InfluxQL, values always as bound parameters).
 
-Every InfluxDB figure is read from per-bin-hour rows: the `hourly.telemetry` rollup, or, for
+Every InfluxDB figure is a sum over per-bin-hour rows: the `hourly.telemetry` rollup, or, for
 `source=raw`, the very same rollup SELECT (binwatch.rollups.ROLLUP_FIELDS) run as a subquery over
-raw readings. The outer queries are identical for both, so both paths give the same numbers.
+raw readings; for `source=daily`, settled hours come from the per-site tiers (site-hours, and
+site-days for whole local days), which hold those rows' sums already. The window's segments (binwatch.rollups.plan) say which tier
+answers which hours; a figure is the sum of its segments' answers, so every path gives the same
+numbers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -17,22 +21,47 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from api.compliance import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
-from api.compliance_schemas import ReportWindow, Source, Subject
+from api.compliance_schemas import ReportWindow, Subject
 from api.schemas import epoch_ns, from_epoch_ms
 from binwatch.errors import NotFound
-from binwatch.influx import InfluxClient, Series
-from binwatch.rollups import RAW_RP, ROLLUP_FIELDS, ROLLUP_MEASUREMENT, ROLLUP_RP
+from binwatch.influx import InfluxClient, Series, quote_ident
+from binwatch.rollups import (
+    DAILY_RP,
+    RAW_RP,
+    ROLLUP_FIELDS,
+    ROLLUP_MEASUREMENT,
+    ROLLUP_RP,
+    SITE_HOUR_MEASUREMENT,
+    Segment,
+    Tier,
+    daily_measurement,
+)
 from devices import registry
 from devices.models import Area, Operator, Site
 
 # Grid level → the telemetry tag ingest writes for it; the city is every reading.
 AREA_TAGS: Final = {"community": "community", "street": "street", "district": "district"}
 _TIME: Final = "time >= $start AND time < $end"
-_SUMS: Final = (
+_ADDITIVE: Final = (
     "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
-    "sum(checked_deposits) AS checked_deposits, sum(overflow) AS overflow_hours, "
-    "sum(over90) AS over90_hours, count(readings) AS bin_hours"
+    "sum(checked_deposits) AS checked_deposits, "
 )
+# The same sums from either kind of row: a bin-hour row is one bin-hour and holds overflow as a
+# share of its hour; site-hour and site-day rows hold both already summed.
+_BIN_HOUR_SUMS: Final = (
+    f"{_ADDITIVE}sum(overflow) AS overflow_hours, sum(over90) AS over90_hours, "
+    "count(readings) AS bin_hours"
+)
+_SITE_SUMS: Final = (
+    f"{_ADDITIVE}sum(overflow_hours) AS overflow_hours, "
+    "sum(over90_hours) AS over90_hours, sum(bin_hours) AS bin_hours"
+)
+_SUMS: Final[dict[Tier, str]] = {
+    "raw": _BIN_HOUR_SUMS,
+    "hourly": _BIN_HOUR_SUMS,
+    "site_hour": _SITE_SUMS,
+    "daily": _SITE_SUMS,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,28 +125,68 @@ def _sites(session: Session, condition: Any) -> list[Site]:
 # --- InfluxDB ----------------------------------------------------------------------------------
 
 
-def site_sums(influx: InfluxClient, scope: Scope, window: ReportWindow) -> dict[str, Sums]:
-    """Sums over the whole window, per site."""
-    series = _query(influx, scope, window, window.start, window.end, _SUMS, "GROUP BY site")
-    return {s.tags["site"]: _sums(row) for s in series for row in s.rows()}
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What a report reads from InfluxDB: sums per site over the window, the bins that reported
+    lately, each bin's lowest recent battery level and, for a breakdown, sums per local day
+    (keyed by its local midnight; a day read from two segments comes twice, and
+    api.compliance.periods adds them up)."""
+
+    by_site: dict[str, Sums]
+    recent: set[str]
+    battery: dict[str, float]
+    days: list[tuple[datetime, Sums]]
 
 
-def day_sums(
-    influx: InfluxClient, scope: Scope, window: ReportWindow
-) -> list[tuple[datetime, Sums]]:
-    """Sums per local calendar day (InfluxDB buckets days in the city's zone), each keyed by
-    its local midnight; days without readings are left out."""
-    series = _query(
-        influx,
-        scope,
-        window,
-        window.start,
-        window.end,
-        _SUMS,
-        "GROUP BY time(1d) fill(none) tz($tz)",
-        tz=window.timezone,
+@dataclass(frozen=True, slots=True)
+class PendingReadings:
+    by_site: list[Future[list[Series]]]
+    recent: Future[set[str]]
+    battery: Future[dict[str, float]]
+    days: list[Future[list[Series]]]
+
+    def result(self) -> Readings:
+        """Wait for every read; the first that failed raises its error here."""
+        by_site: dict[str, Sums] = {}
+        for part in self.by_site:
+            for s in part.result():
+                for row in s.rows():
+                    by_site[s.tags["site"]] = by_site.get(s.tags["site"], Sums()) + _sums(row)
+        days = [
+            (from_epoch_ms(row["time"]), _sums(row))
+            for part in self.days
+            for s in part.result()
+            for row in s.rows()
+        ]
+        return Readings(by_site, self.recent.result(), self.battery.result(), days)
+
+
+# A report's reads are independent, and each spends most of its time waiting for InfluxDB: sent
+# together they take about as long as the slowest, not their sum (docs/performance.md).
+_READS: Final = ThreadPoolExecutor(max_workers=8, thread_name_prefix="compliance-read")
+
+
+def read(
+    influx: InfluxClient, scope: Scope, window: ReportWindow, *, by_day: bool
+) -> PendingReadings:
+    """Send every InfluxDB read of a report at once (one per segment of the window for the
+    sums, and the two device-health reads); the caller does its SQL meanwhile."""
+
+    def segment_sums(segment: Segment, group_by: str, **extra: Any) -> Future[list[Series]]:
+        fields = _SUMS[segment.tier]
+        return _READS.submit(_query, influx, scope, window, segment, fields, group_by, **extra)
+
+    return PendingReadings(
+        by_site=[segment_sums(segment, "GROUP BY site") for segment in window.segments],
+        recent=_READS.submit(recent_bins, influx, scope, window),
+        battery=_READS.submit(lowest_battery, influx, scope, window),
+        days=[
+            segment_sums(segment, "GROUP BY time(1d) fill(none) tz($tz)", tz=window.timezone)
+            for segment in window.segments
+        ]
+        if by_day
+        else [],
     )
-    return [(from_epoch_ms(row["time"]), _sums(row)) for s in series for row in s.rows()]
 
 
 def recent_bins(influx: InfluxClient, scope: Scope, window: ReportWindow) -> set[str]:
@@ -126,8 +195,7 @@ def recent_bins(influx: InfluxClient, scope: Scope, window: ReportWindow) -> set
         influx,
         scope,
         window,
-        window.end - OFFLINE_AFTER,
-        window.end,
+        _per_bin(window, window.end - OFFLINE_AFTER),
         "count(readings) AS hours",
         "GROUP BY bin",
     )
@@ -140,8 +208,7 @@ def lowest_battery(influx: InfluxClient, scope: Scope, window: ReportWindow) -> 
         influx,
         scope,
         window,
-        max(window.start, window.end - BATTERY_LOOKBACK),
-        window.end,
+        _per_bin(window, max(window.start, window.end - BATTERY_LOOKBACK)),
         "min(battery_pct) AS battery",
         "GROUP BY bin",
     )
@@ -153,30 +220,42 @@ def lowest_battery(influx: InfluxClient, scope: Scope, window: ReportWindow) -> 
     }
 
 
+def _per_bin(window: ReportWindow, start: datetime) -> Segment:
+    """[start, window end) from a tier that keeps bins: the site tiers sum them away."""
+    return Segment(start, window.end, "hourly" if window.source == "daily" else window.source)
+
+
 def _query(
     influx: InfluxClient,
     scope: Scope,
     window: ReportWindow,
-    start: datetime,
-    end: datetime,
+    segment: Segment,
     fields: str,
     group_by: str,
     **extra: Any,
 ) -> list[Series]:
     where = _TIME
-    params: dict[str, Any] = {"start": epoch_ns(start), "end": epoch_ns(end), **extra}
+    params: dict[str, Any] = {
+        "start": epoch_ns(segment.start),
+        "end": epoch_ns(segment.end),
+        **extra,
+    }
     if scope.tag is not None:
         # The tag name comes from a fixed set (AREA_TAGS, site, operator, site_type), never from
         # the request; the value is bound.
         where = f"{scope.tag} = $scope AND {where}"
         params["scope"] = scope.value
-    statement = f"SELECT {fields} FROM {_source(window.source, where)} WHERE {where} {group_by}"
-    return influx.query(statement, params=params)
+    source = _source(segment.tier, where, window.timezone)
+    return influx.query(f"SELECT {fields} FROM {source} WHERE {where} {group_by}", params=params)
 
 
-def _source(source: Source, where: str) -> str:
-    if source == "hourly":
+def _source(tier: Tier, where: str, timezone: str) -> str:
+    if tier == "hourly":
         return f"{ROLLUP_RP}.{ROLLUP_MEASUREMENT}"
+    if tier == "site_hour":
+        return f"{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT}"
+    if tier == "daily":
+        return f"{DAILY_RP}.{quote_ident(daily_measurement(timezone))}"
     return f"(SELECT {ROLLUP_FIELDS} FROM {RAW_RP}.telemetry WHERE {where} GROUP BY time(1h), * fill(none))"
 
 

@@ -12,32 +12,35 @@ from pydantic import BaseModel
 
 from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
 from binwatch.errors import InvalidRequest
+from binwatch.rollups import Segment, plan
 from devices.contract import SiteType
 
 Every = Literal["1d", "1w", "1mo"]
-SourceParam = Literal["auto", "raw", "hourly"]
-Source = Literal["raw", "hourly"]
+SourceParam = Literal["auto", "raw", "hourly", "daily"]
+Source = Literal["raw", "hourly", "daily"]
 SubjectKind = Literal["site", "community", "street", "district", "city", "operator"]
-PartName = Literal["accuracy", "overflow", "device_health"]
+PartName = Literal["accuracy", "overflow", "device_health", "collection"]
 
 HOUR: Final = timedelta(hours=1)
 DEFAULT_REPORT_RANGE: Final = timedelta(days=7)
 MAX_REPORT_RANGE: Final = timedelta(days=366)
 # `source=auto` reads raw readings up to a day: one bin-day is ~1,440 readings at one a minute
-# but 24 rollup points, so beyond a day the rollups answer far faster for the same figures.
+# but 24 hourly points, and 1/6 of a site-day point, so beyond a day the rollups (daily where
+# whole settled days allow, hourly elsewhere) answer far faster for the same figures.
 AUTO_RAW_UP_TO: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
 class ReportWindow:
-    """A checked report range [start, end) on whole hours, the source that will answer it, and
-    the optional period breakdown."""
+    """A checked report range [start, end) on whole hours, the source that will answer it (and
+    which tier answers which part of it), and the optional period breakdown."""
 
     start: datetime
     end: datetime
     every: Every | None
     source: Source
     timezone: str
+    segments: tuple[Segment, ...]
 
     @property
     def hours(self) -> int:
@@ -73,12 +76,13 @@ class ReportWindow:
             )
         if source == "raw" and span > MAX_RAW_RANGE:
             raise InvalidRequest(
-                "source=raw covers at most 7 days: narrow start/end or use source=hourly"
+                "source=raw covers at most 7 days: narrow start/end or use source=auto"
             )
         chosen: Source = (
-            source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "hourly")
+            source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
         )
-        return cls(start=start, end=end, every=every, source=chosen, timezone=timezone)
+        segments = plan(start, end, tier=chosen, timezone=timezone, now=now)
+        return cls(start, end, every, chosen, timezone, segments)
 
 
 class Metrics(BaseModel):
@@ -98,6 +102,16 @@ class Metrics(BaseModel):
     reporting_coverage: float | None
     bins_offline: int | None
     bins_low_battery: int | None
+    # Collection: the requests created in the period, followed to what the registry knows now.
+    requests: int
+    requests_completed: int
+    requests_on_time: int
+    requests_missed: int
+    response_median_minutes: float | None
+    response_p90_minutes: float | None
+    completed_within_deadline: float | None
+    disputes: int
+    escalations: int
 
 
 class ScorePart(BaseModel):

@@ -1,13 +1,24 @@
-"""Hourly rollups of `telemetry` that InfluxDB maintains itself, so reports over months never scan
-raw readings (DESIGN.md, "retention").
+"""Rollups of `telemetry` that InfluxDB maintains itself, so reports over months never scan raw
+readings (DESIGN.md, "retention").
 
 One point per bin and hour lands in `hourly.telemetry` with every tag of the raw series (GROUP BY
 time(1h), * keeps them as tags). Its fields carry the raw fields' names, aggregated the way that
 composes across bins and hours (sums, maxima, minima, per-hour shares), so a query that sums
 deposits or takes the highest fill level reads either policy unchanged: that is what lets a
-Grafana panel switch between `raw` and `hourly` by one variable (dashboards/README.md). A continuous query keeps the rollup current; `backfill` runs the same SELECT over
-data written before the query existed. The API's raw path (api/compliance_queries.py) evaluates
+Grafana panel switch between `raw` and `hourly` by one variable (dashboards/README.md). A
+continuous query keeps the rollup current; `backfill` runs the same SELECT over data written
+before the query existed. The API's raw path (api/compliance_queries.py) evaluates
 `ROLLUP_FIELDS` as a subquery, so both paths compute every figure the same way.
+
+Two more tiers sum it per site, for reports over many sites and months: per site and hour
+(`hourly.site_hour`) and per site and local day (`daily.site_day_utc±hhmm`, from the site-hours).
+InfluxDB 1.6's cost grows with the series a query opens, not only with the points it reads
+(bin-level sums over a district cost 60–120 ms for any range, site-level ones ~10 ms;
+docs/performance.md), so a report reads whole days from the daily tier, other hours from the
+site-hour tier, and only the last hours, which the continuous queries may not have re-summed yet,
+from the bin-hours. Days are cut at the zone's standard offset (a continuous query has no time
+zone); `plan` decides which tier answers which hours, and every path gives the same figures
+(docs/metrics.md).
 
 InfluxDB 1.x runs a continuous query on a schedule (at the end of each interval, for that
 interval), never on demand: tests and new deployments call `backfill` rather than waiting.
@@ -17,8 +28,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Final, Literal
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.progress import Progress
@@ -66,18 +79,88 @@ def _select_into(database: str, where: str = "") -> str:
 CQ_NAME: Final = "telemetry_1h"
 _CQ_EXISTS: Final = "continuous query already exists"
 
+SITE_TAGS: Final = "site, site_type, community, street, district, operator"
+SITE_HOUR_MEASUREMENT: Final = "site_hour"
+DAILY_RP: Final = "daily"
+# From bin-hours to a site's sums: overflow shares become hours, and each bin-hour point counts
+# as one bin-hour with readings; from site-hours to site-days everything simply adds.
+SITE_FIELDS: Final = (
+    "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
+    "sum(checked_deposits) AS checked_deposits, sum(overflow) AS overflow_hours, "
+    "sum(over90) AS over90_hours, count(readings) AS bin_hours"
+)
+DAILY_FIELDS: Final = (
+    "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
+    "sum(checked_deposits) AS checked_deposits, sum(overflow_hours) AS overflow_hours, "
+    "sum(over90_hours) AS over90_hours, sum(bin_hours) AS bin_hours"
+)
+# The bin-hour query rewrites an hour for 6 h after it ends (RESAMPLE … FOR 6h); re-summing
+# 8 h of site-hours and 2 days of site-days every hour means each tier re-reads the one below
+# after that has stopped changing, whichever of the queries InfluxDB runs first within an hour.
+SITE_HOUR_RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 8h"
+DAILY_RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 2d"
+# A bin-hour stops changing 6 h after it ends, the site-hour summing it at most an hour later:
+# hours that ended longer ago than this are read from site-hours, days from site-days once their
+# last hour is; younger hours come from the bin-hours (a margin for the queries' run time).
+SETTLED: Final = timedelta(hours=8)
+DAY: Final = timedelta(days=1)
 
-def continuous_query(database: str) -> str:
-    """The CREATE statement of the rollup's continuous query."""
+
+def standard_offset(timezone: str) -> timedelta:
+    """The zone's offset from UTC without daylight saving: where the daily tier cuts its days."""
+    now = datetime.now(ZoneInfo(timezone))
+    return (now.utcoffset() or timedelta(0)) - (now.dst() or timedelta(0))
+
+
+def daily_measurement(timezone: str) -> str:
+    """Named after the offset its days are cut at, so a changed BINWATCH_TIMEZONE never reads
+    days cut for another zone (the new query starts a new measurement; backfill fills it)."""
+    minutes = int(standard_offset(timezone) / timedelta(minutes=1))
+    sign = "-" if minutes < 0 else "+"
+    return f"site_day_utc{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+
+
+def _site_hour_select_into(database: str, where: str = "") -> str:
     db = quote_ident(database)
     return (
-        f"CREATE CONTINUOUS QUERY {CQ_NAME} ON {db} {RESAMPLE} BEGIN {_select_into(database)} END"
+        f"SELECT {SITE_FIELDS} INTO {db}.{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT} "
+        f"FROM {db}.{ROLLUP_RP}.{ROLLUP_MEASUREMENT} {where}GROUP BY time(1h), {SITE_TAGS}"
     )
 
 
-def ensure_rollups(influx: InfluxClient) -> None:
-    """Create the `hourly` retention policy and the rollup's continuous query, or bring them in
-    line with this code; safe at every start and from every worker (run after `ensure_database`).
+def _daily_select_into(database: str, timezone: str, where: str = "") -> str:
+    db = quote_ident(database)
+    # GROUP BY time(1d, offset) starts buckets at UTC midnight + offset: local midnight is
+    # UTC midnight − the zone's offset, i.e. + (1 day − offset) modulo a day.
+    shift = int((-standard_offset(timezone) % DAY) / timedelta(minutes=1))
+    return (
+        f"SELECT {DAILY_FIELDS} INTO {db}.{DAILY_RP}.{quote_ident(daily_measurement(timezone))} "
+        f"FROM {db}.{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT} {where}"
+        f"GROUP BY time(1d, {shift}m), {SITE_TAGS}"
+    )
+
+
+SITE_HOUR_CQ: Final = SITE_HOUR_MEASUREMENT
+DAILY_CQ: Final = "site_day"
+
+
+def continuous_queries(database: str, timezone: str) -> dict[str, str]:
+    """The CREATE statements of the three tiers' continuous queries, by name."""
+    db = quote_ident(database)
+    bodies = {
+        CQ_NAME: (RESAMPLE, _select_into(database)),
+        SITE_HOUR_CQ: (SITE_HOUR_RESAMPLE, _site_hour_select_into(database)),
+        DAILY_CQ: (DAILY_RESAMPLE, _daily_select_into(database, timezone)),
+    }
+    return {
+        name: f"CREATE CONTINUOUS QUERY {name} ON {db} {resample} BEGIN {select} END"
+        for name, (resample, select) in bodies.items()
+    }
+
+
+def ensure_rollups(influx: InfluxClient, timezone: str) -> None:
+    """Create the tiers' retention policies and continuous queries, or bring them in line with
+    this code; safe at every start and from every worker (run after `ensure_database`).
 
     InfluxDB treats CREATE of an identical continuous query as a no-op and refuses one whose text
     differs ("already exists"): that refusal is how a changed definition is detected, and it is
@@ -89,22 +172,94 @@ def ensure_rollups(influx: InfluxClient) -> None:
         for series in influx.query(f"SHOW RETENTION POLICIES ON {db}", database=False)
         for row in series.rows()
     }
-    verb = "ALTER" if ROLLUP_RP in policies else "CREATE"
-    replication = "" if verb == "ALTER" else " REPLICATION 1"
-    influx.query(
-        f"{verb} RETENTION POLICY {ROLLUP_RP} ON {db} DURATION {ROLLUP_RETENTION}"
-        f"{replication} SHARD DURATION {ROLLUP_SHARD}",
-        database=False,
-    )
-    create = continuous_query(influx.database)
-    try:
-        influx.query(create, database=False)
-    except SinkRejected as exc:
-        if _CQ_EXISTS not in exc.message:
-            raise
-        log.info("rollup continuous query changed: replacing it")
-        influx.query(f"DROP CONTINUOUS QUERY {CQ_NAME} ON {db}", database=False)
-        influx.query(create, database=False)
+    for policy in (ROLLUP_RP, DAILY_RP):
+        verb = "ALTER" if policy in policies else "CREATE"
+        replication = "" if verb == "ALTER" else " REPLICATION 1"
+        influx.query(
+            f"{verb} RETENTION POLICY {policy} ON {db} DURATION {ROLLUP_RETENTION}"
+            f"{replication} SHARD DURATION {ROLLUP_SHARD}",
+            database=False,
+        )
+    for name, create in continuous_queries(influx.database, timezone).items():
+        try:
+            influx.query(create, database=False)
+        except SinkRejected as exc:
+            if _CQ_EXISTS not in exc.message:
+                raise
+            log.info("continuous query %s changed: replacing it", name)
+            influx.query(f"DROP CONTINUOUS QUERY {name} ON {db}", database=False)
+            influx.query(create, database=False)
+
+
+# --- which tier answers which part of a window -------------------------------------------------
+
+Tier = Literal["raw", "hourly", "site_hour", "daily"]
+"""`hourly` is the bin-hours; `raw` rolls raw readings up to bin-hours on the fly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: datetime
+    end: datetime
+    tier: Tier
+
+
+def plan(
+    start: datetime, end: datetime, *, tier: Tier, timezone: str, now: datetime
+) -> tuple[Segment, ...]:
+    """The parts of [start, end) (whole hours) and the tier that answers each. `raw` and
+    `hourly` answer all of it. `daily` reads from the daily tier the local days that lie wholly
+    inside, ended SETTLED before `now` and are cut at the standard offset (in a zone with
+    daylight saving the summer's days are not), from site-hours the other hours that ended
+    SETTLED before `now`, and from bin-hours the rest."""
+    if tier != "daily":
+        return (Segment(start, end, tier),)
+    zone, offset = ZoneInfo(timezone), standard_offset(timezone)
+    settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
+    segments: list[Segment] = []
+    covered = start  # everything before this is planned
+
+    def add(until: datetime, what: Tier) -> None:
+        nonlocal covered
+        until = min(until, end)
+        if until <= covered:
+            return
+        if segments and segments[-1].tier == what:
+            segments[-1] = Segment(segments[-1].start, until, what)
+        else:
+            segments.append(Segment(covered, until, what))
+        covered = until
+
+    def hours_until(until: datetime) -> None:
+        add(min(until, max(settled, covered)), "site_hour")
+        add(until, "hourly")
+
+    day = start.astimezone(zone).date()
+    while True:
+        begin = local_midnight(day, zone)
+        finish = local_midnight(day + DAY, zone)
+        if begin >= end:
+            break
+        whole = start <= begin and finish <= end and finish <= settled
+        cut_here = (begin + offset).time() == datetime.min.time() and finish - begin == DAY
+        if whole and cut_here:
+            hours_until(begin)
+            add(finish, "daily")
+        day += DAY
+    hours_until(end)
+    return tuple(segments)
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The UTC moment a local calendar day begins."""
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilled:
+    hourly: int  # bin-hour points written
+    site_hour: int
+    daily: int  # site-day points
 
 
 def backfill(
@@ -112,13 +267,42 @@ def backfill(
     start: datetime,
     end: datetime,
     *,
-    on_chunk: Callable[[datetime, int], None] | None = None,
+    timezone: str,
+    on_chunk: Callable[[Tier, datetime, int], None] | None = None,
+) -> Backfilled:
+    """Roll up raw readings in [start, end), widened to whole hours, a week at a time, sum those
+    hours per site, then re-sum the site-days they touch (widened to whole days: hours of those
+    days outside the range are taken from the site-hours as they stand). Rewriting gives the
+    same points, so overlaps are harmless. `on_chunk(tier, chunk_end, written)` reports progress."""
+    first, last = _floor_hour(start), _ceil_hour(end)
+    database = influx.database
+    hourly = _run_chunks(influx, _select_into(database, _RANGE), first, last, "hourly", on_chunk)
+    site_hour = _run_chunks(
+        influx, _site_hour_select_into(database, _RANGE), first, last, "site_hour", on_chunk
+    )
+    offset = standard_offset(timezone)
+    daily = _run_chunks(
+        influx,
+        _daily_select_into(database, timezone, _RANGE),
+        _floor_day(first, offset),
+        _floor_day(last - timedelta.resolution, offset) + DAY,
+        "daily",
+        on_chunk,
+    )
+    return Backfilled(hourly, site_hour, daily)
+
+
+_RANGE: Final = "WHERE time >= $start AND time < $end "
+
+
+def _run_chunks(
+    influx: InfluxClient,
+    statement: str,
+    start: datetime,
+    end: datetime,
+    tier: Tier,
+    on_chunk: Callable[[Tier, datetime, int], None] | None,
 ) -> int:
-    """Roll up raw readings in [start, end), widened to whole hours, a week at a time; returns the
-    rollup points written. Rewriting an hour gives the same points, so overlaps are harmless.
-    `on_chunk(chunk_end, written)` reports progress."""
-    start, end = _floor_hour(start), _ceil_hour(end)
-    statement = _select_into(influx.database, "WHERE time >= $start AND time < $end ")
     written = 0
     chunk_start = start
     while chunk_start < end:
@@ -127,9 +311,15 @@ def backfill(
         chunk_written = sum(int(row["written"]) for s in result for row in s.rows())
         written += chunk_written
         if on_chunk is not None:
-            on_chunk(chunk_end, chunk_written)
+            on_chunk(tier, chunk_end, chunk_written)
         chunk_start = chunk_end
     return written
+
+
+def _floor_day(moment: datetime, offset: timedelta) -> datetime:
+    """The start of the daily tier's day (cut at `offset`) that holds `moment`."""
+    shifted = moment.astimezone(UTC) + offset
+    return shifted.replace(hour=0, minute=0, second=0, microsecond=0) - offset
 
 
 def _floor_hour(moment: datetime) -> datetime:
@@ -146,7 +336,7 @@ def _ns(moment: datetime) -> int:
 
 
 rollups_app = typer.Typer(
-    help="Hourly rollups of the readings, kept by InfluxDB.", no_args_is_help=True
+    help="Hourly and daily rollups of the readings, kept by InfluxDB.", no_args_is_help=True
 )
 
 
@@ -168,21 +358,29 @@ def backfill_command(
         str, typer.Option(help="end of the range, exclusive (UTC unless it has an offset)")
     ],
 ) -> None:
-    """Roll up readings written before the continuous query existed (or re-roll a range)."""
+    """Roll up readings written before the continuous queries existed (or re-roll a range)."""
     first, last = _utc(start, "--start"), _utc(end, "--end")
     if first >= last:
         raise typer.BadParameter("must be before --end", param_hint="--start")
-    influx = InfluxClient(Settings())
+    settings = Settings()
+    influx = InfluxClient(settings)
     try:
-        ensure_rollups(influx)
-        total_s = (_ceil_hour(last) - _floor_hour(first)).total_seconds()
+        ensure_rollups(influx, settings.timezone)
         with Progress() as progress:
-            task = progress.add_task("rolling up", total=total_s)
+            tasks = {
+                tier: progress.add_task(f"{tier} tier", total=(last - first).total_seconds())
+                for tier in ("hourly", "site_hour", "daily")
+            }
 
-            def advance(chunk_end: datetime, _written: int) -> None:
-                progress.update(task, completed=(chunk_end - _floor_hour(first)).total_seconds())
+            def advance(tier: Tier, chunk_end: datetime, _written: int) -> None:
+                done = min(last, max(first, chunk_end)) - first
+                progress.update(tasks[tier], completed=done.total_seconds())
 
-            written = backfill(influx, first, last, on_chunk=advance)
+            written = backfill(influx, first, last, timezone=settings.timezone, on_chunk=advance)
     finally:
         influx.close()
-    typer.echo(f"{written} rollup points written for {first.isoformat()} .. {last.isoformat()}")
+    typer.echo(
+        f"{written.hourly} bin-hour, {written.site_hour} site-hour and {written.daily} site-day "
+        f"points written for "
+        f"{first.isoformat()} .. {last.isoformat()}"
+    )

@@ -265,10 +265,10 @@ class Ingestor:
             self.engine.dispose()
 
     def _prepare_database(self) -> None:
-        """The database, its retention policies and the hourly rollups' continuous query: at
+        """The database, its retention policies and the rollups' continuous queries: at
         start, and again if someone dropped the database under a running ingest."""
         self.influx.ensure_database(self.settings.raw_retention)
-        ensure_rollups(self.influx)
+        ensure_rollups(self.influx, self.settings.timezone)
 
     def _first_tries(self, action: Callable[[], None], what: str, stop: threading.Event) -> None:
         """At start-up a server may still be coming up (compose starts everything at once):

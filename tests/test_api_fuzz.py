@@ -118,7 +118,7 @@ def test_fuzzed_requests_never_5xx_and_every_4xx_has_a_detail(
 ) -> None:
     influx = InfluxClient(settings)
     influx.ensure_database(settings.raw_retention)  # else /health is rightly 503
-    ensure_rollups(influx)
+    ensure_rollups(influx, settings.timezone)
     tags = pilot_bins[min(pilot_bins)]
     failures: list[str] = []
     counts: dict[str, int] = {}

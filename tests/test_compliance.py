@@ -1,27 +1,41 @@
-"""The pure arithmetic of compliance (api/compliance.py, api/compliance_schemas.py): no servers."""
+"""The pure arithmetic of compliance (api/compliance.py, api/compliance_schemas.py), and the
+collection requests' SQL reads (api/compliance_requests.py) on a SQLite registry: no servers."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
 from api.compliance import (
     DeviceCounts,
+    RequestSums,
     Sums,
     device_counts,
     metrics,
+    nearest_rank,
+    period_bounds,
     periods,
     ranked,
     ranking_csv,
+    request_total,
     score,
     total,
+    within_deadline,
 )
+from api.compliance_requests import request_sums
 from api.compliance_schemas import Ranking, ReportWindow, SiteRow
 from binwatch.errors import InvalidRequest
 from devices.contract import SiteType
+from devices.db import migrate
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.models import Bin, CollectionRequest, Site
+from devices.registry import make_engine
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -83,7 +97,12 @@ def test_score_weights_and_renormalisation() -> None:
     result = score(no_deposits)
     assert result.value == pytest.approx((0.3 * 50 + 0.2 * 50) / 0.5)
     shares = {part.name: part.effective_weight for part in result.parts}
-    assert shares == {"accuracy": None, "overflow": pytest.approx(0.6), "device_health": 0.4}
+    assert shares == {
+        "accuracy": None,
+        "overflow": pytest.approx(0.6),
+        "device_health": 0.4,
+        "collection": None,  # no requests: nothing to judge
+    }
     # Overflowing for 10 % of the time or more scores 0 on overflow, never below.
     awful = metrics(Sums(overflow_minutes=600.0, bin_hours=10), bins=1, start=START,
                     end=START + timedelta(hours=10), devices=None)  # fmt: skip
@@ -155,7 +174,14 @@ def window(**overrides: object) -> ReportWindow:
 def test_report_window_defaults_and_source() -> None:
     default = window()
     assert default.end == datetime(2026, 3, 10, 8, tzinfo=UTC)
-    assert default.end - default.start == 7 * DAY and default.source == "hourly"
+    assert default.end - default.start == 7 * DAY and default.source == "daily"
+    # Local days start at 16:00Z; hours that ended 8 hours ago or more are settled.
+    assert [(s.start.day, s.start.hour, s.tier) for s in default.segments] == [
+        (3, 8, "site_hour"),
+        (3, 16, "daily"),
+        (9, 16, "site_hour"),
+        (10, 0, "hourly"),
+    ]
     day = window(start=datetime(2026, 3, 9, 8, tzinfo=UTC))
     assert (day.source, day.hours) == ("raw", 24)
     assert window(start=datetime(2026, 3, 9, 8, tzinfo=UTC), source="hourly").source == "hourly"
@@ -185,3 +211,237 @@ def test_ranking_csv_has_the_json_numbers_and_empty_nulls() -> None:
         ("2", "a", ""),
     ]
     assert lines[0]["accuracy"] == "" and lines[0]["reporting_coverage"] == "1.0"
+
+
+def test_period_bounds_list_every_period_with_or_without_data() -> None:
+    tz = "Asia/Shanghai"
+    start, end = datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 3, 3, 20, tzinfo=UTC)
+    # Local midnights at 16:00Z: 1 March (cut to 12:00Z), 2 March, 3 March, 4 March (cut).
+    assert period_bounds(every="1d", start=start, end=end, timezone=tz) == [
+        (start, datetime(2026, 3, 1, 16, tzinfo=UTC)),
+        (datetime(2026, 3, 1, 16, tzinfo=UTC), datetime(2026, 3, 2, 16, tzinfo=UTC)),
+        (datetime(2026, 3, 2, 16, tzinfo=UTC), datetime(2026, 3, 3, 16, tzinfo=UTC)),
+        (datetime(2026, 3, 3, 16, tzinfo=UTC), end),
+    ]
+    # The periods of the data are among them, with the same bounds.
+    days = [(datetime(2026, 3, 2, 16, tzinfo=UTC), Sums(deposits=1))]
+    ((begin, finish, _),) = periods(days, every="1d", start=start, end=end, timezone=tz)
+    assert (begin, finish) in period_bounds(every="1d", start=start, end=end, timezone=tz)
+    assert period_bounds(every="1mo", start=start, end=end, timezone=tz) == [(start, end)]
+
+
+# --- collection --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "median", "p90"),
+    [
+        ([], None, None),
+        ([7.5], 7.5, 7.5),  # one value is every percentile
+        ([1, 2, 3, 4, 5], 3, 5),  # ranks ⌈2.5⌉ = 3 and ⌈4.5⌉ = 5
+        ([10, 20, 30, 40], 20, 40),  # even: ⌈2⌉ = 2, the lower middle value; ⌈3.6⌉ = 4
+        ([float(v) for v in range(1, 11)], 5, 9),  # 0.9 × 10 = 9 exactly: rank 9, not 10
+        ([float(v) for v in range(1, 21)], 10, 18),
+    ],
+)
+def test_nearest_rank_percentiles(
+    values: list[float], median: float | None, p90: float | None
+) -> None:
+    assert (nearest_rank(values, 50), nearest_rank(values, 90)) == (median, p90)
+
+
+def test_request_figures_add_across_sites_and_periods() -> None:
+    a = RequestSums(requests=3, on_time=1, missed=1, disputes=1, response_minutes=(30.0, 90.0))
+    b = RequestSums(requests=2, on_time=1, escalations=2, response_minutes=(10.0,))
+    both = RequestSums(requests=5, on_time=2, missed=1, disputes=1, escalations=2,
+                       response_minutes=(30.0, 90.0, 10.0))  # fmt: skip
+    assert a + b == both == request_total([a, b])
+    assert request_total([]) == RequestSums()
+    figures = metrics(Sums(), bins=1, start=START, end=START + DAY, devices=None, requests=a + b)
+    assert (figures.requests, figures.requests_completed) == (5, 3)
+    assert (figures.requests_on_time, figures.requests_missed) == (2, 1)
+    # Percentiles of the joined times (10, 30, 90), never a mean of the sites' percentiles.
+    assert (figures.response_median_minutes, figures.response_p90_minutes) == (30.0, 90.0)
+    assert figures.completed_within_deadline == pytest.approx(2 / 3)
+    assert (figures.disputes, figures.escalations) == (1, 2)
+
+
+def test_within_deadline_needs_a_verdict() -> None:
+    assert within_deadline(RequestSums(requests=4, on_time=3, missed=1)) == 0.75
+    assert within_deadline(RequestSums(requests=2, missed=2)) == 0.0
+    # Requests open and not yet due (or cancelled) have no verdict: no share, not 100 %.
+    nothing_judged = metrics(Sums(), bins=1, start=START, end=START + DAY, devices=None,
+                             requests=RequestSums(requests=2))  # fmt: skip
+    assert nothing_judged.completed_within_deadline is None
+    assert nothing_judged.response_median_minutes is None
+    assert {p.name: p.value for p in score(nothing_judged).parts}["collection"] is None
+
+
+def test_score_with_and_without_the_collection_part() -> None:
+    sums = Sums(deposits=100, contaminated=10, checked_deposits=100, overflow_minutes=36.0,
+                bin_hours=12)  # fmt: skip
+    end = START + timedelta(hours=24)
+    # accuracy 90, overflow 50, device health 50 (as above); 3 of 4 judged requests on time: 75.
+    requests = RequestSums(requests=5, on_time=3, missed=1, response_minutes=(20.0,) * 4)
+    without = score(metrics(sums, bins=1, start=START, end=end, devices=None))
+    assert without.value == pytest.approx(0.5 * 90 + 0.3 * 50 + 0.2 * 50)  # 70
+    with_collection = score(metrics(sums, bins=1, start=START, end=end, devices=None,
+                                    requests=requests))  # fmt: skip
+    # The weights 0.5, 0.3, 0.2, 0.25 renormalised over 1.25: 0.4, 0.24, 0.16, 0.2.
+    assert with_collection.value == pytest.approx(
+        (0.5 * 90 + 0.3 * 50 + 0.2 * 50 + 0.25 * 75) / 1.25
+    )  # 71.0
+    assert with_collection.value == pytest.approx(71.0)
+    parts = {part.name: part for part in with_collection.parts}
+    assert [part.name for part in with_collection.parts] == [
+        "accuracy", "overflow", "device_health", "collection"
+    ]  # fmt: skip
+    assert parts["collection"].value == 75
+    assert parts["collection"].weight == 0.25
+    assert parts["collection"].effective_weight == pytest.approx(0.2)
+    assert parts["accuracy"].effective_weight == pytest.approx(0.4)
+    assert parts["collection"].points == pytest.approx(15.0)
+    assert sum(p.points for p in parts.values() if p.points is not None) == pytest.approx(71.0)
+    # A group whose bins are gone but whose requests are judged is scored on collection alone.
+    binless = score(metrics(Sums(), bins=0, start=START, end=end, devices=None,
+                            requests=requests))  # fmt: skip
+    assert binless.value == pytest.approx(75)
+
+
+def test_csv_has_the_collection_columns() -> None:
+    base = metrics(Sums(bin_hours=1), bins=1, start=START, end=START + timedelta(hours=1),
+                   devices=None, requests=RequestSums(requests=1, on_time=1,
+                                                      response_minutes=(12.5,)))  # fmt: skip
+    row = SiteRow(rank=0, id="a", name="a", site_type=SiteType.compound, community_id="c",
+                  score=score(base), metrics=base)  # fmt: skip
+    ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
+                      timezone="Asia/Shanghai", source="hourly", items=ranked([row]))  # fmt: skip
+    (line,) = csv.DictReader(io.StringIO(ranking_csv(ranking)))
+    assert (line["requests"], line["response_median_minutes"]) == ("1", "12.5")
+    # Overflow, device health and collection all 100, weighted 0.3, 0.2 and 0.25 of 0.75.
+    collection = {p.name: p for p in row.score.parts}["collection"]
+    assert collection.points == pytest.approx(100 * 0.25 / 0.75)
+    assert line["completed_within_deadline"] == "1.0"
+    assert line["collection_points"] == str(collection.points)
+    assert float(line["score"]) == pytest.approx(100)
+
+
+# --- the registry reads of collection requests (SQLite, no servers) ----------------------------
+
+X, Y = "sz-peoples-government", "lvxin-street-office"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Session]:
+    """A SQLite registry migrated and loaded with the pilot fleet."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+            yield session
+    finally:
+        engine.dispose()
+
+
+def add_request(
+    session: Session,
+    bin_id: str,
+    *,
+    created: datetime,
+    due: datetime,
+    status: str,
+    completed: datetime | None = None,
+    escalation_level: int = 0,
+    operator_id: str | None = None,
+) -> None:
+    """A collection request written straight into the registry, as the collector would have
+    left it (the operator defaults to the site's)."""
+    bin_ = session.get_one(Bin, bin_id)
+    site = session.get_one(Site, bin_.site_id)
+    session.add(
+        CollectionRequest(
+            bin_id=bin_.id,
+            site_id=site.id,
+            operator_id=operator_id or site.operator_id,
+            stream=bin_.stream,
+            rule="manual",
+            reason="test",
+            status=status,
+            created_at=created,
+            due_at=due,
+            updated_at=completed or created,
+            completed_at=completed,
+            escalation_level=escalation_level,
+            webhook_attempts=0,
+        )
+    )
+    session.commit()
+
+
+def test_requests_judged_against_their_deadlines(registry: Session) -> None:
+    h = timedelta(hours=1)
+    end = START + DAY
+    kitchen, residual = f"{X}-s1-kitchen", f"{X}-s1-residual"
+    recyclable, hazardous = f"{X}-s1-recyclable", f"{X}-s1-hazardous"
+    # Completed 30 min after creation, long before its deadline: on time.
+    add_request(registry, kitchen, created=START, due=START + 12 * h, status="verified",
+                completed=START + 30 * timedelta(minutes=1))  # fmt: skip
+    # Completed at 7 h, due at 5 h (escalated meanwhile): completed late, missed; 360 min.
+    add_request(registry, residual, created=START + h, due=START + 5 * h, status="completed",
+                completed=START + 7 * h, escalation_level=1)  # fmt: skip
+    # Still open past its deadline (10 h), escalated twice: missed.
+    add_request(registry, recyclable, created=START + 2 * h, due=START + 10 * h,
+                status="acknowledged", escalation_level=2)  # fmt: skip
+    # Cancelled: counted as a request, never judged.
+    add_request(registry, hazardous, created=START + 3 * h, due=START + 15 * h,
+                status="cancelled")  # fmt: skip
+    # Completed exactly at its deadline (on time), then disputed by the readings; 90 min.
+    add_request(registry, kitchen, created=START + 4 * h, due=START + 5.5 * h, status="disputed",
+                completed=START + 5.5 * h)  # fmt: skip
+    # Open, due exactly at the window's end: missed (due means due_at ≤ the judging instant).
+    add_request(registry, hazardous, created=START + 12 * h, due=end, status="open")
+    # Open and not yet due at the window's end: no verdict.
+    add_request(registry, kitchen, created=START + 20 * h, due=end + 12 * h, status="dispatched")
+    # Not this window's: created a minute before it, or at its (exclusive) end; another site's.
+    add_request(registry, residual, created=START - timedelta(minutes=1), due=START,
+                status="open")  # fmt: skip
+    add_request(registry, recyclable, created=end, due=end + h, status="verified",
+                completed=end + h)  # fmt: skip
+    add_request(registry, f"{Y}-s1-kitchen", created=START + h, due=START + 3 * h,
+                status="verified", completed=START + 2.5 * h)  # fmt: skip
+
+    got = request_sums(registry, [X], start=START, end=end, as_of=end)
+    assert set(got) == {(X, 0)}
+    figures = metrics(Sums(), bins=4, start=START, end=end, devices=None, requests=got[X, 0])
+    assert (figures.requests, figures.requests_completed) == (7, 3)
+    assert sorted(got[X, 0].response_minutes) == [30.0, 90.0, 360.0]
+    # Nearest rank of 3: median rank ⌈1.5⌉ = 2, p90 rank ⌈2.7⌉ = 3.
+    assert (figures.response_median_minutes, figures.response_p90_minutes) == (90.0, 360.0)
+    # On time: the 30-min and the disputed one; missed: late, open overdue, open due at the end.
+    assert (figures.requests_on_time, figures.requests_missed) == (2, 3)
+    assert figures.completed_within_deadline == pytest.approx(2 / 5)
+    assert (figures.disputes, figures.escalations) == (1, 2)
+
+    # Judged 11 h in: the request due at the end is not due yet; the one due at 10 h is.
+    early = request_sums(registry, [X], start=START, end=end, as_of=START + 11 * h)[X, 0]
+    assert (early.on_time, early.missed) == (2, 2)
+
+    # Cut at 12:00: the request created exactly at the cut belongs to the later period.
+    halves = request_sums(registry, [X, Y], start=START, end=end, as_of=end,
+                          splits=[START + 12 * h])  # fmt: skip
+    assert {key: (v.requests, v.on_time, v.missed) for key, v in halves.items()} == {
+        (X, 0): (5, 2, 2),
+        (X, 1): (2, 0, 1),
+        (Y, 0): (1, 1, 0),
+    }
+    assert halves[Y, 0].response_minutes == (90.0,)
+
+    # An operator's report counts only the requests assigned to it.
+    add_request(registry, f"{X}-s1-recyclable", created=START + 13 * h, due=START + 14 * h,
+                status="verified", completed=START + 14 * h, operator_id="op-jiejing")  # fmt: skip
+    assert request_sums(registry, [X], start=START, end=end, as_of=end)[X, 0].requests == 8
+    lvyuan = request_sums(registry, [X], start=START, end=end, as_of=end, operator_id="op-lvyuan")
+    assert lvyuan[X, 0].requests == 7
+    assert request_sums(registry, [], start=START, end=end, as_of=end) == {}

@@ -16,17 +16,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from api.main import create_app
 from binwatch.influx import InfluxClient
 from binwatch.rollups import backfill, ensure_rollups
 from binwatch.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
-from devices.registry import BinTags
+from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor
 from tests.conftest import count_points
 from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
+from tests.test_compliance import add_request
 
 pytestmark = pytest.mark.servers
 
@@ -92,9 +94,9 @@ def api(
     assert count_points(settings) == len(READINGS)
     influx = InfluxClient(settings)
     try:
-        ensure_rollups(influx)
+        ensure_rollups(influx, settings.timezone)
         # Continuous queries only run at the end of each hour: roll the test's day up now.
-        assert backfill(influx, DAY, DAY + timedelta(days=2)) > 0
+        assert backfill(influx, DAY, DAY + timedelta(days=2), timezone=settings.timezone).hourly > 0
     finally:
         influx.close()
     with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
@@ -130,7 +132,10 @@ def test_site_report_worked_by_hand(api: TestClient) -> None:
         assert report["score"]["value"] == pytest.approx(X_SCORE)
         parts = {part["name"]: part for part in report["score"]["parts"]}
         assert parts["accuracy"]["effective_weight"] == pytest.approx(0.5)
-        assert sum(part["points"] for part in parts.values()) == pytest.approx(X_SCORE)
+        assert sum(part["points"] or 0 for part in parts.values()) == pytest.approx(X_SCORE)
+        # No collection requests: the collection part is unavailable, the figures empty.
+        assert parts["collection"]["value"] is None and parts["collection"]["points"] is None
+        assert (m["requests"], m["completed_within_deadline"], m["disputes"]) == (0, None, 0)
         assert report["sites"] == [] and report["periods"] is None
 
 
@@ -167,10 +172,13 @@ def test_days_are_local_days(api: TestClient) -> None:
 
 def test_raw_and_rollups_give_the_same_figures(api: TestClient) -> None:
     for path in (f"/api/v1/compliance/sites/{X}", "/api/v1/compliance/areas/xiaoba"):
+        # The window has no whole local day: `daily` reads it all from the site-hours.
         raw = get(api, path, source="raw", every="1d")
         hourly = get(api, path, source="hourly", every="1d")
+        daily = get(api, path, source="daily", every="1d")
         assert raw.pop("source") == "raw" and hourly.pop("source") == "hourly"
-        assert raw == hourly
+        assert daily.pop("source") == "daily"
+        assert raw == hourly == daily
 
 
 def test_areas_and_operator_add_up_their_sites(
@@ -246,6 +254,155 @@ def test_csv_carries_the_same_numbers(api: TestClient) -> None:
     assert rows[0]["accuracy"] == ""  # null
 
 
+# --- collection requests ----------------------------------------------------------------------
+
+FINANCE = "sz-finance-bureau"  # op-lvyuan too, but in Lvxin Road Community: not Xiaoba's
+
+
+@pytest.fixture
+def collection_requests(settings: Settings, api: TestClient) -> None:
+    """Collection requests written straight into the app's registry. The window is 12:00Z to
+    24:00Z, judged at its end (24:00Z, three days ago)."""
+    minute = timedelta(minutes=1)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            for bin_id, fields in [
+                # Site X, in the window's first local day (before 16:00Z):
+                # 45 min, on time.
+                (KITCHEN, dict(created=at(13), due=at(25), status="verified",
+                               completed=at(13, 45))),
+                # 360 min, completed 2 h after its deadline, escalated once meanwhile: missed.
+                (RESIDUAL, dict(created=at(14), due=at(18), status="completed",
+                                completed=at(20), escalation_level=1)),
+                # 90 min, on time, but the readings disputed the completion.
+                (KITCHEN, dict(created=at(15), due=at(27), status="disputed",
+                               completed=at(16, 30))),
+                # Site X, second local day: open past its deadline, escalated twice: missed.
+                (RECYCLABLE, dict(created=at(17), due=at(20), status="acknowledged",
+                                  escalation_level=2)),
+                # Open, due after the window's end: no verdict yet.
+                (HAZARDOUS, dict(created=at(23), due=at(47), status="dispatched")),
+                # Cancelled: a request, never judged.
+                (KITCHEN, dict(created=at(18), due=at(30), status="cancelled")),
+                # Not the window's: a minute before it, and at its (exclusive) end.
+                (KITCHEN, dict(created=at(12) - minute, due=at(24), status="verified",
+                               completed=at(12, 5))),
+                (RESIDUAL, dict(created=at(24), due=at(36), status="verified",
+                                completed=at(25))),
+                # Site Y (Xiaoba): 10 min, on time.
+                (f"{Y}-s1-kitchen", dict(created=at(13), due=at(25), status="verified",
+                                         completed=at(13, 10))),
+                # Finance bureau (Lvxin Street, not Xiaoba): 60 min, on time; and one assigned
+                # to another operator (open, not yet due), which op-lvyuan's report leaves out.
+                (f"{FINANCE}-s1-kitchen", dict(created=at(13), due=at(25), status="verified",
+                                               completed=at(14))),
+                (f"{FINANCE}-s1-residual", dict(created=at(13), due=at(40), status="open",
+                                                operator_id="op-jiejing")),
+            ]:  # fmt: skip
+                add_request(session, bin_id, **fields)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+# Site X by hand: 6 requests; completed in 45, 360 and 90 min → sorted 45, 90, 360: the median
+# is rank ⌈1.5⌉ = 2 (90), the 90th percentile rank ⌈2.7⌉ = 3 (360). On time: 45 and 90 min;
+# missed: the late one and the open overdue one → 2 of 4. One dispute, two escalated.
+X_COLLECTION = 100 * 2 / 4
+X_SCORE_WITH_REQUESTS = (X_SCORE + 0.25 * X_COLLECTION) / 1.25  # weights 0.5+0.3+0.2+0.25
+Y_SCORE_WITH_REQUESTS = (0.3 * 100 + 0.2 * 100 * 1 / 48 + 0.25 * 100) / 0.75
+
+
+def test_site_collection_figures_worked_by_hand(api: TestClient, collection_requests: None) -> None:
+    report = get(api, f"/api/v1/compliance/sites/{X}")
+    m = report["metrics"]
+    assert (m["requests"], m["requests_completed"]) == (6, 3)
+    assert (m["response_median_minutes"], m["response_p90_minutes"]) == (90.0, 360.0)
+    assert (m["requests_on_time"], m["requests_missed"]) == (2, 2)
+    assert m["completed_within_deadline"] == 0.5
+    assert (m["disputes"], m["escalations"]) == (1, 2)
+    # The readings' figures are unchanged by the requests.
+    assert m["accuracy"] == pytest.approx(X_ACCURACY) and m["deposits"] == 202
+    parts = {part["name"]: part for part in report["score"]["parts"]}
+    assert parts["collection"]["value"] == X_COLLECTION
+    assert parts["collection"]["weight"] == 0.25
+    assert parts["collection"]["effective_weight"] == pytest.approx(0.25 / 1.25)
+    assert parts["accuracy"]["effective_weight"] == pytest.approx(0.5 / 1.25)
+    assert parts["collection"]["points"] == pytest.approx(X_COLLECTION * 0.2)
+    assert report["score"]["value"] == pytest.approx(X_SCORE_WITH_REQUESTS)
+    assert sum(part["points"] for part in parts.values()) == pytest.approx(X_SCORE_WITH_REQUESTS)
+
+    # By local day (16:00Z): requests belong to the day they were created in.
+    first, second = get(api, f"/api/v1/compliance/sites/{X}", every="1d")["periods"]
+    f, s = first["metrics"], second["metrics"]
+    assert (f["requests"], f["requests_completed"], f["requests_on_time"]) == (3, 3, 2)
+    assert (f["response_median_minutes"], f["response_p90_minutes"]) == (90.0, 360.0)
+    assert f["completed_within_deadline"] == pytest.approx(2 / 3)
+    assert (f["disputes"], f["escalations"]) == (1, 1)
+    assert (s["requests"], s["requests_completed"], s["requests_missed"]) == (3, 0, 1)
+    assert (s["response_median_minutes"], s["completed_within_deadline"]) == (None, 0.0)
+    assert (s["disputes"], s["escalations"]) == (0, 1)
+    assert {p["name"]: p["value"] for p in second["score"]["parts"]}["collection"] == 0
+
+
+def test_area_collection_figures_add_up_their_sites(
+    api: TestClient, collection_requests: None
+) -> None:
+    xiaoba = get(api, "/api/v1/compliance/areas/xiaoba")
+    m = xiaoba["metrics"]
+    # X and Y: completed in 10, 45, 90, 360 min → median rank 2 (45), p90 rank ⌈3.6⌉ = 4 (360);
+    # on time: X's two and Y's one; missed: X's two.
+    assert (m["requests"], m["requests_completed"]) == (7, 4)
+    assert (m["response_median_minutes"], m["response_p90_minutes"]) == (45.0, 360.0)
+    assert (m["requests_on_time"], m["requests_missed"]) == (3, 2)
+    assert m["completed_within_deadline"] == pytest.approx(3 / 5)
+    assert (m["disputes"], m["escalations"]) == (1, 2)
+    sites = {site["id"]: site for site in xiaoba["sites"]}
+    assert FINANCE not in sites
+    y = sites[Y]["metrics"]
+    assert (y["requests"], y["response_median_minutes"], y["completed_within_deadline"]) == (
+        1,
+        10.0,
+        1.0,
+    )
+    assert sites[Y]["score"]["value"] == pytest.approx(Y_SCORE_WITH_REQUESTS)
+    assert sites[X]["score"]["value"] == pytest.approx(X_SCORE_WITH_REQUESTS)
+    assert [site["id"] for site in xiaoba["sites"][:2]] == [Y, X]
+    assert sum(site["metrics"]["requests"] for site in xiaoba["sites"]) == 7
+    # The street holds the finance bureau too: its on-time request and the other operator's.
+    lvxin = get(api, "/api/v1/compliance/areas/lvxin")["metrics"]
+    assert (lvxin["requests"], lvxin["requests_on_time"], lvxin["requests_missed"]) == (9, 4, 2)
+    # Completed in 10, 45, 60, 90, 360 min: median rank ⌈2.5⌉ = 3, p90 rank ⌈4.5⌉ = 5.
+    assert (lvxin["response_median_minutes"], lvxin["response_p90_minutes"]) == (60.0, 360.0)
+    # An operator counts the requests assigned to it: the op-jiejing one is left out.
+    lvyuan = get(api, "/api/v1/compliance/operators/op-lvyuan")["metrics"]
+    assert lvyuan["requests"] == 8
+    ranking = get(api, "/api/v1/rankings", site_type="agency")
+    ranked_sites = {item["id"]: item for item in ranking["items"]}
+    assert ranked_sites[X]["metrics"] == sites[X]["metrics"]
+    assert ranked_sites[FINANCE]["metrics"]["requests"] == 2
+
+
+def test_csv_carries_the_collection_figures(api: TestClient, collection_requests: None) -> None:
+    report = get(api, "/api/v1/compliance/areas/xiaoba")
+    response = api.get("/api/v1/compliance/areas/xiaoba", params=window(format="csv"))
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    total, by_id = rows[0], {row["id"]: row for row in rows[1:]}
+    assert (total["requests"], total["requests_completed"]) == ("7", "4")
+    assert (total["response_median_minutes"], total["response_p90_minutes"]) == ("45.0", "360.0")
+    assert total["completed_within_deadline"] == str(report["metrics"]["completed_within_deadline"])
+    assert (total["disputes"], total["escalations"]) == ("1", "2")
+    collection = {p["name"]: p for p in report["score"]["parts"]}["collection"]
+    assert total["collection_points"] == str(collection["points"])
+    assert total["score"] == str(report["score"]["value"])
+    assert (by_id[X]["requests"], by_id[X]["completed_within_deadline"]) == ("6", "0.5")
+    assert by_id[X]["score"] == str({s["id"]: s for s in report["sites"]}[X]["score"]["value"])
+    # A site without requests: zero counts, empty (null) figures and points.
+    other = next(row for row in rows[1:] if row["requests"] == "0")
+    assert (other["response_median_minutes"], other["collection_points"]) == ("", "")
+
+
 @pytest.mark.parametrize(
     ("path", "detail"),
     [
@@ -284,3 +441,26 @@ def test_windows_that_cannot_be_served_are_422(api: TestClient) -> None:
 
 def _z(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_daily_tier_gives_the_same_figures_as_the_bin_hours(api: TestClient) -> None:
+    """From the local midnight before the readings, two whole local days (read from the per-site
+    daily tier) and 8 hours of a third (from the hourly tier)."""
+    start = LOCAL_MIDNIGHT - timedelta(days=1)
+    end = LOCAL_MIDNIGHT + timedelta(days=1, hours=8)
+    span = {"start": start.isoformat(), "end": end.isoformat()}
+    for path in (
+        f"/api/v1/compliance/sites/{X}",
+        "/api/v1/compliance/areas/xiaoba",
+        "/api/v1/compliance/operators/op-lvyuan",
+    ):
+        for every in ({}, {"every": "1d"}):
+            answers = {}
+            for source in ("raw", "hourly", "daily"):
+                response = api.get(path, params={**span, **every, "source": source})
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body.pop("source") == source
+                answers[source] = body
+            assert answers["daily"] == answers["hourly"] == answers["raw"]
+            assert answers["daily"]["metrics"]["deposits"] == 202

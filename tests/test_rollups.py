@@ -1,5 +1,5 @@
-"""The hourly rollups on a real InfluxDB: created idempotently, replaced when their definition
-changes, and backfilled with exactly the per-bin-hour figures worked out here by hand."""
+"""The rollups on a real InfluxDB: created idempotently, replaced when their definition changes,
+and backfilled with exactly the per-bin-hour and per-site-day figures worked out here by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ import httpx
 import pytest
 
 from binwatch.influx import InfluxClient, quote_ident
-from binwatch.rollups import CQ_NAME, RESAMPLE, ROLLUP_FIELDS, backfill, ensure_rollups
+from binwatch.rollups import (
+    CQ_NAME,
+    DAILY_CQ,
+    DAILY_FIELDS,
+    RESAMPLE,
+    ROLLUP_FIELDS,
+    SITE_FIELDS,
+    SITE_HOUR_CQ,
+    Backfilled,
+    backfill,
+    daily_measurement,
+    ensure_rollups,
+)
 from binwatch.settings import Settings
 
 pytestmark = pytest.mark.servers
@@ -36,7 +48,7 @@ def influx(settings: Settings) -> Iterator[InfluxClient]:
         client.close()
 
 
-def continuous_queries(settings: Settings) -> dict[str, str]:
+def stored_continuous_queries(settings: Settings) -> dict[str, str]:
     """This database's continuous queries, read over plain HTTP: SHOW lists every database, and
     those without any come back as series without values."""
     response = httpx.post(f"{settings.influx_url}/query", data={"q": "SHOW CONTINUOUS QUERIES"})
@@ -52,17 +64,23 @@ def continuous_queries(settings: Settings) -> dict[str, str]:
 def test_ensure_rollups_is_idempotent_and_replaces_a_changed_definition(
     influx: InfluxClient, settings: Settings
 ) -> None:
-    ensure_rollups(influx)
-    ensure_rollups(influx)
-    (query,) = continuous_queries(settings).values()
+    ensure_rollups(influx, settings.timezone)
+    ensure_rollups(influx, settings.timezone)
+    stored = stored_continuous_queries(settings)
+    assert set(stored) == {CQ_NAME, SITE_HOUR_CQ, DAILY_CQ}
     # InfluxDB stores the statement re-rendered (identifiers unquoted), so compare its parts.
+    query = stored[CQ_NAME]
     assert (
         f"{CQ_NAME} ON {settings.influx_db} {RESAMPLE} BEGIN SELECT {ROLLUP_FIELDS} INTO" in query
     )
+    # Asia/Shanghai: days cut at UTC+8, i.e. buckets starting at 16:00Z.
+    assert f"SELECT {SITE_FIELDS} INTO" in stored[SITE_HOUR_CQ]
+    assert f"SELECT {DAILY_FIELDS} INTO" in stored[DAILY_CQ]
+    assert "site_day_utc+0800" in stored[DAILY_CQ] and "time(1d, 16h)" in stored[DAILY_CQ]
     policies = {
         row["name"]: row for s in influx.query("SHOW RETENTION POLICIES") for row in s.rows()
     }
-    assert policies["hourly"]["duration"] == "0s"  # INF
+    assert policies["hourly"]["duration"] == policies["daily"]["duration"] == "0s"  # INF
     assert policies["raw"]["default"] is True  # the rollup policy does not take over
 
     db = quote_ident(settings.influx_db)
@@ -72,12 +90,14 @@ def test_ensure_rollups_is_idempotent_and_replaces_a_changed_definition(
         f"INTO {db}.hourly.telemetry FROM {db}.raw.telemetry GROUP BY time(1h), * END",
         database=False,
     )
-    ensure_rollups(influx)
-    assert continuous_queries(settings) == {CQ_NAME: query}
+    ensure_rollups(influx, settings.timezone)
+    assert stored_continuous_queries(settings) == stored
 
 
-def test_backfill_writes_one_point_per_bin_hour_with_every_tag(influx: InfluxClient) -> None:
-    ensure_rollups(influx)
+def test_backfill_writes_one_point_per_bin_hour_and_per_site_day(
+    influx: InfluxClient, settings: Settings
+) -> None:
+    ensure_rollups(influx, settings.timezone)
     lines = [
         # Hour 0: three readings, one at 100 %, two at ≥ 90 %; 5 deposits of which 1 checked
         # wrong, plus 3 unchecked deposits (no contamination count).
@@ -91,22 +111,23 @@ def test_backfill_writes_one_point_per_bin_hour_with_every_tag(influx: InfluxCli
         f"telemetry,{TAGS} fill_pct=10.0,overflow=0i,over90=0i {ms(BASE + 8 * 24 * HOUR)}",
     ]
     influx.write(lines)
-    chunks: list[int] = []
+    chunks: list[tuple[str, int]] = []
     written = backfill(
         influx,
         BASE + timedelta(minutes=5),  # widened to the whole hour
         BASE + 8 * 24 * HOUR + HOUR,
-        on_chunk=lambda _end, n: chunks.append(n),
+        timezone=settings.timezone,
+        on_chunk=lambda tier, _end, n: chunks.append((tier, n)),
     )
-    assert written == 2 and chunks == [1, 1]
+    assert written == Backfilled(hourly=2, site_hour=2, daily=2)
+    assert [n for tier, n in chunks if tier == "hourly"] == [1, 1]
     (series,) = influx.query("SELECT * FROM hourly.telemetry GROUP BY *")
     assert series.tags == dict(pair.split("=") for pair in TAGS.split(","))
     first, second = series.rows()
+    deposits = {"deposits": 8, "contaminated": 1, "checked_deposits": 5}  # of the first hour
     expected: dict[str, Any] = {
         "time": ms(BASE),
-        "deposits": 8,
-        "contaminated": 1,
-        "checked_deposits": 5,
+        **deposits,
         "readings": 3,
         "overflow": pytest.approx(1 / 3),
         "over90": pytest.approx(2 / 3),
@@ -117,6 +138,38 @@ def test_backfill_writes_one_point_per_bin_hour_with_every_tag(influx: InfluxCli
     assert first == expected
     assert second["time"] == ms(BASE + 8 * 24 * HOUR)
     assert (second["readings"], second["overflow"], second["deposits"]) == (1, 0, None)
+    # One point per site and hour, and per site and local day (cut at UTC+8, i.e. at 16:00Z),
+    # with the site's tags and not the bin's or the stream's.
+    site_tags = {
+        key: value
+        for key, value in (pair.split("=") for pair in TAGS.split(","))
+        if key not in ("bin", "stream")
+    }
+    # The first hour's sums, the same in both site tiers: overflow shares become hours.
+    site_sums = {
+        **deposits,
+        "overflow_hours": pytest.approx(1 / 3),
+        "over90_hours": pytest.approx(2 / 3),
+        "bin_hours": 1,
+    }
+    (site_hours,) = influx.query("SELECT * FROM hourly.site_hour GROUP BY *")
+    assert site_hours.tags == site_tags
+    assert site_hours.rows()[0] == {"time": ms(BASE), **site_sums}
+    (daily,) = influx.query(
+        f'SELECT * FROM daily."{daily_measurement(settings.timezone)}" GROUP BY *'
+    )
+    assert daily.tags == site_tags
+    first_day, second_day = daily.rows()
+    assert first_day == {"time": ms(local_day_start(BASE)), **site_sums}
+    assert second_day["time"] == ms(local_day_start(BASE + 8 * 24 * HOUR))
+    assert (second_day["bin_hours"], second_day["overflow_hours"]) == (1, 0)
     # Rewriting the same hours gives the same points.
-    assert backfill(influx, BASE, BASE + 9 * 24 * HOUR) == 2
+    again = backfill(influx, BASE, BASE + 9 * 24 * HOUR, timezone=settings.timezone)
+    assert again.hourly == 2
     assert influx.query("SELECT count(readings) FROM hourly.telemetry")[0].values[0][1] == 2
+
+
+def local_day_start(moment: datetime) -> datetime:
+    """The UTC start of the Asia/Shanghai day holding `moment` (UTC+8, no daylight saving)."""
+    shifted = moment + 8 * HOUR
+    return shifted.replace(hour=0) - 8 * HOUR

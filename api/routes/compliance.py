@@ -1,27 +1,35 @@
-"""Compliance reports (issue 5): sorting accuracy, participation, overflow and device health per
-site, area and operator, and the published rankings; every report also as CSV."""
+"""Compliance reports (issue 5): sorting accuracy, participation, overflow, device health and
+collection per site, area and operator, and the published rankings; every report also as CSV."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from sqlalchemy.orm import Session
 
 from api import compliance_queries as reads
 from api.auth import ADMIN, EVERYONE, ScopeDep, allow
 from api.compliance import (
+    NO_REQUESTS,
     DeviceCounts,
+    RequestSums,
     Sums,
     device_counts,
     metrics,
+    period_bounds,
     periods,
     ranked,
     ranking_csv,
     report_csv,
+    request_total,
     score,
     total,
 )
+from api.compliance_requests import request_sums
 from api.compliance_schemas import (
     ComplianceReport,
     Every,
@@ -69,7 +77,10 @@ def report_window(
     ] = None,
     source: Annotated[
         SourceParam,
-        Query(description="raw readings (≤ 7 days), hourly rollups, or auto: raw up to 1 day"),
+        Query(
+            description="raw readings (≤ 7 days), the bin-hour rollup (hourly), the site-day and "
+            "site-hour rollups where settled (daily), or auto: raw up to 1 day, else daily"
+        ),
     ] = "auto",
 ) -> ReportWindow:
     """The checked report window; InvalidRequest (422) when it cannot be served."""
@@ -101,10 +112,10 @@ def site_report(
     request: Request,
     format: Format = None,
 ) -> ComplianceReport | Response:
-    """A site's accuracy, participation, overflow, device health and cleanliness score."""
+    """A site's accuracy, participation, overflow, device health, collection and score."""
     caller.site(site_id)
     scope = reads.site_scope(session, site_id)
-    return _answer(request, format, _report(influx, scope, window, list_sites=False))
+    return _answer(request, format, _report(influx, session, scope, window, list_sites=False))
 
 
 @router.get(
@@ -123,7 +134,7 @@ def area_report(
 ) -> ComplianceReport | Response:
     """A community's, street's, district's or the city's figures, with its sites ranked."""
     scope = reads.area_scope(session, area_id)
-    return _answer(request, format, _report(influx, scope, window, list_sites=True))
+    return _answer(request, format, _report(influx, session, scope, window, list_sites=True))
 
 
 @router.get(
@@ -145,7 +156,7 @@ def operator_report(
     if not caller.is_admin and caller.principal.operator_id != operator_id:
         raise NotFound(f"no operator with id {operator_id!r}")
     scope = reads.operator_scope(session, operator_id)
-    return _answer(request, format, _report(influx, scope, window, list_sites=True))
+    return _answer(request, format, _report(influx, session, scope, window, list_sites=True))
 
 
 @router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE, dependencies=[EVERYONE])
@@ -159,28 +170,58 @@ def rankings(
 ) -> Ranking | Response:
     """The sites of a type, cleanest first, each with its score and the parts behind it."""
     scope = reads.type_scope(session, site_type.value)
+    pending = reads.read(influx, scope, window, by_day=False)
+    requests = _by_site(_requests(session, scope, window))
     ranking = Ranking(
         site_type=site_type,
         start=window.start,
         end=window.end,
         timezone=window.timezone,
         source=window.source,
-        items=_site_rows(influx, scope, window)[0],
+        items=_site_rows(pending.result(), scope, window, requests)[0],
     )
     return _answer(request, format, ranking)
 
 
+def _requests(
+    session: Session, scope: reads.Scope, window: ReportWindow, splits: Sequence[datetime] = ()
+) -> dict[tuple[str, int], RequestSums]:
+    """The collection requests of the scope's sites created in the window, by site and period
+    (cut at `splits`). An operator's report counts only the requests assigned to it, as its
+    readings are those tagged with it; open requests are judged at the window's end, or now
+    when the window reaches past it."""
+    subject = scope.subject
+    return request_sums(
+        session,
+        [site.id for site in scope.sites],
+        start=window.start,
+        end=window.end,
+        as_of=min(window.end, datetime.now(UTC)),
+        splits=splits,
+        operator_id=subject.id if subject is not None and subject.kind == "operator" else None,
+    )
+
+
+def _by_site(requests: Mapping[tuple[str, int], RequestSums]) -> dict[str, RequestSums]:
+    grouped: dict[str, list[RequestSums]] = defaultdict(list)
+    for (site_id, _period), sums in requests.items():
+        grouped[site_id].append(sums)
+    return {site_id: request_total(items) for site_id, items in grouped.items()}
+
+
 def _site_rows(
-    influx: InfluxClient, scope: reads.Scope, window: ReportWindow
+    found: reads.Readings,
+    scope: reads.Scope,
+    window: ReportWindow,
+    requests: Mapping[str, RequestSums],
 ) -> tuple[list[SiteRow], Sums, DeviceCounts]:
-    """Every site of the scope, ranked, and the scope's totals (sums and device counts)."""
-    by_site = reads.site_sums(influx, scope, window)
-    recent = reads.recent_bins(influx, scope, window)
-    battery = reads.lowest_battery(influx, scope, window)
+    """Every site of the scope, ranked, and the scope's totals (sums and device counts);
+    `requests` are the sites' collection figures over the window."""
+    by_site = found.by_site
     rows, devices = [], DeviceCounts(0, 0)
     for site in scope.sites:
         bins = [bin_.id for bin_ in site.bins]
-        counts = device_counts(bins, recent=recent, battery=battery)
+        counts = device_counts(bins, recent=found.recent, battery=found.battery)
         devices += counts
         figures = metrics(
             by_site.get(site.id, Sums()),
@@ -188,6 +229,7 @@ def _site_rows(
             start=window.start,
             end=window.end,
             devices=counts,
+            requests=requests.get(site.id, NO_REQUESTS),
         )
         rows.append(
             SiteRow(
@@ -206,20 +248,62 @@ def _site_rows(
 
 
 def _report(
-    influx: InfluxClient, scope: reads.Scope, window: ReportWindow, *, list_sites: bool
+    influx: InfluxClient,
+    session: Session,
+    scope: reads.Scope,
+    window: ReportWindow,
+    *,
+    list_sites: bool,
 ) -> ComplianceReport:
     assert scope.subject is not None
-    rows, sums, devices = _site_rows(influx, scope, window)
+    bounds: list[tuple[datetime, datetime]] = []
+    if window.every is not None:
+        bounds = period_bounds(
+            every=window.every, start=window.start, end=window.end, timezone=window.timezone
+        )
+    pending = reads.read(influx, scope, window, by_day=window.every is not None)
+    # One read for the sites and the periods: period i starts at bounds[i].
+    requests = _requests(session, scope, window, [begin for begin, _ in bounds[1:]])
+    by_site = _by_site(requests)
+    found = pending.result()
+    rows, sums, devices = _site_rows(found, scope, window, by_site)
     bins = sum(len(site.bins) for site in scope.sites)
-    figures = metrics(sums, bins=bins, start=window.start, end=window.end, devices=devices)
+    figures = metrics(
+        sums,
+        bins=bins,
+        start=window.start,
+        end=window.end,
+        devices=devices,
+        requests=request_total(by_site.values()),
+    )
     breakdown = None
     if window.every is not None:
-        days = reads.day_sums(influx, scope, window)
-        breakdown = []
+        ends = dict(bounds)
+        readings: dict[datetime, Sums] = {}
         for begin, finish, period_sums in periods(
-            days, every=window.every, start=window.start, end=window.end, timezone=window.timezone
+            found.days,
+            every=window.every,
+            start=window.start,
+            end=window.end,
+            timezone=window.timezone,
         ):
-            period_figures = metrics(period_sums, bins=bins, start=begin, end=finish, devices=None)
+            readings[begin] = period_sums
+            ends.setdefault(begin, finish)
+        by_period: dict[datetime, list[RequestSums]] = defaultdict(list)
+        for (_site_id, index), site_requests in requests.items():
+            by_period[bounds[index][0]].append(site_requests)
+        breakdown = []
+        # Periods with readings or requests; one with neither is left out.
+        for begin in sorted(readings.keys() | by_period.keys()):
+            finish = ends[begin]
+            period_figures = metrics(
+                readings.get(begin, Sums()),
+                bins=bins,
+                start=begin,
+                end=finish,
+                devices=None,
+                requests=request_total(by_period.get(begin, ())),
+            )
             breakdown.append(
                 Period(start=begin, end=finish, metrics=period_figures, score=score(period_figures))
             )
