@@ -404,8 +404,9 @@ def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
 ) -> None:
     now = datetime.now(UTC)
     local_hour = now.astimezone(ZoneInfo(settings.timezone)).hour
-    # The next working day starts 2–3 hours from now.
-    settings = settings.model_copy(update={"collection_work_start_hour": (local_hour + 3) % 24})
+    # The next working day starts 3–4 hours from now, whatever the minute: well after the fast
+    # bin fills (~2 h), long before the slow one does.
+    settings = settings.model_copy(update={"collection_work_start_hour": (local_hour + 4) % 24})
     fast, slow = RECYCLABLE, "sz-peoples-government-s1-residual"
     five = timedelta(minutes=5)
     points = []
