@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,8 @@ STARTUP_TRIES = 30
 # Dead letters keep at most this much of a payload: enough to see what was wrong and to replay
 # any reading that fits the contract, without letting a flood of huge payloads fill the disk.
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+# Dead letters per batch and reason, for Grafana (the rows themselves are in the registry).
+DEAD_LETTERS_MEASUREMENT = "deadletters"
 
 
 StoredHook = Callable[[list[tuple[str, Reading]]], None]
@@ -459,20 +462,30 @@ class Ingestor:
         m.dead_lettered.inc(len(letters))
         for letter in letters:
             m.rejected.labels(letter.reason).inc()
+        now_ms = round(self._clock() * 1000)
+        # What Grafana shows of ingest itself (its only datasource is InfluxDB): a heartbeat per
+        # batch, and how many messages the batch dead-lettered, per reason.
+        worker = str(self.worker)
+        stats = [
+            point(DEAD_LETTERS_MEASUREMENT, tag_set({"reason": reason, "worker": worker}),
+                  {"count": count}, now_ms)
+            for reason, count in Counter(letter.reason for letter in letters).items()
+        ]  # fmt: skip
         if lines:
             m.batch_points.observe(len(lines))
             m.write_seconds.observe(write_s)
             oldest_wait_ms = (self._clock() - batch[0].received_at) * 1000
-            heartbeat = point(
-                "ingest",
-                f",worker={self.worker}",
-                {"batch": len(lines), "write_ms": write_s * 1000, "oldest_wait_ms": oldest_wait_ms},
-                round(self._clock() * 1000),
-            )
+            heartbeat = {
+                "batch": len(lines),
+                "write_ms": write_s * 1000,
+                "oldest_wait_ms": oldest_wait_ms,
+            }
+            stats.append(point("ingest", f",worker={worker}", heartbeat, now_ms))
+        if stats:
             try:
-                self.influx.write([heartbeat])
+                self.influx.write(stats)
             except (SinkUnavailable, SinkRejected) as exc:
-                log.info("heartbeat not written: %s", exc)
+                log.info("ingest statistics not written: %s", exc)
 
 
 def _arrivals(batch: list[_Pending]) -> list[Arrival]:

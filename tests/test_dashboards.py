@@ -464,6 +464,15 @@ def dashboard_range(board: dict[str, Any], now: datetime) -> TimeRange:
     )
 
 
+def dead_lettered(settings: Settings) -> int:
+    client = InfluxClient(settings)
+    try:
+        result = client.query('SELECT sum("count") FROM "deadletters"')
+    finally:
+        client.close()
+    return int(result[0].values[0][1]) if result else 0
+
+
 @pytest.fixture
 def filled_influx(
     settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
@@ -495,7 +504,12 @@ def filled_influx(
         for tags in bins
         for i, kind in enumerate(EVENT_TYPES)
     ]
-    publish_all(settings, events)
+    # Two messages ingest must dead-letter: one not JSON, one from a bin nobody registered.
+    bad = [
+        (topics.bin(bins[0].bin, TopicKind.telemetry), b"not json"),
+        (topics.bin("unregistered-bin", TopicKind.telemetry), events[0][1]),
+    ]
+    publish_all(settings, events + bad)
     expected = {
         "telemetry": SIMULATED_ROUNDS * len(bins),
         "events": len(events),
@@ -506,6 +520,9 @@ def filled_influx(
         lambda: {m: count_points(settings, m) for m in expected} == expected,
         timeout=30,
         what=f"ingest to store {expected}",
+    )
+    wait_for(
+        lambda: dead_lettered(settings) == len(bad), timeout=30, what="the dead letters' counts"
     )
     assert write_sites(settings) == len({tags.site for tags in bins})
     run_requests(settings, bins, start)

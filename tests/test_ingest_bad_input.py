@@ -101,6 +101,13 @@ def test_bad_messages_are_dead_lettered_and_the_good_ones_all_stored(
     oversized = next(letter for letter in letters if letter.reason == "payload_too_large")
     assert oversized.payload_size == 1024 * 1024 + 2 and len(oversized.payload) == 64 * 1024
     assert all(letter.detail and letter.topic for letter in letters)
+    # Grafana's view of the same: counts per reason in InfluxDB, written after each batch.
+    influx = InfluxClient(settings)
+    try:
+        series = influx.query('SELECT sum("count") AS n FROM "deadletters" GROUP BY "reason"')
+    finally:
+        influx.close()
+    assert {s.tags["reason"]: s.rows()[0]["n"] for s in series} == expected_reasons
 
     # Still running: one more good reading is stored.
     publish_all(settings, [(topics.bin(bin_ids[0], TopicKind.telemetry), valid(900))])
