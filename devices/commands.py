@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,9 +17,12 @@ from binwatch.settings import Settings
 from devices.contract import SiteType, Stream
 from devices.db import migrate, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
+from devices.models import AreaContact, Operator
 from devices.registry import make_engine
 
-fleet_app = typer.Typer(help="The fleet file: areas, operators, sites and bins of the pilot.")
+fleet_app = typer.Typer(
+    help="The fleet file: areas (and their contacts), operators, sites and bins of the pilot."
+)
 
 FleetFile = Annotated[
     Path | None,
@@ -57,12 +62,65 @@ def show_command(file: FleetFile = None) -> None:
     Console().print(table)
 
 
+MIN_SECRET_CHARS = 16
+
+
+@fleet_app.command("webhook-secret")
+def webhook_secret_command(
+    area: Annotated[
+        str | None, typer.Option(help="an area whose contact has a webhook_url")
+    ] = None,
+    operator: Annotated[str | None, typer.Option(help="an operator with a webhook_url")] = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="make a random secret and print it once")
+    ] = False,
+) -> None:
+    """Set the secret that signs the webhooks (X-Binwatch-Signature) sent to an area's contact
+    or an operator. Read from standard input, so it is in no command line or shell history; the
+    fleet file, which lives in git, never holds secrets."""
+    if (area is None) == (operator is None):
+        raise typer.BadParameter("give exactly one of --area and --operator")
+    secret = secrets.token_urlsafe(32) if generate else _read_secret()
+    settings = Settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            target: AreaContact | Operator | None = (
+                session.get(AreaContact, area) if area else session.get(Operator, operator)
+            )
+            what = f"area {area!r}" if area else f"operator {operator!r}"
+            if target is None or not target.webhook_url:
+                _fail(f"{what} has no webhook_url in the registry: add it to the fleet file "
+                      "(a contact's or an operator's webhook_url) and import it first")  # fmt: skip
+            target.webhook_secret = secret
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo(f"webhook secret set for {what} ({target.webhook_url})")
+    if generate:
+        typer.echo(secret)
+
+
+def _read_secret() -> str:
+    if sys.stdin.isatty():
+        secret: str = typer.prompt("secret", hide_input=True, confirmation_prompt=True)
+    else:
+        secret = sys.stdin.readline().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        _fail(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters (or --generate)")
+    return secret
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
 def _load_or_exit(file: Path | None) -> Fleet:
     try:
         return load_fleet(file or default_fleet_path())
     except FleetError as exc:
-        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
 
 
 def _counts(fleet: Fleet) -> dict[str, int]:
@@ -76,4 +134,5 @@ def _counts(fleet: Fleet) -> dict[str, int]:
         **{f"sites: {site_type.value}": sites[site_type] for site_type in SiteType},
         **{f"bins: {stream.value}": bins[stream] for stream in Stream},
         "operators": len(fleet.operators),
+        "area contacts": sum(1 for _loc, area, _k, _p in fleet.areas() if area.contact),
     }

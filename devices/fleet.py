@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from binwatch.errors import FleetError
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
-from devices.models import Area, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Operator, Site
 
 # Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
 # waste smells and rots, so it goes early; hazardous waste (batteries, lamps, medicines) must
@@ -46,12 +46,24 @@ def _check_id(value: str) -> str:
     """Every id ends up in MQTT topics or InfluxDB tags, so all follow the bin-id rule."""
     if not _ID.fullmatch(value):
         raise PydanticCustomError(
-            "id", "{value!r} is not a valid id: use {rule}", {"value": value, "rule": _ID_RULE}
+            "id", "'{value}' is not a valid id: use {rule}", {"value": value, "rule": _ID_RULE}
         )
     return value
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
+_PUBLISHABLE = re.compile(r"[^#+\s]+")
+
+
+def _check_topic(value: str) -> str:
+    if not _PUBLISHABLE.fullmatch(value):
+        raise PydanticCustomError(
+            "topic", "'{value}' cannot be published to: no MQTT wildcards (+, #) or spaces",
+            {"value": value},
+        )  # fmt: skip
+    return value
+
+
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -60,9 +72,22 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+WebhookUrl = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=500)]
+
+
+class ContactSpec(_Spec):
+    """Who hears of an area's escalations and alerts (a community: level 1, a street's squad:
+    level 2; docs/collection.md). Webhook secrets never go in this file, which lives in git:
+    `binwatch fleet webhook-secret` puts them in the registry."""
+
+    mqtt_topic: Annotated[str, Field(max_length=300), AfterValidator(_check_topic)] | None = None
+    webhook_url: WebhookUrl | None = None
+
+
 class AreaSpec(_Spec):
     id: Id
     name: Name
+    contact: ContactSpec | None = None
 
 
 class StreetSpec(AreaSpec):
@@ -76,7 +101,7 @@ class DistrictSpec(AreaSpec):
 class OperatorSpec(_Spec):
     id: Id
     name: Name
-    webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=500)] | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 class BinSpec(_Spec):
@@ -322,6 +347,7 @@ class ImportSummary:
     """What an import did, per kind of record."""
 
     areas: KindCounts
+    contacts: KindCounts
     operators: KindCounts
     sites: KindCounts
     bins: KindCounts
@@ -369,6 +395,17 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
             )
         summary = ImportSummary(
             areas=areas,
+            # The secrets are set apart (`binwatch fleet webhook-secret`) and left as they are.
+            contacts=_upsert(
+                session,
+                AreaContact,
+                [
+                    {"area_id": a.id, "mqtt_topic": c.mqtt_topic, "webhook_url": c.webhook_url}
+                    for _loc, a, _kind, _parent in fleet.areas()
+                    if (c := a.contact) is not None
+                ],
+                key="area_id",
+            ),
             operators=_upsert(
                 session,
                 Operator,
@@ -418,15 +455,17 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     return summary
 
 
-_Row = TypeVar("_Row", Area, Operator, Site, Bin)
+_Row = TypeVar("_Row", Area, AreaContact, Operator, Site, Bin)
 
 
-def _upsert(session: Session, model: type[_Row], records: list[dict[str, Any]]) -> KindCounts:
+def _upsert(
+    session: Session, model: type[_Row], records: list[dict[str, Any]], *, key: str = "id"
+) -> KindCounts:
     """Create missing rows, update changed ones, then flush so the next kind can refer to them."""
-    existing = {row.id: row for row in session.scalars(select(model))}
+    existing = {getattr(row, key): row for row in session.scalars(select(model))}
     created = updated = 0
     for record in records:
-        row = existing.get(record["id"])
+        row = existing.get(record[key])
         if row is None:
             session.add(model(**record))
             created += 1

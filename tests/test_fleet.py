@@ -17,7 +17,7 @@ from binwatch.errors import FleetError
 from devices.commands import fleet_app
 from devices.db import migrate, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
-from devices.models import Area, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Operator, Site
 from devices.registry import BinTags, bin_tags, make_engine
 
 # Line numbers matter: the bad-file cases below assert them.
@@ -122,7 +122,12 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
         ("stream: hazardous", "stream: glass", 22, "sites[0].bins[0].stream: Input should be"),
         ("community: xiaoba", "community: xiaobei", 15, "unknown community 'xiaobei'"),
         ("id: jiazhou-shuian-gate", "id: jiazhou-shuian-s1-kitchen", 22, "already used at line 20"),
-        ("id: jiazhou-shuian-gate", "id: jiazhou shuian gate", 22, "is not a valid id"),
+        (
+            "id: jiazhou-shuian-gate",
+            "id: jiazhou shuian gate",
+            22,
+            "'jiazhou shuian gate' is not a valid id",
+        ),
         ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
     ],
 )
@@ -166,3 +171,77 @@ def test_cli_imports_and_reports_bad_files(tmp_path: Path, monkeypatch: pytest.M
     assert rejected.exit_code == 1
     assert f"{bad}:15:" in rejected.stderr
     assert runner.invoke(fleet_app, ["show"]).exit_code == 0
+
+
+CONTACTS = MINI.replace(
+    "          - {id: xiaoba, name: Xiaoba Community}\n",
+    "          - id: xiaoba\n"
+    "            name: Xiaoba Community\n"
+    "            contact: {mqtt_topic: city/xiaoba/whistle, webhook_url: 'https://xb.example/h'}\n",
+).replace(
+    "        name: Lvxin Street\n",
+    "        name: Lvxin Street\n        contact: {mqtt_topic: city/lvxin/squad}\n",
+)
+
+
+def test_area_contacts_come_from_the_file_and_keep_their_secret(
+    session: Session, tmp_path: Path
+) -> None:
+    summary = import_fleet(session, load_fleet(_write(tmp_path, CONTACTS)))
+    assert summary.contacts.created == 2
+    xiaoba = session.get(AreaContact, "xiaoba")
+    assert xiaoba is not None
+    assert (xiaoba.mqtt_topic, xiaoba.webhook_url) == (
+        "city/xiaoba/whistle",
+        "https://xb.example/h",
+    )
+    squad = session.get(AreaContact, "lvxin")
+    assert squad is not None and (squad.mqtt_topic, squad.webhook_url) == ("city/lvxin/squad", None)
+    xiaoba.webhook_secret = "set-apart-from-the-file"
+    session.commit()
+    moved = CONTACTS.replace("city/xiaoba/whistle", "city/xiaoba/bell")
+    again = import_fleet(session, load_fleet(_write(tmp_path, moved)))
+    assert (again.contacts.updated, again.contacts.unchanged, again.updated) == (1, 1, 1)
+    session.refresh(xiaoba)
+    assert (xiaoba.mqtt_topic, xiaoba.webhook_secret) == (
+        "city/xiaoba/bell",
+        "set-apart-from-the-file",
+    )
+
+
+def test_a_contact_topic_with_a_wildcard_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, CONTACTS.replace("city/lvxin/squad", "city/+/squad"))
+    with pytest.raises(FleetError) as rejected:
+        load_fleet(path)
+    assert f"{path}:7: " in str(rejected.value)
+    assert "contact.mqtt_topic: 'city/+/squad' cannot be published to" in str(rejected.value)
+
+
+def test_webhook_secrets_are_set_from_standard_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'var' / 'cli.db'}"
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", url)
+    runner = CliRunner()
+    assert runner.invoke(fleet_app, ["import", str(_write(tmp_path, CONTACTS))]).exit_code == 0
+    secret = "s3cret-s3cret-s3cret"
+    done = runner.invoke(fleet_app, ["webhook-secret", "--area", "xiaoba"], input=f"{secret}\n")
+    assert done.exit_code == 0, done.output
+    assert secret not in done.stdout and "https://xb.example/h" in done.stdout
+    # The street's contact has no webhook, the operator none either: said, nothing stored.
+    for option, ident in (("--area", "lvxin"), ("--operator", "op-lvyuan"), ("--area", "nope")):
+        refused = runner.invoke(fleet_app, ["webhook-secret", option, ident], input=f"{secret}\n")
+        assert refused.exit_code == 1 and "has no webhook_url" in refused.stderr
+    short = runner.invoke(fleet_app, ["webhook-secret", "--area", "xiaoba"], input="short\n")
+    assert short.exit_code == 1 and "at least 16 characters" in short.stderr
+    both = runner.invoke(fleet_app, ["webhook-secret", "--area", "x", "--operator", "y"])
+    assert both.exit_code == 2
+    generated = runner.invoke(fleet_app, ["webhook-secret", "--area", "xiaoba", "--generate"])
+    assert generated.exit_code == 0
+    new_secret = generated.stdout.strip().splitlines()[-1]
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        contact = session.get(AreaContact, "xiaoba")
+        assert contact is not None and contact.webhook_secret == new_secret != secret
+        assert session.get(AreaContact, "lvxin").webhook_secret is None  # type: ignore[union-attr]
+    engine.dispose()
