@@ -9,11 +9,11 @@ bin's last one changes no memory, and clearing is a conditional UPDATE."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import UTC, datetime
 
 from alerts import rules, store
 from binwatch.settings import Settings
+from devices.alerts_models import Alert
 from devices.contract import Event, Reading, Status
 from devices.db import session_factory
 from devices.registry import make_engine
@@ -35,47 +35,64 @@ class AlertHook:
         self._engine.dispose()
 
     def __call__(self, arrivals: list[Arrival]) -> None:
-        by_bin: dict[str, list[Arrival]] = defaultdict(list)
+        # One pass over the batch: each bin's readings with when they arrived, its events and
+        # statuses, and when it was last heard. Times stay epoch floats until a change needs a
+        # datetime (most batches change nothing but each bin's memory).
+        readings_of: dict[str, list[tuple[Reading, float]]] = {}
+        others_of: dict[str, list[Arrival]] = {}
+        seen_of: dict[str, float] = {}
         for arrival in arrivals:
-            by_bin[arrival.bin_id].append(arrival)
+            bin_id, message, received = arrival
+            if seen_of.get(bin_id, -1.0) < received:
+                seen_of[bin_id] = received
+            if type(message) is Reading:
+                got = readings_of.get(bin_id)
+                if got is None:
+                    readings_of[bin_id] = [(message, received)]
+                else:
+                    got.append((message, received))
+            else:
+                others_of.setdefault(bin_id, []).append(arrival)
         with self._sessions() as session:
-            remembered = store.health(session, by_bin)
-            live = store.live_alerts(session, by_bin)
-            for bin_id, arrived in by_bin.items():
-                row = remembered.get(bin_id)
-                memory = store.memory_of(row)
-                seen = _at(max(arrived, key=lambda arrival: arrival.received_at))
-                findings: list[tuple[rules.Finding, datetime]] = []
-                readings = sorted(
-                    (a for a in arrived if isinstance(a.message, Reading)),
-                    key=lambda a: a.message.ts,
-                )
-                for index, arrival in enumerate(readings):
-                    assert isinstance(arrival.message, Reading)
-                    at = _at(arrival)
-                    found, memory = rules.on_reading(
-                        arrival.message,
+            remembered = store.health(session, seen_of)
+            live = store.live_alerts(session, seen_of)
+            live_kinds: dict[str, set[str]] = {}
+            for bin_id, kind in live:
+                live_kinds.setdefault(bin_id, set()).add(kind)
+            after: dict[str, tuple[rules.Memory, datetime]] = {}
+            refreshed: dict[Alert, datetime] = {}
+            for bin_id, seen in seen_of.items():
+                known = remembered.get(bin_id)
+                memory = known.memory if known is not None else rules.Memory()
+                # (finding, when its message arrived), in the order the rules see them.
+                findings: list[tuple[rules.Finding, float]] = []
+                arrived = readings_of.get(bin_id)
+                if arrived:
+                    arrived.sort(key=_ts_of)
+                    found, memory = rules.on_readings(
+                        [reading for reading, _ in arrived],
                         memory,
                         self._limits,
-                        received_at=at,
-                        newest=index == len(readings) - 1,
+                        received_at=_at(arrived[-1][1]),
+                        live=live_kinds.get(bin_id, ()),
                     )
-                    findings += [(finding, at) for finding in found]
-                for arrival in arrived:
+                    findings = [(finding, arrived[index][1]) for index, finding in found]
+                for arrival in others_of.get(bin_id, ()):
                     if isinstance(arrival.message, Event):
-                        findings.append((rules.on_event(arrival.message), _at(arrival)))
+                        findings.append((rules.on_event(arrival.message), arrival.received_at))
                     elif isinstance(arrival.message, Status):
-                        findings.append((rules.on_status(arrival.message), _at(arrival)))
-                store.remember(session, bin_id, row, memory, seen)
-                for finding, at in findings:
-                    # Most findings confirm what is already so (a live alert still holding, a
-                    # healthy bin still healthy): settled here without a query per reading.
-                    current = live.get((bin_id, finding.kind.value))
+                        findings.append((rules.on_status(arrival.message), arrival.received_at))
+                after[bin_id] = (memory, _at(seen))
+                for finding, received in findings:
+                    # Most findings confirm what is already so (a live alert still holding):
+                    # settled here without a query per reading.
+                    current = live.get((bin_id, finding.kind))
                     if not finding.present and current is None:
                         continue
+                    at = _at(received)
                     if finding.present and current is not None:
-                        if at > current.last_seen_at:
-                            current.last_seen_at = at
+                        if at > refreshed.get(current, current.last_seen_at):
+                            refreshed[current] = at
                         continue
                     changed = store.apply(session, bin_id, finding, now=at, prefix=self._prefix)
                     if changed is not None:
@@ -90,8 +107,14 @@ class AlertHook:
                             bin_id,
                             finding.detail,
                         )
+            store.remember(session, remembered, after)
+            store.refresh_seen(session, refreshed)
             session.commit()
 
 
-def _at(arrival: Arrival) -> datetime:
-    return datetime.fromtimestamp(arrival.received_at, tz=UTC)
+def _ts_of(item: tuple[Reading, float]) -> datetime:
+    return item[0].ts
+
+
+def _at(received: float) -> datetime:
+    return datetime.fromtimestamp(received, tz=UTC)

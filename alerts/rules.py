@@ -11,7 +11,8 @@ levels says nothing: the alert, if any, stays as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Container, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -132,6 +133,11 @@ def on_status(status: Status) -> Finding:
     return Finding(AlertType.offline, True, "the bin's will: online false")
 
 
+# Every reading proves its bin alive: one shared finding, not one built per reading.
+_REPORTS_AGAIN: Final = Finding(AlertType.offline, False, "the bin reports again")
+_EVERY_KIND: Final = frozenset(AlertType)
+
+
 def on_reading(
     reading: Reading, memory: Memory, limits: Limits, *, received_at: datetime, newest: bool
 ) -> tuple[list[Finding], Memory]:
@@ -140,85 +146,128 @@ def on_reading(
     still proves the bin alive. `newest` marks the bin's latest reading of a batch: only it is
     judged for clock skew, since the older readings of a flushed offline buffer are old by
     right, not because the clock is wrong."""
-    findings = [Finding(AlertType.offline, False, "the bin reports again")]
-    if memory.last_ts is not None and reading.ts <= memory.last_ts:
-        return findings, memory
-    findings += _temperature(reading, memory, limits)
-    findings += _battery(reading, limits)
-    full_since, full = _full(reading, memory, limits)
-    findings += full
-    if (
-        reading.seq is not None
-        and memory.last_seq is not None
-        and reading.seq > memory.last_seq + 1
-    ):
-        lost = reading.seq - memory.last_seq - 1
+    findings = [_REPORTS_AGAIN]
+    memory = _judge(reading, memory, limits, received_at if newest else None, _EVERY_KIND, findings)
+    return findings, memory
+
+
+def on_readings(
+    readings: Sequence[Reading],
+    memory: Memory,
+    limits: Limits,
+    *,
+    received_at: datetime,
+    live: Collection[str],
+) -> tuple[list[tuple[int, Finding]], Memory]:
+    """A bin's readings of one batch at once (in `ts` order; the last is the newest, received
+    at `received_at`): each finding with the index of the reading it came from, and the memory
+    after them all. The same as `on_reading` on each in turn, minus the findings that cannot
+    change anything for a bin whose live alert types are `live`: "over" findings of a type
+    that is not live and was not found present earlier in the sequence, and every "reports
+    again" after the first. What remains is what a caller needs to raise, refresh and clear
+    alerts exactly as it would from every finding; leaving the rest unbuilt is what makes a
+    batch cheap."""
+    if not readings:
+        return [], memory
+    found: list[tuple[int, Finding]] = [(0, _REPORTS_AGAIN)]
+    may_be_live = set(live)
+    last = len(readings) - 1
+    findings: list[Finding] = []
+    for index, reading in enumerate(readings):
+        memory = _judge(
+            reading, memory, limits, received_at if index == last else None, may_be_live, findings
+        )
+        if findings:
+            for finding in findings:
+                if finding.present:
+                    may_be_live.add(finding.kind)
+                found.append((index, finding))
+            findings = []
+    return found, memory
+
+
+def _judge(
+    reading: Reading,
+    memory: Memory,
+    limits: Limits,
+    received_at: datetime | None,
+    say_over: Container[str],
+    findings: list[Finding],
+) -> Memory:
+    """Append one reading's findings (but "over" ones only of the types in `say_over`; clock
+    skew only when `received_at` is given) and return the memory after it."""
+    ts = reading.ts
+    last_ts = memory.last_ts
+    if last_ts is not None and ts <= last_ts:
+        return memory
+    temp = reading.temp_c
+    if temp is not None:
+        _temperature(temp, ts, memory, limits, AlertType.overheat in say_over, findings)
+    level = reading.battery_pct
+    if level is not None:
+        if level < limits.battery_raise_pct:
+            findings.append(Finding(AlertType.battery_low, True, f"battery {level:.0f} %"))
+        elif level >= limits.battery_clear_pct and AlertType.battery_low in say_over:
+            findings.append(Finding(AlertType.battery_low, False, f"battery {level:.0f} %"))
+    fill = reading.fill_pct
+    if fill >= 100:
+        full_since = memory.full_since or ts
+        if ts - full_since >= limits.full_for:
+            findings.append(full_too_long(full_since, ts))
+    elif fill < limits.full_clear_pct:
+        full_since = None
+        if AlertType.full_too_long in say_over:
+            findings.append(Finding(AlertType.full_too_long, False, f"fill {fill:.0f} %"))
+    else:
+        full_since = memory.full_since
+    seq, last_seq = reading.seq, memory.last_seq
+    if seq is not None and last_seq is not None and seq > last_seq + 1:
         findings.append(
             Finding(
                 AlertType.seq_gap,
                 True,
-                f"seq jumped {memory.last_seq} → {reading.seq}: {lost} lost",
+                f"seq jumped {last_seq} → {seq}: {seq - last_seq - 1} lost",
             )
         )
-    if newest:
-        findings += _skew(reading.ts - received_at, limits)
-    after = replace(
-        memory,
-        last_ts=reading.ts,
-        last_seq=reading.seq if reading.seq is not None else memory.last_seq,
-        last_temp_c=reading.temp_c if reading.temp_c is not None else memory.last_temp_c,
-        full_since=full_since,
+    if received_at is not None:
+        _skew(ts - received_at, limits, AlertType.clock_skew in say_over, findings)
+    return Memory(
+        ts,
+        last_seq if seq is None else seq,
+        memory.last_temp_c if temp is None else temp,
+        full_since,
     )
-    return findings, after
 
 
-def _temperature(reading: Reading, memory: Memory, limits: Limits) -> list[Finding]:
-    temp = reading.temp_c
-    if temp is None:
-        return []
+def _temperature(
+    temp: float,
+    ts: datetime,
+    memory: Memory,
+    limits: Limits,
+    say_over: bool,
+    findings: list[Finding],
+) -> None:
     if temp >= limits.temp_raise_c:
-        return [Finding(AlertType.overheat, True, f"{temp:.1f} °C ≥ {limits.temp_raise_c:.0f} °C")]
+        findings.append(
+            Finding(AlertType.overheat, True, f"{temp:.1f} °C ≥ {limits.temp_raise_c:.0f} °C")
+        )
+        return
     if memory.last_temp_c is not None and memory.last_ts is not None:
-        minutes = (reading.ts - memory.last_ts).total_seconds() / 60
+        minutes = (ts - memory.last_ts).total_seconds() / 60
         if minutes > 0:
             rise = (temp - memory.last_temp_c) / minutes
             if rise >= limits.temp_rise_c_per_min:
-                return [
+                findings.append(
                     Finding(
                         AlertType.overheat,
                         True,
                         f"{temp:.1f} °C, rising {rise:.1f} °C/min "
                         f"(≥ {limits.temp_rise_c_per_min:.1f})",
                     )
-                ]
-    if temp <= limits.temp_clear_c:
-        return [Finding(AlertType.overheat, False, f"{temp:.1f} °C")]
-    return []
-
-
-def _battery(reading: Reading, limits: Limits) -> list[Finding]:
-    level = reading.battery_pct
-    if level is None:
-        return []
-    if level < limits.battery_raise_pct:
-        return [Finding(AlertType.battery_low, True, f"battery {level:.0f} %")]
-    if level >= limits.battery_clear_pct:
-        return [Finding(AlertType.battery_low, False, f"battery {level:.0f} %")]
-    return []
-
-
-def _full(
-    reading: Reading, memory: Memory, limits: Limits
-) -> tuple[datetime | None, list[Finding]]:
-    """Full since when, and whether it has been full too long (or is emptied enough)."""
-    if reading.fill_pct >= 100:
-        since = memory.full_since or reading.ts
-        if reading.ts - since >= limits.full_for:
-            return since, [full_too_long(since, reading.ts)]
-        return since, []
-    if reading.fill_pct < limits.full_clear_pct:
-        return None, [Finding(AlertType.full_too_long, False, f"fill {reading.fill_pct:.0f} %")]
-    return memory.full_since, []
+                )
+                return
+    if temp <= limits.temp_clear_c and say_over:
+        findings.append(Finding(AlertType.overheat, False, f"{temp:.1f} °C"))
 
 
 def full_too_long(since: datetime, now: datetime) -> Finding:
@@ -226,15 +275,18 @@ def full_too_long(since: datetime, now: datetime) -> Finding:
     return Finding(AlertType.full_too_long, True, f"100 % full for {minutes:.0f} min")
 
 
-def _skew(skew: timedelta, limits: Limits) -> list[Finding]:
-    if abs(skew) > limits.skew_raise:
-        way = "ahead" if skew > timedelta(0) else "behind"
-        return [
-            Finding(AlertType.clock_skew, True, f"clock {abs(skew).total_seconds():.0f} s {way}")
-        ]
-    if abs(skew) <= limits.skew_clear:
-        return [Finding(AlertType.clock_skew, False, "clock in step")]
-    return []
+def _skew(skew: timedelta, limits: Limits, say_over: bool, findings: list[Finding]) -> None:
+    size = abs(skew)
+    if size > limits.skew_raise:
+        way = "ahead" if skew > _ZERO else "behind"
+        findings.append(
+            Finding(AlertType.clock_skew, True, f"clock {size.total_seconds():.0f} s {way}")
+        )
+    elif size <= limits.skew_clear and say_over:
+        findings.append(Finding(AlertType.clock_skew, False, "clock in step"))
+
+
+_ZERO: Final = timedelta(0)
 
 
 def silent(last_seen_at: datetime, now: datetime, limits: Limits) -> bool:

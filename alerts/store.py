@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -211,9 +212,30 @@ def _record(
 # --- what the rules remember ----------------------------------------------------------------
 
 
-def health(session: Session, bin_ids: Iterable[str]) -> dict[str, BinHealth]:
-    rows = session.scalars(select(BinHealth).where(BinHealth.bin_id.in_(list(bin_ids))))
-    return {row.bin_id: row for row in rows}
+class Remembered(NamedTuple):
+    """A bin's `bin_health` row as the rules need it."""
+
+    memory: Memory
+    last_seen_at: datetime | None
+
+
+def health(session: Session, bin_ids: Iterable[str]) -> dict[str, Remembered]:
+    """What is remembered of these bins: one query, plain rows (no ORM objects to track)."""
+    table = _table(BinHealth)
+    rows = session.execute(
+        select(
+            table.c.bin_id,
+            table.c.last_ts,
+            table.c.last_seq,
+            table.c.last_temp_c,
+            table.c.full_since,
+            table.c.last_seen_at,
+        ).where(table.c.bin_id.in_(list(bin_ids)))
+    )
+    return {
+        bin_id: Remembered(Memory(last_ts, last_seq, last_temp_c, full_since), last_seen_at)
+        for bin_id, last_ts, last_seq, last_temp_c, full_since, last_seen_at in rows
+    }
 
 
 def memory_of(row: BinHealth | None) -> Memory:
@@ -228,16 +250,77 @@ def memory_of(row: BinHealth | None) -> Memory:
 
 
 def remember(
-    session: Session, bin_id: str, row: BinHealth | None, memory: Memory, seen_at: datetime
-) -> BinHealth:
-    if row is None:
-        row = BinHealth(bin_id=bin_id)
-        session.add(row)
-    if row.last_seen_at is None or seen_at > row.last_seen_at:
-        row.last_seen_at = seen_at
-    row.last_ts, row.last_seq = memory.last_ts, memory.last_seq
-    row.last_temp_c, row.full_since = memory.last_temp_c, memory.full_since
-    return row
+    session: Session,
+    known: dict[str, Remembered],
+    after: dict[str, tuple[Memory, datetime]],
+) -> None:
+    """Store each bin's memory after a batch and when it was last heard (`after`: bin → its
+    memory and the batch's latest arrival from it), given what `health` returned (`known`).
+    Only what changed is written (the memory, `last_seen_at`, or both; `last_seen_at` never
+    moves back), each kind of change in one executemany for the whole batch."""
+    inserts: list[dict[str, Any]] = []
+    both: list[dict[str, Any]] = []
+    memory_only: list[dict[str, Any]] = []
+    seen_only: list[dict[str, Any]] = []
+    for bin_id, (memory, seen_at) in after.items():
+        before = known.get(bin_id)
+        if before is None:
+            inserts.append({"key": bin_id, "v_last_seen_at": seen_at, **_memory_row(memory)})
+            continue
+        seen = before.last_seen_at is None or seen_at > before.last_seen_at
+        if memory != before.memory:
+            if seen:
+                both.append({"key": bin_id, "v_last_seen_at": seen_at, **_memory_row(memory)})
+            else:
+                memory_only.append({"key": bin_id, **_memory_row(memory)})
+        elif seen:
+            seen_only.append({"key": bin_id, "v_last_seen_at": seen_at})
+    table = _table(BinHealth)
+    memory_values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in _MEMORY_COLUMNS}
+    seen_value: dict[str, Any] = {"last_seen_at": bindparam("v_last_seen_at")}
+    # Core, not the ORM's bulk statements: the same executemany without per-row bookkeeping.
+    if inserts:
+        session.execute(
+            insert(table).values(bin_id=bindparam("key"), **seen_value, **memory_values), inserts
+        )
+    by_bin = update(table).where(table.c.bin_id == bindparam("key"))
+    for rows, values in (
+        (both, seen_value | memory_values),
+        (memory_only, memory_values),
+        (seen_only, seen_value),
+    ):
+        if rows:
+            session.execute(by_bin.values(values), rows)
+
+
+_MEMORY_COLUMNS: Final = ("last_ts", "last_seq", "last_temp_c", "full_since")
+
+
+def _memory_row(memory: Memory) -> dict[str, Any]:
+    return {
+        "v_last_ts": memory.last_ts,
+        "v_last_seq": memory.last_seq,
+        "v_last_temp_c": memory.last_temp_c,
+        "v_full_since": memory.full_since,
+    }
+
+
+def refresh_seen(session: Session, seen: dict[Alert, datetime]) -> None:
+    """Move live alerts' `last_seen_at` on (what keeps a held condition from clearing), in one
+    executemany for a whole batch; `seen` holds only values later than the alerts' own."""
+    if seen:
+        table = _table(Alert)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("key"))
+            .values(last_seen_at=bindparam("seen")),
+            [{"key": alert.id, "seen": at} for alert, at in seen.items()],
+        )
+
+
+def _table(model: type[Any]) -> Table:
+    table: Table = model.__table__
+    return table
 
 
 def silent_bins(session: Session, seen_before: datetime) -> list[BinHealth]:

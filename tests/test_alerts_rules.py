@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from alerts import rules
 from alerts.rules import AlertType, Finding, Limits, Memory
 from alerts.store import audience
@@ -129,3 +132,74 @@ def test_who_hears_of_what() -> None:
     assert audience(rules.SEVERITY[AlertType.fire]) == ("manager", "operator", "community", "squad")
     assert audience(rules.SEVERITY[AlertType.tilt]) == ("manager", "operator", "community")
     assert audience(rules.SEVERITY[AlertType.battery_low]) == ("manager", "operator")
+
+
+def _settle(
+    findings: list[tuple[int, Finding]], live: set[AlertType]
+) -> list[tuple[str, AlertType, int, str]]:
+    """What the alert hook does with findings, as a trace: raises and clears (with the reading
+    they came from and their detail) and refreshes of live alerts."""
+    live, trace = set(live), []
+    for index, finding in findings:
+        if finding.present:
+            if finding.kind in live:
+                trace.append(("seen", finding.kind, index, ""))
+            else:
+                trace.append(("raised", finding.kind, index, finding.detail))
+                live.add(finding.kind)
+        elif finding.kind in live:
+            trace.append(("cleared", finding.kind, index, finding.detail))
+            live.discard(finding.kind)
+    return trace
+
+
+_readings = st.lists(
+    st.builds(
+        lambda minute, fill, battery, temp, seq: _r(
+            minute,
+            fill,
+            **{
+                k: v
+                for k, v in (("battery_pct", battery), ("temp_c", temp), ("seq", seq))
+                if v is not None
+            },
+        ),
+        st.integers(0, 400),
+        st.sampled_from([0, 50, 89, 92, 100]),
+        st.one_of(st.none(), st.sampled_from([5.0, 14.9, 20.0, 25.0, 80.0])),
+        st.one_of(st.none(), st.sampled_from([20.0, 40.0, 45.0, 50.0, 61.0])),
+        st.one_of(st.none(), st.integers(0, 6)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    readings=_readings,
+    live=st.sets(st.sampled_from(list(AlertType))),
+    remembered=st.sampled_from(
+        [Memory(), Memory(last_ts=T0 + timedelta(minutes=100), last_seq=3, last_temp_c=30)]
+    ),
+    skew=st.sampled_from([timedelta(0), timedelta(minutes=3), timedelta(hours=1)]),
+)
+def test_a_batch_at_once_settles_like_each_reading_in_turn(
+    readings: list[Reading],
+    live: set[AlertType],
+    remembered: Memory,
+    skew: timedelta,
+) -> None:
+    readings = sorted(readings, key=lambda r: r.ts)
+    received = (readings[-1].ts if readings else T0) + skew
+    each: list[tuple[int, Finding]] = []
+    memory = remembered
+    for index, reading in enumerate(readings):
+        found, memory = rules.on_reading(
+            reading, memory, LIMITS, received_at=received, newest=index == len(readings) - 1
+        )
+        each += [(index, finding) for finding in found]
+    batch, after = rules.on_readings(
+        readings, remembered, LIMITS, received_at=received, live={k.value for k in live}
+    )
+    assert after == memory
+    assert _settle(batch, live) == _settle(each, live)

@@ -1,0 +1,75 @@
+"""What the alert rules remember per bin (`bin_health`), written by `alerts.store.remember` once per
+batch, on a SQLite registry without servers: only what changed is written, and a bin's
+`last_seen_at` never moves back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from alerts import store
+from alerts.rules import Memory
+from devices.alerts_models import BinHealth
+from devices.db import migrate
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.registry import bin_tags, make_engine
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, list[str]]]:
+    url = f"sqlite:///{Path(tmp_path_factory.mktemp('registry')) / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session:
+        import_fleet(session, load_fleet(default_fleet_path()))
+        bins = sorted(bin_tags(session))[:3]
+    yield engine, bins
+    engine.dispose()
+
+
+def _row(engine: Engine, bin_id: str) -> tuple[Memory, datetime | None]:
+    with Session(engine) as session:
+        known = store.health(session, [bin_id])[bin_id]
+        row = session.get_one(BinHealth, bin_id)
+        assert store.memory_of(row) == known.memory  # the plain read and the ORM agree
+        return known.memory, known.last_seen_at
+
+
+def _remember(engine: Engine, after: dict[str, tuple[Memory, datetime]]) -> None:
+    with Session(engine) as session:
+        store.remember(session, store.health(session, after), after)
+        session.commit()
+
+
+def test_remember_writes_what_changed_and_never_moves_seen_back(
+    registry: tuple[Engine, list[str]],
+) -> None:
+    engine, (a, b, c) = registry
+    first = Memory(last_ts=T0, last_seq=1, last_temp_c=20.0, full_since=None)
+    _remember(engine, {a: (first, T0), b: (first, T0), c: (Memory(), T0)})
+    assert _row(engine, a) == (first, T0)
+    assert _row(engine, c) == (Memory(), T0)
+
+    later = T0 + timedelta(seconds=5)
+    newer = Memory(last_ts=later, last_seq=2, last_temp_c=21.0, full_since=later)
+    _remember(
+        engine,
+        {
+            a: (newer, later),  # memory and seen
+            b: (newer, T0 - timedelta(seconds=1)),  # memory only: seen would move back
+            c: (Memory(), later),  # seen only
+        },
+    )
+    assert _row(engine, a) == (newer, later)
+    assert _row(engine, b) == (newer, T0)
+    assert _row(engine, c) == (Memory(), later)
+
+    _remember(engine, {a: (newer, T0)})  # nothing new: nothing written
+    assert _row(engine, a) == (newer, later)
