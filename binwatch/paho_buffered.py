@@ -11,11 +11,15 @@ pins paho to the versions it was checked against; every ingest test runs through
 
 from __future__ import annotations
 
+import copy
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 # One recv takes up to this much: about 400 telemetry messages of ~150 bytes.
 READ_CHUNK = 64 * 1024
@@ -24,6 +28,11 @@ READ_CHUNK = 64 * 1024
 MAX_PACKETS_PER_READ = 500
 # While reading is paused, how often paho's loop looks again (and still sends acks and pings).
 PAUSED_POLL_S = 0.02
+# PUBACKs queued as one write by `ack_many` (4 bytes each).
+ACKS_PER_WRITE = 1024
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct("!BBH")
+_NO_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)
 
 
 class _BufferedSocket:
@@ -81,3 +90,73 @@ class BufferedClient(paho.Client):
             if not sock.pending():
                 break
         return rc
+
+    def _handle_publish(self) -> paho.MQTTErrorCode:
+        """paho's own for the common PUBLISH (MQTT 5, QoS 0 or 1, no properties), without what
+        it costs per message: `Properties.unpack` first clears ~40 possible attributes one
+        `hasattr` at a time, and the generic decoder slices with `struct` formats built per
+        packet. Anything else (QoS 2, properties such as a topic alias, MQTT 3, a packet too
+        short to hold what it says) goes through paho's own, which also reports malformed ones."""
+        header: int = self._in_packet["command"]
+        packet = bytes(self._in_packet["packet"])  # no copy: paho builds it as bytes
+        qos = (header & 0x06) >> 1
+        end = 2 + int.from_bytes(packet[:2], "big")  # topic length, then the topic
+        mid = 0
+        if qos == 1:
+            mid = int.from_bytes(packet[end : end + 2], "big")
+            end += 2
+        if (
+            self._protocol != paho.MQTTv5
+            or qos > 1
+            or len(packet) <= end
+            or packet[end] != 0  # the properties' length: 0, none
+        ):
+            return super()._handle_publish()
+        message = paho.MQTTMessage(mid=mid, topic=packet[2 : end - 2 if qos else end])
+        message.dup = bool(header & 0x08)
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        # An empty Properties, as paho's would be; copied from a template, since building one
+        # fills its lookup tables anew (they are only read, so the copies share them).
+        message.properties = copy.copy(_NO_PUBLISH_PROPERTIES)
+        message.payload = packet[end + 1 :]
+        message.timestamp = paho.time_func()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        """paho's own, minus what it costs per message when no `message_callback_add` filter
+        is registered (binwatch registers none): decoding the topic twice and matching it
+        against an empty filter tree. The callback runs as paho runs it."""
+        if self._on_message_filtered._root._children:
+            super()._handle_on_message(message)
+            return
+        on_message = self.on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """Acknowledge QoS 1 messages (manual ack) like `ack(mid, 1)` for each, in order, but
+        queued as a few writes: `ack` queues one 4-byte PUBACK per message and wakes paho's
+        loop for each, which then sends each on its own (two syscalls per message). MQTT allows
+        packets back to back in one write, and the broker reads them one by one as ever."""
+        if not self._manual_ack:
+            return
+        pack = _PUBACK_PACKET.pack
+        batch: list[bytes] = []
+        for mid in mids:
+            batch.append(pack(_PUBACK, 2, mid))
+            if len(batch) == ACKS_PER_WRITE:
+                self._packet_queue(_PUBACK, b"".join(batch), mid, 1)
+                batch = []
+        if batch:
+            self._packet_queue(_PUBACK, b"".join(batch), mid, 1)

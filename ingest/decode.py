@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics, epoch_ms
-from ingest.lineprotocol import point
+from ingest.lineprotocol import point, telemetry_line
 
 MEASUREMENT = {
     TopicKind.telemetry: "telemetry",
@@ -44,6 +44,22 @@ REASONS = (
 
 # How much of a bad payload a detail message quotes.
 _QUOTE_CHARS = 120
+# Parsed topics, by prefix and topic: a fleet's topics repeat endlessly, so the split and the
+# regex run once per bin. Only valid topics are kept, and at most this many (then it starts
+# over), so a stream of made-up topics cannot grow it without bound.
+_TOPIC_CACHE_MAX = 100_000
+_topic_cache: dict[tuple[str, str], BinTopic] = {}
+
+
+def _parse_topic(topics: Topics, topic: str) -> BinTopic:
+    key = (topics.prefix, topic)
+    where = _topic_cache.get(key)
+    if where is None:
+        where = topics.parse_bin_topic(topic)  # ValueError for a bad topic: not cached
+        if len(_topic_cache) >= _TOPIC_CACHE_MAX:
+            _topic_cache.clear()
+        _topic_cache[key] = where
+    return where
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +118,7 @@ def decode(
             "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_payload}"
         )
     try:
-        where = topics.parse_bin_topic(topic)
+        where = _parse_topic(topics, topic)
     except ValueError as exc:
         return reject("bad_topic", str(exc))
     tags = tags_of(where.bin_id)
@@ -119,6 +135,13 @@ def decode(
     except ValueError as exc:
         return reject("malformed_json", f"not JSON: {exc}; payload starts {text[:_QUOTE_CHARS]!r}")
 
+    if where.kind is TopicKind.telemetry and type(document) is dict:
+        # The common case, one reading, without the generic path's intermediate field dict.
+        outcome = _decode_reading(where.bin_id, document, tags, received_ms, limits, decoded)
+        if isinstance(outcome, str):
+            decoded.lines.append(outcome)
+            return decoded
+        return reject(*outcome)
     measurement = MEASUREMENT[where.kind]
     if where.kind is TopicKind.telemetry and isinstance(document, list):
         if not document:
@@ -196,6 +219,38 @@ def _decode_one(
     elif kind is TopicKind.status:
         decoded.statuses.append((where.bin_id, status))
     return point(measurement, tags, fields, epoch_ms(ts))
+
+
+def _decode_reading(
+    bin_id: str,
+    document: dict[str, Any],
+    tags: str,
+    received_ms: int,
+    limits: TimeLimits | None,
+    decoded: Decoded,
+) -> str | tuple[str, str]:
+    """`_decode_one` for a telemetry object: the same line, reading or rejection."""
+    try:
+        reading = Reading.model_validate(document)
+    except ValidationError as exc:
+        return explain(exc)
+    ts_ms = epoch_ms(reading.ts)
+    if problem := _implausible(ts_ms, received_ms, limits):
+        return problem
+    decoded.readings.append((bin_id, reading))
+    weight, battery, temp = reading.weight_kg, reading.battery_pct, reading.temp_c
+    return telemetry_line(
+        tags,
+        float(reading.fill_pct),
+        reading.seq,
+        reading.deposits,
+        reading.contaminated,
+        None if weight is None else float(weight),
+        None if battery is None else float(battery),
+        None if temp is None else float(temp),
+        received_ms,
+        ts_ms,
+    )
 
 
 def _implausible(ts_ms: int, received_ms: int, limits: TimeLimits | None) -> tuple[str, str] | None:

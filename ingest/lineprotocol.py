@@ -60,3 +60,38 @@ def point(measurement: str, tags: str, fields: Mapping[str, FieldValue | None], 
     if not field_text:
         raise ValueError("a point needs at least one field")
     return f"{measurement.translate(_MEASUREMENT)}{tags} {field_text} {ts_ms}"
+
+
+def telemetry_line(
+    tags: str,
+    fill_pct: float,
+    seq: int | None,
+    deposits: int | None,
+    contaminated: int | None,
+    weight_kg: float | None,
+    battery_pct: float | None,
+    temp_c: float | None,
+    received_ms: int,
+    ts_ms: int,
+) -> str:
+    """Exactly `point("telemetry", tags, fields, ts_ms)` for a reading's fields (in the order
+    `ingest.decode` gives them, with the derived ones), without escaping the constant keys or
+    dispatching on each value's type for every reading: the hot path of a telemetry flood.
+    Counts are ints and levels floats, as the contract model makes them."""
+    line = f"telemetry{tags} fill_pct={fill_pct!r}"
+    if seq is not None:
+        line += f",seq={seq}i"
+    if deposits is not None:
+        line += f",deposits={deposits}i"
+    if contaminated is not None:
+        # Deposits whose sorting was checked: the denominator of sorting accuracy.
+        line += f",contaminated={contaminated}i,checked_deposits={deposits}i"
+    for key, level in (("weight_kg", weight_kg), ("battery_pct", battery_pct), ("temp_c", temp_c)):
+        if level is not None:
+            line += f",{key}={level!r}"
+    overflow = (
+        "1i,over90=1i"
+        if fill_pct >= 100
+        else ("0i,over90=1i" if fill_pct >= 90 else "0i,over90=0i")
+    )
+    return f"{line},overflow={overflow},received_ms={received_ms}i {ts_ms}"

@@ -4,8 +4,10 @@ awkward values through a real InfluxDB)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ingest.lineprotocol import escape_key, format_field, point, tag_set
+from ingest.lineprotocol import escape_key, format_field, point, tag_set, telemetry_line
 
 
 @pytest.mark.parametrize(
@@ -66,3 +68,52 @@ def test_point_needs_a_field() -> None:
 
 def test_measurement_escapes_comma_and_space() -> None:
     assert point("a b,c", "", {"f": 1}, 5) == r"a\ b\,c f=1i 5"
+
+
+_level = st.floats(min_value=0, max_value=1000, allow_nan=False)
+_count = st.integers(min_value=0, max_value=2**40)
+
+
+@given(
+    fill=st.one_of(_level, st.sampled_from([0.0, 89.999, 90.0, 99.9, 100.0])),
+    seq=st.none() | _count,
+    deposits=st.none() | _count,
+    contaminated=st.none() | _count,
+    weight=st.none() | _level,
+    battery=st.none() | _level,
+    temp=st.none() | st.floats(min_value=-60, max_value=1000, allow_nan=False),
+    received=_count,
+    ts=_count,
+)
+def test_telemetry_line_is_the_generic_point(
+    fill: float,
+    seq: int | None,
+    deposits: int | None,
+    contaminated: int | None,
+    weight: float | None,
+    battery: float | None,
+    temp: float | None,
+    received: int,
+    ts: int,
+) -> None:
+    if contaminated is not None and deposits is None:
+        deposits = contaminated  # the contract allows no contaminated without deposits
+    tags = tag_set({"bin": "b 1", "site": "s,1"})
+    fields = {
+        "fill_pct": fill,
+        "seq": seq,
+        "deposits": deposits,
+        "contaminated": contaminated,
+        "checked_deposits": None if contaminated is None else deposits,
+        "weight_kg": weight,
+        "battery_pct": battery,
+        "temp_c": temp,
+        "overflow": int(fill >= 100),
+        "over90": int(fill >= 90),
+        "received_ms": received,
+    }
+    expected = point("telemetry", tags, fields, ts)
+    line = telemetry_line(
+        tags, fill, seq, deposits, contaminated, weight, battery, temp, received, ts
+    )
+    assert line == expected
