@@ -16,6 +16,7 @@ from pathlib import Path
 
 # (bucket, regex on a frame), in priority order.
 BUCKETS: tuple[tuple[str, str], ...] = (
+    ("rule hooks (alerts/hook, collection/hook, their SQL)", r"alerts/|collection/"),
     ("json decode", r"\(json/|json\.loads|JSONDecoder"),
     ("timestamp parsing (contract.parse_ts)", r"parse_ts|epoch_ms"),
     ("pydantic validation (Reading.model_validate)", r"model_validate|pydantic"),

@@ -84,6 +84,9 @@ PROBE_EVERY_S = 0.1
 # The latency probe asks InfluxDB this often while a marker is not yet visible: the resolution.
 PROBE_POLL_S = 0.01
 RSS_EVERY_S = 5.0
+# Ingest's buffer depth (received, not yet acknowledged) is read this often in the soak; the
+# most seen per RSS sample says whether memory grew with a backlog.
+BUFFER_EVERY_S = 1.0
 # Latency is measured over at least this long even with a shorter soak.
 STEADY_MIN_S = 30.0
 # RSS before this much of the soak is warm-up (heap and buffers growing to their working size).
@@ -673,6 +676,8 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
     broker_legs: list[float] = []
     rss: list[tuple[float, int]] = []
     loads: list[float] = []
+    buffer_max: list[int] = []  # most messages in ingest's buffer since the previous RSS sample
+    buffer_now = 0
     # (seconds into the run, publish-to-queryable, publish-to-ingest) of every probe.
     series_out: list[tuple[float, float, float]] = []
     cpu_points: list[tuple[float, float]] = []
@@ -688,7 +693,7 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
             began = time.monotonic()
             wall_began = time.time()
             outstanding: dict[int, float] = {}
-            next_probe = next_rss = began
+            next_probe = next_rss = next_buffer = began
             while True:
                 now = time.monotonic()
                 running = now - began < seconds
@@ -696,8 +701,15 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
                     ts, sent = prober.publish_marker()
                     outstanding[ts] = sent
                     next_probe += PROBE_EVERY_S
+                if now >= next_buffer and running:
+                    with suppress(httpx.HTTPError):
+                        depth = int(ingest.metric("binwatch_ingest_buffer_messages")[0])
+                        buffer_now = max(buffer_now, depth)
+                    next_buffer += BUFFER_EVERY_S
                 if now >= next_rss and running:
                     rss.append((now - began, rss_kib(ingest.pid)))
+                    buffer_max.append(buffer_now)
+                    buffer_now = 0
                     loads.append(os.getloadavg()[0])
                     cpu_points.append((now - began, cpu_seconds(ingest.pid)))
                     next_rss += RSS_EVERY_S
@@ -760,6 +772,7 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
         "broker_leg_p50_s": median(broker_legs),
         "broker_leg_p99_s": percentile(broker_legs, 0.99),
         "rss_mib": [[round(t, 1), round(v, 2)] for t, v in mib],
+        "buffer_max_messages": buffer_max,
         "loadavg_1min": loads,
         "latency_by_window": by_window(series_out),
         "probe_series": [[round(t, 2), round(a, 3), round(b, 3)] for t, a, b in series_out],
@@ -1052,6 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in s["latency_by_window"]:
             say(f"        {row}")
         say(f"      RSS MiB every {RSS_EVERY_S:.0f} s: {[v for _, v in s['rss_mib']]}")
+        say(f"      ingest buffer, most messages per RSS sample: {s['buffer_max_messages']}")
         say(f"      load average (1 min) alongside: {[round(x, 1) for x in s['loadavg_1min']]}")
         for line in s["log_problems"][:5]:
             say(f"      log: {line[:160]}")

@@ -1,0 +1,86 @@
+"""The reading rules end to end: readings published to the real broker, stored by the real
+ingest with the alert hook, raise overheat (by rate), seq-gap, clock-skew and full-too-long
+alerts for the bins that sent them and no others, and the readings that end those conditions
+clear them. (Fire, battery and offline: tests/test_alerts.py; every rule's edges: the pure
+tests in tests/test_alerts_rules.py.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from alerts import store
+from binwatch.settings import Settings
+from devices.contract import Reading, TopicKind, Topics
+from devices.registry import BinTags, make_engine
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+from tests.test_alerts import alert_ingest
+
+pytestmark = pytest.mark.servers
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+MINUTE = timedelta(minutes=1)
+HOT, GAP = "sz-peoples-government-s1-kitchen", "sz-peoples-government-s1-residual"
+SKEW, FULL = "sz-peoples-government-s1-recyclable", "sz-peoples-government-s1-hazardous"
+
+RAISING = [
+    # 20 → 30 °C in a minute: 10 °C/min ≥ 5, though far under the 60 °C level.
+    (HOT, Reading(ts=NOW - 3 * MINUTE, fill_pct=10, temp_c=20)),
+    (HOT, Reading(ts=NOW - 2 * MINUTE, fill_pct=10, temp_c=30)),
+    # seq 1, then 5: three readings lost on the way.
+    (GAP, Reading(ts=NOW - 3 * MINUTE, seq=1, fill_pct=10)),
+    (GAP, Reading(ts=NOW - 2 * MINUTE, seq=5, fill_pct=10)),
+    # The bin's latest reading says it is 20 minutes earlier than it is.
+    (SKEW, Reading(ts=NOW - 20 * MINUTE, fill_pct=10)),
+    # At 100 % from 150 minutes ago until now: ≥ 120 minutes (the latest reading on time, or
+    # it would be a clock alert too).
+    (FULL, Reading(ts=NOW - 150 * MINUTE, fill_pct=100)),
+    (FULL, Reading(ts=NOW - MINUTE / 2, fill_pct=100)),
+]
+CLEARING = [
+    (HOT, Reading(ts=NOW - MINUTE, fill_pct=10, temp_c=25)),  # ≤ 45 °C and falling
+    (SKEW, Reading(ts=NOW, fill_pct=10)),  # in step again (within 60 s)
+    (FULL, Reading(ts=NOW, fill_pct=10)),  # emptied: under 90 %
+]
+
+
+def _publish(settings: Settings, readings: list[tuple[str, Reading]]) -> None:
+    topics = Topics(settings.topic_prefix)
+    publish_all(
+        settings,
+        [
+            (topics.bin(bin_id, TopicKind.telemetry), r.model_dump_json(exclude_none=True).encode())
+            for bin_id, r in readings
+        ],
+    )
+
+
+def _states(settings: Settings) -> dict[tuple[str, str], str]:
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            alerts = store.list_alerts(session, limit=1000)[0]
+    finally:
+        engine.dispose()
+    return {(alert.bin_id, alert.type): alert.state for alert in alerts}
+
+
+def test_reading_rules_raise_and_clear_through_the_real_ingest(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    raised = {
+        (HOT, "overheat"): "active",
+        (GAP, "seq_gap"): "active",
+        (SKEW, "clock_skew"): "active",
+        (FULL, "full_too_long"): "active",
+    }
+    with alert_ingest(settings):
+        _publish(settings, RAISING)
+        wait_for(lambda: _states(settings) == raised, timeout=30, what=f"alerts {raised}")
+        _publish(settings, CLEARING)
+        # The gap has no "over" signal of its own: the alerter clears it after its hold time.
+        cleared = {key: "active" if key[0] == GAP else "cleared" for key in raised}
+        wait_for(lambda: _states(settings) == cleared, timeout=30, what=f"alerts {cleared}")
