@@ -48,7 +48,10 @@ class _Out(BaseModel):
 
 
 class EventOut(_Out):
-    """One entry of the audit trail; `from_status` is null for the creation."""
+    """One entry of the audit trail; `from_status` is null for the creation. On an escalation,
+    `webhook_*` say whether the area contact's webhook got it: attempts so far, when it was
+    delivered, and when the next attempt is due (null once delivered or given up; the note
+    says which). Transitions, and escalations without a webhook, have 0 and nulls."""
 
     at: UtcTime
     actor: str
@@ -57,6 +60,9 @@ class EventOut(_Out):
     to_status: Status
     escalation_level: int | None
     note: str
+    webhook_attempts: int
+    webhook_delivered_at: UtcTime | None
+    webhook_next_at: UtcTime | None
 
 
 class Delivery(_Out):

@@ -64,7 +64,11 @@ class Escalation(_Message):
     due_at: datetime
 
     @classmethod
-    def of(cls, request: CollectionRequest, *, level: int, area_id: str) -> Escalation:
+    def of(
+        cls, request: CollectionRequest, *, level: int, area_id: str, status: str | None = None
+    ) -> Escalation:
+        """`status`: the request's status when it escalated (a retried webhook sends the body
+        of the first attempt), by default its status now."""
         return cls(
             level=level,
             area_id=area_id,
@@ -72,7 +76,7 @@ class Escalation(_Message):
             bin_id=request.bin_id,
             site_id=request.site_id,
             operator_id=request.operator_id,
-            status=request.status,
+            status=status or request.status,
             created_at=request.created_at,
             due_at=request.due_at,
         )

@@ -3,17 +3,19 @@ arriving (ingest's hook) or a person acting (the API).
 
 Each `tick(now)` dispatches open requests (MQTT, then the operator's webhook with retries),
 verifies or disputes completed ones from the readings that followed, escalates overdue ones
-along the grid, runs the kitchen daily clearing and the forecast, and copies new audit events
-to InfluxDB. All of it is driven by the `now` it is given, so tests call `tick` with the moment
-they want instead of sleeping; state lives in the database, so several collectors (or a
-restarted one) do no harm: every change is a conditional UPDATE.
+along the grid (the area contact's webhook retried the same way), runs the kitchen daily
+clearing and the forecast, and copies new audit events to InfluxDB. All of it is driven by the
+`now` it is given, so tests call `tick` with the moment they want instead of sleeping; state lives
+in the database, so several collectors (or a restarted one) do no harm: every change is a
+conditional UPDATE.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -21,10 +23,10 @@ from sqlalchemy.orm import Session
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from binwatch.ticker import Step, TickingService
-from binwatch.webhooks import WebhookSender, retry_delay
+from binwatch.webhooks import Outcome, WebhookSender, retry_delay
 from collection import rules, series, store
 from collection.dispatch import Publisher, PublishFailed
-from collection.lifecycle import COLLECTOR, Status, TransitionRefused
+from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
 from collection.messages import Dispatch, Escalation
 from collection.rules import Policy, Rule
 from devices.contract import Topics
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 FORECAST_EVERY: Final = timedelta(minutes=10)
 # Audit events copied to InfluxDB per write.
 EXPORT_BATCH: Final = 1000
+# Where an escalation note's webhook outcome starts: it is the note's last part, after the
+# area (": ") or after what MQTT did ("; ").
+_WEBHOOK_PART: Final = re.compile(r"(?:: |; )(?=webhook )")
 
 
 class Collector(TickingService):
@@ -71,6 +76,7 @@ class Collector(TickingService):
         return [
             self.dispatch,
             self.deliver_webhooks,
+            self.deliver_escalation_webhooks,
             self.verify,
             self.escalate,
             self.kitchen_daily,
@@ -175,26 +181,37 @@ class Collector(TickingService):
                 )
 
     def escalate(self, now: datetime) -> None:
-        """Overdue requests climb the grid one level at a time, each level notified once."""
+        """Overdue requests climb the grid one level at a time, each level notified once (its
+        webhook retried by `deliver_escalation_webhooks` until delivered)."""
         with self.sessions() as session:
             for request in store.overdue(session, now):
                 target = self.policy.escalation_level(due_at=request.due_at, now=now)
                 for level in range(request.escalation_level + 1, target + 1):
                     area_id, contact = store.escalation_contact(session, request, level)
                     message = Escalation.of(request, level=level, area_id=area_id)
-                    note = self._notify(message, contact)
+                    note, webhook = self._notify(message, contact, now)
                     if not store.escalate(
-                        session, request, level=level, now=now, actor=COLLECTOR, note=note
+                        session,
+                        request,
+                        level=level,
+                        now=now,
+                        actor=COLLECTOR,
+                        note=note,
+                        **webhook,
                     ):
                         break
 
-    def _notify(self, message: Escalation, contact: AreaContact | None) -> str:
-        """Tell the area's contact; the returned note (what reached whom) goes into the audit."""
+    def _notify(
+        self, message: Escalation, contact: AreaContact | None, now: datetime
+    ) -> tuple[str, dict[str, Any]]:
+        """Tell the area's contact. Returns the note (what reached whom) for the audit event and
+        the state of the webhook's first attempt for the same event."""
         who = "community" if message.level == 1 else "street squad"
         if contact is None or not (contact.mqtt_topic or contact.webhook_url):
-            return f"level {message.level}: no contact configured for {who} {message.area_id}"
+            return f"level {message.level}: no contact configured for {who} {message.area_id}", {}
         body = message.model_dump_json().encode()
         told: list[str] = []
+        webhook: dict[str, Any] = {}
         if contact.mqtt_topic:
             try:
                 self.publisher.publish(contact.mqtt_topic, body)
@@ -202,14 +219,70 @@ class Collector(TickingService):
             except PublishFailed as exc:
                 told.append(f"MQTT failed: {exc}")
         if contact.webhook_url:
-            outcome = self.webhooks.post(
-                contact.webhook_url,
-                body,
-                secret=contact.webhook_secret,
-                event="collection.escalation",
-            )
-            told.append("webhook delivered" if outcome.delivered else f"webhook {outcome.error}")
-        return f"level {message.level}: {who} {message.area_id}: " + "; ".join(told)
+            outcome = self._post_escalation(contact.webhook_url, contact.webhook_secret, body)
+            webhook, said = self._escalation_attempt(message, outcome, tried=1, now=now)
+            told.append(said)
+        return f"level {message.level}: {who} {message.area_id}: " + "; ".join(told), webhook
+
+    def deliver_escalation_webhooks(self, now: datetime) -> None:
+        """POST again each escalation whose webhook failed and whose next try is due: the body
+        of the first attempt, to the contact's current URL with its current secret, backing off
+        until delivered or `collection_webhook_attempts` are spent. The escalation event keeps
+        the state and its note says the latest outcome. Like dispatch webhooks, nothing is
+        claimed: two collectors may both POST an attempt (receivers key on `request_id` and
+        `level`). A request no longer waiting for a crew is not chased further."""
+        with self.sessions() as session:
+            for event in store.escalation_webhooks_due(session, now):
+                request = event.request
+                level = event.escalation_level or 1
+                area_id, contact = store.escalation_contact(session, request, level)
+                done = Status(request.status) not in OPEN
+                if done or contact is None or not contact.webhook_url:
+                    why = f"the request is {request.status}" if done else (
+                        f"{area_id} has no webhook any more"
+                    )  # fmt: skip
+                    said = f"webhook not retried after {event.webhook_attempts} attempt(s): {why}"
+                    store.record_escalation_webhook(
+                        session, event, webhook_next_at=None, note=_with_webhook(event.note, said)
+                    )
+                    continue
+                message = Escalation.of(
+                    request, level=level, area_id=area_id, status=event.to_status
+                )
+                body = message.model_dump_json().encode()
+                outcome = self._post_escalation(contact.webhook_url, contact.webhook_secret, body)
+                state, said = self._escalation_attempt(
+                    message, outcome, tried=event.webhook_attempts + 1, now=now
+                )
+                store.record_escalation_webhook(
+                    session, event, note=_with_webhook(event.note, said), **state
+                )
+
+    def _post_escalation(self, url: str, secret: str | None, body: bytes) -> Outcome:
+        return self.webhooks.post(url, body, secret=secret, event="collection.escalation")
+
+    def _escalation_attempt(
+        self, message: Escalation, outcome: Outcome, *, tried: int, now: datetime
+    ) -> tuple[dict[str, Any], str]:
+        """What the `tried`-th attempt of an escalation webhook leaves on its event, and the
+        note's words for it (always starting with "webhook ")."""
+        if outcome.delivered:
+            said = "webhook delivered" if tried == 1 else f"webhook delivered at attempt {tried}"
+            return {
+                "webhook_attempts": tried,
+                "webhook_next_at": None,
+                "webhook_delivered_at": now,
+            }, said
+        if tried >= self.settings.collection_webhook_attempts or not outcome.retryable:
+            said = f"webhook gave up after {tried} attempt(s): {outcome.error}"
+            log.warning("request %d, escalation %d: %s", message.request_id, message.level, said)
+            return {"webhook_attempts": tried, "webhook_next_at": None}, said
+        next_at = now + retry_delay(tried)
+        said = (
+            f"webhook attempt {tried} failed: {outcome.error}; "
+            f"next try at {next_at.isoformat(timespec='seconds')}"
+        )
+        return {"webhook_attempts": tried, "webhook_next_at": next_at}, said
 
     # --- rules that run on the clock -------------------------------------------------------
 
@@ -295,3 +368,10 @@ class Collector(TickingService):
                 ]
                 self.influx.write(lines)
                 store.mark_exported(session, events)
+
+
+def _with_webhook(note: str, said: str) -> str:
+    """The escalation note with its webhook outcome replaced by `said`; what reached whom over
+    MQTT stays."""
+    part = _WEBHOOK_PART.search(note)
+    return (note[: part.end()] if part else note + "; ") + said

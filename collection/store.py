@@ -158,9 +158,11 @@ def escalate(
     now: datetime,
     actor: Actor,
     note: str,
+    **webhook: Any,
 ) -> bool:
     """Raise an open request to `level` (from the level below); False if someone got there first
-    or it is no longer open."""
+    or it is no longer open. `webhook` is the first webhook attempt's state for the event
+    (`webhook_attempts`, `webhook_next_at`, `webhook_delivered_at`)."""
     moved = session.execute(
         update(CollectionRequest)
         .where(
@@ -177,6 +179,8 @@ def escalate(
     status = Status(request.status)
     event = _event(session, request, now, actor, status, status, note=note)
     event.kind, event.escalation_level = "escalation", level
+    for key, value in webhook.items():
+        setattr(event, key, value)
     session.commit()
     session.refresh(request)
     return True
@@ -187,6 +191,30 @@ def record_delivery(session: Session, request: CollectionRequest, **changes: Any
     so no audit event; the request shows it."""
     for key, value in changes.items():
         setattr(request, key, value)
+    session.commit()
+
+
+def escalation_webhooks_due(session: Session, now: datetime) -> list[CollectionEvent]:
+    """Escalations whose webhook has another attempt due by `now`, oldest first."""
+    return list(
+        session.scalars(
+            select(CollectionEvent)
+            .options(selectinload(CollectionEvent.request))
+            .where(
+                CollectionEvent.kind == "escalation",
+                CollectionEvent.webhook_next_at.is_not(None),
+                CollectionEvent.webhook_next_at <= now,
+            )
+            .order_by(CollectionEvent.id)
+        )
+    )
+
+
+def record_escalation_webhook(session: Session, event: CollectionEvent, **changes: Any) -> None:
+    """An escalation webhook's retry bookkeeping (attempts, next try, delivery, the note's
+    outcome): the event stays the one escalation, no new audit row."""
+    for key, value in changes.items():
+        setattr(event, key, value)
     session.commit()
 
 

@@ -198,7 +198,9 @@ class CollectionRequest(Base):
 
 class CollectionEvent(Base):
     """The audit trail: one row per transition or escalation, appended in the transaction that
-    made it and never changed after (`exported` only says InfluxDB has a copy)."""
+    made it and never changed after (`exported` only says InfluxDB has a copy), except for an
+    escalation's webhook: its delivery state (`webhook_*`) and the note's outcome of it follow
+    the retries (`webhook_next_at` set: another attempt is due then)."""
 
     __tablename__ = "collection_events"
     __table_args__ = (
@@ -215,6 +217,9 @@ class CollectionEvent(Base):
     escalation_level: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
     exported: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     request: Mapped[CollectionRequest] = relationship(back_populates="events")
 

@@ -1,5 +1,6 @@
-"""Webhook delivery of dispatches against a local HTTP receiver: the signature verifies, 5xx
-answers are retried with backoff on the collector's clock, and giving up shows on the request."""
+"""Webhook delivery of dispatches and escalations against a local HTTP receiver: the signature
+verifies, 5xx answers are retried with backoff on the collector's clock, and giving up shows on
+the request (dispatch) or on the escalation event (escalation)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,8 +18,9 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from binwatch.settings import Settings
 from binwatch.webhooks import SIGNATURE_HEADER, WebhookSender, retry_delay, sign, verify
-from collection.messages import Dispatch
-from devices.models import Operator
+from collection.lifecycle import Status
+from collection.messages import Dispatch, Escalation
+from devices.models import AreaContact, CollectionRequest, Operator
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import open_manual, requests_of, running_collector
 from tests.helpers import ADMIN_HEADERS
@@ -161,3 +164,148 @@ def test_a_refusing_receiver_is_not_retried(
     assert len(receiver.received) == 1
     [request] = requests_of(settings)
     assert (request.dispatch_error or "").startswith("webhook: gave up after 1 attempt(s)")
+
+
+# --- escalation webhooks ---------------------------------------------------------------------
+
+
+def _escalation_setup(settings: Settings, url: str, *, mqtt: bool = False) -> tuple[int, datetime]:
+    """The kitchen bin's community (xiaoba) with a webhook (and an MQTT topic), a request for
+    that bin made a day ago; returns the request and its deadline (level 1 escalates then)."""
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        topic = f"{settings.topic_prefix}/grid/xiaoba" if mqtt else None
+        session.add(
+            AreaContact(area_id="xiaoba", mqtt_topic=topic, webhook_url=url, webhook_secret=SECRET)
+        )
+        session.commit()
+    engine.dispose()
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    return open_manual(settings, BIN, t0), t0 + timedelta(hours=12)
+
+
+def _escalations(settings: Settings, request_id: int) -> list[dict[str, Any]]:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
+        response = client.get(f"/api/v1/collections/{request_id}")
+    assert response.status_code == 200
+    escalations: list[dict[str, Any]] = response.json()["escalations"]
+    return escalations
+
+
+def _set_status(settings: Settings, request_id: int, status: Status) -> None:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        session.execute(
+            update(CollectionRequest)
+            .where(CollectionRequest.id == request_id)
+            .values(status=status.value)
+        )
+        session.commit()
+    engine.dispose()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[500, 500, 200]], indirect=True)
+def test_escalation_webhook_is_retried_until_delivered(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    request_id, due = _escalation_setup(settings, receiver.url, mqtt=True)
+    with running_collector(settings) as collector:
+        collector.tick(due)
+        assert len(receiver.received) == 1
+        # The crew acknowledges meanwhile: the retries still send the body of the first attempt.
+        _set_status(settings, request_id, Status.acknowledged)
+        [pending] = _escalations(settings, request_id)
+        assert pending["webhook_attempts"] == 1
+        assert pending["webhook_delivered_at"] is None
+        assert pending["webhook_next_at"].startswith(
+            (due + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S")
+        )
+        assert "webhook attempt 1 failed: " in pending["note"]
+        collector.tick(due + timedelta(seconds=29))  # the first retry waits 30 s
+        assert len(receiver.received) == 1
+        collector.tick(due + timedelta(seconds=30))
+        assert len(receiver.received) == 2
+        collector.tick(due + timedelta(seconds=30 + 59))
+        assert len(receiver.received) == 2
+        collector.tick(due + timedelta(seconds=30 + 60))
+        assert len(receiver.received) == 3
+        for minutes in (5, 60, 180):  # delivered: never again
+            collector.tick(due + timedelta(minutes=minutes))
+    assert len(receiver.received) == 3
+    bodies = {body for body, _ in receiver.received}
+    assert len(bodies) == 1, "every attempt sends the same body"
+    for body, signature in receiver.received:
+        assert verify(body, SECRET, signature)
+    message = Escalation.model_validate_json(bodies.pop())
+    assert (message.request_id, message.level, message.area_id) == (request_id, 1, "xiaoba")
+    assert message.status == Status.dispatched.value  # its status when it escalated
+    [escalation] = _escalations(settings, request_id)
+    assert escalation["webhook_attempts"] == 3
+    assert escalation["webhook_next_at"] is None
+    assert escalation["webhook_delivered_at"].startswith(
+        (due + timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    assert escalation["note"] == (
+        f"level 1: community xiaoba: published to {settings.topic_prefix}/grid/xiaoba; "
+        "webhook delivered at attempt 3"
+    )
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[500]], indirect=True)
+def test_escalation_webhook_gives_up_visibly(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    settings = settings.model_copy(update={"collection_webhook_attempts": 3})
+    request_id, due = _escalation_setup(settings, receiver.url)
+    with running_collector(settings) as collector:
+        for minutes in (0, 1, 2, 10, 60, 180):
+            collector.tick(due + timedelta(minutes=minutes))
+    assert len(receiver.received) == 3
+    [escalation] = _escalations(settings, request_id)
+    assert escalation["webhook_attempts"] == 3
+    assert escalation["webhook_next_at"] is None
+    assert escalation["webhook_delivered_at"] is None
+    assert escalation["note"].startswith(
+        "level 1: community xiaoba: webhook gave up after 3 attempt(s): "
+    )
+    assert "answered 500" in escalation["note"]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[200]], indirect=True)
+def test_a_delivered_escalation_is_posted_once(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    request_id, due = _escalation_setup(settings, receiver.url)
+    with running_collector(settings) as collector:
+        for minutes in (0, 1, 5, 60, 180):
+            collector.tick(due + timedelta(minutes=minutes))
+    assert len(receiver.received) == 1
+    [escalation] = _escalations(settings, request_id)
+    assert escalation["webhook_attempts"] == 1
+    assert escalation["webhook_delivered_at"] is not None
+    assert escalation["webhook_next_at"] is None
+    assert escalation["note"] == "level 1: community xiaoba: webhook delivered"
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[503]], indirect=True)
+def test_an_escalation_is_not_chased_once_the_request_is_done(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    request_id, due = _escalation_setup(settings, receiver.url)
+    with running_collector(settings) as collector:
+        collector.tick(due)
+        _set_status(settings, request_id, Status.cancelled)
+        for minutes in (1, 5, 60):
+            collector.tick(due + timedelta(minutes=minutes))
+    assert len(receiver.received) == 1
+    [escalation] = _escalations(settings, request_id)
+    assert escalation["webhook_attempts"] == 1
+    assert escalation["webhook_next_at"] is None
+    assert escalation["note"] == (
+        "level 1: community xiaoba: webhook not retried after 1 attempt(s): "
+        "the request is cancelled"
+    )
