@@ -44,9 +44,13 @@ class Subscriber:
 
     process: subprocess.Popen[str]
     lines: queue.Queue[str]
+    pump: threading.Thread
 
     def messages(self, prefix: str) -> list[tuple[str, str]]:
-        """(topic, payload) of every message printed so far under `prefix`."""
+        """(topic, payload) of every message printed so far under `prefix`; once the process
+        has exited, all it printed (the pump thread may still be copying its last lines)."""
+        if self.process.poll() is not None:
+            self.pump.join(timeout=10)
         found = []
         while not self.lines.empty():
             line = self.lines.get_nowait().rstrip("\n")
@@ -90,7 +94,8 @@ def subscribe(settings: Settings, topic: str, *extra: str) -> Subscriber:
         for line in process.stdout:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
 
     def subscribed() -> bool:
         # The broker sends nothing, retained messages included, before the SUBACK.
@@ -100,7 +105,7 @@ def subscribe(settings: Settings, topic: str, *extra: str) -> Subscriber:
         return False
 
     wait_for(subscribed, timeout=10, what=f"mosquitto_sub to subscribe to {topic}")
-    return Subscriber(process, lines)
+    return Subscriber(process, lines, pumping)
 
 
 @pytest.fixture
