@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -278,26 +279,23 @@ def periods(
     timezone: str,
 ) -> list[tuple[datetime, datetime, Sums]]:
     """Group local-day sums (each keyed by any moment of its day, as InfluxDB's GROUP BY
-    time(1d) tz() gives the day's local midnight) into periods, each cut to [start, end). Periods
-    without data are left out, as in the readings API."""
-    zone = ZoneInfo(timezone)
-    grouped: dict[date, Sums] = {}
+    time(1d) tz() gives the day's local midnight) into the periods of `period_bounds`, each cut
+    to [start, end). Periods without data are left out, as in the readings API."""
+    bounds = period_bounds(every=every, start=start, end=end, timezone=timezone)
+    begins = [begin for begin, _ in bounds]
+    grouped: dict[int, Sums] = {}
     for moment, sums in days:
-        first = period_start(moment.astimezone(zone).date(), every)
-        grouped[first] = grouped.get(first, Sums()) + sums
-    result = []
-    for first in sorted(grouped):
-        begin = local_midnight(first, zone)
-        finish = local_midnight(_next_period(first, every), zone)
-        result.append((max(begin, start), min(finish, end), grouped[first]))
-    return result
+        # The first period may begin at `start`, after its first day's midnight.
+        index = max(0, bisect_right(begins, moment) - 1)
+        grouped[index] = grouped.get(index, Sums()) + sums
+    return [(*bounds[index], grouped[index]) for index in sorted(grouped)]
 
 
 def period_bounds(
     *, every: Every, start: datetime, end: datetime, timezone: str
 ) -> list[tuple[datetime, datetime]]:
     """Every local day, week or month that [start, end) touches, in order, each cut to the
-    window: the same periods `periods` gives, whether or not they hold data."""
+    window, whether or not they hold data."""
     zone = ZoneInfo(timezone)
     first = period_start(start.astimezone(zone).date(), every)
     result = []

@@ -280,7 +280,7 @@ def _report(
     if window.every is not None:
         ends = dict(bounds)
         readings: dict[datetime, Sums] = {}
-        for begin, finish, period_sums in periods(
+        for begin, _finish, period_sums in periods(
             found.days,
             every=window.every,
             start=window.start,
@@ -288,7 +288,6 @@ def _report(
             timezone=window.timezone,
         ):
             readings[begin] = period_sums
-            ends.setdefault(begin, finish)
         by_period: dict[datetime, list[RequestSums]] = defaultdict(list)
         for (_site_id, index), site_requests in requests.items():
             by_period[bounds[index][0]].append(site_requests)
