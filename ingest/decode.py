@@ -135,13 +135,6 @@ def decode(
     except ValueError as exc:
         return reject("malformed_json", f"not JSON: {exc}; payload starts {text[:_QUOTE_CHARS]!r}")
 
-    if where.kind is TopicKind.telemetry and type(document) is dict:
-        # The common case, one reading, without the generic path's intermediate field dict.
-        outcome = _decode_reading(where.bin_id, document, tags, received_ms, limits, decoded)
-        if isinstance(outcome, str):
-            decoded.lines.append(outcome)
-            return decoded
-        return reject(*outcome)
     measurement = MEASUREMENT[where.kind]
     if where.kind is TopicKind.telemetry and isinstance(document, list):
         if not document:
@@ -178,30 +171,11 @@ def _decode_one(
             "an object or an array of objects" if kind is TopicKind.telemetry else "an object"
         )
         return "not_an_object", f"payload must be {expected}, got {type(document).__name__}"
+    if kind is TopicKind.telemetry:
+        return _decode_reading(where.bin_id, document, tags, received_ms, limits, decoded)
     fields: dict[str, float | int | bool | str | None]
     try:
-        if kind is TopicKind.telemetry:
-            reading = Reading.model_validate(document)
-            fields = {
-                "fill_pct": float(reading.fill_pct),
-                "seq": reading.seq,
-                "deposits": reading.deposits,
-                "contaminated": reading.contaminated,
-                # Deposits whose sorting was checked: the denominator of sorting accuracy.
-                "checked_deposits": None if reading.contaminated is None else reading.deposits,
-                "weight_kg": _float(reading.weight_kg),
-                "battery_pct": _float(reading.battery_pct),
-                "temp_c": _float(reading.temp_c),
-                # Derived flags make overflow rollups plain sums, with no conditionals in InfluxQL.
-                "overflow": int(reading.fill_pct >= 100),
-                "over90": int(reading.fill_pct >= 90),
-                "received_ms": received_ms,
-            }
-            ts = reading.ts
-            if problem := _implausible(epoch_ms(ts), received_ms, limits):
-                return problem
-            decoded.readings.append((where.bin_id, reading))
-        elif kind is TopicKind.event:
+        if kind is TopicKind.event:
             event = Event.model_validate(document)
             tags = f"{tags},type={event.type}"
             fields = {"count": 1, "detail": event.detail, "received_ms": received_ms}
@@ -229,7 +203,8 @@ def _decode_reading(
     limits: TimeLimits | None,
     decoded: Decoded,
 ) -> str | tuple[str, str]:
-    """`_decode_one` for a telemetry object: the same line, reading or rejection."""
+    """A telemetry object → its line (the reading joins `decoded`), or (reason, detail). The hot
+    path of a flood: one f-string line (`telemetry_line`), no intermediate field dict."""
     try:
         reading = Reading.model_validate(document)
     except ValidationError as exc:
@@ -238,16 +213,15 @@ def _decode_reading(
     if problem := _implausible(ts_ms, received_ms, limits):
         return problem
     decoded.readings.append((bin_id, reading))
-    weight, battery, temp = reading.weight_kg, reading.battery_pct, reading.temp_c
     return telemetry_line(
         tags,
         float(reading.fill_pct),
         reading.seq,
         reading.deposits,
         reading.contaminated,
-        None if weight is None else float(weight),
-        None if battery is None else float(battery),
-        None if temp is None else float(temp),
+        _float(reading.weight_kg),
+        _float(reading.battery_pct),
+        _float(reading.temp_c),
         received_ms,
         ts_ms,
     )

@@ -89,6 +89,7 @@ def telemetry_line(
     for key, level in (("weight_kg", weight_kg), ("battery_pct", battery_pct), ("temp_c", temp_c)):
         if level is not None:
             line += f",{key}={level!r}"
+    # Derived flags make overflow rollups plain sums, with no conditionals in InfluxQL.
     overflow = (
         "1i,over90=1i"
         if fill_pct >= 100
