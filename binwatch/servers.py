@@ -1,9 +1,10 @@
 """Mosquitto and InfluxDB as child processes on loopback, for `make demo`, the tests and the
 benchmarks: one implementation, so what the tests prove is what the demo runs.
 
-Both come from Debian's packages (`mosquitto`, `influxdb`); see shared/FACTS.md for the quirks
-handled here (Mosquitto drops to its own user unless told `user root`; influxd needs its RPC port
-moved when several run side by side)."""
+Both come from Debian's packages (`mosquitto`, `influxdb`). Two quirks are handled here: Mosquitto
+started as root drops to its own user and then fails to save its queue in a folder that user cannot
+write (so it is told `user root`), and influxd needs its RPC port moved when several run side by
+side."""
 
 from __future__ import annotations
 

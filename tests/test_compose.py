@@ -19,8 +19,8 @@ from binwatch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-# Kept beside the repository, not in it: shared reference material (see its README).
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared/schemas/compose-spec.json"
+# The Compose Specification's schema, kept in the repository (source and licence: its README).
+SCHEMA_FILE = REPO / "tests/schemas/compose-spec.json"
 DATASOURCE_FILE = REPO / "dashboards/provisioning/datasources/binwatch.yaml"
 DASHBOARD_PROVIDER_FILE = REPO / "dashboards/provisioning/dashboards/binwatch.yaml"
 MOSQUITTO_CONF = REPO / "deploy/mosquitto/mosquitto.conf"
