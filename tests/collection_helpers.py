@@ -44,6 +44,18 @@ def running_collector(settings: Settings) -> Iterator[Collector]:
     assert collector.failures == 0, "a collector step raised (see the log)"
 
 
+def tick(collector: Collector, now: datetime) -> None:
+    """One tick, then wait for the webhook attempts it queued to be recorded."""
+    collector.tick(now)
+    assert collector.webhooks.wait_idle(60), "webhook attempts still in flight"
+
+
+def tick_alerter(alerter: Alerter, now: datetime) -> None:
+    """One tick, then wait for the webhook attempts it queued to be recorded."""
+    alerter.tick(now)
+    assert alerter.deliverer.webhooks.wait_idle(60), "webhook attempts still in flight"
+
+
 @contextmanager
 def running_alerter(settings: Settings) -> Iterator[Alerter]:
     """An alerter whose ticks the test calls itself; fails the test if any step raised."""
