@@ -107,7 +107,7 @@ class Alerter(TickingService):
         down, and a copy made twice lands on the same point)."""
         with self.sessions() as session:
             while events := store.unexported(session, EXPORT_BATCH):
-                if any(e.alert.bin_id not in self._tags for e in events):
+                if any(e.alert is None or e.alert.bin_id not in self._tags for e in events):
                     self._tags = bin_tags(session)
                 made: list[tuple[AlertEvent, str]] = []
                 for event in events:
