@@ -58,6 +58,10 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+    def serve(self, port: int) -> None:
+        """Expose /metrics on loopback (Prometheus scrapes it from the same host or a sidecar)."""
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value, for tests."""
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -137,7 +141,7 @@ def serve(
     try:
         service, close_own = build(resources)
         if port := metrics_port(settings):
-            start_http_server(port, addr="127.0.0.1", registry=service.metrics.registry)
+            service.metrics.serve(port)
         service.run(stop, lambda: datetime.now(UTC))
     except BinwatchError as exc:
         log.error("%s stopped: %s", name, exc)

@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from alerts.messages import alert_topic
 from binwatch.influx import InfluxClient
+from binwatch.servers import free_port
 from binwatch.settings import Settings
 from binwatch.ticker import TickingService
 from collection import rules
@@ -102,6 +104,21 @@ def test_dispatch_and_its_webhook(settings: Settings, pilot_bins: dict[str, BinT
     assert requests[bad].published_at is None
     assert requests[orphan].webhook_attempts == 0
     assert len(receiver.received) == 1
+
+
+def test_failures_are_on_the_metrics_page(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """What Prometheus scrapes: the item failure counted under its step, over HTTP."""
+    now = datetime.now(UTC)
+    _set(settings, open_manual(settings, BAD, now), status="completed", completed_at=None)
+    port = free_port()
+    with running_collector(settings, failures=1) as collector:
+        collector.metrics.serve(port)
+        collector.tick(now)
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'binwatch_collector_item_failures_total{step="verify"} 1.0' in page
+    assert "binwatch_collector_step_failures_total" in page
 
 
 def test_verify_and_escalate(settings: Settings, pilot_bins: dict[str, BinTags]) -> None:
