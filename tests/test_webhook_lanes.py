@@ -19,9 +19,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from binwatch.settings import Settings
+from devices.alerts_models import AlertDelivery, BinHealth, SiteContact
 from devices.models import Operator
 from devices.registry import BinTags, make_engine
-from tests.collection_helpers import open_manual, requests_of, running_collector
+from tests.collection_helpers import open_manual, requests_of, running_alerter, running_collector
 from tests.helpers import wait_for
 from tests.test_webhooks import SECRET, Receiver
 
@@ -146,3 +147,48 @@ def test_a_receiver_that_never_answers_delays_nobody_else(
         assert slow.webhook_attempts == 1 and slow.webhook_delivered_at is None
         assert "unreachable: timed out" in (slow.dispatch_error or ""), slow.dispatch_error
         assert slow.webhook_next_at is not None
+
+
+def test_an_alert_notice_to_a_stuck_receiver_delays_nobody_else(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    stuck: StuckReceiver,
+    healthy: Receiver,
+) -> None:
+    """The alerter's notices go through the same lanes: the operator's receiver hangs, the
+    property manager's is told at once and the tick does not wait."""
+    settings = settings.model_copy(update={"webhook_timeout_s": TIMEOUT_S})
+    bin_id = "sz-peoples-government-s1-kitchen"
+    _webhooks(settings, {"op-lvyuan": stuck.url})
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        session.add(
+            SiteContact(
+                site_id=pilot_bins[bin_id].site,
+                name="manager",
+                webhook_url=healthy.url,
+                webhook_secret=SECRET,
+            )
+        )
+        session.add(BinHealth(bin_id=bin_id, last_seen_at=now - timedelta(hours=1)))
+        session.commit()
+    with running_alerter(settings) as alerter:
+        started = time.monotonic()
+        alerter.tick(now)  # raises `offline` and delivers its notices
+        tick_s = time.monotonic() - started
+        wait_for(lambda: healthy.received, timeout=HEALTHY_BOUND_S, what="the manager's notice")
+        healthy_s = time.monotonic() - started
+        wait_for(lambda: stuck.arrived == 1, timeout=5, what="the operator's notice hanging")
+        assert alerter.deliverer.webhooks.wait_idle(TIMEOUT_S + 20)
+    assert tick_s < TICK_BOUND_S, f"the tick took {tick_s:.1f} s"
+    assert healthy_s < HEALTHY_BOUND_S
+    with Session(engine) as session:
+        hooks = {
+            d.recipient: d
+            for d in session.query(AlertDelivery).filter(AlertDelivery.channel == "webhook")
+        }
+    engine.dispose()
+    assert hooks["manager"].done and hooks["manager"].delivered_at == now
+    assert not hooks["operator"].done and hooks["operator"].attempts == 1
+    assert "unreachable: timed out" in (hooks["operator"].error or "")
