@@ -38,6 +38,8 @@ CONNECT_TIMEOUT_S: Final = 5.0
 # reached quickly, one down for a day is not hammered.
 RETRY_FIRST: Final = timedelta(seconds=30)
 RETRY_MAX: Final = timedelta(hours=1)
+# Of a refusal's answer, this much goes into the error shown on the request or notice.
+ANSWER_BYTES: Final = 200
 # 4xx means the receiver refuses this body: sending it again cannot help, except for these.
 _RETRYABLE_4XX: Final = frozenset({408, 425, 429})
 
@@ -124,13 +126,26 @@ class WebhookSender:
             SIGNATURE_HEADER: sign(body, secret, int(time.time())),
         }
         try:
-            response = self._http.post(url, content=body, headers=headers)
+            with self._http.stream("POST", url, content=body, headers=headers) as response:
+                code = response.status_code
+                said = b"" if response.is_success else _first_bytes(response, ANSWER_BYTES)
         except httpx.HTTPError as exc:
             if isinstance(exc.__cause__, AddressRefused):
                 return Outcome(False, f"refused: {exc.__cause__}")
             return Outcome(False, f"{url} unreachable: {exc or type(exc).__name__}", True)
-        if response.is_success:
+        if 200 <= code < 300:
             return Outcome(True)
-        code = response.status_code
         retryable = code >= 500 or code in _RETRYABLE_4XX
-        return Outcome(False, f"{url} answered {code}: {response.text[:200].strip()}", retryable)
+        text = said.decode("utf-8", "replace").strip()
+        return Outcome(False, f"{url} answered {code}: {text}", retryable)
+
+
+def _first_bytes(response: httpx.Response, limit: int) -> bytes:
+    """The start of an answer's body; the rest is never read (a receiver cannot make us
+    download an endless body)."""
+    kept = b""
+    for chunk in response.iter_bytes():
+        kept += chunk
+        if len(kept) >= limit:
+            break
+    return kept[:limit]

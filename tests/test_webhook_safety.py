@@ -134,6 +134,42 @@ def test_redirects_are_not_followed(healthy: Receiver) -> None:
     assert healthy.received == []
 
 
+def test_an_endless_answer_is_not_downloaded() -> None:
+    """A receiver refusing with a body that never ends: the error keeps its start and the
+    attempt ends at once, instead of reading until memory or the timeout runs out."""
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(500)
+            self.end_headers()
+            deadline = time.monotonic() + 20
+            try:
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"x" * 65536)
+            except OSError:
+                pass  # the client hung up: what we want
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sender = WebhookSender(Settings(webhook_allow_private=True))
+    started = time.monotonic()
+    try:
+        outcome = sender.post(
+            f"http://127.0.0.1:{server.server_address[1]}/", b"{}", secret=SECRET, event="t"
+        )
+    finally:
+        sender.close()
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 5
+    assert not outcome.delivered and outcome.retryable
+    assert (outcome.error or "").endswith("answered 500: " + "x" * 200)
+
+
 def test_unsigned_posts_are_refused_by_the_sender() -> None:
     sender = WebhookSender(Settings(webhook_allow_private=True))
     try:
