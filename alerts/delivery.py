@@ -4,9 +4,9 @@ retries (binwatch/webhooks.py) to the manager, the operator and the grid's conta
 
 Webhook attempts run in their receiver's lane (binwatch/webhook_lanes.py), off the alerter's
 tick. A row is marked done once delivered (or given up on), in the same transaction that
-recorded the attempt, so each notice reaches each recipient once per channel however often the alerter
-ticks. If the alerter dies between a PUBACK and its commit the notice goes out again: recipients
-key on `alert_id` + `notice`."""
+recorded the attempt, so each notice reaches each recipient once per channel however often the
+alerter ticks. If the alerter dies between a PUBACK and its commit the notice goes out again:
+recipients key on `alert_id` + `notice`."""
 
 from __future__ import annotations
 

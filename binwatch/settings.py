@@ -144,7 +144,7 @@ class Settings(BaseSettings):
 
     webhook_allow_private: bool = Field(
         False,
-        description="allow webhooks over plain http and to loopback/private addresses (demo, tests)",
+        description="allow webhooks over http and to loopback/private addresses (demo, tests)",
     )
     webhook_timeout_s: float = Field(
         10, gt=0, le=120, description="longest a webhook receiver may take per read or write"

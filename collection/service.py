@@ -7,10 +7,10 @@ along the grid (the area contact's webhook retried the same way), runs the kitch
 clearing and the forecast, and copies new audit events to InfluxDB. Webhooks are only queued
 here (binwatch/webhook_lanes.py): their attempts run in a lane per receiver, which records each
 outcome, so the tick never waits on a receiver. Each request, bin or event is handled on its
-own (`TickingService.item`): one that fails is logged and counted, the others go on. All of it is driven by the
-`now` it is given, so tests call `tick` with the moment they want instead of sleeping; state lives
-in the database, so several collectors (or a restarted one) do no harm: every change is a
-conditional UPDATE.
+own (`TickingService.item`): one that fails is logged and counted, the others go on. All of it
+is driven by the `now` it is given, so tests call `tick` with the moment they want instead of
+sleeping; state lives in the database, so several collectors (or a restarted one) do no harm:
+every change is a conditional UPDATE.
 """
 
 from __future__ import annotations
