@@ -142,6 +142,23 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="webhook deliveries tried per alert notice and recipient"
     )
 
+    webhook_allow_private: bool = Field(
+        False,
+        description="allow webhooks over http and to loopback/private addresses (demo, tests)",
+    )
+    webhook_timeout_s: float = Field(
+        10, gt=0, le=120, description="longest a webhook receiver may take per read or write"
+    )
+    webhook_workers_per_destination: int = Field(
+        2, ge=1, le=16, description="webhook POSTs in flight at once to one receiver (host:port)"
+    )
+    collector_metrics_port: int = Field(
+        9110, ge=0, le=65535, description="Prometheus /metrics port of the collector (0: off)"
+    )
+    alerter_metrics_port: int = Field(
+        9111, ge=0, le=65535, description="Prometheus /metrics port of the alerter (0: off)"
+    )
+
     admin_token: SecretStr | None = Field(
         None, description="an admin API key kept only here, for a fresh install (unset it later)"
     )

@@ -96,6 +96,8 @@ def settings(
         # checks the limit with settings of its own.
         api_rate_per_s=1e6,
         api_rate_burst=1_000_000,
+        # The tests' webhook receivers listen on 127.0.0.1 over plain http.
+        webhook_allow_private=True,
     )
 
 
