@@ -18,6 +18,7 @@ from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from collection.hook import ThresholdHook
 from ingest.service import Ingestor
+from security.mqtt_auth import INGEST_WORKERS_MAX
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 def ingest(
     workers: Annotated[
         int,
-        typer.Option(min=1, max=32, help="worker processes sharing one MQTT shared subscription"),
+        typer.Option(
+            min=1,
+            max=INGEST_WORKERS_MAX,
+            help="worker processes sharing one MQTT shared subscription (accounts ingest-<n>)",
+        ),
     ] = 1,
 ) -> None:
     """Subscribe to the bins' topics and store every valid reading in InfluxDB."""

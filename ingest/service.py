@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from binwatch.errors import SinkRejected, SinkUnavailable
 from binwatch.influx import InfluxClient
-from binwatch.mqtt import is_auth_failure, make_client
+from binwatch.mqtt import is_auth_failure, make_client, sub_account
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
 from devices.contract import Event, Reading, Status, Topics
@@ -124,9 +124,12 @@ class Ingestor:
         self._fatal: str | None = None
         # Set once the broker has confirmed the subscriptions: from then on nothing is missed.
         self.subscribed = threading.Event()
+        # Each worker of a shared subscription is an account of its own (`ingest-<worker>`):
+        # the broker makes a client id its user name, and each worker needs its own session.
+        account = sub_account(settings, str(worker)) if shared else settings
         client_id = f"{settings.ingest_client_id}-{worker}" if shared else settings.ingest_client_id
         self._mqtt = make_client(
-            settings,
+            account,
             client_id,
             persistent=True,
             receive_maximum=settings.ingest_buffer,

@@ -96,8 +96,12 @@ def issue_command(
     username: Annotated[
         list[str] | None,
         typer.Argument(
-            help="bin ids, services (ingest, collector, alerter, simulator), operator-<id>"
+            help="bin ids, services (ingest, collector, alerter, simulator), operator-<id>,"
+            " manager-<name> (with --site), admin-<name>"
         ),
+    ] = None,
+    site: Annotated[
+        list[str] | None, typer.Option(help="a manager-<name> account's site (repeat)")
     ] = None,
 ) -> None:
     """New passwords for USERNAMEs, or for every bin that has none; printed once as
@@ -105,7 +109,9 @@ def issue_command(
     now = datetime.now(UTC)
     with _session() as (session, _):
         if username:
-            issued = [mqtt_auth.issue(session, name, now=now) for name in username]
+            issued = [
+                mqtt_auth.issue(session, name, now=now, site_ids=site or ()) for name in username
+            ]
         else:
             issued = mqtt_auth.issue_missing_bins(session, now=now)
     for one in issued:

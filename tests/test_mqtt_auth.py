@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import pytest
 from sqlalchemy.orm import Session
 
@@ -136,3 +139,83 @@ def test_wrong_or_missing_credentials_are_refused(secured: Secured, who: str) ->
         assert codes[0].is_failure  # type: ignore[attr-defined]
     finally:
         client.loop_stop()
+
+
+# How long each hostile connection stays before the next: long enough for Mosquitto to have
+# handled a takeover (on main one 10 s attempt cost 493 of 690 readings), short enough to try
+# many in a test.
+TAKEOVER_HOLD_S = 0.2
+TAKEOVER_READINGS = 400
+
+
+def _takeover_attempts(
+    secured: Secured, user: str, client_ids: list[str], stop: threading.Event, codes: list[object]
+) -> None:
+    """Connect as `user` with each of `client_ids` in turn, alternately with clean start (which
+    on a broker without the protection wipes the victim's queue) and with a persistent session,
+    until `stop`; the CONNACK reason codes go to `codes`."""
+    attempt = 0
+    while not stop.is_set():
+        client_id = client_ids[attempt % len(client_ids)]
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        client.username_pw_set(user, secured.passwords[user])
+        client.on_connect = lambda _c, _u, _f, reason, _p: codes.append(reason)
+        client.connect(
+            "127.0.0.1",
+            secured.broker.port,
+            clean_start=attempt % 2 == 0,
+            properties=properties,
+        )
+        client.loop_start()
+        stop.wait(TAKEOVER_HOLD_S)
+        client.disconnect()
+        client.loop_stop()
+        attempt += 1
+
+
+def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -> None:
+    """Two ingest workers on a shared subscription (accounts ingest-0 and ingest-1, which
+    `export` derives from `ingest`), a bin publishing readings, and another bin connecting over
+    and over with every client id ingest could have, with and without clean start."""
+    first, second = sorted(u for u in secured.passwords if u != "ingest")
+    settings = secured.settings.model_copy(update={"mqtt_url": secured.url("ingest")})
+    ids = ["ingest", "ingest-0", "ingest-1", settings.ingest_client_id, "binwatch-ingest"]
+    topic = Topics(settings.topic_prefix).bin(first, TopicKind.telemetry)
+    start_ms = int(time.time() * 1000) - TAKEOVER_READINGS
+    stop = threading.Event()
+    codes: list[object] = []
+    with (
+        running_ingest(settings, worker_index=0, shared=True) as one,
+        running_ingest(settings, worker_index=1, shared=True) as other,
+    ):
+        attacker = threading.Thread(
+            target=_takeover_attempts, args=(secured, second, ids, stop, codes)
+        )
+        attacker.start()
+        publisher, _ = _client(secured, first, secured.passwords[first])
+        try:
+            for index in range(TAKEOVER_READINGS):
+                _publish(publisher, topic, start_ms + index)
+                if index % 50 == 0:
+                    time.sleep(TAKEOVER_HOLD_S)  # spread the readings over many attempts
+            wait_for(
+                lambda: count_points(settings) >= TAKEOVER_READINGS,
+                timeout=30,
+                what="every reading stored",
+            )
+            # Every id tried at least twice, once with clean start and once without.
+            wait_for(lambda: len(codes) >= 2 * len(ids), timeout=30, what="the attempts")
+        finally:
+            stop.set()
+            attacker.join(10)
+            publisher.disconnect()
+            publisher.loop_stop()
+        reconnects = [w.metrics.value("binwatch_ingest_reconnects_total") for w in (one, other)]
+    assert count_points(settings) == TAKEOVER_READINGS
+    # The attack ran: the broker let the bin in every time, under its own name as client id.
+    assert not any(code.is_failure for code in codes)  # type: ignore[attr-defined]
+    assert reconnects == [0, 0], "an ingest worker lost its connection to the attacker"
