@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-import pytest
 from sqlalchemy.orm import Session
 
 from binwatch.servers import MosquittoServer, free_port, require_binary
