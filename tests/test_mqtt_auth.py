@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.orm import Session
 
+from binwatch.errors import InvalidRequest, NotFound
 from binwatch.servers import MosquittoServer, free_port, require_binary
 from binwatch.settings import Settings
 from devices.contract import TopicKind, Topics
@@ -38,24 +40,37 @@ class Secured:
         return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.broker.port}"
 
 
-@pytest.fixture
-def secured(
-    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+@contextmanager
+def secured_broker(
+    settings: Settings, directory: Path, accounts: dict[str, tuple[str, ...]]
 ) -> Iterator[Secured]:
-    """A broker of its own with authentication on, two bins and the ingest account issued."""
-    first, second = sorted(pilot_bins)[:2]
+    """A broker of its own with authentication on and `accounts` issued (name -> the sites of a
+    manager-<name> account, else empty), as `binwatch mqtt-auth issue` and `export` make them."""
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
-        issued = [mqtt_auth.issue(session, name, now=now) for name in (first, second, "ingest")]
-        mqtt_auth.export(session, tmp_path / "auth", prefix=settings.topic_prefix)
+        issued = [
+            mqtt_auth.issue(session, name, now=now, site_ids=sites)
+            for name, sites in accounts.items()
+        ]
+        mqtt_auth.export(session, directory / "auth", prefix=settings.topic_prefix)
     engine.dispose()
-    broker = MosquittoServer(tmp_path / "broker", free_port(), auth_dir=tmp_path / "auth")
+    broker = MosquittoServer(directory / "broker", free_port(), auth_dir=directory / "auth")
     broker.start()
     try:
         yield Secured(broker, {i.username: i.password for i in issued}, settings)
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def secured(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> Iterator[Secured]:
+    """Two bins and the ingest account issued."""
+    first, second = sorted(pilot_bins)[:2]
+    with secured_broker(settings, tmp_path, {first: (), second: (), "ingest": ()}) as broker:
+        yield broker
 
 
 def _client(secured: Secured, user: str, password: str) -> tuple[paho.Client, list[object]]:
@@ -219,3 +234,36 @@ def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -
     # The attack ran: the broker let the bin in every time, under its own name as client id.
     assert not any(code.is_failure for code in codes)  # type: ignore[attr-defined]
     assert reconnects == [0, 0], "an ingest worker lost its connection to the attacker"
+
+
+def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    bin_id = sorted(pilot_bins)[0]
+    site = pilot_bins[bin_id].site
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session:
+            for name, sites, error in [
+                ("manager-li", (), InvalidRequest),  # a manager without a site
+                ("manager-li", ("no-such-site",), NotFound),
+                ("ingest-3", (), InvalidRequest),  # a sub-account shares its service's password
+                (bin_id, (site,), InvalidRequest),  # only managers have sites
+                ("admin-", (), NotFound),
+            ]:
+                with pytest.raises(error):
+                    mqtt_auth.issue(session, name, now=now, site_ids=sites)
+            mqtt_auth.issue(session, "ingest", now=now)
+            mqtt_auth.issue(session, "manager-li", now=now, site_ids=(site,))
+            passwords = dict(
+                line.split(":", 1) for line in mqtt_auth.password_text(session).splitlines()
+            )
+            acl = mqtt_auth.acl_text(session, "p")
+    finally:
+        engine.dispose()
+    workers = [f"ingest-{n}" for n in range(mqtt_auth.INGEST_WORKERS_MAX)]
+    assert sorted(passwords) == sorted(["ingest", "manager-li", *workers])
+    assert {passwords[name] for name in workers} == {passwords["ingest"]}
+    assert f"user manager-li\ntopic read p/alerts/{site}\n" in acl
+    assert "user ingest-31\ntopic read p/bins/+/telemetry\n" in acl
