@@ -61,13 +61,30 @@ class Issued:
     password: str  # shown once
 
 
+# A password chosen by someone (compose's variables) must be at least this long; issued ones are
+# random and longer.
+CHOSEN_PASSWORD_MIN = 16
+
+
 def issue(
-    session: Session, username: str, *, now: datetime, site_ids: Sequence[str] = ()
+    session: Session,
+    username: str,
+    *,
+    now: datetime,
+    site_ids: Sequence[str] = (),
+    password: str | None = None,
 ) -> Issued:
-    """A new random password for `username` (a bin id, a service, `operator-<operator id>`,
-    `manager-<name>` with its `site_ids`, or `admin-<name>`), replacing any earlier one."""
+    """A new password for `username` (a bin id, a service, `operator-<operator id>`,
+    `manager-<name>` with its `site_ids`, or `admin-<name>`), replacing any earlier one: random,
+    unless `password` is given (a deployment that hands its services their passwords itself)."""
     kind, bin_id = _kind(session, username, site_ids)
-    password = new_secret()
+    if password is None:
+        password = new_secret()
+    elif len(password) < CHOSEN_PASSWORD_MIN or not password.isprintable():
+        raise InvalidRequest(
+            f"the password for {username!r} must be at least {CHOSEN_PASSWORD_MIN} printable"
+            " characters (e.g. `openssl rand -hex 24`)"
+        )
     credential = session.get(MqttCredential, username) or MqttCredential(username=username)
     credential.kind, credential.bin_id = kind, bin_id
     credential.site_ids = " ".join(sorted(set(site_ids)))

@@ -18,7 +18,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from binwatch.cli import app
 from binwatch.errors import InvalidRequest, NotFound
 from binwatch.servers import MosquittoServer, free_port, require_binary
 from binwatch.settings import Settings
@@ -267,3 +269,26 @@ def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
     assert {passwords[name] for name in workers} == {passwords["ingest"]}
     assert f"user manager-li\ntopic read p/alerts/{site}\n" in acl
     assert "user ingest-31\ntopic read p/bins/+/telemetry\n" in acl
+
+
+def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """What docker-compose.yml's mqtt-accounts step runs for each service."""
+    runner = CliRunner()
+    env = {"BINWATCH_DATABASE_URL": settings.database_url}
+    chosen = "0123456789abcdef0123"
+    done = runner.invoke(app, ["mqtt-auth", "set", "ingest"], input=chosen + "\n", env=env)
+    assert done.exit_code == 0, done.output
+    weak = runner.invoke(app, ["mqtt-auth", "set", "alerter"], input="short\n", env=env)
+    assert weak.exit_code == 1 and "at least 16" in weak.output
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            passwords = dict(
+                line.split(":", 1) for line in mqtt_auth.password_text(session).splitlines()
+            )
+    finally:
+        engine.dispose()
+    assert "alerter" not in passwords
+    assert mosquitto_verify(chosen, passwords["ingest-7"])
