@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
 
     ingest_client_id: str = Field(
-        "binwatch-ingest", description="MQTT client id of ingest (stable: persistent session)"
+        "binwatch-ingest",
+        description="ingest's MQTT client id on a broker without accounts (else its user name)",
     )
     ingest_share_group: str = Field(
         "binwatch-ingest", description="shared-subscription group used with --workers > 1"
