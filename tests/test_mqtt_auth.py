@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from binwatch.cli import app
 from binwatch.errors import InvalidRequest, NotFound
+from binwatch.mqtt import make_client, sub_account
 from binwatch.servers import MosquittoServer, free_port, require_binary
 from binwatch.settings import Settings
 from devices.contract import TopicKind, Topics
@@ -292,3 +293,21 @@ def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(
         engine.dispose()
     assert "alerter" not in passwords
     assert mosquitto_verify(chosen, passwords["ingest-7"])
+
+
+@pytest.mark.parametrize(
+    ("url", "account_url", "client_id"),
+    [
+        ("mqtt://ingest:p%40ss@h:1883", "mqtt://ingest-3:p%40ss@h:1883", "ingest-3"),
+        ("mqtt://ingest@h:1883", "mqtt://ingest-3@h:1883", "ingest-3"),
+        ("mqtt://h:1883", "mqtt://h:1883", "fallback"),  # anonymous: the given id
+    ],
+)
+def test_a_sub_account_keeps_the_password_and_is_its_own_client_id(
+    url: str, account_url: str, client_id: str
+) -> None:
+    account = sub_account(Settings(mqtt_url=url), "3")
+    assert account.mqtt_url == account_url
+    assert account.mqtt_endpoint().password == Settings(mqtt_url=url).mqtt_endpoint().password
+    connection = make_client(account, "fallback", persistent=False)
+    assert connection.client._client_id == client_id.encode()
