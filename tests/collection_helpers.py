@@ -114,6 +114,8 @@ class Recorder:
             (m.topic, bytes(m.payload))
         )
         self._client.on_subscribe = lambda *_: subscribed.set()
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
         self._client.connect(endpoint.host, endpoint.port)
         self._client.subscribe(topic_filter, qos=1)
         self._client.loop_start()

@@ -115,11 +115,13 @@ def pilot_bins(settings: Settings) -> dict[str, BinTags]:
 
 
 @contextmanager
-def running_ingest(settings: Settings) -> Iterator[Ingestor]:
+def running_ingest(
+    settings: Settings, *, worker_index: int = 0, shared: bool = False
+) -> Iterator[Ingestor]:
     """An ingest worker in a thread, subscribed before this yields. On the way out it fails the
     test if ingest met an unexpected exception anywhere (Home Assistant's
     fail_on_log_exception): a bug hidden behind a dead letter is still a bug."""
-    worker = Ingestor(settings)
+    worker = Ingestor(settings, worker=worker_index, shared=shared)
     stop = threading.Event()
     errors: list[BaseException] = []
 
