@@ -3,6 +3,7 @@ answers, and the lifespan that owns the InfluxDB client and the registry engine.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 
 from api.auth import RateLimiter
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
 from binwatch.errors import (
     InvalidRequest,
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=metadata.version("binwatch"),
         lifespan=lifespan,
     )
+    app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
     app.include_router(health_router)
     app.include_router(api_router)
@@ -115,15 +117,26 @@ async def _sink_rejected(request: Request, exc: Exception) -> Response:
 
 async def _request_invalid(_request: Request, exc: Exception) -> Response:
     """FastAPI's own 422 body (`loc` names the parameter), minus pydantic's "Value error, "
-    prefix on the messages our validators write."""
+    prefix on the messages our validators write. The offending `input` is echoed only when it
+    can be written back as JSON."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     for error in errors:
         error["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
         error.pop("ctx", None)
+        if "input" in error and not _encodable(error["input"]):
+            del error["input"]
     return JSONResponse(
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         content={"detail": jsonable_encoder(errors)},
     )
+
+
+def _encodable(value: object) -> bool:
+    try:
+        json.dumps(jsonable_encoder(value), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
 
 
 _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
