@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SettingsDep, release
 from binwatch.errors import NotAllowed, NotFound
 from devices.models import Site
 from security.keys import ApiRole, Principal, authenticate
@@ -146,12 +146,14 @@ class Scope:
 
 
 def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
-    if principal.role is ApiRole.admin:
-        return Scope(principal, None)
-    if principal.role is ApiRole.manager:
-        return Scope(principal, principal.site_ids)
-    served = session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
-    return Scope(principal, frozenset(served))
+    if principal.role is not ApiRole.operator:
+        release(session)
+        return Scope(principal, None if principal.role is ApiRole.admin else principal.site_ids)
+    served = frozenset(
+        session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
+    )
+    release(session)
+    return Scope(principal, served)
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]

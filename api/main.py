@@ -14,7 +14,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.admission import BUSY, Admission
 from api.auth import RateLimiter
 from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
@@ -52,7 +54,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # One connection per admitted request: none ever waits for the pool (api.admission);
+        # should one all the same, it gets a 503 after 2 s rather than hanging.
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.api_max_concurrency,
+            max_overflow=0,
+            pool_timeout=2,
+        )
         influx = InfluxClient(settings)
         app.state.settings = settings
         app.state.influx = influx
@@ -72,6 +81,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
+    app.add_middleware(
+        Admission, limit=settings.api_max_concurrency, wait_s=settings.api_queue_wait_s
+    )
     app.include_router(health_router)
     app.include_router(api_router)
     for error, handler in _HANDLERS.items():
@@ -105,6 +117,15 @@ async def _registry_unavailable(request: Request, exc: Exception) -> Response:
     # request's; devices.registry does not translate it yet, so the edge does.
     log.error("%s %s: registry database: %s", request.method, request.url.path, exc)
     return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, REGISTRY_UNAVAILABLE)
+
+
+async def _pool_exhausted(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: no registry connection free: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": BUSY.format(retry=1)},
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _sink_rejected(request: Request, exc: Exception) -> Response:
@@ -146,5 +167,6 @@ _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respon
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,
     OperationalError: _registry_unavailable,
+    PoolTimeout: _pool_exhausted,
     RequestValidationError: _request_invalid,
 }

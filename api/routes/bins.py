@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
-from api.deps import BinId, InfluxDep, SessionDep, WindowDep
+from api.deps import BinId, InfluxDep, SessionDep, WindowDep, release
 from api.schemas import BinDetail, ReadingSeries
 from devices import registry
 
@@ -18,6 +18,7 @@ def get_bin(bin_id: BinId, session: SessionDep, influx: InfluxDep, scope: ScopeD
     """A bin, the site it stands at, and its latest reading (null if it never reported)."""
     bin_ = registry.get_bin(session, bin_id)
     scope.bin(bin_.site_id, bin_id)
+    release(session)
     return BinDetail.of_bin(bin_, queries.latest_of_bin(influx, bin_.id))
 
 
@@ -27,6 +28,7 @@ def bin_readings(
 ) -> ReadingSeries:
     """A bin's readings from start to end: raw, or downsampled into buckets of `every`."""
     scope.bin(registry.get_bin(session, bin_id).site_id, bin_id)
+    release(session)
     fetch = queries.buckets if window.every else queries.raw_readings
     return ReadingSeries(
         bin_id=bin_id,

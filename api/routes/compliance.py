@@ -39,7 +39,7 @@ from api.compliance_schemas import (
     SiteRow,
     SourceParam,
 )
-from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
+from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
 from api.schemas import ID_REGEX, TimeParam
 from binwatch.errors import NotFound
 from binwatch.influx import InfluxClient
@@ -172,6 +172,7 @@ def rankings(
     scope = reads.type_scope(session, site_type.value)
     pending = reads.read(influx, scope, window, by_day=False)
     requests = _by_site(_requests(session, scope, window))
+    release(session)  # the InfluxDB reads may still run
     ranking = Ranking(
         site_type=site_type,
         start=window.start,
@@ -265,6 +266,7 @@ def _report(
     # One read for the sites and the periods: period i starts at bounds[i].
     requests = _requests(session, scope, window, [begin for begin, _ in bounds[1:]])
     by_site = _by_site(requests)
+    release(session)  # the InfluxDB reads may still run
     found = pending.result()
     rows, sums, devices = _site_rows(found, scope, window, by_site)
     bins = sum(len(site.bins) for site in scope.sites)

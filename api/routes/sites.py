@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
-from api.deps import InfluxDep, SessionDep, SiteId
+from api.deps import InfluxDep, SessionDep, SiteId, release
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
 from devices import registry
 from devices.contract import SiteType
@@ -59,5 +59,7 @@ def site_bins(
     """Every bin of a site with its latest reading (null if it never reported)."""
     scope.site(site_id)
     site = registry.get_site(session, site_id)
+    bins = list(site.bins)
+    release(session)
     latest = queries.latest_by_bin(influx, site.id)
-    return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in site.bins]
+    return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in bins]

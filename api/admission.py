@@ -1,0 +1,62 @@
+"""Admission: at most `limit` requests are served at once; the next ones wait up to `wait_s` for
+a slot and then get a quick 503 with Retry-After instead of queueing without bound.
+
+Why it exists: the registry pool holds one connection per request in flight, and FastAPI runs
+every sync dependency and route on a shared pool of 40 threads. With more requests in flight than
+connections, the threads blocked on the pool were the ones the connection holders needed for
+their next step: 100 clients made every request wait out the pool's 30 s timeout (issue 13). The
+engine is sized to `limit` (api.main), so an admitted request never waits for a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+BUSY = "the API is serving as many requests as it can; retry after {retry} s"
+
+
+class Admission:
+    """An ASGI middleware around the app: a semaphore with a bounded wait."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.wait_s = wait_s
+        self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.wait_s)
+        except TimeoutError:
+            await busy(send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._slots.release()
+
+
+async def busy(send: Send, retry_s: float = 1) -> None:
+    """A 503 with Retry-After (whole seconds, at least 1)."""
+    retry = max(1, math.ceil(retry_s))
+    body = json.dumps({"detail": BUSY.format(retry=retry)}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
