@@ -13,11 +13,14 @@ AlertState = Literal["active", "acknowledged", "cleared"]
 
 
 class AckRequest(BaseModel):
-    """A person taking an alert on; until issue 7's keys, the person is whoever this names."""
+    """A person taking an alert on. The alert records the calling key as who acknowledged it
+    (role, key id and name); anything about the person or the plan goes into `note`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"note": "Wang from the crew checks the tilt sensor"}]},
+    )
 
-    by: Annotated[str, Field(min_length=1, max_length=100)]
     note: Annotated[str, Field(max_length=1000)] = ""
 
 

@@ -18,6 +18,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.admission import BUSY, Admission
 from api.auth import RateLimiter
+from api.docs_pages import serve_docs
+from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
 from binwatch.errors import (
@@ -78,7 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         version=metadata.version("binwatch"),
         lifespan=lifespan,
+        docs_url=None,  # served from the package by api.docs_pages, not from a CDN
+        redoc_url=None,
     )
+    app.openapi = with_declared_errors(app)  # type: ignore[method-assign]
+    serve_docs(app)
     app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
     app.add_middleware(

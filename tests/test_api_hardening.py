@@ -3,14 +3,27 @@ cap, the existence oracle, the audit trail's actor, the offline docs and the Ope
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.main import create_app
 from binwatch.settings import Settings
-from devices.registry import BinTags
-from tests.helpers import ADMIN_HEADERS
+from devices.alerts_models import Alert
+from devices.models import Bin
+from devices.registry import BinTags, make_engine
+from security.keys import TOKEN_PREFIX
+from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
+from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, world
+
+__all__ = ["world"]  # the fixture, shared with tests/test_security_api.py
 
 
 def _chunks(total: int) -> Iterator[bytes]:
@@ -37,3 +50,213 @@ def test_a_chunked_body_over_the_limit_is_413_on_every_post_route(
             assert "content-length" not in answer.request.headers  # sent chunked
             assert answer.status_code == 413, (url, answer.text)
             assert "limit" in answer.json()["detail"]
+
+
+def _path_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every operation with an id in its path, from the OpenAPI document."""
+    return [
+        (method.upper(), path)
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+        if "{" in path
+    ]
+
+
+@pytest.fixture
+def outside(world: World, settings: Settings) -> dict[str, str]:
+    """An id of each kind that exists but lies outside the manager's and the operator's scope
+    (site B, served by operator B), and one of each kind that does not exist."""
+    opened = world.client.post(
+        "/api/v1/collections",
+        headers=_as(world, ADMIN),
+        json={"bin_id": world.bin_b, "reason": "full"},
+    )
+    assert opened.status_code == 201, opened.text
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        alert = Alert(
+            bin_id=world.bin_b, site_id=world.site_b, type="tilt", severity="major",
+            state="active", detail="tilted", started_at=now, last_seen_at=now,
+        )  # fmt: skip
+        session.add(alert)
+        session.commit()
+        alert_id = alert.id
+    engine.dispose()
+    return {
+        "site_id": world.site_b,
+        "bin_id": world.bin_b,
+        "area_id": "city",
+        "operator_id": world.operator_b,
+        "request_id": str(opened.json()["id"]),
+        "alert_id": str(alert_id),
+    }
+
+
+MISSING = {"site_id": "no-such-site", "bin_id": "no-such-bin", "area_id": "no-such-area",
+           "operator_id": "no-such-op", "request_id": "987654", "alert_id": "987654"}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", [MANAGER, OPERATOR])
+def test_a_missing_id_and_one_outside_the_scope_get_the_same_answer_on_every_route(
+    world: World, outside: dict[str, str], role: str
+) -> None:
+    """Walks every route with an id: status and detail (with the id masked) are the same for an
+    id that does not exist and for one that exists outside the caller's scope."""
+    app = world.client.app
+    assert isinstance(app, FastAPI)
+    routes = _path_routes(app)
+    assert len(routes) >= 12, routes
+    body = {"operator_id": world.operator_a, "note": "x"}
+    compared = 0
+    for method, path in routes:
+        answers = []
+        for ids in (outside, MISSING):
+            url = path
+            for name, value in ids.items():
+                url = url.replace(f"{{{name}}}", value)
+            answer = world.client.request(
+                method,
+                url,
+                headers=_as(world, role),
+                json=(body if path.endswith("/complete") or "collections" in path else {})
+                if method == "POST"
+                else None,
+            )
+            detail = str(answer.json().get("detail"))
+            for value in sorted(ids.values(), key=len, reverse=True):
+                detail = detail.replace(value, "<id>")
+            answers.append((answer.status_code, detail))
+        assert answers[0] == answers[1], (role, method, path, answers)
+        assert answers[0][0] in (403, 404), (role, method, path, answers)
+        compared += 1
+    assert compared == len(routes)
+
+
+def _key_id(world: World, role: str) -> str:
+    return world.tokens[role].removeprefix(TOKEN_PREFIX).partition("_")[0]
+
+
+def test_the_audit_trail_names_the_calling_key_and_free_text_is_a_note(
+    world: World, outside: dict[str, str], settings: Settings
+) -> None:
+    """A manager's manual request, an operator's acknowledgement and completion, an admin's
+    cancel and alert acknowledgements by each role: the actor is always the key (role, id,
+    name) and never anything the body says."""
+    client = world.client
+    manager = f"manager key {_key_id(world, MANAGER)} (m)"
+    operator = f"operator key {_key_id(world, OPERATOR)} (o)"
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        bin_a = session.scalars(select(Bin.id).where(Bin.site_id == world.site_a)).first()
+        now = datetime.now(UTC)
+        alert = Alert(
+            bin_id=bin_a, site_id=world.site_a, type="tilt", severity="major",
+            state="active", detail="tilted", started_at=now, last_seen_at=now,
+        )  # fmt: skip
+        session.add(alert)
+        session.commit()
+        alert_id = alert.id
+    engine.dispose()
+
+    # Old free-text actor fields are refused, not recorded.
+    for url, body in (
+        ("/api/v1/collections", {"bin_id": bin_a, "reason": "x", "requested_by": "admin"}),
+        (f"/api/v1/alerts/{alert_id}/ack", {"by": "someone else"}),
+        (f"/api/v1/collections/{outside['request_id']}/cancel", {"actor": "mayor"}),
+    ):
+        role = ADMIN if url.endswith("cancel") else MANAGER
+        assert client.post(url, json=body, headers=_as(world, role)).status_code == 422
+
+    created = client.post(
+        "/api/v1/collections", json={"bin_id": bin_a, "reason": "bags"}, headers=_as(world, MANAGER)
+    )
+    assert created.status_code == 201, created.text
+    request_id = created.json()["id"]
+    action = {"operator_id": world.operator_a, "note": "crew 3"}
+    for step in ("ack", "complete"):
+        moved = client.post(
+            f"/api/v1/collections/{request_id}/{step}", json=action, headers=_as(world, OPERATOR)
+        )
+        assert moved.status_code == 200, moved.text
+    trail = moved.json()["events"]
+    assert [(e["to_status"], e["actor"], e["note"]) for e in trail] == [
+        ("open", manager, "bags"),
+        ("acknowledged", operator, "crew 3"),
+        ("completed", operator, "crew 3"),
+    ]
+    cancelled = client.post(
+        f"/api/v1/collections/{outside['request_id']}/cancel",
+        json={"note": "twice"},
+        headers=_as(world, ADMIN),
+    )
+    assert cancelled.json()["events"][-1]["actor"] == ADMIN_ACTOR
+
+    acked = client.post(
+        f"/api/v1/alerts/{alert_id}/ack", json={"note": "Wang goes"}, headers=_as(world, MANAGER)
+    )
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["acknowledged_by"] == manager
+    assert [(e["kind"], e["actor"], e["note"]) for e in acked.json()["events"]] == [
+        ("acknowledged", manager, "Wang goes")
+    ]
+
+
+def test_docs_pages_load_only_local_assets_and_the_api_serves_them(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200
+            urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*["']([^"']+)["']""", html.text)
+            urls += re.findall(r"""spec-url=["']([^"']+)["']""", html.text)
+            assert len(urls) >= 3, (page, urls)
+            assert "http://" not in html.text and "https://" not in html.text, html.text
+            for url in urls:
+                assert url.startswith("/"), (page, url)
+                asset = client.get(url)
+                assert asset.status_code == 200 and len(asset.content) > 0, (page, url)
+        bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+        assert "SwaggerUIBundle" in bundle.text
+        assert "Redoc" in client.get("/docs/assets/redoc.standalone.js").text[:2000]
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        resolved: dict[str, Any] = document["components"]["schemas"][schema["$ref"].split("/")[-1]]
+        return resolved
+    return schema
+
+
+def test_openapi_declares_every_error_with_its_schema_and_every_body_an_example(
+    settings: Settings,
+) -> None:
+    document = create_app(settings).openapi()
+    error = document["components"]["schemas"]["Error"]
+    assert error["required"] == ["detail"]
+    seen: set[str] = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            expected = (
+                {"503"} if not path.startswith("/api/") else {"401", "403", "422", "429", "503"}
+            )
+            if "{" in path:
+                expected.add("404")
+            if "requestBody" in operation:
+                expected |= {"404", "413"}
+                body = operation["requestBody"]["content"]["application/json"]
+                schema = _resolve(document, body["schema"])
+                assert schema.get("examples") or body.get("example"), (method, path)
+                example = (schema.get("examples") or [body.get("example")])[0]
+                assert set(example) <= set(schema["properties"]), (method, path, example)
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for code in expected | ({"409"} & set(responses)):
+                declared = responses[code]["content"]["application/json"]
+                if path == "/health":
+                    continue  # its 503 is the Health body, which says what is degraded
+                assert declared["schema"] == {"$ref": "#/components/schemas/Error"}, (path, code)
+                assert declared["example"]["detail"], (path, code)
+                if code in ("429", "503"):
+                    assert "Retry-After" in responses[code]["headers"], (path, code)
+                seen.add(code)
+    assert seen == {"401", "403", "404", "409", "413", "422", "429", "503"}

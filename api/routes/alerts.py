@@ -14,7 +14,7 @@ from api.auth import EVERYONE, ScopeDep
 from api.deps import SessionDep
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from binwatch.errors import NotAllowed, NotFound
+from binwatch.errors import NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -71,8 +71,11 @@ def acknowledge(
     """Someone has taken the alert on; it stays until its condition ends."""
     existing = store.get_alert(session, alert_id)
     if not caller.sees(existing.site_id):
-        raise NotAllowed(f"alert {alert_id} is at a site this key does not cover")
-    if store.acknowledge(session, alert_id, by=body.by, note=body.note, now=now) is None:
+        raise NotFound(f"no alert with id {alert_id}")  # word for word as for a missing one
+    if (
+        store.acknowledge(session, alert_id, by=caller.principal.actor, note=body.note, now=now)
+        is None
+    ):
         session.refresh(existing)
         why = f"by {existing.acknowledged_by}" if existing.state == "acknowledged" else ""
         raise HTTPException(

@@ -78,7 +78,7 @@ def create(
         reason=body.reason,
         now=now,
         policy=Policy.of(settings),
-        actor=Actor(Role.admin, _signed(body.requested_by, caller)),
+        actor=_caller(caller, Role.admin if caller.is_admin else Role.manager),
     )
     if not opened.created:
         existing = opened.request
@@ -170,28 +170,29 @@ def cancel(
     request_id: RequestId, body: CancelAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """City staff withdraw a request that still waits for a crew."""
-    actor = Actor(Role.admin, _signed(body.actor, caller))
+    actor = _caller(caller, Role.admin)
     return _move(session, request_id, Status.cancelled, actor, now, body.note)
 
 
-def _signed(name: str, caller: Scope) -> str:
-    """The name a body gives, with the key that sent it, for the audit trail (the bootstrap
-    admin key is named as such)."""
-    return f"{name} [key {caller.principal.key_id}]"
+def _caller(caller: Scope, role: Role, name: str | None = None) -> Actor:
+    """The calling key as the actor (the audit trail names it: role, key id, name); `name` is
+    who the state machine checks, for an operator its company."""
+    principal = caller.principal
+    return Actor(role, name or principal.name, key=principal.actor)
 
 
 def _operator(session: Session, request_id: int, operator_id: str, caller: Scope) -> Actor:
     """The operator acting; an operator key acts only as its own company, on its own requests
     (403, even for a request that does not exist: an action reveals nothing either)."""
     if caller.is_admin:
-        return Actor(Role.operator, operator_id)
+        return _caller(caller, Role.operator, operator_id)
     own = caller.principal.operator_id
     if operator_id != own:
         raise NotAllowed(f"this key acts for operator {own!r}, not {operator_id!r}")
     request = session.get(CollectionRequest, request_id)
     if request is None or request.operator_id != own:
         raise NotAllowed(f"collection request {request_id} is not assigned to operator {own!r}")
-    return Actor(Role.operator, operator_id)
+    return _caller(caller, Role.operator, operator_id)
 
 
 def _move(

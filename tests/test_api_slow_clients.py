@@ -1,0 +1,81 @@
+"""Issue 13: connections that trickle a request head (or send nothing) are closed by the real
+`binwatch api` process once `api_header_timeout_s` has passed, while normal requests made
+meanwhile are answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from binwatch.influx import InfluxClient
+from binwatch.settings import Settings
+from devices.registry import BinTags
+from tests.api_process import ApiProcess
+from tests.helpers import ADMIN_HEADERS
+
+HEAD_TIMEOUT_S = 2.0
+TRICKLERS = 30
+IDLERS = 10
+GIVE_UP_S = 15.0
+"""A connection still open this long after connecting has not been cut: the test fails."""
+
+
+async def _slow_client(port: int, *, trickle: bool) -> float:
+    """Connect, then send a header line every 0.3 s (or nothing); seconds until the server
+    closed the connection, or GIVE_UP_S when it never did."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if trickle:
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        n = 0
+        while time.monotonic() - started < GIVE_UP_S:
+            if trickle:
+                writer.write(f"X-Slow-{n}: {n}\r\n".encode())
+                n += 1
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.3) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                return time.monotonic() - started
+        return GIVE_UP_S
+    finally:
+        writer.close()
+
+
+async def _normal_requests(url: str, count: int) -> list[int]:
+    codes = []
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN_HEADERS, timeout=10) as client:
+        for _ in range(count):
+            codes.append((await client.get("/api/v1/sites")).status_code)
+            await asyncio.sleep(0.2)
+    return codes
+
+
+def test_slow_and_idle_request_heads_are_cut_after_the_bound(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    influx.close()
+    bounded = settings.model_copy(update={"api_header_timeout_s": HEAD_TIMEOUT_S})
+    with ApiProcess(bounded, tmp_path / "api.log") as api:
+
+        async def run() -> tuple[list[float], list[int]]:
+            slow = [_slow_client(api.port, trickle=True) for _ in range(TRICKLERS)]
+            idle = [_slow_client(api.port, trickle=False) for _ in range(IDLERS)]
+            normal = _normal_requests(api.url, 15)  # over 3 s, while the slow ones hang on
+            *closed, codes = await asyncio.gather(*slow, *idle, normal)
+            return closed, codes  # type: ignore[return-value]
+
+        closed, codes = asyncio.run(run())
+        after = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS, timeout=10)
+    assert codes == [200] * 15, codes
+    assert after.status_code == 200
+    assert max(closed) < HEAD_TIMEOUT_S + 4, sorted(closed)  # every one was cut...
+    assert min(closed) >= HEAD_TIMEOUT_S - 0.2, sorted(closed)  # ...and none before the bound
