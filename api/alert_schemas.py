@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
-from api.schemas import UtcTime
+from api.schemas import NextPage, UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]
 
@@ -73,3 +73,4 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next: NextPage = None

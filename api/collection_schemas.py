@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import ID_REGEX, UtcTime
+from api.schemas import ID_REGEX, NextPage, UtcTime
 from collection.lifecycle import Status
 from collection.rules import Rule
 from devices.contract import Stream
@@ -132,6 +132,7 @@ class CollectionPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next: NextPage = None
 
 
 def _fields(request: CollectionRequest) -> dict[str, object]:

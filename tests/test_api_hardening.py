@@ -3,10 +3,12 @@ cap, the existence oracle, the audit trail's actor, the offline docs and the Ope
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from fastapi import FastAPI
@@ -15,10 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.main import create_app
+from api.paging import MAX_ROWS
+from api.schemas import from_epoch_ms, rfc3339
+from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from devices.alerts_models import Alert
 from devices.models import Bin
 from devices.registry import BinTags, make_engine
+from ingest.lineprotocol import tag_set
 from security.keys import TOKEN_PREFIX
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
 from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, world
@@ -72,17 +78,7 @@ def outside(world: World, settings: Settings) -> dict[str, str]:
         json={"bin_id": world.bin_b, "reason": "full"},
     )
     assert opened.status_code == 201, opened.text
-    engine = make_engine(settings.database_url)
-    now = datetime.now(UTC)
-    with Session(engine) as session:
-        alert = Alert(
-            bin_id=world.bin_b, site_id=world.site_b, type="tilt", severity="major",
-            state="active", detail="tilted", started_at=now, last_seen_at=now,
-        )  # fmt: skip
-        session.add(alert)
-        session.commit()
-        alert_id = alert.id
-    engine.dispose()
+    [alert_id] = _add_alerts(settings, [(world.bin_b, world.site_b)])
     return {
         "site_id": world.site_b,
         "bin_id": world.bin_b,
@@ -149,15 +145,8 @@ def test_the_audit_trail_names_the_calling_key_and_free_text_is_a_note(
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         bin_a = session.scalars(select(Bin.id).where(Bin.site_id == world.site_a)).first()
-        now = datetime.now(UTC)
-        alert = Alert(
-            bin_id=bin_a, site_id=world.site_a, type="tilt", severity="major",
-            state="active", detail="tilted", started_at=now, last_seen_at=now,
-        )  # fmt: skip
-        session.add(alert)
-        session.commit()
-        alert_id = alert.id
     engine.dispose()
+    [alert_id] = _add_alerts(settings, [(bin_a, world.site_a)])
 
     # Old free-text actor fields are refused, not recorded.
     for url, body in (
@@ -260,3 +249,102 @@ def test_openapi_declares_every_error_with_its_schema_and_every_body_an_example(
                     assert "Retry-After" in responses[code]["headers"], (path, code)
                 seen.add(code)
     assert seen == {"401", "403", "404", "409", "413", "422", "429", "503"}
+
+
+def _telemetry(tags: BinTags, start_ms: int, count: int, step_ms: int) -> list[str]:
+    tag_text = tag_set(dataclasses.asdict(tags))
+    return [
+        f"telemetry{tag_text} fill_pct={i % 100}.0,deposits={i % 7}i {start_ms + i * step_ms}"
+        for i in range(count)
+    ]
+
+
+def _add_alerts(settings: Settings, bins: list[tuple[str, str]]) -> list[int]:
+    """An active tilt alert at each (bin id, site id), straight into the registry; their ids."""
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        alerts = [
+            Alert(
+                bin_id=bin_id,
+                site_id=site_id,
+                type="tilt",
+                severity="major",
+                state="active",
+                detail="tilted",
+                started_at=now,
+                last_seen_at=now,
+            )
+            for bin_id, site_id in bins
+        ]
+        session.add_all(alerts)
+        session.commit()
+        ids = [alert.id for alert in alerts]
+    engine.dispose()
+    return ids
+
+
+def _follow(client: TestClient, url: str, key: str) -> tuple[list[Any], int]:
+    """Every item of every page from `url` on, and the number of pages."""
+    items: list[Any] = []
+    pages = 0
+    next_url: str | None = url
+    while next_url:
+        page = client.get(next_url)
+        assert page.status_code == 200, page.text
+        items += page.json()[key]
+        next_url = page.json()["next"]
+        pages += 1
+        assert pages < 100
+    return items, pages
+
+
+def test_every_list_and_readings_route_is_capped_and_pages_through_everything(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    tags = pilot_bins[min(pilot_bins)]
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    start_ms = now_ms - 3_600_000
+    count = 2_345  # one a second, 39 minutes' worth, some readings sharing nothing
+    influx.write(_telemetry(tags, start_ms, count, 1000))
+    influx.close()
+    window = {"start": rfc3339(from_epoch_ms(start_ms)), "end": rfc3339(from_epoch_ms(now_ms))}
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
+        readings = f"/api/v1/bins/{tags.bin}/readings?{urlencode(window)}"
+        too_many = client.get(f"{readings}&limit={MAX_ROWS + 1}")
+        assert too_many.status_code == 422
+        one_page = client.get(readings).json()
+        assert len(one_page["rows"]) == count and one_page["next"] is None  # under the cap
+        rows, pages = _follow(client, f"{readings}&limit=500", "rows")
+        assert pages == 5
+        assert [r["time"] for r in rows] == [r["time"] for r in one_page["rows"]]  # all, once
+
+        buckets = f"{readings}&every=1m"
+        whole = client.get(buckets).json()["rows"]
+        paged, pages = _follow(client, f"{buckets}&limit=7", "rows")
+        assert pages == -(-len(whole) // 7) and paged == whole
+
+        _add_alerts(settings, [(t.bin, t.site) for t in list(pilot_bins.values())[:3]])
+        for bin_id in sorted(pilot_bins)[:3]:
+            made = client.post("/api/v1/collections", json={"bin_id": bin_id, "reason": "x"})
+            assert made.status_code == 201, made.text
+        for url in ("/api/v1/sites", "/api/v1/alerts", "/api/v1/collections"):
+            everything = client.get(f"{url}?limit=500").json()
+            items, pages = _follow(client, f"{url}?limit=2", "items")
+            assert items == everything["items"] and everything["total"] >= 3
+            assert pages == max(1, -(-everything["total"] // 2))
+
+        site = max({t.site for t in pilot_bins.values()}, key=lambda s: sum(
+            t.site == s for t in pilot_bins.values()))  # fmt: skip
+        all_bins = client.get(f"/api/v1/sites/{site}/bins").json()
+        assert len(all_bins) >= 2
+        chained: list[Any] = []
+        link: str | None = f"/api/v1/sites/{site}/bins?limit=1"
+        while link:
+            answer = client.get(link)
+            chained += answer.json()
+            found = re.match(r'<([^>]+)>; rel="next"', answer.headers.get("link", ""))
+            link = found.group(1) if found else None
+        assert chained == all_bins

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy.orm import Session
 
 from api.auth import ADMIN, EVERYONE, Scope, ScopeDep, allow
@@ -22,6 +22,7 @@ from api.collection_schemas import (
     OperatorAction,
 )
 from api.deps import SessionDep, SettingsDep
+from api.paging import next_offset
 from api.schemas import ID_REGEX, TimeParam
 from binwatch.errors import InvalidRequest, NotAllowed, NotFound
 from collection import store
@@ -93,6 +94,7 @@ def create(
 def list_requests(
     session: SessionDep,
     caller: ScopeDep,
+    request: Request,
     status_: Annotated[Status | None, Query(alias="status", description="only this status")] = None,
     site_id: Annotated[str | None, Query(pattern=ID_REGEX, description="only this site")] = None,
     operator_id: Annotated[
@@ -120,7 +122,13 @@ def list_requests(
         offset=offset,
     )
     items = [CollectionOut.of(request) for request in page]
-    return CollectionPage(items=items, total=total, limit=limit, offset=offset)
+    return CollectionPage(
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next=next_offset(request, offset=offset, limit=limit, total=total),
+    )
 
 
 @router.get("/{request_id}", response_model=CollectionDetail, dependencies=[EVERYONE])

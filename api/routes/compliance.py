@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api import compliance_queries as reads
@@ -330,5 +331,5 @@ def _answer(request: Request, format: str | None, body: Body) -> Body | Response
     wants_csv = format == "csv" or (format is None and CSV in request.headers.get("accept", ""))
     if not wants_csv:
         return body
-    text = report_csv(body) if isinstance(body, ComplianceReport) else ranking_csv(body)
-    return Response(text, media_type=f"{CSV}; charset=utf-8")
+    lines = report_csv(body) if isinstance(body, ComplianceReport) else ranking_csv(body)
+    return StreamingResponse(lines, media_type=f"{CSV}; charset=utf-8")
