@@ -146,6 +146,7 @@ def test_the_audit_trail_names_the_calling_key_and_free_text_is_a_note(
     with Session(engine) as session:
         bin_a = session.scalars(select(Bin.id).where(Bin.site_id == world.site_a)).first()
     engine.dispose()
+    assert bin_a is not None
     [alert_id] = _add_alerts(settings, [(bin_a, world.site_a)])
 
     # Old free-text actor fields are refused, not recorded.
