@@ -16,8 +16,9 @@ from tests.api_process import ApiProcess, closed_loop
 
 CLIENTS = 100
 SECONDS = 6
-BOUND_S = 10
-"""No answer may take longer (the old failure mode took 30 s); generous for a shared 2-core box."""
+BOUND_S = 15
+"""No answer may take longer (the old failure mode took 30 s and more); generous, for a shared
+2-core box under load."""
 
 
 def _paths(pilot_bins: dict[str, BinTags]) -> list[str]:
