@@ -26,13 +26,15 @@ class Admission:
         self.limit = limit
         self.wait_s = wait_s
         self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limit)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # a new server loop (tests), new slots
+            self._slots, self._loop = asyncio.Semaphore(self.limit), loop
         try:
             await asyncio.wait_for(self._slots.acquire(), self.wait_s)
         except TimeoutError:
