@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 BUSY = "the API is serving as many requests as it can; retry after {retry} s"
 
 
-class Admission:
-    """An ASGI middleware around the app: a semaphore with a bounded wait."""
+class _SlowReader(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float) -> None:
+
+class Admission:
+    """An ASGI middleware around the app: a semaphore with a bounded wait. A client that stops
+    reading its answer would hold its slot for good (the server waits for the socket to drain):
+    a piece of the answer not taken within `send_timeout_s` ends the request and the
+    connection, and frees the slot."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float, send_timeout_s: float) -> None:
         self.app = app
         self.limit = limit
         self.wait_s = wait_s
+        self.send_timeout_s = send_timeout_s
         self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -40,8 +51,23 @@ class Admission:
         except TimeoutError:
             await busy(send)
             return
+
+        async def timed_send(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self.send_timeout_s)
+            except TimeoutError:
+                raise _SlowReader from None
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, timed_send)
+        except _SlowReader:
+            # Returning with the answer unfinished makes the server close the connection.
+            log.warning(
+                "%s %s: the client read nothing for %g s; connection closed",
+                scope["method"],
+                scope["path"],
+                self.send_timeout_s,
+            )
         finally:
             self._slots.release()
 

@@ -88,7 +88,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
     app.add_middleware(
-        Admission, limit=settings.api_max_concurrency, wait_s=settings.api_queue_wait_s
+        Admission,
+        limit=settings.api_max_concurrency,
+        wait_s=settings.api_queue_wait_s,
+        send_timeout_s=settings.api_send_timeout_s,
     )
     app.include_router(health_router)
     app.include_router(api_router)

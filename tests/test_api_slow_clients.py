@@ -5,6 +5,7 @@ meanwhile are answered."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -79,3 +80,42 @@ def test_slow_and_idle_request_heads_are_cut_after_the_bound(
     assert after.status_code == 200
     assert max(closed) < HEAD_TIMEOUT_S + 4, sorted(closed)  # every one was cut...
     assert min(closed) >= HEAD_TIMEOUT_S - 0.2, sorted(closed)  # ...and none before the bound
+
+
+def _non_reader(port: int, path: str) -> socket.socket:
+    """A connection with a tiny receive window that asks for `path` 8 times over (pipelined,
+    more than loopback's socket buffers hold) and reads nothing."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 8)
+    return conn
+
+
+def test_clients_that_do_not_read_their_answers_lose_their_slot(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """With 2 slots, 4 clients that never read 8 × 1.5 MB of answers would hold both for good;
+    after `api_send_timeout_s` they are cut off and others are served again."""
+    small = settings.model_copy(
+        update={"api_max_concurrency": 2, "api_queue_wait_s": 0.2, "api_send_timeout_s": 2.0}
+    )
+    with ApiProcess(small, tmp_path / "api.log") as api:
+        stuck = [_non_reader(api.port, "/docs/assets/swagger-ui-bundle.js") for _ in range(4)]
+        try:
+            time.sleep(0.5)
+            during = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS, timeout=10)
+            started = time.monotonic()
+            after = during
+            while after.status_code != 200 and time.monotonic() - started < 15:
+                time.sleep(0.2)
+                after = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS, timeout=10)
+            freed_after = time.monotonic() - started
+        finally:
+            for conn in stuck:
+                conn.close()
+        log = api.log_tail()
+    assert during.status_code == 503 and during.headers["Retry-After"] == "1"  # slots were held
+    assert after.status_code == 200, log
+    assert freed_after < 2.0 * 2 + 3, freed_after  # the two blocked sends, one after the other
+    assert "read nothing for 2 s" in log
