@@ -42,6 +42,8 @@ ERRORS: dict[int, tuple[str, Any, dict[str, Any]]] = {
           "a manager key may not use this endpoint", {}),
     404: ("no such id, or one outside the key's scope (the same answer for both)",
           "no bin with id 'b-17'", {}),
+    408: ("the request body stalled (nothing of it for BINWATCH_API_STALL_TIMEOUT_S)",
+          "the client sent none of its request body for 30 s; cut off", {}),
     409: ("the object is not in a state that allows this action",
           "alert 12 is already acknowledged", {}),
     413: ("the request body is over the size limit",
@@ -64,7 +66,7 @@ def codes_for(path: str, operation: dict[str, Any]) -> set[int]:
     if "{" in path or "requestBody" in operation:
         codes.add(404)  # an id in the path, or a bin id in the body
     if "requestBody" in operation:
-        codes.add(413)
+        codes |= {408, 413}
     if "409" in operation.get("responses", {}):
         codes.add(409)
     return codes

@@ -41,7 +41,7 @@ class BodySizeLimit:
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
                 refused = BodyTooLarge(self.max_bytes)
-                await _answer(send, refused.status_code, refused.detail)
+                await answer(send, refused.status_code, refused.detail)
                 return
         seen = 0
 
@@ -56,7 +56,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, counted, send)
         except BodyTooLarge as exc:
-            await _answer(send, exc.status_code, exc.detail)
+            await answer(send, exc.status_code, exc.detail)
 
 
 class RepresentableJson:
@@ -83,7 +83,7 @@ class RepresentableJson:
         problem = unrepresentable(body) if b"json" in content_type else None
         if problem is not None:
             error = {"type": "json_invalid", "loc": ["body"], "msg": problem}
-            await _answer(send, status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
+            await answer(send, status.HTTP_422_UNPROCESSABLE_CONTENT, [error])
             return
         replayed = False
 
@@ -144,16 +144,15 @@ def _surrogate(value: Any) -> str | None:
     return None
 
 
-async def _answer(send: Send, code: int, detail: Any) -> None:
+async def answer(send: Send, code: int, detail: Any, *, retry_after: float | None = None) -> None:
+    """A JSON error answer `{"detail": …}`, with Retry-After (whole seconds, at least 1) when
+    given; for middlewares, which answer before the app (and its exception handlers) runs."""
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

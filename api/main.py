@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         Admission,
         limit=settings.api_max_concurrency,
         wait_s=settings.api_queue_wait_s,
-        send_timeout_s=settings.api_send_timeout_s,
+        stall_s=settings.api_stall_timeout_s,
     )
     app.include_router(health_router)
     app.include_router(api_router)

@@ -174,12 +174,12 @@ class Settings(BaseSettings):
         description="a connection that has not sent a whole request head this long after "
         "connecting (or after its last answer) is closed",
     )
-    api_send_timeout_s: float = Field(
+    api_stall_timeout_s: float = Field(
         30.0,
         gt=0,
         le=600,
-        description="a client that takes none of its answer for this long is cut off (it would "
-        "hold one of the api_max_concurrency slots)",
+        description="a client that sends none of its request body, or takes none of its answer, "
+        "for this long is cut off (it would hold one of the api_max_concurrency slots)",
     )
     ingest_max_future_s: float = Field(
         300, ge=0, description="readings stamped further ahead of ingest's clock are rejected"

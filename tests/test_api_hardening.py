@@ -233,7 +233,7 @@ def test_openapi_declares_every_error_with_its_schema_and_every_body_an_example(
             if "{" in path:
                 expected.add("404")
             if "requestBody" in operation:
-                expected |= {"404", "413"}
+                expected |= {"404", "408", "413"}
                 body = operation["requestBody"]["content"]["application/json"]
                 schema = _resolve(document, body["schema"])
                 assert schema.get("examples") or body.get("example"), (method, path)
@@ -249,7 +249,7 @@ def test_openapi_declares_every_error_with_its_schema_and_every_body_an_example(
                 if code in ("429", "503"):
                     assert "Retry-After" in responses[code]["headers"], (path, code)
                 seen.add(code)
-    assert seen == {"401", "403", "404", "409", "413", "422", "429", "503"}
+    assert seen == {"401", "403", "404", "408", "409", "413", "422", "429", "503"}
 
 
 def _telemetry(tags: BinTags, start_ms: int, count: int, step_ms: int) -> list[str]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
@@ -82,26 +84,50 @@ def test_slow_and_idle_request_heads_are_cut_after_the_bound(
     assert min(closed) >= HEAD_TIMEOUT_S - 0.2, sorted(closed)  # ...and none before the bound
 
 
-def _non_reader(port: int, path: str) -> socket.socket:
-    """A connection with a tiny receive window that asks for `path` 8 times over (pipelined,
+def _non_reader(port: int) -> socket.socket:
+    """A connection with a tiny receive window that asks for 1.5 MB 8 times over (pipelined,
     more than loopback's socket buffers hold) and reads nothing."""
     conn = socket.socket()
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     conn.connect(("127.0.0.1", port))
-    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 8)
+    conn.sendall(b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 8)
     return conn
 
 
-def test_clients_that_do_not_read_their_answers_lose_their_slot(
-    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+def _body_staller(port: int) -> socket.socket:
+    """A connection that announces a 100-byte JSON body, sends one byte of it and stops."""
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(
+        b"POST /api/v1/alerts/1/ack HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: {ADMIN_HEADERS['Authorization']}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    return conn
+
+
+STALL_S = 2.0
+
+
+@pytest.mark.parametrize(
+    ("stuck_client", "logged"),
+    [(_non_reader, "took none of its answer"), (_body_staller, "sent none of its request body")],
+    ids=["non-readers", "body-stallers"],
+)
+def test_stalled_clients_lose_their_slot(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    tmp_path: Path,
+    stuck_client: Callable[[int], socket.socket],
+    logged: str,
 ) -> None:
-    """With 2 slots, 4 clients that never read 8 × 1.5 MB of answers would hold both for good;
-    after `api_send_timeout_s` they are cut off and others are served again."""
+    """With 2 slots, 4 clients that stall (never read their answers, or never finish their
+    bodies) would hold both for good; after `api_stall_timeout_s` they are cut off and others
+    are served again."""
     small = settings.model_copy(
-        update={"api_max_concurrency": 2, "api_queue_wait_s": 0.2, "api_send_timeout_s": 2.0}
+        update={"api_max_concurrency": 2, "api_queue_wait_s": 0.2, "api_stall_timeout_s": STALL_S}
     )
     with ApiProcess(small, tmp_path / "api.log") as api:
-        stuck = [_non_reader(api.port, "/docs/assets/swagger-ui-bundle.js") for _ in range(4)]
+        stuck = [stuck_client(api.port) for _ in range(4)]
         try:
             time.sleep(0.5)
             during = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS, timeout=10)
@@ -111,11 +137,15 @@ def test_clients_that_do_not_read_their_answers_lose_their_slot(
                 time.sleep(0.2)
                 after = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS, timeout=10)
             freed_after = time.monotonic() - started
+            if stuck_client is _body_staller:
+                stuck[0].settimeout(10)
+                told = stuck[0].recv(4096)
+                assert told.startswith(b"HTTP/1.1 408") and logged.encode() in told, told
         finally:
             for conn in stuck:
                 conn.close()
         log = api.log_tail()
     assert during.status_code == 503 and during.headers["Retry-After"] == "1"  # slots were held
     assert after.status_code == 200, log
-    assert freed_after < 2.0 * 2 + 3, freed_after  # the two blocked sends, one after the other
-    assert "read nothing for 2 s" in log
+    assert freed_after < STALL_S * 2 + 3, freed_after  # two rounds of stalls at most
+    assert f"{logged} for 2 s" in log
