@@ -7,17 +7,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
-from api.schemas import UtcTime
+from api.schemas import NextPage, UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]
 
 
 class AckRequest(BaseModel):
-    """A person taking an alert on; until issue 7's keys, the person is whoever this names."""
+    """A person taking an alert on. The alert records the calling key as who acknowledged it
+    (role, key id and name); anything about the person or the plan goes into `note`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"note": "Wang from the crew checks the tilt sensor"}]},
+    )
 
-    by: Annotated[str, Field(min_length=1, max_length=100)]
     note: Annotated[str, Field(max_length=1000)] = ""
 
 
@@ -70,3 +73,4 @@ class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next: NextPage = None

@@ -3,8 +3,8 @@
 Every route declares a `Require` policy (the roles that may call it at all); a route without one
 fails tests/test_security_api.py. The caller's scope (`Scope`) is computed once per request from
 its key: admins see everything, managers the sites on their key, operators the sites their
-company serves. Outside the scope, reads answer 404 exactly as for an id that does not exist (no
-existence leak) and actions answer 403 with the reason."""
+company serves. Outside the scope an id gets exactly the answer of an id that does not exist
+(no existence oracle; tests/test_api_hardening.py walks every route with an id)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SettingsDep, release
 from binwatch.errors import NotAllowed, NotFound
 from devices.models import Site
 from security.keys import ApiRole, Principal, authenticate
@@ -139,19 +139,16 @@ class Scope:
         if not self.sees(bin_site_id):
             raise NotFound(f"no bin with id {bin_id!r}")
 
-    def act_on_site(self, site_id: str) -> None:
-        """Acting on a site: NotAllowed (403) with the reason when out of scope."""
-        if not self.sees(site_id):
-            raise NotAllowed(f"site {site_id!r} is not in this key's scope")
-
 
 def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
-    if principal.role is ApiRole.admin:
-        return Scope(principal, None)
-    if principal.role is ApiRole.manager:
-        return Scope(principal, principal.site_ids)
-    served = session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
-    return Scope(principal, frozenset(served))
+    if principal.role is not ApiRole.operator:
+        release(session)
+        return Scope(principal, None if principal.role is ApiRole.admin else principal.site_ids)
+    served = frozenset(
+        session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
+    )
+    release(session)
+    return Scope(principal, served)
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import ID_REGEX, UtcTime
+from api.schemas import ID_REGEX, NextPage, UtcTime
 from collection.lifecycle import Status
 from collection.rules import Rule
 from devices.contract import Stream
@@ -17,29 +17,38 @@ Note = Annotated[str, Field(max_length=1000)]
 
 
 class ManualRequest(BaseModel):
-    """Ask for a bin to be emptied, e.g. a property manager who sees what the sensor does not."""
+    """Ask for a bin to be emptied, e.g. a property manager who sees what the sensor does not.
+    The audit trail names the calling key; `reason` is the note."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"bin_id": "b-17", "reason": "bags beside the bin"}]},
+    )
 
     bin_id: Id
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
-    requested_by: Annotated[str, Field(min_length=1, max_length=64)] = "api"
 
 
 class OperatorAction(BaseModel):
-    """An operator acknowledging or completing its own request. Until authentication arrives
-    (issue 7) the operator is whoever this says; the audit trail records it as given."""
+    """An operator acknowledging or completing its own request (an operator key may name only
+    its own company; an admin key acts for any). The audit trail names the calling key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"operator_id": "op-green", "note": "crew 3 on the way"}]},
+    )
 
     operator_id: Id
     note: Note = ""
 
 
 class CancelAction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """City staff withdrawing a request; the audit trail names the calling key, `note` why."""
 
-    actor: Annotated[str, Field(min_length=1, max_length=64)]
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"note": "raised twice by mistake"}]}
+    )
+
     note: Note = ""
 
 
@@ -123,6 +132,7 @@ class CollectionPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next: NextPage = None
 
 
 def _fields(request: CollectionRequest) -> dict[str, object]:

@@ -8,6 +8,7 @@ import typer
 import uvicorn
 
 from api.main import create_app
+from api.server import head_timeout_protocol
 from binwatch.settings import Settings
 
 
@@ -26,4 +27,5 @@ def api(
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level="info",
+        http=head_timeout_protocol(settings.api_header_timeout_s),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import chain
@@ -320,7 +320,7 @@ def _figures(figures: Metrics, result: Score) -> dict[str, object]:
     return row
 
 
-def report_csv(report: ComplianceReport) -> str:
+def report_csv(report: ComplianceReport) -> Iterator[str]:
     """The report as one table: the subject's total, then each period, then each site (rank
     order), with the same numbers as the JSON."""
     start, end = rfc3339(report.start), rfc3339(report.end)
@@ -344,7 +344,7 @@ def report_csv(report: ComplianceReport) -> str:
     return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
 
 
-def ranking_csv(ranking: Ranking) -> str:
+def ranking_csv(ranking: Ranking) -> Iterator[str]:
     """One line per site, in rank order."""
     start, end = rfc3339(ranking.start), rfc3339(ranking.end)
     rows = [
@@ -357,12 +357,16 @@ def ranking_csv(ranking: Ranking) -> str:
     return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
 
 
-def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> str:
-    """RFC 4180 CSV; None is an empty cell and floats keep Python's shortest repr, which is what
-    the JSON carries too."""
+def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> Iterator[str]:
+    """RFC 4180 CSV in pieces of about 64 KiB (the API streams it); None is an empty cell and
+    floats keep Python's shortest repr, which is what the JSON carries too."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    return out.getvalue()
+        if out.tell() >= 65536:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()

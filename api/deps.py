@@ -31,6 +31,14 @@ def get_influx(request: Request) -> InfluxClient:
     return influx
 
 
+def release(session: Session) -> None:
+    """End the session's read transaction so its registry connection goes back to the pool now,
+    not when the response is sent: before an InfluxDB call, and between the steps of a request,
+    which FastAPI runs on different threads. What was read stays usable
+    (`expire_on_commit=False`); a later read checks a connection out again."""
+    session.commit()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 InfluxDep = Annotated[InfluxClient, Depends(get_influx)]

@@ -3,6 +3,7 @@ answers, and the lifespan that owns the InfluxDB client and the registry engine.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,9 +14,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.admission import BUSY, Admission
 from api.auth import RateLimiter
-from api.limits import BodySizeLimit
+from api.docs_pages import serve_docs
+from api.error_responses import with_declared_errors
+from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
 from binwatch.errors import (
     InvalidRequest,
@@ -51,7 +56,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # One connection per admitted request: none ever waits for the pool (api.admission);
+        # should one all the same, it gets a 503 after 2 s rather than hanging.
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.api_max_concurrency,
+            max_overflow=0,
+            pool_timeout=2,
+        )
         influx = InfluxClient(settings)
         app.state.settings = settings
         app.state.influx = influx
@@ -68,8 +80,19 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         version=metadata.version("binwatch"),
         lifespan=lifespan,
+        docs_url=None,  # served from the package by api.docs_pages, not from a CDN
+        redoc_url=None,
     )
+    app.openapi = with_declared_errors(app)  # type: ignore[method-assign]
+    serve_docs(app)
+    app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
+    app.add_middleware(
+        Admission,
+        limit=settings.api_max_concurrency,
+        wait_s=settings.api_queue_wait_s,
+        stall_s=settings.api_stall_timeout_s,
+    )
     app.include_router(health_router)
     app.include_router(api_router)
     for error, handler in _HANDLERS.items():
@@ -105,6 +128,15 @@ async def _registry_unavailable(request: Request, exc: Exception) -> Response:
     return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, REGISTRY_UNAVAILABLE)
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: no registry connection free: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": BUSY.format(retry=1)},
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _sink_rejected(request: Request, exc: Exception) -> Response:
     # Parameters are checked before any query is built, so a rejected query is our side's
     # (or InfluxDB's) fault, not the client's: a bad gateway, not a bad request.
@@ -115,15 +147,26 @@ async def _sink_rejected(request: Request, exc: Exception) -> Response:
 
 async def _request_invalid(_request: Request, exc: Exception) -> Response:
     """FastAPI's own 422 body (`loc` names the parameter), minus pydantic's "Value error, "
-    prefix on the messages our validators write."""
+    prefix on the messages our validators write. The offending `input` is echoed only when it
+    can be written back as JSON."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     for error in errors:
         error["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
         error.pop("ctx", None)
+        if "input" in error and not _encodable(error["input"]):
+            del error["input"]
     return JSONResponse(
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         content={"detail": jsonable_encoder(errors)},
     )
+
+
+def _encodable(value: object) -> bool:
+    try:
+        json.dumps(jsonable_encoder(value), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
 
 
 _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -133,5 +176,6 @@ _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respon
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,
     OperationalError: _registry_unavailable,
+    PoolTimeout: _pool_exhausted,
     RequestValidationError: _request_invalid,
 }

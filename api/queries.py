@@ -42,25 +42,26 @@ def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:
     return _reading(rows[0]) if rows else None
 
 
-def raw_readings(influx: InfluxClient, bin_id: str, window: Window) -> list[Reading]:
-    """Every reading of a bin in the window, oldest first."""
+def raw_readings(influx: InfluxClient, bin_id: str, window: Window, limit: int) -> list[Reading]:
+    """The first `limit` readings of a bin in the window, oldest first."""
     series = influx.query(
-        f"SELECT {_FIELDS} FROM telemetry WHERE {_IN_WINDOW} ORDER BY time ASC",
+        f"SELECT {_FIELDS} FROM telemetry WHERE {_IN_WINDOW} ORDER BY time ASC LIMIT {limit:d}",
         params=_window_params(bin_id, window),
     )
     return [_reading(row) for row in _rows(series)]
 
 
-def buckets(influx: InfluxClient, bin_id: str, window: Window) -> list[Bucket]:
-    """A bin's readings downsampled into `window.every` buckets aligned to local time; empty
-    buckets are left out (fill(none)). Accuracy is computed from the two sums, never averaged."""
+def buckets(influx: InfluxClient, bin_id: str, window: Window, limit: int) -> list[Bucket]:
+    """The first `limit` of a bin's non-empty buckets: readings downsampled into `window.every`
+    buckets aligned to local time, empty ones left out (fill(none)). Accuracy is computed from
+    the two sums, never averaged."""
     series = influx.query(
         "SELECT mean(fill_pct) AS fill_pct_mean, max(fill_pct) AS fill_pct_max, "
         "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
         "sum(checked_deposits) AS checked_deposits, "
         "min(battery_pct) AS battery_pct_min, max(temp_c) AS temp_c_max, "
         f"count(fill_pct) AS readings FROM telemetry WHERE {_IN_WINDOW} "
-        "GROUP BY time($every) fill(none) tz($tz)",
+        f"GROUP BY time($every) fill(none) LIMIT {limit:d} tz($tz)",
         params={
             **_window_params(bin_id, window),
             "every": {"duration": window.every},

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     PlainSerializer,
     WithJsonSchema,
 )
@@ -201,11 +202,18 @@ class SiteSummary(_Out):
         return cls.model_validate({**_columns(site), "bin_count": len(site.bins)})
 
 
+NextPage = Annotated[
+    str | None,
+    Field(description="the URL (path and query) of the next page; null on the last page"),
+]
+
+
 class SitePage(BaseModel):
     items: list[SiteSummary]
     total: int
     limit: int
     offset: int
+    next: NextPage = None
 
 
 class SiteDetail(_Out):
@@ -307,6 +315,7 @@ class ReadingSeries(BaseModel):
     end: UtcTime
     every: str | None
     rows: list[Reading] | list[Bucket]
+    next: NextPage = None
 
 
 class IngestHealth(BaseModel):

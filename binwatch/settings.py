@@ -181,6 +181,30 @@ class Settings(BaseSettings):
     api_max_body: int = Field(
         64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
     )
+    api_max_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="requests the API serves at once (and registry connections it keeps); "
+        "more wait up to api_queue_wait_s, then get 503 with Retry-After",
+    )
+    api_queue_wait_s: float = Field(
+        1.0, ge=0, le=30, description="how long a request waits for a free slot before a 503"
+    )
+    api_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection that has not sent a whole request head this long after "
+        "connecting (or after its last answer) is closed",
+    )
+    api_stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="a client that sends none of its request body, or takes none of its answer, "
+        "for this long is cut off (it would hold one of the api_max_concurrency slots)",
+    )
     ingest_max_future_s: float = Field(
         300, ge=0, description="readings stamped further ahead of ingest's clock are rejected"
     )

@@ -32,17 +32,20 @@ class Role(StrEnum):
     system = "system"  # the collector service
     operator = "operator"  # the operator company the request is assigned to
     admin = "admin"  # city staff (cancelling)
+    manager = "manager"  # a property manager (asking for a collection by hand)
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a transition; `name` goes into the audit trail."""
+    """Who makes a transition. The audit trail records `key` when a person acted through the
+    API (the calling key: role, key id and name, `Principal.actor`), else `role:name`."""
 
     role: Role
     name: str
+    key: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.role.value}:{self.name}"
+        return self.key or f"{self.role.value}:{self.name}"
 
 
 COLLECTOR: Final = Actor(Role.system, "collector")

@@ -13,12 +13,16 @@ from binwatch.errors import NotFound
 from devices.models import Area, Bin, DeadLetter, Site
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(
+    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30
+) -> Engine:
     """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
-    and the CLI can share one file without 'database is locked' errors."""
+    and the CLI can share one file without 'database is locked' errors. The pool's sizes and
+    wait are SQLAlchemy's defaults unless a caller (the API) sizes them to its concurrency."""
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if database_url.startswith("sqlite"):
         engine = create_engine(
-            database_url, connect_args={"timeout": 30, "check_same_thread": False}
+            database_url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
         )
 
         @event.listens_for(engine, "connect")
@@ -29,7 +33,7 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    return create_engine(database_url, pool_pre_ping=True, **pool)
 
 
 @dataclass(frozen=True, slots=True)

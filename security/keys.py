@@ -23,6 +23,8 @@ from security.hashing import new_secret, same_hash, token_hash
 
 TOKEN_PREFIX = "bw_"
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
+ACTOR_MAX = 100
+"""Characters of the registry's actor columns (audit trails of collection requests and alerts)."""
 
 
 class ApiRole(StrEnum):
@@ -39,6 +41,16 @@ class Principal:
     role: ApiRole
     site_ids: frozenset[str] = frozenset()
     operator_id: str | None = None
+    name: str = ""
+
+    @property
+    def actor(self) -> str:
+        """How an audit trail names this caller: role, key id and the key's name, within the
+        100 characters an actor column holds (a long name is cut; the key id identifies)."""
+        head = f"{self.role.value} key {self.key_id} ("
+        room = ACTOR_MAX - len(head) - 1
+        name = self.name if len(self.name) <= room else self.name[: room - 1] + "…"
+        return f"{head}{name})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +124,7 @@ def authenticate(
     """The principal a bearer token stands for; None for an unknown, wrong, revoked or expired
     one (the caller gets one answer for all four, so a probe learns nothing)."""
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(BOOTSTRAP_KEY_ID, ApiRole.admin)
+        return Principal(BOOTSTRAP_KEY_ID, ApiRole.admin, name="BINWATCH_ADMIN_TOKEN")
     key_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
     if not token.startswith(TOKEN_PREFIX) or not secret:
         return None
@@ -126,4 +138,5 @@ def authenticate(
         ApiRole(key.role),
         frozenset(key.site_ids.split()),
         key.operator_id,
+        key.name,
     )

@@ -26,3 +26,5 @@ def wait_for(probe: Callable[[], T], *, timeout: float, what: str, interval: flo
 ADMIN_TOKEN = "test-admin-token"
 """The bootstrap admin key the test settings carry (BINWATCH_ADMIN_TOKEN)."""
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN_ACTOR = "admin key bootstrap-admin (BINWATCH_ADMIN_TOKEN)"
+"""How audit trails name that key (`Principal.actor`)."""

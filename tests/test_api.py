@@ -163,7 +163,8 @@ def test_sites_are_paginated_and_filtered(client: TestClient) -> None:
         "bin_count": 3,
     }
     assert [s["id"] for s in schools["items"]] == ["site-b"] and schools["total"] == 1
-    assert elsewhere == {"items": [], "total": 0, "limit": 100, "offset": 0}
+    assert elsewhere == {"items": [], "total": 0, "limit": 100, "offset": 0, "next": None}
+    assert first["next"] == "/api/v1/sites?limit=1&offset=1" and second["next"] is None
 
 
 def test_site_detail_names_its_place_in_the_grid(client: TestClient) -> None:

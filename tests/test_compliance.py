@@ -205,7 +205,7 @@ def test_ranking_csv_has_the_json_numbers_and_empty_nulls() -> None:
     rows = ranked([_row("b", 50.5), _row("a", None)])
     ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
                       timezone="Asia/Shanghai", source="hourly", items=rows)  # fmt: skip
-    lines = list(csv.DictReader(io.StringIO(ranking_csv(ranking))))
+    lines = list(csv.DictReader(io.StringIO("".join(ranking_csv(ranking)))))
     assert [(line["rank"], line["id"], line["score"]) for line in lines] == [
         ("1", "b", "50.5"),
         ("2", "a", ""),
@@ -316,7 +316,7 @@ def test_csv_has_the_collection_columns() -> None:
                   score=score(base), metrics=base)  # fmt: skip
     ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
                       timezone="Asia/Shanghai", source="hourly", items=ranked([row]))  # fmt: skip
-    (line,) = csv.DictReader(io.StringIO(ranking_csv(ranking)))
+    (line,) = csv.DictReader(io.StringIO("".join(ranking_csv(ranking))))
     assert (line["requests"], line["response_median_minutes"]) == ("1", "12.5")
     # Overflow, device health and collection all 100, weighted 0.3, 0.2 and 0.25 of 0.75.
     collection = {p.name: p for p in row.score.parts}["collection"]

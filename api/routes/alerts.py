@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from alerts import store
 from alerts.rules import AlertType, Severity
 from api.alert_schemas import AckRequest, AlertDetail, AlertOut, AlertPage, AlertState
 from api.auth import EVERYONE, ScopeDep
 from api.deps import SessionDep
+from api.paging import next_offset
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from binwatch.errors import NotAllowed, NotFound
+from binwatch.errors import NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -30,6 +31,7 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 def list_alerts(
     session: SessionDep,
     caller: ScopeDep,
+    request: Request,
     state: Annotated[AlertState | None, Query(description="only this state")] = None,
     severity: Annotated[Severity | None, Query(description="only this severity")] = None,
     site_id: Annotated[str | None, Query(pattern=ID_REGEX, description="only this site")] = None,
@@ -51,7 +53,13 @@ def list_alerts(
         offset=offset,
     )
     items = [AlertOut.model_validate(alert) for alert in page]
-    return AlertPage(items=items, total=total, limit=limit, offset=offset)
+    return AlertPage(
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next=next_offset(request, offset=offset, limit=limit, total=total),
+    )
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, dependencies=[EVERYONE])
@@ -71,8 +79,11 @@ def acknowledge(
     """Someone has taken the alert on; it stays until its condition ends."""
     existing = store.get_alert(session, alert_id)
     if not caller.sees(existing.site_id):
-        raise NotAllowed(f"alert {alert_id} is at a site this key does not cover")
-    if store.acknowledge(session, alert_id, by=body.by, note=body.note, now=now) is None:
+        raise NotFound(f"no alert with id {alert_id}")  # word for word as for a missing one
+    if (
+        store.acknowledge(session, alert_id, by=caller.principal.actor, note=body.note, now=now)
+        is None
+    ):
         session.refresh(existing)
         why = f"by {existing.acknowledged_by}" if existing.state == "acknowledged" else ""
         raise HTTPException(

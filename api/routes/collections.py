@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy.orm import Session
 
 from api.auth import ADMIN, EVERYONE, Scope, ScopeDep, allow
@@ -22,6 +22,7 @@ from api.collection_schemas import (
     OperatorAction,
 )
 from api.deps import SessionDep, SettingsDep
+from api.paging import next_offset
 from api.schemas import ID_REGEX, TimeParam
 from binwatch.errors import InvalidRequest, NotAllowed, NotFound
 from collection import store
@@ -78,7 +79,7 @@ def create(
         reason=body.reason,
         now=now,
         policy=Policy.of(settings),
-        actor=Actor(Role.admin, _signed(body.requested_by, caller)),
+        actor=_caller(caller, Role.admin if caller.is_admin else Role.manager),
     )
     if not opened.created:
         existing = opened.request
@@ -93,6 +94,7 @@ def create(
 def list_requests(
     session: SessionDep,
     caller: ScopeDep,
+    request: Request,
     status_: Annotated[Status | None, Query(alias="status", description="only this status")] = None,
     site_id: Annotated[str | None, Query(pattern=ID_REGEX, description="only this site")] = None,
     operator_id: Annotated[
@@ -120,7 +122,13 @@ def list_requests(
         offset=offset,
     )
     items = [CollectionOut.of(request) for request in page]
-    return CollectionPage(items=items, total=total, limit=limit, offset=offset)
+    return CollectionPage(
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next=next_offset(request, offset=offset, limit=limit, total=total),
+    )
 
 
 @router.get("/{request_id}", response_model=CollectionDetail, dependencies=[EVERYONE])
@@ -170,28 +178,29 @@ def cancel(
     request_id: RequestId, body: CancelAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """City staff withdraw a request that still waits for a crew."""
-    actor = Actor(Role.admin, _signed(body.actor, caller))
+    actor = _caller(caller, Role.admin)
     return _move(session, request_id, Status.cancelled, actor, now, body.note)
 
 
-def _signed(name: str, caller: Scope) -> str:
-    """The name a body gives, with the key that sent it, for the audit trail (the bootstrap
-    admin key is named as such)."""
-    return f"{name} [key {caller.principal.key_id}]"
+def _caller(caller: Scope, role: Role, name: str | None = None) -> Actor:
+    """The calling key as the actor (the audit trail names it: role, key id, name); `name` is
+    who the state machine checks, for an operator its company."""
+    principal = caller.principal
+    return Actor(role, name or principal.name, key=principal.actor)
 
 
 def _operator(session: Session, request_id: int, operator_id: str, caller: Scope) -> Actor:
     """The operator acting; an operator key acts only as its own company, on its own requests
     (403, even for a request that does not exist: an action reveals nothing either)."""
     if caller.is_admin:
-        return Actor(Role.operator, operator_id)
+        return _caller(caller, Role.operator, operator_id)
     own = caller.principal.operator_id
     if operator_id != own:
         raise NotAllowed(f"this key acts for operator {own!r}, not {operator_id!r}")
     request = session.get(CollectionRequest, request_id)
     if request is None or request.operator_id != own:
         raise NotAllowed(f"collection request {request_id} is not assigned to operator {own!r}")
-    return Actor(Role.operator, operator_id)
+    return _caller(caller, Role.operator, operator_id)
 
 
 def _move(

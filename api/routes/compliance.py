@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api import compliance_queries as reads
@@ -39,7 +40,7 @@ from api.compliance_schemas import (
     SiteRow,
     SourceParam,
 )
-from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
+from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
 from api.schemas import ID_REGEX, TimeParam
 from binwatch.errors import NotFound
 from binwatch.influx import InfluxClient
@@ -172,6 +173,7 @@ def rankings(
     scope = reads.type_scope(session, site_type.value)
     pending = reads.read(influx, scope, window, by_day=False)
     requests = _by_site(_requests(session, scope, window))
+    release(session)  # the InfluxDB reads may still run
     ranking = Ranking(
         site_type=site_type,
         start=window.start,
@@ -265,6 +267,7 @@ def _report(
     # One read for the sites and the periods: period i starts at bounds[i].
     requests = _requests(session, scope, window, [begin for begin, _ in bounds[1:]])
     by_site = _by_site(requests)
+    release(session)  # the InfluxDB reads may still run
     found = pending.result()
     rows, sums, devices = _site_rows(found, scope, window, by_site)
     bins = sum(len(site.bins) for site in scope.sites)
@@ -328,5 +331,5 @@ def _answer(request: Request, format: str | None, body: Body) -> Body | Response
     wants_csv = format == "csv" or (format is None and CSV in request.headers.get("accept", ""))
     if not wants_csv:
         return body
-    text = report_csv(body) if isinstance(body, ComplianceReport) else ranking_csv(body)
-    return Response(text, media_type=f"{CSV}; charset=utf-8")
+    lines = report_csv(body) if isinstance(body, ComplianceReport) else ranking_csv(body)
+    return StreamingResponse(lines, media_type=f"{CSV}; charset=utf-8")

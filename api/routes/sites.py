@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
-from api.deps import InfluxDep, SessionDep, SiteId
+from api.deps import InfluxDep, SessionDep, SiteId, release
+from api.paging import next_offset
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
 from devices import registry
 from devices.contract import SiteType
@@ -24,6 +25,7 @@ MAX_OFFSET = 1_000_000_000
 def list_sites(
     session: SessionDep,
     scope: ScopeDep,
+    request: Request,
     site_type: Annotated[SiteType | None, Query(description="only sites of this type")] = None,
     community_id: Annotated[
         str | None, Query(pattern=ID_REGEX, description="only sites in this community")
@@ -41,7 +43,13 @@ def list_sites(
         visible=scope.sites,
     )
     items = [SiteSummary.of(site) for site in page]
-    return SitePage(items=items, total=total, limit=limit, offset=offset)
+    return SitePage(
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next=next_offset(request, offset=offset, limit=limit, total=total),
+    )
 
 
 @router.get("/{site_id}", response_model=SiteDetail, dependencies=[EVERYONE])
@@ -54,10 +62,24 @@ def get_site(site_id: SiteId, session: SessionDep, scope: ScopeDep) -> SiteDetai
 
 @router.get("/{site_id}/bins", response_model=list[BinState], dependencies=[EVERYONE])
 def site_bins(
-    site_id: SiteId, session: SessionDep, influx: InfluxDep, scope: ScopeDep
+    site_id: SiteId,
+    session: SessionDep,
+    influx: InfluxDep,
+    scope: ScopeDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="bins per page")] = MAX_PAGE,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="bins to skip")] = 0,
 ) -> list[BinState]:
-    """Every bin of a site with its latest reading (null if it never reported)."""
+    """A site's bins with their latest reading (null if it never reported), in id order, at
+    most `limit` a page; a `Link: <…>; rel="next"` header names the next page."""
     scope.site(site_id)
     site = registry.get_site(session, site_id)
+    everything = sorted(site.bins, key=lambda bin_: bin_.id)
+    bins = everything[offset : offset + limit]
+    release(session)
+    if following := next_offset(request, offset=offset, limit=limit, total=len(everything)):
+        response.headers["Link"] = f'<{following}>; rel="next"'
+
     latest = queries.latest_by_bin(influx, site.id)
-    return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in site.bins]
+    return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in bins]

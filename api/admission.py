@@ -1,0 +1,105 @@
+"""Admission: at most `limit` requests are served at once; the next ones wait up to `wait_s` for
+a slot and then get a quick 503 with Retry-After instead of queueing without bound.
+
+Why it exists: the registry pool holds one connection per request in flight, and FastAPI runs
+every sync dependency and route on a shared pool of 40 threads. With more requests in flight than
+connections, the threads blocked on the pool were the ones the connection holders needed for
+their next step: 100 clients made every request wait out the pool's 30 s timeout (issue 13). The
+engine is sized to `limit` (api.main), so an admitted request never waits for a connection.
+
+A slot is held while the request body comes in and while the answer goes out, so a client that
+stalls in either would keep it for good: one that sends none of its body, or takes none of its
+answer, for `stall_s` is cut off (408 when nothing was answered yet) and the slot is free."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import HTTPException, status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.limits import answer
+
+log = logging.getLogger(__name__)
+
+BUSY = "the API is serving as many requests as it can; retry after {retry} s"
+
+
+class Stalled(HTTPException):
+    """The client sent none of its body for too long. An HTTPException, so FastAPI's body
+    reading passes it on (as a 408) instead of turning it into a 400."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status.HTTP_408_REQUEST_TIMEOUT,
+            f"the client sent none of its request body for {seconds:g} s; cut off",
+        )
+
+
+class _AnswerStalled(Exception):
+    """The client took none of the answer for too long: not an HTTPException, which FastAPI
+    would try to answer, on a response already started."""
+
+
+class Admission:
+    """An ASGI middleware around the app: a semaphore with a bounded wait, and bounded stalls."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float, stall_s: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.wait_s = wait_s
+        self.stall_s = stall_s
+        self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # a new server loop (tests), new slots
+            self._slots, self._loop = asyncio.Semaphore(self.limit), loop
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.wait_s)
+        except TimeoutError:
+            await answer(send, 503, BUSY.format(retry=1), retry_after=1)
+            return
+        body_done = False
+        answered = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:  # later receives wait for a disconnect, as long as an answer streams
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_s)
+            except TimeoutError:
+                raise Stalled(self.stall_s) from None
+            body_done = not message.get("more_body", False)
+            return message
+
+        async def timed_send(message: Message) -> None:
+            nonlocal answered
+            answered = True
+            try:
+                await asyncio.wait_for(send(message), self.stall_s)
+            except TimeoutError:
+                raise _AnswerStalled from None
+
+        try:
+            await self.app(scope, timed_receive, timed_send)
+        except Stalled as stalled:
+            log.warning("%s %s: %s", scope["method"], scope["path"], stalled.detail)
+            if not answered:
+                await answer(send, stalled.status_code, stalled.detail)
+        except _AnswerStalled:
+            # Returning with the answer unfinished makes the server close the connection.
+            log.warning(
+                "%s %s: the client took none of its answer for %g s; cut off",
+                scope["method"],
+                scope["path"],
+                self.stall_s,
+            )
+        finally:
+            self._slots.release()

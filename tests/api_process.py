@@ -1,0 +1,133 @@
+"""`binwatch api` as a real child process on a free loopback port, and a closed-loop load driver
+for it: the tests of load, memory and slow clients need the real server, not a TestClient."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from binwatch.servers import free_port
+from binwatch.settings import Settings
+from tests.helpers import ADMIN_HEADERS, wait_for
+
+
+class ApiProcess:
+    """`python -m binwatch api --port P` with the test's settings."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {**os.environ, **settings.as_env()}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ApiProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "binwatch", "api", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._answers, timeout=30, what=f"the API to answer (log: {self.log_path})")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _answers(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, self.log_tail()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    def rss_kib(self) -> int:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
+@dataclass
+class LoadResult:
+    """What a closed-loop run saw: answers by status, the slowest one, and the 503s that came
+    without a Retry-After (a client could not know when to come back)."""
+
+    seconds: float
+    statuses: Counter[int | str] = field(default_factory=Counter)
+    slowest_s: float = 0.0
+    bare_503: int = 0
+
+    @property
+    def answered(self) -> int:
+        return sum(n for status, n in self.statuses.items() if isinstance(status, int))
+
+    @property
+    def per_s(self) -> float:
+        return self.statuses[200] / self.seconds
+
+    def __str__(self) -> str:
+        return (
+            f"{self.statuses[200] / self.seconds:.0f} ok/s over {self.seconds:.1f} s, "
+            f"statuses {dict(self.statuses)}, slowest {self.slowest_s:.2f} s"
+        )
+
+
+async def _client(
+    base_url: str, paths: list[str], until: float, timeout: float, result: LoadResult, n: int
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url, headers=ADMIN_HEADERS, timeout=timeout) as c:
+        i = n
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                answer = await c.get(paths[i % len(paths)])
+            except httpx.TimeoutException:
+                result.statuses["timeout"] += 1
+            except httpx.HTTPError as exc:
+                result.statuses[type(exc).__name__] += 1
+            else:
+                result.statuses[answer.status_code] += 1
+                if answer.status_code == 503 and "retry-after" not in answer.headers:
+                    result.bare_503 += 1
+                if answer.status_code == 503:
+                    await asyncio.sleep(float(answer.headers.get("retry-after", 1)))
+            result.slowest_s = max(result.slowest_s, time.monotonic() - started)
+            i += 1
+
+
+def closed_loop(
+    base_url: str, paths: list[str], *, clients: int, seconds: float, timeout: float
+) -> LoadResult:
+    """`clients` clients, each sending its next GET as soon as the last is answered (a 503's
+    Retry-After honoured), for `seconds`; a request unanswered after `timeout` counts as one."""
+
+    async def run() -> LoadResult:
+        result = LoadResult(seconds)
+        until = time.monotonic() + seconds
+        await asyncio.gather(
+            *(_client(base_url, paths, until, timeout, result, n) for n in range(clients))
+        )
+        return result
+
+    return asyncio.run(run())
