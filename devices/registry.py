@@ -152,7 +152,7 @@ def dead_letter_counts(session: Session) -> dict[str, DeadLetterCount]:
             select(DeadLetterTally.reason, func.sum(DeadLetterTally.parts)).group_by(
                 DeadLetterTally.reason
             )
-        )
+        ).all()
     )
     counts = {reason: DeadLetterCount(int(n), int(pruned.pop(reason, 0))) for reason, n in kept}
     counts.update((reason, DeadLetterCount(0, int(n))) for reason, n in pruned.items())

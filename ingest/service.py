@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
 from binwatch.errors import SinkRejected, SinkUnavailable
@@ -27,7 +28,7 @@ from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
-from devices.contract import Event, Reading, Status, Topics
+from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
@@ -177,7 +178,7 @@ class Ingestor:
         if self._shared:
             filters = [f"$share/{self.settings.ingest_share_group}/{f}" for f in filters]
         # Subscribing on every connect renews the subscriptions even if the broker lost them.
-        client.subscribe([(f, 1) for f in filters])
+        client.subscribe([(f, _options(f)) for f in filters])
         log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
@@ -570,6 +571,23 @@ class Ingestor:
                 self.influx.write(stats)
             except (SinkUnavailable, SinkRejected) as exc:
                 log.info("ingest statistics not written: %s", exc)
+
+
+def _options(topic_filter: str) -> SubscribeOptions:
+    """QoS 1, and retained messages handled once (MQTT 5 Retain Handling, spec 3.8.3.1):
+    telemetry and events are never retained by contract, so one the broker holds retained was
+    already delivered live when published, or is junk: none is sent at subscribe time. Statuses
+    are retained by design: sent when the subscription is new (a new session learns every
+    bin's presence), not again on each reconnect of the persistent session."""
+    status = topic_filter.endswith(f"/{TopicKind.status.value}")
+    return SubscribeOptions(
+        qos=1,
+        retainHandling=(
+            SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            if status
+            else SubscribeOptions.RETAIN_DO_NOT_SEND
+        ),
+    )
 
 
 class _Part(NamedTuple):
