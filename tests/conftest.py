@@ -23,7 +23,7 @@ from binwatch.settings import Settings
 from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import BinTags, bin_tags, make_engine
-from ingest.service import Ingestor
+from ingest.service import ArrivalHook, Ingestor, StoredHook
 from tests.helpers import ADMIN_TOKEN, wait_for
 
 
@@ -113,11 +113,16 @@ def pilot_bins(settings: Settings) -> dict[str, BinTags]:
 
 
 @contextmanager
-def running_ingest(settings: Settings) -> Iterator[Ingestor]:
+def running_ingest(
+    settings: Settings,
+    *,
+    on_stored: StoredHook | None = None,
+    on_arrivals: ArrivalHook | None = None,
+) -> Iterator[Ingestor]:
     """An ingest worker in a thread, subscribed before this yields. On the way out it fails the
     test if ingest met an unexpected exception anywhere (Home Assistant's
     fail_on_log_exception): a bug hidden behind a dead letter is still a bug."""
-    worker = Ingestor(settings)
+    worker = Ingestor(settings, on_stored=on_stored, on_arrivals=on_arrivals)
     stop = threading.Event()
     errors: list[BaseException] = []
 
