@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import paho.mqtt.client as paho
 import pytest
@@ -171,9 +172,9 @@ def fleet(secured: Secured, pilot_bins: dict[str, BinTags]) -> Iterator[dict[str
     clients: dict[str, BinClient] = {}
     try:
         for name in bins:
-            clients[name] = wait_for(
-                lambda n=name: _connected(secured, n), timeout=10, what=f"{name} to connect"
-            )
+            client = wait_for(partial(_connected, secured, name), timeout=10, what=name)
+            assert client is not None
+            clients[name] = client
         yield clients
     finally:
         for client in clients.values():
@@ -181,10 +182,14 @@ def fleet(secured: Secured, pilot_bins: dict[str, BinTags]) -> Iterator[dict[str
 
 
 def _connected(secured: Secured, name: str) -> BinClient | None:
+    """A connected client, or None while the reloaded broker does not know the account yet."""
     client = BinClient(secured, name)
-    if wait_for(lambda: client.client.is_connected() or None, timeout=5, what="CONNACK"):
-        return client
-    return None
+    try:
+        wait_for(client.client.is_connected, timeout=2, what=f"{name}'s CONNACK")
+    except AssertionError:
+        client.close()
+        return None
+    return client
 
 
 def _letters(settings: Settings) -> Counter[str]:
