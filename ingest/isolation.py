@@ -111,35 +111,63 @@ def find_refused(
 ) -> list[tuple[list[T], str]]:
     """The items InfluxDB refuses, with its reason, in at most `max_writes` writes.
 
-    `segments` are the items of one bin each: a bin can only publish its own topics, so halving
-    over bins first confines the search, and its cost, to the bins whose points are refused.
-    A part whose refusal count (InfluxDB says it) equals its size is refused whole, unsplit.
-    Parts not yet told apart when the writes are spent are returned whole, their reason saying
-    so: InfluxDB stored the points of them it accepts (a refused write is a partial write), so
-    replaying them rewrites those harmlessly."""
-    pending: list[list[list[T]]] = [[list(s) for s in segments if s]]
+    `segments` are the items of one bin each: a bin can only publish its own topics, so the
+    search splits between bins first, which confines it, and its cost, to the bins whose points
+    are refused. InfluxDB says how many points of a write it refused (`refused_count`): a part
+    refused whole is not split, a segment exactly that large is tried first (a bin whose whole
+    array is refused is found in two writes), and a half whose refusals its sibling already
+    accounts for is known clean without a write. Parts not told apart when the writes are spent
+    are returned whole, their reason saying so: InfluxDB stored the points of them it accepts (a
+    refused write is a partial write), so replaying them rewrites those harmlessly."""
     refused: list[tuple[list[T], str]] = []
     writes = 0
-    while pending:
-        part = pending.pop()
+    exhausted = False
+
+    def search(part: list[list[T]], known: int | None, known_why: str) -> None:
+        """`known`: how many of `part`'s items are refused, if already known."""
+        nonlocal writes, exhausted
         items = [item for segment in part for item in segment]
+        if known == 0:
+            return  # stored by the write that covered it
+        if known == len(items):
+            refused.append((items, known_why))
+            return
         if writes >= max_writes:
+            exhausted = True
             refused.append((items, f"not told apart: {max_writes} writes per batch were spent"))
-            continue
+            return
         writes += 1
         try:
             write(items)
-            continue
+            return
         except Exception as error:
             if is_transient(error):
                 raise
-            message = describe(error)
-        if len(items) == 1 or refused_count(message) == len(items):
-            refused.append((items, message))
-        elif len(part) > 1:
-            middle = len(part) // 2
-            pending += [part[middle:], part[:middle]]
-        else:
-            middle = len(items) // 2
-            pending += [[items[middle:]], [items[:middle]]]
+            why = describe(error)
+        count = refused_count(why)
+        if len(items) == 1 or count == len(items):
+            refused.append((items, why))
+            return
+        first, second = _split(part, count)
+        before, was_exhausted = sum(len(got) for got, _ in refused), exhausted
+        search(first, None, why)
+        in_first = sum(len(got) for got, _ in refused) - before
+        sure = count is not None and exhausted == was_exhausted
+        search(second, count - in_first if sure else None, why)  # type: ignore[operator]
+
+    search([list(segment) for segment in segments if segment], None, "")
     return refused
+
+
+def _split(part: list[list[T]], count: int | None) -> tuple[list[list[T]], list[list[T]]]:
+    """Two halves of a refused part: between bins while it has several, the one whose size is
+    the refused count first; then the items of the one bin, halved."""
+    if len(part) > 1:
+        for index, segment in enumerate(part):
+            if len(segment) == count:
+                return [segment], part[:index] + part[index + 1 :]
+        middle = len(part) // 2
+        return part[:middle], part[middle:]
+    items = part[0]
+    middle = len(items) // 2
+    return [items[:middle]], [items[middle:]]

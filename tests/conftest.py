@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from binwatch.influx import InfluxClient
@@ -22,6 +24,7 @@ from binwatch.servers import InfluxServer, MosquittoServer, free_port
 from binwatch.settings import Settings
 from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.models import DeadLetter
 from devices.registry import BinTags, bin_tags, make_engine
 from ingest.service import ArrivalHook, Ingestor, StoredHook
 from tests.helpers import ADMIN_TOKEN, wait_for
@@ -162,3 +165,17 @@ def count_points(settings: Settings, measurement: str = "telemetry") -> int:
     finally:
         client.close()
     return int(result[0].values[0][1]) if result else 0
+
+
+def dead_letter_parts(settings: Settings) -> Counter[str]:
+    """Readings (or messages) dead-lettered, per reason, from the registry's rows."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            letters = session.scalars(select(DeadLetter)).all()
+    finally:
+        engine.dispose()
+    counts: Counter[str] = Counter()
+    for letter in letters:
+        counts[letter.reason] += letter.parts
+    return counts

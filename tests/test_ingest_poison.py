@@ -14,19 +14,16 @@ from functools import partial
 
 import paho.mqtt.client as paho
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.hook import AlertHook
-from binwatch.settings import Settings
 from collection.hook import ThresholdHook
 from devices.contract import Reading, TopicKind, Topics
-from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine
 from ingest.service import Arrival
 from security import mqtt_auth
 from tests import test_mqtt_auth
-from tests.conftest import count_points, running_ingest
+from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for
 from tests.test_mqtt_auth import Secured
 
@@ -192,17 +189,6 @@ def _connected(secured: Secured, name: str) -> BinClient | None:
     return client
 
 
-def _letters(settings: Settings) -> Counter[str]:
-    engine = make_engine(settings.database_url)
-    with Session(engine) as session:
-        letters = session.scalars(select(DeadLetter)).all()
-    engine.dispose()
-    parts: Counter[str] = Counter()
-    for letter in letters:
-        parts[letter.reason] += letter.parts
-    return parts
-
-
 def _valid(index: int) -> bytes:
     ts = NOW - timedelta(seconds=index + 1)
     reading = Reading(ts=ts, seq=index, fill_pct=float(index % 80), deposits=5, contaminated=1)
@@ -237,7 +223,7 @@ def test_hostile_payloads_cost_only_themselves(
                 what="every message to be handled",
             )
             wait_for(lambda: count_points(settings) == valid, timeout=10, what="valid readings")
-            assert _letters(settings) == expected
+            assert dead_letter_parts(settings) == expected
             # still running: the attacker's own valid reading goes through
             fleet[attacker].publish(topics.bin(attacker, TopicKind.telemetry), _valid(10_000))
             wait_for(lambda: count_points(settings) == valid + 1, timeout=10, what="one more")
@@ -254,7 +240,7 @@ def test_hostile_payloads_cost_only_themselves(
                     what="the sentinel reading",
                 )
                 assert ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 0
-        assert _letters(settings) == expected
+        assert dead_letter_parts(settings) == expected
     finally:
         stored_hook.close()
         alert_hook.close()
@@ -291,7 +277,7 @@ def test_a_hook_that_fails_on_one_bins_readings_costs_only_those(
             )
             wait_for(lambda: len(seen) == 5 * len(others), timeout=10, what="the others hooked")
         assert count_points(settings) == 5 * (len(others) + 1)  # stored, all of them
-        assert _letters(settings) == {"hook_failed": 5}
+        assert dead_letter_parts(settings) == {"hook_failed": 5}
         assert set(seen) == set(others)
     finally:
         alerts.close()
