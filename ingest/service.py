@@ -32,7 +32,7 @@ from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
-from ingest.history import History, stored_values
+from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
 from ingest.letters import letters_for
 from ingest.lineprotocol import point, tag_set
@@ -117,7 +117,9 @@ class Ingestor:
             max_future_ms=round(settings.ingest_max_future_s * 1000),
         )
         self.influx = InfluxClient(settings)
-        self._history = History(lambda keys: stored_values(self.influx, keys))
+        self._history = History(
+            InfluxReadings(self.influx, window_s=settings.ingest_max_past_s, clock=clock)
+        )
         self.engine = make_engine(settings.database_url)
         self._letter_bins: set[str] = set()  # bins that got dead letters since the last prune
         self._next_prune = 0.0

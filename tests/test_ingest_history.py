@@ -10,6 +10,7 @@ from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags
+from ingest.history import EXACT_LOOKUPS_MAX
 from ingest.service import Ingestor
 from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for
@@ -74,3 +75,27 @@ def test_a_bin_cannot_rewrite_its_stored_readings(
     rows = {row["time"]: (row["contaminated"], row["fill_pct"]) for row in series.rows()}
     assert rows[int(T.timestamp() * 1000)] == (1, 40)
     assert rows[int(twice[0].ts.timestamp() * 1000)] == (None, 1)
+
+
+def test_a_backdated_array_is_checked_against_a_range_read_back(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    bin_id = sorted(pilot_bins)[1]
+    topic = Topics(settings.topic_prefix).bin(bin_id, TopicKind.telemetry)
+    buffer = [
+        Reading(ts=T + timedelta(seconds=10 * n), seq=n, fill_pct=float(n % 100))
+        for n in range(EXACT_LOOKUPS_MAX * 3)
+    ]
+    changed = [*buffer[:-1], buffer[-1].model_copy(update={"fill_pct": 99.5})]
+    with running_ingest(settings) as ingest:
+        publish_all(settings, [(topic, _array(*buffer))])
+        _handled(ingest, 1)
+    with running_ingest(settings) as ingest:
+        newer = Reading(ts=T + timedelta(hours=1), fill_pct=1.0)  # the bin's newest is now later
+        publish_all(settings, [(topic, _json(newer))])
+        _handled(ingest, 1)
+        publish_all(settings, [(topic, _array(*buffer)), (topic, _array(*changed))])
+        _handled(ingest, 3)
+        stored = ingest.metrics.value("binwatch_ingest_stored_points_total")
+        assert stored == 1 + len(buffer) + len(buffer) - 1
+    assert dead_letter_parts(settings) == {"rewrites_history": 1}

@@ -179,10 +179,19 @@ def _reading(offset_ms: int = 0, **fields: object) -> Reading:
 
 
 class Stored:
+    """The history check's view of InfluxDB, in memory, recording what it was asked."""
+
     def __init__(self, points: dict[Key, Values]) -> None:
         self.points, self.asked = points, list[list[Key]]()
+        self.asked_newest = list[list[str]]()
 
-    def __call__(self, keys: list[Key]) -> dict[Key, Values]:
+    def newest(self, bins: list[str]) -> dict[str, int]:
+        self.asked_newest.append(bins)
+        return {
+            b: max(ts for (p, ts) in self.points if p == b) for b, _ in self.points if b in bins
+        }
+
+    def values(self, keys: list[Key]) -> dict[Key, Values]:
         self.asked.append(keys)
         return {key: self.points[key] for key in keys if key in self.points}
 
@@ -200,7 +209,9 @@ def test_history_refuses_other_values_and_lets_identical_ones_pass() -> None:
     assert sorted(found) == [1, 3]
     assert "fill_pct 40.0 → 10.0" in found[1]
     assert "seq None → 9" in found[3]
-    assert stored.asked == [[("b1", TS), ("b2", TS + 5)]]
+    # b1 has history up to TS: its readings there are looked up; b2 has none, nothing to ask
+    assert stored.asked_newest == [["b1", "b2"]]
+    assert stored.asked == [[("b1", TS)]]
 
 
 def test_live_readings_newer_than_the_last_stored_are_not_looked_up() -> None:
@@ -208,7 +219,7 @@ def test_live_readings_newer_than_the_last_stored_are_not_looked_up() -> None:
     history = History(stored)
     history.stored([("b1", _reading(0)), ("b1", _reading(60_000))])
     assert history.conflicts([("b1", _reading(120_000)), ("b1", _reading(180_000))]) == {}
-    assert stored.asked == []
+    assert stored.asked == [] and stored.asked_newest == []
     history.conflicts([("b1", _reading(60_000))])  # a redelivery of the newest: looked up
     assert stored.asked == [[("b1", TS + 60_000)]]
 
