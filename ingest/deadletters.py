@@ -48,13 +48,14 @@ def list_command(
     engine = make_engine(Settings().database_url)
     with Session(engine) as session:
         letters = list_dead_letters(session, reason=reason, limit=limit)
-    table = Table("id", "received", "topic", "reason", "detail", "bytes")
+    table = Table("id", "received", "topic", "reason", "readings", "detail", "bytes")
     for letter in letters:
         table.add_row(
             str(letter.id),
             letter.received_at.isoformat(timespec="seconds"),
             letter.topic,
             letter.reason,
+            str(letter.parts),
             letter.detail[:120],
             str(letter.payload_size),
         )

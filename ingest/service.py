@@ -368,7 +368,7 @@ class Ingestor:
         parts = _parts(batch)
         later: list[list[Rejection]] = [[] for _ in batch]  # rejections after decoding
         readings = [(part.bin_id, part.message) for part in parts if type(part.message) is Reading]
-        history = self._retrying(lambda: self._history.conflicts(readings), stop, batch)
+        history = self._retrying(lambda: self._check_history(readings), stop, batch)
         if history is None:
             return None
         if history:
@@ -423,6 +423,18 @@ class Ingestor:
         if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
             return None
         return lines, refused_lines, letters, write_s
+
+    def _check_history(self, readings: list[tuple[str, Reading]]) -> dict[int, str]:
+        """The history check's verdicts; if InfluxDB refuses the check itself (not the data's
+        fault), the batch is stored unchecked rather than held: storing every valid reading
+        comes first, and the error is logged."""
+        try:
+            return self._history.conflicts(readings)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("history check failed, batch stored unchecked: %s", describe(exc))
+            return {}
 
     def _write_isolating(self, parts: list[_Part]) -> list[tuple[list[_Part], str]]:
         """Write in batches of `ingest_batch_size`; InfluxDB stores the good points of a refused
