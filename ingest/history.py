@@ -71,10 +71,18 @@ class History:
             newest.update((bin_id, found.get(bin_id, -1)) for bin_id in unknown)
         unsure = {key for key in keys if key[1] <= newest[key[0]]}
         known = self._store.values(sorted(unsure)) if unsure else {}
+        # Values are compared only where a time is stored or repeats in the batch: the hot path
+        # (a live reading, once) costs two dictionary look-ups.
+        first_of: dict[Key, int] = {}
         conflicts: dict[int, str] = {}
         for index, key in enumerate(keys):
+            before = known.get(key)
+            if before is None:
+                first = first_of.setdefault(key, index)
+                if first == index:
+                    continue
+                before = values_of(readings[first][1])
             values = values_of(readings[index][1])
-            before = known.setdefault(key, values)
             if before != values:
                 conflicts[index] = _differs(key, before, values)
         return conflicts
