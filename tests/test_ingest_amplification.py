@@ -6,11 +6,14 @@ one dead-letter row per message, and the other bins' readings wait well under a 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from binwatch.cli import app
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
@@ -18,7 +21,7 @@ from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine
 from ingest.lineprotocol import point, tag_set
 from ingest.service import ISOLATION_WRITES, Ingestor
-from tests.conftest import count_points, dead_letter_parts
+from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
 
@@ -92,3 +95,37 @@ def test_arrays_of_refused_points_cost_bounded_writes_and_one_letter_each(
     # Generous for a loaded 2-core machine; halving took 21 s for the same six arrays.
     assert elapsed < 10, f"{elapsed:.1f} s"
     print(f"{len(messages)} messages in {elapsed:.2f} s, {len(writes)} writes: {writes}")
+
+
+def test_dead_letters_are_capped_per_bin_and_their_counts_kept(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    capped = settings.model_copy(update={"dead_letter_max_per_bin": 2})
+    noisy, quiet = sorted(pilot_bins)[:2]
+    topics = Topics(settings.topic_prefix)
+    junk = [(topics.bin(noisy, TopicKind.telemetry), b"{") for _ in range(5)]
+    with running_ingest(capped) as ingest:
+        publish_all(capped, [*junk, (topics.bin(quiet, TopicKind.telemetry), b"[]")])
+        wait_for(
+            lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 6,
+            timeout=15,
+            what="six dead letters",
+        )
+        ingest._next_prune = 0.0  # prune with the next letters, not 10 s from the last pruning
+        publish_all(capped, junk[:1])
+        wait_for(
+            lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 7,
+            timeout=15,
+            what="the seventh",
+        )
+    engine = make_engine(capped.database_url)
+    with Session(engine) as session:
+        kept = Counter(session.scalars(select(DeadLetter.bin_id)).all())
+    engine.dispose()
+    assert kept == {noisy: 2, quiet: 1}
+    counts = CliRunner().invoke(app, ["deadletters", "counts"], env=capped.as_env())
+    assert counts.exit_code == 0, counts.output
+    rows = {
+        line.split()[1]: line.split()[3:9:2] for line in counts.output.splitlines() if "_" in line
+    }
+    assert rows == {"malformed_json": ["6", "2", "4"], "empty_batch": ["1", "1", "0"]}
