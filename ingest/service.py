@@ -4,7 +4,9 @@ idempotent because a point's time is the bin's own `ts`, so redelivery rewrites 
 Two threads share one buffer. paho's network thread decodes each message (pure `decode`) and
 appends it; the writer thread takes the buffer when it holds a batch or its oldest message has
 waited `ingest_batch_seconds`, writes the points (retrying while InfluxDB is down), stores the
-dead letters, and only then acknowledges every message of the batch, in arrival order. The broker
+dead letters, and only then acknowledges every message of the batch, in arrival order. Only
+faults of the environment are retried; whatever a message holds that a later step cannot
+handle costs that message alone (ingest/isolation.py, docs/ingest.md). The broker
 sends at most `ingest_buffer` unacknowledged messages (MQTT 5 Receive Maximum), so the buffer is
 bounded by the protocol itself: while InfluxDB is down the broker holds the rest."""
 
@@ -405,6 +407,7 @@ class Ingestor:
             (self._on_stored, self._run_hook, True),
             (self._on_arrivals, self._run_arrivals, False),
         )
+        hook_failed: set[int] = set()
         for hook, run, readings_only in hooks:
             chosen = [p for p in parts if not readings_only or type(p.message) is Reading]
             if hook is None or not chosen:
@@ -417,8 +420,10 @@ class Ingestor:
             if failed is None:
                 return None
             for part, error in failed:
-                detail = f"{type(hook).__name__} failed: {describe(error)}"
-                later[part.source].append(Rejection("hook_failed", detail, _json(part)))
+                if id(part) not in hook_failed:  # one letter per reading, if both hooks fail
+                    hook_failed.add(id(part))
+                    detail = f"{type(hook).__name__} failed: {describe(error)}"
+                    later[part.source].append(Rejection("hook_failed", detail, _json(part)))
         letters = self._dead_letters(batch, later)
         if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
             return None
