@@ -51,8 +51,9 @@ RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 # Servers that are still starting get this many tries before ingest gives up (about 2 minutes).
 STARTUP_TRIES = 30
-# Writes one batch may spend finding the points InfluxDB refuses (ingest/isolation.py): about
-# 0.3 s at worst here, so a bin whose points are refused cannot stall the others for long.
+# Writes one batch of `ingest_batch_size` points may spend finding the points InfluxDB refuses
+# (ingest/isolation.py): each level of the search rewrites the batch at most once, so this costs
+# a few batch writes (~28 ms each here), and a bin whose points are refused cannot stall others.
 ISOLATION_WRITES = 32
 # Dead letters are pruned (retention, cap per bin) at most this often, when letters are stored.
 PRUNE_EVERY_S = 10.0
