@@ -366,6 +366,24 @@ class Ingestor:
     def _store_unacked(
         self, batch: list[_Pending], stop: threading.Event | None
     ) -> tuple[list[str], list[str], list[DeadLetter], float] | None:
+        try:
+            return self._store_parts(batch, stop)
+        except Exception as exc:
+            # A bug met on this batch: its messages become dead letters, replayable once it is
+            # fixed, rather than crashing ingest on the same redelivered batch after each start.
+            log.exception("storing a batch failed unexpectedly; dead-lettering its messages")
+            later = [
+                [Rejection("ingest_error", describe(exc), _message_json(parts))] if parts else []
+                for parts in _parts_by_message(batch)
+            ]
+            letters = self._dead_letters(batch, later)
+            if self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
+                return None
+            return [], [], letters, 0.0
+
+    def _store_parts(
+        self, batch: list[_Pending], stop: threading.Event | None
+    ) -> tuple[list[str], list[str], list[DeadLetter], float] | None:
         """Check, write, run the hooks, dead-letter: each step retried while the environment
         fails, and what the data makes fail confined to it (ingest/isolation.py)."""
         parts = _parts(batch)
@@ -634,6 +652,20 @@ def _parts(batch: list[_Pending]) -> list[_Part]:
             for line, (bin_id, message) in zip(decoded.lines, messages, strict=True)
         ]
     return parts
+
+
+def _parts_by_message(batch: list[_Pending]) -> list[list[_Part]]:
+    by_message: list[list[_Part]] = [[] for _ in batch]
+    for part in _parts(batch):
+        by_message[part.source].append(part)
+    return by_message
+
+
+def _message_json(parts: list[_Part]) -> bytes:
+    """A message's valid parts as the JSON a bin sends (an array for several readings)."""
+    if len(parts) == 1:
+        return _json(parts[0])
+    return b"[" + b",".join(_json(part) for part in parts) + b"]"
 
 
 def _bin_of_part(part: _Part) -> str:

@@ -11,20 +11,25 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.hook import AlertHook
+from binwatch.settings import Settings
 from collection.hook import ThresholdHook
 from devices.contract import Reading, TopicKind, Topics
+from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine
 from ingest.service import Arrival
 from security import mqtt_auth
 from tests import test_mqtt_auth
 from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
 from tests.test_mqtt_auth import Secured
 
 secured = test_mqtt_auth.secured  # the broker with the exported password file and ACL
@@ -281,3 +286,39 @@ def test_a_hook_that_fails_on_one_bins_readings_costs_only_those(
         assert set(seen) == set(others)
     finally:
         alerts.close()
+
+
+def test_a_bug_met_while_storing_dead_letters_the_batch_instead_of_looping(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    bin_id = sorted(pilot_bins)[0]
+    topic = Topics(settings.topic_prefix).bin(bin_id, TopicKind.telemetry)
+    with running_ingest(settings, bugs_expected=True) as ingest:
+        write = ingest._write_isolating
+
+        def planted(parts: list[Any]) -> Any:
+            if any(part.message.seq == 1 for part in parts):
+                raise RuntimeError("a bug planted by the test")
+            return write(parts)
+
+        ingest._write_isolating = planted  # type: ignore[method-assign]
+        publish_all(settings, [(topic, b"[" + _valid(0) + b"," + _valid(1) + b"]")])
+        wait_for(
+            lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 1,
+            timeout=15,
+            what="the batch to be dead-lettered",
+        )
+        publish_all(settings, [(topic, _valid(2))])
+        wait_for(lambda: count_points(settings) == 1, timeout=15, what="the next reading")
+    (letter,) = _rows(settings)
+    assert (letter.reason, letter.parts) == ("ingest_error", 1)
+    assert "RuntimeError: a bug planted by the test" in letter.detail
+    assert [r["seq"] for r in json.loads(letter.payload)] == [0, 1]  # replayable as it came
+
+
+def _rows(settings: Settings) -> list[DeadLetter]:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        rows = list(session.scalars(select(DeadLetter)).all())
+    engine.dispose()
+    return rows
