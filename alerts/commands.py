@@ -14,7 +14,7 @@ from collection.dispatch import Publisher
 
 def alerter() -> None:
     """Raise offline alerts, clear ended ones and deliver every notice (Ctrl-C stops)."""
-    serve("alerter", build_alerter)
+    serve("alerter", build_alerter, metrics_port=lambda s: s.alerter_metrics_port)
 
 
 def build_alerter(resources: Resources) -> tuple[Alerter, Callable[[], None]]:

@@ -2,14 +2,16 @@
 cleared): QoS 1 on the site's alert topic and any contact's topic, and signed webhooks with
 retries (binwatch/webhooks.py) to the manager, the operator and the grid's contacts.
 
-A row is marked done once delivered (or given up on), in the same transaction that recorded the
-attempt, so each notice reaches each recipient once per channel however often the alerter
-ticks. If the alerter dies between a PUBACK and its commit the notice goes out again: recipients
-key on `alert_id` + `notice`."""
+Webhook attempts run in their receiver's lane (binwatch/webhook_lanes.py), off the alerter's
+tick. A row is marked done once delivered (or given up on), in the same transaction that
+recorded the attempt, so each notice reaches each recipient once per channel however often the
+alerter ticks. If the alerter dies between a PUBACK and its commit the notice goes out again:
+recipients key on `alert_id` + `notice`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -18,7 +20,8 @@ from sqlalchemy.orm import Session
 from alerts import store
 from alerts.messages import AlertNotice
 from binwatch.errors import BinwatchError
-from binwatch.webhooks import WebhookSender, retry_delay
+from binwatch.webhook_lanes import WebhookLanes
+from binwatch.webhooks import Outcome, retry_delay
 from devices.alerts_models import Alert, AlertDelivery
 
 log = logging.getLogger(__name__)
@@ -31,32 +34,57 @@ class Publishing(Protocol):
 
 
 class Deliverer:
-    def __init__(self, *, publisher: Publishing, webhooks: WebhookSender, attempts: int) -> None:
+    """One notice at a time: MQTT at once, webhooks queued in their receiver's lane."""
+
+    def __init__(self, *, publisher: Publishing, webhooks: WebhookLanes, attempts: int) -> None:
         self.publisher = publisher
         self.webhooks = webhooks
         self.attempts = attempts
 
-    def deliver(self, session: Session, now: datetime) -> None:
-        """Try every due notice once; each outcome is committed before the next is tried."""
-        for delivery in store.due_deliveries(session, now):
-            alert = session.get_one(Alert, delivery.alert_id)
-            body = (
-                AlertNotice.of(alert, notice=delivery.notice, recipient=delivery.recipient)
-                .model_dump_json()
-                .encode()
-            )
-            if delivery.channel == "mqtt":
-                error, retryable = self._publish(delivery.target, body)
-            else:
-                outcome = self.webhooks.post(
-                    delivery.target,
-                    body,
-                    secret=store.webhook_secret(session, delivery),
-                    event=f"alert.{delivery.notice}",
-                )
-                error, retryable = outcome.error, outcome.retryable
-            self._record(delivery, now, error, retryable)
+    @staticmethod
+    def key(delivery_id: int) -> tuple[str, int]:
+        """The lanes' key of a notice's webhook: busy while an attempt is queued or in flight."""
+        return ("alert", delivery_id)
+
+    def deliver(
+        self,
+        session: Session,
+        delivery: AlertDelivery,
+        now: datetime,
+        webhook_done: Callable[[Outcome], None],
+    ) -> None:
+        """Publish an MQTT notice and commit the outcome, or queue a webhook attempt whose
+        outcome goes to `webhook_done` (which records it with `record`). A recipient without a
+        webhook secret waits: the notice says so and nothing is POSTed unsigned."""
+        alert = session.get_one(Alert, delivery.alert_id)
+        body = (
+            AlertNotice.of(alert, notice=delivery.notice, recipient=delivery.recipient)
+            .model_dump_json()
+            .encode()
+        )
+        if delivery.channel == "mqtt":
+            error, retryable = self._publish(delivery.target, body)
+            self.record(delivery, now, error, retryable)
             session.commit()
+            return
+        secret = store.webhook_secret(session, delivery)
+        if not secret:
+            waits = (
+                f"waits: {delivery.recipient} {delivery.recipient_id} has no webhook secret yet, "
+                "and webhooks are never sent unsigned"
+            )
+            if delivery.error != waits:
+                delivery.error = waits
+                session.commit()
+            return
+        self.webhooks.submit(
+            self.key(delivery.id),
+            delivery.target,
+            body,
+            secret=secret,
+            event=f"alert.{delivery.notice}",
+            done=webhook_done,
+        )
 
     def _publish(self, topic: str, body: bytes) -> tuple[str | None, bool]:
         try:
@@ -65,9 +93,10 @@ class Deliverer:
             return f"MQTT: {exc}", True
         return None, False
 
-    def _record(
+    def record(
         self, delivery: AlertDelivery, now: datetime, error: str | None, retryable: bool
     ) -> None:
+        """One attempt's outcome on the notice; the caller commits."""
         delivery.attempts += 1
         if error is None:
             delivery.delivered_at, delivery.done, delivery.error = now, True, None

@@ -6,13 +6,15 @@ Each `tick(now)` raises `offline` for bins silent for N reporting intervals and
 (events, seq gaps) not seen again for their hold time, delivers queued notices (MQTT, then
 webhooks with retries) and copies the history to InfluxDB. Driven by the `now` it is given, so
 tests call `tick` with the moment they want; state lives in the database, so a restarted (or a
-second) alerter does no harm.
+second) alerter does no harm. Each bin, alert and notice is handled on its own
+(`TickingService.item`): one that fails is logged and counted, the others go on.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 from typing import Final
 
 from sqlalchemy import Engine
@@ -22,7 +24,8 @@ from alerts.delivery import Deliverer
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from binwatch.ticker import Step, TickingService
-from devices.alerts_models import AlertEvent
+from binwatch.webhooks import Outcome
+from devices.alerts_models import AlertDelivery, AlertEvent
 from devices.contract import epoch_ms
 from devices.db import session_factory
 from devices.registry import BinTags, bin_tags
@@ -58,40 +61,65 @@ class Alerter(TickingService):
         prefix = self.settings.topic_prefix
         with self.sessions() as session:
             for row in store.silent_bins(session, now - self.limits.silent_for):
-                assert row.last_seen_at is not None
-                silent_s = (now - row.last_seen_at).total_seconds()
-                finding = rules.Finding(
-                    rules.AlertType.offline, True, f"nothing received for {silent_s:.0f} s"
-                )
-                if store.live_alert(session, row.bin_id, finding.kind) is None:
-                    store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+                with self.item("watch", f"bin {row.bin_id}", session):
+                    assert row.last_seen_at is not None
+                    silent_s = (now - row.last_seen_at).total_seconds()
+                    finding = rules.Finding(
+                        rules.AlertType.offline, True, f"nothing received for {silent_s:.0f} s"
+                    )
+                    if store.live_alert(session, row.bin_id, finding.kind) is None:
+                        store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+                    session.commit()
             for row in store.full_since_before(session, now - self.limits.full_for):
-                assert row.full_since is not None
-                finding = rules.full_too_long(row.full_since, now)
-                if store.live_alert(session, row.bin_id, finding.kind) is None:
-                    store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+                with self.item("watch", f"bin {row.bin_id}", session):
+                    assert row.full_since is not None
+                    finding = rules.full_too_long(row.full_since, now)
+                    if store.live_alert(session, row.bin_id, finding.kind) is None:
+                        store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+                    session.commit()
             for alert in store.live(session, rules.HELD):
-                kind = rules.AlertType(alert.type)
-                if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
-                    unseen = f"not seen again for {self.limits.hold(kind)}"
-                    store.clear(session, alert, now=now, note=unseen, prefix=prefix)
-            session.commit()
+                with self.item("watch", f"alert {alert.id}", session):
+                    kind = rules.AlertType(alert.type)
+                    if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
+                        unseen = f"not seen again for {self.limits.hold(kind)}"
+                        store.clear(session, alert, now=now, note=unseen, prefix=prefix)
+                    session.commit()
 
     def deliver(self, now: datetime) -> None:
+        """Every due notice once: MQTT now, webhooks queued in their receiver's lane."""
         with self.sessions() as session:
-            self.deliverer.deliver(session, now)
+            for delivery in store.due_deliveries(session, now):
+                if self.deliverer.webhooks.busy(self.deliverer.key(delivery.id)):
+                    continue
+                with self.item("deliver", f"notice {delivery.id}", session):
+                    done = partial(self._webhook_done, delivery.id, now)
+                    self.deliverer.deliver(session, delivery, now, done)
+
+    def _webhook_done(self, delivery_id: int, now: datetime, outcome: Outcome) -> None:
+        """Record a webhook attempt (in its lane's thread)."""
+        with self.item("deliver", f"notice {delivery_id}"), self.sessions() as session:
+            delivery = session.get_one(AlertDelivery, delivery_id)
+            self.deliverer.record(delivery, now, outcome.error, outcome.retryable)
+            session.commit()
 
     def export(self, _now: datetime) -> None:
         """Copy history rows InfluxDB does not have yet (an outbox: nothing is lost while it is
         down, and a copy made twice lands on the same point)."""
         with self.sessions() as session:
             while events := store.unexported(session, EXPORT_BATCH):
-                if any(e.alert.bin_id not in self._tags for e in events):
+                if any(e.alert is None or e.alert.bin_id not in self._tags for e in events):
                     self._tags = bin_tags(session)
-                self.influx.write([self._point(event) for event in events])
+                made: list[tuple[AlertEvent, str]] = []
                 for event in events:
+                    with self.item("export", f"alert event {event.id}"):
+                        made.append((event, self._point(event)))
+                if made:
+                    self.influx.write([line for _e, line in made])
+                for event, _line in made:
                     event.exported = True
                 session.commit()
+                if len(made) < len(events):
+                    return  # the bad one would come first again: the next tick retries
 
     def _point(self, event: AlertEvent) -> str:
         """Measurement `alerts`: one point per lifecycle change, tagged like the bin's readings

@@ -85,10 +85,11 @@ def buckets(influx: InfluxClient, bin_id: str, window: Window) -> list[Bucket]:
     ]
 
 
-def last_heartbeat(influx: InfluxClient) -> tuple[int, float] | None:
+def last_heartbeat(influx: InfluxClient, *, timeout: float) -> tuple[int, float] | None:
     """When any ingest worker last stored a batch (epoch ms), and how long that batch's oldest
     message had waited since MQTT receipt; None when no worker has written yet."""
-    rows = _rows(influx.query("SELECT last(oldest_wait_ms) AS lag_ms FROM ingest"))
+    statement = "SELECT last(oldest_wait_ms) AS lag_ms FROM ingest"
+    rows = _rows(influx.query(statement, timeout=timeout))
     return (rows[0]["time"], float(rows[0]["lag_ms"])) if rows else None
 
 

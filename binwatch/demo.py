@@ -68,6 +68,10 @@ def demo(
                 BINWATCH_API_URL=f"http://127.0.0.1:{api_port}",
                 BINWATCH_ADMIN_TOKEN=token,
                 BINWATCH_API_TOKEN=token,
+                # The demo's receivers, if any, are on this machine (off by default: SSRF).
+                BINWATCH_WEBHOOK_ALLOW_PRIVATE="true",
+                BINWATCH_COLLECTOR_METRICS_PORT=str(free_port()),
+                BINWATCH_ALERTER_METRICS_PORT=str(free_port()),
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,8 @@ class InfluxClient:
     def close(self) -> None:
         self._http.close()
 
-    def ping(self) -> None:
-        self._send("GET", "/ping", expected=204)
+    def ping(self, *, timeout: float = QUERY_TIMEOUT_S) -> None:
+        self._send("GET", "/ping", expected=204, timeout=timeout)
 
     def write(self, lines: list[str], *, retention_policy: str | None = None) -> None:
         """Write line-protocol lines (timestamps in ms). A 400 (e.g. a field-type conflict) is a
@@ -75,7 +75,12 @@ class InfluxClient:
         )
 
     def query(
-        self, statement: str, *, params: dict[str, Any] | None = None, database: bool = True
+        self,
+        statement: str,
+        *,
+        params: dict[str, Any] | None = None,
+        database: bool = True,
+        timeout: float = QUERY_TIMEOUT_S,
     ) -> list[Series]:
         """Run InfluxQL with bound parameters (`$name`), so no value is ever spliced into the
         query text. Times come back as epoch milliseconds."""
@@ -84,7 +89,7 @@ class InfluxClient:
             form["db"] = self.database
         if params:
             form["params"] = json.dumps(params)
-        response = self._send("POST", "/query", data=form, expected=200)
+        response = self._send("POST", "/query", data=form, expected=200, timeout=timeout)
         series: list[Series] = []
         for result in response.json().get("results", []):
             if "error" in result:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -59,6 +60,22 @@ class Connection:
         self.client.loop_stop()
 
 
+def sub_account(settings: Settings, suffix: str) -> Settings:
+    """The settings of account `<user>-<suffix>`, for one more connection of the same service:
+    binwatch's broker makes every client id its user name (`use_username_as_clientid`, so no
+    account can take another's session), so two connections need two accounts. `binwatch
+    mqtt-auth export` gives these sub-accounts the service's password and ACL
+    (security/mqtt_auth.py). Without a user name (an anonymous test broker) nothing changes."""
+    user = settings.mqtt_endpoint().username
+    if user is None:
+        return settings
+    parts = urlsplit(settings.mqtt_url)
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    password = userinfo.partition(":")[1:]  # (":", quoted password), or ("", "") without one
+    netloc = f"{quote(f'{user}-{suffix}', safe='')}{''.join(password)}@{host}"
+    return settings.model_copy(update={"mqtt_url": urlunsplit(parts._replace(netloc=netloc))})
+
+
 def make_client(
     settings: Settings,
     client_id: str,
@@ -67,12 +84,13 @@ def make_client(
     receive_maximum: int | None = None,
     manual_ack: bool = False,
 ) -> Connection:
-    """A client for `client_id`; `persistent` keeps its session (subscriptions and unacknowledged
-    QoS 1 messages) on the broker across disconnects."""
+    """A client whose id is its user name, as binwatch's broker enforces (`client_id` only
+    without one, on an anonymous broker); `persistent` keeps its session (subscriptions and
+    unacknowledged QoS 1 messages) on the broker across disconnects."""
     endpoint = settings.mqtt_endpoint()
     client = BufferedClient(
         paho.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
+        client_id=endpoint.username or client_id,
         protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )

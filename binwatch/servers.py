@@ -1,9 +1,10 @@
 """Mosquitto and InfluxDB as child processes on loopback, for `make demo`, the tests and the
 benchmarks: one implementation, so what the tests prove is what the demo runs.
 
-Both come from Debian's packages (`mosquitto`, `influxdb`); see shared/FACTS.md for the quirks
-handled here (Mosquitto drops to its own user unless told `user root`; influxd needs its RPC port
-moved when several run side by side)."""
+Both come from Debian's packages (`mosquitto`, `influxdb`). Two quirks are handled here: Mosquitto
+started as root drops to its own user and then fails to save its queue in a folder that user cannot
+write (so it is told `user root`), and influxd needs its RPC port moved when several run side by
+side."""
 
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ class _ChildServer:
 
 class MosquittoServer(_ChildServer):
     """Anonymous by default (the shared test broker); given `auth_dir` holding the `passwords`
-    and `acl` files of `binwatch mqtt-auth export`, it allows only those accounts."""
+    and `acl` files of `binwatch mqtt-auth export`, it allows only those accounts, each client
+    with its user name as client id."""
 
     name = "mosquitto"
 
@@ -182,6 +184,11 @@ class MosquittoServer(_ChildServer):
             "allow_anonymous false",
             f"password_file {self.auth_dir / 'passwords'}",
             f"acl_file {self.auth_dir / 'acl'}",
+            # A client id belongs to one account: the broker replaces every client's id with
+            # its user name, so no account can take another's session (checked on 2.0.11: an
+            # account connecting with ingest's id gets its own name as id instead). Only with
+            # accounts: it refuses clients without a user name (tests' anonymous broker).
+            "use_username_as_clientid true",
         ]
 
     def _ready(self) -> bool:

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
 
     ingest_client_id: str = Field(
-        "binwatch-ingest", description="MQTT client id of ingest (stable: persistent session)"
+        "binwatch-ingest",
+        description="ingest's MQTT client id on a broker without accounts (else its user name)",
     )
     ingest_share_group: str = Field(
         "binwatch-ingest", description="shared-subscription group used with --workers > 1"
@@ -58,8 +59,14 @@ class Settings(BaseSettings):
     ingest_max_payload: int = Field(
         256 * 1024, ge=1024, description="largest MQTT payload accepted, bytes"
     )
+    ingest_stall_after_s: float = Field(
+        30, gt=0, description="ingest's /health is 503 once a message waits unacknowledged longer"
+    )
+    ingest_stop_timeout_s: float = Field(
+        8, gt=0, description="longest ingest spends on SIGTERM finishing its batch, seconds"
+    )
     ingest_metrics_port: int = Field(
-        9108, ge=0, le=65535, description="Prometheus /metrics port of ingest (0: off)"
+        9108, ge=0, le=65535, description="port of ingest's /metrics and /health (0: off)"
     )
 
     api_host: str = Field("127.0.0.1", description="address the API binds to")
@@ -140,6 +147,23 @@ class Settings(BaseSettings):
     )
     alert_webhook_attempts: int = Field(
         5, ge=1, le=20, description="webhook deliveries tried per alert notice and recipient"
+    )
+
+    webhook_allow_private: bool = Field(
+        False,
+        description="allow webhooks over http and to loopback/private addresses (demo, tests)",
+    )
+    webhook_timeout_s: float = Field(
+        10, gt=0, le=120, description="longest a webhook receiver may take per read or write"
+    )
+    webhook_workers_per_destination: int = Field(
+        2, ge=1, le=16, description="webhook POSTs in flight at once to one receiver (host:port)"
+    )
+    collector_metrics_port: int = Field(
+        9110, ge=0, le=65535, description="Prometheus /metrics port of the collector (0: off)"
+    )
+    alerter_metrics_port: int = Field(
+        9111, ge=0, le=65535, description="Prometheus /metrics port of the alerter (0: off)"
     )
 
     admin_token: SecretStr | None = Field(

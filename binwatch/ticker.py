@@ -4,24 +4,31 @@ start-up: one implementation, so both behave alike under failure.
 Every `TICK_S` each service's steps run in order against a clock passed in (tests call
 `tick(now)` with the time they choose, never sleeping). A step that raises is logged, counted and
 tried again on the next tick, so one unavailable dependency (InfluxDB down, say) never stops the
-others."""
+others; inside a step each item (a request, a bin, an alert notice) is handled under `item()`,
+so one bad item is logged with its id and counted, and the others go on. Both counts are on the
+service's Prometheus `/metrics` (`binwatch_<service>_step_failures_total` and
+`binwatch_<service>_item_failures_total`, by `step`)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Final
 
 import typer
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from binwatch.errors import BinwatchError
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
-from binwatch.webhooks import WebhookSender
+from binwatch.webhook_lanes import WebhookLanes
+from binwatch.webhooks import CONNECT_TIMEOUT_S
 from devices.registry import make_engine
 
 log = logging.getLogger(__name__)
@@ -32,13 +39,42 @@ TICK_S: Final = 5.0
 Step = Callable[[datetime], None]
 
 
+class ServiceMetrics:
+    """A service's Prometheus counters, in a registry of its own (tests run several services in
+    one process)."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.step_failures = Counter(
+            f"binwatch_{service}_step_failures",
+            "steps that raised as a whole (retried next tick), by step",
+            ["step"],
+            registry=self.registry,
+        )
+        self.item_failures = Counter(
+            f"binwatch_{service}_item_failures",
+            "items a step could not handle (the others were handled), by step",
+            ["step"],
+            registry=self.registry,
+        )
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on loopback (Prometheus scrapes it from the same host or a sidecar)."""
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value, for tests."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
 class TickingService:
     """A service made of steps; subclasses say which, in `steps()`."""
 
     name = "service"
 
     def __init__(self) -> None:
-        self.failures = 0  # steps that raised: logged, retried next tick; tests expect none
+        self.failures = 0  # steps or items that raised: logged and counted; tests expect none
+        self.metrics = ServiceMetrics(self.name)
 
     def steps(self) -> list[Step]:
         raise NotImplementedError
@@ -54,7 +90,21 @@ class TickingService:
                 step(now)
             except Exception:
                 self.failures += 1
+                self.metrics.step_failures.labels(step.__name__).inc()
                 log.exception("%s step %s failed; retrying next tick", self.name, step.__name__)
+
+    @contextmanager
+    def item(self, step: str, item: object, session: Session | None = None) -> Iterator[None]:
+        """Handle one item of `step`: an exception is logged with the item's id and counted,
+        `session` (if given) rolled back, and the step goes on with the next item."""
+        try:
+            yield
+        except Exception:
+            if session is not None:
+                session.rollback()
+            self.failures += 1
+            self.metrics.item_failures.labels(step).inc()
+            log.exception("%s step %s failed for %s; the others go on", self.name, step, item)
 
 
 class Resources:
@@ -64,19 +114,24 @@ class Resources:
         self.settings = settings
         self.engine: Engine = make_engine(settings.database_url)
         self.influx = InfluxClient(settings)
-        self.webhooks = WebhookSender()
+        self.webhooks = WebhookLanes(settings)
 
     def close(self) -> None:
-        self.webhooks.close()
+        # Attempts in flight get the time a receiver has to answer; queued ones go next run.
+        self.webhooks.close(timeout=self.settings.webhook_timeout_s + CONNECT_TIMEOUT_S)
         self.influx.close()
         self.engine.dispose()
 
 
 def serve(
-    name: str, build: Callable[[Resources], tuple[TickingService, Callable[[], None]]]
+    name: str,
+    build: Callable[[Resources], tuple[TickingService, Callable[[], None]]],
+    *,
+    metrics_port: Callable[[Settings], int],
 ) -> None:
-    """Run the service `build` makes until SIGINT/SIGTERM; `build` also returns what to close
-    besides the shared resources. A BinwatchError stops it with exit code 1 and its message."""
+    """Run the service `build` makes until SIGINT/SIGTERM, with its /metrics on loopback at
+    `metrics_port(settings)` (0: none); `build` also returns what to close besides the shared
+    resources. A BinwatchError stops it with exit code 1 and its message."""
     settings = Settings()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -85,6 +140,8 @@ def serve(
     close_own: Callable[[], None] = lambda: None  # noqa: E731
     try:
         service, close_own = build(resources)
+        if port := metrics_port(settings):
+            service.metrics.serve(port)
         service.run(stop, lambda: datetime.now(UTC))
     except BinwatchError as exc:
         log.error("%s stopped: %s", name, exc)

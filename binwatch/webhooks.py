@@ -1,43 +1,72 @@
 """Signed webhook POSTs: the HTTP boundary for anything binwatch pushes to someone else's server
-(collection dispatches and escalations now, alerts later).
+(collection dispatches and escalations, alert notices).
 
-The body is JSON; `X-Binwatch-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>` with
-the secret the receiver shares with us lets it check that the POST is ours and unaltered (the
-scheme GitHub's webhooks use). `X-Binwatch-Event` names what the body is. One call is one
-attempt: callers keep the attempt count and schedule retries with `retry_delay`, so a slow
-receiver never holds up the loop that sends. httpx errors become an `Outcome` here and nowhere
-else."""
+The body is JSON; `X-Binwatch-Signature: t=<unix seconds>,v1=<hex>` carries the time of sending
+and the HMAC-SHA256, with the secret the receiver shares with us, of `<t>.` followed by the exact
+body bytes. The receiver recomputes it and refuses a timestamp older than a few minutes, so a
+captured POST cannot be replayed later (the scheme Stripe's webhooks use; docs/collection.md
+shows the check). Nothing goes out unsigned: `post` refuses an empty secret, and callers let a
+webhook without a secret wait. `X-Binwatch-Event` names what the body is.
+
+One call is one attempt to a URL `binwatch.webhook_targets` allows (redirects are not followed:
+a 3xx is an answer like any other); callers keep the attempt count and schedule retries with
+`retry_delay`, and `binwatch.webhook_lanes` runs the attempts off the services' loops. httpx
+errors become an `Outcome` here and nowhere else."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
+import httpcore
 import httpx
+
+from binwatch.settings import Settings
+from binwatch.webhook_targets import AddressRefused, GuardedBackend, url_problem
 
 SIGNATURE_HEADER: Final = "X-Binwatch-Signature"
 EVENT_HEADER: Final = "X-Binwatch-Event"
-# A receiver that has not answered by then is treated as down; the next attempt comes later.
-TIMEOUT_S: Final = 10.0
+# How old a signature a receiver should accept: clocks a little apart, a slow network.
+TOLERANCE_S: Final = 300
+# A receiver must accept the connection this fast; the other phases get `webhook_timeout_s`.
+CONNECT_TIMEOUT_S: Final = 5.0
 # Retries back off from half a minute, doubling, to at most an hour: a receiver restarting is
 # reached quickly, one down for a day is not hammered.
 RETRY_FIRST: Final = timedelta(seconds=30)
 RETRY_MAX: Final = timedelta(hours=1)
+# Of a refusal's answer, this much goes into the error shown on the request or notice.
+ANSWER_BYTES: Final = 200
 # 4xx means the receiver refuses this body: sending it again cannot help, except for these.
 _RETRYABLE_4XX: Final = frozenset({408, 425, 429})
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The signature header's value for `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The signature header's value for `body` sent at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def verify(body: bytes, secret: str, header: str | None) -> bool:
-    """What a receiver does: compare in constant time with the signature it computes itself."""
-    return header is not None and hmac.compare_digest(sign(body, secret), header)
+def verify(
+    body: bytes, secret: str, header: str | None, *, now: float, tolerance_s: float = TOLERANCE_S
+) -> bool:
+    """What a receiver does: the timestamp is recent and the MAC matches, compared in constant
+    time. (docs/collection.md has the same check without binwatch, for receivers to copy.)"""
+    if header is None:
+        return False
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    return hmac.compare_digest(
+        sign(body, secret, timestamp), f"t={timestamp},v1={fields.get('v1')}"
+    )
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -55,27 +84,68 @@ class Outcome:
     retryable: bool = False
 
 
-class WebhookSender:
-    """Thread-safe (httpx pools connections); `transport` is the seam for tests."""
+class _GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport over `GuardedBackend`. httpx has no parameter for the network backend,
+    so the connection pool is rebuilt with it (same settings: no proxy, HTTP/1.1, no retries)."""
 
-    def __init__(self, *, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(transport=transport, timeout=TIMEOUT_S)
+    def __init__(self, *, allow_private: bool) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=GuardedBackend(allow_private=allow_private),
+        )
+
+
+class WebhookSender:
+    """Thread-safe (httpx pools connections)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.allow_private = settings.webhook_allow_private
+        self._http = httpx.Client(
+            transport=_GuardedTransport(allow_private=self.allow_private),
+            timeout=httpx.Timeout(settings.webhook_timeout_s, connect=CONNECT_TIMEOUT_S),
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     def close(self) -> None:
         self._http.close()
 
-    def post(self, url: str, body: bytes, *, secret: str | None, event: str) -> Outcome:
-        """POST `body` once. Without a secret the POST goes unsigned (the receiver then cannot
-        tell it from a forgery: configure one)."""
-        headers = {"Content-Type": "application/json", EVENT_HEADER: event}
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(body, secret)
+    def post(self, url: str, body: bytes, *, secret: str, event: str) -> Outcome:
+        """POST `body` once, signed with `secret` (never empty: unsigned POSTs are refused)."""
+        if not secret:
+            raise ValueError("a webhook is never sent unsigned: set its secret first")
+        if problem := url_problem(url, allow_private=self.allow_private):
+            return Outcome(False, f"refused: {problem}")
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_HEADER: event,
+            SIGNATURE_HEADER: sign(body, secret, int(time.time())),
+        }
         try:
-            response = self._http.post(url, content=body, headers=headers)
+            with self._http.stream("POST", url, content=body, headers=headers) as response:
+                code = response.status_code
+                said = b"" if response.is_success else _first_bytes(response, ANSWER_BYTES)
         except httpx.HTTPError as exc:
+            if isinstance(exc.__cause__, AddressRefused):
+                return Outcome(False, f"refused: {exc.__cause__}")
             return Outcome(False, f"{url} unreachable: {exc or type(exc).__name__}", True)
-        if response.is_success:
+        if 200 <= code < 300:
             return Outcome(True)
-        code = response.status_code
         retryable = code >= 500 or code in _RETRYABLE_4XX
-        return Outcome(False, f"{url} answered {code}: {response.text[:200].strip()}", retryable)
+        text = said.decode("utf-8", "replace").strip()
+        return Outcome(False, f"{url} answered {code}: {text}", retryable)
+
+
+def _first_bytes(response: httpx.Response, limit: int) -> bytes:
+    """The start of an answer's body; the rest is never read (a receiver cannot make us
+    download an endless body)."""
+    kept = b""
+    for chunk in response.iter_bytes():
+        kept += chunk
+        if len(kept) >= limit:
+            break
+    return kept[:limit]

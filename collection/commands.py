@@ -11,7 +11,7 @@ from collection.service import Collector
 
 def collector() -> None:
     """Dispatch collection requests, verify completions, escalate overdue ones (Ctrl-C stops)."""
-    serve("collector", build_collector)
+    serve("collector", build_collector, metrics_port=lambda s: s.collector_metrics_port)
 
 
 def build_collector(resources: Resources) -> tuple[Collector, Callable[[], None]]:

@@ -74,6 +74,8 @@ def kitchen_needs_clearing(
 EMPTIED_DROP_PCT: Final = 5.0
 # Less history than this gives a rate that is mostly noise.
 MIN_RATE_SPAN: Final = timedelta(minutes=30)
+# A bin that takes longer than this to fill has no forecast worth stating.
+MAX_HORIZON: Final = timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -96,7 +98,10 @@ def full_at(points: Sequence[FillPoint]) -> datetime | None:
     if span < MIN_RATE_SPAN or last.fill_pct <= first.fill_pct:
         return None
     per_second = (last.fill_pct - first.fill_pct) / span.total_seconds()
-    return last.at + timedelta(seconds=max(0.0, 100 - last.fill_pct) / per_second)
+    seconds_to_full = max(0.0, 100 - last.fill_pct) / per_second
+    if seconds_to_full > MAX_HORIZON.total_seconds():
+        return None  # a near-zero rate: no date at all (timedelta would overflow)
+    return last.at + timedelta(seconds=seconds_to_full)
 
 
 def forecast_fires(

@@ -4,10 +4,13 @@ arriving (ingest's hook) or a person acting (the API).
 Each `tick(now)` dispatches open requests (MQTT, then the operator's webhook with retries),
 verifies or disputes completed ones from the readings that followed, escalates overdue ones
 along the grid (the area contact's webhook retried the same way), runs the kitchen daily
-clearing and the forecast, and copies new audit events to InfluxDB. All of it is driven by the
-`now` it is given, so tests call `tick` with the moment they want instead of sleeping; state lives
-in the database, so several collectors (or a restarted one) do no harm: every change is a
-conditional UPDATE.
+clearing and the forecast, and copies new audit events to InfluxDB. Webhooks are only queued
+here (binwatch/webhook_lanes.py): their attempts run in a lane per receiver, which records each
+outcome, so the tick never waits on a receiver. Each request, bin or event is handled on its
+own (`TickingService.item`): one that fails is logged and counted, the others go on. All of it
+is driven by the `now` it is given, so tests call `tick` with the moment they want instead of
+sleeping; state lives in the database, so several collectors (or a restarted one) do no harm:
+every change is a conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from sqlalchemy import Engine
@@ -23,7 +27,8 @@ from sqlalchemy.orm import Session
 from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from binwatch.ticker import Step, TickingService
-from binwatch.webhooks import Outcome, WebhookSender, retry_delay
+from binwatch.webhook_lanes import WebhookLanes
+from binwatch.webhooks import Outcome, retry_delay
 from collection import rules, series, store
 from collection.dispatch import Publisher, PublishFailed
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
@@ -31,7 +36,7 @@ from collection.messages import Dispatch, Escalation
 from collection.rules import Policy, Rule
 from devices.contract import Topics
 from devices.db import session_factory
-from devices.models import AreaContact
+from devices.models import AreaContact, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, bin_tags
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,7 @@ class Collector(TickingService):
         engine: Engine,
         influx: InfluxClient,
         publisher: Publisher,
-        webhooks: WebhookSender,
+        webhooks: WebhookLanes,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -76,9 +81,9 @@ class Collector(TickingService):
         return [
             self.dispatch,
             self.deliver_webhooks,
-            self.deliver_escalation_webhooks,
             self.verify,
             self.escalate,
+            self.deliver_escalation_webhooks,
             self.kitchen_daily,
             self.forecast,
             self.export,
@@ -90,27 +95,31 @@ class Collector(TickingService):
         """Mark open requests dispatched, then publish every dispatched one not yet on the
         broker. Marking first means an operator that answers at once finds it dispatched."""
         with self.sessions() as session:
-            for request in store.with_status(session, [Status.open]):
-                try:
-                    store.transition(
-                        session, request.id, Status.dispatched, actor=COLLECTOR, now=now
-                    )
-                except TransitionRefused:
-                    continue  # acknowledged or cancelled meanwhile: nothing to send
+            for request_id in [r.id for r in store.with_status(session, [Status.open])]:
+                with self.item("dispatch", f"request {request_id}", session):
+                    try:
+                        store.transition(
+                            session, request_id, Status.dispatched, actor=COLLECTOR, now=now
+                        )
+                    except TransitionRefused:
+                        continue  # acknowledged or cancelled meanwhile: nothing to send
             for request in store.with_status(session, [Status.dispatched]):
                 if request.published_at is not None:
                     continue
-                body = Dispatch.of(request).model_dump_json().encode()
-                try:
-                    self.publisher.publish(self.topics.dispatch(request.operator_id), body)
-                except PublishFailed as exc:
-                    store.record_delivery(session, request, dispatch_error=f"MQTT: {exc}")
-                    continue
-                store.record_delivery(session, request, published_at=now)
+                with self.item("dispatch", f"request {request.id}", session):
+                    body = Dispatch.of(request).model_dump_json().encode()
+                    try:
+                        self.publisher.publish(self.topics.dispatch(request.operator_id), body)
+                    except PublishFailed as exc:
+                        store.record_delivery(session, request, dispatch_error=f"MQTT: {exc}")
+                        continue
+                    store.record_delivery(session, request, published_at=now)
 
     def deliver_webhooks(self, now: datetime) -> None:
         """POST each dispatched request to its operator's webhook, retrying with backoff until
-        delivered or `collection_webhook_attempts` are spent; the request shows the outcome."""
+        delivered or `collection_webhook_attempts` are spent; the request shows the outcome.
+        An operator without a webhook secret yet gets nothing (never an unsigned POST): the
+        request says it waits, and the first attempt follows once the secret is set."""
         attempts = self.settings.collection_webhook_attempts
         with self.sessions() as session:
             waiting = store.with_status(session, [Status.dispatched, Status.acknowledged])
@@ -119,34 +128,56 @@ class Collector(TickingService):
                     continue
                 if request.webhook_next_at is not None and request.webhook_next_at > now:
                     continue
-                operator = store.operator(session, request.operator_id)
-                if not operator.webhook_url:
+                key = ("dispatch", request.id)
+                if self.webhooks.busy(key):
                     continue
-                body = Dispatch.of(request).model_dump_json().encode()
-                outcome = self.webhooks.post(
-                    operator.webhook_url,
-                    body,
-                    secret=operator.webhook_secret,
-                    event="collection.dispatch",
-                )
-                tried = request.webhook_attempts + 1
-                if outcome.delivered:
-                    store.record_delivery(
-                        session, request, webhook_attempts=tried, webhook_delivered_at=now
+                with self.item("deliver_webhooks", f"request {request.id}", session):
+                    operator = store.operator(session, request.operator_id)
+                    if not operator.webhook_url:
+                        continue
+                    if not operator.webhook_secret:
+                        said = f"webhook waits: {_no_secret('operator', operator.id)}"
+                        if request.dispatch_error != said:
+                            store.record_delivery(session, request, dispatch_error=said)
+                        continue
+                    self.webhooks.submit(
+                        key,
+                        operator.webhook_url,
+                        Dispatch.of(request).model_dump_json().encode(),
+                        secret=operator.webhook_secret,
+                        event="collection.dispatch",
+                        done=partial(
+                            self._dispatch_webhook_done,
+                            request.id,
+                            request.webhook_attempts + 1,
+                            now,
+                        ),
                     )
-                    continue
-                final = tried >= attempts or not outcome.retryable
-                error = f"webhook: {outcome.error}"
-                if final:
-                    error = f"webhook: gave up after {tried} attempt(s): {outcome.error}"
-                    log.warning("request %d: %s", request.id, error)
+
+    def _dispatch_webhook_done(
+        self, request_id: int, tried: int, now: datetime, outcome: Outcome
+    ) -> None:
+        """Record the `tried`-th attempt of a dispatch webhook (in its lane's thread)."""
+        attempts = self.settings.collection_webhook_attempts
+        with self.item("deliver_webhooks", f"request {request_id}"), self.sessions() as session:
+            request = session.get_one(CollectionRequest, request_id)
+            if outcome.delivered:
                 store.record_delivery(
-                    session,
-                    request,
-                    webhook_attempts=attempts if final else tried,
-                    webhook_next_at=None if final else now + retry_delay(tried),
-                    dispatch_error=error,
+                    session, request, webhook_attempts=tried, webhook_delivered_at=now
                 )
+                return
+            final = tried >= attempts or not outcome.retryable
+            error = f"webhook: {outcome.error}"
+            if final:
+                error = f"webhook: gave up after {tried} attempt(s): {outcome.error}"
+                log.warning("request %d: %s", request_id, error)
+            store.record_delivery(
+                session,
+                request,
+                webhook_attempts=attempts if final else tried,
+                webhook_next_at=None if final else now + retry_delay(tried),
+                dispatch_error=error,
+            )
 
     # --- verification and escalation -------------------------------------------------------
 
@@ -155,57 +186,61 @@ class Collector(TickingService):
         shows the bin emptied, and disputed if the window closes without one."""
         with self.sessions() as session:
             for request in store.with_status(session, [Status.completed]):
-                assert request.completed_at is not None
-                window_end = min(now, request.completed_at + self.policy.verify_window)
-                lowest = series.lowest_fill_after(
-                    self.influx, request.bin_id, completed_at=request.completed_at, until=window_end
-                )
-                verdict = self.policy.verdict(
-                    lowest_fill_after=lowest, completed_at=request.completed_at, now=now
-                )
-                if verdict is None:
-                    continue
-                seen = "no reading arrived" if lowest is None else f"lowest fill {lowest:.0f} %"
-                note = (
-                    f"{seen} within {self.policy.verify_window} after completion "
-                    f"(emptied means ≤ {self.policy.emptied_pct:.0f} %)"
-                )
-                store.transition(
-                    session,
-                    request.id,
-                    verdict,
-                    actor=COLLECTOR,
-                    now=now,
-                    note=note,
-                    completed_fill_pct=lowest,
-                )
+                with self.item("verify", f"request {request.id}", session):
+                    self._verify(session, request, now)
+
+    def _verify(self, session: Session, request: CollectionRequest, now: datetime) -> None:
+        """One completed request's verdict, if the readings give one yet."""
+        assert request.completed_at is not None
+        window_end = min(now, request.completed_at + self.policy.verify_window)
+        lowest = series.lowest_fill_after(
+            self.influx, request.bin_id, completed_at=request.completed_at, until=window_end
+        )
+        verdict = self.policy.verdict(
+            lowest_fill_after=lowest, completed_at=request.completed_at, now=now
+        )
+        if verdict is None:
+            return
+        seen = "no reading arrived" if lowest is None else f"lowest fill {lowest:.0f} %"
+        note = (
+            f"{seen} within {self.policy.verify_window} after completion "
+            f"(emptied means ≤ {self.policy.emptied_pct:.0f} %)"
+        )
+        store.transition(
+            session,
+            request.id,
+            verdict,
+            actor=COLLECTOR,
+            now=now,
+            note=note,
+            completed_fill_pct=lowest,
+        )
 
     def escalate(self, now: datetime) -> None:
         """Overdue requests climb the grid one level at a time, each level notified once (its
         webhook retried by `deliver_escalation_webhooks` until delivered)."""
         with self.sessions() as session:
             for request in store.overdue(session, now):
-                target = self.policy.escalation_level(due_at=request.due_at, now=now)
-                for level in range(request.escalation_level + 1, target + 1):
-                    area_id, contact = store.escalation_contact(session, request, level)
-                    message = Escalation.of(request, level=level, area_id=area_id)
-                    note, webhook = self._notify(message, contact, now)
-                    if not store.escalate(
-                        session,
-                        request,
-                        level=level,
-                        now=now,
-                        actor=COLLECTOR,
-                        note=note,
-                        **webhook,
-                    ):
-                        break
+                with self.item("escalate", f"request {request.id}", session):
+                    self._escalate(session, request, now)
+
+    def _escalate(self, session: Session, request: CollectionRequest, now: datetime) -> None:
+        target = self.policy.escalation_level(due_at=request.due_at, now=now)
+        for level in range(request.escalation_level + 1, target + 1):
+            area_id, contact = store.escalation_contact(session, request, level)
+            message = Escalation.of(request, level=level, area_id=area_id)
+            note, webhook = self._notify(message, contact, now)
+            if not store.escalate(
+                session, request, level=level, now=now, actor=COLLECTOR, note=note, **webhook
+            ):
+                break
 
     def _notify(
         self, message: Escalation, contact: AreaContact | None, now: datetime
     ) -> tuple[str, dict[str, Any]]:
-        """Tell the area's contact. Returns the note (what reached whom) for the audit event and
-        the state of the webhook's first attempt for the same event."""
+        """Tell the area's contact over MQTT, and queue its webhook (`deliver_escalation_webhooks`
+        makes the first attempt in the same tick). Returns the note (what reached whom) for the
+        audit event and the webhook's state for the same event."""
         who = "community" if message.level == 1 else "street squad"
         if contact is None or not (contact.mqtt_topic or contact.webhook_url):
             return f"level {message.level}: no contact configured for {who} {message.area_id}", {}
@@ -219,9 +254,8 @@ class Collector(TickingService):
             except PublishFailed as exc:
                 told.append(f"MQTT failed: {exc}")
         if contact.webhook_url:
-            outcome = self._post_escalation(contact.webhook_url, contact.webhook_secret, body)
-            webhook, said = self._escalation_attempt(message, outcome, tried=1, now=now)
-            told.append(said)
+            webhook = {"webhook_attempts": 0, "webhook_next_at": now}
+            told.append("webhook queued")
         return f"level {message.level}: {who} {message.area_id}: " + "; ".join(told), webhook
 
     def deliver_escalation_webhooks(self, now: datetime) -> None:
@@ -230,36 +264,60 @@ class Collector(TickingService):
         until delivered or `collection_webhook_attempts` are spent. The escalation event keeps
         the state and its note says the latest outcome. Like dispatch webhooks, nothing is
         claimed: two collectors may both POST an attempt (receivers key on `request_id` and
-        `level`). A request no longer waiting for a crew is not chased further."""
+        `level`). A request no longer waiting for a crew is not chased further. A contact
+        without a webhook secret yet waits, its note says so, and nothing is POSTed unsigned."""
         with self.sessions() as session:
             for event in store.escalation_webhooks_due(session, now):
-                request = event.request
-                level = event.escalation_level or 1
-                area_id, contact = store.escalation_contact(session, request, level)
-                done = Status(request.status) not in OPEN
-                if done or contact is None or not contact.webhook_url:
-                    why = f"the request is {request.status}" if done else (
-                        f"{area_id} has no webhook any more"
-                    )  # fmt: skip
-                    said = f"webhook not retried after {event.webhook_attempts} attempt(s): {why}"
-                    store.record_escalation_webhook(
-                        session, event, webhook_next_at=None, note=_with_webhook(event.note, said)
-                    )
+                key = ("escalation", event.id)
+                if self.webhooks.busy(key):
                     continue
-                message = Escalation.of(
-                    request, level=level, area_id=area_id, status=event.to_status
-                )
-                body = message.model_dump_json().encode()
-                outcome = self._post_escalation(contact.webhook_url, contact.webhook_secret, body)
-                state, said = self._escalation_attempt(
-                    message, outcome, tried=event.webhook_attempts + 1, now=now
-                )
-                store.record_escalation_webhook(
-                    session, event, note=_with_webhook(event.note, said), **state
-                )
+                with self.item("deliver_escalation_webhooks", f"event {event.id}", session):
+                    self._escalation_webhook(session, event, key, now)
 
-    def _post_escalation(self, url: str, secret: str | None, body: bytes) -> Outcome:
-        return self.webhooks.post(url, body, secret=secret, event="collection.escalation")
+    def _escalation_webhook(
+        self, session: Session, event: CollectionEvent, key: tuple[str, int], now: datetime
+    ) -> None:
+        request = event.request
+        level = event.escalation_level or 1
+        area_id, contact = store.escalation_contact(session, request, level)
+        done = Status(request.status) not in OPEN
+        if done or contact is None or not contact.webhook_url:
+            why = f"the request is {request.status}" if done else (
+                f"{area_id} has no webhook any more"
+            )  # fmt: skip
+            said = f"webhook not retried after {event.webhook_attempts} attempt(s): {why}"
+            store.record_escalation_webhook(
+                session, event, webhook_next_at=None, note=_with_webhook(event.note, said)
+            )
+            return
+        if not contact.webhook_secret:
+            note = _with_webhook(event.note, f"webhook waits: {_no_secret('area', area_id)}")
+            if event.note != note:
+                store.record_escalation_webhook(session, event, note=note)
+            return
+        message = Escalation.of(request, level=level, area_id=area_id, status=event.to_status)
+        self.webhooks.submit(
+            key,
+            contact.webhook_url,
+            message.model_dump_json().encode(),
+            secret=contact.webhook_secret,
+            event="collection.escalation",
+            done=partial(
+                self._escalation_webhook_done, event.id, message, event.webhook_attempts + 1, now
+            ),
+        )
+
+    def _escalation_webhook_done(
+        self, event_id: int, message: Escalation, tried: int, now: datetime, outcome: Outcome
+    ) -> None:
+        """Record the `tried`-th attempt of an escalation webhook (in its lane's thread)."""
+        step = "deliver_escalation_webhooks"
+        with self.item(step, f"event {event_id}"), self.sessions() as session:
+            event = session.get_one(CollectionEvent, event_id)
+            state, said = self._escalation_attempt(message, outcome, tried=tried, now=now)
+            store.record_escalation_webhook(
+                session, event, note=_with_webhook(event.note, said), **state
+            )
 
     def _escalation_attempt(
         self, message: Escalation, outcome: Outcome, *, tried: int, now: datetime
@@ -308,8 +366,9 @@ class Collector(TickingService):
                     round_at=round_at,
                 ):
                     continue
-                reason = "kitchen waste is cleared daily (日产日清)"
-                self._open(session, now, bin_id, Rule.kitchen_daily, reason)
+                with self.item("kitchen_daily", f"bin {bin_id}", session):
+                    reason = "kitchen waste is cleared daily (日产日清)"
+                    self._open(session, now, bin_id, Rule.kitchen_daily, reason)
         self._kitchen_round = round_at
 
     def forecast(self, now: datetime) -> None:
@@ -320,15 +379,17 @@ class Collector(TickingService):
         fills = series.recent_fill(self.influx, now)
         with self.sessions() as session:
             for bin_id, points in fills.items():
-                full = rules.forecast_fires(
-                    points,
-                    now=now,
-                    work_start_hour=self.settings.collection_work_start_hour,
-                    timezone=self.settings.timezone,
-                )
-                if full is not None:
-                    reason = f"forecast full at {full.isoformat(timespec='minutes')}"
-                    self._open(session, now, bin_id, Rule.forecast, reason, points[-1].fill_pct)
+                with self.item("forecast", f"bin {bin_id}", session):
+                    full = rules.forecast_fires(
+                        points,
+                        now=now,
+                        work_start_hour=self.settings.collection_work_start_hour,
+                        timezone=self.settings.timezone,
+                    )
+                    if full is not None:
+                        reason = f"forecast full at {full.isoformat(timespec='minutes')}"
+                        fill = points[-1].fill_pct
+                        self._open(session, now, bin_id, Rule.forecast, reason, fill)
         self._next_forecast = now + FORECAST_EVERY
 
     def _open(
@@ -357,17 +418,31 @@ class Collector(TickingService):
 
     def export(self, _now: datetime) -> None:
         """Copy audit events InfluxDB does not have yet (an outbox: nothing is lost while it is
-        down, and a copy made twice lands on the same point)."""
+        down, and a copy made twice lands on the same point). An event whose point cannot be
+        made stays in the outbox, counted; the batch's others are copied, and the step stops
+        there until the next tick (the same bad event would come first again)."""
         with self.sessions() as session:
             while events := store.unexported_events(session, EXPORT_BATCH):
                 if not self._tags or any(e.request.bin_id not in self._tags for e in events):
                     self._tags = bin_tags(session)
-                lines = [
-                    series.event_point(e, e.request, self._tags.get(e.request.bin_id))
-                    for e in events
-                ]
-                self.influx.write(lines)
-                store.mark_exported(session, events)
+                made: list[tuple[CollectionEvent, str]] = []
+                for e in events:
+                    with self.item("export", f"event {e.id}"):
+                        made.append(
+                            (e, series.event_point(e, e.request, self._tags.get(e.request.bin_id)))
+                        )
+                if made:
+                    self.influx.write([line for _e, line in made])
+                    store.mark_exported(session, [e for e, _line in made])
+                if len(made) < len(events):
+                    return
+
+
+def _no_secret(kind: str, ident: str) -> str:
+    return (
+        f"{kind} {ident} has no webhook secret yet, and webhooks are never sent unsigned "
+        f"(binwatch fleet webhook-secret --{kind} {ident})"
+    )
 
 
 def _with_webhook(note: str, said: str) -> str:

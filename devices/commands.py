@@ -118,7 +118,10 @@ def _fail(message: str) -> NoReturn:
 
 def _load_or_exit(file: Path | None) -> Fleet:
     try:
-        return load_fleet(file or default_fleet_path())
+        return load_fleet(
+            file or default_fleet_path(),
+            allow_private_webhooks=Settings().webhook_allow_private,
+        )
     except FleetError as exc:
         _fail(str(exc))
 

@@ -15,12 +15,13 @@ from types import MappingProxyType
 from typing import Annotated, Any, Final, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from binwatch.errors import FleetError
+from binwatch.webhook_targets import url_problem
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, AreaContact, Bin, Operator, Site
 
@@ -72,7 +73,18 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-WebhookUrl = Annotated[str, Field(pattern=r"^https?://\S+$", max_length=500)]
+def _check_webhook_url(value: str, info: ValidationInfo) -> str:
+    """Refused here what the webhook sender would refuse (binwatch/webhook_targets.py), so a
+    bad URL fails the import with its line instead of every delivery later."""
+    allow = bool((info.context or {}).get("allow_private_webhooks"))
+    if problem := url_problem(value, allow_private=allow):
+        raise PydanticCustomError("webhook_url", "{problem}", {"problem": problem})
+    return value
+
+
+WebhookUrl = Annotated[
+    str, Field(pattern=r"^https?://\S+$", max_length=500), AfterValidator(_check_webhook_url)
+]
 
 
 class ContactSpec(_Spec):
@@ -192,8 +204,10 @@ def default_fleet_path() -> Path:
     return Path(__file__).with_name("default_fleet.yaml")
 
 
-def load_fleet(path: Path | str) -> Fleet:
-    """Read and check a fleet file; `FleetError` lists every problem as `file:line: reason`."""
+def load_fleet(path: Path | str, *, allow_private_webhooks: bool = False) -> Fleet:
+    """Read and check a fleet file; `FleetError` lists every problem as `file:line: reason`.
+    Webhook URLs must be https to a public host unless `allow_private_webhooks`
+    (`BINWATCH_WEBHOOK_ALLOW_PRIVATE`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -206,7 +220,9 @@ def load_fleet(path: Path | str) -> Fleet:
 
     problems = list(_duplicate_keys(root))
     try:
-        fleet = Fleet.model_validate(data)
+        fleet = Fleet.model_validate(
+            data, context={"allow_private_webhooks": allow_private_webhooks}
+        )
     except ValidationError as exc:
         problems += [(line_of(e["loc"]), _where(e["loc"]), _reason(e)) for e in exc.errors()]
         raise _rejected(path, problems) from None

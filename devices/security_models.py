@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from devices.models import Base, UtcDateTime
 
 API_ROLES = ("admin", "manager", "operator")
-MQTT_KINDS = ("bin", "service")
+MQTT_KINDS = ("bin", "service", "manager", "admin")
 
 
 class ApiKey(Base):
@@ -34,8 +34,9 @@ class ApiKey(Base):
 
 
 class MqttCredential(Base):
-    """A broker account: a bin (username = its id) or a service (ingest, simulator, collector,
-    alerter, crews); `password_hash` is already in Mosquitto 2's `$7$` format, so the export
+    """A broker account: a bin (username = its id), a service (ingest, simulator, collector,
+    alerter, an operator's dispatch reader), or a person reading alerts (a manager scoped to
+    `site_ids`, space-separated; an admin for the city); `password_hash` is already in Mosquitto 2's `$7$` format, so the export
     copies it as is."""
 
     __tablename__ = "mqtt_credentials"
@@ -46,3 +47,4 @@ class MqttCredential(Base):
     bin_id: Mapped[str | None] = mapped_column(ForeignKey("bins.id"), index=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    site_ids: Mapped[str] = mapped_column(Text, default="", server_default="")

@@ -18,6 +18,7 @@ from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from collection.hook import ThresholdHook
 from ingest.service import Ingestor
+from security.mqtt_auth import INGEST_WORKERS_MAX
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 def ingest(
     workers: Annotated[
         int,
-        typer.Option(min=1, max=32, help="worker processes sharing one MQTT shared subscription"),
+        typer.Option(
+            min=1,
+            max=INGEST_WORKERS_MAX,
+            help="worker processes sharing one MQTT shared subscription (accounts ingest-<n>)",
+        ),
     ] = 1,
 ) -> None:
     """Subscribe to the bins' topics and store every valid reading in InfluxDB."""
@@ -87,22 +92,50 @@ def _worker_main(settings: Settings, index: int) -> None:
 
 
 def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
-    """Run one worker until SIGINT/SIGTERM; the exit code says whether it could."""
+    """Run one worker until SIGINT/SIGTERM; the exit code says whether it could.
+
+    The worker runs in a thread of its own so that a stop is bounded whatever InfluxDB does
+    (a frozen server holds a write for up to its timeout, and the final flush retries): after
+    `ingest_stop_timeout_s` this returns without it. What it had not written is not
+    acknowledged, so the broker keeps it in the worker's session and sends it after the
+    restart; the writes are idempotent, so a batch written just before the exit costs nothing."""
     stop = threading.Event()
     _stop_on_signals(stop)
     fix_mmap_threshold()
     hook = ThresholdHook(settings)  # the collection threshold rule, on every stored batch
     alerts = AlertHook(settings)  # the alert rules, on every stored reading, event and status
+    errors: list[BaseException] = []
+    worker = Ingestor(settings, worker=index, shared=shared, on_stored=hook, on_arrivals=alerts)
+
+    def work() -> None:
+        try:
+            worker.run(stop)
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name=f"ingest-{index}", daemon=True)
     try:
-        Ingestor(settings, worker=index, shared=shared, on_stored=hook, on_arrivals=alerts).run(
-            stop
-        )
-    except (BinwatchError, RuntimeError) as exc:
-        log.error("ingest stopped: %s", exc)
-        return CANNOT_GO_ON
+        thread.start()
+        # The main thread waits here, where the signal handlers run.
+        while thread.is_alive() and not stop.wait(SUPERVISE_EVERY_S):
+            pass
+        thread.join(settings.ingest_stop_timeout_s)
+        if thread.is_alive():
+            log.warning(
+                "ingest did not finish its batch within %.0f s of the stop (InfluxDB not"
+                " answering?); leaving it unacknowledged for the broker to send again",
+                settings.ingest_stop_timeout_s,
+            )
+            return 0
     finally:
-        hook.close()
-        alerts.close()
+        if not thread.is_alive():
+            hook.close()
+            alerts.close()
+    for exc in errors:
+        if isinstance(exc, BinwatchError | RuntimeError):
+            log.error("ingest stopped: %s", exc)
+            return CANNOT_GO_ON
+        raise exc
     return 0
 
 

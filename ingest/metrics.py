@@ -1,9 +1,20 @@
 """Ingest's Prometheus metrics, one registry per worker so several workers (or tests) in one
-process never share counters."""
+process never share counters, and its `/health` beside `/metrics` on the same port."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import json
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+"""Whether the worker is healthy, and what its `/health` says: read from memory only, so the
+answer never waits on InfluxDB or the broker."""
 
 
 class IngestMetrics:
@@ -36,6 +47,11 @@ class IngestMetrics:
             "messages received but not yet acknowledged",
             registry=r,
         )
+        self.oldest_unacked = Gauge(
+            "binwatch_ingest_oldest_unacked_seconds",
+            "how long the oldest message not yet acknowledged has waited (0: none)",
+            registry=r,
+        )
         self.subscribed = Gauge(
             "binwatch_ingest_subscribed",
             "1 while the broker has confirmed the subscriptions",
@@ -54,10 +70,29 @@ class IngestMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on loopback (Prometheus scrapes it from the same host or a sidecar)."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, health: HealthCheck) -> None:
+        """Expose /metrics and /health on loopback (Prometheus scrapes from the same host or a
+        sidecar; compose's health check asks /health)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/health":
+                return metrics_app(environ, start_response)
+            healthy, body = health()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json")])
+            return [json.dumps(body).encode()]
+
+        server = make_server("127.0.0.1", port, app, ThreadingWSGIServer, _QuietHandler)
+        threading.Thread(target=server.serve_forever, name="ingest-http", daemon=True).start()
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value, for status lines and tests."""
         return self.registry.get_sample_value(name, labels) or 0.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from binwatch.errors import SinkRejected, SinkUnavailable
 from binwatch.influx import InfluxClient
-from binwatch.mqtt import is_auth_failure, make_client
+from binwatch.mqtt import is_auth_failure, make_client, sub_account
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
 from devices.contract import Event, Reading, Status, TopicKind, Topics
@@ -133,14 +133,19 @@ class Ingestor:
         self._pending_points = 0
         self._writing = 0  # messages of the batch being stored (taken from _pending, not acked)
         self.metrics.buffer_depth.set_function(lambda: len(self._pending) + self._writing)
+        self._writing_since: float | None = None  # receipt of the batch being stored's first
+        self.metrics.oldest_unacked.set_function(lambda: self.oldest_unacked_s() or 0.0)
         self._tags: dict[str, str] = {}
         self._generation = 0
         self._fatal: str | None = None
         # Set once the broker has confirmed the subscriptions: from then on nothing is missed.
         self.subscribed = threading.Event()
+        # Each worker of a shared subscription is an account of its own (`ingest-<worker>`):
+        # the broker makes a client id its user name, and each worker needs its own session.
+        account = sub_account(settings, str(worker)) if shared else settings
         client_id = f"{settings.ingest_client_id}-{worker}" if shared else settings.ingest_client_id
         self._mqtt = make_client(
-            settings,
+            account,
             client_id,
             persistent=True,
             receive_maximum=settings.ingest_buffer,
@@ -251,13 +256,36 @@ class Ingestor:
             if self._pending_points >= self.settings.ingest_batch_size:
                 self._lock.notify()
 
+    def oldest_unacked_s(self) -> float | None:
+        """How long the oldest message held and not yet acknowledged has waited; None when
+        nothing is held. Read without the lock (from the metrics thread): each read is of one
+        attribute, and a list swapped meanwhile only makes the answer a moment old."""
+        oldest = self._writing_since
+        if oldest is None:
+            pending = self._pending
+            oldest = pending[0].received_at if pending else None
+        return None if oldest is None else max(0.0, self._clock() - oldest)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Stalled (unhealthy) once a held message has waited longer than the bound: InfluxDB
+        or the registry not answering, or a batch retried without end, all look like this."""
+        age = self.oldest_unacked_s()
+        stalled = age is not None and age > self.settings.ingest_stall_after_s
+        return not stalled, {
+            "status": "stalled" if stalled else "ok",
+            "oldest_unacked_s": age,
+            "stall_after_s": self.settings.ingest_stall_after_s,
+            "buffer_messages": len(self._pending) + self._writing,
+            "subscribed": self.subscribed.is_set(),
+        }
+
     # --- the writer thread ---------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         self._first_tries(self._prepare_database, "InfluxDB", stop)
         self.refresh_registry()
         if self.settings.ingest_metrics_port:
-            self.metrics.serve(self.settings.ingest_metrics_port + self.worker)
+            self.metrics.serve(self.settings.ingest_metrics_port + self.worker, self.health)
         self._mqtt.start()
         next_refresh = time.monotonic() + REGISTRY_REFRESH_S
         try:
@@ -339,6 +367,7 @@ class Ingestor:
                     self._lock.wait(wait)
             batch, self._pending, self._pending_points = self._pending, [], 0
             self._writing = len(batch)
+            self._writing_since = batch[0].received_at if batch else None
         return batch
 
     def _store(self, batch: list[_Pending], stop: threading.Event | None) -> None:
@@ -347,7 +376,7 @@ class Ingestor:
         try:
             outcome = self._store_unacked(batch, stop)
         finally:
-            self._writing = 0
+            self._writing, self._writing_since = 0, None
         if outcome is None:
             return
         with self._lock:

@@ -3,6 +3,7 @@ credentials. Secrets are printed once, here, and never again."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -96,8 +97,12 @@ def issue_command(
     username: Annotated[
         list[str] | None,
         typer.Argument(
-            help="bin ids, services (ingest, collector, alerter, simulator), operator-<id>"
+            help="bin ids, services (ingest, collector, alerter, simulator), operator-<id>,"
+            " manager-<name> (with --site), admin-<name>"
         ),
+    ] = None,
+    site: Annotated[
+        list[str] | None, typer.Option(help="a manager-<name> account's site (repeat)")
     ] = None,
 ) -> None:
     """New passwords for USERNAMEs, or for every bin that has none; printed once as
@@ -105,11 +110,25 @@ def issue_command(
     now = datetime.now(UTC)
     with _session() as (session, _):
         if username:
-            issued = [mqtt_auth.issue(session, name, now=now) for name in username]
+            issued = [
+                mqtt_auth.issue(session, name, now=now, site_ids=site or ()) for name in username
+            ]
         else:
             issued = mqtt_auth.issue_missing_bins(session, now=now)
     for one in issued:
         print(one.username, one.password)
+
+
+@mqtt_auth_app.command("set")
+def set_command(
+    username: Annotated[str, typer.Argument(help="the account, e.g. a service (ingest, …)")],
+) -> None:
+    """Give USERNAME the password read from standard input (one line), for deployments that
+    hand their services their passwords themselves (docker-compose.yml). Run `export` after."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    with _session() as (session, _):
+        mqtt_auth.issue(session, username, now=datetime.now(UTC), password=password)
+    console.print(f"password of {username} set; run export and SIGHUP the broker")
 
 
 @mqtt_auth_app.command("revoke")

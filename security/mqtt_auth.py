@@ -2,22 +2,32 @@
 
 Every bin logs in as its own id with a random password issued once (only Mosquitto's `$7$` hash
 is kept), and the ACL lets it publish only under `<prefix>/bins/<its id>/` and read only its own
-`cmd` topic, so a bin cannot speak for another. The services get exactly what they need:
+`cmd` topic, so a bin cannot speak for another. The services get exactly what they need, and
+people read the alerts of what they answer for:
 
-| account     | may                                                                     |
-|-------------|-------------------------------------------------------------------------|
-| `ingest`    | read every bin's telemetry, event and status                            |
-| `collector` | write every operator's dispatch topic, and the grid's escalation topics |
-| `alerter`   | write `<prefix>/alerts/#`                                               |
-| `simulator` | write every bin's topics and read the dispatches: it impersonates the   |
-|             | whole fleet and the operators' crews, so it is for demos and tests only |
-| `operator-<id>` | read its own operator's dispatch topic                                  |
+| account          | may                                                                    |
+|------------------|------------------------------------------------------------------------|
+| `ingest`, `ingest-<n>` | read every bin's telemetry, event and status                     |
+| `collector`      | write every operator's dispatch topic, and the grid's escalation topics |
+| `alerter`        | write `<prefix>/alerts/#`                                               |
+| `simulator`, `simulator-crews` | write every bin's topics and read the dispatches: it     |
+|                  | impersonates the whole fleet and the operators' crews (demos, tests)    |
+| `operator-<id>`  | read its operator's dispatch topic and the alerts of the sites it serves |
+| `manager-<name>` | read the alerts of its sites (`<prefix>/alerts/<site id>`)              |
+| `admin-<name>`   | read every alert (`<prefix>/alerts/#`): the city's                      |
+
+binwatch's broker makes each client's id its user name (`use_username_as_clientid`), so no
+account can take another's session; a service that needs more than one connection gets
+sub-accounts (`ingest-0` … `ingest-31` for the workers of `binwatch ingest --workers`,
+`simulator-crews`), exported with the service's own password hash and ACL: one secret to hand
+out, one client id per connection.
 
 Mosquitto reads both files at start and on SIGHUP; `export` writes them atomically."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +36,21 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.errors import NotFound
-from devices.models import AreaContact, Bin, Operator
+from binwatch.errors import InvalidRequest, NotFound
+from devices.models import AreaContact, Bin, Operator, Site
 from devices.security_models import MqttCredential
 from security.hashing import mosquitto_hash, new_secret
 
 SERVICES: Final = ("ingest", "collector", "alerter", "simulator")
+# `binwatch ingest --workers` allows at most this many workers, each its own account.
+INGEST_WORKERS_MAX: Final = 32
+SUB_ACCOUNTS: Final = {
+    "ingest": tuple(f"ingest-{worker}" for worker in range(INGEST_WORKERS_MAX)),
+    "simulator": ("simulator-crews",),
+}
 OPERATOR_PREFIX: Final = "operator-"
+MANAGER_PREFIX: Final = "manager-"
+ADMIN_PREFIX: Final = "admin-"
 PASSWORD_FILE: Final = "passwords"
 ACL_FILE: Final = "acl"
 
@@ -43,26 +61,67 @@ class Issued:
     password: str  # shown once
 
 
-def issue(session: Session, username: str, *, now: datetime) -> Issued:
-    """A new random password for `username` (a bin id, a service or `op-<operator id>`),
-    replacing any earlier one."""
-    kind, bin_id = "service", None
-    if username not in SERVICES:
-        if username.startswith(OPERATOR_PREFIX):
-            if session.get(Operator, username.removeprefix(OPERATOR_PREFIX)) is None:
-                raise NotFound(f"no operator for account {username!r}")
-        elif session.get(Bin, username) is not None:
-            kind, bin_id = "bin", username
-        else:
-            raise NotFound(f"{username!r} is neither a registered bin, an operator nor a service")
-    password = new_secret()
+# A password chosen by someone (compose's variables) must be at least this long; issued ones are
+# random and longer.
+CHOSEN_PASSWORD_MIN = 16
+
+
+def issue(
+    session: Session,
+    username: str,
+    *,
+    now: datetime,
+    site_ids: Sequence[str] = (),
+    password: str | None = None,
+) -> Issued:
+    """A new password for `username` (a bin id, a service, `operator-<operator id>`,
+    `manager-<name>` with its `site_ids`, or `admin-<name>`), replacing any earlier one: random,
+    unless `password` is given (a deployment that hands its services their passwords itself)."""
+    kind, bin_id = _kind(session, username, site_ids)
+    if password is None:
+        password = new_secret()
+    elif len(password) < CHOSEN_PASSWORD_MIN or not password.isprintable():
+        raise InvalidRequest(
+            f"the password for {username!r} must be at least {CHOSEN_PASSWORD_MIN} printable"
+            " characters (e.g. `openssl rand -hex 24`)"
+        )
     credential = session.get(MqttCredential, username) or MqttCredential(username=username)
     credential.kind, credential.bin_id = kind, bin_id
+    credential.site_ids = " ".join(sorted(set(site_ids)))
     credential.password_hash = mosquitto_hash(password)
     credential.created_at = now
     session.add(credential)
     session.commit()
     return Issued(username, password)
+
+
+def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str, str | None]:
+    """The account's kind (and bin), or a clear error for a name that cannot be one."""
+    if site_ids and not username.startswith(MANAGER_PREFIX):
+        raise InvalidRequest(f"only manager-<name> accounts have sites, not {username!r}")
+    if username in SERVICES:
+        return "service", None
+    if any(username in names for names in SUB_ACCOUNTS.values()):
+        raise InvalidRequest(f"{username!r} shares its service's password: issue that service")
+    if username.startswith(OPERATOR_PREFIX):
+        if session.get(Operator, username.removeprefix(OPERATOR_PREFIX)) is None:
+            raise NotFound(f"no operator for account {username!r}")
+        return "service", None
+    if username.startswith(MANAGER_PREFIX):
+        if not site_ids:
+            raise InvalidRequest(f"{username!r} needs at least one site (--site)")
+        unknown = sorted(set(site_ids) - set(session.scalars(select(Site.id))))
+        if unknown:
+            raise NotFound(f"no site {', '.join(unknown)}")
+        return "manager", None
+    if username.startswith(ADMIN_PREFIX) and len(username) > len(ADMIN_PREFIX):
+        return "admin", None
+    if session.get(Bin, username) is not None:
+        return "bin", username
+    raise NotFound(
+        f"{username!r} is neither a registered bin, a service, operator-<id>, manager-<name>"
+        " nor admin-<name>"
+    )
 
 
 def issue_missing_bins(session: Session, *, now: datetime) -> list[Issued]:
@@ -86,7 +145,7 @@ def revoke(session: Session, username: str) -> None:
 def acl_text(session: Session, prefix: str) -> str:
     """The Mosquitto ACL: explicit `user` sections only (no `pattern` lines, which would apply
     to the service accounts too), and nothing at all for anonymous clients."""
-    bins = f"{prefix}/bins"
+    bins, alerts = f"{prefix}/bins", f"{prefix}/alerts"
     escalations = sorted(
         topic for topic in session.scalars(select(AreaContact.mqtt_topic)) if topic
     )
@@ -94,16 +153,27 @@ def acl_text(session: Session, prefix: str) -> str:
         "ingest": [f"topic read {bins}/+/{kind}" for kind in ("telemetry", "event", "status")],
         "collector": [f"topic write {prefix}/operators/+/dispatch"]
         + [f"topic write {topic}" for topic in escalations],
-        "alerter": [f"topic write {prefix}/alerts/#"],
+        "alerter": [f"topic write {alerts}/#"],
         "simulator": [f"topic write {bins}/#", f"topic read {prefix}/operators/+/dispatch"],
     }
+    for service, names in SUB_ACCOUNTS.items():
+        sections.update((name, sections[service]) for name in names)
+    served: dict[str, list[str]] = {}
+    for site_id, operator_id in session.execute(select(Site.id, Site.operator_id)):
+        served.setdefault(operator_id, []).append(site_id)
     for credential in session.scalars(select(MqttCredential).order_by(MqttCredential.username)):
         name = credential.username
         if credential.kind == "bin":
             sections[name] = [f"topic write {bins}/{name}/#", f"topic read {bins}/{name}/cmd"]
+        elif credential.kind == "manager":
+            sections[name] = [f"topic read {alerts}/{site}" for site in credential.site_ids.split()]
+        elif credential.kind == "admin":
+            sections[name] = [f"topic read {alerts}/#"]
         elif name.startswith(OPERATOR_PREFIX):
             operator = name.removeprefix(OPERATOR_PREFIX)
-            sections[name] = [f"topic read {prefix}/operators/{operator}/dispatch"]
+            sections[name] = [f"topic read {prefix}/operators/{operator}/dispatch"] + [
+                f"topic read {alerts}/{site}" for site in sorted(served.get(operator, ()))
+            ]
     lines = [f"# binwatch MQTT ACL for prefix {prefix}: generated, do not edit", ""]
     for name, rules in sections.items():
         lines += [f"user {name}", *rules, ""]
@@ -111,8 +181,12 @@ def acl_text(session: Session, prefix: str) -> str:
 
 
 def password_text(session: Session) -> str:
-    rows = session.scalars(select(MqttCredential).order_by(MqttCredential.username))
-    return "".join(f"{row.username}:{row.password_hash}\n" for row in rows)
+    """One line per account; a service's sub-accounts repeat its hash (the same password)."""
+    lines = []
+    for row in session.scalars(select(MqttCredential).order_by(MqttCredential.username)):
+        for name in (row.username, *SUB_ACCOUNTS.get(row.username, ())):
+            lines.append(f"{name}:{row.password_hash}\n")
+    return "".join(lines)
 
 
 def export(session: Session, directory: Path, *, prefix: str) -> tuple[Path, Path]:

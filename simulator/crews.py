@@ -26,7 +26,7 @@ import httpx
 import paho.mqtt.client as paho
 from pydantic import ValidationError
 
-from binwatch.mqtt import make_client
+from binwatch.mqtt import make_client, sub_account
 from binwatch.settings import Settings
 from collection.messages import Dispatch
 from devices.contract import Topics
@@ -85,8 +85,12 @@ class Crews:
             base_url=settings.api_url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
         )
         self._clock = clock
+        # Its own account (`simulator-crews`): the simulator's bins hold `simulator`, and the
+        # broker allows one connection per account (client id = user name).
         self._connection = make_client(
-            settings, f"binwatch-crews-{uuid.uuid4().hex[:12]}", persistent=False
+            sub_account(settings, "crews"),
+            f"binwatch-crews-{uuid.uuid4().hex[:12]}",
+            persistent=False,
         )
         self._connection.client.on_connect = self._on_connect
         self._connection.client.on_message = self._on_message

@@ -31,8 +31,9 @@ from tests.helpers import wait_for
 
 
 @contextmanager
-def running_collector(settings: Settings) -> Iterator[Collector]:
-    """A collector whose ticks the test calls itself; fails the test if any step raised."""
+def running_collector(settings: Settings, *, failures: int = 0) -> Iterator[Collector]:
+    """A collector whose ticks the test calls itself; fails the test unless exactly `failures`
+    steps or items raised."""
     resources = Resources(settings)
     resources.influx.ensure_database(settings.raw_retention)
     collector, close = build_collector(resources)
@@ -41,12 +42,25 @@ def running_collector(settings: Settings) -> Iterator[Collector]:
     finally:
         close()
         resources.close()
-    assert collector.failures == 0, "a collector step raised (see the log)"
+    assert collector.failures == failures, "collector steps or items raised (see the log)"
+
+
+def tick(collector: Collector, now: datetime) -> None:
+    """One tick, then wait for the webhook attempts it queued to be recorded."""
+    collector.tick(now)
+    assert collector.webhooks.wait_idle(60), "webhook attempts still in flight"
+
+
+def tick_alerter(alerter: Alerter, now: datetime) -> None:
+    """One tick, then wait for the webhook attempts it queued to be recorded."""
+    alerter.tick(now)
+    assert alerter.deliverer.webhooks.wait_idle(60), "webhook attempts still in flight"
 
 
 @contextmanager
-def running_alerter(settings: Settings) -> Iterator[Alerter]:
-    """An alerter whose ticks the test calls itself; fails the test if any step raised."""
+def running_alerter(settings: Settings, *, failures: int = 0) -> Iterator[Alerter]:
+    """An alerter whose ticks the test calls itself; fails the test unless exactly `failures`
+    steps or items raised."""
     resources = Resources(settings)
     alerter, close = build_alerter(resources)
     try:
@@ -54,7 +68,7 @@ def running_alerter(settings: Settings) -> Iterator[Alerter]:
     finally:
         close()
         resources.close()
-    assert alerter.failures == 0, "an alerter step raised (see the log)"
+    assert alerter.failures == failures, "alerter steps or items raised (see the log)"
 
 
 @contextmanager
@@ -100,6 +114,8 @@ class Recorder:
             (m.topic, bytes(m.payload))
         )
         self._client.on_subscribe = lambda *_: subscribed.set()
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
         self._client.connect(endpoint.host, endpoint.port)
         self._client.subscribe(topic_filter, qos=1)
         self._client.loop_start()

@@ -99,6 +99,8 @@ def settings(
         # checks the limit with settings of its own.
         api_rate_per_s=1e6,
         api_rate_burst=1_000_000,
+        # The tests' webhook receivers listen on 127.0.0.1 over plain http.
+        webhook_allow_private=True,
     )
 
 
@@ -119,6 +121,8 @@ def pilot_bins(settings: Settings) -> dict[str, BinTags]:
 def running_ingest(
     settings: Settings,
     *,
+    worker_index: int = 0,
+    shared: bool = False,
     on_stored: StoredHook | None = None,
     on_arrivals: ArrivalHook | None = None,
     bugs_expected: bool = False,
@@ -127,7 +131,13 @@ def running_ingest(
     test if ingest met an unexpected exception anywhere (Home Assistant's
     fail_on_log_exception): a bug hidden behind a dead letter is still a bug. Only a test that
     plants one itself says `bugs_expected`."""
-    worker = Ingestor(settings, on_stored=on_stored, on_arrivals=on_arrivals)
+    worker = Ingestor(
+        settings,
+        worker=worker_index,
+        shared=shared,
+        on_stored=on_stored,
+        on_arrivals=on_arrivals,
+    )
     stop = threading.Event()
     errors: list[BaseException] = []
 

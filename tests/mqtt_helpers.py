@@ -16,6 +16,8 @@ def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> in
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
     )
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
     client.max_inflight_messages_set(1000)
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()

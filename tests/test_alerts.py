@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import AreaContact, Operator
 from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor
-from tests.collection_helpers import Recorder, recording, running_alerter
+from tests.collection_helpers import Recorder, recording, running_alerter, tick_alerter
 from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
 from tests.test_webhooks import Receiver
@@ -134,7 +135,7 @@ def _live_now(settings: Settings) -> dict[str, int]:
 def _posted(receiver: Receiver) -> list[tuple[str, str]]:
     out = []
     for body, signature in receiver.received:
-        assert verify(body, SECRET, signature)
+        assert verify(body, SECRET, signature, now=time.time())
         out.append((json.loads(body)["type"], json.loads(body)["notice"]))
     return out
 
@@ -169,8 +170,8 @@ def test_fire_reaches_everyone_once_and_battery_only_manager_and_operator(
             timeout=10,
             what="ingest to store all eight",
         )
-        alerter.tick(datetime.now(UTC))
-        alerter.tick(datetime.now(UTC))  # a second tick must not deliver again
+        tick_alerter(alerter, datetime.now(UTC))
+        tick_alerter(alerter, datetime.now(UTC))  # a second tick must not deliver again
         wait_for(lambda: len(mqtt.messages) == 2, timeout=10, what="two MQTT notices")
         assert _live_now(settings) == {"battery_low": 1, "fire": 1}
         assert sorted(_notices(mqtt)) == [("battery_low", "raised"), ("fire", "raised")]
@@ -193,7 +194,7 @@ def test_fire_reaches_everyone_once_and_battery_only_manager_and_operator(
             timeout=10,
             what="battery cleared",
         )
-        alerter.tick(datetime.now(UTC) + alerter.limits.event_hold + timedelta(seconds=1))
+        tick_alerter(alerter, datetime.now(UTC) + alerter.limits.event_hold + timedelta(seconds=1))
         wait_for(lambda: len(mqtt.messages) == 4, timeout=10, what="two cleared notices")
     assert sorted(_notices(mqtt)[2:]) == [("battery_low", "cleared"), ("fire", "cleared")]
     assert sorted((a.type, a.state) for a in _alerts(settings)) == [
@@ -229,10 +230,10 @@ def test_offline_by_will_and_by_silence_and_back(
         )
 
         # Silence: nothing for N intervals on the alerter's clock, then the bin reports again.
-        alerter.tick(datetime.now(UTC) + alerter.limits.silent_for - timedelta(seconds=5))
+        tick_alerter(alerter, datetime.now(UTC) + alerter.limits.silent_for - timedelta(seconds=5))
         assert len(_alerts(settings, type="offline")) == 1
-        alerter.tick(datetime.now(UTC) + alerter.limits.silent_for + timedelta(seconds=1))
-        alerter.tick(datetime.now(UTC) + alerter.limits.silent_for + timedelta(seconds=30))
+        tick_alerter(alerter, datetime.now(UTC) + alerter.limits.silent_for + timedelta(seconds=1))
+        tick_alerter(alerter, datetime.now(UTC) + alerter.limits.silent_for + timedelta(seconds=30))
         assert len(_alerts(settings, type="offline", state="active")) == 1
         _send(settings, TopicKind.telemetry, Reading(ts=now + timedelta(seconds=1), fill_pct=10))
         wait_for(
@@ -240,7 +241,7 @@ def test_offline_by_will_and_by_silence_and_back(
             timeout=10,
             what="back",
         )
-        alerter.tick(datetime.now(UTC))
+        tick_alerter(alerter, datetime.now(UTC))
         wait_for(lambda: len(mqtt.messages) == 4, timeout=10, what="four notices")
     assert _notices(mqtt) == [("offline", "raised"), ("offline", "cleared")] * 2
 

@@ -95,6 +95,15 @@ def test_full_at_needs_half_an_hour_of_history() -> None:
     assert full_at(_rising(ROUND, [10, 20], timedelta(minutes=30))) is not None
 
 
+def test_full_at_of_a_near_zero_rate_is_none_not_an_overflow() -> None:
+    """A bin creeping up by 1e-12 % over an hour would be full in ~10^10 years: timedelta
+    cannot hold that (it raised OverflowError for the whole fleet's forecast); no date."""
+    points = [FillPoint(ROUND, 40.0), FillPoint(ROUND + timedelta(hours=1), 40.0 + 1e-12)]
+    assert full_at(points) is None
+    slow = _rising(ROUND, [10, 10.1], timedelta(hours=1))  # 900 h to full: still a date
+    assert full_at(slow) is not None
+
+
 def test_forecast_fires_only_before_the_next_working_day() -> None:
     # At 18:00 local the next working day starts at 07:00 tomorrow: 13 hours away.
     every = timedelta(hours=1)

@@ -19,8 +19,8 @@ from binwatch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-# Kept beside the repository, not in it: shared reference material (see its README).
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared/schemas/compose-spec.json"
+# The Compose Specification's schema, kept in the repository (source and licence: its README).
+SCHEMA_FILE = REPO / "tests/schemas/compose-spec.json"
 DATASOURCE_FILE = REPO / "dashboards/provisioning/datasources/binwatch.yaml"
 DASHBOARD_PROVIDER_FILE = REPO / "dashboards/provisioning/dashboards/binwatch.yaml"
 MOSQUITTO_CONF = REPO / "deploy/mosquitto/mosquitto.conf"
@@ -192,3 +192,28 @@ def test_dashboard_provider_reads_the_mounted_folder(compose: dict[str, Any]) ->
     assert provider["allowUiUpdates"] is False
     targets = {target for _source, target in bind_mounts(services(compose)["grafana"])}
     assert provider["options"]["path"] in targets
+
+
+def test_broker_admits_accounts_only_each_under_its_own_client_id(
+    compose: dict[str, Any],
+) -> None:
+    # issue 12: any account could take another's session (ingest's) by using its client id.
+    options = dict(
+        line.split(None, 1)
+        for line in MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert options["allow_anonymous"] == "false"
+    assert options["use_username_as_clientid"] == "true"
+    users = {
+        name: Settings(mqtt_url=environment(service)["BINWATCH_MQTT_URL"]).mqtt_endpoint().username
+        for name, service in services(compose).items()
+        if "BINWATCH_MQTT_URL" in environment(service)
+    }
+    # Each service that talks MQTT logs in as itself, so none takes another's connection.
+    assert users == {
+        "ingest": "ingest",
+        "collector": "collector",
+        "alerter": "alerter",
+        "simulator": "simulator",
+    }

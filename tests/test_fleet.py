@@ -217,6 +217,28 @@ def test_a_contact_topic_with_a_wildcard_is_refused_with_its_line(tmp_path: Path
     assert "contact.mqtt_topic: 'city/+/squad' cannot be published to" in str(rejected.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://xb.example/h", "is plain http: webhooks go over https"),
+        ("https://127.0.0.1:8086/query", "127.0.0.1 is not a public address"),
+        ("https://localhost/h", "names this machine"),
+    ],
+)
+def test_a_webhook_url_the_sender_would_refuse_fails_the_import_with_its_line(
+    tmp_path: Path, url: str, why: str
+) -> None:
+    path = _write(tmp_path, CONTACTS.replace("https://xb.example/h", url))
+    with pytest.raises(FleetError) as rejected:
+        load_fleet(path)
+    assert f"{path}:11: " in str(rejected.value)  # the contact's line
+    assert "contact.webhook_url: " in str(rejected.value)
+    assert why in str(rejected.value)
+    assert "BINWATCH_WEBHOOK_ALLOW_PRIVATE=true" in str(rejected.value)
+    fleet = load_fleet(path, allow_private_webhooks=True)  # an intranet receiver, allowed
+    assert url in [a.contact.webhook_url for _l, a, _k, _p in fleet.areas() if a.contact]
+
+
 def test_webhook_secrets_are_set_from_standard_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

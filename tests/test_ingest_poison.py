@@ -232,13 +232,15 @@ def test_hostile_payloads_cost_only_themselves(
             # still running: the attacker's own valid reading goes through
             fleet[attacker].publish(topics.bin(attacker, TopicKind.telemetry), _valid(10_000))
             wait_for(lambda: count_points(settings) == valid + 1, timeout=10, what="one more")
-        # Retained junk is handled once: not again when ingest reconnects with its session,
-        # nor when a new session subscribes.
-        for client_id in (settings.ingest_client_id, f"{settings.ingest_client_id}-new"):
-            again = settings.model_copy(update={"ingest_client_id": client_id})
+        # Retained junk is handled once: not again when ingest reconnects with its session, nor
+        # when a new session subscribes (the broker names a session after its account, so the
+        # new one is a worker account, `ingest-0`, with ingest's password).
+        fresh = secured.url("ingest").replace("//ingest:", "//ingest-0:", 1)
+        for n, url in enumerate((settings.mqtt_url, fresh)):
+            again = settings.model_copy(update={"mqtt_url": url})
             with running_ingest(again) as ingest:
                 topic = topics.bin(others[0], TopicKind.telemetry)
-                fleet[others[0]].publish(topic, _valid(20_000 + len(client_id)))
+                fleet[others[0]].publish(topic, _valid(20_000 + n))
                 wait_for(
                     lambda i=ingest: i.metrics.value("binwatch_ingest_stored_points_total") == 1,  # type: ignore[misc]
                     timeout=15,

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from binwatch.cli import app
+from binwatch.errors import InvalidRequest, NotFound
+from binwatch.mqtt import make_client, sub_account
 from binwatch.servers import MosquittoServer, free_port, require_binary
 from binwatch.settings import Settings
 from devices.contract import TopicKind, Topics
@@ -35,24 +43,37 @@ class Secured:
         return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.broker.port}"
 
 
-@pytest.fixture
-def secured(
-    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+@contextmanager
+def secured_broker(
+    settings: Settings, directory: Path, accounts: dict[str, tuple[str, ...]]
 ) -> Iterator[Secured]:
-    """A broker of its own with authentication on, two bins and the ingest account issued."""
-    first, second = sorted(pilot_bins)[:2]
+    """A broker of its own with authentication on and `accounts` issued (name -> the sites of a
+    manager-<name> account, else empty), as `binwatch mqtt-auth issue` and `export` make them."""
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
-        issued = [mqtt_auth.issue(session, name, now=now) for name in (first, second, "ingest")]
-        mqtt_auth.export(session, tmp_path / "auth", prefix=settings.topic_prefix)
+        issued = [
+            mqtt_auth.issue(session, name, now=now, site_ids=sites)
+            for name, sites in accounts.items()
+        ]
+        mqtt_auth.export(session, directory / "auth", prefix=settings.topic_prefix)
     engine.dispose()
-    broker = MosquittoServer(tmp_path / "broker", free_port(), auth_dir=tmp_path / "auth")
+    broker = MosquittoServer(directory / "broker", free_port(), auth_dir=directory / "auth")
     broker.start()
     try:
         yield Secured(broker, {i.username: i.password for i in issued}, settings)
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def secured(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> Iterator[Secured]:
+    """Two bins and the ingest account issued."""
+    first, second = sorted(pilot_bins)[:2]
+    with secured_broker(settings, tmp_path, {first: (), second: (), "ingest": ()}) as broker:
+        yield broker
 
 
 def _client(secured: Secured, user: str, password: str) -> tuple[paho.Client, list[object]]:
@@ -136,3 +157,157 @@ def test_wrong_or_missing_credentials_are_refused(secured: Secured, who: str) ->
         assert codes[0].is_failure  # type: ignore[attr-defined]
     finally:
         client.loop_stop()
+
+
+# How long each hostile connection stays before the next: long enough for Mosquitto to have
+# handled a takeover (on main one 10 s attempt cost 493 of 690 readings), short enough to try
+# many in a test.
+TAKEOVER_HOLD_S = 0.2
+TAKEOVER_READINGS = 400
+
+
+def _takeover_attempts(
+    secured: Secured, user: str, client_ids: list[str], stop: threading.Event, codes: list[object]
+) -> None:
+    """Connect as `user` with each of `client_ids` in turn, alternately with clean start (which
+    on a broker without the protection wipes the victim's queue) and with a persistent session,
+    until `stop`; the CONNACK reason codes go to `codes`."""
+    attempt = 0
+    while not stop.is_set():
+        client_id = client_ids[attempt % len(client_ids)]
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        client.username_pw_set(user, secured.passwords[user])
+        client.on_connect = lambda _c, _u, _f, reason, _p: codes.append(reason)
+        client.connect(
+            "127.0.0.1",
+            secured.broker.port,
+            clean_start=attempt % 2 == 0,
+            properties=properties,
+        )
+        client.loop_start()
+        stop.wait(TAKEOVER_HOLD_S)
+        client.disconnect()
+        client.loop_stop()
+        attempt += 1
+
+
+def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -> None:
+    """Two ingest workers on a shared subscription (accounts ingest-0 and ingest-1, which
+    `export` derives from `ingest`), a bin publishing readings, and another bin connecting over
+    and over with every client id ingest could have, with and without clean start."""
+    first, second = sorted(u for u in secured.passwords if u != "ingest")
+    settings = secured.settings.model_copy(update={"mqtt_url": secured.url("ingest")})
+    ids = ["ingest", "ingest-0", "ingest-1", settings.ingest_client_id, "binwatch-ingest"]
+    topic = Topics(settings.topic_prefix).bin(first, TopicKind.telemetry)
+    start_ms = int(time.time() * 1000) - TAKEOVER_READINGS
+    stop = threading.Event()
+    codes: list[object] = []
+    with (
+        running_ingest(settings, worker_index=0, shared=True) as one,
+        running_ingest(settings, worker_index=1, shared=True) as other,
+    ):
+        attacker = threading.Thread(
+            target=_takeover_attempts, args=(secured, second, ids, stop, codes)
+        )
+        attacker.start()
+        publisher, _ = _client(secured, first, secured.passwords[first])
+        try:
+            for index in range(TAKEOVER_READINGS):
+                _publish(publisher, topic, start_ms + index)
+                if index % 50 == 0:
+                    time.sleep(TAKEOVER_HOLD_S)  # spread the readings over many attempts
+            wait_for(
+                lambda: count_points(settings) >= TAKEOVER_READINGS,
+                timeout=30,
+                what="every reading stored",
+            )
+            # Every id tried at least twice, once with clean start and once without.
+            wait_for(lambda: len(codes) >= 2 * len(ids), timeout=30, what="the attempts")
+        finally:
+            stop.set()
+            attacker.join(10)
+            publisher.disconnect()
+            publisher.loop_stop()
+        reconnects = [w.metrics.value("binwatch_ingest_reconnects_total") for w in (one, other)]
+    assert count_points(settings) == TAKEOVER_READINGS
+    # The attack ran: the broker let the bin in every time, under its own name as client id.
+    assert not any(code.is_failure for code in codes)  # type: ignore[attr-defined]
+    assert reconnects == [0, 0], "an ingest worker lost its connection to the attacker"
+
+
+def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    bin_id = sorted(pilot_bins)[0]
+    site = pilot_bins[bin_id].site
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session:
+            for name, sites, error in [
+                ("manager-li", (), InvalidRequest),  # a manager without a site
+                ("manager-li", ("no-such-site",), NotFound),
+                ("ingest-3", (), InvalidRequest),  # a sub-account shares its service's password
+                (bin_id, (site,), InvalidRequest),  # only managers have sites
+                ("admin-", (), NotFound),
+            ]:
+                with pytest.raises(error):
+                    mqtt_auth.issue(session, name, now=now, site_ids=sites)
+            mqtt_auth.issue(session, "ingest", now=now)
+            mqtt_auth.issue(session, "manager-li", now=now, site_ids=(site,))
+            passwords = dict(
+                line.split(":", 1) for line in mqtt_auth.password_text(session).splitlines()
+            )
+            acl = mqtt_auth.acl_text(session, "p")
+    finally:
+        engine.dispose()
+    workers = [f"ingest-{n}" for n in range(mqtt_auth.INGEST_WORKERS_MAX)]
+    assert sorted(passwords) == sorted(["ingest", "manager-li", *workers])
+    assert {passwords[name] for name in workers} == {passwords["ingest"]}
+    assert f"user manager-li\ntopic read p/alerts/{site}\n" in acl
+    assert "user ingest-31\ntopic read p/bins/+/telemetry\n" in acl
+
+
+def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """What docker-compose.yml's mqtt-accounts step runs for each service."""
+    runner = CliRunner()
+    env = {"BINWATCH_DATABASE_URL": settings.database_url}
+    chosen = "0123456789abcdef0123"
+    done = runner.invoke(app, ["mqtt-auth", "set", "ingest"], input=chosen + "\n", env=env)
+    assert done.exit_code == 0, done.output
+    weak = runner.invoke(app, ["mqtt-auth", "set", "alerter"], input="short\n", env=env)
+    assert weak.exit_code == 1 and "at least 16" in weak.output
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            passwords = dict(
+                line.split(":", 1) for line in mqtt_auth.password_text(session).splitlines()
+            )
+    finally:
+        engine.dispose()
+    assert "alerter" not in passwords
+    assert mosquitto_verify(chosen, passwords["ingest-7"])
+
+
+@pytest.mark.parametrize(
+    ("url", "account_url", "client_id"),
+    [
+        ("mqtt://ingest:p%40ss@h:1883", "mqtt://ingest-3:p%40ss@h:1883", "ingest-3"),
+        ("mqtt://ingest@h:1883", "mqtt://ingest-3@h:1883", "ingest-3"),
+        ("mqtt://h:1883", "mqtt://h:1883", "fallback"),  # anonymous: the given id
+    ],
+)
+def test_a_sub_account_keeps_the_password_and_is_its_own_client_id(
+    url: str, account_url: str, client_id: str
+) -> None:
+    account = sub_account(Settings(mqtt_url=url), "3")
+    assert account.mqtt_url == account_url
+    assert account.mqtt_endpoint().password == Settings(mqtt_url=url).mqtt_endpoint().password
+    connection = make_client(account, "fallback", persistent=False)
+    assert connection.client._client_id == client_id.encode()

@@ -4,7 +4,9 @@ the request (dispatch) or on the escalation event (escalation)."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,12 +19,19 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from binwatch.settings import Settings
-from binwatch.webhooks import SIGNATURE_HEADER, WebhookSender, retry_delay, sign, verify
+from binwatch.webhooks import (
+    SIGNATURE_HEADER,
+    TOLERANCE_S,
+    WebhookSender,
+    retry_delay,
+    sign,
+    verify,
+)
 from collection.lifecycle import Status
 from collection.messages import Dispatch, Escalation
 from devices.models import AreaContact, CollectionRequest, Operator
 from devices.registry import BinTags, make_engine
-from tests.collection_helpers import open_manual, requests_of, running_collector
+from tests.collection_helpers import open_manual, requests_of, running_collector, tick
 from tests.helpers import ADMIN_HEADERS
 
 SECRET = "s3cret"
@@ -80,12 +89,19 @@ def _point_operator_at(settings: Settings, url: str) -> None:
     engine.dispose()
 
 
-def test_signature_round_trip() -> None:
+def test_signature_round_trip_and_replay() -> None:
     body = b'{"a": 1}'
-    assert verify(body, SECRET, sign(body, SECRET))
-    assert not verify(body + b" ", SECRET, sign(body, SECRET))
-    assert not verify(body, "other", sign(body, SECRET))
-    assert not verify(body, SECRET, None)
+    t = 1_700_000_000
+    header = sign(body, SECRET, t)
+    assert re.fullmatch(r"t=1700000000,v1=[0-9a-f]{64}", header)
+    assert verify(body, SECRET, header, now=t + 10)
+    assert not verify(body + b" ", SECRET, header, now=t)
+    assert not verify(body, "other", header, now=t)
+    assert not verify(body, SECRET, None, now=t)
+    # A captured POST replayed later is refused, and so is its MAC under another timestamp.
+    assert not verify(body, SECRET, header, now=t + TOLERANCE_S + 1)
+    forged = header.replace(f"t={t}", f"t={t + 600}")
+    assert not verify(body, SECRET, forged, now=t + 600)
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -94,8 +110,8 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 
 def test_unreachable_receiver_is_retryable() -> None:
-    sender = WebhookSender()
-    outcome = sender.post("http://127.0.0.1:9/nothing", b"{}", secret=None, event="test")
+    sender = WebhookSender(Settings(webhook_allow_private=True))
+    outcome = sender.post("http://127.0.0.1:9/nothing", b"{}", secret=SECRET, event="test")
     sender.close()
     assert not outcome.delivered and outcome.retryable
     assert "unreachable" in (outcome.error or "")
@@ -110,18 +126,18 @@ def test_retries_on_5xx_until_delivered(
     now = datetime.now(UTC)
     request_id = open_manual(settings, BIN, now)
     with running_collector(settings) as collector:
-        collector.tick(now)
+        tick(collector, now)
         assert len(receiver.received) == 1
-        collector.tick(now + timedelta(seconds=29))  # the first retry waits 30 s
+        tick(collector, now + timedelta(seconds=29))  # the first retry waits 30 s
         assert len(receiver.received) == 1
-        collector.tick(now + timedelta(seconds=30))
+        tick(collector, now + timedelta(seconds=30))
         assert len(receiver.received) == 2
-        collector.tick(now + timedelta(seconds=30 + 60))
+        tick(collector, now + timedelta(seconds=30 + 60))
         assert len(receiver.received) == 3
-        collector.tick(now + timedelta(hours=1))  # delivered: never again
+        tick(collector, now + timedelta(hours=1))  # delivered: never again
     assert len(receiver.received) == 3
     for body, signature in receiver.received:
-        assert verify(body, SECRET, signature)
+        assert verify(body, SECRET, signature, now=time.time())
         assert Dispatch.model_validate_json(body).request_id == request_id
     [request] = requests_of(settings)
     assert request.webhook_attempts == 3
@@ -139,7 +155,7 @@ def test_gives_up_visibly(
     request_id = open_manual(settings, BIN, now)
     with running_collector(settings) as collector:
         for minutes in (0, 1, 2, 10, 60):
-            collector.tick(now + timedelta(minutes=minutes))
+            tick(collector, now + timedelta(minutes=minutes))
     assert len(receiver.received) == 3
     with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
         delivery = client.get(f"/api/v1/collections/{request_id}").json()["delivery"]
@@ -159,8 +175,8 @@ def test_a_refusing_receiver_is_not_retried(
     now = datetime.now(UTC)
     open_manual(settings, BIN, now)
     with running_collector(settings) as collector:
-        collector.tick(now)
-        collector.tick(now + timedelta(hours=2))
+        tick(collector, now)
+        tick(collector, now + timedelta(hours=2))
     assert len(receiver.received) == 1
     [request] = requests_of(settings)
     assert (request.dispatch_error or "").startswith("webhook: gave up after 1 attempt(s)")
@@ -211,7 +227,7 @@ def test_escalation_webhook_is_retried_until_delivered(
 ) -> None:
     request_id, due = _escalation_setup(settings, receiver.url, mqtt=True)
     with running_collector(settings) as collector:
-        collector.tick(due)
+        tick(collector, due)
         assert len(receiver.received) == 1
         # The crew acknowledges meanwhile: the retries still send the body of the first attempt.
         _set_status(settings, request_id, Status.acknowledged)
@@ -222,21 +238,21 @@ def test_escalation_webhook_is_retried_until_delivered(
             (due + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S")
         )
         assert "webhook attempt 1 failed: " in pending["note"]
-        collector.tick(due + timedelta(seconds=29))  # the first retry waits 30 s
+        tick(collector, due + timedelta(seconds=29))  # the first retry waits 30 s
         assert len(receiver.received) == 1
-        collector.tick(due + timedelta(seconds=30))
+        tick(collector, due + timedelta(seconds=30))
         assert len(receiver.received) == 2
-        collector.tick(due + timedelta(seconds=30 + 59))
+        tick(collector, due + timedelta(seconds=30 + 59))
         assert len(receiver.received) == 2
-        collector.tick(due + timedelta(seconds=30 + 60))
+        tick(collector, due + timedelta(seconds=30 + 60))
         assert len(receiver.received) == 3
         for minutes in (5, 60, 180):  # delivered: never again
-            collector.tick(due + timedelta(minutes=minutes))
+            tick(collector, due + timedelta(minutes=minutes))
     assert len(receiver.received) == 3
     bodies = {body for body, _ in receiver.received}
     assert len(bodies) == 1, "every attempt sends the same body"
     for body, signature in receiver.received:
-        assert verify(body, SECRET, signature)
+        assert verify(body, SECRET, signature, now=time.time())
     message = Escalation.model_validate_json(bodies.pop())
     assert (message.request_id, message.level, message.area_id) == (request_id, 1, "xiaoba")
     assert message.status == Status.dispatched.value  # its status when it escalated
@@ -261,7 +277,7 @@ def test_escalation_webhook_gives_up_visibly(
     request_id, due = _escalation_setup(settings, receiver.url)
     with running_collector(settings) as collector:
         for minutes in (0, 1, 2, 10, 60, 180):
-            collector.tick(due + timedelta(minutes=minutes))
+            tick(collector, due + timedelta(minutes=minutes))
     assert len(receiver.received) == 3
     [escalation] = _escalations(settings, request_id)
     assert escalation["webhook_attempts"] == 3
@@ -281,7 +297,7 @@ def test_a_delivered_escalation_is_posted_once(
     request_id, due = _escalation_setup(settings, receiver.url)
     with running_collector(settings) as collector:
         for minutes in (0, 1, 5, 60, 180):
-            collector.tick(due + timedelta(minutes=minutes))
+            tick(collector, due + timedelta(minutes=minutes))
     assert len(receiver.received) == 1
     [escalation] = _escalations(settings, request_id)
     assert escalation["webhook_attempts"] == 1
@@ -297,10 +313,10 @@ def test_an_escalation_is_not_chased_once_the_request_is_done(
 ) -> None:
     request_id, due = _escalation_setup(settings, receiver.url)
     with running_collector(settings) as collector:
-        collector.tick(due)
+        tick(collector, due)
         _set_status(settings, request_id, Status.cancelled)
         for minutes in (1, 5, 60):
-            collector.tick(due + timedelta(minutes=minutes))
+            tick(collector, due + timedelta(minutes=minutes))
     assert len(receiver.received) == 1
     [escalation] = _escalations(settings, request_id)
     assert escalation["webhook_attempts"] == 1

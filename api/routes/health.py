@@ -18,6 +18,10 @@ from binwatch.influx import InfluxClient
 router = APIRouter(tags=["health"])
 
 OK = "ok"
+# /health answers within 2 s whatever InfluxDB does (a frozen server accepts the connection
+# and never answers): a short ping, then the heartbeat query only if the ping answered.
+PING_TIMEOUT_S = 0.5
+HEARTBEAT_TIMEOUT_S = 1.0
 
 
 @router.get(
@@ -42,8 +46,8 @@ def _check_influx(influx: InfluxClient) -> tuple[str, IngestHealth]:
     """Ping, then read the ingest heartbeat; a missing database counts as trouble, since no
     reading query could be answered from it."""
     try:
-        influx.ping()
-        beat = queries.last_heartbeat(influx)
+        influx.ping(timeout=PING_TIMEOUT_S)
+        beat = queries.last_heartbeat(influx, timeout=HEARTBEAT_TIMEOUT_S)
     except SinkError as exc:
         return str(exc), IngestHealth(last_write=None, lag_ms=None)
     if beat is None:

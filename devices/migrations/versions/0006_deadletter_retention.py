@@ -2,7 +2,7 @@
 many readings it stands for, and the counts of pruned letters live on in `dead_letter_tallies`.
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0007 (merged into main before this one; the chain is 0005 → 0007 → 0006)
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
