@@ -38,7 +38,10 @@ REASONS = (
     "bad_timestamp",
     "implausible_time",
     "inconsistent",
+    # Given after decoding, by ingest/service.py (docs/ingest.md):
+    "rewrites_history",
     "rejected_by_influxdb",
+    "hook_failed",
     "ingest_error",
 )
 
