@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     ingest_max_past_s: float = Field(
         30 * 24 * 3600, gt=0, description="readings older than this are rejected (offline buffers)"
     )
+    dead_letter_retention_days: float = Field(
+        30, gt=0, description="dead letters older than this are pruned (their counts are kept)"
+    )
+    dead_letter_max_per_bin: int = Field(
+        1000, ge=1, description="dead letters kept per bin; older ones are pruned, counts kept"
+    )
 
     @field_validator("topic_prefix")
     @classmethod

@@ -86,21 +86,33 @@ Timestamp = Annotated[
 ]
 
 
+# Every number a bin sends must fit every store downstream: InfluxDB and SQLite hold signed
+# 64-bit integers and finite floats, and Grafana (JavaScript) reads integers exactly only up to
+# 2^53. The limits below are the physical ones of a bin, well inside those (docs/ingest.md).
+SEQ_MAX = 2**53 - 1  # a counter that never wraps in any store, at any reporting rate
+DEPOSITS_MAX = 1_000_000  # per reading: more than a deposit a second over a 30-day buffer
+WEIGHT_KG_MAX = 10_000.0  # ten tonnes: beyond the largest compactor container
+TEMP_C_MIN = -60.0  # colder than any city a bin stands in
+TEMP_C_MAX = 1000.0  # a sensor in a fire reads high, but not beyond this
+
+
 class _Wire(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # allow_inf_nan: JSON's 1e400 parses as inf, and NaN/Infinity literals as themselves. Lone
+    # surrogates ("\\ud800"), which no UTF-8 store can hold, pydantic refuses in every string.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Reading(_Wire):
     """One measurement as a bin sends it on `…/bins/{bin_id}/telemetry`."""
 
     ts: Timestamp
-    seq: int | None = Field(None, ge=0)
+    seq: int | None = Field(None, ge=0, le=SEQ_MAX)
     fill_pct: float = Field(ge=0, le=100)
-    deposits: int | None = Field(None, ge=0)
-    contaminated: int | None = Field(None, ge=0)
-    weight_kg: float | None = Field(None, ge=0)
+    deposits: int | None = Field(None, ge=0, le=DEPOSITS_MAX)
+    contaminated: int | None = Field(None, ge=0, le=DEPOSITS_MAX)
+    weight_kg: float | None = Field(None, ge=0, le=WEIGHT_KG_MAX)
     battery_pct: float | None = Field(None, ge=0, le=100)
-    temp_c: float | None = Field(None, ge=-60, le=1000)
+    temp_c: float | None = Field(None, ge=TEMP_C_MIN, le=TEMP_C_MAX)
 
     @model_validator(mode="after")
     def _contaminated_within_deposits(self) -> Reading:

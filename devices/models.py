@@ -112,6 +112,24 @@ class DeadLetter(Base):
     detail: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     payload_size: Mapped[int] = mapped_column(Integer)
+    # The bin whose topic it came on ('' for a topic that names none): the cap is per bin.
+    bin_id: Mapped[str] = mapped_column(String(64), index=True, server_default="")
+    # How many readings (or messages) the letter stands for: a bin's array refused for one
+    # reason is one letter, not thousands.
+    parts: Mapped[int] = mapped_column(Integer, server_default="1")
+
+
+class DeadLetterTally(Base):
+    """What pruned dead letters were, per bin and reason, once their rows are gone: dead letters
+    are kept for a period and up to a cap per bin, and their counts for good."""
+
+    __tablename__ = "dead_letter_tallies"
+
+    bin_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), primary_key=True)
+    letters: Mapped[int] = mapped_column(Integer)
+    parts: Mapped[int] = mapped_column(Integer)
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from binwatch.errors import NotFound
-from devices.models import Area, Bin, DeadLetter, Site
+from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
 
 
 def make_engine(
@@ -138,9 +139,75 @@ def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:
     session.commit()
 
 
-def dead_letter_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
-    return {reason: count for reason, count in rows}
+@dataclass(frozen=True, slots=True)
+class DeadLetterCount:
+    """Readings (or messages) dead-lettered for one reason: still kept, and pruned since."""
+
+    kept: int
+    pruned: int
+
+
+def dead_letter_counts(session: Session) -> dict[str, DeadLetterCount]:
+    kept = session.execute(
+        select(DeadLetter.reason, func.sum(DeadLetter.parts)).group_by(DeadLetter.reason)
+    )
+    pruned = dict(
+        session.execute(
+            select(DeadLetterTally.reason, func.sum(DeadLetterTally.parts)).group_by(
+                DeadLetterTally.reason
+            )
+        ).all()
+    )
+    counts = {reason: DeadLetterCount(int(n), int(pruned.pop(reason, 0))) for reason, n in kept}
+    counts.update((reason, DeadLetterCount(0, int(n))) for reason, n in pruned.items())
+    return counts
+
+
+def prune_dead_letters(
+    session: Session, *, before: datetime, per_bin: int, bins: Iterable[str]
+) -> int:
+    """Drop the dead letters received before `before`, and those of `bins` beyond the newest
+    `per_bin` each, adding what they were to the tallies; returns how many were dropped. Only
+    the bins given are counted, so a call costs index look-ups, not a scan of the table."""
+    doomed = [DeadLetter.received_at < before]
+    for bin_id in bins:
+        cutoff = session.scalar(
+            select(DeadLetter.id)
+            .where(DeadLetter.bin_id == bin_id)
+            .order_by(DeadLetter.id.desc())
+            .offset(per_bin)
+            .limit(1)
+        )
+        if cutoff is not None:
+            doomed.append((DeadLetter.bin_id == bin_id) & (DeadLetter.id <= cutoff))
+    where = or_(*doomed)
+    groups = session.execute(
+        select(
+            DeadLetter.bin_id,
+            DeadLetter.reason,
+            func.count(),
+            func.sum(DeadLetter.parts),
+            func.max(DeadLetter.received_at),
+        )
+        .where(where)
+        .group_by(DeadLetter.bin_id, DeadLetter.reason)
+    ).all()
+    dropped = 0
+    for bin_id, reason, letters, parts, last in groups:
+        tally = session.get(DeadLetterTally, (bin_id, reason))
+        if tally is None:
+            tally = DeadLetterTally(
+                bin_id=bin_id, reason=reason, letters=0, parts=0, last_received_at=last
+            )
+            session.add(tally)
+        tally.letters += letters
+        tally.parts += int(parts)
+        tally.last_received_at = max(tally.last_received_at, last)
+        dropped += letters
+    if dropped:
+        session.execute(delete(DeadLetter).where(where))
+    session.commit()
+    return dropped
 
 
 def list_dead_letters(session: Session, *, reason: str | None, limit: int) -> list[DeadLetter]:

@@ -28,13 +28,14 @@ PUBLISH_TIMEOUT_S = 10.0
 
 @deadletters_app.command("counts")
 def counts() -> None:
-    """How many dead letters there are, by reason."""
+    """How many readings (or messages) were dead-lettered, by reason: those whose letters are
+    still kept, and those whose letters were pruned (past the retention or the cap per bin)."""
     engine = make_engine(Settings().database_url)
     with Session(engine) as session:
         by_reason = dead_letter_counts(session)
-    table = Table("reason", "count")
-    for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]):
-        table.add_row(reason, str(count))
+    table = Table("reason", "count", "kept", "pruned")
+    for reason, count in sorted(by_reason.items(), key=lambda item: -item[1].kept - item[1].pruned):
+        table.add_row(reason, str(count.kept + count.pruned), str(count.kept), str(count.pruned))
     console.print(table if by_reason else "no dead letters")
 
 
@@ -47,13 +48,14 @@ def list_command(
     engine = make_engine(Settings().database_url)
     with Session(engine) as session:
         letters = list_dead_letters(session, reason=reason, limit=limit)
-    table = Table("id", "received", "topic", "reason", "detail", "bytes")
+    table = Table("id", "received", "topic", "reason", "readings", "detail", "bytes")
     for letter in letters:
         table.add_row(
             str(letter.id),
             letter.received_at.isoformat(timespec="seconds"),
             letter.topic,
             letter.reason,
+            str(letter.parts),
             letter.detail[:120],
             str(letter.payload_size),
         )

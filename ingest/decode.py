@@ -38,12 +38,19 @@ REASONS = (
     "bad_timestamp",
     "implausible_time",
     "inconsistent",
+    # Given after decoding, by ingest/service.py (docs/ingest.md):
+    "rewrites_history",
     "rejected_by_influxdb",
+    "hook_failed",
     "ingest_error",
 )
 
 # How much of a bad payload a detail message quotes.
 _QUOTE_CHARS = 120
+# JSON nested deeper than this is malformed for contract v1 (whose documents have two levels: an
+# array of flat objects), whatever Python's recursion limit would have allowed.
+MAX_JSON_DEPTH = 16
+_TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels; contract v1 needs two"
 # Parsed topics, by prefix and topic: a fleet's topics repeat endlessly, so the split and the
 # regex run once per bin. Only valid topics are kept, and at most this many (then it starts
 # over), so a stream of made-up topics cannot grow it without bound.
@@ -134,24 +141,64 @@ def decode(
         document = json.loads(text)
     except ValueError as exc:
         return reject("malformed_json", f"not JSON: {exc}; payload starts {text[:_QUOTE_CHARS]!r}")
+    except RecursionError:
+        return reject("malformed_json", _TOO_DEEP)
+    try:
+        _decode_document(where, document, tags, received_ms, limits, decoded, bytes(payload))
+    except RecursionError:
+        # Quoting a deeply nested part in a detail recursed; only a too deep document can.
+        decoded = Decoded(rejections=[Rejection("malformed_json", _TOO_DEEP, bytes(payload))])
+    if decoded.rejections and _too_deep(document):
+        # Only an invalid document can be this deep (the contract's have two levels at most), so
+        # valid readings never pay for the walk, and the reason does not depend on the stack.
+        return Decoded(rejections=[Rejection("malformed_json", _TOO_DEEP, bytes(payload))])
+    return decoded
 
+
+def _decode_document(
+    where: BinTopic,
+    document: Any,
+    tags: str,
+    received_ms: int,
+    limits: TimeLimits | None,
+    decoded: Decoded,
+    payload: bytes,
+) -> None:
     measurement = MEASUREMENT[where.kind]
     if where.kind is TopicKind.telemetry and isinstance(document, list):
         if not document:
-            return reject("empty_batch", "an empty array carries no readings")
+            decoded.rejections.append(
+                Rejection("empty_batch", "an empty array carries no readings", payload)
+            )
         for index, element in enumerate(document):
             outcome = _decode_one(where, element, measurement, tags, received_ms, limits, decoded)
             if isinstance(outcome, str):
                 decoded.lines.append(outcome)
             else:
-                body = json.dumps(element, ensure_ascii=False).encode()
+                # ASCII JSON: an element may hold lone surrogates, which UTF-8 cannot encode.
+                body = json.dumps(element).encode()
                 decoded.rejections.append(Rejection(outcome[0], f"[{index}] {outcome[1]}", body))
-        return decoded
+        return
     outcome = _decode_one(where, document, measurement, tags, received_ms, limits, decoded)
     if isinstance(outcome, str):
         decoded.lines.append(outcome)
-        return decoded
-    return reject(*outcome)
+    else:
+        decoded.rejections.append(Rejection(*outcome, payload))
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether JSON nests deeper than `MAX_JSON_DEPTH`, walked without recursion."""
+    level = [document]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
+        if not level:
+            return False
+    return any(isinstance(node, dict | list) and node for node in level)
 
 
 def _decode_one(
@@ -261,6 +308,8 @@ def _reason(error: Any) -> str:
         return "missing_field"
     if kind == "extra_forbidden":
         return "unknown_field"
+    if kind == "string_unicode":  # a lone surrogate, in a value or in a key
+        return "wrong_type"
     if loc and loc[0] == "ts":
         return "bad_timestamp"
     if kind in (
@@ -269,6 +318,7 @@ def _reason(error: Any) -> str:
         "greater_than",
         "less_than",
         "string_too_long",
+        "finite_number",
     ):
         return "out_of_range"
     if not loc:

@@ -4,7 +4,9 @@ idempotent because a point's time is the bin's own `ts`, so redelivery rewrites 
 Two threads share one buffer. paho's network thread decodes each message (pure `decode`) and
 appends it; the writer thread takes the buffer when it holds a batch or its oldest message has
 waited `ingest_batch_seconds`, writes the points (retrying while InfluxDB is down), stores the
-dead letters, and only then acknowledges every message of the batch, in arrival order. The broker
+dead letters, and only then acknowledges every message of the batch, in arrival order. Only
+faults of the environment are retried; whatever a message holds that a later step cannot
+handle costs that message alone (ingest/isolation.py, docs/ingest.md). The broker
 sends at most `ingest_buffer` unacknowledged messages (MQTT 5 Receive Maximum), so the buffer is
 bounded by the protocol itself: while InfluxDB is down the broker holds the rest."""
 
@@ -14,12 +16,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
 from binwatch.errors import SinkRejected, SinkUnavailable
@@ -27,10 +30,13 @@ from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client, sub_account
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
-from devices.contract import Event, Reading, Status, Topics
+from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
-from devices.registry import add_dead_letters, bin_tags, make_engine
+from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
+from ingest.history import History, InfluxReadings
+from ingest.isolation import describe, find_refused, is_transient, isolate
+from ingest.letters import letters_for
 from ingest.lineprotocol import point, tag_set
 from ingest.metrics import IngestMetrics
 
@@ -45,9 +51,12 @@ RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 # Servers that are still starting get this many tries before ingest gives up (about 2 minutes).
 STARTUP_TRIES = 30
-# Dead letters keep at most this much of a payload: enough to see what was wrong and to replay
-# any reading that fits the contract, without letting a flood of huge payloads fill the disk.
-DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+# Writes one batch of `ingest_batch_size` points may spend finding the points InfluxDB refuses
+# (ingest/isolation.py): each level of the search rewrites the batch at most once, so this costs
+# a few batch writes (~28 ms each here), and a bin whose points are refused cannot stall others.
+ISOLATION_WRITES = 32
+# Dead letters are pruned (retention, cap per bin) at most this often, when letters are stored.
+PRUNE_EVERY_S = 10.0
 # Dead letters per batch and reason, for Grafana (the rows themselves are in the registry).
 DEAD_LETTERS_MEASUREMENT = "deadletters"
 
@@ -111,7 +120,12 @@ class Ingestor:
             max_future_ms=round(settings.ingest_max_future_s * 1000),
         )
         self.influx = InfluxClient(settings)
+        self._history = History(
+            InfluxReadings(self.influx, window_s=settings.ingest_max_past_s, clock=clock)
+        )
         self.engine = make_engine(settings.database_url)
+        self._letter_bins: set[str] = set()  # bins that got dead letters since the last prune
+        self._next_prune = 0.0
         self._clock = clock
         self._shared = shared
         self._lock = threading.Condition()
@@ -174,7 +188,7 @@ class Ingestor:
         if self._shared:
             filters = [f"$share/{self.settings.ingest_share_group}/{f}" for f in filters]
         # Subscribing on every connect renews the subscriptions even if the broker lost them.
-        client.subscribe([(f, 1) for f in filters])
+        client.subscribe([(f, _options(f)) for f in filters])
         log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
@@ -380,68 +394,140 @@ class Ingestor:
 
     def _store_unacked(
         self, batch: list[_Pending], stop: threading.Event | None
-    ) -> tuple[list[str], list[tuple[str, str]], list[DeadLetter], float] | None:
-        lines = [line for pending in batch for line in pending.decoded.lines]
+    ) -> tuple[list[str], list[str], list[DeadLetter], float] | None:
+        try:
+            return self._store_parts(batch, stop)
+        except Exception as exc:
+            # A bug met on this batch: its messages become dead letters, replayable once it is
+            # fixed, rather than crashing ingest on the same redelivered batch after each start.
+            log.exception("storing a batch failed unexpectedly; dead-lettering its messages")
+            later = [
+                [Rejection("ingest_error", describe(exc), _message_json(parts))] if parts else []
+                for parts in _parts_by_message(batch)
+            ]
+            letters = self._dead_letters(batch, later)
+            if self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
+                return None
+            return [], [], letters, 0.0
+
+    def _store_parts(
+        self, batch: list[_Pending], stop: threading.Event | None
+    ) -> tuple[list[str], list[str], list[DeadLetter], float] | None:
+        """Check, write, run the hooks, dead-letter: each step retried while the environment
+        fails, and what the data makes fail confined to it (ingest/isolation.py)."""
+        parts = _parts(batch)
+        later: list[list[Rejection]] = [[] for _ in batch]  # rejections after decoding
+        readings = [(part.bin_id, part.message) for part in parts if type(part.message) is Reading]
+        history = self._retrying(lambda: self._check_history(readings), stop, batch)
+        if history is None:
+            return None
+        if history:
+            clashing = {id(readings[index][1]): detail for index, detail in history.items()}
+            kept = []
+            for part in parts:
+                detail = clashing.get(id(part.message))
+                if detail is None:
+                    kept.append(part)
+                else:
+                    later[part.source].append(Rejection("rewrites_history", detail, _json(part)))
+            parts = kept
         started = time.monotonic()
-        refused = self._retrying(lambda: self._write_all(lines), stop, batch)
+        refused = self._retrying(lambda: self._write_isolating(parts), stop, batch)
         if refused is None:
             return None
         write_s = time.monotonic() - started
-        letters = self._dead_letters(batch, refused)
+        lines = [part.line for part in parts]
+        refused_lines: list[str] = []
+        if refused:
+            gone: set[int] = set()
+            for group, message in refused:
+                for part in group:
+                    gone.add(id(part))
+                    refused_lines.append(part.line)
+                    later[part.source].append(
+                        Rejection("rejected_by_influxdb", message, part.line.encode())
+                    )
+            parts = [part for part in parts if id(part) not in gone]
+        self._history.stored(
+            [(part.bin_id, part.message) for part in parts if type(part.message) is Reading]
+        )
+        hooks = (
+            (self._on_stored, self._run_hook, True),
+            (self._on_arrivals, self._run_arrivals, False),
+        )
+        hook_failed: set[int] = set()
+        for hook, run, readings_only in hooks:
+            chosen = [p for p in parts if not readings_only or type(p.message) is Reading]
+            if hook is None or not chosen:
+                continue
+            failed = self._retrying(
+                lambda c=chosen, r=run: isolate(c, r, group_of=_bin_of_part),  # type: ignore[misc]
+                stop,
+                batch,
+            )
+            if failed is None:
+                return None
+            for part, error in failed:
+                if id(part) not in hook_failed:  # one letter per reading, if both hooks fail
+                    hook_failed.add(id(part))
+                    detail = f"{type(hook).__name__} failed: {describe(error)}"
+                    later[part.source].append(Rejection("hook_failed", detail, _json(part)))
+        letters = self._dead_letters(batch, later)
         if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
             return None
-        if self._on_stored is not None:
-            stored = [item for pending in batch for item in pending.decoded.readings]
-            if stored and self._retrying(lambda: self._run_hook(stored), stop, batch) is None:
-                return None
-        if self._on_arrivals is not None:
-            arrivals = _arrivals(batch)
-            if (
-                arrivals
-                and self._retrying(lambda: self._run_arrivals(arrivals), stop, batch) is None
-            ):
-                return None
-        return lines, refused, letters, write_s
+        return lines, refused_lines, letters, write_s
 
-    def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:
-        refused: list[tuple[str, str]] = []
+    def _check_history(self, readings: list[tuple[str, Reading]]) -> dict[int, str]:
+        """The history check's verdicts; if InfluxDB refuses the check itself (not the data's
+        fault), the batch is stored unchecked rather than held: storing every valid reading
+        comes first, and the error is logged."""
+        try:
+            return self._history.conflicts(readings)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("history check failed, batch stored unchecked: %s", describe(exc))
+            return {}
+
+    def _write_isolating(self, parts: list[_Part]) -> list[tuple[list[_Part], str]]:
+        """Write in batches of `ingest_batch_size`; InfluxDB stores the good points of a refused
+        write but does not say which line was bad (FACTS.md), so a refused batch is searched,
+        bin by bin, then halving, in a bounded number of writes (ingest/isolation.py).
+        Re-sending stored points is harmless, since the same series and time overwrite."""
+        refused: list[tuple[list[_Part], str]] = []
         size = self.settings.ingest_batch_size
-        for start in range(0, len(lines), size):
-            refused += self._write_bisecting(lines[start : start + size])
+        for start in range(0, len(parts), size):
+            by_bin: dict[str, list[_Part]] = {}
+            for part in parts[start : start + size]:
+                by_bin.setdefault(part.bin_id, []).append(part)
+            refused += find_refused(
+                list(by_bin.values()), self._write_parts, max_writes=ISOLATION_WRITES
+            )
         return refused
 
-    def _write_bisecting(self, lines: list[str]) -> list[tuple[str, str]]:
-        """InfluxDB stores the good points of a rejected batch but does not say which line was
-        bad (FACTS.md). Halving finds the refused lines in O(k log n) writes; re-sending stored
-        points is harmless, since the same series and time overwrite."""
-        if not lines:
-            return []
+    def _write_parts(self, parts: list[_Part]) -> None:
         try:
-            self.influx.write(lines)
-            return []
+            self.influx.write([part.line for part in parts])
         except SinkRejected as exc:
             if exc.status == 404:
                 self._prepare_database()
                 raise SinkUnavailable(f"database was missing, recreated: {exc.message}") from exc
-            if exc.status != 400:
-                raise SinkUnavailable(
-                    f"InfluxDB refused the write ({exc.status}): {exc.message}"
-                ) from exc
-            if len(lines) == 1:
-                return [(lines[0], exc.message)]
-        middle = len(lines) // 2
-        return self._write_bisecting(lines[:middle]) + self._write_bisecting(lines[middle:])
+            raise
 
     def _retrying(
         self, action: Callable[[], Any], stop: threading.Event | None, batch: list[_Pending]
     ) -> Any:
         """Run `action` until it succeeds; None if asked to stop first, or once a reconnect
-        has made the whole batch redeliverable (holding it would double the memory bound)."""
+        has made the whole batch redeliverable (holding it would double the memory bound).
+        Only faults of the environment are retried (ingest/isolation.py); an error the data
+        caused is the caller's to confine, and reaching here is a bug that must not loop."""
         delay = RETRY_MIN_S
         while True:
             try:
                 return action()
-            except Exception as exc:  # SinkUnavailable, or the registry database being down
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 self.metrics.write_errors.inc()
                 log.warning("storing a batch failed, retrying in %.1f s: %s", delay, exc)
             if stop is None or stop.wait(delay) or batch[-1].generation != self._generation:
@@ -449,49 +535,85 @@ class Ingestor:
             delay = min(delay * 2, RETRY_MAX_S)
 
     def _dead_letters(
-        self, batch: list[_Pending], refused: list[tuple[str, str]]
+        self, batch: list[_Pending], later: list[list[Rejection]]
     ) -> list[DeadLetter]:
-        letters = [
-            _letter(pending.topic, rejection, pending.received_at)
-            for pending in batch
-            for rejection in pending.decoded.rejections
-        ]
-        if refused:
-            topic_of = {line: p.topic for p in batch for line in p.decoded.lines}
-            for line, message in refused:
-                rejection = Rejection("rejected_by_influxdb", message, line.encode())
-                letters.append(_letter(topic_of[line], rejection, self._clock()))
+        letters: list[DeadLetter] = []
+        for pending, rejections in zip(batch, later, strict=True):
+            if pending.decoded.rejections or rejections:
+                letters += letters_for(
+                    pending.topic,
+                    self._bin_of_topic(pending.topic),
+                    pending.received_at,
+                    pending.decoded.rejections + rejections,
+                )
         return letters
 
-    def _run_hook(self, readings: list[tuple[str, Reading]]) -> bool:
-        assert self._on_stored is not None
-        self._on_stored(readings)
-        return True
+    def _bin_of_topic(self, topic: str) -> str:
+        try:
+            return self.topics.parse_bin_topic(topic).bin_id
+        except ValueError:
+            return ""
 
-    def _run_arrivals(self, arrivals: list[Arrival]) -> bool:
+    def _run_hook(self, parts: list[_Part]) -> None:
+        assert self._on_stored is not None
+        self._on_stored([(part.bin_id, part.message) for part in parts])  # type: ignore[misc]
+
+    def _run_arrivals(self, parts: list[_Part]) -> None:
         assert self._on_arrivals is not None
-        self._on_arrivals(arrivals)
-        return True
+        self._on_arrivals([Arrival(p.bin_id, p.message, p.received_at) for p in parts])
 
     def _save_letters(self, letters: list[DeadLetter]) -> bool:
-        with Session(self.engine, expire_on_commit=False) as session:
-            add_dead_letters(session, letters)
+        """Store the letters, then prune (at most every PRUNE_EVERY_S) past the retention and
+        the cap of the bins that just got some. A letter the database cannot take is logged and
+        dropped rather than retried forever: there is no dead letter for a dead letter."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                add_dead_letters(session, letters)
+        except Exception as exc:
+            if is_transient(exc) or len(letters) == 1:
+                if not is_transient(exc):
+                    log.error("dead letter dropped, the database refused it: %s", exc)
+                    return True
+                raise
+            for letter in letters:
+                self._save_letters([letter])
+        self._letter_bins.update(letter.bin_id for letter in letters)
+        now = self._clock()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            self._prune(now)
         return True
+
+    def _prune(self, now: float) -> None:
+        settings = self.settings
+        before = datetime.fromtimestamp(now - settings.dead_letter_retention_days * 86400, tz=UTC)
+        bins, self._letter_bins = self._letter_bins, set()
+        try:
+            with Session(self.engine) as session:
+                dropped = prune_dead_letters(
+                    session, before=before, per_bin=settings.dead_letter_max_per_bin, bins=bins
+                )
+        except Exception:
+            log.exception("pruning dead letters failed; trying again later")
+            self._letter_bins |= bins
+            return
+        if dropped:
+            log.info("pruned %d dead letters (their counts are kept)", dropped)
 
     def _account(
         self,
         batch: list[_Pending],
         lines: list[str],
-        refused: list[tuple[str, str]],
+        refused: list[str],
         letters: list[DeadLetter],
         write_s: float,
     ) -> None:
         m = self.metrics
         m.received.inc(len(batch))
         m.stored.inc(len(lines) - len(refused))
-        m.dead_lettered.inc(len(letters))
+        m.dead_lettered.inc(sum(letter.parts for letter in letters))
         for letter in letters:
-            m.rejected.labels(letter.reason).inc()
+            m.rejected.labels(letter.reason).inc(letter.parts)
         now_ms = round(self._clock() * 1000)
         # What Grafana shows of ingest itself (its only datasource is InfluxDB): a heartbeat per
         # batch, and how many messages the batch dead-lettered, per reason.
@@ -499,7 +621,7 @@ class Ingestor:
         stats = [
             point(DEAD_LETTERS_MEASUREMENT, tag_set({"reason": reason, "worker": worker}),
                   {"count": count}, now_ms)
-            for reason, count in Counter(letter.reason for letter in letters).items()
+            for reason, count in _parts_by_reason(letters).items()
         ]  # fmt: skip
         if lines:
             m.batch_points.observe(len(lines))
@@ -518,22 +640,74 @@ class Ingestor:
                 log.info("ingest statistics not written: %s", exc)
 
 
-def _arrivals(batch: list[_Pending]) -> list[Arrival]:
-    arrivals: list[Arrival] = []
-    for pending in batch:
-        decoded = pending.decoded
-        for part in (decoded.readings, decoded.events, decoded.statuses):
-            arrivals += [Arrival(bin_id, message, pending.received_at) for bin_id, message in part]
-    return arrivals
-
-
-def _letter(topic: str, rejection: Rejection, received_at: float) -> DeadLetter:
-    log.warning("dead-lettered %s from %s: %s", rejection.reason, topic, rejection.detail[:200])
-    return DeadLetter(
-        received_at=datetime.fromtimestamp(received_at, tz=UTC),
-        topic=topic,
-        reason=rejection.reason,
-        detail=rejection.detail,
-        payload=rejection.payload[:DEAD_LETTER_PAYLOAD_MAX],
-        payload_size=len(rejection.payload),
+def _options(topic_filter: str) -> SubscribeOptions:
+    """QoS 1, and retained messages handled once (MQTT 5 Retain Handling, spec 3.8.3.1):
+    telemetry and events are never retained by contract, so one the broker holds retained was
+    already delivered live when published, or is junk: none is sent at subscribe time. Statuses
+    are retained by design: sent when the subscription is new (a new session learns every
+    bin's presence), not again on each reconnect of the persistent session."""
+    status = topic_filter.endswith(f"/{TopicKind.status.value}")
+    return SubscribeOptions(
+        qos=1,
+        retainHandling=(
+            SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            if status
+            else SubscribeOptions.RETAIN_DO_NOT_SEND
+        ),
     )
+
+
+class _Part(NamedTuple):
+    """A valid part of a batch's message: its line, and what the hooks get."""
+
+    line: str
+    bin_id: str
+    message: Reading | Event | Status
+    received_at: float
+    source: int  # its message's index in the batch
+
+
+def _parts(batch: list[_Pending]) -> list[_Part]:
+    parts: list[_Part] = []
+    for source, pending in enumerate(batch):
+        decoded = pending.decoded
+        # A message is of one kind, and each valid part of it has its line, in order.
+        messages: Sequence[tuple[str, Reading | Event | Status]] = (
+            decoded.readings or decoded.events or decoded.statuses
+        )
+        at = pending.received_at
+        parts += [
+            _Part(line, bin_id, message, at, source)
+            for line, (bin_id, message) in zip(decoded.lines, messages, strict=True)
+        ]
+    return parts
+
+
+def _parts_by_message(batch: list[_Pending]) -> list[list[_Part]]:
+    by_message: list[list[_Part]] = [[] for _ in batch]
+    for part in _parts(batch):
+        by_message[part.source].append(part)
+    return by_message
+
+
+def _message_json(parts: list[_Part]) -> bytes:
+    """A message's valid parts as the JSON a bin sends (an array for several readings)."""
+    if len(parts) == 1:
+        return _json(parts[0])
+    return b"[" + b",".join(_json(part) for part in parts) + b"]"
+
+
+def _bin_of_part(part: _Part) -> str:
+    return part.bin_id
+
+
+def _json(part: _Part) -> bytes:
+    """A part as the JSON a bin sends, so its dead letter can be replayed."""
+    return part.message.model_dump_json(exclude_none=True).encode()
+
+
+def _parts_by_reason(letters: list[DeadLetter]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for letter in letters:
+        counts[letter.reason] += letter.parts
+    return counts

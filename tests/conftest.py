@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from binwatch.influx import InfluxClient
@@ -22,8 +24,9 @@ from binwatch.servers import InfluxServer, MosquittoServer, free_port
 from binwatch.settings import Settings
 from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.models import DeadLetter
 from devices.registry import BinTags, bin_tags, make_engine
-from ingest.service import Ingestor
+from ingest.service import ArrivalHook, Ingestor, StoredHook
 from tests.helpers import ADMIN_TOKEN, wait_for
 
 
@@ -116,12 +119,25 @@ def pilot_bins(settings: Settings) -> dict[str, BinTags]:
 
 @contextmanager
 def running_ingest(
-    settings: Settings, *, worker_index: int = 0, shared: bool = False
+    settings: Settings,
+    *,
+    worker_index: int = 0,
+    shared: bool = False,
+    on_stored: StoredHook | None = None,
+    on_arrivals: ArrivalHook | None = None,
+    bugs_expected: bool = False,
 ) -> Iterator[Ingestor]:
     """An ingest worker in a thread, subscribed before this yields. On the way out it fails the
     test if ingest met an unexpected exception anywhere (Home Assistant's
-    fail_on_log_exception): a bug hidden behind a dead letter is still a bug."""
-    worker = Ingestor(settings, worker=worker_index, shared=shared)
+    fail_on_log_exception): a bug hidden behind a dead letter is still a bug. Only a test that
+    plants one itself says `bugs_expected`."""
+    worker = Ingestor(
+        settings,
+        worker=worker_index,
+        shared=shared,
+        on_stored=on_stored,
+        on_arrivals=on_arrivals,
+    )
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -143,7 +159,8 @@ def running_ingest(
         thread.join(30)
     assert not thread.is_alive(), "ingest did not stop within 30 s"
     assert not errors, f"ingest crashed: {errors!r}"
-    assert worker.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
+    if not bugs_expected:
+        assert worker.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
 
 
 @pytest.fixture
@@ -161,3 +178,17 @@ def count_points(settings: Settings, measurement: str = "telemetry") -> int:
     finally:
         client.close()
     return int(result[0].values[0][1]) if result else 0
+
+
+def dead_letter_parts(settings: Settings) -> Counter[str]:
+    """Readings (or messages) dead-lettered, per reason, from the registry's rows."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            letters = session.scalars(select(DeadLetter)).all()
+    finally:
+        engine.dispose()
+    counts: Counter[str] = Counter()
+    for letter in letters:
+        counts[letter.reason] += letter.parts
+    return counts

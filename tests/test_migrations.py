@@ -37,6 +37,7 @@ def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
         "sites",
         "bins",
         "dead_letters",
+        "dead_letter_tallies",
         "collection_requests",
         "collection_events",
         "area_contacts",
