@@ -1,6 +1,6 @@
 """Delivering queued alert notices (`alert_deliveries`, filled when an alert is raised or
 cleared): QoS 1 on the site's alert topic and any contact's topic, and signed webhooks with
-retries (binwatch/webhooks.py) to the manager, the operator and the grid's contacts.
+retries (core/webhooks.py) to the manager, the operator and the grid's contacts.
 
 Webhook attempts run in their receiver's lane (binwatch/webhook_lanes.py), off the alerter's
 tick. A row is marked done once delivered (or given up on), in the same transaction that
@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from alerts import store
 from alerts.messages import AlertNotice
-from binwatch.errors import BinwatchError
+from alerts.models import Alert, AlertDelivery
 from binwatch.webhook_lanes import WebhookLanes
-from binwatch.webhooks import Outcome, retry_delay
-from devices.alerts_models import Alert, AlertDelivery
+from core.errors import BinwatchError
+from core.webhooks import Outcome, retry_delay
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime
 
 from alerts import rules, store
-from binwatch.settings import Settings
-from devices.alerts_models import Alert
+from alerts.models import Alert
+from binwatch.database import session_factory
+from core.settings import Settings
 from devices.contract import Event, Reading, Status
-from devices.db import session_factory
 from devices.registry import make_engine
 from ingest.service import Arrival
 

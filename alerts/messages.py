@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from devices.alerts_models import Alert
+from alerts.models import Alert
 from devices.contract import Timestamp
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Event, Reading, Status
 
 

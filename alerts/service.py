@@ -21,15 +21,15 @@ from sqlalchemy import Engine
 
 from alerts import rules, store
 from alerts.delivery import Deliverer
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
-from binwatch.ticker import Step, TickingService
-from binwatch.webhooks import Outcome
-from devices.alerts_models import AlertDelivery, AlertEvent
+from alerts.models import AlertDelivery, AlertEvent
+from binwatch.database import session_factory
+from core.influx import InfluxClient
+from core.lineprotocol import point, tag_set
+from core.settings import Settings
+from core.ticker import Step, TickingService
+from core.webhooks import Outcome
 from devices.contract import epoch_ms
-from devices.db import session_factory
 from devices.registry import BinTags, bin_tags
-from ingest.lineprotocol import point, tag_set
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from alerts.messages import alert_topic
-from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
-from binwatch.errors import NotFound
-from devices.alerts_models import (
+from alerts.models import (
     LIVE_STATES,
     Alert,
     AlertDelivery,
@@ -27,6 +25,8 @@ from devices.alerts_models import (
     BinHealth,
     SiteContact,
 )
+from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
+from core.errors import NotFound
 from devices.models import Area, AreaContact, Bin, Operator, Site
 
 ALERTER = "alerter"

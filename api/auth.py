@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep, release
-from binwatch.errors import NotAllowed, NotFound
+from core.errors import NotAllowed, NotFound
 from devices.models import Site
 from security.keys import ApiRole, Principal, authenticate
 

@@ -11,8 +11,8 @@ from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from api.schemas import EVERY_REGEX, ID_REGEX, EveryParam, TimeParam, Window
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -22,16 +22,16 @@ from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
-from binwatch.errors import (
+from binwatch.database import session_factory
+from core.errors import (
     InvalidRequest,
     NotAllowed,
     NotFound,
     SinkRejected,
     SinkUnavailable,
 )
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
-from devices.db import session_factory
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.registry import make_engine
 
 log = logging.getLogger(__name__)

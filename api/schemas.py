@@ -23,7 +23,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from binwatch.errors import InvalidRequest
+from core.errors import InvalidRequest
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, Bin, Site
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from binwatch.influx import InfluxClient
 from binwatch.servers import InfluxServer, free_port
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.lineprotocol import tag_set, telemetry_line
+from core.settings import Settings
 from devices.contract import Reading
 from ingest.history import History, InfluxReadings, Key
-from ingest.lineprotocol import tag_set, telemetry_line
 
 BINS = 200
 PER_BIN = 50  # stored readings per bin, a minute apart

@@ -25,11 +25,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts.hook import AlertHook
-from binwatch.settings import Settings
+from alerts.models import Alert, AlertDelivery, AlertEvent, BinHealth
+from binwatch.database import migrate
 from collection.hook import ThresholdHook
-from devices.alerts_models import Alert, AlertDelivery, AlertEvent, BinHealth
+from core.settings import Settings
 from devices.contract import Reading
-from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import bin_tags, make_engine
 from ingest.service import Arrival

@@ -15,11 +15,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
+from core.lineprotocol import point, tag_set
 from devices.contract import Reading, Topics, epoch_ms
 from devices.fleet import default_fleet_path, load_fleet
 from devices.registry import BinTags
 from ingest.decode import decode
-from ingest.lineprotocol import point, tag_set
 
 READINGS = 20_000
 PASSES = 5
@@ -31,7 +31,7 @@ def _bins() -> list[BinTags]:
 
     from sqlalchemy.orm import Session
 
-    from devices.db import migrate
+    from binwatch.database import migrate
     from devices.fleet import import_fleet
     from devices.registry import bin_tags, make_engine
 

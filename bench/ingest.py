@@ -57,16 +57,16 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from bench import _profile  # noqa: E402
 from bench._payloads import PayloadSpec, build_spec  # noqa: E402
-from binwatch.errors import SinkUnavailable  # noqa: E402
-from binwatch.influx import InfluxClient  # noqa: E402
+from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free  # noqa: E402
-from binwatch.settings import Settings  # noqa: E402
+from core.errors import SinkUnavailable  # noqa: E402
+from core.influx import InfluxClient  # noqa: E402
+from core.lineprotocol import tag_set  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from devices.contract import TopicKind, Topics  # noqa: E402
-from devices.db import migrate  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
 from devices.registry import BinTags, bin_tags, make_engine  # noqa: E402
 from ingest.decode import decode  # noqa: E402
-from ingest.lineprotocol import tag_set  # noqa: E402
 
 PYTHON = sys.executable
 RESULTS_DIR = ROOT / "var" / "bench"
@@ -242,12 +242,18 @@ def ingest_command(workers: int) -> tuple[list[str], str]:
     if probe.returncode == 0:
         return [PYTHON, "-m", "binwatch", "ingest", "--workers", str(workers)], "binwatch ingest"
     code = (
-        "import logging, typer; from ingest.commands import ingest;"
+        "import logging, typer; from binwatch.commands.ingest import ingest;"
         " logging.basicConfig(level=logging.INFO,"
         " format='%(asctime)s %(levelname)s %(name)s: %(message)s');"
         " logging.getLogger('httpx').setLevel(logging.WARNING); typer.run(ingest)"
     )
-    return [PYTHON, "-c", code, "--workers", str(workers)], "ingest.commands.ingest via typer.run"
+    return [
+        PYTHON,
+        "-c",
+        code,
+        "--workers",
+        str(workers),
+    ], "binwatch.commands.ingest.ingest via typer.run"
 
 
 # --- the bench ------------------------------------------------------------------------------

@@ -8,18 +8,18 @@ from typing import Annotated
 
 import typer
 
-from alerts.commands import alerter
-from api.commands import api
+from binwatch.commands.alerter import alerter
+from binwatch.commands.api import api
+from binwatch.commands.collector import collector
+from binwatch.commands.deadletters import deadletters_app
+from binwatch.commands.fleet import fleet_app
+from binwatch.commands.ingest import ingest
+from binwatch.commands.security import keys_app, mqtt_auth_app
+from binwatch.commands.simulate import simulate
 from binwatch.demo import demo
 from binwatch.grafana import grafana_app
-from binwatch.rollups import rollups_app
-from binwatch.settings import Settings
-from collection.commands import collector
-from devices.commands import fleet_app
-from ingest.commands import ingest
-from ingest.deadletters import deadletters_app
-from security.commands import keys_app, mqtt_auth_app
-from simulator.commands import simulate
+from compliance.rollups import rollups_app
+from core.settings import Settings
 
 
 def _settings_help() -> str:

@@ -1,6 +1,6 @@
 """Creating and opening the registry database.
 
-The schema belongs to the Alembic migrations in `devices/migrations`, run from code rather than
+The schema belongs to the Alembic migrations in `binwatch/migrations`, run from code rather than
 from an `alembic.ini`, so the CLI, the tests and a fresh deployment all reach the same schema
 from any working directory. To write the next migration, autogenerate it against a database at
 head and clean it up by hand::

@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.live import Live
 from sqlalchemy.orm import Session
 
-from binwatch.errors import BinwatchError
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
-from binwatch.settings import Settings
+from core.errors import BinwatchError
+from core.settings import Settings
 from devices.registry import make_engine
 from security import mqtt_auth
 

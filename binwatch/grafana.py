@@ -31,13 +31,13 @@ from grafana_client.client import GrafanaClientError, GrafanaException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.errors import BinwatchError, SinkError
-from binwatch.influx import InfluxClient, quote_ident
-from binwatch.rollups import RAW_RP, ROLLUP_RP
-from binwatch.settings import Settings
+from compliance.rollups import RAW_RP, ROLLUP_RP
+from core.errors import BinwatchError, SinkError
+from core.influx import InfluxClient, quote_ident
+from core.lineprotocol import FieldValue, point, tag_set
+from core.settings import Settings
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
-from ingest.lineprotocol import FieldValue, point, tag_set
 
 REPO_DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 DATASOURCE_FILE = Path("provisioning/datasources/binwatch.yaml")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from binwatch.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from binwatch.settings import Settings
-from binwatch.webhooks import Outcome, WebhookSender
+from core.settings import Settings
+from core.webhooks import Outcome, WebhookSender
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from binwatch.settings import Settings
+from binwatch.database import session_factory
 from collection import store
 from collection.lifecycle import COLLECTOR
 from collection.rules import Policy, Rule, over_threshold
+from core.settings import Settings
 from devices.contract import Reading
-from devices.db import session_factory
 from devices.models import CollectionRequest
 from devices.registry import make_engine
 

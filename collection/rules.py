@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from binwatch.settings import Settings
 from collection.lifecycle import Status
+from core.settings import Settings
 from devices.contract import Stream
 
 

@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from api.schemas import epoch_ns, from_epoch_ms
-from binwatch.influx import InfluxClient
 from collection.lifecycle import OPEN, Status
 from collection.rules import FillPoint
+from core.influx import InfluxClient
+from core.lineprotocol import FieldValue, point, tag_set
 from devices.contract import epoch_ms
 from devices.models import CollectionEvent, CollectionRequest
 from devices.registry import BinTags
-from ingest.lineprotocol import FieldValue, point, tag_set
 
 MEASUREMENT: Final = "collections"
 # A reading's `ts` may lag its receipt by this much and still count for verification: covers the

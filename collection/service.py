@@ -24,18 +24,18 @@ from typing import Any, Final
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
-from binwatch.ticker import Step, TickingService
+from binwatch.database import session_factory
 from binwatch.webhook_lanes import WebhookLanes
-from binwatch.webhooks import Outcome, retry_delay
 from collection import rules, series, store
-from collection.dispatch import Publisher, PublishFailed
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
-from collection.messages import Dispatch, Escalation
 from collection.rules import Policy, Rule
+from core.influx import InfluxClient
+from core.publisher import Publisher, PublishFailed
+from core.settings import Settings
+from core.ticker import Step, TickingService
+from core.webhooks import Outcome, retry_delay
 from devices.contract import Topics
-from devices.db import session_factory
+from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, bin_tags
 

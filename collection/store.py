@@ -18,9 +18,9 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from binwatch.errors import NotFound
 from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
 from collection.rules import Policy, Rule
+from core.errors import NotFound
 from devices.models import (
     Area,
     AreaContact,

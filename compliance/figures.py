@@ -14,7 +14,10 @@ from itertools import chain
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from api.compliance_schemas import (
+from api.queries import accuracy
+from api.schemas import rfc3339
+from compliance.rollups import local_midnight
+from compliance.schemas import (
     HOUR,
     ComplianceReport,
     Every,
@@ -25,9 +28,6 @@ from api.compliance_schemas import (
     ScorePart,
     SiteRow,
 )
-from api.queries import accuracy
-from api.schemas import rfc3339
-from binwatch.rollups import local_midnight
 
 DAY: Final = timedelta(days=1)
 # Weights of the cleanliness score's parts (docs/metrics.md); parts without data are left out
@@ -102,7 +102,7 @@ def device_counts(
 @dataclass(frozen=True, slots=True)
 class RequestSums:
     """The collection requests created in a period for a group of bins, as counts that add
-    across sites and periods (api/compliance_requests.py reads them per site and period).
+    across sites and periods (compliance/requests.py reads them per site and period).
     Each request was judged against its deadline when it was read: `on_time` were completed by
     `due_at`; `missed` were completed after it or are still open past it; the rest (open and
     not yet due, cancelled) have no verdict. `response_minutes` holds, in no order, the time

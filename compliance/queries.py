@@ -2,9 +2,9 @@
 and their hourly sums (InfluxQL, values always as bound parameters).
 
 Every InfluxDB figure is a sum over per-bin-hour rows: the `hourly.telemetry` rollup, or, for
-`source=raw`, the very same rollup SELECT (binwatch.rollups.ROLLUP_FIELDS) run as a subquery over
+`source=raw`, the very same rollup SELECT (compliance.rollups.ROLLUP_FIELDS) run as a subquery over
 raw readings; for `source=daily`, settled hours come from the per-site tiers (site-hours, and
-site-days for whole local days), which hold those rows' sums already. The window's segments (binwatch.rollups.plan) say which tier
+site-days for whole local days), which hold those rows' sums already. The window's segments (compliance.rollups.plan) say which tier
 answers which hours; a figure is the sum of its segments' answers, so every path gives the same
 numbers.
 """
@@ -20,12 +20,9 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from api.compliance import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
-from api.compliance_schemas import ReportWindow, Subject
 from api.schemas import epoch_ns, from_epoch_ms
-from binwatch.errors import NotFound
-from binwatch.influx import InfluxClient, Series, quote_ident
-from binwatch.rollups import (
+from compliance.figures import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
+from compliance.rollups import (
     DAILY_RP,
     RAW_RP,
     ROLLUP_FIELDS,
@@ -36,6 +33,9 @@ from binwatch.rollups import (
     Tier,
     daily_measurement,
 )
+from compliance.schemas import ReportWindow, Subject
+from core.errors import NotFound
+from core.influx import InfluxClient, Series, quote_ident
 from devices import registry
 from devices.models import Area, Operator, Site
 
@@ -130,7 +130,7 @@ class Readings:
     """What a report reads from InfluxDB: sums per site over the window, the bins that reported
     lately, each bin's lowest recent battery level and, for a breakdown, sums per local day
     (keyed by its local midnight; a day read from two segments comes twice, and
-    api.compliance.periods adds them up)."""
+    compliance.figures.periods adds them up)."""
 
     by_site: dict[str, Sums]
     recent: set[str]

@@ -3,7 +3,7 @@
 One query per report, whatever its length and breakdown: one row per request, keyed by site
 and period, with its verdicts computed in SQL (each request judged against its deadline, as a
 few bits) and, once completed, its minutes to completion for the percentiles. Python counts
-the bits; no ORM object, not even a Row, is made: a district's year may hold ~100k requests. The arithmetic is api/compliance.py's.
+the bits; no ORM object, not even a Row, is made: a district's year may hold ~100k requests. The arithmetic is compliance/figures.py's.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Executable, case, extract, func, literal, select
 from sqlalchemy.orm import Session
 
-from api.compliance import RequestSums
 from collection.lifecycle import OPEN, Status
+from compliance.figures import RequestSums
 from devices.models import CollectionRequest
 
 Key = tuple[str, int]  # (site id, period index)

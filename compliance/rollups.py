@@ -7,7 +7,7 @@ composes across bins and hours (sums, maxima, minima, per-hour shares), so a que
 deposits or takes the highest fill level reads either policy unchanged: that is what lets a
 Grafana panel switch between `raw` and `hourly` by one variable (dashboards/README.md). A
 continuous query keeps the rollup current; `backfill` runs the same SELECT over data written
-before the query existed. The API's raw path (api/compliance_queries.py) evaluates
+before the query existed. The API's raw path (compliance/queries.py) evaluates
 `ROLLUP_FIELDS` as a subquery, so both paths compute every figure the same way.
 
 Two more tiers sum it per site, for reports over many sites and months: per site and hour
@@ -36,9 +36,9 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import Progress
 
-from binwatch.errors import SinkRejected
-from binwatch.influx import InfluxClient, quote_ident
-from binwatch.settings import Settings
+from core.errors import SinkRejected
+from core.influx import InfluxClient, quote_ident
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

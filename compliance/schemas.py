@@ -1,6 +1,6 @@
 """What the compliance routes accept and return: the report window with its checks, and the
 response models (part of the OpenAPI contract). The definitions behind every number are in
-docs/metrics.md; the arithmetic is in api/compliance.py."""
+docs/metrics.md; the arithmetic is in compliance/figures.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Final, Literal
 from pydantic import BaseModel
 
 from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
-from binwatch.errors import InvalidRequest
-from binwatch.rollups import Segment, plan
+from compliance.rollups import Segment, plan
+from core.errors import InvalidRequest
 from devices.contract import SiteType
 
 Every = Literal["1d", "1w", "1mo"]

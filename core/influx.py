@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from binwatch.errors import SinkRejected, SinkUnavailable
-from binwatch.settings import Settings
+from core.errors import SinkRejected, SinkUnavailable
+from core.settings import Settings
 
 # A 5,000-point write takes ~28 ms p50 and under 100 ms p99 here (FACTS.md); anything near this
 # long means the server is in trouble and the caller's retry loop should take over.

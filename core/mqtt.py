@@ -12,8 +12,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from binwatch.paho_buffered import BufferedClient
-from binwatch.settings import Settings
+from core.settings import Settings
+from ingest.paho_buffered import BufferedClient
 
 # Reconnect quickly after a broker restart, but never hammer a broker that stays down.
 RECONNECT_MIN_S = 1

@@ -12,9 +12,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from binwatch.errors import BinwatchError
-from binwatch.mqtt import Connection, is_auth_failure, make_client
-from binwatch.settings import Settings
+from core.errors import BinwatchError
+from core.mqtt import Connection, is_auth_failure, make_client
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

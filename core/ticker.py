@@ -24,11 +24,11 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from binwatch.errors import BinwatchError
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
 from binwatch.webhook_lanes import WebhookLanes
-from binwatch.webhooks import CONNECT_TIMEOUT_S
+from core.errors import BinwatchError
+from core.influx import InfluxClient
+from core.settings import Settings
+from core.webhooks import CONNECT_TIMEOUT_S
 from devices.registry import make_engine
 
 log = logging.getLogger(__name__)

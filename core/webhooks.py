@@ -25,8 +25,8 @@ from typing import Final
 import httpcore
 import httpx
 
-from binwatch.settings import Settings
 from binwatch.webhook_targets import AddressRefused, GuardedBackend, url_problem
+from core.settings import Settings
 
 SIGNATURE_HEADER: Final = "X-Binwatch-Signature"
 EVENT_HEADER: Final = "X-Binwatch-Event"

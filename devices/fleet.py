@@ -20,8 +20,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.errors import FleetError
 from binwatch.webhook_targets import url_problem
+from core.errors import FleetError
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, AreaContact, Bin, Operator, Site
 

@@ -1,5 +1,5 @@
 """The registry's tables. The schema itself is created by the Alembic migrations in
-`devices/migrations`; these classes must match them (a test compares the two)."""
+`binwatch/migrations`; these classes must match them (a test compares the two)."""
 
 from __future__ import annotations
 

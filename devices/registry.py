@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
-from binwatch.errors import NotFound
+from core.errors import NotFound
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.lineprotocol import point, telemetry_line
 from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics, epoch_ms
-from ingest.lineprotocol import point, telemetry_line
 
 MEASUREMENT = {
     TopicKind.telemetry: "telemetry",

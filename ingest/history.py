@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from binwatch.influx import InfluxClient, Series
+from core.influx import InfluxClient, Series
 from devices.contract import Reading, epoch_ms
 
 FIELDS = ("fill_pct", "seq", "deposits", "contaminated", "weight_kg", "battery_pct", "temp_c")

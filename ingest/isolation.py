@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
-from binwatch.errors import SinkRejected, SinkUnavailable
+from core.errors import SinkRejected, SinkUnavailable
 
 T = TypeVar("T")
 

@@ -25,11 +25,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
-from binwatch.errors import SinkRejected, SinkUnavailable
-from binwatch.influx import InfluxClient
-from binwatch.mqtt import is_auth_failure, make_client, sub_account
-from binwatch.rollups import ensure_rollups
-from binwatch.settings import Settings
+from compliance.rollups import ensure_rollups
+from core.errors import SinkRejected, SinkUnavailable
+from core.influx import InfluxClient
+from core.lineprotocol import point, tag_set
+from core.mqtt import is_auth_failure, make_client, sub_account
+from core.settings import Settings
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
@@ -37,7 +38,6 @@ from ingest.decode import Decoded, Rejection, TimeLimits, decode
 from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
 from ingest.letters import letters_for
-from ingest.lineprotocol import point, tag_set
 from ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound
 from devices.models import Operator, Site
-from devices.security_models import ApiKey
 from security.hashing import new_secret, same_hash, token_hash
+from security.models import ApiKey
 
 TOKEN_PREFIX = "bw_"
 BOOTSTRAP_KEY_ID = "bootstrap-admin"

@@ -36,10 +36,10 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound
 from devices.models import AreaContact, Bin, Operator, Site
-from devices.security_models import MqttCredential
 from security.hashing import mosquitto_hash, new_secret
+from security.models import MqttCredential
 
 SERVICES: Final = ("ingest", "collector", "alerter", "simulator")
 # `binwatch ingest --workers` allows at most this many workers, each its own account.

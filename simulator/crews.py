@@ -26,10 +26,10 @@ import httpx
 import paho.mqtt.client as paho
 from pydantic import ValidationError
 
-from binwatch.mqtt import make_client, sub_account
-from binwatch.settings import Settings
-from collection.messages import Dispatch
+from core.mqtt import make_client, sub_account
+from core.settings import Settings
 from devices.contract import Topics
+from devices.messages import Dispatch
 from simulator.model import FleetModel
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from binwatch.errors import BinwatchError
-from binwatch.mqtt import Connection, is_auth_failure, make_client
-from binwatch.settings import Settings
+from core.errors import BinwatchError
+from core.mqtt import Connection, is_auth_failure, make_client
+from core.settings import Settings
 from devices.contract import Reading, Status, TopicKind, Topics
 from devices.registry import BinTags
 from simulator.faults import Injector

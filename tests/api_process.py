@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from binwatch.servers import free_port
-from binwatch.settings import Settings
+from core.settings import Settings
 from tests.helpers import ADMIN_HEADERS, wait_for
 
 

@@ -13,17 +13,17 @@ from typing import Any
 import paho.mqtt.client as paho
 from sqlalchemy.orm import Session
 
-from alerts.commands import build_alerter
 from alerts.service import Alerter
-from binwatch.settings import Settings
-from binwatch.ticker import Resources
+from binwatch.commands.alerter import build_alerter
+from binwatch.commands.collector import build_collector
+from binwatch.database import session_factory
 from collection import store
-from collection.commands import build_collector
 from collection.hook import ThresholdHook
 from collection.lifecycle import COLLECTOR
 from collection.rules import Policy, Rule
 from collection.service import Collector
-from devices.db import session_factory
+from core.settings import Settings
+from core.ticker import Resources
 from devices.models import CollectionRequest
 from devices.registry import make_engine
 from ingest.service import Ingestor

@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
+from binwatch.database import migrate
 from binwatch.servers import InfluxServer, MosquittoServer, free_port
-from binwatch.settings import Settings
-from devices.db import migrate
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import DeadLetter
 from devices.registry import BinTags, bin_tags, make_engine

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import paho.mqtt.client as paho
 
-from binwatch.settings import Settings
+from core.settings import Settings
 
 
 def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:

@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from binwatch.servers import free_port
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from tests.helpers import wait_for
 

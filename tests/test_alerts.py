@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 from alerts import store
 from alerts.hook import AlertHook
 from alerts.messages import alert_topic
+from alerts.models import Alert, SiteContact
 from api.main import create_app
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
-from binwatch.webhooks import verify
-from devices.alerts_models import Alert, SiteContact
+from core.influx import InfluxClient
+from core.settings import Settings
+from core.webhooks import verify
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import AreaContact, Operator
 from devices.registry import BinTags, make_engine

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Event, TopicKind, Topics
 from devices.registry import BinTags
 from tests.collection_helpers import Recorder, recording, running_alerter

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from alerts import rules
 from alerts.rules import AlertType, Finding, Limits, Memory
 from alerts.store import audience
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Event, Reading, Status
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from alerts import store
+from alerts.models import BinHealth
 from alerts.rules import Memory
-from devices.alerts_models import BinHealth
-from devices.db import migrate
+from binwatch.database import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import bin_tags, make_engine
 

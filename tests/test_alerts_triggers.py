@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from alerts import store
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags, make_engine
 from tests.helpers import wait_for

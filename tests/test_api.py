@@ -14,15 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from binwatch.influx import InfluxClient, quote_ident
+from binwatch.database import migrate, session_factory
 from binwatch.servers import free_port
-from binwatch.settings import Settings
+from core.influx import InfluxClient, quote_ident
+from core.lineprotocol import tag_set
+from core.settings import Settings
 from devices.contract import Topics
-from devices.db import migrate, session_factory
 from devices.models import Area, Bin, Operator, Site
 from devices.registry import bin_tags, make_engine
 from ingest.decode import decode
-from ingest.lineprotocol import tag_set
 from tests.helpers import ADMIN_HEADERS
 
 pytestmark = pytest.mark.servers

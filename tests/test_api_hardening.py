@@ -16,15 +16,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alerts.models import Alert
 from api.main import create_app
 from api.paging import MAX_ROWS
 from api.schemas import from_epoch_ms, rfc3339
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
-from devices.alerts_models import Alert
+from core.influx import InfluxClient
+from core.lineprotocol import tag_set
+from core.settings import Settings
 from devices.models import Bin
 from devices.registry import BinTags, make_engine
-from ingest.lineprotocol import tag_set
 from security.keys import TOKEN_PREFIX
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
 from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, world

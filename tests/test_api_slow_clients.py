@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.registry import BinTags
 from tests.api_process import ApiProcess
 from tests.helpers import ADMIN_HEADERS

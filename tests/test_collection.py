@@ -17,17 +17,17 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from binwatch.influx import InfluxClient
 from binwatch.servers import free_port
-from binwatch.settings import Settings
 from collection import rules, series, store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
-from collection.messages import Dispatch, Escalation
+from core.influx import InfluxClient
+from core.lineprotocol import tag_set
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics, epoch_ms
+from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, make_engine
 from ingest.decode import decode
-from ingest.lineprotocol import tag_set
 from simulator.crews import Crews
 from simulator.publisher import run_simulation
 from tests.collection_helpers import (

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from binwatch.settings import Settings
 from collection.lifecycle import Status
 from collection.rules import (
     FillPoint,
@@ -18,6 +17,7 @@ from collection.rules import (
     next_local_hour,
     over_threshold,
 )
+from core.settings import Settings
 from devices.contract import Stream
 
 TZ = "Asia/Shanghai"  # UTC+8, no daylight saving

@@ -1,5 +1,5 @@
-"""The pure arithmetic of compliance (api/compliance.py, api/compliance_schemas.py), and the
-collection requests' SQL reads (api/compliance_requests.py) on a SQLite registry: no servers."""
+"""The pure arithmetic of compliance (compliance/figures.py, compliance/schemas.py), and the
+collection requests' SQL reads (compliance/requests.py) on a SQLite registry: no servers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from api.compliance import (
+from binwatch.database import migrate
+from compliance.figures import (
     DeviceCounts,
     RequestSums,
     Sums,
@@ -28,11 +29,10 @@ from api.compliance import (
     total,
     within_deadline,
 )
-from api.compliance_requests import request_sums
-from api.compliance_schemas import Ranking, ReportWindow, SiteRow
-from binwatch.errors import InvalidRequest
+from compliance.requests import request_sums
+from compliance.schemas import Ranking, ReportWindow, SiteRow
+from core.errors import InvalidRequest
 from devices.contract import SiteType
-from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import Bin, CollectionRequest, Site
 from devices.registry import make_engine

@@ -1,5 +1,5 @@
 """Compliance reports on real servers: hand-built readings published over MQTT, stored by the real
-ingest, rolled up by binwatch.rollups, served by the API. Every expected number is worked out here
+ingest, rolled up by compliance.rollups, served by the API. Every expected number is worked out here
 by hand from the readings below (docs/metrics.md has the rules).
 
 The window is 12 hours, 12:00Z to 24:00Z of a day three days ago: 20:00 to 08:00 in the city's
@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from binwatch.influx import InfluxClient
-from binwatch.rollups import backfill, ensure_rollups
-from binwatch.settings import Settings
+from compliance.rollups import backfill, ensure_rollups
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from binwatch.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -94,7 +94,7 @@ def test_binwatch_variables_are_settings_fields(compose: dict[str, Any]) -> None
         if key.startswith(ENV_PREFIX)
         and key.removeprefix(ENV_PREFIX).lower() not in Settings.model_fields
     ]
-    assert not unknown, f"not fields of binwatch.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of core.settings.Settings: {unknown}"
 
 
 def test_influxdb_is_pinned_to_1x(compose: dict[str, Any]) -> None:

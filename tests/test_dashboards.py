@@ -40,14 +40,14 @@ from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
 from alerts.rules import AlertType, Finding
-from binwatch.errors import SinkRejected
 from binwatch.grafana import HOURLY_FROM_MS, write_sites
-from binwatch.influx import InfluxClient
-from binwatch.rollups import RAW_RP, ROLLUP_RP, backfill
-from binwatch.settings import Settings
 from collection import store as collection_store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
 from collection.rules import Policy, Rule
+from compliance.rollups import RAW_RP, ROLLUP_RP, backfill
+from core.errors import SinkRejected
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.contract import Event, TopicKind, Topics
 from devices.registry import BinTags, make_engine
 from ingest.service import Ingestor

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from binwatch.errors import FleetError
-from devices.db import migrate, session_factory
+from binwatch.database import migrate, session_factory
+from core.errors import FleetError
 from devices.fleet import import_fleet, load_fleet
 from devices.models import Area, AreaContact, Bin, Operator, Site
 from devices.registry import make_engine

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.registry import BinTags
 from ingest.service import Ingestor
 from simulator.publisher import run_simulation

@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from binwatch.errors import FleetError
-from devices.commands import fleet_app
-from devices.db import migrate, session_factory
+from binwatch.commands.fleet import fleet_app
+from binwatch.database import migrate, session_factory
+from core.errors import FleetError
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import Area, AreaContact, Bin, Operator, Site
 from devices.registry import BinTags, bin_tags, make_engine

@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from binwatch.cli import app
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.lineprotocol import point, tag_set
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine
-from ingest.lineprotocol import point, tag_set
 from ingest.service import ISOLATION_WRITES, Ingestor
 from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.lineprotocol import point, tag_set
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine
-from ingest.lineprotocol import point, tag_set
 from ingest.service import Ingestor
 from tests.conftest import count_points
 from tests.helpers import wait_for

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from binwatch.cli import app
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import Bin
 from devices.registry import BinTags, make_engine

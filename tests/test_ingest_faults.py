@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from binwatch.servers import InfluxServer, MosquittoServer, free_port
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.registry import BinTags
 from tests.conftest import count_points
 from tests.helpers import wait_for

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags
 from ingest.history import EXACT_LOOKUPS_MAX

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.hook import AlertHook
-from binwatch.settings import Settings
 from collection.hook import ThresholdHook
+from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine

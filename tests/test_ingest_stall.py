@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from binwatch.servers import InfluxServer, free_port
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.registry import BinTags
 from tests.conftest import count_points
 from tests.helpers import ADMIN_HEADERS, wait_for

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from binwatch.errors import SinkRejected, SinkUnavailable
+from binwatch.database import migrate
+from core.errors import SinkRejected, SinkUnavailable
 from devices.contract import Reading, Topics
-from devices.db import migrate
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, dead_letter_counts, make_engine, prune_dead_letters
 from ingest.decode import MAX_JSON_DEPTH, Rejection, decode

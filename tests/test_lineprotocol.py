@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.lineprotocol import escape_key, format_field, point, tag_set, telemetry_line
+from core.lineprotocol import escape_key, format_field, point, tag_set, telemetry_line
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from devices.db import migrate
+from binwatch.database import migrate
 from devices.models import Base
 from devices.registry import make_engine
 

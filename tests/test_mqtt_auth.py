@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from binwatch.cli import app
-from binwatch.errors import InvalidRequest, NotFound
-from binwatch.mqtt import make_client, sub_account
 from binwatch.servers import MosquittoServer, free_port, require_binary
-from binwatch.settings import Settings
+from core.errors import InvalidRequest, NotFound
+from core.mqtt import make_client, sub_account
+from core.settings import Settings
 from devices.contract import TopicKind, Topics
 from devices.registry import BinTags, make_engine
 from security import mqtt_auth

@@ -1,4 +1,4 @@
-"""binwatch.paho_buffered's shortcuts against paho's own code paths, without a broker: a PUBLISH
+"""ingest.paho_buffered's shortcuts against paho's own code paths, without a broker: a PUBLISH
 decoded the short way is the message paho would have made, and `ack_many` writes exactly the
 PUBACKs `ack` would have (the end-to-end and fault tests run both against a real Mosquitto)."""
 
@@ -11,7 +11,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.exception import MalformedPacket
 
-from binwatch.paho_buffered import BufferedClient
+from ingest.paho_buffered import BufferedClient
 
 
 def _client(*, manual_ack: bool = True) -> tuple[BufferedClient, list[paho.MQTTMessage]]:

@@ -1,4 +1,4 @@
-"""Which rollup tier answers which hours of a report window (binwatch.rollups.plan): no servers,
+"""Which rollup tier answers which hours of a report window (compliance.rollups.plan): no servers,
 the segments worked out by hand."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from binwatch.rollups import SETTLED, Segment, daily_measurement, plan, standard_offset
+from compliance.rollups import SETTLED, Segment, daily_measurement, plan, standard_offset
 
 SHANGHAI = "Asia/Shanghai"  # UTC+8 all year: local midnight is 16:00Z
 BERLIN = "Europe/Berlin"  # UTC+1, UTC+2 from 2026-03-29 01:00Z

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from binwatch.influx import InfluxClient, quote_ident
-from binwatch.rollups import (
+from compliance.rollups import (
     CQ_NAME,
     DAILY_CQ,
     DAILY_FIELDS,
@@ -24,7 +23,8 @@ from binwatch.rollups import (
     daily_measurement,
     ensure_rollups,
 )
-from binwatch.settings import Settings
+from core.influx import InfluxClient, quote_ident
+from core.settings import Settings
 
 pytestmark = pytest.mark.servers
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Policy, PublicPolicy
 from api.main import create_app
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.models import Bin, Site
 from devices.registry import BinTags, make_engine
 from security.keys import ApiRole, create_key, revoke_key

@@ -18,13 +18,13 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from alerts.messages import alert_topic
-from binwatch.influx import InfluxClient
+from alerts.models import AlertDelivery, AlertEvent, BinHealth
 from binwatch.servers import free_port
-from binwatch.settings import Settings
-from binwatch.ticker import TickingService
 from collection import rules
 from collection.lifecycle import Status
-from devices.alerts_models import AlertDelivery, AlertEvent, BinHealth
+from core.influx import InfluxClient
+from core.settings import Settings
+from core.ticker import TickingService
 from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import (

@@ -13,7 +13,7 @@ import pytest
 
 import simulator.publisher as publisher
 from binwatch.servers import free_port
-from binwatch.settings import Settings
+from core.settings import Settings
 from devices.contract import Reading, Status
 from devices.registry import BinTags
 from simulator.model import FleetModel

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from binwatch.settings import Settings
-from devices.alerts_models import AlertDelivery, BinHealth, SiteContact
+from alerts.models import AlertDelivery, BinHealth, SiteContact
+from core.settings import Settings
 from devices.models import Operator
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import open_manual, requests_of, running_alerter, running_collector

@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
-from binwatch.settings import Settings
 from binwatch.webhook_targets import address_problem, url_problem
-from binwatch.webhooks import SIGNATURE_HEADER, WebhookSender, verify
+from core.influx import InfluxClient
+from core.settings import Settings
+from core.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from devices.models import AreaContact, Operator
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import open_manual, requests_of, running_collector, tick

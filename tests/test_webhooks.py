@@ -18,8 +18,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from binwatch.settings import Settings
-from binwatch.webhooks import (
+from collection.lifecycle import Status
+from core.settings import Settings
+from core.webhooks import (
     SIGNATURE_HEADER,
     TOLERANCE_S,
     WebhookSender,
@@ -27,8 +28,7 @@ from binwatch.webhooks import (
     sign,
     verify,
 )
-from collection.lifecycle import Status
-from collection.messages import Dispatch, Escalation
+from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, CollectionRequest, Operator
 from devices.registry import BinTags, make_engine
 from tests.collection_helpers import open_manual, requests_of, running_collector, tick

@@ -15,7 +15,7 @@ from api.deps import SessionDep
 from api.paging import next_offset
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from binwatch.errors import NotFound
+from core.errors import NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 

@@ -24,10 +24,10 @@ from api.collection_schemas import (
 from api.deps import SessionDep, SettingsDep
 from api.paging import next_offset
 from api.schemas import ID_REGEX, TimeParam
-from binwatch.errors import InvalidRequest, NotAllowed, NotFound
 from collection import store
 from collection.lifecycle import Actor, Role, Status, TransitionRefused
 from collection.rules import Policy, Rule
+from core.errors import InvalidRequest, NotAllowed, NotFound
 from devices import registry
 from devices.models import CollectionRequest
 from security.keys import ApiRole

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api import compliance_queries as reads
 from api.auth import ADMIN, EVERYONE, ScopeDep, allow
-from api.compliance import (
+from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
+from api.schemas import ID_REGEX, TimeParam
+from compliance import queries as reads
+from compliance.figures import (
     NO_REQUESTS,
     DeviceCounts,
     RequestSums,
@@ -30,8 +32,8 @@ from api.compliance import (
     score,
     total,
 )
-from api.compliance_requests import request_sums
-from api.compliance_schemas import (
+from compliance.requests import request_sums
+from compliance.schemas import (
     ComplianceReport,
     Every,
     Period,
@@ -40,10 +42,8 @@ from api.compliance_schemas import (
     SiteRow,
     SourceParam,
 )
-from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
-from api.schemas import ID_REGEX, TimeParam
-from binwatch.errors import NotFound
-from binwatch.influx import InfluxClient
+from core.errors import NotFound
+from core.influx import InfluxClient
 from devices.contract import SiteType
 from security.keys import ApiRole
 

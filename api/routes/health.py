@@ -12,8 +12,8 @@ from api import queries
 from api.auth import PUBLIC
 from api.deps import InfluxDep, SessionDep
 from api.schemas import Health, IngestHealth, from_epoch_ms
-from binwatch.errors import SinkError
-from binwatch.influx import InfluxClient
+from core.errors import SinkError
+from core.influx import InfluxClient
 
 router = APIRouter(tags=["health"])
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from alerts.delivery import Deliverer
 from alerts.service import Alerter
-from binwatch.ticker import Resources, serve
-from collection.dispatch import Publisher
+from core.publisher import Publisher
+from core.ticker import Resources, serve
 
 
 def alerter() -> None:

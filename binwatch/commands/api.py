@@ -9,7 +9,7 @@ import uvicorn
 
 from api.main import create_app
 from api.server import head_timeout_protocol
-from binwatch.settings import Settings
+from core.settings import Settings
 
 
 def api(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from binwatch.ticker import Resources, serve
-from collection.dispatch import Publisher
 from collection.service import Collector
+from core.publisher import Publisher
+from core.ticker import Resources, serve
 
 
 def collector() -> None:

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from binwatch.influx import InfluxClient
-from binwatch.mqtt import make_client
-from binwatch.settings import Settings
+from core.influx import InfluxClient
+from core.mqtt import make_client
+from core.settings import Settings
 from devices.models import DeadLetter
 from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters, make_engine
 

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from binwatch.errors import FleetError
-from binwatch.settings import Settings
+from binwatch.database import migrate, session_factory
+from core.errors import FleetError
+from core.settings import Settings
 from devices.contract import SiteType, Stream
-from devices.db import migrate, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import AreaContact, Operator
 from devices.registry import make_engine

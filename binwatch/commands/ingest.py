@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 
 from alerts.hook import AlertHook
-from binwatch.errors import BinwatchError
-from binwatch.settings import Settings
 from collection.hook import ThresholdHook
+from core.errors import BinwatchError
+from core.settings import Settings
 from ingest.service import Ingestor
 from security.mqtt_auth import INGEST_WORKERS_MAX
 

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from binwatch.errors import BinwatchError
-from binwatch.settings import Settings
-from devices.db import migrate, session_factory
+from binwatch.database import migrate, session_factory
+from core.errors import BinwatchError
+from core.settings import Settings
 from devices.registry import make_engine
 from security import mqtt_auth
 from security.keys import ApiRole, create_key, list_keys, revoke_key

@@ -13,8 +13,8 @@ from rich.console import Console
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from binwatch.errors import BinwatchError
-from binwatch.settings import Settings
+from core.errors import BinwatchError
+from core.settings import Settings
 from devices.registry import BinTags, bin_tags, make_engine
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector

@@ -1,5 +1,5 @@
 """Alembic's entry point for the registry. It migrates over the connection that
-`devices.db.alembic_config` hands it, never over a URL of its own, so there is exactly one way
+`binwatch.database.alembic_config` hands it, never over a URL of its own, so there is exactly one way
 to reach the database (`devices.registry.make_engine`, with its SQLite pragmas)."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from devices.models import Base
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
-    raise RuntimeError("run registry migrations through devices.db.migrate(), not the alembic CLI")
+    raise RuntimeError(
+        "run registry migrations through binwatch.database.migrate(), not the alembic CLI"
+    )
 
 # Batch mode lets later migrations alter columns and constraints on SQLite, which has no
 # ALTER for them: Alembic copies the table instead.
