@@ -26,6 +26,7 @@ from binwatch.database import session_factory
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.settings import Settings
+from core.sql import session_factory
 from core.ticker import Step, TickingService
 from core.webhooks import Outcome
 from devices.contract import epoch_ms

@@ -32,6 +32,7 @@ from core.errors import (
 )
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from devices.registry import make_engine
 
 log = logging.getLogger(__name__)

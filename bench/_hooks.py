@@ -29,9 +29,10 @@ from alerts.models import Alert, AlertDelivery, AlertEvent, BinHealth
 from binwatch.database import migrate
 from collection.hook import ThresholdHook
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
-from devices.registry import bin_tags, make_engine
+from devices.registry import bin_tags
 from ingest.service import Arrival
 
 BATCH = 5_000

@@ -32,8 +32,9 @@ def _bins() -> list[BinTags]:
     from sqlalchemy.orm import Session
 
     from binwatch.database import migrate
+    from core.sql import make_engine
     from devices.fleet import import_fleet
-    from devices.registry import bin_tags, make_engine
+    from devices.registry import bin_tags
 
     url = f"sqlite:///{tempfile.mkdtemp()}/registry.db"
     migrate(url)

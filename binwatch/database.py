@@ -15,13 +15,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
-from devices.registry import make_engine
+from core.sql import make_engine
 
-MIGRATIONS = "devices:migrations"  # a package path, so it resolves wherever binwatch is installed
+MIGRATIONS = "binwatch:migrations"  # a package path, so it resolves wherever binwatch is installed
 
 
 def alembic_config(connection: Connection) -> Config:
@@ -47,9 +46,3 @@ def migrate(database_url: str) -> None:
             command.upgrade(alembic_config(connection), "head")
     finally:
         engine.dispose()
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for `engine`. Objects stay readable after commit (`expire_on_commit=False`), so
-    a command or an API handler can report what it just wrote without another round trip."""
-    return sessionmaker(engine, expire_on_commit=False)

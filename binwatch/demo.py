@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from core.errors import BinwatchError
 from core.settings import Settings
-from devices.registry import make_engine
+from core.sql import make_engine
 from security import mqtt_auth
 
 console = Console(stderr=True)

@@ -36,6 +36,7 @@ from core.errors import BinwatchError, SinkError
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import FieldValue, point, tag_set
 from core.settings import Settings
+from core.sql import make_engine
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
 

@@ -21,9 +21,9 @@ from collection import store
 from collection.lifecycle import COLLECTOR
 from collection.rules import Policy, Rule, over_threshold
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from devices.contract import Reading
 from devices.models import CollectionRequest
-from devices.registry import make_engine
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
 from core.settings import Settings
+from core.sql import session_factory
 from core.ticker import Step, TickingService
 from core.webhooks import Outcome, retry_delay
 from devices.contract import Topics

@@ -28,6 +28,7 @@ from binwatch.webhook_lanes import WebhookLanes
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from core.webhooks import CONNECT_TIMEOUT_S
 from devices.registry import make_engine
 

@@ -5,36 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.errors import NotFound
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
-
-
-def make_engine(
-    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30
-) -> Engine:
-    """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
-    and the CLI can share one file without 'database is locked' errors. The pool's sizes and
-    wait are SQLAlchemy's defaults unless a caller (the API) sizes them to its concurrency."""
-    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
-    if database_url.startswith("sqlite"):
-        engine = create_engine(
-            database_url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
-        )
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(database_url, pool_pre_ping=True, **pool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.mqtt import is_auth_failure, make_client, sub_account
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters

@@ -23,9 +23,9 @@ from collection.lifecycle import COLLECTOR
 from collection.rules import Policy, Rule
 from collection.service import Collector
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from core.ticker import Resources
 from devices.models import CollectionRequest
-from devices.registry import make_engine
 from ingest.service import Ingestor
 from tests.helpers import wait_for
 

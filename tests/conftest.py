@@ -23,6 +23,7 @@ from binwatch.database import migrate
 from binwatch.servers import InfluxServer, MosquittoServer, free_port
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import DeadLetter
 from devices.registry import BinTags, bin_tags, make_engine

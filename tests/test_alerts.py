@@ -23,10 +23,11 @@ from alerts.models import Alert, SiteContact
 from api.main import create_app
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from core.webhooks import verify
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import AreaContact, Operator
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.collection_helpers import Recorder, recording, running_alerter, tick_alerter
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS, wait_for

@@ -16,8 +16,9 @@ from alerts import store
 from alerts.models import BinHealth
 from alerts.rules import Memory
 from binwatch.database import migrate
+from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
-from devices.registry import bin_tags, make_engine
+from devices.registry import bin_tags
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 

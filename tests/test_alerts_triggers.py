@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from alerts import store
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
 from tests.test_alerts import alert_ingest

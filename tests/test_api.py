@@ -19,6 +19,7 @@ from binwatch.servers import free_port
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from devices.contract import Topics
 from devices.models import Area, Bin, Operator, Site
 from devices.registry import bin_tags, make_engine

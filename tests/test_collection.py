@@ -23,6 +23,7 @@ from collection.lifecycle import COLLECTOR, Actor, Role, Status
 from core.influx import InfluxClient
 from core.lineprotocol import tag_set
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics, epoch_ms
 from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest

@@ -32,10 +32,10 @@ from compliance.figures import (
 from compliance.requests import request_sums
 from compliance.schemas import Ranking, ReportWindow, SiteRow
 from core.errors import InvalidRequest
+from core.sql import make_engine
 from devices.contract import SiteType
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import Bin, CollectionRequest, Site
-from devices.registry import make_engine
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

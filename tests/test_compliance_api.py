@@ -22,8 +22,9 @@ from api.main import create_app
 from compliance.rollups import backfill, ensure_rollups
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.conftest import count_points
 from tests.helpers import ADMIN_HEADERS, wait_for

@@ -48,8 +48,9 @@ from compliance.rollups import RAW_RP, ROLLUP_RP, backfill
 from core.errors import SinkRejected
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Event, TopicKind, Topics
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from simulator.publisher import run_simulation
 from tests.collection_helpers import running_alerter, running_collector

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from binwatch.commands.fleet import fleet_app
 from binwatch.database import migrate, session_factory
 from core.errors import FleetError
+from core.sql import make_engine, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import Area, AreaContact, Bin, Operator, Site
-from devices.registry import BinTags, bin_tags, make_engine
+from devices.registry import BinTags, bin_tags
 
 # Line numbers matter: the bad-file cases below assert them.
 MINI = """\

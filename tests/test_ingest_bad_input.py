@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import BinTags, make_engine

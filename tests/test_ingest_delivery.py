@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from binwatch.cli import app
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import Bin
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for

@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from binwatch.database import migrate
+from core.sql import make_engine
 from devices.models import Base
-from devices.registry import make_engine
 
 
 def _url(tmp_path: Path) -> str:

@@ -25,8 +25,9 @@ from binwatch.servers import MosquittoServer, free_port, require_binary
 from core.errors import InvalidRequest, NotFound
 from core.mqtt import make_client, sub_account
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import TopicKind, Topics
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from security import mqtt_auth
 from security.hashing import mosquitto_verify
 from tests.conftest import count_points, running_ingest

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from api.auth import Policy, PublicPolicy
 from api.main import create_app
 from core.settings import Settings
+from core.sql import make_engine
 from devices.models import Bin, Site
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from security.keys import ApiRole, create_key, revoke_key
 from tests.helpers import ADMIN_HEADERS
 

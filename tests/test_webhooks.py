@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from collection.lifecycle import Status
 from core.settings import Settings
+from core.sql import make_engine
 from core.webhooks import (
     SIGNATURE_HEADER,
     TOLERANCE_S,

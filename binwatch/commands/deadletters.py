@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from core.influx import InfluxClient
 from core.mqtt import make_client
 from core.settings import Settings
+from core.sql import make_engine
 from devices.models import DeadLetter
-from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters, make_engine
+from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters
 
 deadletters_app = typer.Typer(
     help="List, count and replay what ingest could not store.", no_args_is_help=True

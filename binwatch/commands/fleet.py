@@ -15,10 +15,10 @@ from rich.table import Table
 from binwatch.database import migrate, session_factory
 from core.errors import FleetError
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from devices.contract import SiteType, Stream
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import AreaContact, Operator
-from devices.registry import make_engine
 
 fleet_app = typer.Typer(
     help="The fleet file: areas (and their contacts), operators, sites and bins of the pilot."

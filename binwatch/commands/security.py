@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from binwatch.database import migrate, session_factory
 from core.errors import BinwatchError
 from core.settings import Settings
+from core.sql import make_engine, session_factory
 from devices.registry import make_engine
 from security import mqtt_auth
 from security.keys import ApiRole, create_key, list_keys, revoke_key

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import BinwatchError
 from core.settings import Settings
-from devices.registry import BinTags, bin_tags, make_engine
+from core.sql import make_engine
+from devices.registry import BinTags, bin_tags
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector
 from simulator.publisher import run_simulation

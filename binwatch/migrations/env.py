@@ -1,6 +1,6 @@
 """Alembic's entry point for the registry. It migrates over the connection that
 `binwatch.database.alembic_config` hands it, never over a URL of its own, so there is exactly one way
-to reach the database (`devices.registry.make_engine`, with its SQLite pragmas)."""
+to reach the database (`core.sql.make_engine`, with its SQLite pragmas)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,38 @@
+"""The SQL boundary's common part: an engine for the registry database and its sessions, the same
+for every service (the schema itself is the migrations' business: binwatch/database.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(
+    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30
+) -> Engine:
+    """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
+    and the CLI can share one file without 'database is locked' errors. The pool's sizes and
+    wait are SQLAlchemy's defaults unless a caller (the API) sizes them to its concurrency."""
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True, **pool)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for `engine`. Objects stay readable after commit (`expire_on_commit=False`), so
+    a command or an API handler can report what it just wrote without another round trip."""
+    return sessionmaker(engine, expire_on_commit=False)
