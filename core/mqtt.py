@@ -1,6 +1,6 @@
 """The MQTT boundary's common part: a paho-mqtt 2.x client configured the way binwatch's services
 need it (MQTT 5, credentials from the settings, capped reconnect backoff). Ingest subscribes with
-it, the simulator publishes with it."""
+it, the collector, the alerter and the simulator publish with it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from core.settings import Settings
-from ingest.paho_buffered import BufferedClient
 
 # Reconnect quickly after a broker restart, but never hammer a broker that stays down.
 RECONNECT_MIN_S = 1
@@ -30,7 +29,7 @@ class Connection:
     """A configured client and what its CONNECT must say; `start` begins connecting in paho's
     own thread, and paho then retries by itself with the backoff above."""
 
-    client: BufferedClient
+    client: paho.Client
     settings: Settings
     properties: Properties
     persistent: bool
@@ -83,12 +82,14 @@ def make_client(
     persistent: bool,
     receive_maximum: int | None = None,
     manual_ack: bool = False,
+    client_class: type[paho.Client] = paho.Client,
 ) -> Connection:
     """A client whose id is its user name, as binwatch's broker enforces (`client_id` only
     without one, on an anonymous broker); `persistent` keeps its session (subscriptions and
-    unacknowledged QoS 1 messages) on the broker across disconnects."""
+    unacknowledged QoS 1 messages) on the broker across disconnects. `client_class`: paho's own,
+    or a subclass of it (ingest passes its `ingest.paho_buffered.BufferedClient`)."""
     endpoint = settings.mqtt_endpoint()
-    client = BufferedClient(
+    client = client_class(
         paho.CallbackAPIVersion.VERSION2,
         client_id=endpoint.username or client_id,
         protocol=paho.MQTTv5,

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -40,6 +40,7 @@ from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
 from ingest.letters import letters_for
 from ingest.metrics import IngestMetrics
+from ingest.paho_buffered import BufferedClient
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,9 @@ class Ingestor:
             persistent=True,
             receive_maximum=settings.ingest_buffer,
             manual_ack=True,
+            client_class=BufferedClient,
         )
-        client = self._mqtt.client
+        self._client = client = cast(BufferedClient, self._mqtt.client)
         client.read_paused = self._buffer_full
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -382,7 +384,7 @@ class Ingestor:
             return
         with self._lock:
             generation = self._generation
-        client = self._mqtt.client
+        client = self._client
         # Packet ids belong to a connection: after a reconnect the broker redelivers these
         # messages, and acking an old id could acknowledge a different, unwritten message.
         current = [pending for pending in batch if pending.generation == generation]
