@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import ID_REGEX, NextPage, UtcTime
 from collection.lifecycle import Status
+from collection.models import CollectionRequest
 from collection.rules import Rule
 from devices.contract import Stream
-from devices.models import CollectionRequest
 
 Id = Annotated[str, Field(pattern=ID_REGEX)]
 Note = Annotated[str, Field(max_length=1000)]

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from api.main import create_app  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, free_port  # noqa: E402
+from collection.models import CollectionRequest
 from compliance.rollups import (  # noqa: E402
     ROLLUP_MEASUREMENT,
     ROLLUP_RP,

@@ -1,6 +1,8 @@
-"""Creating and opening the registry database.
+"""Creating the registry database: every domain's tables, and the migrations that make them.
 
-The schema belongs to the Alembic migrations in `binwatch/migrations`, run from code rather than
+Each domain owns its tables (devices/models.py the registry, collection/models.py, alerts/models.py,
+security/models.py), all on one `Base`; only here, in the launch layer, are they gathered, in
+`METADATA`, for the migrations and their test. The schema belongs to the Alembic migrations in `binwatch/migrations`, run from code rather than
 from an `alembic.ini`, so the CLI, the tests and a fresh deployment all reach the same schema
 from any working directory. To write the next migration, autogenerate it against a database at
 head and clean it up by hand::
@@ -15,10 +17,18 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import make_url
 
+from alerts import models as alerts_models
+from collection import models as collection_models
 from core.sql import make_engine
+from devices import models as registry_models
+from security import models as security_models
+
+DOMAIN_MODELS = (registry_models, collection_models, alerts_models, security_models)
+METADATA: MetaData = registry_models.Base.metadata
+"""Every table: the domains' model modules above put theirs on the registry's `Base`."""
 
 MIGRATIONS = "binwatch:migrations"  # a package path, so it resolves wherever binwatch is installed
 

@@ -19,11 +19,11 @@ from typing import Final
 from binwatch.database import session_factory
 from collection import store
 from collection.lifecycle import COLLECTOR
+from collection.models import CollectionRequest
 from collection.rules import Policy, Rule, over_threshold
 from core.settings import Settings
 from core.sql import make_engine, session_factory
 from devices.contract import Reading
-from devices.models import CollectionRequest
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Final
 
 from api.schemas import epoch_ns, from_epoch_ms
 from collection.lifecycle import OPEN, Status
+from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import FillPoint
 from core.influx import InfluxClient
 from core.lineprotocol import FieldValue, point, tag_set

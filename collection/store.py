@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
+from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import Policy, Rule
 from core.errors import NotFound
 from devices.models import (

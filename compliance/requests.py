@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Executable, case, extract, func, literal, 
 from sqlalchemy.orm import Session
 
 from collection.lifecycle import OPEN, Status
+from collection.models import CollectionRequest
 from compliance.figures import RequestSums
 from devices.models import CollectionRequest
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from devices.models import CollectionRequest
+from collection.models import CollectionRequest
 
 
 class _Message(BaseModel):

@@ -20,12 +20,12 @@ from binwatch.database import session_factory
 from collection import store
 from collection.hook import ThresholdHook
 from collection.lifecycle import COLLECTOR
+from collection.models import CollectionRequest
 from collection.rules import Policy, Rule
 from collection.service import Collector
 from core.settings import Settings
 from core.sql import make_engine, session_factory
 from core.ticker import Resources
-from devices.models import CollectionRequest
 from ingest.service import Ingestor
 from tests.helpers import wait_for
 

@@ -20,6 +20,7 @@ from api.main import create_app
 from binwatch.servers import free_port
 from collection import rules, series, store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
+from collection.models import CollectionEvent, CollectionRequest
 from core.influx import InfluxClient
 from core.lineprotocol import tag_set
 from core.settings import Settings

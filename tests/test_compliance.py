@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
+from collection.models import CollectionRequest
 from compliance.figures import (
     DeviceCounts,
     RequestSums,
@@ -35,7 +36,7 @@ from core.errors import InvalidRequest
 from core.sql import make_engine
 from devices.contract import SiteType
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
-from devices.models import Bin, CollectionRequest, Site
+from devices.models import Bin, Site
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

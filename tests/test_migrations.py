@@ -1,4 +1,4 @@
-"""The migrations are the schema; `devices.models` must describe exactly what they create."""
+"""The migrations are the schema; the domains' model modules must describe exactly what they create."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from binwatch.database import migrate
+from binwatch.database import METADATA, migrate
 from core.sql import make_engine
-from devices.models import Base
 
 
 def _url(tmp_path: Path) -> str:
@@ -21,7 +20,7 @@ def test_migrated_schema_matches_models(tmp_path: Path) -> None:
     migrate(_url(tmp_path))
     engine = make_engine(_url(tmp_path))
     with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(connection), METADATA)
     engine.dispose()
     assert diff == []
 

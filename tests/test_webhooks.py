@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from collection.lifecycle import Status
+from collection.models import CollectionRequest
 from core.settings import Settings
 from core.sql import make_engine
 from core.webhooks import (

@@ -26,10 +26,10 @@ from api.paging import next_offset
 from api.schemas import ID_REGEX, TimeParam
 from collection import store
 from collection.lifecycle import Actor, Role, Status, TransitionRefused
+from collection.models import CollectionRequest
 from collection.rules import Policy, Rule
 from core.errors import InvalidRequest, NotAllowed, NotFound
 from devices import registry
-from devices.models import CollectionRequest
 from security.keys import ApiRole
 
 router = APIRouter(prefix="/collections", tags=["collections"])

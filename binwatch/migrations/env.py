@@ -7,7 +7,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from devices.models import Base
+from binwatch.database import METADATA
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
@@ -17,6 +17,6 @@ if not isinstance(connection, Connection):
 
 # Batch mode lets later migrations alter columns and constraints on SQLite, which has no
 # ALTER for them: Alembic copies the table instead.
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

@@ -1,0 +1,99 @@
+"""Collection's tables: the requests to empty a bin and their audit trail. The schema is the
+Alembic migrations' (binwatch/migrations); these classes must match them (a test compares them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from devices.models import Base, UtcDateTime
+
+REQUEST_STATUSES = (
+    "open",
+    "dispatched",
+    "acknowledged",
+    "completed",
+    "verified",
+    "disputed",
+    "cancelled",
+)
+OPEN_STATUSES = ("open", "dispatched", "acknowledged")
+"""A request in one of these still waits for a crew; at most one per bin (a partial index)."""
+REQUEST_RULES = ("threshold", "kitchen_daily", "forecast", "manual")
+EVENT_KINDS = ("transition", "escalation")
+_OPEN_SQL = f"status IN {OPEN_STATUSES!r}"
+
+
+class CollectionRequest(Base):
+    """A request to empty one bin, from the rule that raised it to its verification."""
+
+    __tablename__ = "collection_requests"
+    __table_args__ = (
+        CheckConstraint(f"status IN {REQUEST_STATUSES!r}", name="ck_collection_requests_status"),
+        CheckConstraint(f"rule IN {REQUEST_RULES!r}", name="ck_collection_requests_rule"),
+        # The rule "one open request per bin" lives here, not in any process's memory, so any
+        # number of ingest workers can race to create it and exactly one wins.
+        Index(
+            "uq_collection_requests_open_bin",
+            "bin_id",
+            unique=True,
+            sqlite_where=text(_OPEN_SQL),
+            postgresql_where=text(_OPEN_SQL),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bin_id: Mapped[str] = mapped_column(ForeignKey("bins.id"), index=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    stream: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    trigger_fill_pct: Mapped[float | None] = mapped_column(Float)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    completed_fill_pct: Mapped[float | None] = mapped_column(Float)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    dispatch_error: Mapped[str | None] = mapped_column(Text)
+
+    events: Mapped[list[CollectionEvent]] = relationship(
+        back_populates="request", order_by="CollectionEvent.id"
+    )
+
+
+class CollectionEvent(Base):
+    """The audit trail: one row per transition or escalation, appended in the transaction that
+    made it and never changed after (`exported` only says InfluxDB has a copy), except for an
+    escalation's webhook: its delivery state (`webhook_*`) and the note's outcome of it follow
+    the retries (`webhook_next_at` set: another attempt is due then)."""
+
+    __tablename__ = "collection_events"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {EVENT_KINDS!r}", name="ck_collection_events_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("collection_requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    escalation_level: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    exported: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    request: Mapped[CollectionRequest] = relationship(back_populates="events")
