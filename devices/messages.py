@@ -1,15 +1,44 @@
 """What collection sends to operators and to the grid, as wire models both sides use: the
 collector serialises them and the simulator's crews parse them (so nobody writes this JSON by
-hand). Times are RFC 3339 UTC strings."""
+hand). Times are RFC 3339 UTC strings.
+
+They belong to the device contract, below the domains, so the simulator parses them without
+collection's database models; `of` takes anything shaped like a request (`RequestFacts`), in
+practice collection's `CollectionRequest`."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from collection.models import CollectionRequest
+
+class RequestFacts(Protocol):
+    """What a dispatch or an escalation says about a collection request."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def bin_id(self) -> str: ...
+    @property
+    def site_id(self) -> str: ...
+    @property
+    def operator_id(self) -> str: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def trigger_fill_pct(self) -> float | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime: ...
 
 
 class _Message(BaseModel):
@@ -33,7 +62,7 @@ class Dispatch(_Message):
     due_at: datetime
 
     @classmethod
-    def of(cls, request: CollectionRequest) -> Dispatch:
+    def of(cls, request: RequestFacts) -> Dispatch:
         return cls(
             request_id=request.id,
             bin_id=request.bin_id,
@@ -65,7 +94,7 @@ class Escalation(_Message):
 
     @classmethod
     def of(
-        cls, request: CollectionRequest, *, level: int, area_id: str, status: str | None = None
+        cls, request: RequestFacts, *, level: int, area_id: str, status: str | None = None
     ) -> Escalation:
         """`status`: the request's status when it escalated (a retried webhook sends the body
         of the first attempt), by default its status now."""
