@@ -30,10 +30,10 @@ from binwatch.database import migrate
 from collection.hook import ThresholdHook
 from core.settings import Settings
 from core.sql import make_engine
+from devices.arrivals import Arrival
 from devices.contract import Reading
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import bin_tags
-from ingest.service import Arrival
 
 BATCH = 5_000
 RATE = 5_000.0  # readings/s the arrivals' `received_at` advances by, as in the soak

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -32,6 +32,7 @@ from core.lineprotocol import point, tag_set
 from core.mqtt import is_auth_failure, make_client, sub_account
 from core.settings import Settings
 from core.sql import make_engine
+from devices.arrivals import Arrival, ArrivalHook, StoredHook
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
@@ -61,27 +62,6 @@ ISOLATION_WRITES = 32
 PRUNE_EVERY_S = 10.0
 # Dead letters per batch and reason, for Grafana (the rows themselves are in the registry).
 DEAD_LETTERS_MEASUREMENT = "deadletters"
-
-
-StoredHook = Callable[[list[tuple[str, Reading]]], None]
-"""Called with each batch's valid readings (bin id, reading) once they are stored and before they
-are acknowledged, so a rule acting on them (collection requests) runs at least once per reading;
-it is retried like the write while it raises, so it must be idempotent."""
-
-
-class Arrival(NamedTuple):
-    """A valid message part as stored: what a bin sent, and when ingest received it (a named
-    tuple: one is made per reading of every batch, and a tuple is the cheapest to make)."""
-
-    bin_id: str
-    message: Reading | Event | Status
-    received_at: float  # epoch seconds, ingest's clock
-
-
-ArrivalHook = Callable[[list[Arrival]], None]
-"""Like `StoredHook`, for rules that need events and statuses as well as readings (alerts), and
-when each arrived: called with every valid reading, event and status of a stored batch, in
-arrival order, before the batch is acknowledged; retried while it raises, so idempotent too."""
 
 
 @dataclass(slots=True)
