@@ -28,6 +28,7 @@ from core.lineprotocol import point, tag_set
 from core.settings import Settings
 from core.sql import session_factory
 from core.ticker import Step, TickingService
+from core.times import epoch_ms
 from core.webhooks import Outcome
 from devices.contract import epoch_ms
 from devices.registry import BinTags, bin_tags

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
 from api.schemas import NextPage, UtcTime
+from core.times import UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]
 

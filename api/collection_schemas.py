@@ -10,6 +10,7 @@ from api.schemas import ID_REGEX, NextPage, UtcTime
 from collection.lifecycle import Status
 from collection.models import CollectionRequest
 from collection.rules import Rule
+from core.times import UtcTime
 from devices.contract import Stream
 
 Id = Annotated[str, Field(pattern=ID_REGEX)]

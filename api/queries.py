@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from api.schemas import Bucket, Reading, Window, epoch_ns, from_epoch_ms
+from api.schemas import Bucket, Reading, Window
 from core.influx import InfluxClient, Series
+from core.times import epoch_ns, from_epoch_ms
 
 # The fields ingest writes on `telemetry` (ingest/decode.py), named rather than `*` so the tags
 # that `*` would add as columns stay out of the readings.

@@ -19,15 +19,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
-    WithJsonSchema,
 )
 
 from core.errors import InvalidRequest
+from core.times import UtcTime, rfc3339
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, Bin, Site
-
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 ID_REGEX: Final = f"^{BIN_ID_PATTERN}$"
 """Site, bin and area ids all follow the bin-id rule (they become MQTT topics and InfluxDB tags);
@@ -46,28 +43,6 @@ MAX_BUCKETS: Final = 10_000
 # overflow InfluxDB's int64 nanoseconds, which would turn a typo into an upstream error.
 EARLIEST: Final = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    # timedelta arithmetic, not fromtimestamp(ms / 1000): no float rounding of the milliseconds.
-    return EPOCH + timedelta(milliseconds=ms)
-
-
-def epoch_ns(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1) * 1000
-
-
-UtcTime = Annotated[
-    datetime,
-    PlainSerializer(rfc3339, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "format": "date-time", "example": "2026-11-27T00:00:00.000Z"}
-    ),
-]
 
 
 # --- parameters -----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from core.lineprotocol import point, tag_set
-from devices.contract import Reading, Topics, epoch_ms
+from core.times import epoch_ms
+from devices.contract import Reading, Topics
 from devices.fleet import default_fleet_path, load_fleet
 from devices.registry import BinTags
 from ingest.decode import decode

@@ -20,12 +20,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from api.schemas import epoch_ns, from_epoch_ms
 from collection.lifecycle import OPEN, Status
 from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import FillPoint
 from core.influx import InfluxClient
 from core.lineprotocol import FieldValue, point, tag_set
+from core.times import epoch_ms, epoch_ns, from_epoch_ms
 from devices.contract import epoch_ms
 from devices.models import CollectionEvent, CollectionRequest
 from devices.registry import BinTags

@@ -28,6 +28,7 @@ from compliance.schemas import (
     ScorePart,
     SiteRow,
 )
+from core.times import rfc3339
 
 DAY: Final = timedelta(days=1)
 # Weights of the cleanliness score's parts (docs/metrics.md); parts without data are left out

@@ -36,6 +36,7 @@ from compliance.rollups import (
 from compliance.schemas import ReportWindow, Subject
 from core.errors import NotFound
 from core.influx import InfluxClient, Series, quote_ident
+from core.times import epoch_ns, from_epoch_ms
 from devices import registry
 from devices.models import Area, Operator, Site
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
+from core.times import epoch_ms
+
 
 class Stream(StrEnum):
     """The four national-standard waste streams; every bin holds exactly one."""
@@ -73,10 +75,6 @@ def parse_ts(value: Any) -> datetime:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC)
     raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
-
-
-def epoch_ms(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)
 
 
 Timestamp = Annotated[

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.lineprotocol import point, telemetry_line
+from core.times import epoch_ms
 from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics, epoch_ms
 
 MEASUREMENT = {

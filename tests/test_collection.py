@@ -25,7 +25,8 @@ from core.influx import InfluxClient
 from core.lineprotocol import tag_set
 from core.settings import Settings
 from core.sql import make_engine
-from devices.contract import Reading, TopicKind, Topics, epoch_ms
+from core.times import epoch_ms
+from devices.contract import Reading, TopicKind, Topics
 from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
 from devices.registry import BinTags, make_engine

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from devices.contract import Event, Reading, Status, TopicKind, Topics, epoch_ms
+from core.times import epoch_ms
+from devices.contract import Event, Reading, Status, TopicKind, Topics
 
 TS = 1_795_739_261_355  # 2026-11-27T…Z in epoch milliseconds
 

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from devices.contract import Reading, epoch_ms
+from core.times import epoch_ms
+from devices.contract import Reading
 from devices.registry import BinTags
 from simulator.model import FleetModel, Round
 

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from api import queries
 from api.auth import PUBLIC
 from api.deps import InfluxDep, SessionDep
-from api.schemas import Health, IngestHealth, from_epoch_ms
+from api.schemas import Health, IngestHealth
 from core.errors import SinkError
 from core.influx import InfluxClient
+from core.times import from_epoch_ms
 
 router = APIRouter(tags=["health"])
 
