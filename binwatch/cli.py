@@ -14,11 +14,11 @@ from binwatch.commands.collector import collector
 from binwatch.commands.deadletters import deadletters_app
 from binwatch.commands.fleet import fleet_app
 from binwatch.commands.ingest import ingest
+from binwatch.commands.rollups import rollups_app
 from binwatch.commands.security import keys_app, mqtt_auth_app
 from binwatch.commands.simulate import simulate
 from binwatch.demo import demo
 from binwatch.grafana import grafana_app
-from compliance.rollups import rollups_app
 from core.settings import Settings
 
 

@@ -31,12 +31,12 @@ from grafana_client.client import GrafanaClientError, GrafanaException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from compliance.rollups import RAW_RP, ROLLUP_RP
 from core.errors import BinwatchError, SinkError
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import FieldValue, point, tag_set
 from core.settings import Settings
 from core.sql import make_engine
+from core.telemetry import RAW_RP, ROLLUP_RP
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
 

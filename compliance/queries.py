@@ -22,20 +22,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from api.schemas import epoch_ns, from_epoch_ms
 from compliance.figures import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
-from compliance.rollups import (
+from compliance.rollups import Segment, Tier
+from compliance.schemas import ReportWindow, Subject
+from core.errors import NotFound
+from core.influx import InfluxClient, Series, quote_ident
+from core.telemetry import (
     DAILY_RP,
     RAW_RP,
     ROLLUP_FIELDS,
     ROLLUP_MEASUREMENT,
     ROLLUP_RP,
     SITE_HOUR_MEASUREMENT,
-    Segment,
-    Tier,
     daily_measurement,
 )
-from compliance.schemas import ReportWindow, Subject
-from core.errors import NotFound
-from core.influx import InfluxClient, Series, quote_ident
 from core.times import epoch_ns, from_epoch_ms
 from devices import registry
 from devices.models import Area, Operator, Site

@@ -1,194 +1,39 @@
-"""Rollups of `telemetry` that InfluxDB maintains itself, so reports over months never scan raw
-readings (DESIGN.md, "retention").
+"""Which rollup tier answers which hours of a report, and the backfill of the tiers. The tiers
+themselves (retention policies, continuous queries) are part of the telemetry schema,
+core/telemetry.py, which ingest creates at start.
 
-One point per bin and hour lands in `hourly.telemetry` with every tag of the raw series (GROUP BY
-time(1h), * keeps them as tags). Its fields carry the raw fields' names, aggregated the way that
-composes across bins and hours (sums, maxima, minima, per-hour shares), so a query that sums
-deposits or takes the highest fill level reads either policy unchanged: that is what lets a
-Grafana panel switch between `raw` and `hourly` by one variable (dashboards/README.md). A
-continuous query keeps the rollup current; `backfill` runs the same SELECT over data written
-before the query existed. The API's raw path (compliance/queries.py) evaluates
-`ROLLUP_FIELDS` as a subquery, so both paths compute every figure the same way.
-
-Two more tiers sum it per site, for reports over many sites and months: per site and hour
-(`hourly.site_hour`) and per site and local day (`daily.site_day_utc±hhmm`, from the site-hours).
 InfluxDB 1.6's cost grows with the series a query opens, not only with the points it reads
 (bin-level sums over a district cost 60–120 ms for any range, site-level ones ~10 ms;
 docs/performance.md), so a report reads whole days from the daily tier, other hours from the
 site-hour tier, and only the last hours, which the continuous queries may not have re-summed yet,
 from the bin-hours. Days are cut at the zone's standard offset (a continuous query has no time
 zone); `plan` decides which tier answers which hours, and every path gives the same figures
-(docs/metrics.md).
-
-InfluxDB 1.x runs a continuous query on a schedule (at the end of each interval, for that
-interval), never on demand: tests and new deployments call `backfill` rather than waiting.
+(docs/metrics.md). The API's raw path (compliance/queries.py) evaluates `ROLLUP_FIELDS` as a
+subquery, so both paths compute every figure the same way.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
-import typer
-from rich.progress import Progress
+from core.influx import InfluxClient
+from core.telemetry import (
+    DAY,
+    daily_select_into,
+    select_into,
+    site_hour_select_into,
+    standard_offset,
+)
 
-from core.errors import SinkRejected
-from core.influx import InfluxClient, quote_ident
-from core.settings import Settings
-
-log = logging.getLogger(__name__)
-
-ROLLUP_RP: Final = "hourly"
-ROLLUP_MEASUREMENT: Final = "telemetry"  # the raw measurement's name, in another policy
-RAW_RP: Final = "raw"  # ingest creates it as the database's default (InfluxClient.ensure_database)
-# Kept forever: the pilot fleet makes ~3.8 M rollup points a year (433 bins × 8,760 h), small
-# enough that deleting history would save nothing worth a lost year-on-year comparison.
-ROLLUP_RETENTION: Final = "INF"
-# Shards of a year rather than the default week for a long policy: a year-long report then
-# opens one or two shards instead of 52, and the rollup is small enough for year-sized shards.
-ROLLUP_SHARD: Final = "52w"
-# Every hour the query re-aggregates the last 6 hours, so readings that a bin buffered while
-# offline, or that ingest stored a little late, still reach their hour's rollup.
-RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 6h"
 BACKFILL_CHUNK: Final = timedelta(days=7)  # one SELECT … INTO per week keeps each write small
-
-# Per bin and hour. `overflow` / `over90` become the share of the hour's readings at ≥ 100 % /
-# ≥ 90 %, so summed over bin-hours they are hours overflowing (docs/metrics.md). A plain mean(),
-# not sum()/count(): InfluxDB 1.6 sums a subquery's two-aggregate expression wrongly (checked: 20
-# instead of 30 over two hours), and the raw path reads this SELECT as a subquery.
-ROLLUP_FIELDS: Final = (
-    "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
-    "sum(checked_deposits) AS checked_deposits, count(fill_pct) AS readings, "
-    "mean(overflow) AS overflow, mean(over90) AS over90, "
-    "max(fill_pct) AS fill_pct, min(battery_pct) AS battery_pct, max(temp_c) AS temp_c"
-)
-
-
-def _select_into(database: str, where: str = "") -> str:
-    db = quote_ident(database)
-    return (
-        f"SELECT {ROLLUP_FIELDS} INTO {db}.{ROLLUP_RP}.{ROLLUP_MEASUREMENT} "
-        f"FROM {db}.{RAW_RP}.telemetry {where}GROUP BY time(1h), *"
-    )
-
-
-CQ_NAME: Final = "telemetry_1h"
-_CQ_EXISTS: Final = "continuous query already exists"
-
-SITE_TAGS: Final = "site, site_type, community, street, district, operator"
-SITE_HOUR_MEASUREMENT: Final = "site_hour"
-DAILY_RP: Final = "daily"
-# From bin-hours to a site's sums: overflow shares become hours, and each bin-hour point counts
-# as one bin-hour with readings; from site-hours to site-days everything simply adds.
-SITE_FIELDS: Final = (
-    "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
-    "sum(checked_deposits) AS checked_deposits, sum(overflow) AS overflow_hours, "
-    "sum(over90) AS over90_hours, count(readings) AS bin_hours"
-)
-DAILY_FIELDS: Final = (
-    "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
-    "sum(checked_deposits) AS checked_deposits, sum(overflow_hours) AS overflow_hours, "
-    "sum(over90_hours) AS over90_hours, sum(bin_hours) AS bin_hours"
-)
-# The bin-hour query rewrites an hour for 6 h after it ends (RESAMPLE … FOR 6h); re-summing
-# 8 h of site-hours and 2 days of site-days every hour means each tier re-reads the one below
-# after that has stopped changing, whichever of the queries InfluxDB runs first within an hour.
-SITE_HOUR_RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 8h"
-DAILY_RESAMPLE: Final = "RESAMPLE EVERY 1h FOR 2d"
 # A bin-hour stops changing 6 h after it ends, the site-hour summing it at most an hour later:
 # hours that ended longer ago than this are read from site-hours, days from site-days once their
 # last hour is; younger hours come from the bin-hours (a margin for the queries' run time).
 SETTLED: Final = timedelta(hours=8)
-DAY: Final = timedelta(days=1)
-
-
-def standard_offset(timezone: str) -> timedelta:
-    """The zone's offset from UTC without daylight saving: where the daily tier cuts its days."""
-    now = datetime.now(ZoneInfo(timezone))
-    return (now.utcoffset() or timedelta(0)) - (now.dst() or timedelta(0))
-
-
-def daily_measurement(timezone: str) -> str:
-    """Named after the offset its days are cut at, so a changed BINWATCH_TIMEZONE never reads
-    days cut for another zone (the new query starts a new measurement; backfill fills it)."""
-    minutes = int(standard_offset(timezone) / timedelta(minutes=1))
-    sign = "-" if minutes < 0 else "+"
-    return f"site_day_utc{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-
-
-def _site_hour_select_into(database: str, where: str = "") -> str:
-    db = quote_ident(database)
-    return (
-        f"SELECT {SITE_FIELDS} INTO {db}.{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT} "
-        f"FROM {db}.{ROLLUP_RP}.{ROLLUP_MEASUREMENT} {where}GROUP BY time(1h), {SITE_TAGS}"
-    )
-
-
-def _daily_select_into(database: str, timezone: str, where: str = "") -> str:
-    db = quote_ident(database)
-    # GROUP BY time(1d, offset) starts buckets at UTC midnight + offset: local midnight is
-    # UTC midnight − the zone's offset, i.e. + (1 day − offset) modulo a day.
-    shift = int((-standard_offset(timezone) % DAY) / timedelta(minutes=1))
-    return (
-        f"SELECT {DAILY_FIELDS} INTO {db}.{DAILY_RP}.{quote_ident(daily_measurement(timezone))} "
-        f"FROM {db}.{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT} {where}"
-        f"GROUP BY time(1d, {shift}m), {SITE_TAGS}"
-    )
-
-
-SITE_HOUR_CQ: Final = SITE_HOUR_MEASUREMENT
-DAILY_CQ: Final = "site_day"
-
-
-def continuous_queries(database: str, timezone: str) -> dict[str, str]:
-    """The CREATE statements of the three tiers' continuous queries, by name."""
-    db = quote_ident(database)
-    bodies = {
-        CQ_NAME: (RESAMPLE, _select_into(database)),
-        SITE_HOUR_CQ: (SITE_HOUR_RESAMPLE, _site_hour_select_into(database)),
-        DAILY_CQ: (DAILY_RESAMPLE, _daily_select_into(database, timezone)),
-    }
-    return {
-        name: f"CREATE CONTINUOUS QUERY {name} ON {db} {resample} BEGIN {select} END"
-        for name, (resample, select) in bodies.items()
-    }
-
-
-def ensure_rollups(influx: InfluxClient, timezone: str) -> None:
-    """Create the tiers' retention policies and continuous queries, or bring them in line with
-    this code; safe at every start and from every worker (run after `ensure_database`).
-
-    InfluxDB treats CREATE of an identical continuous query as a no-op and refuses one whose text
-    differs ("already exists"): that refusal is how a changed definition is detected, and it is
-    then dropped and created anew. (SHOW CONTINUOUS QUERIES would need InfluxClient to accept
-    the value-less series it returns for databases without any.)"""
-    db = quote_ident(influx.database)
-    policies = {
-        row["name"]
-        for series in influx.query(f"SHOW RETENTION POLICIES ON {db}", database=False)
-        for row in series.rows()
-    }
-    for policy in (ROLLUP_RP, DAILY_RP):
-        verb = "ALTER" if policy in policies else "CREATE"
-        replication = "" if verb == "ALTER" else " REPLICATION 1"
-        influx.query(
-            f"{verb} RETENTION POLICY {policy} ON {db} DURATION {ROLLUP_RETENTION}"
-            f"{replication} SHARD DURATION {ROLLUP_SHARD}",
-            database=False,
-        )
-    for name, create in continuous_queries(influx.database, timezone).items():
-        try:
-            influx.query(create, database=False)
-        except SinkRejected as exc:
-            if _CQ_EXISTS not in exc.message:
-                raise
-            log.info("continuous query %s changed: replacing it", name)
-            influx.query(f"DROP CONTINUOUS QUERY {name} ON {db}", database=False)
-            influx.query(create, database=False)
 
 
 # --- which tier answers which part of a window -------------------------------------------------
@@ -276,14 +121,14 @@ def backfill(
     same points, so overlaps are harmless. `on_chunk(tier, chunk_end, written)` reports progress."""
     first, last = _floor_hour(start), _ceil_hour(end)
     database = influx.database
-    hourly = _run_chunks(influx, _select_into(database, _RANGE), first, last, "hourly", on_chunk)
+    hourly = _run_chunks(influx, select_into(database, _RANGE), first, last, "hourly", on_chunk)
     site_hour = _run_chunks(
-        influx, _site_hour_select_into(database, _RANGE), first, last, "site_hour", on_chunk
+        influx, site_hour_select_into(database, _RANGE), first, last, "site_hour", on_chunk
     )
     offset = standard_offset(timezone)
     daily = _run_chunks(
         influx,
-        _daily_select_into(database, timezone, _RANGE),
+        daily_select_into(database, timezone, _RANGE),
         _floor_day(first, offset),
         _floor_day(last - timedelta.resolution, offset) + DAY,
         "daily",
@@ -333,54 +178,3 @@ def _ceil_hour(moment: datetime) -> datetime:
 
 def _ns(moment: datetime) -> int:
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
-
-
-rollups_app = typer.Typer(
-    help="Hourly and daily rollups of the readings, kept by InfluxDB.", no_args_is_help=True
-)
-
-
-def _utc(value: str, option: str) -> datetime:
-    """An ISO 8601 time; one without an offset is read as UTC (the help says so)."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=option) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-@rollups_app.command("backfill")
-def backfill_command(
-    start: Annotated[
-        str, typer.Option(help="first hour to roll up, ISO 8601 (UTC unless it has an offset)")
-    ],
-    end: Annotated[
-        str, typer.Option(help="end of the range, exclusive (UTC unless it has an offset)")
-    ],
-) -> None:
-    """Roll up readings written before the continuous queries existed (or re-roll a range)."""
-    first, last = _utc(start, "--start"), _utc(end, "--end")
-    if first >= last:
-        raise typer.BadParameter("must be before --end", param_hint="--start")
-    settings = Settings()
-    influx = InfluxClient(settings)
-    try:
-        ensure_rollups(influx, settings.timezone)
-        with Progress() as progress:
-            tasks = {
-                tier: progress.add_task(f"{tier} tier", total=(last - first).total_seconds())
-                for tier in ("hourly", "site_hour", "daily")
-            }
-
-            def advance(tier: Tier, chunk_end: datetime, _written: int) -> None:
-                done = min(last, max(first, chunk_end)) - first
-                progress.update(tasks[tier], completed=done.total_seconds())
-
-            written = backfill(influx, first, last, timezone=settings.timezone, on_chunk=advance)
-    finally:
-        influx.close()
-    typer.echo(
-        f"{written.hourly} bin-hour, {written.site_hour} site-hour and {written.daily} site-day "
-        f"points written for "
-        f"{first.isoformat()} .. {last.isoformat()}"
-    )

@@ -25,13 +25,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
-from compliance.rollups import ensure_rollups
 from core.errors import SinkRejected, SinkUnavailable
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.mqtt import is_auth_failure, make_client, sub_account
 from core.settings import Settings
 from core.sql import make_engine
+from core.telemetry import ensure_rollups
 from devices.arrivals import Arrival, ArrivalHook, StoredHook
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter

@@ -22,9 +22,9 @@ from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.result import Err
 
 from api.main import create_app
-from compliance.rollups import ensure_rollups
 from core.influx import InfluxClient, quote_ident
 from core.settings import Settings
+from core.telemetry import ensure_rollups
 from devices.registry import BinTags
 from tests.helpers import ADMIN_HEADERS
 

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from compliance.rollups import backfill, ensure_rollups
+from compliance.rollups import backfill
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from core.telemetry import ensure_rollups
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags
 from ingest.service import Ingestor

@@ -44,11 +44,12 @@ from binwatch.grafana import HOURLY_FROM_MS, write_sites
 from collection import store as collection_store
 from collection.lifecycle import COLLECTOR, Actor, Role, Status
 from collection.rules import Policy, Rule
-from compliance.rollups import RAW_RP, ROLLUP_RP, backfill
+from compliance.rollups import backfill
 from core.errors import SinkRejected
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from core.telemetry import RAW_RP, ROLLUP_RP
 from devices.contract import Event, TopicKind, Topics
 from devices.registry import BinTags
 from ingest.service import Ingestor

@@ -7,7 +7,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from compliance.rollups import SETTLED, Segment, daily_measurement, plan, standard_offset
+from compliance.rollups import SETTLED, Segment, plan
+from core.telemetry import daily_measurement, standard_offset
 
 SHANGHAI = "Asia/Shanghai"  # UTC+8 all year: local midnight is 16:00Z
 BERLIN = "Europe/Berlin"  # UTC+1, UTC+2 from 2026-03-29 01:00Z

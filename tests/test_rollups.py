@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from compliance.rollups import (
+from compliance.rollups import Backfilled, backfill
+from core.influx import InfluxClient, quote_ident
+from core.settings import Settings
+from core.telemetry import (
     CQ_NAME,
     DAILY_CQ,
     DAILY_FIELDS,
@@ -18,13 +21,9 @@ from compliance.rollups import (
     ROLLUP_FIELDS,
     SITE_FIELDS,
     SITE_HOUR_CQ,
-    Backfilled,
-    backfill,
     daily_measurement,
     ensure_rollups,
 )
-from core.influx import InfluxClient, quote_ident
-from core.settings import Settings
 
 pytestmark = pytest.mark.servers
 
