@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from api.schemas import Bucket, Reading, Window
+from compliance.figures import accuracy
 from core.influx import InfluxClient, Series
 from core.times import epoch_ns, from_epoch_ms
 
@@ -93,15 +94,6 @@ def last_heartbeat(influx: InfluxClient, *, timeout: float) -> tuple[int, float]
     statement = "SELECT last(oldest_wait_ms) AS lag_ms FROM ingest"
     rows = _rows(influx.query(statement, timeout=timeout))
     return (rows[0]["time"], float(rows[0]["lag_ms"])) if rows else None
-
-
-def accuracy(*, checked_deposits: int | None, contaminated: int | None) -> float | None:
-    """1 − Σcontaminated / Σchecked_deposits (ingest's derived field: the deposits of readings
-    that carry a contamination count, so a bin that cannot check sorting does not dilute the
-    ratio); undefined (None) without checked deposits, rather than a flattering 100 %."""
-    if not checked_deposits or contaminated is None:
-        return None
-    return 1 - contaminated / checked_deposits
 
 
 def _window_params(bin_id: str, window: Window) -> dict[str, Any]:

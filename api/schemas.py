@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from core.errors import InvalidRequest
+from core.telemetry import MAX_RAW_RANGE
 from core.times import UtcTime, rfc3339
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, Bin, Site
@@ -35,7 +36,6 @@ _EVERY = re.compile(EVERY_REGEX)
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 DEFAULT_RANGE: Final = timedelta(hours=24)
-MAX_RAW_RANGE: Final = timedelta(days=7)  # ~10,000 rows at one reading a minute
 MIN_EVERY: Final = timedelta(minutes=1)
 MAX_EVERY: Final = timedelta(days=366)  # also keeps the duration far inside InfluxDB's int64 ns
 MAX_BUCKETS: Final = 10_000

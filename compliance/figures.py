@@ -48,6 +48,15 @@ BATTERY_LOOKBACK: Final = timedelta(hours=24)  # battery judged on the window's 
 SCORE_DECIMALS: Final = 2  # scores equal to this many decimals tie
 
 
+def accuracy(*, checked_deposits: int | None, contaminated: int | None) -> float | None:
+    """1 − Σcontaminated / Σchecked_deposits (ingest's derived field: the deposits of readings
+    that carry a contamination count, so a bin that cannot check sorting does not dilute the
+    ratio); undefined (None) without checked deposits, rather than a flattering 100 %."""
+    if not checked_deposits or contaminated is None:
+        return None
+    return 1 - contaminated / checked_deposits
+
+
 @dataclass(frozen=True, slots=True)
 class Sums:
     """Additive totals of hourly rollup points (or of raw readings rolled up on the fly): they

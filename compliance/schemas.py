@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
 from compliance.rollups import Segment, plan
 from core.errors import InvalidRequest
+from core.telemetry import MAX_RAW_RANGE
 from core.times import UtcTime, rfc3339
 from devices.contract import SiteType
 

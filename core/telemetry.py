@@ -49,6 +49,9 @@ FIELDS: Final = (
 """A reading's fields as ingest writes them (core.lineprotocol.telemetry_line), besides
 `checked_deposits`: the deposits of readings that carry a contamination count (the denominator
 of sorting accuracy). `overflow`/`over90` are 0/1 flags, `received_ms` ingest's clock."""
+MAX_RAW_RANGE: Final = timedelta(days=7)
+"""The longest range read as raw readings at once (~10,000 rows at one reading a minute): the
+API's readings and a report's `source=raw`."""
 
 ROLLUP_RP: Final = "hourly"
 ROLLUP_MEASUREMENT: Final = MEASUREMENT  # the raw measurement's name, in another policy
