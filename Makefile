@@ -48,4 +48,4 @@ bench: setup
 	$(BIN)/python bench/compliance.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -23,8 +24,15 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BROKER_CONF_DIR = REPO_ROOT / "deploy" / "mosquitto" / "conf.d"
+
+def broker_conf_dir() -> Path:
+    """binwatch's broker settings, shipped as package data (docker-compose mounts the same
+    folder), so the demo runs from an installed wheel as from a checkout."""
+    folder = resources.files("binwatch") / "mosquitto" / "conf.d"
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise ConfigError(f"binwatch's Mosquitto configuration is missing from {folder}")
+    return folder
+
 
 # Fresh influxd needs a few seconds to open its stores on a loaded 2-core machine.
 START_TIMEOUT_S = 30.0
@@ -168,7 +176,7 @@ class MosquittoServer(_ChildServer):
             "log_type error",
             "log_type warning",
             "log_type notice",
-            f"include_dir {BROKER_CONF_DIR}",
+            f"include_dir {broker_conf_dir()}",
         ]
         if os.geteuid() == 0:
             # Run as root Mosquitto drops to the `mosquitto` user, which cannot write our data dir:

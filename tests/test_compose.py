@@ -165,7 +165,7 @@ def test_mosquitto_includes_the_mounted_shared_config(compose: dict[str, Any]) -
         for source, target in bind_mounts(services(compose)["mosquitto"])
         if target.rstrip("/") == include_dir
     ]
-    assert sources == [Path("deploy/mosquitto/conf.d")], f"{include_dir} mounts {sources}"
+    assert sources == [Path("binwatch/mosquitto/conf.d")], f"{include_dir} mounts {sources}"
 
 
 def test_datasource_provisioning() -> None:
