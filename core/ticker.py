@@ -12,7 +12,6 @@ service's Prometheus `/metrics` (`binwatch_<service>_step_failures_total` and
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from binwatch.webhook_lanes import WebhookLanes
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.signals import stop_on_signals
 from core.sql import make_engine
 from core.webhooks import CONNECT_TIMEOUT_S
 from devices.registry import make_engine
@@ -135,8 +135,7 @@ def serve(
     resources. A BinwatchError stops it with exit code 1 and its message."""
     settings = Settings()
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop_on_signals(stop)
     resources = Resources(settings)
     close_own: Callable[[], None] = lambda: None  # noqa: E731
     try:

@@ -6,7 +6,6 @@ import ctypes
 import logging
 import multiprocessing
 import platform
-import signal
 import threading
 from multiprocessing.process import BaseProcess
 from typing import Annotated
@@ -17,6 +16,7 @@ from alerts.hook import AlertHook
 from collection.hook import ThresholdHook
 from core.errors import BinwatchError
 from core.settings import Settings
+from core.signals import stop_on_signals
 from ingest.service import Ingestor
 from security.mqtt_auth import INGEST_WORKERS_MAX
 
@@ -62,7 +62,7 @@ def supervise(settings: Settings, workers: int) -> int:
 
     processes = [spawn(index) for index in range(workers)]
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     while not stop.wait(SUPERVISE_EVERY_S):
         for index, process in enumerate(processes):
             if process.is_alive() or stop.is_set():
@@ -100,7 +100,7 @@ def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
     acknowledged, so the broker keeps it in the worker's session and sends it after the
     restart; the writes are idempotent, so a batch written just before the exit costs nothing."""
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     fix_mmap_threshold()
     hook = ThresholdHook(settings)  # the collection threshold rule, on every stored batch
     alerts = AlertHook(settings)  # the alert rules, on every stored reading, event and status
@@ -156,8 +156,3 @@ def fix_mmap_threshold() -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     except (OSError, AttributeError):
         return False
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())

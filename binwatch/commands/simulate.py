@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -15,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import BinwatchError
 from core.settings import Settings
+from core.signals import stop_on_signals
 from core.sql import make_engine
 from devices.registry import BinTags, bin_tags
 from simulator.crews import Crews
@@ -71,7 +70,7 @@ def simulate(
         raise typer.BadParameter(str(exc), param_hint="--inject") from None
     bins = _registered_bins(settings, console)
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop, second_interrupts=True)
     began = time.monotonic()
     crew = None
     if crews:
@@ -128,16 +127,3 @@ def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
         console.print(NO_BINS, style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     return bins
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM end the run cleanly (every bin published offline); a second one stops
-    waiting for a broker that no longer answers."""
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handle)
