@@ -27,7 +27,7 @@ from core.settings import Settings
 from core.sql import make_engine, session_factory
 from core.ticker import Resources
 from ingest.service import Ingestor
-from tests.helpers import wait_for
+from tests.conftest import running_ingest
 
 
 @contextmanager
@@ -78,26 +78,11 @@ def hooked_ingest(
     """An ingest worker in a thread with the collection threshold hook, as `binwatch ingest`
     runs it."""
     hook = ThresholdHook(settings)
-    ingestor = Ingestor(settings, worker=worker, shared=shared, on_stored=hook)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            ingestor.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name=f"ingest-{worker}", daemon=True)
-    thread.start()
     try:
-        wait_for(lambda: ingestor.subscribed.is_set() or errors, timeout=15, what="subscription")
-        yield ingestor
+        with running_ingest(settings, worker_index=worker, shared=shared, on_stored=hook) as ingestor:
+            yield ingestor
     finally:
-        stop.set()
-        thread.join(30)
         hook.close()
-    assert not errors, f"ingest crashed: {errors!r}"
 
 
 class Recorder:

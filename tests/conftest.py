@@ -24,10 +24,11 @@ from binwatch.servers import InfluxServer, MosquittoServer, free_port
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from devices.arrivals import ArrivalHook, StoredHook
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import DeadLetter
-from devices.registry import BinTags, bin_tags, make_engine
-from ingest.service import ArrivalHook, Ingestor, StoredHook
+from devices.registry import BinTags, bin_tags
+from ingest.service import Ingestor
 from tests.helpers import ADMIN_TOKEN, wait_for
 
 
@@ -132,7 +133,7 @@ def running_ingest(
     test if ingest met an unexpected exception anywhere (Home Assistant's
     fail_on_log_exception): a bug hidden behind a dead letter is still a bug. Only a test that
     plants one itself says `bugs_expected`."""
-    worker = Ingestor(
+    ingestor = Ingestor(
         settings,
         worker=worker_index,
         shared=shared,
@@ -144,24 +145,24 @@ def running_ingest(
 
     def run() -> None:
         try:
-            worker.run(stop)
+            ingestor.run(stop)
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run, name="ingest", daemon=True)
+    thread = threading.Thread(target=run, name=f"ingest-{worker_index}", daemon=True)
     thread.start()
     try:
         wait_for(
-            lambda: worker.subscribed.is_set() or errors, timeout=15, what="ingest to subscribe"
+            lambda: ingestor.subscribed.is_set() or errors, timeout=15, what="ingest to subscribe"
         )
-        yield worker
+        yield ingestor
     finally:
         stop.set()
         thread.join(30)
     assert not thread.is_alive(), "ingest did not stop within 30 s"
     assert not errors, f"ingest crashed: {errors!r}"
     if not bugs_expected:
-        assert worker.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
+        assert ingestor.metrics.value("binwatch_ingest_rejected_total", reason="ingest_error") == 0
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ by `Alerter.tick(now)`, never by sleeping."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from devices.models import AreaContact, Operator
 from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.collection_helpers import Recorder, recording, running_alerter, tick_alerter
+from tests.conftest import running_ingest
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
 from tests.test_webhooks import Receiver
@@ -45,26 +45,11 @@ ROLES = ("manager", "operator", "community", "squad")
 def alert_ingest(settings: Settings) -> Iterator[Ingestor]:
     """An ingest worker in a thread with the alert hook, as `binwatch ingest` runs it."""
     hook = AlertHook(settings)
-    worker = Ingestor(settings, on_arrivals=hook)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="ingest", daemon=True)
-    thread.start()
     try:
-        wait_for(lambda: worker.subscribed.is_set() or errors, timeout=15, what="subscription")
-        yield worker
+        with running_ingest(settings, on_arrivals=hook) as ingestor:
+            yield ingestor
     finally:
-        stop.set()
-        thread.join(30)
         hook.close()
-    assert not errors, f"ingest crashed: {errors!r}"
 
 
 @pytest.fixture
