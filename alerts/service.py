@@ -131,16 +131,11 @@ class Alerter(TickingService):
         alert per type, the latest `live` per bin and type says whether one is live now."""
         alert = event.alert
         known = self._tags.get(alert.bin_id)
-        tags = {"bin": alert.bin_id, "site": alert.site_id}
-        if known is not None:
-            tags |= {
-                "site_type": known.site_type,
-                "stream": known.stream,
-                "community": known.community,
-                "street": known.street,
-                "district": known.district,
-                "operator": known.operator,
-            }
+        # The bin and the site the alert was raised at, the rest of the grid as it is now.
+        tags = (known.as_tags() if known is not None else {}) | {
+            "bin": alert.bin_id,
+            "site": alert.site_id,
+        }
         state = {"raised": "active"}.get(event.kind, event.kind)
         tags |= {"type": alert.type, "severity": alert.severity, "state": state}
         duration = alert.duration_s if event.kind == "cleared" else None

@@ -36,7 +36,7 @@ from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import FieldValue, point, tag_set
 from core.settings import Settings
 from core.sql import make_engine
-from core.telemetry import RAW_RP, ROLLUP_RP
+from core.telemetry import RAW_RP, ROLLUP_RP, SITE_TAG_KEYS
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
 
@@ -233,14 +233,10 @@ def write_sites(settings: Settings) -> int:
         engine.dispose()
     lines = []
     for site in sites:
-        tags = tags_by_site[site.id]
         grid = {
-            "site": site.id,
-            "site_type": tags.site_type,
-            "community": tags.community,
-            "street": tags.street,
-            "district": tags.district,
-            "operator": tags.operator,
+            key: value
+            for key, value in tags_by_site[site.id].as_tags().items()
+            if key in SITE_TAG_KEYS
         }
         fields: dict[str, FieldValue] = {
             "lat": site.latitude,

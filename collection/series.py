@@ -100,19 +100,13 @@ def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTag
     neither: the wait had already ended, and a bin's next request may have begun meanwhile.
     An overdue request is escalated at its deadline, so its latest point says `overdue` = 1
     even when no crew acts on it. The completion also writes `within_deadline` (1 or 0)."""
-    grid = {
+    # The request's own bin, site, stream and operator; the rest of the grid as it is now.
+    grid = (tags.as_tags() if tags is not None else {}) | {
         "bin": request.bin_id,
         "site": request.site_id,
         "stream": request.stream,
         "operator": request.operator_id,
     }
-    if tags is not None:
-        grid |= {
-            "site_type": tags.site_type,
-            "community": tags.community,
-            "street": tags.street,
-            "district": tags.district,
-        }
     what = "transition" if event.kind == "transition" else f"escalation_{event.escalation_level}"
     labels = tag_set({**grid, "rule": request.rule, "status": event.to_status, "event": what})
     status = Status(event.to_status)

@@ -89,7 +89,9 @@ def select_into(database: str, where: str = "") -> str:
 CQ_NAME: Final = "telemetry_1h"
 _CQ_EXISTS: Final = "continuous query already exists"
 
-SITE_TAGS: Final = "site, site_type, community, street, district, operator"
+SITE_TAG_KEYS: Final = ("site", "site_type", "community", "street", "district", "operator")
+"""The tags a site's series carry: the grid above the bin, without the bin's stream."""
+SITE_TAGS: Final = ", ".join(SITE_TAG_KEYS)
 SITE_HOUR_MEASUREMENT: Final = "site_hour"
 DAILY_RP: Final = "daily"
 # From bin-hours to a site's sums: overflow shares become hours, and each bin-hour point counts

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.errors import NotFound
+from core.telemetry import TAGS
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
 
 
@@ -26,6 +27,12 @@ class BinTags:
     street: str
     district: str
     operator: str
+
+    def as_tags(self) -> dict[str, str]:
+        """The telemetry tags (core.telemetry.TAGS, the names of these fields) with their values:
+        the one place a bin's grid becomes InfluxDB tags, for readings and for what the collector,
+        the alerter and the Grafana push write beside them."""
+        return {key: getattr(self, key) for key in TAGS}
 
 
 def bin_tags(session: Session) -> dict[str, BinTags]:

@@ -319,21 +319,7 @@ class Ingestor:
             log.exception("could not read the registry; keeping the %d bins known", len(self._tags))
             return
         # One assignment replaces the dict paho's thread reads: no lock needed, never half-built.
-        self._tags = {
-            bin_id: tag_set(
-                {
-                    "bin": t.bin,
-                    "site": t.site,
-                    "site_type": t.site_type,
-                    "stream": t.stream,
-                    "community": t.community,
-                    "street": t.street,
-                    "district": t.district,
-                    "operator": t.operator,
-                }
-            )
-            for bin_id, t in tags.items()
-        }
+        self._tags = {bin_id: tag_set(t.as_tags()) for bin_id, t in tags.items()}
 
     def _take_batch(self, stop: threading.Event) -> list[_Pending]:
         wait = self.settings.ingest_batch_seconds
