@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -27,6 +27,7 @@ from alerts.models import (
 )
 from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
+from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site
 
 ALERTER = "alerter"
@@ -397,11 +398,13 @@ def list_alerts(
     ):
         if value is not None:
             query = query.where(column == value)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.order_by(Alert.started_at.desc(), Alert.id.desc()).limit(limit).offset(offset)
+    return paged(
+        session,
+        query,
+        order_by=[Alert.started_at.desc(), Alert.id.desc()],
+        limit=limit,
+        offset=offset,
     )
-    return list(page), total
 
 
 def get_alert(session: Session, alert_id: int) -> Alert:

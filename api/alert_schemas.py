@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
-from api.schemas import NextPage, UtcTime
+from api.schemas import Page, UtcTime
 from core.times import UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]
@@ -69,9 +69,5 @@ class AlertDetail(AlertOut):
     deliveries: list[DeliveryOut]
 
 
-class AlertPage(BaseModel):
-    items: list[AlertOut]
-    total: int
-    limit: int
-    offset: int
-    next: NextPage = None
+class AlertPage(Page[AlertOut]):
+    """A page of alerts."""

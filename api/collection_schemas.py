@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import ID_REGEX, NextPage, UtcTime
+from api.schemas import ID_REGEX, Page, UtcTime
 from collection.lifecycle import Status
 from collection.models import CollectionRequest
 from collection.rules import Rule
@@ -128,12 +128,8 @@ class CollectionDetail(CollectionOut):
         )
 
 
-class CollectionPage(BaseModel):
-    items: list[CollectionOut]
-    total: int
-    limit: int
-    offset: int
-    next: NextPage = None
+class CollectionPage(Page[CollectionOut]):
+    """A page of collection requests."""
 
 
 def _fields(request: CollectionRequest) -> dict[str, object]:

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -147,6 +147,9 @@ def _days(span: timedelta) -> str:
 # --- responses ------------------------------------------------------------------------------
 
 
+Item = TypeVar("Item", bound=BaseModel)
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -183,12 +186,18 @@ NextPage = Annotated[
 ]
 
 
-class SitePage(BaseModel):
-    items: list[SiteSummary]
+class Page(BaseModel, Generic[Item]):
+    """One page of a list and how many match in all (`total`), for the list routes' paging."""
+
+    items: list[Item]
     total: int
     limit: int
     offset: int
     next: NextPage = None
+
+
+class SitePage(Page[SiteSummary]):
+    """A page of sites (a named subclass keeps the OpenAPI schema's name)."""
 
 
 class SiteDetail(_Out):

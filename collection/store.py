@@ -22,6 +22,7 @@ from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
 from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import Policy, Rule
 from core.errors import NotFound
+from core.sql import paged
 from devices.models import (
     Area,
     AreaContact,
@@ -294,15 +295,13 @@ def list_requests(
         conditions.append(CollectionRequest.created_at >= start)
     if end is not None:
         conditions.append(CollectionRequest.created_at < end)
-    total = session.scalar(select(func.count(CollectionRequest.id)).where(*conditions)) or 0
-    page = session.scalars(
-        select(CollectionRequest)
-        .where(*conditions)
-        .order_by(CollectionRequest.id.desc())
-        .limit(limit)
-        .offset(offset)
+    return paged(
+        session,
+        select(CollectionRequest).where(*conditions),
+        order_by=[CollectionRequest.id.desc()],
+        limit=limit,
+        offset=offset,
     )
-    return list(page), total
 
 
 def with_status(session: Session, statuses: Iterable[Status]) -> list[CollectionRequest]:

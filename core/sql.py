@@ -3,10 +3,14 @@ for every service (the schema itself is the migrations' business: binwatch/datab
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.interfaces import ORMOption
+
+Row = TypeVar("Row")
 
 
 def make_engine(
@@ -36,3 +40,19 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for `engine`. Objects stay readable after commit (`expire_on_commit=False`), so
     a command or an API handler can report what it just wrote without another round trip."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def paged(
+    session: Session,
+    query: Select[Row],
+    *,
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+    options: Sequence[ORMOption] = (),
+) -> tuple[list[Row], int]:
+    """One page of `query` in `order_by` order, and how many rows it matches in all (counted
+    over the same query, so the two always agree); `options` load what the page needs."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.options(*options).order_by(*order_by).limit(limit).offset(offset))
+    return list(page), total

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.errors import NotFound
+from core.sql import paged
 from core.telemetry import TAGS
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
 
@@ -86,11 +87,14 @@ def list_sites(
         query = query.where(Site.site_type == site_type)
     if community_id is not None:
         query = query.where(Site.community_id == community_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.options(selectinload(Site.bins)).order_by(Site.id).limit(limit).offset(offset)
+    return paged(
+        session,
+        query,
+        order_by=[Site.id],
+        limit=limit,
+        offset=offset,
+        options=[selectinload(Site.bins)],
     )
-    return list(page), total
 
 
 def get_site(session: Session, site_id: str) -> Site:
