@@ -31,8 +31,9 @@ class ManualRequest(BaseModel):
 
 
 class OperatorAction(BaseModel):
-    """An operator acknowledging or completing its own request (an operator key may name only
-    its own company; an admin key acts for any). The audit trail names the calling key."""
+    """An operator acknowledging or completing its own request. An operator's API key acts only
+    as its own company (`operator_id` must be the key's operator, and the request assigned to it:
+    403 otherwise); an admin key may act for any operator. The audit trail names the calling key."""
 
     model_config = ConfigDict(
         extra="forbid",

@@ -7,8 +7,9 @@ make each one, and the sentence that says why a refused one was refused (the API
 
 The collector dispatches, verifies and disputes; the request's own operator acknowledges and
 completes. An operator may acknowledge a request that is still `open` (it read it in the API
-before the dispatch went out). Until roles arrive (issue 7) an actor is whoever the caller
-says it is; this module already checks that an operator acts only on its own requests.
+before the dispatch went out). Who the caller is comes from its API key (api/routes/collections.py:
+an operator key acts only as its own operator); this module checks that an operator acts only on
+its own requests.
 """
 
 from __future__ import annotations
