@@ -1,1 +1,3 @@
-"""binwatch's shared core: settings, the exception tree, the boundary clients and the CLI."""
+"""The launch layer, on top of everything: the `binwatch` CLI and its commands, the demo, the
+child-server runner, the Grafana push, and the registry's migrations (the one place that gathers
+every domain's tables)."""

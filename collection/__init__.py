@@ -1,1 +1,2 @@
-"""Collection requests: from a full bin to an emptied, verified bin."""
+"""Collection requests: from a full bin to an emptied, verified bin; owns the request tables
+(`models`)."""
