@@ -12,14 +12,12 @@ from typing import Any, Final
 from api.schemas import Bucket, Reading, Window
 from compliance.figures import accuracy
 from core.influx import InfluxClient, Series
+from core.telemetry import FIELDS, MEASUREMENT
 from core.times import epoch_ns, from_epoch_ms
 
-# The fields ingest writes on `telemetry` (ingest/decode.py), named rather than `*` so the tags
-# that `*` would add as columns stay out of the readings.
-_FIELDS: Final = (
-    "fill_pct, seq, deposits, contaminated, weight_kg, battery_pct, temp_c, overflow, over90, "
-    "received_ms"
-)
+# The fields ingest writes on the telemetry measurement, named rather than `*` so the tags that
+# `*` would add as columns stay out of the readings.
+_FIELDS: Final = ", ".join(FIELDS)
 _IN_WINDOW: Final = "bin = $bin AND time >= $start AND time < $end"
 
 
@@ -27,7 +25,7 @@ def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
     """The newest reading of every bin of a site, in one query: GROUP BY bin with
     ORDER BY time DESC LIMIT 1 returns one point per bin series."""
     series = influx.query(
-        f"SELECT {_FIELDS} FROM telemetry WHERE site = $site GROUP BY bin "
+        f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE site = $site GROUP BY bin "
         "ORDER BY time DESC LIMIT 1",
         params={"site": site_id},
     )
@@ -37,7 +35,7 @@ def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
 def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:
     """A bin's newest reading, wherever it stood when it sent it."""
     series = influx.query(
-        f"SELECT {_FIELDS} FROM telemetry WHERE bin = $bin ORDER BY time DESC LIMIT 1",
+        f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE bin = $bin ORDER BY time DESC LIMIT 1",
         params={"bin": bin_id},
     )
     rows = _rows(series)
@@ -47,7 +45,7 @@ def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:
 def raw_readings(influx: InfluxClient, bin_id: str, window: Window, limit: int) -> list[Reading]:
     """The first `limit` readings of a bin in the window, oldest first."""
     series = influx.query(
-        f"SELECT {_FIELDS} FROM telemetry WHERE {_IN_WINDOW} ORDER BY time ASC LIMIT {limit:d}",
+        f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE {_IN_WINDOW} ORDER BY time ASC LIMIT {limit:d}",
         params=_window_params(bin_id, window),
     )
     return [_reading(row) for row in _rows(series)]
@@ -62,7 +60,7 @@ def buckets(influx: InfluxClient, bin_id: str, window: Window, limit: int) -> li
         "sum(deposits) AS deposits, sum(contaminated) AS contaminated, "
         "sum(checked_deposits) AS checked_deposits, "
         "min(battery_pct) AS battery_pct_min, max(temp_c) AS temp_c_max, "
-        f"count(fill_pct) AS readings FROM telemetry WHERE {_IN_WINDOW} "
+        f"count(fill_pct) AS readings FROM {MEASUREMENT} WHERE {_IN_WINDOW} "
         f"GROUP BY time($every) fill(none) LIMIT {limit:d} tz($tz)",
         params={
             **_window_params(bin_id, window),

@@ -25,6 +25,7 @@ from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import FillPoint
 from core.influx import InfluxClient
 from core.lineprotocol import FieldValue, point, tag_set
+from core.telemetry import MEASUREMENT as TELEMETRY
 from core.times import epoch_ms, epoch_ns, from_epoch_ms
 from devices.contract import epoch_ms
 from devices.models import CollectionEvent, CollectionRequest
@@ -47,7 +48,7 @@ def lowest_fill_after(
     """The lowest fill a bin reported among the readings received from `completed_at` up to
     `until`; None when none arrived."""
     series = influx.query(
-        "SELECT min(fill_pct) FROM telemetry WHERE bin = $bin AND time >= $since "
+        f"SELECT min(fill_pct) FROM {TELEMETRY} WHERE bin = $bin AND time >= $since "
         "AND received_ms >= $after AND received_ms < $until",
         params={
             "bin": bin_id,
@@ -65,7 +66,7 @@ def last_kitchen_deposits(
 ) -> dict[str, datetime]:
     """When each kitchen bin last reported deposits in (since, until], for bins that did."""
     series = influx.query(
-        "SELECT last(deposits) FROM telemetry WHERE stream = 'kitchen' AND deposits > 0 "
+        f"SELECT last(deposits) FROM {TELEMETRY} WHERE stream = 'kitchen' AND deposits > 0 "
         "AND time > $since AND time <= $until GROUP BY bin",
         params={"since": epoch_ns(since), "until": epoch_ns(until)},
     )
@@ -75,7 +76,7 @@ def last_kitchen_deposits(
 def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
     """Every bin's mean fill per bucket over the forecast history, by bin."""
     series = influx.query(
-        "SELECT mean(fill_pct) FROM telemetry WHERE time >= $since AND time < $now "
+        f"SELECT mean(fill_pct) FROM {TELEMETRY} WHERE time >= $since AND time < $now "
         "GROUP BY time($every), bin fill(none)",
         params={
             "since": epoch_ns(now - FORECAST_HISTORY),

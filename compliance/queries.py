@@ -28,6 +28,7 @@ from core.errors import NotFound
 from core.influx import InfluxClient, Series, quote_ident
 from core.telemetry import (
     DAILY_RP,
+    MEASUREMENT,
     RAW_RP,
     ROLLUP_FIELDS,
     ROLLUP_MEASUREMENT,
@@ -256,7 +257,7 @@ def _source(tier: Tier, where: str, timezone: str) -> str:
         return f"{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT}"
     if tier == "daily":
         return f"{DAILY_RP}.{quote_ident(daily_measurement(timezone))}"
-    return f"(SELECT {ROLLUP_FIELDS} FROM {RAW_RP}.telemetry WHERE {where} GROUP BY time(1h), * fill(none))"
+    return f"(SELECT {ROLLUP_FIELDS} FROM {RAW_RP}.{MEASUREMENT} WHERE {where} GROUP BY time(1h), * fill(none))"
 
 
 def _sums(row: dict[str, Any]) -> Sums:

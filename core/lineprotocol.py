@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 
+from core.telemetry import MEASUREMENT
+
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING = str.maketrans({'"': r"\"", "\\": r"\\", "\n": r"\n", "\r": r"\r"})
 
 FieldValue = float | int | bool | str
+_TELEMETRY = MEASUREMENT.translate(_MEASUREMENT)
 
 
 @lru_cache(maxsize=65536)  # keys and tag values repeat endlessly; escaping them is the hot path
@@ -74,11 +77,11 @@ def telemetry_line(
     received_ms: int,
     ts_ms: int,
 ) -> str:
-    """Exactly `point("telemetry", tags, fields, ts_ms)` for a reading's fields (in the order
+    """Exactly `point(core.telemetry.MEASUREMENT, tags, fields, ts_ms)` for a reading's fields (in the order
     `ingest.decode` gives them, with the derived ones), without escaping the constant keys or
     dispatching on each value's type for every reading: the hot path of a telemetry flood.
     Counts are ints and levels floats, as the contract model makes them."""
-    line = f"telemetry{tags} fill_pct={fill_pct!r}"
+    line = f"{_TELEMETRY}{tags} fill_pct={fill_pct!r}"
     if seq is not None:
         line += f",seq={seq}i"
     if deposits is not None:

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.lineprotocol import escape_key, format_field, point, tag_set, telemetry_line
+from core.telemetry import FIELDS, MEASUREMENT
 
 
 @pytest.mark.parametrize(
@@ -112,8 +113,17 @@ def test_telemetry_line_is_the_generic_point(
         "over90": int(fill >= 90),
         "received_ms": received,
     }
-    expected = point("telemetry", tags, fields, ts)
+    expected = point(MEASUREMENT, tags, fields, ts)
     line = telemetry_line(
         tags, fill, seq, deposits, contaminated, weight, battery, temp, received, ts
     )
     assert line == expected
+
+
+def test_telemetry_line_writes_the_schemas_fields_only() -> None:
+    """Every field the line writes is a field of the schema (core.telemetry), which the API, the
+    rollups and the dashboards read by those names."""
+    line = telemetry_line(tag_set({"bin": "b1"}), 95.0, 1, 10, 2, 3.5, 80.0, 20.0, 7, 8)
+    written = {pair.split("=")[0] for pair in line.split(" ")[1].split(",")}
+    assert line.startswith(f"{MEASUREMENT},")
+    assert written == {*FIELDS, "checked_deposits"}
