@@ -460,11 +460,7 @@ class IngestProcess:
     def __init__(self, ctx: Context, settings: Settings, workers: int) -> None:
         self.ctx, self.settings, self.workers = ctx, settings, workers
         self.log_path = ctx.work / f"ingest-{settings.influx_db}.log"
-        env = dict(os.environ)
-        for name, value in settings.model_dump().items():
-            if value is not None:
-                env[f"BINWATCH_{name.upper()}"] = str(value)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 ctx.ingest_cmd(workers),

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from pydantic import SecretStr
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine import make_url
 
 from alerts import models as alerts_models
 from collection import models as collection_models
+from core.settings import reveal
 from core.sql import make_engine
 from devices import models as registry_models
 from security import models as security_models
@@ -41,13 +43,13 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
-def migrate(database_url: str) -> None:
+def migrate(database_url: str | SecretStr) -> None:
     """Bring the registry at `database_url` to the newest schema; harmless when it is there.
 
     A SQLite file's folder is created first: the default URL points into `var/`, which a fresh
     checkout does not have.
     """
-    url = make_url(database_url)
+    url = make_url(reveal(database_url))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(database_url)

@@ -3,8 +3,10 @@ the environment, so tests configure by constructing it rather than by fighting `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,12 +14,35 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import ConfigError
 
 
+class SecretUrl(SecretStr):
+    """A URL that may carry credentials (`mqtt://user:pass@host`): its `str()` and `repr()`, so
+    every log line and error message, show it with the password as `***`; the whole URL only
+    through `get_secret_value()`."""
+
+    def _display(self) -> str:
+        return redact_url(self.get_secret_value())
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def reveal(value: str | SecretStr) -> str:
+    """The plain text of a setting that may be a secret (a caller may pass a plain URL)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
 @dataclass(frozen=True, slots=True)
 class MqttEndpoint:
     host: str
     port: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
 
 
 class Settings(BaseSettings):
@@ -25,7 +50,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BINWATCH_", extra="ignore")
 
-    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://user:pass@host:port")
+    mqtt_url: SecretUrl = Field(
+        SecretUrl("mqtt://127.0.0.1:1883"), description="mqtt://user:pass@host:port"
+    )
     topic_prefix: str = Field("binwatch/v1", description="MQTT topic prefix of contract v1")
     influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB v1-compatible HTTP API")
     influx_db: str = Field("binwatch", description="InfluxDB database (bucket mapped via DBRP)")
@@ -37,8 +64,8 @@ class Settings(BaseSettings):
     raw_retention: str = Field(
         "90d", description="how long raw readings are kept (InfluxQL duration)"
     )
-    database_url: str = Field(
-        "sqlite:///var/binwatch.db", description="registry database (SQLAlchemy URL)"
+    database_url: SecretUrl = Field(
+        SecretUrl("sqlite:///var/binwatch.db"), description="registry database (SQLAlchemy URL)"
     )
     timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
 
@@ -232,6 +259,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` validated like the constructor's arguments (pydantic's own
+        model_copy does not validate: a plain str would replace a secret URL)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return self.model_validate({**dict(self), **update})
+
     def as_env(self) -> dict[str, str]:
         """These settings as BINWATCH_* variables, for child processes."""
         env: dict[str, str] = {}
@@ -243,10 +277,10 @@ class Settings(BaseSettings):
 
     def mqtt_endpoint(self) -> MqttEndpoint:
         """The broker address and credentials from `mqtt_url`."""
-        parts = urlsplit(self.mqtt_url)
+        parts = urlsplit(self.mqtt_url.get_secret_value())
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ConfigError(
-                f"BINWATCH_MQTT_URL must look like mqtt://user:pass@host:port, got {self.mqtt_url!r}"
+                f"BINWATCH_MQTT_URL must look like mqtt://user:pass@host:port, got {self.mqtt_url}"
             )
         return MqttEndpoint(
             host=parts.hostname,

@@ -6,19 +6,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from pydantic import SecretStr
 from sqlalchemy import Engine, Select, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.interfaces import ORMOption
+
+from core.settings import reveal
 
 Row = TypeVar("Row")
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: float = 30
+    database_url: str | SecretStr,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 30,
 ) -> Engine:
     """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
     and the CLI can share one file without 'database is locked' errors. The pool's sizes and
     wait are SQLAlchemy's defaults unless a caller (the API) sizes them to its concurrency."""
+    database_url = reveal(database_url)
     pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if database_url.startswith("sqlite"):
         engine = create_engine(

@@ -1,0 +1,46 @@
+"""Credentials inside the URL settings never show in a repr, a str or a log line, yet reach the
+clients that need them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings, reveal
+from core.sql import make_engine
+
+MQTT = "mqtt://ingest:s3cret-mqtt@127.0.0.1:1883"
+DATABASE = "postgresql://binwatch:s3cret-db@db.example:5432/registry"
+
+
+def test_url_credentials_never_show(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(mqtt_url=MQTT, database_url=DATABASE)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings %s, broker %s", settings, settings.mqtt_url)
+    endpoint = repr(settings.mqtt_endpoint())
+    shown = " ".join(
+        [repr(settings), str(settings), str(settings.database_url), caplog.text, endpoint]
+    )
+    assert "s3cret" not in shown
+    assert "mqtt://ingest:***@127.0.0.1:1883" in shown
+    assert "postgresql://binwatch:***@db.example:5432/registry" in shown
+
+
+def test_url_credentials_reach_the_clients(tmp_path: Path) -> None:
+    settings = Settings(mqtt_url=MQTT, database_url=DATABASE)
+    assert settings.mqtt_endpoint().password == "s3cret-mqtt"
+    assert reveal(settings.database_url) == DATABASE
+    assert settings.as_env()["BINWATCH_MQTT_URL"] == MQTT  # for child processes
+    local = Settings(database_url=f"sqlite:///{tmp_path / 'registry.db'}")
+    engine = make_engine(local.database_url)  # the secret URL itself is accepted
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
+
+
+def test_a_copy_validates_its_update() -> None:
+    copied = Settings().model_copy(update={"mqtt_url": MQTT})
+    assert "s3cret" not in repr(copied)
+    assert copied.mqtt_endpoint().username == "ingest"
