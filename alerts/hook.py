@@ -30,7 +30,7 @@ class AlertHook:
     def __init__(self, settings: Settings) -> None:
         self._engine = make_engine(settings.database_url)
         self._sessions = session_factory(self._engine)
-        self._limits = rules.Limits.of(settings)
+        self._limits = settings.alert
         self._prefix = settings.topic_prefix
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from core.settings import Settings
+from core.settings import AlertSettings
 from devices.contract import Event, Reading, Status
 
 
@@ -59,44 +59,14 @@ HELD: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The rules' levels, from the `alert_*` settings."""
+Limits = AlertSettings
+"""The rules' levels are the alert settings themselves (`settings.alert`, BINWATCH_ALERT_*), with
+the durations as timedeltas."""
 
-    temp_raise_c: float
-    temp_clear_c: float
-    temp_rise_c_per_min: float
-    battery_raise_pct: float
-    battery_clear_pct: float
-    full_for: timedelta
-    full_clear_pct: float
-    skew_raise: timedelta
-    skew_clear: timedelta
-    silent_for: timedelta
-    event_hold: timedelta
-    gap_hold: timedelta
 
-    @classmethod
-    def of(cls, settings: Settings) -> Limits:
-        return cls(
-            temp_raise_c=settings.alert_temp_raise_c,
-            temp_clear_c=settings.alert_temp_clear_c,
-            temp_rise_c_per_min=settings.alert_temp_rise_c_per_min,
-            battery_raise_pct=settings.alert_battery_raise_pct,
-            battery_clear_pct=settings.alert_battery_clear_pct,
-            full_for=timedelta(minutes=settings.alert_full_for_min),
-            full_clear_pct=settings.alert_full_clear_pct,
-            skew_raise=timedelta(seconds=settings.alert_skew_raise_s),
-            skew_clear=timedelta(seconds=settings.alert_skew_clear_s),
-            silent_for=timedelta(
-                seconds=settings.alert_report_interval_s * settings.alert_offline_intervals
-            ),
-            event_hold=timedelta(minutes=settings.alert_event_hold_min),
-            gap_hold=timedelta(minutes=settings.alert_gap_hold_min),
-        )
-
-    def hold(self, kind: AlertType) -> timedelta:
-        return self.gap_hold if kind is AlertType.seq_gap else self.event_hold
+def hold(limits: Limits, kind: AlertType) -> timedelta:
+    """How long an event-like condition stays raised without a repeat."""
+    return limits.gap_hold if kind is AlertType.seq_gap else limits.event_hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,4 +266,4 @@ def silent(last_seen_at: datetime, now: datetime, limits: Limits) -> bool:
 
 def hold_expired(kind: AlertType, last_seen_at: datetime, now: datetime, limits: Limits) -> bool:
     """A held condition (see `HELD`) is over once unseen for its hold time."""
-    return kind in HELD and now - last_seen_at >= limits.hold(kind)
+    return kind in HELD and now - last_seen_at >= hold(limits, kind)

@@ -49,7 +49,7 @@ class Alerter(TickingService):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.limits = rules.Limits.of(settings)
+        self.limits = settings.alert
         self.sessions = session_factory(engine)
         self.influx = influx
         self.deliverer = deliverer

@@ -75,7 +75,7 @@ def get_principal(
     if wait > 0:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of {settings.api_rate_per_s:g} requests/s for this key exceeded",
+            f"rate limit of {settings.api.rate_per_s:g} requests/s for this key exceeded",
             headers={"Retry-After": str(math.ceil(wait))},
         )
     return principal

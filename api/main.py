@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.influx = influx
         app.state.sessions = session_factory(engine)
-        app.state.limiter = RateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
+        app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         try:
             yield
         finally:

@@ -459,7 +459,7 @@ class IngestProcess:
 
     def __init__(self, ctx: Context, settings: Settings, workers: int) -> None:
         self.ctx, self.settings, self.workers = ctx, settings, workers
-        self.log_path = ctx.work / f"ingest-{settings.influx_db}.log"
+        self.log_path = ctx.work / f"ingest-{settings.influx.db}.log"
         env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
@@ -481,7 +481,7 @@ class IngestProcess:
         """`name` from each worker's /metrics (one value per worker)."""
         values = []
         for worker in range(self.workers):
-            url = f"http://127.0.0.1:{self.settings.ingest_metrics_port + worker}/metrics"
+            url = f"http://127.0.0.1:{self.settings.ingest.metrics_port + worker}/metrics"
             text = self._http.get(url).text
             match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
             values.append(float(match.group(1)) if match else 0.0)
@@ -997,9 +997,9 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
             "ingest_command": " ".join([*probe_cmd[:2], "…", *probe_cmd[-2:]]) + f" ({how})",
             "ingest_settings": {
-                k: v
-                for k, v in Settings().model_dump().items()
-                if k in ("ingest_batch_size", "ingest_batch_seconds", "ingest_buffer")
+                f"ingest_{k}": v
+                for k, v in Settings().ingest.model_dump().items()
+                if k in ("batch_size", "batch_seconds", "buffer")
             },
             "publisher": "bench/_publisher.py (pre-serialised payloads, 1 thread, window 1000)",
             "steady_rate": STEADY_RATE,

@@ -7,6 +7,7 @@ import logging
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from binwatch.commands.alerter import alerter
 from binwatch.commands.api import api
@@ -19,13 +20,18 @@ from binwatch.commands.security import keys_app, mqtt_auth_app
 from binwatch.commands.simulate import simulate
 from binwatch.demo import demo
 from binwatch.grafana import grafana_app
-from core.settings import Settings
+from core.settings import env_names
+
+
+def _shown(default: object) -> str:
+    """A default as the environment would spell it (a secret URL's, with any password hidden)."""
+    return repr(str(default)) if isinstance(default, SecretStr) else repr(default)
 
 
 def _settings_help() -> str:
     rows = [
-        f"  BINWATCH_{name.upper():<36} {field.description or ''} [{field.default!r}]"
-        for name, field in Settings.model_fields.items()
+        f"  BINWATCH_{name.upper():<36} {field.description or ''} [{_shown(field.default)}]"
+        for name, field in env_names().items()
     ]
     # "\b" keeps click from re-wrapping the table.
     return "Configuration, from environment variables [default]:\n\n\b\n" + "\n".join(rows)

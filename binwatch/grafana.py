@@ -258,7 +258,7 @@ def write_sites(settings: Settings) -> int:
         influx.ensure_database(settings.raw_retention)  # this may run before ingest ever did
         influx.query(
             f"CREATE RETENTION POLICY {quote_ident(SITES_RETENTION_POLICY)} ON "
-            f"{quote_ident(settings.influx_db)} DURATION INF REPLICATION 1"
+            f"{quote_ident(settings.influx.db)} DURATION INF REPLICATION 1"
         )
         for measurement in (SITES_MEASUREMENT, POLICY_RANGES_MEASUREMENT):
             influx.query(f"DROP SERIES FROM {quote_ident(measurement)}")
@@ -312,13 +312,13 @@ def push_command(
     """Create or update the folder, the datasource and the dashboards in a running Grafana;
     print what was created, updated or left unchanged."""
     settings = Settings()
-    password = settings.influx_password.get_secret_value() if settings.influx_password else ""
+    password = settings.influx.password.get_secret_value() if settings.influx.password else ""
     datasource = datasource_definition(
         dashboards,
         {
-            "BINWATCH_INFLUX_URL": influx_url or settings.influx_url,
-            "BINWATCH_INFLUX_DB": influx_db or settings.influx_db,
-            "BINWATCH_INFLUX_USERNAME": influx_user or settings.influx_username or "",
+            "BINWATCH_INFLUX_URL": influx_url or settings.influx.url,
+            "BINWATCH_INFLUX_DB": influx_db or settings.influx.db,
+            "BINWATCH_INFLUX_USERNAME": influx_user or settings.influx.username or "",
             "BINWATCH_INFLUX_PASSWORD": influx_password or password,
         },
     )

@@ -39,7 +39,7 @@ class ThresholdHook:
     ) -> None:
         self._engine = make_engine(settings.database_url)
         self._sessions = session_factory(self._engine)
-        self._policy = Policy.of(settings)
+        self._policy = Policy.of(settings.collection)
         self._clock = clock
         self._thresholds: dict[str, float] = {}
         self._next_refresh = 0.0

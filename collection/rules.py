@@ -13,7 +13,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from collection.lifecycle import Status
-from core.settings import Settings
+from core.settings import CollectionSettings
 from devices.contract import Stream
 
 
@@ -128,18 +128,15 @@ class Policy:
     emptied_pct: float
 
     @classmethod
-    def of(cls, settings: Settings) -> Policy:
-        hours = {
-            Stream.kitchen: settings.collection_deadline_kitchen_h,
-            Stream.hazardous: settings.collection_deadline_hazardous_h,
-            Stream.recyclable: settings.collection_deadline_recyclable_h,
-            Stream.residual: settings.collection_deadline_residual_h,
-        }
+    def of(cls, settings: CollectionSettings) -> Policy:
+        """From the collection group (`settings.collection`, BINWATCH_COLLECTION_*)."""
         return cls(
-            deadlines={stream: timedelta(hours=h) for stream, h in hours.items()},
-            escalate_after=timedelta(hours=settings.collection_escalate_after_h),
-            verify_window=timedelta(minutes=settings.collection_verify_window_min),
-            emptied_pct=settings.collection_emptied_pct,
+            deadlines={
+                stream: timedelta(hours=settings.deadline_h(stream.value)) for stream in Stream
+            },
+            escalate_after=timedelta(hours=settings.escalate_after_h),
+            verify_window=timedelta(minutes=settings.verify_window_min),
+            emptied_pct=settings.emptied_pct,
         )
 
     def due_at(self, created_at: datetime, stream: str) -> datetime:

@@ -68,7 +68,7 @@ class Collector(TickingService):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.policy = Policy.of(settings)
+        self.policy = Policy.of(settings.collection)
         self.sessions = session_factory(engine)
         self.influx = influx
         self.publisher = publisher
@@ -332,7 +332,7 @@ class Collector(TickingService):
                 "webhook_next_at": None,
                 "webhook_delivered_at": now,
             }, said
-        if tried >= self.settings.collection_webhook_attempts or not outcome.retryable:
+        if tried >= self.settings.collection.webhook_attempts or not outcome.retryable:
             said = f"webhook gave up after {tried} attempt(s): {outcome.error}"
             log.warning("request %d, escalation %d: %s", message.request_id, message.level, said)
             return {"webhook_attempts": tried, "webhook_next_at": None}, said
@@ -350,7 +350,7 @@ class Collector(TickingService):
         deposits since the previous round and was not emptied since gets a request. A collector
         started late runs the latest round it missed, once (the database remembers)."""
         round_at = rules.last_local_hour(
-            now, hour=self.settings.collection_kitchen_hour, timezone=self.settings.timezone
+            now, hour=self.settings.collection.kitchen_hour, timezone=self.settings.timezone
         )
         if round_at == self._kitchen_round:
             return

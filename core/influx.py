@@ -36,18 +36,18 @@ class InfluxClient:
     """A thread-safe client for one database (httpx.Client pools connections)."""
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.database = settings.influx_db
+        self.database = settings.influx.db
         headers: dict[str, str] = {}
         self._auth_params: dict[str, str] = {}
-        if settings.influx_token is not None:
-            headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
-        elif settings.influx_username:
+        if settings.influx.token is not None:
+            headers["Authorization"] = f"Token {settings.influx.token.get_secret_value()}"
+        elif settings.influx.username:
             password = (
-                settings.influx_password.get_secret_value() if settings.influx_password else ""
+                settings.influx.password.get_secret_value() if settings.influx.password else ""
             )
-            self._auth_params = {"u": settings.influx_username, "p": password}
+            self._auth_params = {"u": settings.influx.username, "p": password}
         self._http = httpx.Client(
-            base_url=settings.influx_url,
+            base_url=settings.influx.url,
             headers=headers,
             transport=transport,
             timeout=httpx.Timeout(QUERY_TIMEOUT_S, connect=5.0),

@@ -1,17 +1,28 @@
 """The one configuration object. Built in each entry point and passed down; nothing else reads
-the environment, so tests configure by constructing it rather than by fighting `os.environ`."""
+the environment, so tests configure by constructing it rather than by fighting `os.environ`.
+
+The settings come in groups, one per part (`settings.ingest.batch_size`, `settings.alert.…`),
+and each part takes its group. Every group field is read from `BINWATCH_<GROUP>_<FIELD>` (the
+flat names binwatch has always had: `BINWATCH_INGEST_BATCH_SIZE`), and the constructor and
+`model_copy` take the same flat names (`Settings(ingest_batch_size=100)`), so environment,
+compose files and docs need no change."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from datetime import timedelta
+from typing import Any, Final, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
+
+ENV_PREFIX: Final = "BINWATCH_"
 
 
 class SecretUrl(SecretStr):
@@ -45,22 +56,282 @@ class MqttEndpoint:
     password: str | None = field(repr=False)
 
 
+class _Group(BaseModel):
+    """One part's settings; validated like the rest, unknown names refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InfluxSettings(_Group):
+    """InfluxDB: where, which database, and the credentials (`BINWATCH_INFLUX_*`)."""
+
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB v1-compatible HTTP API")
+    db: str = Field("binwatch", description="InfluxDB database (bucket mapped via DBRP)")
+    username: str | None = Field(None, description="InfluxDB 1.x user")
+    password: SecretStr | None = Field(None, description="InfluxDB 1.x password")
+    token: SecretStr | None = Field(None, description="InfluxDB 2/3 token (Authorization: Token)")
+
+
+class IngestSettings(_Group):
+    """Ingest's MQTT session, batching, buffer and what it accepts (`BINWATCH_INGEST_*`)."""
+
+    client_id: str = Field(
+        "binwatch-ingest",
+        description="ingest's MQTT client id on a broker without accounts (else its user name)",
+    )
+    share_group: str = Field(
+        "binwatch-ingest", description="shared-subscription group used with --workers > 1"
+    )
+    batch_size: int = Field(5000, ge=1, description="points per InfluxDB write")
+    batch_seconds: float = Field(0.25, gt=0, description="longest a reading waits for its batch")
+    buffer: int = Field(
+        20000, ge=1, le=65535, description="unacknowledged messages held (MQTT 5 Receive Maximum)"
+    )
+    max_payload: int = Field(
+        256 * 1024, ge=1024, description="largest MQTT payload accepted, bytes"
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="port of ingest's /metrics and /health (0: off)"
+    )
+    stall_after_s: float = Field(
+        30, gt=0, description="ingest's /health is 503 once a message waits unacknowledged longer"
+    )
+    stop_timeout_s: float = Field(
+        8, gt=0, description="longest ingest spends on SIGTERM finishing its batch, seconds"
+    )
+    max_future_s: float = Field(
+        300, ge=0, description="readings stamped further ahead of ingest's clock are rejected"
+    )
+    max_past_s: float = Field(
+        30 * 24 * 3600, gt=0, description="readings older than this are rejected (offline buffers)"
+    )
+
+
+class ApiSettings(_Group):
+    """The HTTP API: where it listens and answers, its limits (`BINWATCH_API_*`)."""
+
+    host: str = Field("127.0.0.1", description="address the API binds to")
+    port: int = Field(8000, ge=1, le=65535, description="port the API binds to")
+    url: str = Field(
+        "http://127.0.0.1:8000", description="where the API answers (the simulator's crews call it)"
+    )
+    token: SecretStr | None = Field(
+        None, description="the API key the simulator's crews send (an operator or admin key)"
+    )
+    rate_per_s: float = Field(
+        20, gt=0, description="requests per second one API key may make, sustained (per replica)"
+    )
+    rate_burst: int = Field(
+        100, ge=1, description="requests one API key may make at once before being slowed"
+    )
+    max_body: int = Field(
+        64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
+    )
+    max_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="requests the API serves at once (and registry connections it keeps); "
+        "more wait up to BINWATCH_API_QUEUE_WAIT_S, then get 503 with Retry-After",
+    )
+    queue_wait_s: float = Field(
+        1.0, ge=0, le=30, description="how long a request waits for a free slot before a 503"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection that has not sent a whole request head this long after "
+        "connecting (or after its last answer) is closed",
+    )
+    stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="a client that sends none of its request body, or takes none of its answer, "
+        "for this long is cut off (it would hold one of the BINWATCH_API_MAX_CONCURRENCY slots)",
+    )
+
+
+class WebhookSettings(_Group):
+    """Where and how binwatch may call webhooks (`BINWATCH_WEBHOOK_*`)."""
+
+    allow_private: bool = Field(
+        False,
+        description="allow webhooks over http and to loopback/private addresses (demo, tests)",
+    )
+    timeout_s: float = Field(
+        10, gt=0, le=120, description="longest a webhook receiver may take per read or write"
+    )
+    workers_per_destination: int = Field(
+        2, ge=1, le=16, description="webhook POSTs in flight at once to one receiver (host:port)"
+    )
+
+
+class CollectionSettings(_Group):
+    """Collection deadlines, escalation, verification and webhooks (`BINWATCH_COLLECTION_*`)."""
+
+    deadline_kitchen_h: float = Field(
+        12, gt=0, description="hours from request to completion for kitchen waste"
+    )
+    deadline_hazardous_h: float = Field(
+        24, gt=0, description="hours from request to completion for hazardous waste"
+    )
+    deadline_recyclable_h: float = Field(
+        48, gt=0, description="hours from request to completion for recyclables"
+    )
+    deadline_residual_h: float = Field(
+        48, gt=0, description="hours from request to completion for residual waste"
+    )
+    escalate_after_h: float = Field(
+        4, gt=0, description="hours from escalation level 1 (community) to level 2 (squad)"
+    )
+    verify_window_min: float = Field(
+        60, gt=0, description="minutes after completion for a reading to show the bin emptied"
+    )
+    emptied_pct: float = Field(
+        20, gt=0, le=100, description="fill at or below which a reading verifies a completion"
+    )
+    kitchen_hour: int = Field(
+        18, ge=0, le=23, description="local hour by which used kitchen bins get a request"
+    )
+    work_start_hour: int = Field(
+        7, ge=0, le=23, description="local hour operators' working day starts (forecast rule)"
+    )
+    webhook_attempts: int = Field(
+        5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
+    )
+
+    def deadline_h(self, stream: str) -> float:
+        """Hours from request to completion for a stream (`deadline_<stream>_h`)."""
+        hours: float = getattr(self, f"deadline_{stream}_h")
+        return hours
+
+
+class AlertSettings(_Group):
+    """The alert rules' levels and delivery (`BINWATCH_ALERT_*`)."""
+
+    temp_raise_c: float = Field(
+        60, description="temperature at or over which a bin raises an overheat (fire-risk) alert"
+    )
+    temp_clear_c: float = Field(
+        45, description="temperature at or under which an overheat alert clears (hysteresis)"
+    )
+    temp_rise_c_per_min: float = Field(
+        5, gt=0, description="temperature rise, °C per minute, that raises an overheat alert"
+    )
+    battery_raise_pct: float = Field(
+        15, ge=0, le=100, description="battery under which a battery alert is raised"
+    )
+    battery_clear_pct: float = Field(
+        25, ge=0, le=100, description="battery at or over which a battery alert clears"
+    )
+    full_for_min: float = Field(
+        120, gt=0, description="minutes at 100 % fill that raise a full-too-long alert"
+    )
+    full_clear_pct: float = Field(
+        90, gt=0, le=100, description="fill under which a full-too-long alert clears"
+    )
+    skew_raise_s: float = Field(
+        300, gt=0, description="device clock offset, seconds, that raises a clock alert"
+    )
+    skew_clear_s: float = Field(
+        60, gt=0, description="device clock offset, seconds, under which a clock alert clears"
+    )
+    report_interval_s: float = Field(
+        60, gt=0, description="the bins' reporting interval, seconds (offline detection)"
+    )
+    offline_intervals: float = Field(
+        3, gt=0, description="reporting intervals of silence after which a bin is offline"
+    )
+    event_hold_min: float = Field(
+        30, gt=0, description="minutes without a repeat after which an event's alert clears"
+    )
+    gap_hold_min: float = Field(
+        60, gt=0, description="minutes without a new seq gap after which a gap alert clears"
+    )
+    webhook_attempts: int = Field(
+        5, ge=1, le=20, description="webhook deliveries tried per alert notice and recipient"
+    )
+
+    # As the rules use them.
+    @property
+    def full_for(self) -> timedelta:
+        return timedelta(minutes=self.full_for_min)
+
+    @property
+    def skew_raise(self) -> timedelta:
+        return timedelta(seconds=self.skew_raise_s)
+
+    @property
+    def skew_clear(self) -> timedelta:
+        return timedelta(seconds=self.skew_clear_s)
+
+    @property
+    def silent_for(self) -> timedelta:
+        """Silence after which a bin is offline."""
+        return timedelta(seconds=self.report_interval_s * self.offline_intervals)
+
+    @property
+    def event_hold(self) -> timedelta:
+        return timedelta(minutes=self.event_hold_min)
+
+    @property
+    def gap_hold(self) -> timedelta:
+        return timedelta(minutes=self.gap_hold_min)
+
+
+GROUPS: Final[dict[str, type[_Group]]] = {
+    "influx": InfluxSettings,
+    "ingest": IngestSettings,
+    "api": ApiSettings,
+    "collection": CollectionSettings,
+    "alert": AlertSettings,
+    "webhook": WebhookSettings,
+}
+"""Each group's attribute on Settings, which is also its environment prefix."""
+
+
+class _GroupedEnvironment(PydanticBaseSettingsSource):
+    """`BINWATCH_<GROUP>_<FIELD>` for every field of every group (pydantic-settings' own source
+    would read a nested group only from one JSON variable or `__`-separated names)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the groups whole
+
+    def __call__(self) -> dict[str, Any]:
+        environment = {key.upper(): value for key, value in os.environ.items()}
+        found: dict[str, Any] = {}
+        for group, model in GROUPS.items():
+            for name in model.model_fields:
+                value = environment.get(f"{ENV_PREFIX}{group}_{name}".upper())
+                if value is not None:
+                    found.setdefault(group, {})[name] = value
+        return found
+
+
+def _fold(flat: Mapping[str, Any], into: Mapping[str, Any]) -> dict[str, Any]:
+    """`into` with flat group names (`ingest_batch_size`) moved into their group's dict."""
+    folded = dict(into)
+    for key, value in flat.items():
+        group, _, name = key.partition("_")
+        if group in GROUPS and name in GROUPS[group].model_fields:
+            current = folded.get(group) or {}
+            if isinstance(current, BaseModel):
+                current = dict(current)
+            folded[group] = {**current, name: value}
+            folded.pop(key, None)
+    return folded
+
+
 class Settings(BaseSettings):
     """Every knob binwatch has, read from `BINWATCH_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="BINWATCH_", extra="ignore")
-
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
     mqtt_url: SecretUrl = Field(
         SecretUrl("mqtt://127.0.0.1:1883"), description="mqtt://user:pass@host:port"
     )
     topic_prefix: str = Field("binwatch/v1", description="MQTT topic prefix of contract v1")
-    influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB v1-compatible HTTP API")
-    influx_db: str = Field("binwatch", description="InfluxDB database (bucket mapped via DBRP)")
-    influx_username: str | None = Field(None, description="InfluxDB 1.x user")
-    influx_password: SecretStr | None = Field(None, description="InfluxDB 1.x password")
-    influx_token: SecretStr | None = Field(
-        None, description="InfluxDB 2/3 token (Authorization: Token)"
-    )
     raw_retention: str = Field(
         "90d", description="how long raw readings are kept (InfluxQL duration)"
     )
@@ -68,123 +339,8 @@ class Settings(BaseSettings):
         SecretUrl("sqlite:///var/binwatch.db"), description="registry database (SQLAlchemy URL)"
     )
     timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
-
-    ingest_client_id: str = Field(
-        "binwatch-ingest",
-        description="ingest's MQTT client id on a broker without accounts (else its user name)",
-    )
-    ingest_share_group: str = Field(
-        "binwatch-ingest", description="shared-subscription group used with --workers > 1"
-    )
-    ingest_batch_size: int = Field(5000, ge=1, description="points per InfluxDB write")
-    ingest_batch_seconds: float = Field(
-        0.25, gt=0, description="longest a reading waits for its batch"
-    )
-    ingest_buffer: int = Field(
-        20000, ge=1, le=65535, description="unacknowledged messages held (MQTT 5 Receive Maximum)"
-    )
-    ingest_max_payload: int = Field(
-        256 * 1024, ge=1024, description="largest MQTT payload accepted, bytes"
-    )
-    ingest_stall_after_s: float = Field(
-        30, gt=0, description="ingest's /health is 503 once a message waits unacknowledged longer"
-    )
-    ingest_stop_timeout_s: float = Field(
-        8, gt=0, description="longest ingest spends on SIGTERM finishing its batch, seconds"
-    )
-    ingest_metrics_port: int = Field(
-        9108, ge=0, le=65535, description="port of ingest's /metrics and /health (0: off)"
-    )
-
-    api_host: str = Field("127.0.0.1", description="address the API binds to")
-    api_port: int = Field(8000, ge=1, le=65535, description="port the API binds to")
-    api_url: str = Field(
-        "http://127.0.0.1:8000", description="where the API answers (the simulator's crews call it)"
-    )
-
-    collection_deadline_kitchen_h: float = Field(
-        12, gt=0, description="hours from request to completion for kitchen waste"
-    )
-    collection_deadline_hazardous_h: float = Field(
-        24, gt=0, description="hours from request to completion for hazardous waste"
-    )
-    collection_deadline_recyclable_h: float = Field(
-        48, gt=0, description="hours from request to completion for recyclables"
-    )
-    collection_deadline_residual_h: float = Field(
-        48, gt=0, description="hours from request to completion for residual waste"
-    )
-    collection_escalate_after_h: float = Field(
-        4, gt=0, description="hours from escalation level 1 (community) to level 2 (squad)"
-    )
-    collection_verify_window_min: float = Field(
-        60, gt=0, description="minutes after completion for a reading to show the bin emptied"
-    )
-    collection_emptied_pct: float = Field(
-        20, gt=0, le=100, description="fill at or below which a reading verifies a completion"
-    )
-    collection_kitchen_hour: int = Field(
-        18, ge=0, le=23, description="local hour by which used kitchen bins get a request"
-    )
-    collection_work_start_hour: int = Field(
-        7, ge=0, le=23, description="local hour operators' working day starts (forecast rule)"
-    )
-    collection_webhook_attempts: int = Field(
-        5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
-    )
-
-    alert_temp_raise_c: float = Field(
-        60, description="temperature at or over which a bin raises an overheat (fire-risk) alert"
-    )
-    alert_temp_clear_c: float = Field(
-        45, description="temperature at or under which an overheat alert clears (hysteresis)"
-    )
-    alert_temp_rise_c_per_min: float = Field(
-        5, gt=0, description="temperature rise, °C per minute, that raises an overheat alert"
-    )
-    alert_battery_raise_pct: float = Field(
-        15, ge=0, le=100, description="battery under which a battery alert is raised"
-    )
-    alert_battery_clear_pct: float = Field(
-        25, ge=0, le=100, description="battery at or over which a battery alert clears"
-    )
-    alert_full_for_min: float = Field(
-        120, gt=0, description="minutes at 100 % fill that raise a full-too-long alert"
-    )
-    alert_full_clear_pct: float = Field(
-        90, gt=0, le=100, description="fill under which a full-too-long alert clears"
-    )
-    alert_skew_raise_s: float = Field(
-        300, gt=0, description="device clock offset, seconds, that raises a clock alert"
-    )
-    alert_skew_clear_s: float = Field(
-        60, gt=0, description="device clock offset, seconds, under which a clock alert clears"
-    )
-    alert_report_interval_s: float = Field(
-        60, gt=0, description="the bins' reporting interval, seconds (offline detection)"
-    )
-    alert_offline_intervals: float = Field(
-        3, gt=0, description="reporting intervals of silence after which a bin is offline"
-    )
-    alert_event_hold_min: float = Field(
-        30, gt=0, description="minutes without a repeat after which an event's alert clears"
-    )
-    alert_gap_hold_min: float = Field(
-        60, gt=0, description="minutes without a new seq gap after which a gap alert clears"
-    )
-    alert_webhook_attempts: int = Field(
-        5, ge=1, le=20, description="webhook deliveries tried per alert notice and recipient"
-    )
-
-    webhook_allow_private: bool = Field(
-        False,
-        description="allow webhooks over http and to loopback/private addresses (demo, tests)",
-    )
-    webhook_timeout_s: float = Field(
-        10, gt=0, le=120, description="longest a webhook receiver may take per read or write"
-    )
-    webhook_workers_per_destination: int = Field(
-        2, ge=1, le=16, description="webhook POSTs in flight at once to one receiver (host:port)"
+    admin_token: SecretStr | None = Field(
+        None, description="an admin API key kept only here, for a fresh install (unset it later)"
     )
     collector_metrics_port: int = Field(
         9110, ge=0, le=65535, description="Prometheus /metrics port of the collector (0: off)"
@@ -192,58 +348,19 @@ class Settings(BaseSettings):
     alerter_metrics_port: int = Field(
         9111, ge=0, le=65535, description="Prometheus /metrics port of the alerter (0: off)"
     )
-
-    admin_token: SecretStr | None = Field(
-        None, description="an admin API key kept only here, for a fresh install (unset it later)"
-    )
-    api_token: SecretStr | None = Field(
-        None, description="the API key the simulator's crews send (an operator or admin key)"
-    )
-    api_rate_per_s: float = Field(
-        20, gt=0, description="requests per second one API key may make, sustained (per replica)"
-    )
-    api_rate_burst: int = Field(
-        100, ge=1, description="requests one API key may make at once before being slowed"
-    )
-    api_max_body: int = Field(
-        64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
-    )
-    api_max_concurrency: int = Field(
-        16,
-        ge=1,
-        le=1000,
-        description="requests the API serves at once (and registry connections it keeps); "
-        "more wait up to api_queue_wait_s, then get 503 with Retry-After",
-    )
-    api_queue_wait_s: float = Field(
-        1.0, ge=0, le=30, description="how long a request waits for a free slot before a 503"
-    )
-    api_header_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        le=300,
-        description="a connection that has not sent a whole request head this long after "
-        "connecting (or after its last answer) is closed",
-    )
-    api_stall_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        le=600,
-        description="a client that sends none of its request body, or takes none of its answer, "
-        "for this long is cut off (it would hold one of the api_max_concurrency slots)",
-    )
-    ingest_max_future_s: float = Field(
-        300, ge=0, description="readings stamped further ahead of ingest's clock are rejected"
-    )
-    ingest_max_past_s: float = Field(
-        30 * 24 * 3600, gt=0, description="readings older than this are rejected (offline buffers)"
-    )
     dead_letter_retention_days: float = Field(
         30, gt=0, description="dead letters older than this are pruned (their counts are kept)"
     )
     dead_letter_max_per_bin: int = Field(
         1000, ge=1, description="dead letters kept per bin; older ones are pruned, counts kept"
     )
+
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    collection: CollectionSettings = Field(default_factory=CollectionSettings)
+    alert: AlertSettings = Field(default_factory=AlertSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -259,20 +376,48 @@ class Settings(BaseSettings):
             )
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _GroupedEnvironment(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names_into_groups(cls, data: Any) -> Any:
+        """`Settings(ingest_batch_size=100)`: a flat name wins over the environment's value."""
+        return _fold(data, data) if isinstance(data, Mapping) else data
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy with `update` validated like the constructor's arguments (pydantic's own
-        model_copy does not validate: a plain str would replace a secret URL)."""
+        """A copy with `update` (flat names, as for the constructor) validated like the
+        constructor's arguments; pydantic's own model_copy validates nothing, and would take
+        `ingest_buffer` for a new attribute rather than the ingest group's `buffer`."""
         if not update:
             return super().model_copy(deep=deep)
+        known = {*type(self).model_fields, *env_names()}
+        unknown = sorted(set(update) - {name.lower() for name in known})
+        if unknown:
+            raise ValueError(f"not settings: {', '.join(unknown)}")
         return self.model_validate({**dict(self), **update})
 
     def as_env(self) -> dict[str, str]:
         """These settings as BINWATCH_* variables, for child processes."""
         env: dict[str, str] = {}
-        for name, value in self.model_dump().items():
+        for name, value in _flat_items(self):
             if value is not None:
                 secret = value.get_secret_value() if isinstance(value, SecretStr) else value
-                env[f"BINWATCH_{name.upper()}"] = str(secret)
+                env[f"{ENV_PREFIX}{name.upper()}"] = str(secret)
         return env
 
     def mqtt_endpoint(self) -> MqttEndpoint:
@@ -288,3 +433,27 @@ class Settings(BaseSettings):
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+
+def _flat_items(settings: Settings) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for name, value in settings:
+        if isinstance(value, _Group):
+            items += [(f"{name}_{field}", inner) for field, inner in value]
+        else:
+            items.append((name, value))
+    return items
+
+
+def env_names() -> dict[str, FieldInfo]:
+    """Every setting by its flat name (`ingest_batch_size`; the variable is BINWATCH_ + it in
+    capitals), for the CLI's help and the check of docker-compose's variables."""
+    names: dict[str, FieldInfo] = {}
+    for name, info in Settings.model_fields.items():
+        if name in GROUPS:
+            names |= {
+                f"{name}_{field}": inner for field, inner in GROUPS[name].model_fields.items()
+            }
+        else:
+            names[name] = info
+    return names

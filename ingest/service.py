@@ -98,8 +98,8 @@ class Ingestor:
         self.metrics = IngestMetrics()
         self.topics = Topics(settings.topic_prefix)
         self._limits = TimeLimits(
-            max_past_ms=round(settings.ingest_max_past_s * 1000),
-            max_future_ms=round(settings.ingest_max_future_s * 1000),
+            max_past_ms=round(settings.ingest.max_past_s * 1000),
+            max_future_ms=round(settings.ingest.max_future_s * 1000),
         )
         self.influx = InfluxClient(settings)
         self._history = History(
@@ -130,7 +130,7 @@ class Ingestor:
             account,
             client_id,
             persistent=True,
-            receive_maximum=settings.ingest_buffer,
+            receive_maximum=settings.ingest.buffer,
             manual_ack=True,
             client_class=BufferedClient,
         )
@@ -144,7 +144,7 @@ class Ingestor:
         self._failed_first_tries = 0
 
     def _buffer_full(self) -> bool:
-        return len(self._pending) + self._writing >= self.settings.ingest_buffer
+        return len(self._pending) + self._writing >= self.settings.ingest.buffer
 
     # --- paho's thread -------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Ingestor:
             self._pending, self._pending_points = [], 0
         filters = self.topics.inbound_filters()
         if self._shared:
-            filters = [f"$share/{self.settings.ingest_share_group}/{f}" for f in filters]
+            filters = [f"$share/{self.settings.ingest.share_group}/{f}" for f in filters]
         # Subscribing on every connect renews the subscriptions even if the broker lost them.
         client.subscribe([(f, _options(f)) for f in filters])
         log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
@@ -223,7 +223,7 @@ class Ingestor:
                 round(received * 1000),
                 topics=self.topics,
                 tags_of=self._tags.get,
-                max_payload=self.settings.ingest_max_payload,
+                max_payload=self.settings.ingest.max_payload,
                 limits=self._limits,
             )
         except Exception as exc:
@@ -236,7 +236,7 @@ class Ingestor:
         with self._lock:
             self._pending.append(pending)
             self._pending_points += len(decoded.lines)
-            if self._pending_points >= self.settings.ingest_batch_size:
+            if self._pending_points >= self.settings.ingest.batch_size:
                 self._lock.notify()
 
     def oldest_unacked_s(self) -> float | None:
@@ -322,10 +322,10 @@ class Ingestor:
         self._tags = {bin_id: tag_set(t.as_tags()) for bin_id, t in tags.items()}
 
     def _take_batch(self, stop: threading.Event) -> list[_Pending]:
-        wait = self.settings.ingest_batch_seconds
+        wait = self.settings.ingest.batch_seconds
         with self._lock:
             while not stop.is_set() and not self._fatal:
-                if self._pending_points >= self.settings.ingest_batch_size:
+                if self._pending_points >= self.settings.ingest.batch_size:
                     break
                 if self._pending:
                     remaining = self._pending[0].received_at + wait - self._clock()

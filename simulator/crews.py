@@ -48,9 +48,9 @@ HTTP_TIMEOUT_S: Final = 10.0
 def api_headers(settings: Settings) -> dict[str, str]:
     """The crews' API key (BINWATCH_API_TOKEN: an operator key, or an admin key acting for
     every operator as the demo's crews do); without one the API answers 401."""
-    if settings.api_token is None:
+    if settings.api.token is None:
         return {}
-    return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+    return {"Authorization": f"Bearer {settings.api.token.get_secret_value()}"}
 
 
 @dataclass(order=True)
@@ -82,7 +82,7 @@ class Crews:
         self._scale = 1 / speed if speed > 0 else 0.0
         self._seed, self._late, self._skip, self._travel_s = seed, late_share, skip_share, travel_s
         self._http = http or httpx.Client(
-            base_url=settings.api_url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
+            base_url=settings.api.url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
         )
         self._clock = clock
         # Its own account (`simulator-crews`): the simulator's bins hold `simulator`, and the

@@ -139,7 +139,7 @@ def open_manual(settings: Settings, bin_id: str, now: datetime | None = None) ->
                 rule=Rule.manual,
                 reason="test",
                 now=now or datetime.now(UTC),
-                policy=Policy.of(settings),
+                policy=Policy.of(settings.collection),
                 actor=COLLECTOR,
             )
             return opened.request.id

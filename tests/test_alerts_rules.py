@@ -15,7 +15,7 @@ from core.settings import Settings
 from devices.contract import Event, Reading, Status
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-LIMITS = Limits.of(Settings())
+LIMITS: Limits = Settings().alert
 
 
 def _run(kind: AlertType, *readings: Reading) -> list[list[Finding]]:

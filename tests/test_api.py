@@ -107,7 +107,7 @@ def influx(settings: Settings) -> Iterator[InfluxClient]:
     client = InfluxClient(settings)
     client.ensure_database(settings.raw_retention)
     yield client
-    client.query(f"DROP DATABASE {quote_ident(settings.influx_db)}", database=False)
+    client.query(f"DROP DATABASE {quote_ident(settings.influx.db)}", database=False)
     client.close()
 
 
@@ -436,7 +436,7 @@ def test_a_database_influxdb_does_not_have_is_a_bad_gateway(
 ) -> None:
     with TestClient(
         create_app(settings), headers=ADMIN_HEADERS
-    ) as client:  # nobody created settings.influx_db
+    ) as client:  # nobody created settings.influx.db
         response = client.get("/api/v1/bins/a-kitchen/readings")
 
     assert response.status_code == 502

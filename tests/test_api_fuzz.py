@@ -156,7 +156,7 @@ def test_fuzzed_requests_never_5xx_and_every_4xx_has_a_detail(
                         client, operation, mode, failures
                     )
     finally:
-        influx.query(f"DROP DATABASE {quote_ident(settings.influx_db)}", database=False)
+        influx.query(f"DROP DATABASE {quote_ident(settings.influx.db)}", database=False)
         influx.close()
     assert len(counts) >= 2 * 19, sorted(counts)  # every operation was fuzzed, both ways...
     idle = [name for name, sent in counts.items() if not sent and name != "negative GET /health"]

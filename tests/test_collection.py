@@ -217,7 +217,7 @@ def test_completion_without_emptying_is_disputed(
             [(topics.bin(RECYCLABLE, TopicKind.telemetry), _reading(datetime.now(UTC), 90.0))],
         )
         wait_for(lambda: _stored(ingest) == 1, timeout=10, what="the reading")
-        window = timedelta(minutes=settings.collection_verify_window_min)
+        window = timedelta(minutes=settings.collection.verify_window_min)
         collector.tick(completed_at + window - timedelta(seconds=1))
         assert client.get(f"/api/v1/collections/{request_id}").json()["status"] == "completed"
         collector.tick(completed_at + window)
@@ -356,7 +356,7 @@ def test_kitchen_bins_with_deposits_are_cleared_daily(
 ) -> None:
     now = datetime.now(UTC)
     round_at = rules.last_local_hour(
-        now, hour=settings.collection_kitchen_hour, timezone=settings.timezone
+        now, hour=settings.collection.kitchen_hour, timezone=settings.timezone
     )
     used, unused, emptied = (
         f"sz-{name}-s1-kitchen"

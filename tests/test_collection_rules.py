@@ -138,7 +138,7 @@ def _policy() -> Policy:
             collection_escalate_after_h=4,
             collection_verify_window_min=60,
             collection_emptied_pct=20,
-        )
+        ).collection
     )
 
 

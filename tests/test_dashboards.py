@@ -375,7 +375,7 @@ def run_requests(settings: Settings, bins: list[BinTags], start: datetime) -> No
     collector's export step writes the `collections` points. The late bins' requests have
     SHORT_DEADLINE: the first is completed after it, the second is escalated at it and stays
     overdue."""
-    policy = Policy.of(settings)
+    policy = Policy.of(settings.collection)
     short = replace(policy, deadlines=dict.fromkeys(policy.deadlines, SHORT_DEADLINE))
     late = {tags.bin for tags in late_bins(bins)}
     engine = make_engine(settings.database_url)

@@ -50,12 +50,12 @@ def influx(settings: Settings) -> Iterator[InfluxClient]:
 def stored_continuous_queries(settings: Settings) -> dict[str, str]:
     """This database's continuous queries, read over plain HTTP: SHOW lists every database, and
     those without any come back as series without values."""
-    response = httpx.post(f"{settings.influx_url}/query", data={"q": "SHOW CONTINUOUS QUERIES"})
+    response = httpx.post(f"{settings.influx.url}/query", data={"q": "SHOW CONTINUOUS QUERIES"})
     series = response.json()["results"][0]["series"]
     return {
         name: query
         for item in series
-        if item["name"] == settings.influx_db
+        if item["name"] == settings.influx.db
         for name, query in item.get("values", [])
     }
 
@@ -70,7 +70,7 @@ def test_ensure_rollups_is_idempotent_and_replaces_a_changed_definition(
     # InfluxDB stores the statement re-rendered (identifiers unquoted), so compare its parts.
     query = stored[CQ_NAME]
     assert (
-        f"{CQ_NAME} ON {settings.influx_db} {RESAMPLE} BEGIN SELECT {ROLLUP_FIELDS} INTO" in query
+        f"{CQ_NAME} ON {settings.influx.db} {RESAMPLE} BEGIN SELECT {ROLLUP_FIELDS} INTO" in query
     )
     # Asia/Shanghai: days cut at UTC+8, i.e. buckets starting at 16:00Z.
     assert f"SELECT {SITE_FIELDS} INTO" in stored[SITE_HOUR_CQ]
@@ -82,7 +82,7 @@ def test_ensure_rollups_is_idempotent_and_replaces_a_changed_definition(
     assert policies["hourly"]["duration"] == policies["daily"]["duration"] == "0s"  # INF
     assert policies["raw"]["default"] is True  # the rollup policy does not take over
 
-    db = quote_ident(settings.influx_db)
+    db = quote_ident(settings.influx.db)
     influx.query(f"DROP CONTINUOUS QUERY {CQ_NAME} ON {db}", database=False)
     influx.query(
         f"CREATE CONTINUOUS QUERY {CQ_NAME} ON {db} BEGIN SELECT max(fill_pct) AS fill_pct "

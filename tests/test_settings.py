@@ -4,11 +4,13 @@ clients that need them."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from core.settings import Settings, reveal
+from core.settings import Settings, env_names, reveal
 from core.sql import make_engine
 
 MQTT = "mqtt://ingest:s3cret-mqtt@127.0.0.1:1883"
@@ -44,3 +46,24 @@ def test_a_copy_validates_its_update() -> None:
     copied = Settings().model_copy(update={"mqtt_url": MQTT})
     assert "s3cret" not in repr(copied)
     assert copied.mqtt_endpoint().username == "ingest"
+
+
+def test_groups_read_the_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BINWATCH_INGEST_BATCH_SIZE", "123")
+    monkeypatch.setenv("BINWATCH_ALERT_FULL_FOR_MIN", "30")
+    monkeypatch.setenv("BINWATCH_INFLUX_DB", "from_env")
+    settings = Settings(influx_db="given")  # an argument wins over the environment
+    assert settings.ingest.batch_size == 123
+    assert settings.alert.full_for == timedelta(minutes=30)
+    assert settings.influx.db == "given"
+    assert settings.as_env()["BINWATCH_INGEST_BATCH_SIZE"] == "123"
+
+
+def test_group_values_are_checked_and_copies_take_flat_names() -> None:
+    with pytest.raises(ValidationError, match="batch_size"):
+        Settings(ingest_batch_size=0)
+    copied = Settings().model_copy(update={"ingest_buffer": 200, "api_rate_burst": 3})
+    assert (copied.ingest.buffer, copied.api.rate_burst) == (200, 3)
+    with pytest.raises(ValueError, match="ingest_bufer"):
+        Settings().model_copy(update={"ingest_bufer": 200})
+    assert "BINWATCH_COLLECTION_DEADLINE_KITCHEN_H".lower().removeprefix("binwatch_") in env_names()

@@ -26,7 +26,7 @@ def build_alerter(resources: Resources) -> tuple[Alerter, Callable[[], None]]:
     deliverer = Deliverer(
         publisher=publisher,
         webhooks=resources.webhooks,
-        attempts=resources.settings.alert_webhook_attempts,
+        attempts=resources.settings.alert.webhook_attempts,
     )
     alerter = Alerter(
         resources.settings, engine=resources.engine, influx=resources.influx, deliverer=deliverer

@@ -24,8 +24,8 @@ def api(
     settings = Settings()
     uvicorn.run(
         create_app(settings),
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
         log_level="info",
         http=head_timeout_protocol(settings.api_header_timeout_s),
     )
