@@ -40,7 +40,7 @@ from core.telemetry import RAW_RP, ROLLUP_RP, SITE_TAG_KEYS
 from devices.models import Site
 from devices.registry import bin_tags, make_engine
 
-REPO_DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
+REPO_DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"  # in a checkout
 DATASOURCE_FILE = Path("provisioning/datasources/binwatch.yaml")
 # What `push` takes from the provisioning file. Not `isDefault`: in a Grafana that serves other
 # teams it would take the default away from their datasource, and the dashboards name ours by
@@ -301,16 +301,25 @@ def push_command(
         str | None, typer.Option(help="its password [BINWATCH_INFLUX_PASSWORD]")
     ] = None,
     dashboards: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="folder holding the dashboard JSON and provisioning/ (the repository's dashboards/)",
+            help="folder holding the dashboard JSON and provisioning/ (the repository's "
+            "dashboards/, the default when binwatch runs from a checkout)",
             exists=True,
             file_okay=False,
         ),
-    ] = REPO_DASHBOARDS,
+    ] = None,
 ) -> None:
     """Create or update the folder, the datasource and the dashboards in a running Grafana;
     print what was created, updated or left unchanged."""
+    if dashboards is None:
+        if not REPO_DASHBOARDS.is_dir():  # an installed binwatch does not carry them
+            raise typer.BadParameter(
+                "pass the repository's dashboards/ folder: this binwatch is installed, not run "
+                "from a checkout",
+                param_hint="--dashboards",
+            )
+        dashboards = REPO_DASHBOARDS
     settings = Settings()
     password = settings.influx.password.get_secret_value() if settings.influx.password else ""
     datasource = datasource_definition(
