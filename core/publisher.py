@@ -1,7 +1,8 @@
-"""The MQTT side of collection: one connection that publishes dispatches (and escalations to
-an area's topic) with QoS 1 and waits for the broker's PUBACK, so "published" means the broker
-has it. paho keeps a QoS 1 message it could not send and sends it after a reconnect, while the
-collector also retries: an operator may see a dispatch twice and keys on its `request_id`."""
+"""Publishing with confirmation, for the collector (dispatches, escalations to an area's topic)
+and the alerter (alert notices): one connection that publishes with QoS 1 and waits for the
+broker's PUBACK, so "published" means the broker has it. paho keeps a QoS 1 message it could
+not send and sends it after a reconnect, while the services also retry: an operator may see a
+dispatch twice and keys on its `request_id`."""
 
 from __future__ import annotations
 
