@@ -2,7 +2,7 @@
 cleared): QoS 1 on the site's alert topic and any contact's topic, and signed webhooks with
 retries (core/webhooks.py) to the manager, the operator and the grid's contacts.
 
-Webhook attempts run in their receiver's lane (binwatch/webhook_lanes.py), off the alerter's
+Webhook attempts run in their receiver's lane (core/webhook_lanes.py), off the alerter's
 tick. A row is marked done once delivered (or given up on), in the same transaction that
 recorded the attempt, so each notice reaches each recipient once per channel however often the
 alerter ticks. If the alerter dies between a PUBACK and its commit the notice goes out again:
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from alerts import store
 from alerts.messages import AlertNotice
 from alerts.models import Alert, AlertDelivery
-from binwatch.webhook_lanes import WebhookLanes
 from core.errors import BinwatchError
+from core.webhook_lanes import WebhookLanes
 from core.webhooks import Outcome, retry_delay
 
 log = logging.getLogger(__name__)

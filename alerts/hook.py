@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 
 from alerts import rules, store
 from alerts.models import Alert
-from binwatch.database import session_factory
 from core.settings import Settings
 from core.sql import make_engine, session_factory
 from devices.arrivals import Arrival
 from devices.contract import Event, Reading, Status
-from devices.registry import make_engine
-from ingest.service import Arrival
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from sqlalchemy import Engine
 from alerts import rules, store
 from alerts.delivery import Deliverer
 from alerts.models import AlertDelivery, AlertEvent
-from binwatch.database import session_factory
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.settings import Settings
@@ -30,7 +29,6 @@ from core.sql import session_factory
 from core.ticker import Step, TickingService
 from core.times import epoch_ms
 from core.webhooks import Outcome
-from devices.contract import epoch_ms
 from devices.registry import BinTags, bin_tags
 
 log = logging.getLogger(__name__)
@@ -83,7 +81,7 @@ class Alerter(TickingService):
                 with self.item("watch", f"alert {alert.id}", session):
                     kind = rules.AlertType(alert.type)
                     if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
-                        unseen = f"not seen again for {self.limits.hold(kind)}"
+                        unseen = f"not seen again for {rules.hold(self.limits, kind)}"
                         store.clear(session, alert, now=now, note=unseen, prefix=prefix)
                     session.commit()
 

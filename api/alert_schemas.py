@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
-from api.schemas import Page, UtcTime
+from api.schemas import Page
 from core.times import UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import ID_REGEX, Page, UtcTime
+from api.schemas import ID_REGEX, Page
 from collection.lifecycle import Status
 from collection.models import CollectionRequest
 from collection.rules import Rule

@@ -22,7 +22,6 @@ from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
 from api.routes import api_router, health_router
-from binwatch.database import session_factory
 from core.errors import (
     InvalidRequest,
     NotAllowed,
@@ -33,7 +32,6 @@ from core.errors import (
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine, session_factory
-from devices.registry import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         # should one all the same, it gets a 503 after 2 s rather than hanging.
         engine = make_engine(
             settings.database_url,
-            pool_size=settings.api_max_concurrency,
+            pool_size=settings.api.max_concurrency,
             max_overflow=0,
             pool_timeout=2,
         )
@@ -87,12 +85,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = with_declared_errors(app)  # type: ignore[method-assign]
     serve_docs(app)
     app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body)
     app.add_middleware(
         Admission,
-        limit=settings.api_max_concurrency,
-        wait_s=settings.api_queue_wait_s,
-        stall_s=settings.api_stall_timeout_s,
+        limit=settings.api.max_concurrency,
+        wait_s=settings.api.queue_wait_s,
+        stall_s=settings.api.stall_timeout_s,
     )
     app.include_router(health_router)
     app.include_router(api_router)

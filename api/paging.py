@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Query, Request
 from starlette.datastructures import URL
 
-from api.schemas import rfc3339
+from core.times import rfc3339
 
 MAX_ROWS = 5000
 """Rows in one page of readings or buckets: bounds the API's memory per request (~1 KB a row

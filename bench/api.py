@@ -32,14 +32,15 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from sqlalchemy.orm import Session  # noqa: E402
 
-from api.schemas import rfc3339  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, free_port  # noqa: E402
 from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import tag_set  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.sql import make_engine  # noqa: E402
+from core.times import rfc3339  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
-from devices.registry import BinTags, bin_tags, make_engine  # noqa: E402
+from devices.registry import BinTags, bin_tags  # noqa: E402
 from tests.api_process import ApiProcess, closed_loop  # noqa: E402
 from tests.helpers import ADMIN_TOKEN  # noqa: E402
 

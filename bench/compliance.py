@@ -42,16 +42,15 @@ from sqlalchemy.orm import Session  # noqa: E402
 from api.main import create_app  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, free_port  # noqa: E402
-from collection.models import CollectionRequest  # noqa: E402
+from collection.models import CollectionRequest  # noqa: E402  # noqa: E402
 from compliance.rollups import backfill  # noqa: E402
 from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import point, tag_set  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.sql import make_engine  # noqa: E402
+from core.sql import make_engine  # noqa: E402  # noqa: E402  # noqa: E402
 from core.telemetry import ROLLUP_MEASUREMENT, ROLLUP_RP, ensure_rollups  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
-from devices.models import CollectionRequest  # noqa: E402
-from devices.registry import BinTags, bin_tags, make_engine  # noqa: E402  # noqa: E402
+from devices.registry import BinTags, bin_tags  # noqa: E402  # noqa: E402
 
 TARGET_MS = 300.0
 ADMIN_TOKEN = secrets.token_urlsafe(32)  # the city administrator's view: every site in scope

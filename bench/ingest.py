@@ -63,10 +63,10 @@ from core.errors import SinkUnavailable  # noqa: E402
 from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import tag_set  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.sql import make_engine  # noqa: E402
+from core.sql import make_engine  # noqa: E402  # noqa: E402  # noqa: E402
 from devices.contract import TopicKind, Topics  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
-from devices.registry import BinTags, bin_tags, make_engine  # noqa: E402  # noqa: E402
+from devices.registry import BinTags, bin_tags  # noqa: E402  # noqa: E402
 from ingest.decode import decode  # noqa: E402
 
 PYTHON = sys.executable

@@ -38,7 +38,7 @@ from core.settings import Settings
 from core.sql import make_engine
 from core.telemetry import RAW_RP, ROLLUP_RP, SITE_TAG_KEYS
 from devices.models import Site
-from devices.registry import bin_tags, make_engine
+from devices.registry import bin_tags
 
 REPO_DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"  # in a checkout
 DATASOURCE_FILE = Path("provisioning/datasources/binwatch.yaml")

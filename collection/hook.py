@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from binwatch.database import session_factory
 from collection import store
 from collection.lifecycle import COLLECTOR
 from collection.models import CollectionRequest

@@ -27,8 +27,6 @@ from core.influx import InfluxClient
 from core.lineprotocol import FieldValue, point, tag_set
 from core.telemetry import MEASUREMENT as TELEMETRY
 from core.times import epoch_ms, epoch_ns, from_epoch_ms
-from devices.contract import epoch_ms
-from devices.models import CollectionEvent, CollectionRequest
 from devices.registry import BinTags
 
 MEASUREMENT: Final = "collections"

@@ -5,7 +5,7 @@ Each `tick(now)` dispatches open requests (MQTT, then the operator's webhook wit
 verifies or disputes completed ones from the readings that followed, escalates overdue ones
 along the grid (the area contact's webhook retried the same way), runs the kitchen daily
 clearing and the forecast, and copies new audit events to InfluxDB. Webhooks are only queued
-here (binwatch/webhook_lanes.py): their attempts run in a lane per receiver, which records each
+here (core/webhook_lanes.py): their attempts run in a lane per receiver, which records each
 outcome, so the tick never waits on a receiver. Each request, bin or event is handled on its
 own (`TickingService.item`): one that fails is logged and counted, the others go on. All of it
 is driven by the `now` it is given, so tests call `tick` with the moment they want instead of
@@ -24,20 +24,20 @@ from typing import Any, Final
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from binwatch.database import session_factory
-from binwatch.webhook_lanes import WebhookLanes
 from collection import rules, series, store
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
+from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
 from core.settings import Settings
 from core.sql import session_factory
 from core.ticker import Step, TickingService
+from core.webhook_lanes import WebhookLanes
 from core.webhooks import Outcome, retry_delay
 from devices.contract import Topics
 from devices.messages import Dispatch, Escalation
-from devices.models import AreaContact, CollectionEvent, CollectionRequest
+from devices.models import AreaContact
 from devices.registry import BinTags, bin_tags
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Collector(TickingService):
         delivered or `collection_webhook_attempts` are spent; the request shows the outcome.
         An operator without a webhook secret yet gets nothing (never an unsigned POST): the
         request says it waits, and the first attempt follows once the secret is set."""
-        attempts = self.settings.collection_webhook_attempts
+        attempts = self.settings.collection.webhook_attempts
         with self.sessions() as session:
             waiting = store.with_status(session, [Status.dispatched, Status.acknowledged])
             for request in waiting:
@@ -159,7 +159,7 @@ class Collector(TickingService):
         self, request_id: int, tried: int, now: datetime, outcome: Outcome
     ) -> None:
         """Record the `tried`-th attempt of a dispatch webhook (in its lane's thread)."""
-        attempts = self.settings.collection_webhook_attempts
+        attempts = self.settings.collection.webhook_attempts
         with self.item("deliver_webhooks", f"request {request_id}"), self.sessions() as session:
             request = session.get_one(CollectionRequest, request_id)
             if outcome.delivered:
@@ -384,7 +384,7 @@ class Collector(TickingService):
                     full = rules.forecast_fires(
                         points,
                         now=now,
-                        work_start_hour=self.settings.collection_work_start_hour,
+                        work_start_hour=self.settings.collection.work_start_hour,
                         timezone=self.settings.timezone,
                     )
                     if full is not None:

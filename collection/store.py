@@ -23,15 +23,7 @@ from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import Policy, Rule
 from core.errors import NotFound
 from core.sql import paged
-from devices.models import (
-    Area,
-    AreaContact,
-    Bin,
-    CollectionEvent,
-    CollectionRequest,
-    Operator,
-    Site,
-)
+from devices.models import Area, AreaContact, Bin, Operator, Site
 
 _OPEN = [s.value for s in OPEN]
 # A completed request still waiting for its verification speaks for the bin too: a reading

@@ -14,8 +14,6 @@ from itertools import chain
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from api.queries import accuracy
-from api.schemas import rfc3339
 from compliance.rollups import local_midnight
 from compliance.schemas import (
     HOUR,

@@ -20,7 +20,6 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from api.schemas import epoch_ns, from_epoch_ms
 from compliance.figures import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
 from compliance.rollups import Segment, Tier
 from compliance.schemas import ReportWindow, Subject

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from collection.lifecycle import OPEN, Status
 from collection.models import CollectionRequest
 from compliance.figures import RequestSums
-from devices.models import CollectionRequest
 
 Key = tuple[str, int]  # (site id, period index)
 

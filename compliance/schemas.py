@@ -10,7 +10,6 @@ from typing import Final, Literal
 
 from pydantic import BaseModel
 
-from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
 from compliance.rollups import Segment, plan
 from core.errors import InvalidRequest
 from core.telemetry import MAX_RAW_RANGE

@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from core.settings import Settings
+from core.settings import SecretUrl, Settings, reveal
 
 # Reconnect quickly after a broker restart, but never hammer a broker that stays down.
 RECONNECT_MIN_S = 1
@@ -68,11 +68,13 @@ def sub_account(settings: Settings, suffix: str) -> Settings:
     user = settings.mqtt_endpoint().username
     if user is None:
         return settings
-    parts = urlsplit(settings.mqtt_url)
+    parts = urlsplit(reveal(settings.mqtt_url))
     userinfo, host = parts.netloc.rsplit("@", 1)
     password = userinfo.partition(":")[1:]  # (":", quoted password), or ("", "") without one
     netloc = f"{quote(f'{user}-{suffix}', safe='')}{''.join(password)}@{host}"
-    return settings.model_copy(update={"mqtt_url": urlunsplit(parts._replace(netloc=netloc))})
+    return settings.model_copy(
+        update={"mqtt_url": SecretUrl(urlunsplit(parts._replace(netloc=netloc)))}
+    )
 
 
 def make_client(

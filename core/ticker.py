@@ -23,14 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from binwatch.webhook_lanes import WebhookLanes
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.signals import stop_on_signals
 from core.sql import make_engine
+from core.webhook_lanes import WebhookLanes
 from core.webhooks import CONNECT_TIMEOUT_S
-from devices.registry import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class Resources:
 
     def close(self) -> None:
         # Attempts in flight get the time a receiver has to answer; queued ones go next run.
-        self.webhooks.close(timeout=self.settings.webhook_timeout_s + CONNECT_TIMEOUT_S)
+        self.webhooks.close(timeout=self.settings.webhook.timeout_s + CONNECT_TIMEOUT_S)
         self.influx.close()
         self.engine.dispose()
 

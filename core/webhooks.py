@@ -8,9 +8,9 @@ captured POST cannot be replayed later (the scheme Stripe's webhooks use; docs/c
 shows the check). Nothing goes out unsigned: `post` refuses an empty secret, and callers let a
 webhook without a secret wait. `X-Binwatch-Event` names what the body is.
 
-One call is one attempt to a URL `binwatch.webhook_targets` allows (redirects are not followed:
+One call is one attempt to a URL `core.webhook_targets` allows (redirects are not followed:
 a 3xx is an answer like any other); callers keep the attempt count and schedule retries with
-`retry_delay`, and `binwatch.webhook_lanes` runs the attempts off the services' loops. httpx
+`retry_delay`, and `core.webhook_lanes` runs the attempts off the services' loops. httpx
 errors become an `Outcome` here and nowhere else."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Final
 import httpcore
 import httpx
 
-from binwatch.webhook_targets import AddressRefused, GuardedBackend, url_problem
 from core.settings import Settings
+from core.webhook_targets import AddressRefused, GuardedBackend, url_problem
 
 SIGNATURE_HEADER: Final = "X-Binwatch-Signature"
 EVENT_HEADER: Final = "X-Binwatch-Event"
@@ -103,10 +103,10 @@ class WebhookSender:
     """Thread-safe (httpx pools connections)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.allow_private = settings.webhook_allow_private
+        self.allow_private = settings.webhook.allow_private
         self._http = httpx.Client(
             transport=_GuardedTransport(allow_private=self.allow_private),
-            timeout=httpx.Timeout(settings.webhook_timeout_s, connect=CONNECT_TIMEOUT_S),
+            timeout=httpx.Timeout(settings.webhook.timeout_s, connect=CONNECT_TIMEOUT_S),
             follow_redirects=False,
             trust_env=False,
         )

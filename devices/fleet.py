@@ -20,8 +20,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.webhook_targets import url_problem
 from core.errors import FleetError
+from core.webhook_targets import url_problem
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, AreaContact, Bin, Operator, Site
 
@@ -74,7 +74,7 @@ class _Spec(BaseModel):
 
 
 def _check_webhook_url(value: str, info: ValidationInfo) -> str:
-    """Refused here what the webhook sender would refuse (binwatch/webhook_targets.py), so a
+    """Refused here what the webhook sender would refuse (core/webhook_targets.py), so a
     bad URL fails the import with its line instead of every delivery later."""
     allow = bool((info.context or {}).get("allow_private_webhooks"))
     if problem := url_problem(value, allow_private=allow):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from core.lineprotocol import point, telemetry_line
 from core.times import epoch_ms
-from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics, epoch_ms
+from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics
 
 MEASUREMENT = {
     TopicKind.telemetry: "telemetry",

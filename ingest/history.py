@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from core.influx import InfluxClient, Series
-from devices.contract import Reading, epoch_ms
+from core.times import epoch_ms
+from devices.contract import Reading
 
 FIELDS = ("fill_pct", "seq", "deposits", "contaminated", "weight_kg", "battery_pct", "temp_c")
 # Statements per /query request: an exact lookup costs ~80 µs in InfluxDB 1.6 here, so a request

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -35,7 +35,7 @@ from core.telemetry import ensure_rollups
 from devices.arrivals import Arrival, ArrivalHook, StoredHook
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
-from devices.registry import add_dead_letters, bin_tags, make_engine, prune_dead_letters
+from devices.registry import add_dead_letters, bin_tags, prune_dead_letters
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
 from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
@@ -103,7 +103,7 @@ class Ingestor:
         )
         self.influx = InfluxClient(settings)
         self._history = History(
-            InfluxReadings(self.influx, window_s=settings.ingest_max_past_s, clock=clock)
+            InfluxReadings(self.influx, window_s=settings.ingest.max_past_s, clock=clock)
         )
         self.engine = make_engine(settings.database_url)
         self._letter_bins: set[str] = set()  # bins that got dead letters since the last prune
@@ -125,7 +125,7 @@ class Ingestor:
         # Each worker of a shared subscription is an account of its own (`ingest-<worker>`):
         # the broker makes a client id its user name, and each worker needs its own session.
         account = sub_account(settings, str(worker)) if shared else settings
-        client_id = f"{settings.ingest_client_id}-{worker}" if shared else settings.ingest_client_id
+        client_id = f"{settings.ingest.client_id}-{worker}" if shared else settings.ingest.client_id
         self._mqtt = make_client(
             account,
             client_id,
@@ -253,11 +253,11 @@ class Ingestor:
         """Stalled (unhealthy) once a held message has waited longer than the bound: InfluxDB
         or the registry not answering, or a batch retried without end, all look like this."""
         age = self.oldest_unacked_s()
-        stalled = age is not None and age > self.settings.ingest_stall_after_s
+        stalled = age is not None and age > self.settings.ingest.stall_after_s
         return not stalled, {
             "status": "stalled" if stalled else "ok",
             "oldest_unacked_s": age,
-            "stall_after_s": self.settings.ingest_stall_after_s,
+            "stall_after_s": self.settings.ingest.stall_after_s,
             "buffer_messages": len(self._pending) + self._writing,
             "subscribed": self.subscribed.is_set(),
         }
@@ -267,8 +267,8 @@ class Ingestor:
     def run(self, stop: threading.Event) -> None:
         self._first_tries(self._prepare_database, "InfluxDB", stop)
         self.refresh_registry()
-        if self.settings.ingest_metrics_port:
-            self.metrics.serve(self.settings.ingest_metrics_port + self.worker, self.health)
+        if self.settings.ingest.metrics_port:
+            self.metrics.serve(self.settings.ingest.metrics_port + self.worker, self.health)
         self._mqtt.start()
         next_refresh = time.monotonic() + REGISTRY_REFRESH_S
         try:
@@ -464,7 +464,7 @@ class Ingestor:
         bin by bin, then halving, in a bounded number of writes (ingest/isolation.py).
         Re-sending stored points is harmless, since the same series and time overwrite."""
         refused: list[tuple[list[_Part], str]] = []
-        size = self.settings.ingest_batch_size
+        size = self.settings.ingest.batch_size
         for start in range(0, len(parts), size):
             by_bin: dict[str, list[_Part]] = {}
             for part in parts[start : start + size]:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from alerts.service import Alerter
 from binwatch.commands.alerter import build_alerter
 from binwatch.commands.collector import build_collector
-from binwatch.database import session_factory
 from collection import store
 from collection.hook import ThresholdHook
 from collection.lifecycle import COLLECTOR
@@ -79,7 +78,9 @@ def hooked_ingest(
     runs it."""
     hook = ThresholdHook(settings)
     try:
-        with running_ingest(settings, worker_index=worker, shared=shared, on_stored=hook) as ingestor:
+        with running_ingest(
+            settings, worker_index=worker, shared=shared, on_stored=hook
+        ) as ingestor:
             yield ingestor
     finally:
         hook.close()

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from binwatch.database import migrate, session_factory
+from binwatch.database import migrate
 from binwatch.servers import free_port
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.sql import make_engine, session_factory
 from devices.contract import Topics
 from devices.models import Area, Bin, Operator, Site
-from devices.registry import bin_tags, make_engine
+from devices.registry import bin_tags
 from ingest.decode import decode
 from tests.helpers import ADMIN_HEADERS
 

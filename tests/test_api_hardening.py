@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 from alerts.models import Alert
 from api.main import create_app
 from api.paging import MAX_ROWS
-from api.schemas import from_epoch_ms, rfc3339
 from core.influx import InfluxClient
 from core.lineprotocol import tag_set
 from core.settings import Settings
+from core.sql import make_engine
+from core.times import from_epoch_ms, rfc3339
 from devices.models import Bin
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from security.keys import TOKEN_PREFIX
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
 from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, world
@@ -50,7 +51,7 @@ def test_a_chunked_body_over_the_limit_is_413_on_every_post_route(
         for url in posts:
             answer = client.post(
                 url,
-                content=_chunks(2 * settings.api_max_body),
+                content=_chunks(2 * settings.api.max_body),
                 headers={"Content-Type": "application/json"},
             )
             assert "content-length" not in answer.request.headers  # sent chunked

@@ -28,8 +28,8 @@ from core.sql import make_engine
 from core.times import epoch_ms
 from devices.contract import Reading, TopicKind, Topics
 from devices.messages import Dispatch, Escalation
-from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
-from devices.registry import BinTags, make_engine
+from devices.models import AreaContact, Bin
+from devices.registry import BinTags
 from ingest.decode import decode
 from simulator.crews import Crews
 from simulator.publisher import run_simulation

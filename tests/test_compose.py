@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from core.settings import env_names
+from core.settings import Settings, env_names
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from binwatch.database import migrate, session_factory
+from binwatch.database import migrate
 from core.errors import FleetError
+from core.sql import make_engine, session_factory
 from devices.fleet import import_fleet, load_fleet
 from devices.models import Area, AreaContact, Bin, Operator, Site
-from devices.registry import make_engine
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

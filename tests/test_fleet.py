@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from binwatch.commands.fleet import fleet_app
-from binwatch.database import migrate, session_factory
+from binwatch.database import migrate
 from core.errors import FleetError
 from core.sql import make_engine, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet

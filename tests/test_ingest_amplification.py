@@ -17,9 +17,10 @@ from binwatch.cli import app
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.settings import Settings
+from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import ISOLATION_WRITES, Ingestor
 from tests.conftest import count_points, dead_letter_parts, running_ingest
 from tests.helpers import wait_for
@@ -63,7 +64,7 @@ def test_arrays_of_refused_points_cost_bounded_writes_and_one_letter_each(
         body = (
             b"[" + b",".join(r.model_dump_json(exclude_none=True).encode() for r in refused) + b"]"
         )
-        assert len(body) <= settings.ingest_max_payload
+        assert len(body) <= settings.ingest.max_payload
         messages.append((topics.bin(victim, TopicKind.telemetry), body))
         for other in others:
             reading = Reading(ts=NOW - timedelta(seconds=array + 1), fill_pct=float(array))
@@ -111,7 +112,7 @@ def test_dead_letters_are_capped_per_bin_and_their_counts_kept(
             timeout=15,
             what="six dead letters",
         )
-        ingest._next_prune = 0.0  # prune with the next letters, not 10 s from the last pruning
+        ingest._next_prune = 0.0  # noqa: SLF001 - prune with the next letters, not 10 s after the last
         publish_all(capped, junk[:1])
         wait_for(
             lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 7,

@@ -16,7 +16,7 @@ from core.settings import Settings
 from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.conftest import count_points
 from tests.helpers import wait_for

@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from alerts.hook import AlertHook
 from collection.hook import ThresholdHook
 from core.settings import Settings
+from core.sql import make_engine
+from devices.arrivals import Arrival
 from devices.contract import Reading, TopicKind, Topics
 from devices.models import DeadLetter
-from devices.registry import BinTags, make_engine
-from ingest.service import Arrival
+from devices.registry import BinTags
 from security import mqtt_auth
 from tests import test_mqtt_auth
 from tests.conftest import count_points, dead_letter_parts, running_ingest
@@ -300,14 +301,14 @@ def test_a_bug_met_while_storing_dead_letters_the_batch_instead_of_looping(
     bin_id = sorted(pilot_bins)[0]
     topic = Topics(settings.topic_prefix).bin(bin_id, TopicKind.telemetry)
     with running_ingest(settings, bugs_expected=True) as ingest:
-        write = ingest._write_isolating
+        write = ingest._write_isolating  # noqa: SLF001 - the test plants a bug in the write path
 
         def planted(parts: list[Any]) -> Any:
             if any(part.message.seq == 1 for part in parts):
                 raise RuntimeError("a bug planted by the test")
             return write(parts)
 
-        ingest._write_isolating = planted  # type: ignore[method-assign]
+        ingest._write_isolating = planted  # type: ignore[method-assign]  # noqa: SLF001
         publish_all(settings, [(topic, b"[" + _valid(0) + b"," + _valid(1) + b"]")])
         wait_for(
             lambda: ingest.metrics.value("binwatch_ingest_dead_lettered_total") == 1,

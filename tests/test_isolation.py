@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
 from core.errors import SinkRejected, SinkUnavailable
+from core.sql import make_engine
 from devices.contract import Reading, Topics
 from devices.models import DeadLetter
-from devices.registry import add_dead_letters, dead_letter_counts, make_engine, prune_dead_letters
+from devices.registry import add_dead_letters, dead_letter_counts, prune_dead_letters
 from ingest.decode import MAX_JSON_DEPTH, Rejection, decode
 from ingest.history import History, Key, Values, values_of
 from ingest.isolation import find_refused, is_transient, isolate, refused_count

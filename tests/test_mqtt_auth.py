@@ -24,7 +24,7 @@ from binwatch.cli import app
 from binwatch.servers import MosquittoServer, free_port, require_binary
 from core.errors import InvalidRequest, NotFound
 from core.mqtt import make_client, sub_account
-from core.settings import Settings
+from core.settings import Settings, reveal
 from core.sql import make_engine
 from devices.contract import TopicKind, Topics
 from devices.registry import BinTags
@@ -202,7 +202,7 @@ def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -
     and over with every client id ingest could have, with and without clean start."""
     first, second = sorted(u for u in secured.passwords if u != "ingest")
     settings = secured.settings.model_copy(update={"mqtt_url": secured.url("ingest")})
-    ids = ["ingest", "ingest-0", "ingest-1", settings.ingest_client_id, "binwatch-ingest"]
+    ids = ["ingest", "ingest-0", "ingest-1", settings.ingest.client_id, "binwatch-ingest"]
     topic = Topics(settings.topic_prefix).bin(first, TopicKind.telemetry)
     start_ms = int(time.time() * 1000) - TAKEOVER_READINGS
     stop = threading.Event()
@@ -278,7 +278,7 @@ def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(
 ) -> None:
     """What docker-compose.yml's mqtt-accounts step runs for each service."""
     runner = CliRunner()
-    env = {"BINWATCH_DATABASE_URL": settings.database_url}
+    env = {"BINWATCH_DATABASE_URL": reveal(settings.database_url)}
     chosen = "0123456789abcdef0123"
     done = runner.invoke(app, ["mqtt-auth", "set", "ingest"], input=chosen + "\n", env=env)
     assert done.exit_code == 0, done.output
@@ -311,4 +311,4 @@ def test_a_sub_account_keeps_the_password_and_is_its_own_client_id(
     assert account.mqtt_url == account_url
     assert account.mqtt_endpoint().password == Settings(mqtt_url=url).mqtt_endpoint().password
     connection = make_client(account, "fallback", persistent=False)
-    assert connection.client._client_id == client_id.encode()
+    assert connection.client._client_id == client_id.encode()  # noqa: SLF001 - paho has no getter

@@ -22,11 +22,13 @@ from alerts.models import AlertDelivery, AlertEvent, BinHealth
 from binwatch.servers import free_port
 from collection import rules
 from collection.lifecycle import Status
+from collection.models import CollectionEvent, CollectionRequest
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
 from core.ticker import TickingService
-from devices.models import AreaContact, Bin, CollectionEvent, CollectionRequest
-from devices.registry import BinTags, make_engine
+from devices.models import AreaContact, Bin
+from devices.registry import BinTags
 from tests.collection_helpers import (
     open_manual,
     recording,
@@ -205,7 +207,7 @@ def test_kitchen_daily_and_forecast(settings: Settings, pilot_bins: dict[str, Bi
     local_hour = now.astimezone(ZoneInfo(settings.timezone)).hour
     settings = settings.model_copy(update={"collection_work_start_hour": (local_hour + 4) % 24})
     round_at = rules.last_local_hour(
-        now, hour=settings.collection_kitchen_hour, timezone=settings.timezone
+        now, hour=settings.collection.kitchen_hour, timezone=settings.timezone
     )
     kitchen_good, kitchen_bad = "sz-finance-bureau-s1-kitchen", "sz-audit-bureau-s1-kitchen"
     fast_good, fast_bad, creeping = GOOD, "sz-audit-bureau-s1-recyclable", BAD

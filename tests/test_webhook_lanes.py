@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from alerts.models import AlertDelivery, BinHealth, SiteContact
 from core.settings import Settings
+from core.sql import make_engine
 from devices.models import Operator
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from tests.collection_helpers import open_manual, requests_of, running_alerter, running_collector
 from tests.helpers import wait_for
 from tests.test_webhooks import SECRET, Receiver

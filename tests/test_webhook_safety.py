@@ -20,12 +20,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from binwatch.webhook_targets import address_problem, url_problem
 from core.influx import InfluxClient
 from core.settings import Settings
+from core.sql import make_engine
+from core.webhook_targets import address_problem, url_problem
 from core.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from devices.models import AreaContact, Operator
-from devices.registry import BinTags, make_engine
+from devices.registry import BinTags
 from tests.collection_helpers import open_manual, requests_of, running_collector, tick
 from tests.test_webhooks import BIN, SECRET, Receiver, _escalation_setup, _escalations
 
@@ -209,7 +210,7 @@ def test_the_issues_ssrf_against_influxdb_is_refused(
     it, so the check above could see the attack succeed."""
     settings = settings.model_copy(update={"webhook_allow_private": False})
     victim = f"ssrf_{int(time.time() * 1000)}"
-    attack = f"{settings.influx_url}/query?q={quote(f'CREATE DATABASE {victim}')}"
+    attack = f"{settings.influx.url}/query?q={quote(f'CREATE DATABASE {victim}')}"
     now = datetime.now(UTC)
     bins = [b for b in pilot_bins if b.startswith("sz-peoples-government-s1-")][:2]
     for url, bin_id in zip((attack, attack.replace("http://", "https://")), bins, strict=True):

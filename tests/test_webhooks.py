@@ -31,8 +31,8 @@ from core.webhooks import (
     verify,
 )
 from devices.messages import Dispatch, Escalation
-from devices.models import AreaContact, CollectionRequest, Operator
-from devices.registry import BinTags, make_engine
+from devices.models import AreaContact, Operator
+from devices.registry import BinTags
 from tests.collection_helpers import open_manual, requests_of, running_collector, tick
 from tests.helpers import ADMIN_HEADERS
 

@@ -78,7 +78,7 @@ def create(
         rule=Rule.manual,
         reason=body.reason,
         now=now,
-        policy=Policy.of(settings),
+        policy=Policy.of(settings.collection),
         actor=_caller(caller, Role.admin if caller.is_admin else Role.manager),
     )
     if not opened.created:

@@ -27,5 +27,5 @@ def api(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
-        http=head_timeout_protocol(settings.api_header_timeout_s),
+        http=head_timeout_protocol(settings.api.header_timeout_s),
     )

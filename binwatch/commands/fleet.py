@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from binwatch.database import migrate, session_factory
+from binwatch.database import migrate
 from core.errors import FleetError
 from core.settings import Settings
 from core.sql import make_engine, session_factory
@@ -120,7 +120,7 @@ def _load_or_exit(file: Path | None) -> Fleet:
     try:
         return load_fleet(
             file or default_fleet_path(),
-            allow_private_webhooks=Settings().webhook_allow_private,
+            allow_private_webhooks=Settings().webhook.allow_private,
         )
     except FleetError as exc:
         _fail(str(exc))

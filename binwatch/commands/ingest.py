@@ -119,12 +119,12 @@ def run_worker(settings: Settings, index: int, *, shared: bool) -> int:
         # The main thread waits here, where the signal handlers run.
         while thread.is_alive() and not stop.wait(SUPERVISE_EVERY_S):
             pass
-        thread.join(settings.ingest_stop_timeout_s)
+        thread.join(settings.ingest.stop_timeout_s)
         if thread.is_alive():
             log.warning(
                 "ingest did not finish its batch within %.0f s of the stop (InfluxDB not"
                 " answering?); leaving it unacknowledged for the broker to send again",
-                settings.ingest_stop_timeout_s,
+                settings.ingest.stop_timeout_s,
             )
             return 0
     finally:

@@ -15,11 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from binwatch.database import migrate, session_factory
+from binwatch.database import migrate
 from core.errors import BinwatchError
 from core.settings import Settings
 from core.sql import make_engine, session_factory
-from devices.registry import make_engine
 from security import mqtt_auth
 from security.keys import ApiRole, create_key, list_keys, revoke_key
 

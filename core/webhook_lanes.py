@@ -43,7 +43,7 @@ class _Job:
 class WebhookLanes:
     def __init__(self, settings: Settings) -> None:
         self.sender = WebhookSender(settings)
-        self._workers = settings.webhook_workers_per_destination
+        self._workers = settings.webhook.workers_per_destination
         self._lock = threading.Condition()
         self._queues: dict[str, deque[_Job]] = {}
         self._running: dict[str, int] = {}
