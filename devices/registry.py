@@ -197,11 +197,16 @@ def prune_dead_letters(
     return dropped
 
 
-def list_dead_letters(session: Session, *, reason: str | None, limit: int) -> list[DeadLetter]:
-    """The newest dead letters first, optionally of one reason."""
+def list_dead_letters(
+    session: Session, *, reason: str | None, limit: int, bin_id: str | None = None
+) -> list[DeadLetter]:
+    """The newest dead letters first, optionally of one reason or one bin (a bin maker asks
+    why a device's messages were refused)."""
     query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
     if reason is not None:
         query = query.where(DeadLetter.reason == reason)
+    if bin_id is not None:
+        query = query.where(DeadLetter.bin_id == bin_id)
     return list(session.scalars(query))
 
 

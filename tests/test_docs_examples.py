@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import re
+import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from binwatch.cli import app
 from binwatch.database import migrate
 from core.errors import FleetError
 from core.sql import make_engine, session_factory
+from devices.contract import (
+    DEPOSITS_MAX,
+    SEQ_MAX,
+    TEMP_C_MAX,
+    TEMP_C_MIN,
+    WEIGHT_KG_MAX,
+    Event,
+    Reading,
+    Status,
+)
 from devices.fleet import import_fleet, load_fleet
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, DeadLetter, Operator, Site
+from devices.registry import add_dead_letters
+from ingest.decode import REASONS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -68,3 +86,84 @@ def test_the_fleet_pages_reference_error_is_what_the_loader_says(tmp_path: Path)
     with pytest.raises(FleetError) as raised:
         load_fleet(path)
     assert str(raised.value) == f"{tmp_path}/{shown.group(1)}"
+
+
+def _section_of(page: str, block: str) -> str:
+    text = read(page)
+    return re.findall(r"^## (.*)$", text[: text.index(block)], flags=re.M)[-1]
+
+
+def test_every_example_of_the_device_contract_is_valid_for_its_topic() -> None:
+    blocks = code_blocks("device-contract.md", "json")
+    models: dict[str, type[BaseModel]] = {"A reading": Reading, "An event": Event, "Status": Status}
+    checked = 0
+    for block in blocks:
+        section = _section_of("device-contract.md", block)
+        model = next(m for title, m in models.items() if section.startswith(title))
+        document = json.loads(block)
+        for element in document if isinstance(document, list) else [document]:
+            model.model_validate_json(json.dumps(element))
+            checked += 1
+    assert checked >= 6  # two readings, an offline array of two, an event, a status
+
+
+def test_the_device_contracts_bounds_are_the_models() -> None:
+    text = read("device-contract.md")
+    assert f"0 … {DEPOSITS_MAX:,}" in text and f"0 … {WEIGHT_KG_MAX:,.0f}" in text
+    assert f"{TEMP_C_MIN:.0f} … {TEMP_C_MAX:,.0f}".replace("-", "−") in text
+    assert SEQ_MAX == 2**53 - 1 and "2⁵³ − 1" in text
+    for field in Reading.model_fields:
+        assert f"| `{field}` |" in text, f"the reading table misses {field}"
+
+
+def test_the_reasons_a_bin_can_cause_are_ingests_reasons() -> None:
+    text = read("device-contract.md")
+    table = text[text.index("| reason | what is wrong |") : text.index("The city's administrator")]
+    named = set(re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", table, flags=re.M))
+    named = {reason.strip("`") for cell in named for reason in cell.split(", ")}
+    assert named and named <= set(REASONS), named - set(REASONS)
+
+
+def test_dead_letters_are_listed_per_bin(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    with session_factory(engine)() as session:
+        add_dead_letters(
+            session,
+            [
+                DeadLetter(
+                    received_at=now,
+                    topic=f"binwatch/v1/bins/{bin_id}/telemetry",
+                    reason="out_of_range",
+                    detail=f"fill_pct of {bin_id}",
+                    payload=b"{}",
+                    payload_size=2,
+                    bin_id=bin_id,
+                )
+                for bin_id in ("bin-a", "bin-b", "bin-a")
+            ],
+        )
+    engine.dispose()
+    shown = CliRunner().invoke(
+        app,
+        ["deadletters", "list", "--bin", "bin-a"],
+        env={"BINWATCH_DATABASE_URL": url, "COLUMNS": "200"},
+    )
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("fill_pct of bin-a") == 2 and "bin-b" not in shown.output
+
+
+def test_the_architecture_diagram_is_the_import_contract() -> None:
+    """docs/architecture.md draws the layers that import-linter enforces, in the same order."""
+    contracts = tomllib.loads((DOCS.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    layers = contracts["tool"]["importlinter"]["contracts"][0]["layers"]
+    text = read("architecture.md")
+    diagram = text[text.index("## Layers") :].split("```")[1]
+    drawn = []
+    for line in diagram.splitlines():
+        row = " | ".join(cell.split()[0] for cell in line.strip(" │").split("│") if cell.strip())
+        if row in layers:
+            drawn.append(row)
+    assert drawn == layers

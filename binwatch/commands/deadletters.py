@@ -43,12 +43,13 @@ def counts() -> None:
 @deadletters_app.command("list")
 def list_command(
     reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    bin_id: Annotated[str | None, typer.Option("--bin", help="only this bin's")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
     """The newest dead letters, with topic, reason and detail."""
     engine = make_engine(Settings().database_url)
     with Session(engine) as session:
-        letters = list_dead_letters(session, reason=reason, limit=limit)
+        letters = list_dead_letters(session, reason=reason, limit=limit, bin_id=bin_id)
     table = Table("id", "received", "topic", "reason", "readings", "detail", "bytes")
     for letter in letters:
         table.add_row(
