@@ -71,7 +71,8 @@ def demo(
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
-            simulate = ["simulate", "--crews", "--speed", str(speed), "--interval", str(interval)]
+            simulate = ["simulate", "--crews", "--resume", "--speed", str(speed)]
+            simulate += ["--interval", str(interval)]
             children = {
                 name: _run(
                     stack,

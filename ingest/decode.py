@@ -80,6 +80,8 @@ class Decoded:
     # Valid events and statuses, for the alert rules (which act on readings too).
     events: list[tuple[str, Event]] = field(default_factory=list)
     statuses: list[tuple[str, Status]] = field(default_factory=list)
+    # The readings came as an array: a flushed offline buffer (the clock-skew rule needs it).
+    buffered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ def decode(
     if where.kind is TopicKind.telemetry and isinstance(document, list):
         if not document:
             return reject("empty_batch", "an empty array carries no readings")
+        decoded.buffered = True
         for index, element in enumerate(document):
             outcome = _decode_one(where, element, measurement, tags, received_ms, limits, decoded)
             if isinstance(outcome, str):

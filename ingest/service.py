@@ -65,6 +65,7 @@ class Arrival(NamedTuple):
     bin_id: str
     message: Reading | Event | Status
     received_at: float  # epoch seconds, ingest's clock
+    buffered: bool = False  # a reading that came in an array (an offline buffer)
 
 
 ArrivalHook = Callable[[list[Arrival]], None]
@@ -492,9 +493,11 @@ class Ingestor:
 def _arrivals(batch: list[_Pending]) -> list[Arrival]:
     arrivals: list[Arrival] = []
     for pending in batch:
-        decoded = pending.decoded
-        for part in (decoded.readings, decoded.events, decoded.statuses):
-            arrivals += [Arrival(bin_id, message, pending.received_at) for bin_id, message in part]
+        decoded, at = pending.decoded, pending.received_at
+        buffered = decoded.buffered
+        arrivals += [Arrival(bin_id, message, at, buffered) for bin_id, message in decoded.readings]
+        for part in (decoded.events, decoded.statuses):
+            arrivals += [Arrival(bin_id, message, at) for bin_id, message in part]
     return arrivals
 
 
