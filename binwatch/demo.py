@@ -4,7 +4,11 @@ Broker and database run as child processes with their data under ./var (a second
 it), then the default pilot fleet is loaded and ingest, the API, the collector, the alerter and
 the simulator (with the operators' crews) run as child processes of their own, exactly as they would be
 deployed: the broker with authentication on (each service its own account and ACL), the API with
-an admin key made for the run. Ctrl-C stops everything."""
+an admin key made for the run. Ctrl-C stops everything.
+
+`binwatch demo --inject KIND --bin BIN_ID`, from another terminal, makes a bin of the running demo
+misbehave (fire, tilt, silence, battery): it logs in to the demo's broker with the simulator's
+account, whose broker URL the demo keeps under its data folder (owner-only) while it runs."""
 
 from __future__ import annotations
 
@@ -30,13 +34,18 @@ from sqlalchemy.orm import Session
 from binwatch.errors import BinwatchError
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from binwatch.settings import Settings
+from devices.models import Bin
 from devices.registry import make_engine
 from security import mqtt_auth
+from simulator.faults import KINDS
+from simulator.publisher import inject_fault
 
 console = Console(stderr=True)
 
 # How often the status line is redrawn (and readings/s averaged over).
 STATUS_EVERY_S = 2.0
+# Under the data folder, next to the broker's password file: see `keep_injector_url`.
+INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 
 
 def demo(
@@ -47,9 +56,22 @@ def demo(
     interval: Annotated[
         float, typer.Option(help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
+    inject: Annotated[
+        str | None,
+        typer.Option(
+            help=f"instead of starting a demo: inject a fault ({', '.join(KINDS)}) into the "
+            "running one, at the bin given by --bin"
+        ),
+    ] = None,
+    bin_id: Annotated[
+        str | None, typer.Option("--bin", help="the bin --inject makes misbehave")
+    ] = None,
 ) -> None:
     """Run broker, database, ingest, API, collector, alerter and simulator until Ctrl-C."""
     data_dir = data_dir.resolve()
+    if inject is not None or bin_id is not None:
+        _inject(data_dir, inject, bin_id)
+        return
     try:
         with ExitStack() as stack:
             env = dict(os.environ)
@@ -57,6 +79,9 @@ def demo(
             _start_influx(stack, data_dir, env)
             _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
             broker_urls = _start_broker(stack, data_dir, env)
+            keep_injector_url(
+                stack, data_dir, broker_urls.get("simulator", env["BINWATCH_MQTT_URL"])
+            )
             _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
             metrics_port = free_port()
             api_port = 8000 if port_is_free(8000) else free_port()
@@ -71,7 +96,8 @@ def demo(
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
-            simulate = ["simulate", "--crews", "--resume", "--speed", str(speed)]
+            simulate = ["simulate", "--crews", "--resume", "--listen-for-faults"]
+            simulate += ["--speed", str(speed)]
             simulate += ["--interval", str(interval)]
             children = {
                 name: _run(
@@ -128,10 +154,54 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
     broker.start()
     stack.callback(broker.stop)
     env["BINWATCH_MQTT_URL"] = broker.url
-    return {
+    urls = {
         account.username: f"mqtt://{account.username}:{quote(account.password)}@127.0.0.1:{port}"
         for account in issued
     }
+    return urls
+
+
+def keep_injector_url(stack: ExitStack, data_dir: Path, url: str) -> None:
+    """Where `--inject` finds the running demo's broker and the simulator's account: a file
+    readable by its owner only, removed when the demo stops."""
+    path = data_dir / INJECTOR_URL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(url)
+    stack.callback(path.unlink, missing_ok=True)
+
+
+def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
+    """`--inject KIND --bin BIN_ID`: the fault goes to the running demo's simulator."""
+    if kind is None or bin_id is None:
+        raise typer.BadParameter("give both --inject KIND and --bin BIN_ID", param_hint="--inject")
+    if kind not in KINDS:
+        raise typer.BadParameter(
+            f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--inject"
+        )
+    path = data_dir / INJECTOR_URL_FILE
+    if not path.exists():
+        console.print(
+            f"[red]no demo is running with its data in {data_dir}: start `binwatch demo`[/red]"
+        )
+        raise typer.Exit(1)
+    database_url = os.environ.get("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
+    settings = Settings(mqtt_url=path.read_text().strip(), database_url=database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            known = session.get(Bin, bin_id) is not None
+    finally:
+        engine.dispose()
+    if not known:
+        raise typer.BadParameter(f"no bin {bin_id!r} in the demo's registry", param_hint="--bin")
+    try:
+        inject_fault(settings, kind, bin_id, now=datetime.now(UTC))
+    except BinwatchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
 
 
 def _port_or_free(port: int, what: str) -> int:

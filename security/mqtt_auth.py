@@ -10,7 +10,8 @@ is kept), and the ACL lets it publish only under `<prefix>/bins/<its id>/` and r
 | `collector` | write every operator's dispatch topic, and the grid's escalation topics |
 | `alerter`   | write `<prefix>/alerts/#`                                               |
 | `simulator` | write every bin's topics and read the dispatches: it impersonates the   |
-|             | whole fleet and the operators' crews, so it is for demos and tests only |
+|             | whole fleet and the operators' crews, so it is for demos and tests only; |
+|             | read and write its faults topic (`binwatch demo --inject`)              |
 | `operator-<id>` | read its own operator's dispatch topic                                  |
 
 Mosquitto reads both files at start and on SIGHUP; `export` writes them atomically."""
@@ -30,6 +31,7 @@ from binwatch.errors import NotFound
 from devices.models import AreaContact, Bin, Operator
 from devices.security_models import MqttCredential
 from security.hashing import mosquitto_hash, new_secret
+from simulator.faults import faults_topic
 
 SERVICES: Final = ("ingest", "collector", "alerter", "simulator")
 OPERATOR_PREFIX: Final = "operator-"
@@ -95,7 +97,11 @@ def acl_text(session: Session, prefix: str) -> str:
         "collector": [f"topic write {prefix}/operators/+/dispatch"]
         + [f"topic write {topic}" for topic in escalations],
         "alerter": [f"topic write {prefix}/alerts/#"],
-        "simulator": [f"topic write {bins}/#", f"topic read {prefix}/operators/+/dispatch"],
+        "simulator": [
+            f"topic write {bins}/#",
+            f"topic read {prefix}/operators/+/dispatch",
+            f"topic readwrite {faults_topic(prefix)}",
+        ],
     }
     for credential in session.scalars(select(MqttCredential).order_by(MqttCredential.username)):
         name = credential.username

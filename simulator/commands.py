@@ -64,6 +64,10 @@ def simulate(
             "restarts): no period is written twice"
         ),
     ] = False,
+    listen_for_faults: Annotated[
+        bool,
+        typer.Option(help="take faults from `binwatch demo --inject` while running"),
+    ] = False,
     inject: Annotated[
         list[str] | None,
         typer.Option(
@@ -109,6 +113,7 @@ def simulate(
                 between_rounds=crew.apply if crew else None,
                 injector=injector,
                 resume=ends,
+                listen_for_faults=listen_for_faults,
             )
         except BinwatchError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)

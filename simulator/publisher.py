@@ -28,9 +28,9 @@ import paho.mqtt.client as paho
 from binwatch.errors import BinwatchError
 from binwatch.mqtt import Connection, is_auth_failure, make_client
 from binwatch.settings import Settings
-from devices.contract import Reading, Status, TopicKind, Topics
+from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.registry import BinTags
-from simulator.faults import Injector
+from simulator.faults import ANNOUNCED_BY_SENDER, Fault, Injector, faults_topic
 from simulator.model import FleetModel, Resumed, resume_start
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,13 @@ class _Publisher:
     message would cost the publisher a third of its throughput.
     """
 
-    def __init__(self, settings: Settings, client_id: str) -> None:
+    def __init__(
+        self, settings: Settings, client_id: str, *, on_fault: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_fault` hears every fault sent to the faults topic (`binwatch demo --inject`)."""
         self._endpoint = settings.mqtt_endpoint()
+        self._faults_topic = faults_topic(settings.topic_prefix)
+        self._on_fault = on_fault
         self._connection: Connection = make_client(settings, client_id, persistent=False)
         self._connected = threading.Event()
         self._wakeup = threading.Event()
@@ -102,6 +107,7 @@ class _Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
     def open(self) -> None:
         """Connect and wait for the CONNACK; a refusal or silence is a `SimulatorError`."""
@@ -172,6 +178,9 @@ class _Publisher:
         # Maximum (stock Mosquitto says 20), or it disconnects us. paho neither applies it nor
         # lets its own in-flight limit change once connected, so the window enforces it.
         self._limit = min(WINDOW, getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM))
+        if self._on_fault is not None:
+            # In on_connect, so a reconnect (with a clean start) subscribes again.
+            self._connection.client.subscribe(self._faults_topic, qos=QOS)
         if self._connected.is_set():
             log.info("reconnected to the MQTT broker; paho resends what was unacknowledged")
         self._connected.set()
@@ -181,6 +190,14 @@ class _Publisher:
     ) -> None:
         if reason.is_failure:
             log.warning("lost the MQTT broker (%s); paho reconnects", reason)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+        if self._on_fault is None:
+            return
+        try:
+            self._on_fault(message.payload.decode())
+        except (UnicodeDecodeError, ValueError) as exc:
+            log.warning("ignored a fault on %s: %s", message.topic, exc)
 
     def _on_publish(
         self, _client: paho.Client, _userdata: Any, _mid: int, reason: Any, _properties: Any
@@ -232,6 +249,7 @@ def run_simulation(
     between_rounds: Callable[[FleetModel], None] | None = None,
     injector: Injector | None = None,
     resume: Mapping[str, Resumed] | None = None,
+    listen_for_faults: bool = False,
 ) -> SimulationResult:
     """Publish the fleet's readings until `rounds` are done, `duration_s` (real seconds) has
     passed or `stop` is set; statuses go `online: true` first and `online: false` at the end.
@@ -242,7 +260,8 @@ def run_simulation(
     `between_rounds` may change the model between two rounds (the crews empty bins there, so
     the model is never changed while a round is being computed). `resume` (each bin's last
     stored reading, simulator.resume) continues every bin from there: no period is written
-    twice, and without `start` the run begins where the stored data ends.
+    twice, and without `start` the run begins where the stored data ends. `listen_for_faults`
+    takes faults from the faults topic while running (`binwatch demo --inject`).
     """
     if rounds is None and duration_s is None and stop is None:
         raise ValueError("give rounds, duration_s or a stop event: the run must be able to end")
@@ -272,7 +291,13 @@ def run_simulation(
     )
     topics = Topics(settings.topic_prefix)
     telemetry = {bin_id: topics.bin(bin_id, TopicKind.telemetry) for bin_id in model.bin_ids}
-    publisher = _Publisher(settings, f"binwatch-simulator-{uuid.uuid4().hex[:12]}")
+    if listen_for_faults and injector is None:
+        injector = Injector([])
+    publisher = _Publisher(
+        settings,
+        f"binwatch-simulator-{uuid.uuid4().hex[:12]}",
+        on_fault=injector.arrive if listen_for_faults and injector is not None else None,
+    )
     publisher.open()
     began, wall_began = time.monotonic(), time.time()
     deadline = began + duration_s if duration_s is not None else float("inf")
@@ -340,6 +365,27 @@ def run_simulation(
     if on_progress is not None:
         on_progress(published)
     return SimulationResult(published=published, elapsed_s=elapsed_s, rounds=done_rounds, last=last)
+
+
+def inject_fault(settings: Settings, kind: str, bin_id: str, *, now: datetime) -> None:
+    """Make a running simulator's bin misbehave from now on (`binwatch demo --inject`): a fire
+    or tilt event is published here at once, as the bin would send it; the fault goes to the
+    simulator's faults topic, which changes the bin's readings from its next round (hot, a
+    drained battery, or none at all). `ValueError` for an unknown kind; `SimulatorError` when
+    the broker refuses or does not answer."""
+    spec = f"{kind}:{bin_id}"
+    Fault.parse(f"{spec}@0")  # the checks a running simulator will make
+    publisher = _Publisher(settings, f"binwatch-inject-{uuid.uuid4().hex[:12]}")
+    publisher.open()
+    try:
+        if kind in ANNOUNCED_BY_SENDER:
+            event = Event.model_validate({"ts": now, "type": kind, "detail": "injected"})
+            topic = Topics(settings.topic_prefix).bin(bin_id, TopicKind.event)
+            publisher.publish(topic, event.model_dump_json().encode())
+        publisher.publish(faults_topic(settings.topic_prefix), spec.encode())
+        publisher.drain()
+    finally:
+        publisher.close()
 
 
 def _array(readings: list[bytes]) -> bytes:
