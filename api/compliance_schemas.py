@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
 from binwatch.errors import InvalidRequest
-from binwatch.rollups import Segment, plan
+from binwatch.rollups import Covered, Segment, Tier, plan
 from devices.contract import SiteType
 
 Every = Literal["1d", "1w", "1mo"]
@@ -33,7 +33,8 @@ AUTO_RAW_UP_TO: Final = timedelta(days=1)
 @dataclass(frozen=True, slots=True)
 class ReportWindow:
     """A checked report range [start, end) on whole hours, the source that will answer it (and
-    which tier answers which part of it), and the optional period breakdown."""
+    which tier answers which part of it, given what the rollups cover at `now`), and the
+    optional period breakdown."""
 
     start: datetime
     end: datetime
@@ -41,6 +42,15 @@ class ReportWindow:
     source: Source
     timezone: str
     segments: tuple[Segment, ...]
+    now: datetime
+    covered: tuple[Covered, ...]
+
+    def per_bin(self, start: datetime) -> tuple[Segment, ...]:
+        """[start, end) from tiers that keep bins (the site tiers sum them away)."""
+        tier: Tier = "hourly" if self.source == "daily" else self.source
+        return plan(
+            start, self.end, tier=tier, timezone=self.timezone, now=self.now, covered=self.covered
+        )
 
     @property
     def hours(self) -> int:
@@ -56,6 +66,7 @@ class ReportWindow:
         source: SourceParam,
         now: datetime,
         timezone: str,
+        covered: tuple[Covered, ...],
     ) -> ReportWindow:
         """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
         parameter; InvalidRequest (422) says what to send instead."""
@@ -81,8 +92,8 @@ class ReportWindow:
         chosen: Source = (
             source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
         )
-        segments = plan(start, end, tier=chosen, timezone=timezone, now=now)
-        return cls(start, end, every, chosen, timezone, segments)
+        segments = plan(start, end, tier=chosen, timezone=timezone, now=now, covered=covered)
+        return cls(start, end, every, chosen, timezone, segments, now, covered)
 
 
 class Metrics(BaseModel):

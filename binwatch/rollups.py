@@ -22,6 +22,13 @@ zone); `plan` decides which tier answers which hours, and every path gives the s
 
 InfluxDB 1.x runs a continuous query on a schedule (at the end of each interval, for that
 interval), never on demand: tests and new deployments call `backfill` rather than waiting.
+
+**Coverage.** A tier holds a period only once a rollup ran over it after its readings were written.
+The periods known to be covered are recorded in InfluxDB (`rollup_coverage`): from the first hour
+after the continuous queries were created on (`ensure_rollups`), and every range `backfill` rolled
+up. `plan` reads everything else, and the last `SETTLED` hours (which late readings, e.g. the
+demo's replay or an offline buffer, may still change before a continuous query re-reads them),
+from raw readings: a report never answers from a tier that does not yet hold its window.
 """
 
 from __future__ import annotations
@@ -189,6 +196,61 @@ def ensure_rollups(influx: InfluxClient, timezone: str) -> None:
             log.info("continuous query %s changed: replacing it", name)
             influx.query(f"DROP CONTINUOUS QUERY {name} ON {db}", database=False)
             influx.query(create, database=False)
+    if not any(period.end is None for period in read_coverage(influx)):
+        # The queries' first run after this hour rolls it up with whatever was written by then.
+        _record_coverage(influx, _ceil_hour(datetime.now(UTC)), None)
+
+
+# --- which periods the tiers hold -------------------------------------------------------------
+
+COVERAGE_MEASUREMENT: Final = "rollup_coverage"  # in ROLLUP_RP, kept as long as the rollups
+_OPEN: Final = 0  # `end_ms` of the coverage the continuous queries give: no end
+# InfluxDB's answers before ingest or `ensure_rollups` created the database or the policy.
+NOTHING_YET: Final = ("database not found", "retention policy not found")
+
+
+@dataclass(frozen=True, slots=True)
+class Covered:
+    """A period every tier holds, from `start` (a whole hour) to `end` (None: open, the
+    continuous queries' coverage)."""
+
+    start: datetime
+    end: datetime | None
+
+
+def read_coverage(influx: InfluxClient) -> tuple[Covered, ...]:
+    """The recorded coverage, in start order (a handful of points: one per backfill)."""
+    try:
+        series = influx.query(f"SELECT end_ms FROM {ROLLUP_RP}.{COVERAGE_MEASUREMENT}")
+    except SinkRejected as exc:
+        if any(answer in exc.message for answer in NOTHING_YET):
+            return ()
+        raise
+    return tuple(
+        Covered(_at_ms(row["time"]), None if row["end_ms"] == _OPEN else _at_ms(row["end_ms"]))
+        for s in series
+        for row in s.rows()
+    )
+
+
+def _record_coverage(influx: InfluxClient, start: datetime, end: datetime | None) -> None:
+    end_ms = _OPEN if end is None else _ms(end)
+    influx.write(
+        [f"{COVERAGE_MEASUREMENT} end_ms={end_ms}i {_ms(start)}"], retention_policy=ROLLUP_RP
+    )
+
+
+def _merged(covered: tuple[Covered, ...]) -> list[Covered]:
+    """Overlapping or touching periods joined, in start order."""
+    out: list[Covered] = []
+    for period in sorted(covered, key=lambda c: c.start):
+        if out and (out[-1].end is None or period.start <= out[-1].end):
+            last = out[-1]
+            end = None if last.end is None or period.end is None else max(last.end, period.end)
+            out[-1] = Covered(last.start, end)
+        else:
+            out.append(period)
+    return out
 
 
 # --- which tier answers which part of a window -------------------------------------------------
@@ -205,23 +267,57 @@ class Segment:
 
 
 def plan(
-    start: datetime, end: datetime, *, tier: Tier, timezone: str, now: datetime
+    start: datetime,
+    end: datetime,
+    *,
+    tier: Tier,
+    timezone: str,
+    now: datetime,
+    covered: tuple[Covered, ...],
 ) -> tuple[Segment, ...]:
-    """The parts of [start, end) (whole hours) and the tier that answers each. `raw` and
-    `hourly` answer all of it. `daily` reads from the daily tier the local days that lie wholly
-    inside, ended SETTLED before `now` and are cut at the standard offset (in a zone with
-    daylight saving the summer's days are not), from site-hours the other hours that ended
-    SETTLED before `now`, and from bin-hours the rest."""
-    if tier != "daily":
-        return (Segment(start, end, tier),)
-    zone, offset = ZoneInfo(timezone), standard_offset(timezone)
-    settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
+    """The parts of [start, end) (whole hours) and the tier that answers each. `raw` answers
+    all of it. Otherwise the hours outside the `covered` periods, and those that ended less
+    than SETTLED before `now`, come from raw readings; of the rest, `hourly` reads the
+    bin-hours, and `daily` reads from the daily tier the local days that lie wholly inside one
+    covered period, ended SETTLED before `now` and are cut at the standard offset (in a zone
+    with daylight saving the summer's days are not), and from site-hours the other hours."""
+    if tier == "raw":
+        return (Segment(start, end, "raw"),)
     segments: list[Segment] = []
-    covered = start  # everything before this is planned
+
+    def add(segment: Segment) -> None:
+        if segments and segments[-1].tier == segment.tier:
+            segments[-1] = Segment(segments[-1].start, segment.end, segment.tier)
+        else:
+            segments.append(segment)
+
+    settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
+    done = start  # everything before this is planned
+    for period in _merged(covered):
+        begin, finish = max(done, period.start), min(end, period.end or end, max(settled, done))
+        if finish <= begin:
+            continue
+        if begin > done:
+            add(Segment(done, begin, "raw"))
+        for segment in _plan_settled(begin, finish, tier=tier, timezone=timezone):
+            add(segment)
+        done = finish
+    if done < end:
+        add(Segment(done, end, "raw"))
+    return tuple(segments)
+
+
+def _plan_settled(start: datetime, end: datetime, *, tier: Tier, timezone: str) -> list[Segment]:
+    """[start, end), covered and settled: whole standard-cut local days from the daily tier
+    (for `daily`), the other hours from site-hours (`daily`) or bin-hours (`hourly`)."""
+    if tier != "daily":
+        return [Segment(start, end, tier)]
+    zone, offset = ZoneInfo(timezone), standard_offset(timezone)
+    segments: list[Segment] = []
+    covered = start
 
     def add(until: datetime, what: Tier) -> None:
         nonlocal covered
-        until = min(until, end)
         if until <= covered:
             return
         if segments and segments[-1].tier == what:
@@ -230,24 +326,20 @@ def plan(
             segments.append(Segment(covered, until, what))
         covered = until
 
-    def hours_until(until: datetime) -> None:
-        add(min(until, max(settled, covered)), "site_hour")
-        add(until, "hourly")
-
     day = start.astimezone(zone).date()
     while True:
         begin = local_midnight(day, zone)
         finish = local_midnight(day + DAY, zone)
         if begin >= end:
             break
-        whole = start <= begin and finish <= end and finish <= settled
+        whole = start <= begin and finish <= end
         cut_here = (begin + offset).time() == datetime.min.time() and finish - begin == DAY
         if whole and cut_here:
-            hours_until(begin)
+            add(begin, "site_hour")
             add(finish, "daily")
         day += DAY
-    hours_until(end)
-    return tuple(segments)
+    add(end, "site_hour")
+    return segments
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -289,6 +381,7 @@ def backfill(
         "daily",
         on_chunk,
     )
+    _record_coverage(influx, first, last)
     return Backfilled(hourly, site_hour, daily)
 
 
@@ -329,6 +422,14 @@ def _floor_hour(moment: datetime) -> datetime:
 def _ceil_hour(moment: datetime) -> datetime:
     floored = _floor_hour(moment)
     return floored if floored == moment else floored + timedelta(hours=1)
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _at_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
 def _ns(moment: datetime) -> int:

@@ -7,11 +7,8 @@ from datetime import UTC, datetime
 
 from binwatch.errors import SinkRejected
 from binwatch.influx import InfluxClient
-from binwatch.rollups import RAW_RP
+from binwatch.rollups import NOTHING_YET, RAW_RP
 from simulator.model import Resumed
-
-# InfluxDB's answers when ingest has not created the database (or its policy) yet.
-_NOTHING_STORED = ("database not found", "retention policy not found")
 
 
 def stored_ends(influx: InfluxClient, *, since: datetime) -> dict[str, Resumed]:
@@ -24,7 +21,7 @@ def stored_ends(influx: InfluxClient, *, since: datetime) -> dict[str, Resumed]:
             params={"since": round(since.timestamp() * 1000) * 1_000_000},
         )
     except SinkRejected as exc:
-        if any(answer in exc.message for answer in _NOTHING_STORED):
+        if any(answer in exc.message for answer in NOTHING_YET):
             return {}
         raise
     ends: dict[str, Resumed] = {}

@@ -43,6 +43,7 @@ from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.schemas import ID_REGEX, TimeParam
 from binwatch.errors import NotFound
 from binwatch.influx import InfluxClient
+from binwatch.rollups import read_coverage
 from devices.contract import SiteType
 from security.keys import ApiRole
 
@@ -63,6 +64,7 @@ Format = Annotated[
 
 def report_window(
     settings: SettingsDep,
+    influx: InfluxDep,
     start: Annotated[
         TimeParam,
         Query(description="RFC 3339 on a whole hour (URL-encode '+' as %2B); default end − 7 days"),
@@ -91,6 +93,7 @@ def report_window(
         source=source,
         now=datetime.now(UTC),
         timezone=settings.timezone,
+        covered=read_coverage(influx),
     )
 
 
