@@ -32,6 +32,8 @@ from rich.live import Live
 from sqlalchemy.orm import Session
 
 from binwatch.errors import BinwatchError
+from binwatch.influx import InfluxClient
+from binwatch.rollups import catch_up
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from binwatch.settings import Settings
 from devices.models import Bin
@@ -77,6 +79,7 @@ def demo(
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
             _start_influx(stack, data_dir, env)
+            _catch_up_rollups(env)
             _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
             broker_urls = _start_broker(stack, data_dir, env)
             keep_injector_url(
@@ -131,6 +134,19 @@ def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None
     database.start()
     stack.callback(database.stop)
     env["BINWATCH_INFLUX_URL"] = database.url
+
+
+def _catch_up_rollups(env: dict[str, str]) -> None:
+    """The last run's late readings into the rollups (binwatch.rollups.catch_up), before the
+    simulator resumes."""
+    settings = Settings(influx_url=env["BINWATCH_INFLUX_URL"])
+    influx = InfluxClient(settings)
+    try:
+        done = catch_up(influx, timezone=settings.timezone)
+    finally:
+        influx.close()
+    if done is not None:
+        console.print(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
 
 
 def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
