@@ -4,6 +4,7 @@ docs/metrics.md; the arithmetic is in api/compliance.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 from api.schemas import MAX_RAW_RANGE, UtcTime, rfc3339
 from binwatch.errors import InvalidRequest
-from binwatch.rollups import Covered, Segment, Tier, plan
+from binwatch.rollups import Coverage, Segment, Tier, plan
 from devices.contract import SiteType
 
 Every = Literal["1d", "1w", "1mo"]
@@ -43,13 +44,13 @@ class ReportWindow:
     timezone: str
     segments: tuple[Segment, ...]
     now: datetime
-    covered: tuple[Covered, ...]
+    coverage: Coverage
 
     def per_bin(self, start: datetime) -> tuple[Segment, ...]:
         """[start, end) from tiers that keep bins (the site tiers sum them away)."""
         tier: Tier = "hourly" if self.source == "daily" else self.source
         return plan(
-            start, self.end, tier=tier, timezone=self.timezone, now=self.now, covered=self.covered
+            start, self.end, tier=tier, timezone=self.timezone, now=self.now, coverage=self.coverage
         )
 
     @property
@@ -66,10 +67,11 @@ class ReportWindow:
         source: SourceParam,
         now: datetime,
         timezone: str,
-        covered: tuple[Covered, ...],
+        coverage: Callable[[datetime, datetime], Coverage],
     ) -> ReportWindow:
         """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
-        parameter; InvalidRequest (422) says what to send instead."""
+        parameter; InvalidRequest (422) says what to send instead. `coverage(start, end)` says
+        what the rollups hold of the window (binwatch.rollups.read_coverage)."""
         end = end or now.replace(minute=0, second=0, microsecond=0)
         start = start or end - DEFAULT_REPORT_RANGE
         if start >= end:
@@ -92,8 +94,9 @@ class ReportWindow:
         chosen: Source = (
             source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
         )
-        segments = plan(start, end, tier=chosen, timezone=timezone, now=now, covered=covered)
-        return cls(start, end, every, chosen, timezone, segments, now, covered)
+        held = coverage(start, end)
+        segments = plan(start, end, tier=chosen, timezone=timezone, now=now, coverage=held)
+        return cls(start, end, every, chosen, timezone, segments, now, held)
 
 
 class Metrics(BaseModel):

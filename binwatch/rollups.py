@@ -24,18 +24,19 @@ InfluxDB 1.x runs a continuous query on a schedule (at the end of each interval,
 interval), never on demand: tests and new deployments call `backfill` rather than waiting.
 
 **Coverage.** A tier holds a period only once a rollup ran over it after its readings were written.
-The periods known to be covered are recorded in InfluxDB (`rollup_coverage`): from the first hour
-after the continuous queries were created on (`ensure_rollups`), and every range `backfill` rolled
-up. `plan` reads everything else, and the last `SETTLED` hours (which late readings, e.g. the
-demo's replay or an offline buffer, may still change before a continuous query re-reads them),
-from raw readings: a report never answers from a tier that does not yet hold its window.
+InfluxDB records what is known (`read_coverage`): the periods covered (`rollup_coverage`: from the
+first hour after `ensure_rollups` created the continuous queries, and every range `backfill` rolled
+up, with when it ran), and the hours that got a reading late (`rollup_late`, written by ingest:
+more than `LATE_GRACE` after the hour ended, e.g. an offline buffer or the demo's replay, with
+when). `plan` reads from raw readings the hours outside the covered periods and the late hours
+that no rollup has re-read since: a report never answers from a tier that does not hold its window.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo
@@ -196,61 +197,144 @@ def ensure_rollups(influx: InfluxClient, timezone: str) -> None:
             log.info("continuous query %s changed: replacing it", name)
             influx.query(f"DROP CONTINUOUS QUERY {name} ON {db}", database=False)
             influx.query(create, database=False)
-    if not any(period.end is None for period in read_coverage(influx)):
+    now = datetime.now(UTC)
+    if not any(period.end is None for period in read_coverage(influx, now, now).periods):
         # The queries' first run after this hour rolls it up with whatever was written by then.
-        _record_coverage(influx, _ceil_hour(datetime.now(UTC)), None)
+        _record_coverage(influx, _ceil_hour(now), None, None)
 
 
 # --- which periods the tiers hold -------------------------------------------------------------
 
 COVERAGE_MEASUREMENT: Final = "rollup_coverage"  # in ROLLUP_RP, kept as long as the rollups
+LATE_MEASUREMENT: Final = "rollup_late"
 _OPEN: Final = 0  # `end_ms` of the coverage the continuous queries give: no end
 # InfluxDB's answers before ingest or `ensure_rollups` created the database or the policy.
 NOTHING_YET: Final = ("database not found", "retention policy not found")
+# A reading stored this long after its hour ended is late: the continuous query's run at the end
+# of the hour (InfluxDB starts it within a second) may have missed it. Shorter would mark the last
+# readings of every hour, which ingest stores a few milliseconds after the hour ends, and make
+# reports read the last hour raw; those few readings reach the bin-hours at the next hour's run.
+LATE_GRACE: Final = timedelta(minutes=1)
+# The first run after a late write that re-reads its hour (at the next hour's end, if the hour
+# is within the last RESAMPLE … FOR 6h) updates the bin-hours; site-hours and site-days re-sum
+# the tier below at the following runs: two more hours and a margin for the runs themselves.
+_RE_READ_LAG: Final = timedelta(hours=2, minutes=5)
+_RE_READ_WINDOW: Final = timedelta(hours=6)
+HOUR: Final = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
 class Covered:
     """A period every tier holds, from `start` (a whole hour) to `end` (None: open, the
-    continuous queries' coverage)."""
+    continuous queries' coverage); `rolled_at`: when a backfill rolled it up (None for the
+    continuous queries', which run every hour)."""
 
     start: datetime
     end: datetime | None
+    rolled_at: datetime | None = None
 
 
-def read_coverage(influx: InfluxClient) -> tuple[Covered, ...]:
-    """The recorded coverage, in start order (a handful of points: one per backfill)."""
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What the rollups hold: the covered periods, and each late hour's last late write."""
+
+    periods: tuple[Covered, ...] = ()
+    late: dict[datetime, datetime] = field(default_factory=dict)
+
+    def stale(self, hour: datetime, now: datetime) -> bool:
+        """Whether `hour` got a reading that no rollup has re-read in every tier yet."""
+        written = self.late.get(hour)
+        if written is None:
+            return False
+        if any(
+            p.rolled_at is not None
+            and p.rolled_at > written
+            and p.start <= hour
+            and (p.end is None or hour < p.end)
+            for p in self.periods
+        ):
+            return False
+        next_run = _ceil_hour(written + timedelta.resolution)
+        return next_run > hour + _RE_READ_WINDOW or next_run + _RE_READ_LAG > now
+
+
+def read_coverage(influx: InfluxClient, start: datetime, end: datetime) -> Coverage:
+    """The recorded coverage, and the late hours of [start, end)."""
     try:
-        series = influx.query(f"SELECT end_ms FROM {ROLLUP_RP}.{COVERAGE_MEASUREMENT}")
+        periods = influx.query(f"SELECT end_ms, rolled_ms FROM {ROLLUP_RP}.{COVERAGE_MEASUREMENT}")
+        late = influx.query(
+            f"SELECT written_ms FROM {ROLLUP_RP}.{LATE_MEASUREMENT} "
+            "WHERE time >= $start AND time < $end",
+            params={"start": _ns(start), "end": _ns(end)},
+        )
     except SinkRejected as exc:
         if any(answer in exc.message for answer in NOTHING_YET):
-            return ()
+            return Coverage()
         raise
-    return tuple(
-        Covered(_at_ms(row["time"]), None if row["end_ms"] == _OPEN else _at_ms(row["end_ms"]))
-        for s in series
-        for row in s.rows()
+    return Coverage(
+        tuple(
+            Covered(
+                _at_ms(row["time"]),
+                None if row["end_ms"] == _OPEN else _at_ms(row["end_ms"]),
+                _at_ms(row["rolled_ms"]) if row["rolled_ms"] else None,
+            )
+            for s in periods
+            for row in s.rows()
+        ),
+        {_at_ms(row["time"]): _at_ms(row["written_ms"]) for s in late for row in s.rows()},
     )
 
 
-def _record_coverage(influx: InfluxClient, start: datetime, end: datetime | None) -> None:
+def late_hours(ts_ms: Iterable[int], *, written_ms: int) -> set[int]:
+    """The starts (epoch ms) of the hours among `ts_ms` that ended more than LATE_GRACE before
+    `written_ms` (pure: ingest calls it on every batch, so it does no more than compare)."""
+    hour_ms = HOUR // timedelta(milliseconds=1)
+    boundary = (written_ms - LATE_GRACE // timedelta(milliseconds=1)) // hour_ms * hour_ms
+    return {ts - ts % hour_ms for ts in ts_ms if ts < boundary}
+
+
+def late_lines(hours_ms: Iterable[int], *, written_ms: int) -> list[str]:
+    """The `rollup_late` points for ingest to write (into ROLLUP_RP) once the readings are
+    stored: one per hour, the same time overwriting, so each holds its hour's last late write."""
+    return [f"{LATE_MEASUREMENT} written_ms={written_ms}i {hour}" for hour in sorted(hours_ms)]
+
+
+def _record_coverage(
+    influx: InfluxClient, start: datetime, end: datetime | None, rolled_at: datetime | None
+) -> None:
     end_ms = _OPEN if end is None else _ms(end)
+    rolled_ms = 0 if rolled_at is None else _ms(rolled_at)
     influx.write(
-        [f"{COVERAGE_MEASUREMENT} end_ms={end_ms}i {_ms(start)}"], retention_policy=ROLLUP_RP
+        [f"{COVERAGE_MEASUREMENT} end_ms={end_ms}i,rolled_ms={rolled_ms}i {_ms(start)}"],
+        retention_policy=ROLLUP_RP,
     )
 
 
-def _merged(covered: tuple[Covered, ...]) -> list[Covered]:
-    """Overlapping or touching periods joined, in start order."""
-    out: list[Covered] = []
-    for period in sorted(covered, key=lambda c: c.start):
-        if out and (out[-1].end is None or period.start <= out[-1].end):
-            last = out[-1]
-            end = None if last.end is None or period.end is None else max(last.end, period.end)
-            out[-1] = Covered(last.start, end)
+def _usable(
+    start: datetime, end: datetime, coverage: Coverage, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The parts of [start, end) that lie in one covered period and hold no stale hour, in
+    order (joined where periods overlap or touch)."""
+    joined: list[tuple[datetime, datetime]] = []
+    for period in sorted(coverage.periods, key=lambda c: c.start):
+        begin, finish = max(start, period.start), min(end, period.end or end)
+        if finish <= begin:
+            continue
+        if joined and begin <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], finish))
         else:
-            out.append(period)
-    return out
+            joined.append((begin, finish))
+    stale = sorted(h for h in coverage.late if start <= h < end and coverage.stale(h, now))
+    parts: list[tuple[datetime, datetime]] = []
+    for begin, finish in joined:
+        for hour in stale:
+            if begin <= hour < finish:
+                if begin < hour:
+                    parts.append((begin, hour))
+                begin = hour + HOUR
+        if begin < finish:
+            parts.append((begin, finish))
+    return parts
 
 
 # --- which tier answers which part of a window -------------------------------------------------
@@ -273,14 +357,14 @@ def plan(
     tier: Tier,
     timezone: str,
     now: datetime,
-    covered: tuple[Covered, ...],
+    coverage: Coverage,
 ) -> tuple[Segment, ...]:
     """The parts of [start, end) (whole hours) and the tier that answers each. `raw` answers
-    all of it. Otherwise the hours outside the `covered` periods, and those that ended less
-    than SETTLED before `now`, come from raw readings; of the rest, `hourly` reads the
-    bin-hours, and `daily` reads from the daily tier the local days that lie wholly inside one
-    covered period, ended SETTLED before `now` and are cut at the standard offset (in a zone
-    with daylight saving the summer's days are not), and from site-hours the other hours."""
+    all of it; otherwise the hours the rollups do not hold (`coverage`) come from raw readings,
+    and of the rest `hourly` reads the bin-hours, and `daily` reads from the daily tier the
+    local days that lie wholly inside one usable part, ended SETTLED before `now` and are cut
+    at the standard offset (in a zone with daylight saving the summer's days are not), from
+    site-hours the other hours that ended SETTLED before `now`, and from bin-hours the rest."""
     if tier == "raw":
         return (Segment(start, end, "raw"),)
     segments: list[Segment] = []
@@ -291,15 +375,11 @@ def plan(
         else:
             segments.append(segment)
 
-    settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
-    done = start  # everything before this is planned
-    for period in _merged(covered):
-        begin, finish = max(done, period.start), min(end, period.end or end, max(settled, done))
-        if finish <= begin:
-            continue
+    done = start
+    for begin, finish in _usable(start, end, coverage, now):
         if begin > done:
             add(Segment(done, begin, "raw"))
-        for segment in _plan_settled(begin, finish, tier=tier, timezone=timezone):
+        for segment in _plan_covered(begin, finish, tier=tier, timezone=timezone, now=now):
             add(segment)
         done = finish
     if done < end:
@@ -307,17 +387,20 @@ def plan(
     return tuple(segments)
 
 
-def _plan_settled(start: datetime, end: datetime, *, tier: Tier, timezone: str) -> list[Segment]:
-    """[start, end), covered and settled: whole standard-cut local days from the daily tier
-    (for `daily`), the other hours from site-hours (`daily`) or bin-hours (`hourly`)."""
+def _plan_covered(
+    start: datetime, end: datetime, *, tier: Tier, timezone: str, now: datetime
+) -> list[Segment]:
+    """[start, end), held by the rollups: see `plan`."""
     if tier != "daily":
         return [Segment(start, end, tier)]
     zone, offset = ZoneInfo(timezone), standard_offset(timezone)
+    settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
     segments: list[Segment] = []
-    covered = start
+    covered = start  # everything before this is planned
 
     def add(until: datetime, what: Tier) -> None:
         nonlocal covered
+        until = min(until, end)
         if until <= covered:
             return
         if segments and segments[-1].tier == what:
@@ -326,19 +409,23 @@ def _plan_settled(start: datetime, end: datetime, *, tier: Tier, timezone: str) 
             segments.append(Segment(covered, until, what))
         covered = until
 
+    def hours_until(until: datetime) -> None:
+        add(min(until, max(settled, covered)), "site_hour")
+        add(until, "hourly")
+
     day = start.astimezone(zone).date()
     while True:
         begin = local_midnight(day, zone)
         finish = local_midnight(day + DAY, zone)
         if begin >= end:
             break
-        whole = start <= begin and finish <= end
+        whole = start <= begin and finish <= end and finish <= settled
         cut_here = (begin + offset).time() == datetime.min.time() and finish - begin == DAY
         if whole and cut_here:
-            add(begin, "site_hour")
+            hours_until(begin)
             add(finish, "daily")
         day += DAY
-    add(end, "site_hour")
+    hours_until(end)
     return segments
 
 
@@ -367,6 +454,7 @@ def backfill(
     days outside the range are taken from the site-hours as they stand). Rewriting gives the
     same points, so overlaps are harmless. `on_chunk(tier, chunk_end, written)` reports progress."""
     first, last = _floor_hour(start), _ceil_hour(end)
+    began = datetime.now(UTC)  # what was stored before this moment is in the rollups after it
     database = influx.database
     hourly = _run_chunks(influx, _select_into(database, _RANGE), first, last, "hourly", on_chunk)
     site_hour = _run_chunks(
@@ -381,7 +469,7 @@ def backfill(
         "daily",
         on_chunk,
     )
-    _record_coverage(influx, first, last)
+    _record_coverage(influx, first, last, began)
     return Backfilled(hourly, site_hour, daily)
 
 

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from binwatch.errors import SinkRejected, SinkUnavailable
 from binwatch.influx import InfluxClient
 from binwatch.mqtt import is_auth_failure, make_client
-from binwatch.rollups import ensure_rollups
+from binwatch.rollups import ROLLUP_RP, ensure_rollups, late_hours, late_lines
 from binwatch.settings import Settings
-from devices.contract import Event, Reading, Status, Topics
+from devices.contract import Event, Reading, Status, Topics, epoch_ms
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
@@ -359,6 +359,9 @@ class Ingestor:
         if refused is None:
             return None
         write_s = time.monotonic() - started
+        late = self._late_lines(batch)
+        if late and self._retrying(lambda: self._mark_late(late), stop, batch) is None:
+            return None
         letters = self._dead_letters(batch, refused)
         if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
             return None
@@ -374,6 +377,24 @@ class Ingestor:
             ):
                 return None
         return lines, refused, letters, write_s
+
+    def _late_lines(self, batch: list[_Pending]) -> list[str]:
+        """Marks for the hours that got a reading late, so reports read them raw until a rollup
+        has re-read them (binwatch.rollups, "Coverage"); taken after the readings were stored."""
+        written_ms = int(self._clock() * 1000)
+        hours = late_hours(
+            (epoch_ms(reading.ts) for p in batch for _, reading in p.decoded.readings),
+            written_ms=written_ms,
+        )
+        return late_lines(hours, written_ms=written_ms) if hours else []
+
+    def _mark_late(self, lines: list[str]) -> bool:
+        """True once written (`_retrying` takes None for "give up")."""
+        try:
+            self.influx.write(lines, retention_policy=ROLLUP_RP)
+        except SinkRejected as exc:
+            raise SinkUnavailable(f"late-hour marks not written: {exc.message}") from exc
+        return True
 
     def _write_all(self, lines: list[str]) -> list[tuple[str, str]]:
         refused: list[tuple[str, str]] = []

@@ -31,7 +31,7 @@ from api.compliance import (
 from api.compliance_requests import request_sums
 from api.compliance_schemas import Ranking, ReportWindow, SiteRow
 from binwatch.errors import InvalidRequest
-from binwatch.rollups import Covered
+from binwatch.rollups import Coverage, Covered
 from devices.contract import SiteType
 from devices.db import migrate
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
@@ -167,7 +167,7 @@ def window(**overrides: object) -> ReportWindow:
     args: dict[str, object] = {
         "start": None, "end": None, "every": None, "source": "auto",
         "now": datetime(2026, 3, 10, 8, 41, tzinfo=UTC), "timezone": "Asia/Shanghai",
-        "covered": (Covered(datetime(2026, 1, 1, tzinfo=UTC), None),),
+        "coverage": lambda _start, _end: Coverage((Covered(datetime(2026, 1, 1, tzinfo=UTC), None),)),
     }  # fmt: skip
     args.update(overrides)
     return ReportWindow.build(**args)  # type: ignore[arg-type]
@@ -182,7 +182,7 @@ def test_report_window_defaults_and_source() -> None:
         (3, 8, "site_hour"),
         (3, 16, "daily"),
         (9, 16, "site_hour"),
-        (10, 0, "raw"),  # late readings may still change these: raw until settled
+        (10, 0, "hourly"),
     ]
     day = window(start=datetime(2026, 3, 9, 8, tzinfo=UTC))
     assert (day.source, day.hours) == ("raw", 24)

@@ -77,13 +77,13 @@ def test_reports_read_raw_where_the_rollups_do_not_reach(
         influx = InfluxClient(settings)
         try:
             backfill(influx, end - 7 * 24 * HOUR, end, timezone=settings.timezone)
-            covered = read_coverage(influx)
+            coverage = read_coverage(influx, end - 7 * 24 * HOUR, end)
         finally:
             influx.close()
         # Backfilled: settled hours now come from the rollup tiers, with the same figures.
         planned = ReportWindow.build(
             start=None, end=None, every=None, source="auto", now=now,
-            timezone=settings.timezone, covered=covered,
+            timezone=settings.timezone, coverage=lambda _s, _e: coverage,
         )  # fmt: skip
         assert {"site_hour"} <= {s.tier for s in planned.segments}
         for source in ("hourly", "daily", "auto"):
@@ -93,6 +93,12 @@ def test_reports_read_raw_where_the_rollups_do_not_reach(
                                               fill_pct=20, deposits=7))])  # fmt: skip
         late = _figures(api, source="raw", **window)
         assert late[0] == deposits + 7
+        influx = InfluxClient(settings)
+        try:
+            marked = read_coverage(influx, end - 7 * 24 * HOUR, end).late
+        finally:
+            influx.close()
+        assert end - 2 * HOUR in marked  # ingest marked the hour late
         for source in ("hourly", "daily", "auto"):
             assert _figures(api, source=source, **window) == late, source
 
@@ -122,7 +128,8 @@ def test_catch_up_rolls_up_the_hours_before_the_newest_reading(
         assert rolled[0].values[0][1] == 2 * 9
         start = (newest - SETTLED).replace(minute=0, second=0, microsecond=0)
         assert any(
-            c.start <= start and (c.end is None or c.end > newest) for c in read_coverage(influx)
+            c.start <= start and (c.end is None or c.end > newest)
+            for c in read_coverage(influx, start, newest).periods
         )
     finally:
         influx.close()

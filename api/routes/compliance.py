@@ -93,7 +93,7 @@ def report_window(
         source=source,
         now=datetime.now(UTC),
         timezone=settings.timezone,
-        covered=read_coverage(influx),
+        coverage=lambda first, last: read_coverage(influx, first, last),
     )
 
 
