@@ -37,19 +37,19 @@ class AlertHook:
         # One pass over the batch: each bin's readings with when they arrived, its events and
         # statuses, and when it was last heard. Times stay epoch floats until a change needs a
         # datetime (most batches change nothing but each bin's memory).
-        readings_of: dict[str, list[tuple[Reading, float]]] = {}
+        readings_of: dict[str, list[tuple[Reading, float, bool]]] = {}
         others_of: dict[str, list[Arrival]] = {}
         seen_of: dict[str, float] = {}
         for arrival in arrivals:
-            bin_id, message, received = arrival
+            bin_id, message, received, buffered = arrival
             if seen_of.get(bin_id, -1.0) < received:
                 seen_of[bin_id] = received
             if type(message) is Reading:
                 got = readings_of.get(bin_id)
                 if got is None:
-                    readings_of[bin_id] = [(message, received)]
+                    readings_of[bin_id] = [(message, received, buffered)]
                 else:
-                    got.append((message, received))
+                    got.append((message, received, buffered))
             else:
                 others_of.setdefault(bin_id, []).append(arrival)
         with self._sessions() as session:
@@ -69,11 +69,12 @@ class AlertHook:
                 if arrived:
                     arrived.sort(key=_ts_of)
                     found, memory = rules.on_readings(
-                        [reading for reading, _ in arrived],
+                        [reading for reading, _, _ in arrived],
                         memory,
                         self._limits,
                         received_at=_at(arrived[-1][1]),
                         live=live_kinds.get(bin_id, ()),
+                        buffered=arrived[-1][2],
                     )
                     findings = [(finding, arrived[index][1]) for index, finding in found]
                 for arrival in others_of.get(bin_id, ()):
@@ -111,7 +112,7 @@ class AlertHook:
             session.commit()
 
 
-def _ts_of(item: tuple[Reading, float]) -> datetime:
+def _ts_of(item: tuple[Reading, float, bool]) -> datetime:
     return item[0].ts
 
 

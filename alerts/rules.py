@@ -109,15 +109,23 @@ _EVERY_KIND: Final = frozenset(AlertType)
 
 
 def on_reading(
-    reading: Reading, memory: Memory, limits: Limits, *, received_at: datetime, newest: bool
+    reading: Reading,
+    memory: Memory,
+    limits: Limits,
+    *,
+    received_at: datetime,
+    newest: bool,
+    buffered: bool = False,
 ) -> tuple[list[Finding], Memory]:
     """Findings for one reading and the bin's memory after it. Readings must come in `ts`
     order; an older one than remembered (a redelivery, a late buffer) changes nothing but
     still proves the bin alive. `newest` marks the bin's latest reading of a batch: only it is
     judged for clock skew, since the older readings of a flushed offline buffer are old by
-    right, not because the clock is wrong."""
+    right, not because the clock is wrong. `buffered` says the newest reading came in an
+    array (a flushed offline buffer): then only a clock ahead is skew (see `_skew`)."""
     findings = [_REPORTS_AGAIN]
-    memory = _judge(reading, memory, limits, received_at if newest else None, _EVERY_KIND, findings)
+    skew_at = _Received(received_at, buffered) if newest else None
+    memory = _judge(reading, memory, limits, skew_at, _EVERY_KIND, findings)
     return findings, memory
 
 
@@ -128,9 +136,10 @@ def on_readings(
     *,
     received_at: datetime,
     live: Collection[str],
+    buffered: bool = False,
 ) -> tuple[list[tuple[int, Finding]], Memory]:
     """A bin's readings of one batch at once (in `ts` order; the last is the newest, received
-    at `received_at`): each finding with the index of the reading it came from, and the memory
+    at `received_at`, in an offline buffer if `buffered`): each finding with the index of the reading it came from, and the memory
     after them all. The same as `on_reading` on each in turn, minus the findings that cannot
     change anything for a bin whose live alert types are `live`: "over" findings of a type
     that is not live and was not found present earlier in the sequence, and every "reports
@@ -143,9 +152,10 @@ def on_readings(
     may_be_live = set(live)
     last = len(readings) - 1
     findings: list[Finding] = []
+    newest = _Received(received_at, buffered)
     for index, reading in enumerate(readings):
         memory = _judge(
-            reading, memory, limits, received_at if index == last else None, may_be_live, findings
+            reading, memory, limits, newest if index == last else None, may_be_live, findings
         )
         if findings:
             for finding in findings:
@@ -156,16 +166,24 @@ def on_readings(
     return found, memory
 
 
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """When the newest reading of a batch arrived, and whether in an offline buffer."""
+
+    at: datetime
+    buffered: bool
+
+
 def _judge(
     reading: Reading,
     memory: Memory,
     limits: Limits,
-    received_at: datetime | None,
+    received: _Received | None,
     say_over: Container[str],
     findings: list[Finding],
 ) -> Memory:
     """Append one reading's findings (but "over" ones only of the types in `say_over`; clock
-    skew only when `received_at` is given) and return the memory after it."""
+    skew only when `received` is given) and return the memory after it."""
     ts = reading.ts
     last_ts = memory.last_ts
     if last_ts is not None and ts <= last_ts:
@@ -199,8 +217,10 @@ def _judge(
                 f"seq jumped {last_seq} → {seq}: {seq - last_seq - 1} lost",
             )
         )
-    if received_at is not None:
-        _skew(ts - received_at, limits, AlertType.clock_skew in say_over, findings)
+    if received is not None:
+        _skew(
+            ts - received.at, received.buffered, limits, AlertType.clock_skew in say_over, findings
+        )
     return Memory(
         ts,
         last_seq if seq is None else seq,
@@ -245,9 +265,15 @@ def full_too_long(since: datetime, now: datetime) -> Finding:
     return Finding(AlertType.full_too_long, True, f"100 % full for {minutes:.0f} min")
 
 
-def _skew(skew: timedelta, limits: Limits, say_over: bool, findings: list[Finding]) -> None:
+def _skew(
+    skew: timedelta, buffered: bool, limits: Limits, say_over: bool, findings: list[Finding]
+) -> None:
+    """A live reading (sent alone, as a bin sends what it just measured) is skewed when its `ts`
+    is too far from the time it arrived, either way. The newest reading of an offline buffer
+    (an array: what a bin, or the simulator replaying history, sends once it can) is old by
+    right, however old: only a `ts` ahead of the clock says the clock is wrong."""
     size = abs(skew)
-    if size > limits.skew_raise:
+    if size > limits.skew_raise and not (buffered and skew < _ZERO):
         way = "ahead" if skew > _ZERO else "behind"
         findings.append(
             Finding(AlertType.clock_skew, True, f"clock {size.total_seconds():.0f} s {way}")

@@ -4,7 +4,11 @@ Broker and database run as child processes with their data under ./var (a second
 it), then the default pilot fleet is loaded and ingest, the API, the collector, the alerter and
 the simulator (with the operators' crews) run as child processes of their own, exactly as they would be
 deployed: the broker with authentication on (each service its own account and ACL), the API with
-an admin key made for the run. Ctrl-C stops everything."""
+an admin key made for the run. Ctrl-C stops everything.
+
+`binwatch demo --inject KIND --bin BIN_ID`, from another terminal, makes a bin of the running demo
+misbehave (fire, tilt, silence, battery): it logs in to the demo's broker with the simulator's
+account, whose broker URL the demo keeps under its data folder (owner-only) while it runs."""
 
 from __future__ import annotations
 
@@ -28,15 +32,22 @@ from rich.live import Live
 from sqlalchemy.orm import Session
 
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
+from compliance.rollups import catch_up
 from core.errors import BinwatchError
+from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from devices.models import Bin
 from security import mqtt_auth
+from simulator.faults import KINDS
+from simulator.publisher import inject_fault
 
 console = Console(stderr=True)
 
 # How often the status line is redrawn (and readings/s averaged over).
 STATUS_EVERY_S = 2.0
+# Under the data folder, next to the broker's password file: see `keep_injector_url`.
+INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 
 
 def demo(
@@ -47,16 +58,33 @@ def demo(
     interval: Annotated[
         float, typer.Option(help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
+    inject: Annotated[
+        str | None,
+        typer.Option(
+            help=f"instead of starting a demo: inject a fault ({', '.join(KINDS)}) into the "
+            "running one, at the bin given by --bin"
+        ),
+    ] = None,
+    bin_id: Annotated[
+        str | None, typer.Option("--bin", help="the bin --inject makes misbehave")
+    ] = None,
 ) -> None:
     """Run broker, database, ingest, API, collector, alerter and simulator until Ctrl-C."""
     data_dir = data_dir.resolve()
+    if inject is not None or bin_id is not None:
+        _inject(data_dir, inject, bin_id)
+        return
     try:
         with ExitStack() as stack:
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
             _start_influx(stack, data_dir, env)
+            _catch_up_rollups(env)
             _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
             broker_urls = _start_broker(stack, data_dir, env)
+            keep_injector_url(
+                stack, data_dir, broker_urls.get("simulator", env["BINWATCH_MQTT_URL"])
+            )
             _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
             metrics_port = free_port()
             api_port = 8000 if port_is_free(8000) else free_port()
@@ -75,7 +103,9 @@ def demo(
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
-            simulate = ["simulate", "--crews", "--speed", str(speed), "--interval", str(interval)]
+            simulate = ["simulate", "--crews", "--resume", "--listen-for-faults"]
+            simulate += ["--speed", str(speed)]
+            simulate += ["--interval", str(interval)]
             children = {
                 name: _run(
                     stack,
@@ -110,6 +140,19 @@ def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None
     env["BINWATCH_INFLUX_URL"] = database.url
 
 
+def _catch_up_rollups(env: dict[str, str]) -> None:
+    """The last run's late readings into the rollups (compliance.rollups.catch_up), before the
+    simulator resumes."""
+    settings = Settings(influx_url=env["BINWATCH_INFLUX_URL"])
+    influx = InfluxClient(settings)
+    try:
+        done = catch_up(influx, timezone=settings.timezone)
+    finally:
+        influx.close()
+    if done is not None:
+        console.print(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
+
+
 def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
     """Mosquitto with authentication on: fresh passwords for the service accounts each run,
     exported with the ACL from the registry. Returns each service's broker URL, credentials
@@ -131,10 +174,54 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
     broker.start()
     stack.callback(broker.stop)
     env["BINWATCH_MQTT_URL"] = broker.url
-    return {
+    urls = {
         account.username: f"mqtt://{account.username}:{quote(account.password)}@127.0.0.1:{port}"
         for account in issued
     }
+    return urls
+
+
+def keep_injector_url(stack: ExitStack, data_dir: Path, url: str) -> None:
+    """Where `--inject` finds the running demo's broker and the simulator's account: a file
+    readable by its owner only, removed when the demo stops."""
+    path = data_dir / INJECTOR_URL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(url)
+    stack.callback(path.unlink, missing_ok=True)
+
+
+def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
+    """`--inject KIND --bin BIN_ID`: the fault goes to the running demo's simulator."""
+    if kind is None or bin_id is None:
+        raise typer.BadParameter("give both --inject KIND and --bin BIN_ID", param_hint="--inject")
+    if kind not in KINDS:
+        raise typer.BadParameter(
+            f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--inject"
+        )
+    path = data_dir / INJECTOR_URL_FILE
+    if not path.exists():
+        console.print(
+            f"[red]no demo is running with its data in {data_dir}: start `binwatch demo`[/red]"
+        )
+        raise typer.Exit(1)
+    database_url = os.environ.get("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
+    settings = Settings(mqtt_url=path.read_text().strip(), database_url=database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            known = session.get(Bin, bin_id) is not None
+    finally:
+        engine.dispose()
+    if not known:
+        raise typer.BadParameter(f"no bin {bin_id!r} in the demo's registry", param_hint="--bin")
+    try:
+        inject_fault(settings, kind, bin_id, now=datetime.now(UTC))
+    except BinwatchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
 
 
 def _port_or_free(port: int, what: str) -> int:

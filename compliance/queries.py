@@ -191,38 +191,28 @@ def read(
 
 def recent_bins(influx: InfluxClient, scope: Scope, window: ReportWindow) -> set[str]:
     """Bins with a reading in the window's last OFFLINE_AFTER."""
-    series = _query(
-        influx,
-        scope,
-        window,
-        _per_bin(window, window.end - OFFLINE_AFTER),
-        "count(readings) AS hours",
-        "GROUP BY bin",
-    )
-    return {s.tags["bin"] for s in series if any(row["hours"] for row in s.rows())}
+    return {
+        s.tags["bin"]
+        for segment in window.per_bin(window.end - OFFLINE_AFTER)
+        for s in _query(influx, scope, window, segment, "count(readings) AS hours", "GROUP BY bin")
+        if any(row["hours"] for row in s.rows())
+    }
 
 
 def lowest_battery(influx: InfluxClient, scope: Scope, window: ReportWindow) -> dict[str, float]:
     """Each bin's lowest battery level over the window's last BATTERY_LOOKBACK."""
-    series = _query(
-        influx,
-        scope,
-        window,
-        _per_bin(window, max(window.start, window.end - BATTERY_LOOKBACK)),
-        "min(battery_pct) AS battery",
-        "GROUP BY bin",
-    )
-    return {
-        s.tags["bin"]: float(row["battery"])
-        for s in series
-        for row in s.rows()
-        if row["battery"] is not None
-    }
-
-
-def _per_bin(window: ReportWindow, start: datetime) -> Segment:
-    """[start, window end) from a tier that keeps bins: the site tiers sum them away."""
-    return Segment(start, window.end, "hourly" if window.source == "daily" else window.source)
+    lowest: dict[str, float] = {}
+    for segment in window.per_bin(max(window.start, window.end - BATTERY_LOOKBACK)):
+        series = _query(
+            influx, scope, window, segment, "min(battery_pct) AS battery", "GROUP BY bin"
+        )
+        for s in series:
+            for row in s.rows():
+                if row["battery"] is not None:
+                    level = float(row["battery"])
+                    bin_id = s.tags["bin"]
+                    lowest[bin_id] = min(level, lowest.get(bin_id, level))
+    return lowest
 
 
 def _query(

@@ -7,7 +7,8 @@ InfluxDB 1.6's cost grows with the series a query opens, not only with the point
 docs/performance.md), so a report reads whole days from the daily tier, other hours from the
 site-hour tier, and only the last hours, which the continuous queries may not have re-summed yet,
 from the bin-hours. Days are cut at the zone's standard offset (a continuous query has no time
-zone); `plan` decides which tier answers which hours, and every path gives the same figures
+zone); `plan` decides which tier answers which hours (only of what the tiers hold:
+core/coverage.py), and every path gives the same figures
 (docs/metrics.md). The API's raw path (compliance/queries.py) evaluates `ROLLUP_FIELDS` as a
 subquery, so both paths compute every figure the same way.
 """
@@ -20,20 +21,51 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
-from core.influx import InfluxClient
+from core.coverage import HOUR, NOTHING_YET, Coverage, record_coverage
+from core.influx import InfluxClient, SinkRejected
 from core.telemetry import (
     DAY,
+    MEASUREMENT,
+    RAW_RP,
     daily_select_into,
     select_into,
     site_hour_select_into,
     standard_offset,
 )
+from core.times import from_epoch_ms
 
 BACKFILL_CHUNK: Final = timedelta(days=7)  # one SELECT … INTO per week keeps each write small
 # A bin-hour stops changing 6 h after it ends, the site-hour summing it at most an hour later:
 # hours that ended longer ago than this are read from site-hours, days from site-days once their
 # last hour is; younger hours come from the bin-hours (a margin for the queries' run time).
 SETTLED: Final = timedelta(hours=8)
+
+
+def _usable(
+    start: datetime, end: datetime, coverage: Coverage, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The parts of [start, end) that lie in one covered period and hold no stale hour, in
+    order (joined where periods overlap or touch)."""
+    joined: list[tuple[datetime, datetime]] = []
+    for period in sorted(coverage.periods, key=lambda c: c.start):
+        begin, finish = max(start, period.start), min(end, period.end or end)
+        if finish <= begin:
+            continue
+        if joined and begin <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], finish))
+        else:
+            joined.append((begin, finish))
+    stale = sorted(h for h in coverage.late if start <= h < end and coverage.stale(h, now))
+    parts: list[tuple[datetime, datetime]] = []
+    for begin, finish in joined:
+        for hour in stale:
+            if begin <= hour < finish:
+                if begin < hour:
+                    parts.append((begin, hour))
+                begin = hour + HOUR
+        if begin < finish:
+            parts.append((begin, finish))
+    return parts
 
 
 # --- which tier answers which part of a window -------------------------------------------------
@@ -50,15 +82,48 @@ class Segment:
 
 
 def plan(
-    start: datetime, end: datetime, *, tier: Tier, timezone: str, now: datetime
+    start: datetime,
+    end: datetime,
+    *,
+    tier: Tier,
+    timezone: str,
+    now: datetime,
+    coverage: Coverage,
 ) -> tuple[Segment, ...]:
-    """The parts of [start, end) (whole hours) and the tier that answers each. `raw` and
-    `hourly` answer all of it. `daily` reads from the daily tier the local days that lie wholly
-    inside, ended SETTLED before `now` and are cut at the standard offset (in a zone with
-    daylight saving the summer's days are not), from site-hours the other hours that ended
-    SETTLED before `now`, and from bin-hours the rest."""
+    """The parts of [start, end) (whole hours) and the tier that answers each. `raw` answers
+    all of it; otherwise the hours the rollups do not hold (`coverage`) come from raw readings,
+    and of the rest `hourly` reads the bin-hours, and `daily` reads from the daily tier the
+    local days that lie wholly inside one usable part, ended SETTLED before `now` and are cut
+    at the standard offset (in a zone with daylight saving the summer's days are not), from
+    site-hours the other hours that ended SETTLED before `now`, and from bin-hours the rest."""
+    if tier == "raw":
+        return (Segment(start, end, "raw"),)
+    segments: list[Segment] = []
+
+    def add(segment: Segment) -> None:
+        if segments and segments[-1].tier == segment.tier:
+            segments[-1] = Segment(segments[-1].start, segment.end, segment.tier)
+        else:
+            segments.append(segment)
+
+    done = start
+    for begin, finish in _usable(start, end, coverage, now):
+        if begin > done:
+            add(Segment(done, begin, "raw"))
+        for segment in _plan_covered(begin, finish, tier=tier, timezone=timezone, now=now):
+            add(segment)
+        done = finish
+    if done < end:
+        add(Segment(done, end, "raw"))
+    return tuple(segments)
+
+
+def _plan_covered(
+    start: datetime, end: datetime, *, tier: Tier, timezone: str, now: datetime
+) -> list[Segment]:
+    """[start, end), held by the rollups: see `plan`."""
     if tier != "daily":
-        return (Segment(start, end, tier),)
+        return [Segment(start, end, tier)]
     zone, offset = ZoneInfo(timezone), standard_offset(timezone)
     settled = (now - SETTLED).replace(minute=0, second=0, microsecond=0)
     segments: list[Segment] = []
@@ -92,7 +157,7 @@ def plan(
             add(finish, "daily")
         day += DAY
     hours_until(end)
-    return tuple(segments)
+    return segments
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -120,6 +185,7 @@ def backfill(
     days outside the range are taken from the site-hours as they stand). Rewriting gives the
     same points, so overlaps are harmless. `on_chunk(tier, chunk_end, written)` reports progress."""
     first, last = _floor_hour(start), _ceil_hour(end)
+    began = datetime.now(UTC)  # what was stored before this moment is in the rollups after it
     database = influx.database
     hourly = _run_chunks(influx, select_into(database, _RANGE), first, last, "hourly", on_chunk)
     site_hour = _run_chunks(
@@ -134,7 +200,25 @@ def backfill(
         "daily",
         on_chunk,
     )
+    record_coverage(influx, first, last, began)
     return Backfilled(hourly, site_hour, daily)
+
+
+def catch_up(influx: InfluxClient, *, timezone: str) -> Backfilled | None:
+    """Roll up again the SETTLED hours up to the newest stored reading (None: nothing stored).
+    A continuous query re-reads an hour only while InfluxDB runs: readings stored late shortly
+    before InfluxDB stopped (the demo stops it with everything else, after a replay) are in no
+    rollup until this runs, at the next start, before anything new is written."""
+    try:
+        series = influx.query(f"SELECT last(fill_pct) FROM {RAW_RP}.{MEASUREMENT}")
+    except SinkRejected as exc:
+        if any(answer in exc.message for answer in NOTHING_YET):
+            return None
+        raise
+    if not series or not series[0].values:
+        return None
+    newest = from_epoch_ms(series[0].values[0][0])
+    return backfill(influx, newest - SETTLED, newest, timezone=timezone)
 
 
 _RANGE: Final = "WHERE time >= $start AND time < $end "

@@ -4,13 +4,15 @@ docs/metrics.md; the arithmetic is in compliance/figures.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import BaseModel
 
-from compliance.rollups import Segment, plan
+from compliance.rollups import Segment, Tier, plan
+from core.coverage import Coverage
 from core.errors import InvalidRequest
 from core.telemetry import MAX_RAW_RANGE
 from core.times import UtcTime, rfc3339
@@ -34,7 +36,8 @@ AUTO_RAW_UP_TO: Final = timedelta(days=1)
 @dataclass(frozen=True, slots=True)
 class ReportWindow:
     """A checked report range [start, end) on whole hours, the source that will answer it (and
-    which tier answers which part of it), and the optional period breakdown."""
+    which tier answers which part of it, given what the rollups cover at `now`), and the
+    optional period breakdown."""
 
     start: datetime
     end: datetime
@@ -42,6 +45,15 @@ class ReportWindow:
     source: Source
     timezone: str
     segments: tuple[Segment, ...]
+    now: datetime
+    coverage: Coverage
+
+    def per_bin(self, start: datetime) -> tuple[Segment, ...]:
+        """[start, end) from tiers that keep bins (the site tiers sum them away)."""
+        tier: Tier = "hourly" if self.source == "daily" else self.source
+        return plan(
+            start, self.end, tier=tier, timezone=self.timezone, now=self.now, coverage=self.coverage
+        )
 
     @property
     def hours(self) -> int:
@@ -57,9 +69,11 @@ class ReportWindow:
         source: SourceParam,
         now: datetime,
         timezone: str,
+        coverage: Callable[[datetime, datetime], Coverage],
     ) -> ReportWindow:
         """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
-        parameter; InvalidRequest (422) says what to send instead."""
+        parameter; InvalidRequest (422) says what to send instead. `coverage(start, end)` says
+        what the rollups hold of the window (core.coverage.read_coverage)."""
         end = end or now.replace(minute=0, second=0, microsecond=0)
         start = start or end - DEFAULT_REPORT_RANGE
         if start >= end:
@@ -82,8 +96,9 @@ class ReportWindow:
         chosen: Source = (
             source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
         )
-        segments = plan(start, end, tier=chosen, timezone=timezone, now=now)
-        return cls(start, end, every, chosen, timezone, segments)
+        held = coverage(start, end)
+        segments = plan(start, end, tier=chosen, timezone=timezone, now=now, coverage=held)
+        return cls(start, end, every, chosen, timezone, segments, now, held)
 
 
 class Metrics(BaseModel):

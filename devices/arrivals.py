@@ -17,6 +17,7 @@ class Arrival(NamedTuple):
     bin_id: str
     message: Reading | Event | Status
     received_at: float  # epoch seconds, ingest's clock
+    buffered: bool = False  # a reading that came in an array (an offline buffer)
 
 
 class StoredHook(Protocol):

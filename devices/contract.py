@@ -158,6 +158,11 @@ class Topics:
     def dispatch(self, operator_id: str) -> str:
         return f"{self.prefix}/operators/{operator_id}/dispatch"
 
+    def simulator_faults(self) -> str:
+        """Where `binwatch demo --inject` tells the demo's simulator which fault to play (demo
+        only: the simulator's account alone may read or write it)."""
+        return f"{self.prefix}/simulator/faults"
+
     def inbound_filters(self) -> list[str]:
         """What ingest subscribes to: everything bins send to the platform."""
         return [

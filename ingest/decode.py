@@ -88,6 +88,8 @@ class Decoded:
     # Valid events and statuses, for the alert rules (which act on readings too).
     events: list[tuple[str, Event]] = field(default_factory=list)
     statuses: list[tuple[str, Status]] = field(default_factory=list)
+    # The readings came as an array: a flushed offline buffer (the clock-skew rule needs it).
+    buffered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,8 @@ def _decode_document(
             decoded.rejections.append(
                 Rejection("empty_batch", "an empty array carries no readings", payload)
             )
+            return
+        decoded.buffered = True
         for index, element in enumerate(document):
             outcome = _decode_one(where, element, measurement, tags, received_ms, limits, decoded)
             if isinstance(outcome, str):

@@ -25,13 +25,15 @@ import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
+from core.coverage import late_hours, late_lines, open_coverage
 from core.errors import SinkRejected, SinkUnavailable
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.mqtt import is_auth_failure, make_client, sub_account
 from core.settings import Settings
 from core.sql import make_engine
-from core.telemetry import ensure_rollups
+from core.telemetry import ROLLUP_RP, ensure_rollups
+from core.times import epoch_ms
 from devices.arrivals import Arrival, ArrivalHook, StoredHook
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
@@ -295,6 +297,7 @@ class Ingestor:
         start, and again if someone dropped the database under a running ingest."""
         self.influx.ensure_database(self.settings.raw_retention)
         ensure_rollups(self.influx, self.settings.timezone)
+        open_coverage(self.influx)
 
     def _first_tries(self, action: Callable[[], None], what: str, stop: threading.Event) -> None:
         """At start-up a server may still be coming up (compose starts everything at once):
@@ -441,10 +444,32 @@ class Ingestor:
                     hook_failed.add(id(part))
                     detail = f"{type(hook).__name__} failed: {describe(error)}"
                     later[part.source].append(Rejection("hook_failed", detail, _json(part)))
+        late = self._late_lines(batch)
+        if late and self._retrying(lambda: self._mark_late(late), stop, batch) is None:
+            return None
         letters = self._dead_letters(batch, later)
         if letters and self._retrying(lambda: self._save_letters(letters), stop, batch) is None:
             return None
         return lines, refused_lines, letters, write_s
+
+    def _late_lines(self, batch: list[_Pending]) -> list[str]:
+        """Marks for the hours that got a reading late, so reports read them raw until a rollup
+        has re-read them (compliance.rollups, "Coverage"); taken after the readings were stored."""
+        written_ms = int(self._clock() * 1000)
+        hours = late_hours(
+            (epoch_ms(reading.ts) for p in batch for _, reading in p.decoded.readings),
+            written_ms=written_ms,
+        )
+        return late_lines(hours, written_ms=written_ms) if hours else []
+
+    def _mark_late(self, lines: list[str]) -> bool:
+        """True once written or refused (`_retrying` takes None for "give up"). A refusal is a
+        permanent fault, logged and not retried: it must not hold the readings behind it."""
+        try:
+            self.influx.write(lines, retention_policy=ROLLUP_RP)
+        except SinkRejected as exc:
+            log.error("late-hour marks refused; those hours may be read from rollups: %s", exc)
+        return True
 
     def _check_history(self, readings: list[tuple[str, Reading]]) -> dict[int, str]:
         """The history check's verdicts; if InfluxDB refuses the check itself (not the data's
@@ -529,7 +554,7 @@ class Ingestor:
 
     def _run_arrivals(self, parts: list[_Part]) -> None:
         assert self._on_arrivals is not None
-        self._on_arrivals([Arrival(p.bin_id, p.message, p.received_at) for p in parts])
+        self._on_arrivals([Arrival(p.bin_id, p.message, p.received_at, p.buffered) for p in parts])
 
     def _save_letters(self, letters: list[DeadLetter]) -> bool:
         """Store the letters, then prune (at most every PRUNE_EVERY_S) past the retention and
@@ -634,6 +659,7 @@ class _Part(NamedTuple):
     message: Reading | Event | Status
     received_at: float
     source: int  # its message's index in the batch
+    buffered: bool  # a reading that came in an array (an offline buffer)
 
 
 def _parts(batch: list[_Pending]) -> list[_Part]:
@@ -646,7 +672,7 @@ def _parts(batch: list[_Pending]) -> list[_Part]:
         )
         at = pending.received_at
         parts += [
-            _Part(line, bin_id, message, at, source)
+            _Part(line, bin_id, message, at, source, decoded.buffered)
             for line, (bin_id, message) in zip(decoded.lines, messages, strict=True)
         ]
     return parts

@@ -11,7 +11,8 @@ people read the alerts of what they answer for:
 | `collector`      | write every operator's dispatch topic, and the grid's escalation topics |
 | `alerter`        | write `<prefix>/alerts/#`                                               |
 | `simulator`, `simulator-crews` | write every bin's topics and read the dispatches: it     |
-|                  | impersonates the whole fleet and the operators' crews (demos, tests)    |
+|                  | impersonates the whole fleet and the operators' crews (demos, tests);   |
+|                  | read and write its faults topic (`binwatch demo --inject`)              |
 | `operator-<id>`  | read its operator's dispatch topic and the alerts of the sites it serves |
 | `manager-<name>` | read the alerts of its sites (`<prefix>/alerts/<site id>`)              |
 | `admin-<name>`   | read every alert (`<prefix>/alerts/#`): the city's                      |
@@ -37,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
+from devices.contract import Topics
 from devices.models import AreaContact, Bin, Operator, Site
 from security.hashing import mosquitto_hash, new_secret
 from security.models import MqttCredential
@@ -154,7 +156,11 @@ def acl_text(session: Session, prefix: str) -> str:
         "collector": [f"topic write {prefix}/operators/+/dispatch"]
         + [f"topic write {topic}" for topic in escalations],
         "alerter": [f"topic write {alerts}/#"],
-        "simulator": [f"topic write {bins}/#", f"topic read {prefix}/operators/+/dispatch"],
+        "simulator": [
+            f"topic write {bins}/#",
+            f"topic read {prefix}/operators/+/dispatch",
+            f"topic readwrite {Topics(prefix).simulator_faults()}",
+        ],
     }
     for service, names in SUB_ACCOUNTS.items():
         sections.update((name, sections[service]) for name in names)

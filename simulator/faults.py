@@ -1,9 +1,13 @@
 """Faults the simulator can inject so a demo shows every alert: `fire`, `tilt`, `silence` and
 `battery`, each at one bin from a moment of the run, given as `KIND:BIN_ID@MINUTES` (simulated
-minutes after the first round), e.g. `--inject fire:sz-peoples-government-s1-kitchen@30`."""
+minutes after the first round), e.g. `--inject fire:sz-peoples-government-s1-kitchen@30`.
+
+A running simulator also takes faults "from now on" as `KIND:BIN_ID` on its faults topic
+(`binwatch demo --inject`, which sends the event of a fire or tilt itself, at once)."""
 
 from __future__ import annotations
 
+import queue
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +21,9 @@ FIRE_TEMP_C: Final = 85.0
 # A drained battery: under the default alert level of 15 %.
 DRAINED_PCT: Final = 8.0
 _SPEC = re.compile(rf"({'|'.join(KINDS)}):({BIN_ID_PATTERN})@(\d+(?:\.\d+)?)")
+# Under the topic prefix: where a running simulator listens for faults to inject from now on.
+# Faults whose event `binwatch demo --inject` publishes itself.
+ANNOUNCED_BY_SENDER: Final = ("fire", "tilt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +50,24 @@ class Injector:
         self.faults = faults
         self._start: datetime | None = None
         self._announced: set[Fault] = set()
+        self._arrived: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+
+    def arrive(self, spec: str) -> None:
+        """A fault `KIND:BIN_ID` from now on (from any thread: paho's, for the faults topic);
+        `ValueError` for a bad spec. It takes effect from the next round."""
+        fault = Fault.parse(f"{spec}@0")
+        self._arrived.put((fault.kind, fault.bin_id))
 
     def apply(
         self, ts: datetime, readings: tuple[tuple[str, Reading], ...]
     ) -> tuple[list[tuple[str, Reading]], list[tuple[str, Event]]]:
         self._start = self._start or ts
+        while not self._arrived.empty():
+            kind, bin_id = self._arrived.get()
+            fault = Fault(kind, bin_id, ts - self._start)
+            self.faults.append(fault)
+            if kind in ANNOUNCED_BY_SENDER:
+                self._announced.add(fault)
         active = [f for f in self.faults if ts - self._start >= f.after]
         events: list[tuple[str, Event]] = []
         for fault in active:

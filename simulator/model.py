@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -123,6 +123,29 @@ class BinState:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    """A bin's last stored reading, for a run that continues where the stored data ends."""
+
+    ts: datetime
+    seq: int | None
+    fill_pct: float
+    battery_pct: float | None
+
+
+def resume_start(
+    start: datetime, ends: Mapping[str, Resumed], bin_ids: Iterable[str], *, interval_s: float
+) -> datetime:
+    """Where a resumed run starts: an interval after the earliest bin's last stored reading,
+    but never before `start` (a bin silent for days does not drag the whole fleet back); from
+    `start` when a bin has nothing stored yet. The model skips each bin's rounds that come
+    less than an interval after its own last reading, so no period is written twice."""
+    last = [ends[b].ts for b in bin_ids if b in ends]
+    if not ends or len(last) < len({*bin_ids}):
+        return start
+    return max(start, min(last) + timedelta(seconds=interval_s))
+
+
+@dataclass(frozen=True, slots=True)
 class Round:
     """Every bin's reading at one simulated moment, in bin-id order."""
 
@@ -217,7 +240,10 @@ class FleetModel:
         start: datetime,
         interval_s: float,
         timezone: str = DEFAULT_TIMEZONE,
+        resume: Mapping[str, Resumed] | None = None,
     ) -> None:
+        """`resume`: bins that continue from their last stored reading (its seq, fill and
+        battery), each silent until an interval after it."""
         if start.tzinfo is None:
             raise ValueError("start must be an aware datetime")
         interval_ms = round(interval_s * 1000)
@@ -234,6 +260,7 @@ class FleetModel:
         self._profiles: list[BinProfile] = []
         self._rngs: dict[str, random.Random] = {}
         self._states: dict[str, BinState] = {}
+        self._not_before: dict[str, datetime] = {}
         quality: dict[str, float] = {}
         for tags in sorted(bins, key=lambda t: t.bin):
             if tags.bin in self._rngs:
@@ -256,9 +283,18 @@ class FleetModel:
                     temp_offset_c=rng.uniform(-1.5, 2.5),
                 )
             )
-            self._states[tags.bin] = BinState(
+            state = BinState(
                 seq=0, fill_pct=rng.uniform(0.0, 70.0), battery_pct=rng.uniform(55.0, 100.0)
             )
+            end = (resume or {}).get(tags.bin)
+            if end is not None:
+                state = BinState(
+                    seq=0 if end.seq is None else end.seq + 1,
+                    fill_pct=end.fill_pct,
+                    battery_pct=state.battery_pct if end.battery_pct is None else end.battery_pct,
+                )
+                self._not_before[tags.bin] = end.ts + self._interval
+            self._states[tags.bin] = state
             self._rngs[tags.bin] = rng
 
     @property
@@ -298,8 +334,11 @@ class FleetModel:
         hours = self._interval_minutes / 60
         drain = _BATTERY_DRAIN_PER_HOUR * hours + _BATTERY_DRAIN_PER_READING
         readings = []
+        not_before = self._not_before
         for profile in self._profiles:
             bin_id = profile.bin_id
+            if not_before and ts < not_before.get(bin_id, ts):
+                continue  # resumed: this bin's stored data already covers this round
             rng = self._rngs[bin_id]
             state = self._states[bin_id]
             activity = _WEEKEND_ACTIVITY[profile.site_type] if weekend else 1.0

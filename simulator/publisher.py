@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +28,10 @@ import paho.mqtt.client as paho
 from core.errors import BinwatchError
 from core.mqtt import Connection, is_auth_failure, make_client
 from core.settings import Settings
-from devices.contract import Reading, Status, TopicKind, Topics
+from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.registry import BinTags
-from simulator.faults import Injector
-from simulator.model import FleetModel
+from simulator.faults import ANNOUNCED_BY_SENDER, Fault, Injector
+from simulator.model import FleetModel, Resumed, resume_start
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,13 @@ PROGRESS_EVERY_S = 1.0
 # Rate pacing sleeps only once it is this far ahead, so it does not sleep per message.
 PACE_SLACK_S = 0.005
 # An unbounded accelerated run (the demo) starts this far back: two hours of history show within
-# two minutes at speed 60, then the fleet reports in real time. Short on purpose: replayed
-# readings are hours behind the clock, which the alerter rightly flags as clock skew until the
-# run has caught up.
+# two minutes at speed 60, then the fleet reports in real time. A resumed run (the demo's
+# restart) starts where each bin's stored data ends instead, but no further back than this.
 UNBOUNDED_BACKFILL = timedelta(hours=2)
+# A paced run's round published more than an interval after its own `ts` is history: each bin
+# sends it as a real bin flushes its offline buffer, in arrays of up to this many readings (the
+# clock-skew rule knows that an array's readings are old by right: alerts/rules.py).
+REPLAY_BATCH = 10
 # MQTT 5 §3.2.2.3.3: a server that sends no Receive Maximum accepts 65,535 in flight.
 DEFAULT_RECEIVE_MAXIMUM = 65535
 
@@ -82,8 +85,13 @@ class _Publisher:
     message would cost the publisher a third of its throughput.
     """
 
-    def __init__(self, settings: Settings, client_id: str) -> None:
+    def __init__(
+        self, settings: Settings, client_id: str, *, on_fault: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_fault` hears every fault sent to the faults topic (`binwatch demo --inject`)."""
         self._endpoint = settings.mqtt_endpoint()
+        self._faults_topic = Topics(settings.topic_prefix).simulator_faults()
+        self._on_fault = on_fault
         self._connection: Connection = make_client(settings, client_id, persistent=False)
         self._connected = threading.Event()
         self._wakeup = threading.Event()
@@ -99,6 +107,7 @@ class _Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
     def open(self) -> None:
         """Connect and wait for the CONNACK; a refusal or silence is a `SimulatorError`."""
@@ -169,6 +178,9 @@ class _Publisher:
         # Maximum (stock Mosquitto says 20), or it disconnects us. paho neither applies it nor
         # lets its own in-flight limit change once connected, so the window enforces it.
         self._limit = min(WINDOW, getattr(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM))
+        if self._on_fault is not None:
+            # In on_connect, so a reconnect (with a clean start) subscribes again.
+            self._connection.client.subscribe(self._faults_topic, qos=QOS)
         if self._connected.is_set():
             log.info("reconnected to the MQTT broker; paho resends what was unacknowledged")
         self._connected.set()
@@ -178,6 +190,14 @@ class _Publisher:
     ) -> None:
         if reason.is_failure:
             log.warning("lost the MQTT broker (%s); paho reconnects", reason)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+        if self._on_fault is None:
+            return
+        try:
+            self._on_fault(message.payload.decode())
+        except (UnicodeDecodeError, ValueError) as exc:
+            log.warning("ignored a fault on %s: %s", message.topic, exc)
 
     def _on_publish(
         self, _client: paho.Client, _userdata: Any, _mid: int, reason: Any, _properties: Any
@@ -228,6 +248,8 @@ def run_simulation(
     on_progress: Callable[[int], None] | None = None,
     between_rounds: Callable[[FleetModel], None] | None = None,
     injector: Injector | None = None,
+    resume: Mapping[str, Resumed] | None = None,
+    listen_for_faults: bool = False,
 ) -> SimulationResult:
     """Publish the fleet's readings until `rounds` are done, `duration_s` (real seconds) has
     passed or `stop` is set; statuses go `online: true` first and `online: false` at the end.
@@ -236,7 +258,10 @@ def run_simulation(
     apart; `speed=0` or a `rate` (readings per second, a steady load for benchmarks) publishes as
     fast as allowed instead. Setting `stop` (e.g. from a SIGINT handler) is the clean way out.
     `between_rounds` may change the model between two rounds (the crews empty bins there, so
-    the model is never changed while a round is being computed).
+    the model is never changed while a round is being computed). `resume` (each bin's last
+    stored reading, simulator.resume) continues every bin from there: no period is written
+    twice, and without `start` the run begins where the stored data ends. `listen_for_faults`
+    takes faults from the faults topic while running (`binwatch demo --inject`).
     """
     if rounds is None and duration_s is None and stop is None:
         raise ValueError("give rounds, duration_s or a stop event: the run must be able to end")
@@ -254,17 +279,31 @@ def run_simulation(
             rounds=rounds,
             duration_s=duration_s,
         )
+        if resume:
+            start = resume_start(start, resume, (b.bin for b in bins), interval_s=interval_s)
     model = FleetModel(
-        bins, seed=seed, start=start, interval_s=interval_s, timezone=settings.timezone
+        bins,
+        seed=seed,
+        start=start,
+        interval_s=interval_s,
+        timezone=settings.timezone,
+        resume=resume,
     )
     topics = Topics(settings.topic_prefix)
     telemetry = {bin_id: topics.bin(bin_id, TopicKind.telemetry) for bin_id in model.bin_ids}
-    publisher = _Publisher(settings, f"binwatch-simulator-{uuid.uuid4().hex[:12]}")
+    if listen_for_faults and injector is None:
+        injector = Injector([])
+    publisher = _Publisher(
+        settings,
+        f"binwatch-simulator-{uuid.uuid4().hex[:12]}",
+        on_fault=injector.arrive if listen_for_faults and injector is not None else None,
+    )
     publisher.open()
     began, wall_began = time.monotonic(), time.time()
     deadline = began + duration_s if duration_s is not None else float("inf")
     round_gap_s = interval_s / speed if speed > 0 and rate is None else 0.0
     last: dict[str, Reading] = {}
+    held: dict[str, list[bytes]] = {}  # replayed readings not yet sent, per bin
     published = done_rounds = 0
     next_progress = began + PROGRESS_EVERY_S
     status_ts = model.next_ts
@@ -280,6 +319,9 @@ def run_simulation(
             if not _wait_until(due, deadline, stop):
                 break
             before = published
+            replaying = round_gap_s > 0 and time.time() - current.ts.timestamp() > interval_s
+            if not replaying:
+                _flush(publisher, telemetry, held)
             readings: Sequence[tuple[str, Reading]] = current.readings
             if injector is not None:
                 readings, events = injector.apply(current.ts, current.readings)
@@ -294,9 +336,14 @@ def run_simulation(
                     now = time.monotonic()
                 if stop.is_set() or now >= deadline:
                     break
-                publisher.publish(
-                    telemetry[bin_id], reading.model_dump_json(exclude_none=True).encode()
-                )
+                body = reading.model_dump_json(exclude_none=True).encode()
+                if replaying:
+                    buffer = held.setdefault(bin_id, [])
+                    buffer.append(body)
+                    if len(buffer) >= REPLAY_BATCH:
+                        publisher.publish(telemetry[bin_id], _array(held.pop(bin_id)))
+                else:
+                    publisher.publish(telemetry[bin_id], body)
                 last[bin_id] = reading
                 published += 1
                 if on_progress is not None and now >= next_progress:
@@ -309,6 +356,7 @@ def run_simulation(
             done_rounds += 1
             if between_rounds is not None:
                 between_rounds(model)
+        _flush(publisher, telemetry, held)
         _publish_statuses(publisher, topics, model.bin_ids, Status(ts=status_ts, online=False))
         publisher.drain()
         elapsed_s = time.monotonic() - began
@@ -317,6 +365,40 @@ def run_simulation(
     if on_progress is not None:
         on_progress(published)
     return SimulationResult(published=published, elapsed_s=elapsed_s, rounds=done_rounds, last=last)
+
+
+def inject_fault(settings: Settings, kind: str, bin_id: str, *, now: datetime) -> None:
+    """Make a running simulator's bin misbehave from now on (`binwatch demo --inject`): a fire
+    or tilt event is published here at once, as the bin would send it; the fault goes to the
+    simulator's faults topic, which changes the bin's readings from its next round (hot, a
+    drained battery, or none at all). `ValueError` for an unknown kind; `SimulatorError` when
+    the broker refuses or does not answer."""
+    spec = f"{kind}:{bin_id}"
+    Fault.parse(f"{spec}@0")  # the checks a running simulator will make
+    publisher = _Publisher(settings, f"binwatch-inject-{uuid.uuid4().hex[:12]}")
+    publisher.open()
+    try:
+        if kind in ANNOUNCED_BY_SENDER:
+            event = Event.model_validate({"ts": now, "type": kind, "detail": "injected"})
+            topic = Topics(settings.topic_prefix).bin(bin_id, TopicKind.event)
+            publisher.publish(topic, event.model_dump_json().encode())
+        publisher.publish(Topics(settings.topic_prefix).simulator_faults(), spec.encode())
+        publisher.drain()
+    finally:
+        publisher.close()
+
+
+def _array(readings: list[bytes]) -> bytes:
+    return b"[" + b",".join(readings) + b"]"
+
+
+def _flush(
+    publisher: _Publisher, telemetry: Mapping[str, str], held: dict[str, list[bytes]]
+) -> None:
+    """Send every bin's held replayed readings, as the array a bin sends once back online."""
+    for bin_id, readings in held.items():
+        publisher.publish(telemetry[bin_id], _array(readings))
+    held.clear()
 
 
 def _publish_statuses(

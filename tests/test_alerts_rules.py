@@ -108,6 +108,37 @@ def test_clock_skew_with_hysteresis_and_only_on_the_newest_reading() -> None:
         assert _kinds([f for f in found if f.kind is AlertType.clock_skew]) == expected
 
 
+def test_an_offline_buffer_is_skew_only_when_its_newest_reading_is_ahead() -> None:
+    reading = _r(0)
+    for offset, expected in [
+        (timedelta(hours=2), []),  # flushed after two hours offline: old by right
+        (timedelta(seconds=30), [(AlertType.clock_skew, False)]),
+        (-timedelta(minutes=10), [(AlertType.clock_skew, True)]),  # ahead: the clock is wrong
+    ]:
+        for found in (
+            rules.on_reading(
+                reading,
+                Memory(),
+                LIMITS,
+                received_at=reading.ts + offset,
+                newest=True,
+                buffered=True,
+            )[0],
+            [
+                f
+                for _, f in rules.on_readings(
+                    [reading],
+                    Memory(),
+                    LIMITS,
+                    received_at=reading.ts + offset,
+                    live={"clock_skew"},
+                    buffered=True,
+                )[0]
+            ],
+        ):
+            assert _kinds([f for f in found if f.kind is AlertType.clock_skew]) == expected
+
+
 def test_an_old_reading_changes_nothing_but_proves_the_bin_alive() -> None:
     memory = Memory(last_ts=T0 + timedelta(minutes=5), last_seq=9)
     found, after = rules.on_reading(

@@ -32,6 +32,7 @@ from compliance.figures import (
 )
 from compliance.requests import request_sums
 from compliance.schemas import Ranking, ReportWindow, SiteRow
+from core.coverage import Coverage, Covered
 from core.errors import InvalidRequest
 from core.sql import make_engine
 from devices.contract import SiteType
@@ -167,6 +168,7 @@ def window(**overrides: object) -> ReportWindow:
     args: dict[str, object] = {
         "start": None, "end": None, "every": None, "source": "auto",
         "now": datetime(2026, 3, 10, 8, 41, tzinfo=UTC), "timezone": "Asia/Shanghai",
+        "coverage": lambda _start, _end: Coverage((Covered(datetime(2026, 1, 1, tzinfo=UTC), None),)),
     }  # fmt: skip
     args.update(overrides)
     return ReportWindow.build(**args)  # type: ignore[arg-type]

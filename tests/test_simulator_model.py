@@ -12,7 +12,7 @@ import pytest
 from core.times import epoch_ms
 from devices.contract import Reading
 from devices.registry import BinTags
-from simulator.model import FleetModel, Round
+from simulator.model import FleetModel, Resumed, Round, resume_start
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # A Monday at local midnight, so whole simulated days are weekdays until Saturday.
@@ -184,3 +184,32 @@ def test_lunchtime_brings_more_kitchen_waste_than_three_in_the_morning() -> None
         hour = (rnd.ts - timedelta(minutes=10)).astimezone(SHANGHAI).hour
         by_hour[hour] += sum(r.deposits or 0 for _bin_id, r in rnd.readings)
     assert by_hour[12] > 5 * max(by_hour[3], 1)
+
+
+def test_a_resumed_fleet_starts_after_the_earliest_stored_end_and_skips_what_is_stored() -> None:
+    fleet = [tags("a"), tags("b")]
+    minute = timedelta(minutes=1)
+    backfill_from = MONDAY
+    ends = {
+        "a": Resumed(ts=MONDAY + 30 * minute, seq=29, fill_pct=42.0, battery_pct=61.0),
+        "b": Resumed(ts=MONDAY + 32 * minute, seq=7, fill_pct=99.0, battery_pct=None),
+    }
+    start = resume_start(backfill_from, ends, ["a", "b"], interval_s=60)
+    assert start == MONDAY + 31 * minute
+    # A bin with nothing stored, or a stored end older than the backfill, changes nothing.
+    assert resume_start(backfill_from, ends, ["a", "b", "c"], interval_s=60) == backfill_from
+    assert resume_start(MONDAY + 40 * minute, ends, ["a", "b"], interval_s=60) == (
+        MONDAY + 40 * minute
+    )
+    model = FleetModel(fleet, seed=1, start=start, interval_s=60, resume=ends)
+    rounds = run(model, 3)
+    sent = [(bin_id, r.ts, r.seq) for rnd in rounds for bin_id, r in rnd.readings]
+    # b's stored data covers up to 32 minutes: its first new reading is at 33, with seq 8.
+    assert sent == [
+        ("a", MONDAY + 31 * minute, 30),
+        ("a", MONDAY + 32 * minute, 31),
+        ("a", MONDAY + 33 * minute, 32),
+        ("b", MONDAY + 33 * minute, 8),
+    ]
+    first_a = rounds[0].readings[0][1]
+    assert first_a.fill_pct >= 42.0  # fill continues from the stored level, never drops

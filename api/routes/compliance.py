@@ -42,6 +42,7 @@ from compliance.schemas import (
     SiteRow,
     SourceParam,
 )
+from core.coverage import read_coverage
 from core.errors import NotFound
 from core.influx import InfluxClient
 from devices.contract import SiteType
@@ -64,6 +65,7 @@ Format = Annotated[
 
 def report_window(
     settings: SettingsDep,
+    influx: InfluxDep,
     start: Annotated[
         TimeParam,
         Query(description="RFC 3339 on a whole hour (URL-encode '+' as %2B); default end − 7 days"),
@@ -92,6 +94,7 @@ def report_window(
         source=source,
         now=datetime.now(UTC),
         timezone=settings.timezone,
+        coverage=lambda first, last: read_coverage(influx, first, last),
     )
 
 

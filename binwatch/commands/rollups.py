@@ -9,6 +9,7 @@ import typer
 from rich.progress import Progress
 
 from compliance.rollups import Tier, backfill
+from core.coverage import open_coverage
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.telemetry import ensure_rollups
@@ -44,6 +45,7 @@ def backfill_command(
     influx = InfluxClient(settings)
     try:
         ensure_rollups(influx, settings.timezone)
+        open_coverage(influx)
         with Progress() as progress:
             tasks = {
                 tier: progress.add_task(f"{tier} tier", total=(last - first).total_seconds())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -12,13 +13,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.errors import BinwatchError
+from core.influx import InfluxClient
 from core.settings import Settings
 from core.signals import stop_on_signals
 from core.sql import make_engine
 from devices.registry import BinTags, bin_tags
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector
-from simulator.publisher import run_simulation
+from simulator.model import Resumed
+from simulator.publisher import UNBOUNDED_BACKFILL, run_simulation
+from simulator.resume import stored_ends
 
 NO_BINS = "no bins in the registry: run `binwatch fleet import` first"
 
@@ -53,6 +57,17 @@ def simulate(
     skip_share: Annotated[
         float, typer.Option(min=0, max=1, help="share of crew jobs reported done but not done")
     ] = 0.05,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="continue each bin from its last reading stored in InfluxDB (the demo's "
+            "restarts): no period is written twice"
+        ),
+    ] = False,
+    listen_for_faults: Annotated[
+        bool,
+        typer.Option(help="take faults from `binwatch demo --inject` while running"),
+    ] = False,
     inject: Annotated[
         list[str] | None,
         typer.Option(
@@ -69,6 +84,7 @@ def simulate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--inject") from None
     bins = _registered_bins(settings, console)
+    ends = _stored_ends(settings, console) if resume else None
     stop = threading.Event()
     stop_on_signals(stop, second_interrupts=True)
     began = time.monotonic()
@@ -96,6 +112,8 @@ def simulate(
                 on_progress=show,
                 between_rounds=crew.apply if crew else None,
                 injector=injector,
+                resume=ends,
+                listen_for_faults=listen_for_faults,
             )
         except BinwatchError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)
@@ -127,3 +145,18 @@ def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
         console.print(NO_BINS, style="red", markup=False, highlight=False)
         raise typer.Exit(1)
     return bins
+
+
+def _stored_ends(settings: Settings, console: Console) -> dict[str, Resumed]:
+    """Each bin's last stored reading within the longest replay; exit 1 without InfluxDB."""
+    influx = InfluxClient(settings)
+    try:
+        ends = stored_ends(influx, since=datetime.now(UTC) - UNBOUNDED_BACKFILL)
+    except BinwatchError as exc:
+        console.print(f"cannot resume: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        influx.close()
+    if ends:
+        console.print(f"resuming {len(ends)} bins after their last stored reading")
+    return ends
