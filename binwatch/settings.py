@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     collection_work_start_hour: int = Field(
         7, ge=0, le=23, description="local hour operators' working day starts (forecast rule)"
     )
+    collection_forecast_min_span_min: float = Field(
+        60, gt=0, description="forecast: minutes of history since the last emptying it needs"
+    )
+    collection_forecast_min_readings: int = Field(
+        6, ge=3, description="forecast: readings since the last emptying it needs"
+    )
+    collection_forecast_max_rate_pct_h: float = Field(
+        50, gt=0, description="forecast: fastest plausible fill, %/h (faster: a sensor jump)"
+    )
     collection_webhook_attempts: int = Field(
         5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
     )

@@ -63,6 +63,7 @@ class Collector(TickingService):
         super().__init__()
         self.settings = settings
         self.policy = Policy.of(settings)
+        self.evidence = rules.Evidence.of(settings)
         self.sessions = session_factory(engine)
         self.influx = influx
         self.publisher = publisher
@@ -313,21 +314,22 @@ class Collector(TickingService):
         self._kitchen_round = round_at
 
     def forecast(self, now: datetime) -> None:
-        """Bins whose fill rate says they will be full before the operators' next working day
-        get their request now."""
+        """Bins whose fill rate says, on enough evidence, that they will be full before the
+        operators' next working day get their request now; its reason says how sure."""
         if self._next_forecast is not None and now < self._next_forecast:
             return
         fills = series.recent_fill(self.influx, now)
         with self.sessions() as session:
             for bin_id, points in fills.items():
-                full = rules.forecast_fires(
+                found = rules.forecast_fires(
                     points,
                     now=now,
                     work_start_hour=self.settings.collection_work_start_hour,
                     timezone=self.settings.timezone,
+                    evidence=self.evidence,
                 )
-                if full is not None:
-                    reason = f"forecast full at {full.isoformat(timespec='minutes')}"
+                if found is not None:
+                    reason = found.describe()
                     self._open(session, now, bin_id, Rule.forecast, reason, points[-1].fill_pct)
         self._next_forecast = now + FORECAST_EVERY
 

@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from binwatch.settings import Settings
+from collection import rules
 from collection.lifecycle import Status
 from collection.rules import (
+    Evidence,
     FillPoint,
+    Forecast,
     Policy,
+    forecast,
     forecast_fires,
-    full_at,
     kitchen_needs_clearing,
     last_local_hour,
     next_local_hour,
@@ -71,28 +74,90 @@ def test_kitchen_daily(deposit: datetime | None, emptied: datetime | None, due: 
     )
 
 
-def _rising(start: datetime, fills: list[float], every: timedelta) -> list[FillPoint]:
-    return [FillPoint(start + i * every, fill) for i, fill in enumerate(fills)]
+# The shipped defaults (1 h since the emptying, 6 readings, at most 50 %/h).
+EVIDENCE = Evidence.of(Settings())
+QUARTER = timedelta(minutes=15)
 
 
-def test_full_at_extrapolates_the_rate_since_the_last_emptying() -> None:
-    t0 = ROUND
-    points = _rising(t0, [90, 95, 10, 20, 30], timedelta(minutes=15))
-    # 10 → 30 over 30 min: 40 %/h; 70 % more from the last point takes 105 minutes.
-    assert full_at(points) == t0 + timedelta(minutes=60 + 105)
+def _rising(
+    start: datetime, fills: list[float], every: timedelta = QUARTER, readings: int = 15
+) -> list[FillPoint]:
+    return [FillPoint(start + i * every, fill, readings) for i, fill in enumerate(fills)]
+
+
+def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
+    # 10 %/h for 2 h since the emptying (2 → 22 %), measured to ±0.5 %: 78 % left takes 7.8 h.
+    noise = [0.5, -0.5, 0.3, -0.3, 0.0, 0.4, -0.4, 0.2, -0.2]
+    fills = [2 + 2.5 * i + e for i, e in enumerate(noise)]
+    found = forecast(_rising(ROUND, [90, 95, *fills]), EVIDENCE)
+    assert found is not None
+    assert found.rate_pct_h == pytest.approx(10, abs=0.3)
+    assert found.hours_to_full == pytest.approx(7.8, abs=0.2)
+    assert 0 < found.error_h < 0.5  # a few minutes' worth of scatter, not hours
+    assert found.readings == 9 * 15 and found.span == 8 * QUARTER
+    assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
+    assert found.describe().startswith("forecast full at 2026-11-27T")
+    assert f"± {found.error_h:.1f} h" in found.describe()
+
+
+def test_an_exact_line_has_no_error() -> None:
+    found = forecast(_rising(ROUND, [10, 20, 30, 40, 50]), EVIDENCE)
+    assert found is not None
+    # 40 %/h; 50 % left from the last point: 75 minutes.
+    assert found.full_at == ROUND + 4 * QUARTER + timedelta(minutes=75)
+    assert found.error_h == pytest.approx(0, abs=1e-9)
+
+
+def test_too_few_readings_give_no_forecast() -> None:
+    sparse = _rising(ROUND, [10, 20, 30, 40, 50], readings=1)  # 5 readings, 6 needed
+    assert forecast(sparse, EVIDENCE) is None
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50], readings=2), EVIDENCE) is not None
+    # Two points are a line with nothing to check it by, however many readings they hold.
+    assert forecast(_rising(ROUND, [10, 40], timedelta(hours=1), readings=60), EVIDENCE) is None
+
+
+def test_too_short_a_span_gives_no_forecast() -> None:
+    every = timedelta(minutes=14, seconds=59)  # four steps: just under an hour
+    assert forecast(_rising(ROUND, [10, 12, 14, 16, 18], every), EVIDENCE) is None
+    assert forecast(_rising(ROUND, [10, 12, 14, 16, 18]), EVIDENCE) is not None
 
 
 @pytest.mark.parametrize(
     "fills",
-    [[], [50.0], [50.0, 50.0, 50.0], [60.0, 55.0, 50.0]],
+    [
+        [50.0, 50.0, 50.0, 50.0, 50.0],  # not filling
+        [60.0, 58.0, 56.0, 54.0, 52.0],  # settling: falling by less than an emptying
+        [10.0, 25.0, 40.0, 55.0, 70.0],  # 60 %/h: a sensor jumping, not waste arriving
+    ],
 )
-def test_full_at_needs_a_rising_history(fills: list[float]) -> None:
-    assert full_at(_rising(ROUND, fills, timedelta(minutes=15))) is None
+def test_an_implausible_rate_gives_no_forecast(fills: list[float]) -> None:
+    assert forecast(_rising(ROUND, fills), EVIDENCE) is None
 
 
-def test_full_at_needs_half_an_hour_of_history() -> None:
-    assert full_at(_rising(ROUND, [10, 20], timedelta(minutes=29))) is None
-    assert full_at(_rising(ROUND, [10, 20], timedelta(minutes=30))) is not None
+def test_a_bin_just_emptied_gives_no_forecast() -> None:
+    before = [40, 45, 50, 55, 60, 65, 70]
+    # Emptied half an hour ago: the fast fill before it says nothing about now.
+    assert forecast(_rising(ROUND, [*before, 1, 2, 3]), EVIDENCE) is None
+    # An hour of fill since, and the forecast rests on that alone (4 %/h, not 20 %/h).
+    found = forecast(_rising(ROUND, [*before, 1, 2, 3, 4, 5]), EVIDENCE)
+    assert found is not None and found.rate_pct_h == pytest.approx(4)
+
+
+def test_a_scattered_history_is_too_unsure_to_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ~1.5 %/h lost in ±2 % of scatter (no fall big enough to be an emptying).
+    scattered = _rising(ROUND, [30, 34, 30, 34, 31, 35, 32, 36, 33])
+    assert forecast(scattered, EVIDENCE) is None
+    monkeypatch.setattr(rules, "MAX_RELATIVE_ERROR", 10.0)
+    unsure = forecast(scattered, EVIDENCE)
+    assert unsure is not None and unsure.error_h > 0.5 * unsure.hours_to_full
+
+
+def test_a_crawling_rate_is_no_forecast_and_no_overflow() -> None:
+    assert forecast(_rising(ROUND, [10, 10 + 1e-12, 10 + 2e-12, 10 + 3e-12]), EVIDENCE) is None
+
+
+def _fires(points: list[FillPoint], now: datetime) -> Forecast | None:
+    return forecast_fires(points, now=now, work_start_hour=7, timezone=TZ, evidence=EVIDENCE)
 
 
 def test_forecast_fires_only_before_the_next_working_day() -> None:
@@ -101,12 +166,11 @@ def test_forecast_fires_only_before_the_next_working_day() -> None:
     now = ROUND
     start = now - 2 * every
     # 10 %/h from 70 at `now`: full in 3 h, well before 07:00.
-    assert forecast_fires(
-        _rising(start, [50, 60, 70], every), now=now, work_start_hour=7, timezone=TZ
-    ) == now + timedelta(hours=3)
+    found = _fires(_rising(start, [50, 60, 70], every), now)
+    assert found is not None and found.full_at == now + timedelta(hours=3)
     # 1 %/h from 70: full in 30 h, after 07:00 tomorrow.
     slow = _rising(start, [68, 69, 70], every)
-    assert forecast_fires(slow, now=now, work_start_hour=7, timezone=TZ) is None
+    assert _fires(slow, now) is None
 
 
 def test_forecast_boundary_is_strict() -> None:
@@ -114,11 +178,12 @@ def test_forecast_boundary_is_strict() -> None:
     now = ROUND  # next working day: 13 h from now
     # 30 % left at 30/13 %/h reaches 100 exactly at 07:00: the crew can still come then.
     rate = 30 / 13
-    exact = _rising(now - every, [70 - rate, 70], every)
-    assert full_at(exact) == now + timedelta(hours=13)
-    assert forecast_fires(exact, now=now, work_start_hour=7, timezone=TZ) is None
-    earlier = _rising(now - every, [70 - rate * 1.01, 70], every)
-    assert forecast_fires(earlier, now=now, work_start_hour=7, timezone=TZ) is not None
+    exact = _rising(now - 2 * every, [70 - 2 * rate, 70 - rate, 70], every)
+    found = forecast(exact, EVIDENCE)
+    assert found is not None
+    assert abs(found.full_at - (now + timedelta(hours=13))) < timedelta(milliseconds=1)
+    earlier = _rising(now - 2 * every, [70 - 2.02 * rate, 70 - 1.01 * rate, 70], every)
+    assert _fires(earlier, now) is not None
 
 
 def _policy() -> Policy:
