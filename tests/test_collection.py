@@ -8,9 +8,11 @@ import dataclasses
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -111,6 +113,12 @@ def test_threshold_opens_one_request_across_two_workers(
 
 @pytest.fixture
 def api_server(settings: Settings) -> Iterator[Settings]:
+    with serving_api(settings) as served:
+        yield served
+
+
+@contextmanager
+def serving_api(settings: Settings) -> Iterator[Settings]:
     """The API served by uvicorn on a free port; yields settings whose api_url points at it."""
     port = free_port()
     server = uvicorn.Server(
@@ -180,6 +188,31 @@ def test_full_loop_with_simulated_crews(
         ("completed", "verified", "system:collector"),
     ]
     assert first.completed_fill_pct is not None and first.completed_fill_pct <= 2.0
+
+
+def test_crews_refused_by_the_rate_limit_retry_after_it_and_land(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    # One request per second for the crews' key, no burst to speak of: each of the crew's two
+    # actions meets a 429 (the test spends the key's token first) and must wait and try again.
+    slow = settings.model_copy(update={"api_rate_per_s": 1.0, "api_rate_burst": 1})
+    request_id = open_manual(settings, KITCHEN)
+    with serving_api(slow) as served, running_collector(settings) as collector:
+        crews = Crews(served, speed=600, travel_s=0)
+        crews.start()
+        try:
+            wait_for(crews.subscribed.is_set, timeout=10, what="crews to subscribe")
+            with httpx.Client(base_url=served.api_url, headers=ADMIN_HEADERS) as same_key:
+                assert same_key.get("/api/v1/sites").status_code == 200  # the key's one token
+                refused = same_key.get("/api/v1/sites")
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+            collector.tick(datetime.now(UTC))  # dispatched: the crews hear it at once
+            wait_for(lambda: crews.completed == [request_id], timeout=30, what="completion")
+        finally:
+            crews.stop()
+    assert crews.retries >= 2  # the ack and the completion each waited at least once
+    [request] = requests_of(settings, status=None)
+    assert (request.id, request.status) == (request_id, "completed")
 
 
 def test_completion_without_emptying_is_disputed(
