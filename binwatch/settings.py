@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     collection_forecast_max_rate_pct_h: float = Field(
         50, gt=0, description="forecast: fastest plausible fill, %/h (faster: a sensor jump)"
     )
+    collection_forecast_max_reach: float = Field(
+        2, gt=0, description="forecast: looks ahead at most this many times its history's span"
+    )
     collection_webhook_attempts: int = Field(
         5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
     )

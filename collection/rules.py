@@ -95,12 +95,15 @@ class FillPoint:
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What a forecast must rest on, from the settings: history since the last emptying of at
-    least `min_span` and `min_readings` readings, and a fitted rate that is positive and not
-    above `max_rate_pct_h` (faster is a sensor jump, not waste)."""
+    least `min_span` and `min_readings` readings, a fitted rate that is positive and not above
+    `max_rate_pct_h` (faster is a sensor jump, not waste), and a time to full no further ahead
+    than `max_reach` times the span it was fitted over (fill rates follow the time of day, so a
+    line is trusted only about as far as it was measured; bench/forecast.py measured why)."""
 
     min_span: timedelta
     min_readings: int
     max_rate_pct_h: float
+    max_reach: float
 
     @classmethod
     def of(cls, settings: Settings) -> Evidence:
@@ -108,6 +111,7 @@ class Evidence:
             min_span=timedelta(minutes=settings.collection_forecast_min_span_min),
             min_readings=settings.collection_forecast_min_readings,
             max_rate_pct_h=settings.collection_forecast_max_rate_pct_h,
+            max_reach=settings.collection_forecast_max_reach,
         )
 
 
@@ -146,7 +150,7 @@ def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None
     """A least-squares line through the points since the last emptying, extrapolated to 100 %;
     None when the evidence is too thin (span, readings, points), the rate implausible (not
     positive, over the maximum), the fit too unsure (`MAX_RELATIVE_ERROR`) or the bin not full
-    within `HORIZON`."""
+    within the evidence's reach (`max_reach` × span, and never beyond `HORIZON`)."""
     fit = since_emptied(points)
     readings = sum(p.readings for p in fit)
     if len(fit) < MIN_FIT_POINTS or readings < evidence.min_readings:
@@ -164,7 +168,8 @@ def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None
         return None
     now_fill = mean_fill + rate * (hours[-1] - mean_h)
     to_full = max(0.0, 100 - now_fill) / rate
-    if to_full > HORIZON.total_seconds() / 3600:
+    reach = min(evidence.max_reach * span, HORIZON)
+    if to_full > reach.total_seconds() / 3600:
         return None
     residual = sum(
         (f - mean_fill - rate * (h - mean_h)) ** 2 for h, f in zip(hours, fills, strict=True)

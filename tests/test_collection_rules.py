@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,8 +75,10 @@ def test_kitchen_daily(deposit: datetime | None, emptied: datetime | None, due: 
     )
 
 
-# The shipped defaults (1 h since the emptying, 6 readings, at most 50 %/h).
+# The shipped defaults (1 h since the emptying, 6 readings, at most 50 %/h, twice the span).
 EVIDENCE = Evidence.of(Settings())
+# The same, looking as far ahead as the evidence's span allows or not.
+FAR = dataclasses.replace(EVIDENCE, max_reach=100.0)
 QUARTER = timedelta(minutes=15)
 
 
@@ -86,13 +89,13 @@ def _rising(
 
 
 def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
-    # 10 %/h for 2 h since the emptying (2 → 22 %), measured to ±0.5 %: 78 % left takes 7.8 h.
+    # 20 %/h for 2 h since the emptying (2 → 42 %), measured to ±0.5 %: 58 % left takes 2.9 h.
     noise = [0.5, -0.5, 0.3, -0.3, 0.0, 0.4, -0.4, 0.2, -0.2]
-    fills = [2 + 2.5 * i + e for i, e in enumerate(noise)]
+    fills = [2 + 5 * i + e for i, e in enumerate(noise)]
     found = forecast(_rising(ROUND, [90, 95, *fills]), EVIDENCE)
     assert found is not None
-    assert found.rate_pct_h == pytest.approx(10, abs=0.3)
-    assert found.hours_to_full == pytest.approx(7.8, abs=0.2)
+    assert found.rate_pct_h == pytest.approx(20, abs=0.3)
+    assert found.hours_to_full == pytest.approx(2.9, abs=0.1)
     assert 0 < found.error_h < 0.5  # a few minutes' worth of scatter, not hours
     assert found.readings == 9 * 15 and found.span == 8 * QUARTER
     assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
@@ -118,8 +121,8 @@ def test_too_few_readings_give_no_forecast() -> None:
 
 def test_too_short_a_span_gives_no_forecast() -> None:
     every = timedelta(minutes=14, seconds=59)  # four steps: just under an hour
-    assert forecast(_rising(ROUND, [10, 12, 14, 16, 18], every), EVIDENCE) is None
-    assert forecast(_rising(ROUND, [10, 12, 14, 16, 18]), EVIDENCE) is not None
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50], every), EVIDENCE) is None
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50]), EVIDENCE) is not None
 
 
 @pytest.mark.parametrize(
@@ -135,12 +138,12 @@ def test_an_implausible_rate_gives_no_forecast(fills: list[float]) -> None:
 
 
 def test_a_bin_just_emptied_gives_no_forecast() -> None:
-    before = [40, 45, 50, 55, 60, 65, 70]
-    # Emptied half an hour ago: the fast fill before it says nothing about now.
-    assert forecast(_rising(ROUND, [*before, 1, 2, 3]), EVIDENCE) is None
-    # An hour of fill since, and the forecast rests on that alone (4 %/h, not 20 %/h).
-    found = forecast(_rising(ROUND, [*before, 1, 2, 3, 4, 5]), EVIDENCE)
-    assert found is not None and found.rate_pct_h == pytest.approx(4)
+    before = [40, 42, 44, 46, 48, 50, 52]
+    # Emptied half an hour ago: the fill before it says nothing about now.
+    assert forecast(_rising(ROUND, [*before, 1, 12, 23]), EVIDENCE) is None
+    # An hour of fill since, and the forecast rests on that alone (44 %/h, not 8 %/h).
+    found = forecast(_rising(ROUND, [*before, 1, 12, 23, 34, 45]), EVIDENCE)
+    assert found is not None and found.rate_pct_h == pytest.approx(44)
 
 
 def test_a_scattered_history_is_too_unsure_to_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,16 +151,27 @@ def test_a_scattered_history_is_too_unsure_to_forecast(monkeypatch: pytest.Monke
     scattered = _rising(ROUND, [30, 34, 30, 34, 31, 35, 32, 36, 33])
     assert forecast(scattered, EVIDENCE) is None
     monkeypatch.setattr(rules, "MAX_RELATIVE_ERROR", 10.0)
-    unsure = forecast(scattered, EVIDENCE)
+    unsure = forecast(scattered, FAR)
     assert unsure is not None and unsure.error_h > 0.5 * unsure.hours_to_full
 
 
 def test_a_crawling_rate_is_no_forecast_and_no_overflow() -> None:
-    assert forecast(_rising(ROUND, [10, 10 + 1e-12, 10 + 2e-12, 10 + 3e-12]), EVIDENCE) is None
+    crawling = _rising(ROUND, [10, 10 + 1e-12, 10 + 2e-12, 10 + 3e-12, 10 + 4e-12])
+    assert forecast(crawling, FAR) is None
+
+
+def test_a_forecast_looks_no_further_ahead_than_twice_its_span() -> None:
+    # 10 %/h over 1 h since the emptying, 50 % left: 5 h ahead from 1 h of evidence.
+    assert forecast(_rising(ROUND, [40, 42.5, 45, 47.5, 50]), EVIDENCE) is None
+    assert forecast(_rising(ROUND, [40, 42.5, 45, 47.5, 50]), FAR) is not None
+    # The same rate over 2.5 h reaches 5 h ahead.
+    longer = _rising(ROUND, [25 + 2.5 * i for i in range(11)])
+    found = forecast(longer, EVIDENCE)
+    assert found is not None and found.hours_to_full == pytest.approx(5)
 
 
 def _fires(points: list[FillPoint], now: datetime) -> Forecast | None:
-    return forecast_fires(points, now=now, work_start_hour=7, timezone=TZ, evidence=EVIDENCE)
+    return forecast_fires(points, now=now, work_start_hour=7, timezone=TZ, evidence=FAR)
 
 
 def test_forecast_fires_only_before_the_next_working_day() -> None:
@@ -179,7 +193,7 @@ def test_forecast_boundary_is_strict() -> None:
     # 30 % left at 30/13 %/h reaches 100 exactly at 07:00: the crew can still come then.
     rate = 30 / 13
     exact = _rising(now - 2 * every, [70 - 2 * rate, 70 - rate, 70], every)
-    found = forecast(exact, EVIDENCE)
+    found = forecast(exact, FAR)
     assert found is not None
     assert abs(found.full_at - (now + timedelta(hours=13))) < timedelta(milliseconds=1)
     earlier = _rising(now - 2 * every, [70 - 2.02 * rate, 70 - 1.01 * rate, 70], every)
