@@ -128,6 +128,7 @@ class Tally:
     covered: dict[tuple[str, float], int] = field(default_factory=lambda: defaultdict(int))
     asked: dict[tuple[str, float], int] = field(default_factory=lambda: defaultdict(int))
     fired = fired_right = fired_half = fired_half_right = 0
+    leads: list[float] = field(default_factory=list)  # hours from each request to full
 
 
 def evaluate(
@@ -171,6 +172,7 @@ def evaluate(
                 if fires and not requested and fill < thresholds[cycle.bin_id]:
                     requested = True
                     right = cycle.full_at < next_day
+                    tally.leads.append(truth_h)
                     tally.fired += 1
                     tally.fired_right += right
                     if fill < HALF_PCT:
@@ -214,6 +216,13 @@ def report(tally: Tally, cycles: list[Cycle]) -> None:
         f"{tally.fired_right}; for bins under {HALF_PCT:.0f} %: {tally.fired_half}, "
         f"right: {tally.fired_half_right}"
     )
+    if tally.leads:
+        print(
+            f"cycles that reached 100 % with a forecast request first: {tally.fired} of "
+            f"{finished}; hours from request to full: median "
+            f"{statistics.median(tally.leads):.1f}, 10th percentile "
+            f"{statistics.quantiles(tally.leads, n=10)[0]:.1f}"
+        )
 
 
 def main() -> None:
