@@ -263,7 +263,8 @@ def main() -> None:
     history = timedelta(hours=args.history_h)
     print(
         f"evidence: {evidence.min_span} since the emptying, {evidence.min_readings} readings, "
-        f"0 < rate ≤ {evidence.max_rate_pct_h:g} %/h, error ≤ {rules.MAX_RELATIVE_ERROR:.0%}; "
+        f"0 < rate ≤ {evidence.max_rate_pct_h:g} %/h, error ≤ {rules.MAX_RELATIVE_ERROR:.0%}, "
+        f"reach ≤ {evidence.max_reach:g} × span; "
         f"history {history} in {series.FORECAST_BUCKET} buckets"
     )
     cycles = simulate(
