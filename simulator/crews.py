@@ -176,8 +176,8 @@ class Crews:
         action again after Retry-After (bounded by `MAX_TRIES`), otherwise drop the job."""
         if job.action == "complete" and job.empties and job.tries == 0:
             self._empties.put(job.message.bin_id)  # once, however often the API is asked
-        retry_s = self._post(job.message, job.action)
-        if retry_s is None:
+        response = self._post(job.message, job.action)
+        if response is not None and not response.is_error:
             if job.action == "ack":
                 due = self._clock() + job.travel_s * self._scale
                 follow = _Job(due, job.request_id, job.message, job.empties, "complete")
@@ -185,22 +185,23 @@ class Crews:
             else:
                 self.completed.append(job.request_id)
             return
-        if retry_s < 0 or job.tries + 1 >= MAX_TRIES:
-            if retry_s >= 0:
-                log.warning(
-                    "crew gave up to %s request %d after %d tries",
-                    job.action,
-                    job.request_id,
-                    job.tries + 1,
-                )
+        if response is None or response.status_code not in _RETRYABLE:
+            return  # refused for good, or unreachable: logged by _post
+        if job.tries + 1 >= MAX_TRIES:
+            log.warning(
+                "crew gave up to %s request %d after %d tries",
+                job.action,
+                job.request_id,
+                job.tries + 1,
+            )
             return
         self.retries += 1
-        job.due, job.tries = self._clock() + retry_s, job.tries + 1
+        job.tries += 1
+        job.due = self._clock() + retry_after_s(response.headers.get("Retry-After"))
         heapq.heappush(self._jobs, job)
 
-    def _post(self, message: Dispatch, action: str) -> float | None:
-        """None when the API took the action; the seconds to wait when it asked to be called
-        again later (429, 503); -1 when it refused for good or could not be reached."""
+    def _post(self, message: Dispatch, action: str) -> httpx.Response | None:
+        """The API's answer (refusals logged); None when it could not be reached."""
         try:
             response = self._http.post(
                 f"/api/v1/collections/{message.request_id}/{action}",
@@ -208,19 +209,16 @@ class Crews:
             )
         except httpx.HTTPError as exc:
             log.warning("crew could not %s request %d: %s", action, message.request_id, exc)
-            return -1.0
-        if not response.is_error:
             return None
-        log.warning(
-            "crew could not %s request %d: %s %s",
-            action,
-            message.request_id,
-            response.status_code,
-            response.text,
-        )
-        if response.status_code not in _RETRYABLE:
-            return -1.0
-        return retry_after_s(response.headers.get("Retry-After"))
+        if response.is_error:
+            log.warning(
+                "crew could not %s request %d: %s %s",
+                action,
+                message.request_id,
+                response.status_code,
+                response.text,
+            )
+        return response
 
 
 def retry_after_s(header: str | None) -> float:
