@@ -129,6 +129,7 @@ class Tally:
     asked: dict[tuple[str, float], int] = field(default_factory=lambda: defaultdict(int))
     fired = fired_right = fired_half = fired_half_right = 0
     leads: list[float] = field(default_factory=list)  # hours from each request to full
+    relative: list[float] = field(default_factory=list)  # |error| / forecast hours to full
 
 
 def evaluate(
@@ -162,6 +163,8 @@ def evaluate(
                     tally.asked[key] += 1
                     if found is not None:
                         tally.errors[key].append(found.hours_to_full - truth_h)
+                        miss = abs(found.hours_to_full - truth_h)
+                        tally.relative.append(miss / max(found.hours_to_full, 1 / 60))
                         tally.covered[key] += abs(found.hours_to_full - truth_h) <= found.error_h
                 next_day = rules.next_local_hour(
                     run, hour=settings.collection_work_start_hour, timezone=zone
@@ -210,6 +213,11 @@ def report(tally: Tally, cycles: list[Cycle]) -> None:
     if every:
         mae, bias = statistics.fmean(abs(e) for e in every), statistics.fmean(every)
         print(f"all: {len(every)} forecasts, MAE {mae:.2f} h, bias {bias:+.2f} h")
+        deciles = statistics.quantiles(tally.relative, n=100)
+        print(
+            "|error| / forecast hours to full: median "
+            f"{deciles[49]:.2f}, 68th percentile {deciles[67]:.2f}, 90th {deciles[89]:.2f}"
+        )
     print()
     print(
         f"forecast requests opened under the bin's threshold: {tally.fired}, right (full before the working day): "

@@ -78,6 +78,12 @@ MIN_FIT_POINTS: Final = 3
 # A forecast whose hours-to-full is less sure than this (one standard error over the estimate)
 # would send crews on a guess; the threshold rule still catches the bin when it gets there.
 MAX_RELATIVE_ERROR: Final = 0.5
+# How far a fill rate drifts from the fitted line over the hours a forecast looks ahead, as a
+# share of those hours: the 68th percentile of |error| / hours-to-full that bench/forecast.py
+# measured on the simulator's fill curves (seed 1, 3 days; docs/collection.md). Deposits follow
+# the time of day, which a line through the last hours cannot see, so this term, not the
+# scatter of the readings, dominates how sure a forecast can be.
+RATE_DRIFT: Final = 0.74
 # The next working day is never more than a day away: a bin full later than this cannot fire,
 # and a near-zero rate would otherwise overflow a timedelta.
 HORIZON: Final = timedelta(days=2)
@@ -117,12 +123,15 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Forecast:
-    """When a bin will be full, how sure the fit is (`error_h`: one standard error of the hours
-    to full, from the scatter of the points around the line), and what it rests on."""
+    """When a bin will be full, how sure that is, and what it rests on. `fit_error_h` is one
+    standard error of the hours to full from the scatter of the points around the line;
+    `error_h` adds the drift of the rate over the hours ahead (`RATE_DRIFT`): the band the
+    simulated outcomes fell in about two times in three."""
 
     full_at: datetime
     hours_to_full: float
     error_h: float
+    fit_error_h: float
     rate_pct_h: float
     span: timedelta
     readings: int
@@ -149,7 +158,7 @@ def since_emptied(points: Sequence[FillPoint]) -> list[FillPoint]:
 def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None:
     """A least-squares line through the points since the last emptying, extrapolated to 100 %;
     None when the evidence is too thin (span, readings, points), the rate implausible (not
-    positive, over the maximum), the fit too unsure (`MAX_RELATIVE_ERROR`) or the bin not full
+    positive, over the maximum), the fit itself too unsure (`MAX_RELATIVE_ERROR`) or the bin not full
     within the evidence's reach (`max_reach` × span, and never beyond `HORIZON`)."""
     fit = since_emptied(points)
     readings = sum(p.readings for p in fit)
@@ -177,13 +186,14 @@ def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None
     # First-order propagation of the slope's and the fitted level's errors into the hours left.
     rate_var = residual / sxx
     level_var = residual * (1 / n + (hours[-1] - mean_h) ** 2 / sxx)
-    error_h = math.sqrt(level_var / rate**2 + to_full**2 * rate_var / rate**2)
-    if error_h > MAX_RELATIVE_ERROR * to_full:
+    fit_error_h = math.sqrt(level_var / rate**2 + to_full**2 * rate_var / rate**2)
+    if fit_error_h > MAX_RELATIVE_ERROR * to_full:
         return None
     return Forecast(
         full_at=fit[-1].at + timedelta(hours=to_full),
         hours_to_full=to_full,
-        error_h=error_h,
+        error_h=math.hypot(fit_error_h, RATE_DRIFT * to_full),
+        fit_error_h=fit_error_h,
         rate_pct_h=rate,
         span=span,
         readings=readings,

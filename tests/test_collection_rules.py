@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from binwatch.settings import Settings
 from collection import rules
 from collection.lifecycle import Status
 from collection.rules import (
+    RATE_DRIFT,
     Evidence,
     FillPoint,
     Forecast,
@@ -96,19 +98,22 @@ def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
     assert found is not None
     assert found.rate_pct_h == pytest.approx(20, abs=0.3)
     assert found.hours_to_full == pytest.approx(2.9, abs=0.1)
-    assert 0 < found.error_h < 0.5  # a few minutes' worth of scatter, not hours
+    assert 0 < found.fit_error_h < 0.5  # a few minutes' worth of scatter, not hours
+    # The stated error is mostly the rate's drift over the hours ahead.
+    assert found.error_h == pytest.approx(math.hypot(found.fit_error_h, RATE_DRIFT * 2.9), abs=0.1)
     assert found.readings == 9 * 15 and found.span == 8 * QUARTER
     assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
     assert found.describe().startswith("forecast full at 2026-11-27T")
     assert f"± {found.error_h:.1f} h" in found.describe()
 
 
-def test_an_exact_line_has_no_error() -> None:
+def test_an_exact_line_has_no_fit_error() -> None:
     found = forecast(_rising(ROUND, [10, 20, 30, 40, 50]), EVIDENCE)
     assert found is not None
     # 40 %/h; 50 % left from the last point: 75 minutes.
     assert found.full_at == ROUND + 4 * QUARTER + timedelta(minutes=75)
-    assert found.error_h == pytest.approx(0, abs=1e-9)
+    assert found.fit_error_h == pytest.approx(0, abs=1e-9)
+    assert found.error_h == pytest.approx(RATE_DRIFT * 1.25)
 
 
 def test_too_few_readings_give_no_forecast() -> None:
@@ -152,7 +157,7 @@ def test_a_scattered_history_is_too_unsure_to_forecast(monkeypatch: pytest.Monke
     assert forecast(scattered, EVIDENCE) is None
     monkeypatch.setattr(rules, "MAX_RELATIVE_ERROR", 10.0)
     unsure = forecast(scattered, FAR)
-    assert unsure is not None and unsure.error_h > 0.5 * unsure.hours_to_full
+    assert unsure is not None and unsure.fit_error_h > 0.5 * unsure.hours_to_full
 
 
 def test_a_crawling_rate_is_no_forecast_and_no_overflow() -> None:
