@@ -212,7 +212,11 @@ def report(tally: Tally, cycles: list[Cycle]) -> None:
             print(f"{stream:<11}{level:>5.0f}%{asked:>9}{share:>10}" + figures)
     if every:
         mae, bias = statistics.fmean(abs(e) for e in every), statistics.fmean(every)
-        print(f"all: {len(every)} forecasts, MAE {mae:.2f} h, bias {bias:+.2f} h")
+        inside = sum(tally.covered.values()) / len(every)
+        print(
+            f"all: {len(every)} forecasts, MAE {mae:.2f} h, bias {bias:+.2f} h, "
+            f"simulated time within the stated ± error: {inside:.0%}"
+        )
         deciles = statistics.quantiles(tally.relative, n=100)
         print(
             "|error| / forecast hours to full: median "

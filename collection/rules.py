@@ -80,10 +80,10 @@ MIN_FIT_POINTS: Final = 3
 MAX_RELATIVE_ERROR: Final = 0.5
 # How far a fill rate drifts from the fitted line over the hours a forecast looks ahead, as a
 # share of those hours: the 68th percentile of |error| / hours-to-full that bench/forecast.py
-# measured on the simulator's fill curves (seed 1, 3 days; docs/collection.md). Deposits follow
+# measured on the simulator's fill curves (seed 1, 7 days; docs/collection.md). Deposits follow
 # the time of day, which a line through the last hours cannot see, so this term, not the
 # scatter of the readings, dominates how sure a forecast can be.
-RATE_DRIFT: Final = 0.74
+RATE_DRIFT: Final = 1.05
 # The next working day is never more than a day away: a bin full later than this cannot fire,
 # and a near-zero rate would otherwise overflow a timedelta.
 HORIZON: Final = timedelta(days=2)
