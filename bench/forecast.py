@@ -212,15 +212,15 @@ def report(tally: Tally, cycles: list[Cycle]) -> None:
             print(f"{stream:<11}{level:>5.0f}%{asked:>9}{share:>10}" + figures)
     if every:
         mae, bias = statistics.fmean(abs(e) for e in every), statistics.fmean(every)
-        inside = sum(tally.covered.values()) / len(every)
+        share_inside = sum(tally.covered.values()) / len(every)
         print(
             f"all: {len(every)} forecasts, MAE {mae:.2f} h, bias {bias:+.2f} h, "
-            f"simulated time within the stated ± error: {inside:.0%}"
+            f"simulated time within the stated ± error: {share_inside:.0%}"
         )
-        deciles = statistics.quantiles(tally.relative, n=100)
+        percentiles = statistics.quantiles(tally.relative, n=100)
         print(
             "|error| / forecast hours to full: median "
-            f"{deciles[49]:.2f}, 68th percentile {deciles[67]:.2f}, 90th {deciles[89]:.2f}"
+            f"{percentiles[49]:.2f}, 68th percentile {percentiles[67]:.2f}, 90th {percentiles[89]:.2f}"
         )
     print()
     print(
