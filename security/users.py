@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -155,7 +155,7 @@ def check_login(session: Session, username: str, password: str) -> User | None:
 @dataclass(frozen=True, slots=True)
 class OpenedSession:
     row: ConsoleSession
-    token: str  # goes to the browser's cookie; only its hash is stored
+    token: str = field(repr=False)  # goes to the browser's cookie; only its hash is stored
 
 
 def open_session(session: Session, user: User, *, now: datetime) -> OpenedSession:

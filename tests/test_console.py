@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import sync_playwright
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
@@ -163,10 +163,9 @@ def test_a_manager_logs_in_sees_their_site_and_logs_out(stack: Stack) -> None:
     with stack.client() as replay:  # the old cookie is worth nothing now
         replay.cookies.set("binwatch_session", token, path="/console")
         assert replay.get("/console").status_code == 303
-        assert (
-            replay.get("/console/sites/" + SITE_A + "/live").headers["hx-redirect"]
-            == "/console/login"
-        )
+        live = replay.get(f"/console/sites/{SITE_A}/live", headers={"HX-Request": "true"})
+        assert live.status_code == 204  # htmx loads the login page instead of swapping it in
+        assert live.headers["hx-redirect"] == "/console/login"
 
 
 def test_secure_cookies_behind_https(stack: Stack) -> None:
@@ -189,8 +188,9 @@ def test_a_wrong_password_or_an_unknown_user_get_the_same_answer(
     with stack.client(**{"Accept-Language": language}) as client:
         wrong = _login(client, password=PASSWORD + "!")
         unknown = _login(client, username="nobody")
-        assert wrong.status_code == unknown.status_code == 401
-        assert _problem(wrong.text) == _problem(unknown.text) == message
+        huge = _login(client, password="x" * 5000)
+        assert wrong.status_code == unknown.status_code == huge.status_code == 401
+        assert _problem(wrong.text) == _problem(unknown.text) == _problem(huge.text) == message
         assert "binwatch_session" not in client.cookies
 
 
@@ -323,6 +323,12 @@ def test_a_manager_requests_a_collection_and_sees_it(stack: Stack) -> None:
         assert _problem(again.text) == "这个垃圾桶已有待清运的申请。"
         empty = client.post(f"/console/sites/{SITE_A}/collections", data={**form, "note": " "})
         assert empty.status_code == 422
+        assert _problem(empty.text) == "请填写给清运人员的备注。"
+        long = client.post(
+            f"/console/sites/{SITE_A}/collections", data={**form, "note": "长" * 1001}
+        )
+        assert long.status_code == 422
+        assert _problem(long.text) == "备注太长：最多1000个字符。"
     with stack.session() as session:
         (request,) = session.scalars(select(CollectionRequest)).all()
         assert (request.bin_id, request.rule, request.reason) == (
@@ -437,6 +443,12 @@ def test_a_manager_on_a_360_px_phone_requests_a_collection_and_sees_it(
             assert width <= 360, f"the page is {width} px wide on a 360 px screen"
             shot = tmp_path / "console-360.png"
             page.screenshot(path=str(shot), full_page=True)
+
+            with stack.session() as session:  # the session ends (as `users disable` does)
+                session.execute(delete(ConsoleSession))
+                session.commit()
+            page.wait_for_url("**/console/login", timeout=10_000)
+            assert page.locator("input[name=password]").count() == 1
         finally:
             browser.close()
     assert errors == []

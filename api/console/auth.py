@@ -10,7 +10,7 @@ they travel only in cookies and form bodies, which nothing here writes anywhere.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -43,7 +43,7 @@ class PageError(Exception):
 @dataclass(frozen=True, slots=True)
 class Caller:
     user: User
-    token: str  # the session's, to derive its CSRF token; never shown, never logged
+    token: str = field(repr=False)  # the session's, for its CSRF token; never shown or logged
 
     @property
     def csrf(self) -> str:
@@ -63,7 +63,7 @@ class Caller:
 
 
 def current_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
-    """The logged-in user; otherwise to the login page (htmx follows HX-Redirect)."""
+    """The logged-in user; otherwise to the login page."""
     token = request.cookies.get(SESSION_COOKIE)
     user = (
         session_user(
@@ -77,10 +77,13 @@ def current_caller(request: Request, session: SessionDep, settings: SettingsDep)
         else None
     )
     if token is None or user is None:
+        if request.headers.get("HX-Request"):
+            # htmx's XMLHttpRequest would follow a redirect and swap the login page into the
+            # part it refreshes; with HX-Redirect it loads the login page instead (204: no
+            # content to swap, and no failed request in the browser's console).
+            raise HTTPException(status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": LOGIN_PATH})
         raise HTTPException(
-            status.HTTP_303_SEE_OTHER,
-            "log in first",
-            headers={"Location": LOGIN_PATH, "HX-Redirect": LOGIN_PATH},
+            status.HTTP_303_SEE_OTHER, "log in first", headers={"Location": LOGIN_PATH}
         )
     request.state.console_locale = user.locale  # for error pages too (api.console.pages)
     return Caller(user, token)

@@ -62,6 +62,7 @@ NOTICES = {
     "acknowledged": N_("Alert acknowledged."),
 }
 _MANAGERS = console_allow(ApiRole.admin, ApiRole.manager)
+NOTE_MAX = 1000  # as the API's ManualRequest.reason
 
 
 def _environment(locale: str) -> jinja2.Environment:
@@ -138,9 +139,9 @@ def login(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    username: Annotated[str, Form(max_length=200)] = "",
-    password: Annotated[str, Form(max_length=1000)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """Open a session; the same answer for an unknown name and a wrong password."""
     nonce = request.cookies.get(LOGIN_COOKIE)
@@ -326,8 +327,8 @@ def request_collection(
     settings: SettingsDep,
     caller: PostCallerDep,
     scope: ScopeDep,
-    bin_id: Annotated[str, Form(max_length=64)] = "",
-    note: Annotated[str, Form(max_length=1000)] = "",
+    bin_id: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
 ) -> Response:
     """Ask for a bin of this site to be emptied, with a note for the crew."""
     scope_error = PageError(status.HTTP_404_NOT_FOUND, N_("There is no such site."))
@@ -336,6 +337,8 @@ def request_collection(
     problem = None
     if not note.strip():
         problem = N_("Write a note for the crew.")
+    elif len(note.strip()) > NOTE_MAX:
+        problem = N_("The note is too long: at most 1000 characters.")
     elif bin_id not in {b.id for b in registry.get_site(session, site_id).bins}:
         problem = N_("Choose a bin of this site.")
     view = SiteView(request, session, influx, caller, scope)
