@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
+from binwatch.demo import DEMO_MANAGER, demo_manager_login
 from core.errors import InvalidRequest
 from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
@@ -218,3 +219,20 @@ def test_the_cli_creates_resets_and_disables_users_reading_passwords_from_stdin(
     unknown = _binwatch(tmp_path, "users", "disable", "nobody")
     assert unknown.returncode == 1
     assert "no user 'nobody'" in unknown.stderr
+
+
+def test_the_demo_makes_a_manager_login_and_renews_its_password_each_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session:
+        import_fleet(session, load_fleet(default_fleet_path()))
+        session.commit()
+    first = demo_manager_login(url)
+    second = demo_manager_login(url)
+    assert first[0] == second[0] == DEMO_MANAGER and first[1] != second[1]
+    with Session(engine) as session:
+        user = check_login(session, DEMO_MANAGER, second[1])
+        assert user is not None and user.role == "manager" and user.site_ids
+        assert check_login(session, DEMO_MANAGER, first[1]) is None
+    engine.dispose()
