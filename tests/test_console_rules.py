@@ -110,3 +110,20 @@ def test_the_csrf_token_belongs_to_its_session() -> None:
     assert not csrf_matches("abc_secret", "")
     assert not csrf_matches("abc_secret", None)
     assert "secret" not in token
+
+
+def test_failures_of_made_up_names_are_forgotten_once_out_of_the_window() -> None:
+    throttle = _throttle()
+
+    def spray(names: range, now: datetime) -> None:
+        for n in names:
+            throttle.failed(
+                account=f"made-up{n}",
+                address=f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
+                now=now,
+            )
+
+    spray(range(6000), T0)  # 12,000 keys, all inside the window: the sweep finds none to drop
+    assert throttle.tracked() == 12_000
+    spray(range(6000, 11_000), T0 + timedelta(minutes=16))  # 22,000 keys in all: swept
+    assert throttle.tracked() == 10_000  # only the recent ones are left

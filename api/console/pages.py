@@ -98,8 +98,9 @@ def render(
     return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _locale(request: Request, preferred: str | None = None) -> str:
-    return choose_locale(preferred, request.headers.get("accept-language"))
+def _locale(request: Request) -> str:
+    """Before anyone logs in: the browser's language, else Chinese."""
+    return choose_locale(None, request.headers.get("accept-language"))
 
 
 async def page_error(request: Request, exc: Exception) -> Response:
