@@ -140,6 +140,17 @@ def reset_password(session: Session, username: str, password: str, *, now: datet
     return user
 
 
+def set_locale(session: Session, username: str, locale: str, *, now: datetime) -> User:
+    """The language the console speaks to the user from now on."""
+    if locale not in LOCALES:
+        raise InvalidRequest(f"locale must be one of {', '.join(LOCALES)}, not {locale!r}")
+    user = get_user(session, username)
+    user.locale = locale
+    user.updated_at = now
+    session.commit()
+    return user
+
+
 def check_login(session: Session, username: str, password: str) -> User | None:
     """The user these credentials are for; None for an unknown name, a wrong password or a
     disabled account alike (an unknown name costs a hash too, so timing tells nothing)."""

@@ -35,7 +35,7 @@ from devices.contract import Topics
 from devices.models import Bin, Site
 from devices.registry import BinTags
 from ingest.decode import decode
-from security.models import ConsoleSession
+from security.models import ConsoleSession, User
 from security.users import UserRole, create_user
 from tests.api_process import ApiProcess
 from tests.helpers import ADMIN_HEADERS
@@ -287,6 +287,40 @@ def test_a_grid_official_gets_a_clear_403_until_their_screens_exist(stack: Stack
         assert "您的角色无权查看此页面" in refused.text  # the user's locale: zh_CN
 
 
+def test_the_language_switch_keeps_the_users_choice_and_returns_only_to_console_pages(
+    stack: Stack,
+) -> None:
+    with stack.client() as client:
+        _login(client)
+        page = client.get(f"/console/sites/{SITE_A}")
+        assert '<html lang="zh-CN">' in page.text and ">English<" in page.text
+        csrf = _csrf(page.text)
+        switched = client.post(
+            "/console/locale",
+            data={"csrf": csrf, "locale": "en", "next": f"/console/sites/{SITE_A}"},
+        )
+        assert switched.headers["location"] == f"/console/sites/{SITE_A}"
+        english = client.get(f"/console/sites/{SITE_A}")
+        assert '<html lang="en">' in english.text and "Open collection requests" in english.text
+        assert ">中文<" in english.text
+        for elsewhere in (
+            "https://evil.example/",
+            "//evil.example",
+            "/api/v1/sites",
+            "/console/../x",
+        ):
+            back = client.post(
+                "/console/locale", data={"csrf": csrf, "locale": "zh_CN", "next": elsewhere}
+            )
+            assert back.headers["location"] == "/console"
+        bad = client.post("/console/locale", data={"csrf": csrf, "locale": "fr"})
+        assert bad.status_code == 422 and _problem(bad.text) == "没有这种语言。"
+        forged = client.post("/console/locale", data={"csrf": "x", "locale": "en"})
+        assert forged.status_code == 403
+    with stack.session() as session:
+        assert session.get_one(User, MANAGER).locale == "zh_CN"  # the last valid choice
+
+
 def test_the_site_page_shows_bins_in_local_time_with_the_stream_colours(stack: Stack) -> None:
     with stack.client() as client:
         _login(client)
@@ -443,6 +477,12 @@ def test_a_manager_on_a_360_px_phone_requests_a_collection_and_sees_it(
             assert width <= 360, f"the page is {width} px wide on a 360 px screen"
             shot = tmp_path / "console-360.png"
             page.screenshot(path=str(shot), full_page=True)
+
+            page.click("button[name=locale]")  # to English, on the same page
+            page.wait_for_selector("text=Open collection requests")
+            assert page.url.endswith(f"/console/sites/{SITE_A}")
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.screenshot(path=str(tmp_path / "console-1280-en.png"), full_page=True)
 
             with stack.session() as session:  # the session ends (as `users disable` does)
                 session.execute(delete(ConsoleSession))

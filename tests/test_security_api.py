@@ -51,6 +51,7 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
     ("POST", "/console/logout"): "admin, manager, operator",
+    ("POST", "/console/locale"): "admin, manager, operator",
     ("GET", "/console"): "admin, manager, operator",
     ("GET", "/console/sites/{site_id}"): "admin, manager, operator",
     ("GET", "/console/sites/{site_id}/live"): "admin, manager, operator",

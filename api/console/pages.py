@@ -7,12 +7,14 @@ same whether a person clicks or a machine calls; the actor recorded is the user.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
@@ -37,7 +39,7 @@ from api.console.auth import (
     login_nonce,
     set_cookie,
 )
-from api.console.i18n import N_, Formats, choose_locale, translations
+from api.console.i18n import LOCALES, N_, Formats, choose_locale, translations
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.routes.alerts import AlertId, acknowledge_alert
 from api.routes.collections import current_time, open_manual
@@ -52,7 +54,7 @@ from devices.models import Bin
 from security.keys import ApiRole
 from security.session_rules import csrf_matches, csrf_token
 from security.throttle import LoginThrottle
-from security.users import check_login, close_session, open_session
+from security.users import check_login, close_session, open_session, set_locale
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -63,6 +65,8 @@ NOTICES = {
 }
 _MANAGERS = console_allow(ApiRole.admin, ApiRole.manager)
 NOTE_MAX = 1000  # as the API's ManualRequest.reason
+CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
+"""Where the language switch may send the user back to: a console page, never another site."""
 
 
 def _environment(locale: str) -> jinja2.Environment:
@@ -87,12 +91,16 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     settings: Settings = request.app.state.settings
+    other = next(other for other in LOCALES if other != locale)
     defaults = {
         "fmt": Formats(locale, ZoneInfo(settings.timezone)),
         "labels": labels,
-        "html_lang": "zh-CN" if locale == "zh_CN" else "en",
+        "html_lang": locale.replace("_", "-"),
         "now": datetime.now(UTC),
         "me": None,
+        "path": request.url.path,
+        "other_locale": other,
+        "other_locale_name": Locale.parse(other).language_name,  # in its own language
     }
     page = _environment(locale).get_template(template).render(defaults | context)
     return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
@@ -194,6 +202,21 @@ def logout(caller: PostCallerDep, session: SessionDep) -> Response:
     response = RedirectResponse(LOGIN_PATH, status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
+
+
+@router.post("/locale", dependencies=[CONSOLE_EVERYONE])
+def choose_language(
+    caller: PostCallerDep,
+    session: SessionDep,
+    locale: Annotated[str, Form()] = "",
+    next_: Annotated[str, Form(alias="next")] = PREFIX,
+) -> Response:
+    """The user's language from now on; back to the page they were on (only a console page)."""
+    if locale not in LOCALES:
+        raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("There is no such language."))
+    set_locale(session, caller.user.username, locale, now=current_time())
+    back = next_ if CONSOLE_PAGE.fullmatch(next_) else PREFIX
+    return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
 
 
 @router.get("", dependencies=[CONSOLE_EVERYONE])
