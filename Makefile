@@ -1,11 +1,11 @@
 # Two commands: `make demo` runs the whole system on loopback, `make test` runs every check.
-# Both set up what is missing first: Debian's mosquitto and influxdb packages (as root, or the
-# command to run is printed), then the virtualenv in .venv with the project installed.
+# Both set up what is missing first: Debian's mosquitto, influxdb and chromium (the console's browser
+# test) packages (as root, or the command to run is printed), then the virtualenv in .venv.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := mosquitto mosquitto-clients influxdb
+SYSTEM_PACKAGES := mosquitto mosquitto-clients influxdb chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: setup system demo test lint unit bench clean
@@ -14,7 +14,7 @@ setup: system $(STAMP)
 
 system:
 	@missing=""; \
-	for tool in mosquitto:mosquitto mosquitto_sub:mosquitto-clients influxd:influxdb; do \
+	for tool in mosquitto:mosquitto mosquitto_sub:mosquitto-clients influxd:influxdb chromium:chromium; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool#*:}"; \
 	done; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \

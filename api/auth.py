@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, release
 from core.errors import NotAllowed, NotFound
@@ -141,6 +142,11 @@ class Scope:
 
 
 def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
+    return scope_of(principal, session)
+
+
+def scope_of(principal: Principal, session: Session) -> Scope:
+    """What `principal` may see; the console's people get theirs here too (api.console)."""
     if principal.role is not ApiRole.operator:
         release(session)
         return Scope(principal, None if principal.role is ApiRole.admin else principal.site_ids)

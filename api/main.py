@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.admission import BUSY, Admission
 from api.auth import RateLimiter
+from api.console import mount_console
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(health_router)
     app.include_router(api_router)
+    mount_console(app, settings)
     for error, handler in _HANDLERS.items():
         app.add_exception_handler(error, handler)
     return app

@@ -18,6 +18,7 @@ from binwatch.commands.ingest import ingest
 from binwatch.commands.rollups import rollups_app
 from binwatch.commands.security import keys_app, mqtt_auth_app
 from binwatch.commands.simulate import simulate
+from binwatch.commands.users import users_app
 from binwatch.demo import demo
 from binwatch.grafana import grafana_app
 from core.settings import env_names
@@ -65,6 +66,7 @@ app.add_typer(rollups_app, name="rollups")
 app.add_typer(grafana_app, name="grafana")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mqtt_auth_app, name="mqtt-auth")
+app.add_typer(users_app, name="users")
 app.command()(ingest)
 app.command()(api)
 app.command()(simulate)

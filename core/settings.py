@@ -293,6 +293,39 @@ class AlertSettings(_Group):
         return timedelta(minutes=self.gap_hold_min)
 
 
+class ConsoleSettings(_Group):
+    """The web console's sessions and logins (`BINWATCH_CONSOLE_*`)."""
+
+    secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure (set when the console is behind https)"
+    )
+    idle_min: float = Field(
+        30, gt=0, description="a session ends after this long without a request"
+    )
+    max_age_h: float = Field(12, gt=0, description="a session ends this long after the login")
+    account_failures: int = Field(
+        5, ge=1, description="failed logins of one account before it is locked for a while"
+    )
+    address_failures: int = Field(
+        20, ge=1, description="failed logins from one address before it is locked for a while"
+    )
+    lockout_min: float = Field(
+        15, gt=0, description="how long failed logins count, and how long a lock lasts"
+    )
+
+    @property
+    def idle(self) -> timedelta:
+        return timedelta(minutes=self.idle_min)
+
+    @property
+    def max_age(self) -> timedelta:
+        return timedelta(hours=self.max_age_h)
+
+    @property
+    def lockout(self) -> timedelta:
+        return timedelta(minutes=self.lockout_min)
+
+
 GROUPS: Final[dict[str, type[_Group]]] = {
     "influx": InfluxSettings,
     "ingest": IngestSettings,
@@ -300,6 +333,7 @@ GROUPS: Final[dict[str, type[_Group]]] = {
     "collection": CollectionSettings,
     "alert": AlertSettings,
     "webhook": WebhookSettings,
+    "console": ConsoleSettings,
 }
 """Each group's attribute on Settings, which is also its environment prefix."""
 
@@ -373,6 +407,7 @@ class Settings(BaseSettings):
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
     alert: AlertSettings = Field(default_factory=AlertSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @field_validator("topic_prefix")
     @classmethod

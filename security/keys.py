@@ -35,19 +35,21 @@ class ApiRole(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key, its role and what it was scoped to when issued."""
+    """Who is calling: the key, its role and what it was scoped to when issued; or a person
+    logged in to the console (`kind` "user", `key_id` their user name)."""
 
     key_id: str
     role: ApiRole
     site_ids: frozenset[str] = frozenset()
     operator_id: str | None = None
     name: str = ""
+    kind: str = "key"
 
     @property
     def actor(self) -> str:
-        """How an audit trail names this caller: role, key id and the key's name, within the
-        100 characters an actor column holds (a long name is cut; the key id identifies)."""
-        head = f"{self.role.value} key {self.key_id} ("
+        """How an audit trail names this caller: role, key id (or user name) and the name,
+        within the 100 characters an actor column holds (a long name is cut; the id identifies)."""
+        head = f"{self.role.value} {self.kind} {self.key_id} ("
         room = ACTOR_MAX - len(head) - 1
         name = self.name if len(self.name) <= room else self.name[: room - 1] + "…"
         return f"{head}{name})"

@@ -1,11 +1,12 @@
-"""The security tables (issue 7): API keys and MQTT credentials. Only hashes are stored; the
-secrets themselves are shown once, when they are issued (security.keys, security.mqtt_auth)."""
+"""The security tables: API keys and MQTT credentials (issue 7), the console's users and their
+sessions (issue 15). Only hashes are stored; the secrets themselves are shown once, when they
+are issued (security.keys, security.mqtt_auth, security.users)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from devices.models import Base, UtcDateTime
@@ -48,3 +49,46 @@ class MqttCredential(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     site_ids: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+USER_ROLES = ("admin", "manager", "grid", "operator")
+LOCALES = ("zh_CN", "en")
+
+
+class User(Base):
+    """A person who logs in to the console (issue 15); machines keep using API keys. Managers
+    are scoped to `site_ids` (space-separated), grid officials to `area_id` (a district, street
+    or community), operators to `operator_id`. Only the argon2 hash of the password is kept."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(f"role IN {USER_ROLES!r}", name="ck_users_role"),
+        CheckConstraint(f"locale IN {LOCALES!r}", name="ck_users_locale"),
+    )
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    site_ids: Mapped[str] = mapped_column(Text, default="")
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
+    operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"))
+    locale: Mapped[str] = mapped_column(String(8))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleSession(Base):
+    """A logged-in browser: the cookie reads `<id>_<secret>`; the id finds the row, the SHA-256
+    of the whole token proves it (as for API keys). Ended by logout, by idle time or by age."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(
+        ForeignKey("users.username", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -33,6 +33,12 @@ package, _, folder = MIGRATIONS.partition(":")
 assert (resources.files(package) / folder / "env.py").is_file()
 assert len(list((resources.files(package) / folder / "versions").iterdir())) >= 5
 assert Path(default_fleet_path()).resolve().is_relative_to(site)
+from api.console import STATIC_DIR
+from api.console.i18n import LOCALES, catalog_path
+assert STATIC_DIR.resolve().is_relative_to(site), STATIC_DIR
+assert (STATIC_DIR / "htmx.min.js").is_file() and (STATIC_DIR / "console.css").is_file()
+assert (STATIC_DIR.parent / "templates" / "base.html").is_file()
+assert all(catalog_path(locale).is_file() for locale in LOCALES)
 print("ok")
 """
 

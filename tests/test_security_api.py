@@ -47,6 +47,16 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/alerts"): "admin, manager, operator",
     ("GET", "/api/v1/alerts/{alert_id}"): "admin, manager, operator",
     ("POST", "/api/v1/alerts/{alert_id}/ack"): "admin, manager, operator",
+    # The console (api/console): a session cookie instead of a key, the same roles and scope.
+    ("GET", "/console/login"): "public",
+    ("POST", "/console/login"): "public",
+    ("POST", "/console/logout"): "admin, manager, operator",
+    ("POST", "/console/locale"): "admin, manager, operator",
+    ("GET", "/console"): "admin, manager, operator",
+    ("GET", "/console/sites/{site_id}"): "admin, manager, operator",
+    ("GET", "/console/sites/{site_id}/live"): "admin, manager, operator",
+    ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
+    ("POST", "/console/alerts/{alert_id}/ack"): "admin, manager, operator",
 }
 
 

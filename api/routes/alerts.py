@@ -3,14 +3,16 @@ deliveries; acknowledge one (a 409 that says why when it is already acknowledged
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from sqlalchemy.orm import Session
 
 from alerts import store
 from alerts.rules import AlertType, Severity
 from api.alert_schemas import AckRequest, AlertDetail, AlertOut, AlertPage, AlertState
-from api.auth import EVERYONE, ScopeDep
+from api.auth import EVERYONE, Scope, ScopeDep
 from api.deps import SessionDep
 from api.paging import next_offset
 from api.routes.collections import Now
@@ -77,20 +79,25 @@ def acknowledge(
     alert_id: AlertId, body: AckRequest, session: SessionDep, now: Now, caller: ScopeDep
 ) -> AlertDetail:
     """Someone has taken the alert on; it stays until its condition ends."""
+    acknowledge_alert(session, alert_id, caller, note=body.note, now=now)
+    session.expire_all()
+    return _detail(session, alert_id)
+
+
+def acknowledge_alert(
+    session: Session, alert_id: int, caller: Scope, *, note: str, now: datetime
+) -> None:
+    """A person acknowledges (the API's and the console's): NotFound outside the caller's
+    scope, word for word as for a missing alert; 409 saying why when it is not active."""
     existing = store.get_alert(session, alert_id)
     if not caller.sees(existing.site_id):
         raise NotFound(f"no alert with id {alert_id}")  # word for word as for a missing one
-    if (
-        store.acknowledge(session, alert_id, by=caller.principal.actor, note=body.note, now=now)
-        is None
-    ):
+    if store.acknowledge(session, alert_id, by=caller.principal.actor, note=note, now=now) is None:
         session.refresh(existing)
         why = f"by {existing.acknowledged_by}" if existing.state == "acknowledged" else ""
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"alert {alert_id} is already {existing.state} {why}".strip()
         )
-    session.expire_all()
-    return _detail(session, alert_id)
 
 
 def _detail(session: SessionDep, alert_id: int) -> AlertDetail:

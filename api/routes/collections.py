@@ -29,6 +29,7 @@ from collection.lifecycle import Actor, Role, Status, TransitionRefused
 from collection.models import CollectionRequest
 from collection.rules import Policy, Rule
 from core.errors import InvalidRequest, NotAllowed, NotFound
+from core.settings import Settings
 from devices import registry
 from security.keys import ApiRole
 
@@ -64,19 +65,28 @@ def create(
     body: ManualRequest, session: SessionDep, settings: SettingsDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
     """Ask for a bin to be emptied; 409 when the bin already has a request waiting for a crew."""
+    opened = open_manual(session, settings, now, caller, bin_id=body.bin_id, reason=body.reason)
+    return CollectionDetail.of_request(store.get_request(session, opened.id))
+
+
+def open_manual(
+    session: Session, settings: Settings, now: datetime, caller: Scope, *, bin_id: str, reason: str
+) -> CollectionRequest:
+    """A request raised by a person (the API's and the console's): NotAllowed outside the
+    caller's scope, 409 when the bin already has one waiting for a crew."""
     try:
-        site_id = registry.get_bin(session, body.bin_id).site_id
+        site_id = registry.get_bin(session, bin_id).site_id
     except NotFound:
         if caller.is_admin:
             raise
         site_id = None  # to anyone else an unknown bin is just one outside their scope
     if site_id is None or not caller.sees(site_id):
-        raise NotAllowed(f"bin {body.bin_id!r} is not in this key's scope")
+        raise NotAllowed(f"bin {bin_id!r} is not in this key's scope")
     opened = store.open_request(
         session,
-        bin_id=body.bin_id,
+        bin_id=bin_id,
         rule=Rule.manual,
-        reason=body.reason,
+        reason=reason,
         now=now,
         policy=Policy.of(settings.collection),
         actor=_caller(caller, Role.admin if caller.is_admin else Role.manager),
@@ -85,9 +95,9 @@ def create(
         existing = opened.request
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"bin {body.bin_id!r} already has request {existing.id} ({existing.status})",
+            f"bin {bin_id!r} already has request {existing.id} ({existing.status})",
         )
-    return CollectionDetail.of_request(store.get_request(session, opened.request.id))
+    return opened.request
 
 
 @router.get("", response_model=CollectionPage, dependencies=[EVERYONE])

@@ -1,0 +1,28 @@
+"""The web console (issue 15): pages for the people who run the pilot, served under /console
+by the API's own app, in Chinese first. Server-rendered Jinja2 templates, htmx for the parts
+that refresh, every asset served from this package (no CDN: an intranet must work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from api.console.auth import PREFIX, PageError
+from api.console.pages import page_error, router
+from core.settings import Settings
+from security.throttle import LoginThrottle
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def mount_console(app: FastAPI, settings: Settings) -> None:
+    app.include_router(router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
+    app.add_exception_handler(PageError, page_error)
+    app.state.login_throttle = LoginThrottle(
+        account_limit=settings.console.account_failures,
+        address_limit=settings.console.address_failures,
+        window=settings.console.lockout,
+    )

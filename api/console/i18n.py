@@ -1,0 +1,111 @@
+"""The console speaks Chinese first and English too: gettext catalogs kept as .po files under
+`locales/` (read and compiled in memory at startup with Babel, so there is no build step), the
+locale chosen per user or from Accept-Language, and dates, numbers and percentages formatted
+for that locale in the city's time zone (never UTC on a screen).
+
+Strings in Python code are marked with `N_` and translated where they are shown; templates use
+`_()`. tests/test_console_i18n.py extracts every marked string and fails when either catalog
+lacks a translation."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime, format_timedelta
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal, format_percent
+from babel.support import Translations
+
+LOCALES_DIR: Final = Path(__file__).with_name("locales")
+LOCALES: Final = ("zh_CN", "en")
+DEFAULT_LOCALE: Final = "zh_CN"
+
+
+def N_(message: str) -> str:
+    """Marks a string for extraction; it is translated where it is shown."""
+    return message
+
+
+def catalog_path(locale: str) -> Path:
+    return LOCALES_DIR / locale / "LC_MESSAGES" / "messages.po"
+
+
+@functools.cache
+def translations(locale: str) -> Translations:
+    """The locale's catalog, compiled from its .po in memory."""
+    with catalog_path(locale).open("rb") as po:
+        catalog = read_po(po, locale=locale)
+    compiled = BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def choose_locale(preferred: str | None, accept_language: str | None) -> str:
+    """The user's own locale; else the first of Accept-Language's (by q) that we have, by
+    language (`zh`, `zh-TW` → zh_CN, `en-GB` → en); else Chinese, the pilot city's."""
+    if preferred in LOCALES:
+        return preferred
+    for tag in _by_quality(accept_language or ""):
+        try:
+            language = Locale.parse(tag, sep="-").language
+        except (ValueError, UnknownLocaleError):
+            continue
+        for locale in LOCALES:
+            if locale.split("_")[0] == language:
+                return locale
+    return DEFAULT_LOCALE
+
+
+def _by_quality(header: str) -> list[str]:
+    ranked: list[tuple[float, int, str]] = []
+    for n, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if tag and tag != "*" and quality > 0:
+            ranked.append((-quality, n, tag))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+@dataclass(frozen=True, slots=True)
+class Formats:
+    """Numbers and times as the reader's locale writes them, times in the city's zone."""
+
+    locale: str
+    timezone: ZoneInfo
+
+    def time(self, moment: datetime | None) -> str:
+        if moment is None:
+            return "—"
+        return format_datetime(moment, "short", tzinfo=self.timezone, locale=self.locale)
+
+    def number(self, value: float | None, digits: int = 0) -> str:
+        if value is None:
+            return "—"
+        pattern = "#,##0" + ("." + "0" * digits if digits else "")
+        return format_decimal(value, pattern, locale=self.locale)
+
+    def percent(self, value: float | None) -> str:
+        """`value` in percent (0–100), as the locale writes a percentage."""
+        if value is None:
+            return "—"
+        return format_percent(value / 100, "#,##0%", locale=self.locale)
+
+    def until(self, moment: datetime, now: datetime) -> str:
+        """How long until `moment` (or since: "3 hours ago"), in words."""
+        return format_timedelta(
+            moment - now, granularity="minute", add_direction=True, locale=self.locale
+        )

@@ -1,0 +1,53 @@
+"""What the console calls the registry's codes, as catalog msgids (translated where shown): the
+four national streams (with their colours in console.css), site types, request statuses and
+rules, alert types and severities."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from api.console.i18n import N_
+
+STREAMS: Final = {
+    "recyclable": N_("Recyclable"),
+    "hazardous": N_("Hazardous"),
+    "kitchen": N_("Kitchen waste"),
+    "residual": N_("Residual waste"),
+}
+SITE_TYPES: Final = {
+    "agency": N_("Agency unit"),
+    "school": N_("School"),
+    "compound": N_("Residential compound"),
+}
+REQUEST_STATUSES: Final = {
+    "open": N_("Waiting for dispatch"),
+    "dispatched": N_("Sent to the operator"),
+    "acknowledged": N_("A crew is coming"),
+    "completed": N_("Emptied, being checked"),
+    "verified": N_("Emptied"),
+    "disputed": N_("Disputed"),
+    "cancelled": N_("Cancelled"),
+}
+REQUEST_RULES: Final = {
+    "threshold": N_("Fill level reached"),
+    "kitchen_daily": N_("Daily kitchen-waste round"),
+    "forecast": N_("Will be full soon"),
+    "manual": N_("Requested by hand"),
+}
+ALERT_TYPES: Final = {
+    "fire": N_("Fire"),
+    "overheat": N_("Overheating"),
+    "tilt": N_("Tilted"),
+    "lid_open": N_("Lid left open"),
+    "fault": N_("Device fault"),
+    "offline": N_("Offline"),
+    "battery_low": N_("Battery low"),
+    "full_too_long": N_("Full for too long"),
+    "seq_gap": N_("Readings lost"),
+    "clock_skew": N_("Clock wrong"),
+}
+SEVERITIES: Final = {
+    "minor": N_("Minor"),
+    "major": N_("Major"),
+    "critical": N_("Critical"),
+}

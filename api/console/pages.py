@@ -1,0 +1,409 @@
+"""The console's pages (issue 15): the login, a user's sites, and a site's page with its bins,
+open collection requests and active alerts, refreshed in place every 5 s by htmx.
+
+Actions go through the API's own functions (api.routes.collections.open_manual,
+api.routes.alerts.acknowledge_alert), so the audit trail, the scope and the state rules are the
+same whether a person clicks or a machine calls; the actor recorded is the user."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from babel import Locale
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from alerts import store as alert_store
+from alerts.models import Alert
+from api import queries
+from api.auth import PUBLIC, Scope
+from api.console import labels
+from api.console.auth import (
+    CONSOLE_EVERYONE,
+    LOGIN_COOKIE,
+    LOGIN_PATH,
+    PREFIX,
+    SESSION_COOKIE,
+    Caller,
+    CallerDep,
+    PageError,
+    PostCallerDep,
+    ScopeDep,
+    console_allow,
+    login_nonce,
+    set_cookie,
+)
+from api.console.i18n import LOCALES, N_, Formats, choose_locale, translations
+from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
+from api.routes.alerts import AlertId, acknowledge_alert
+from api.routes.collections import current_time, open_manual
+from collection import store as collection_store
+from collection.lifecycle import OPEN
+from collection.models import CollectionRequest
+from core.errors import NotFound, SinkError
+from core.influx import InfluxClient
+from core.settings import Settings
+from devices import registry
+from devices.models import Bin
+from security.keys import ApiRole
+from security.session_rules import csrf_matches, csrf_token
+from security.throttle import LoginThrottle
+from security.users import check_login, close_session, open_session, set_locale
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+_environments: dict[str, jinja2.Environment] = {}
+NOTICES = {
+    "requested": N_("Collection requested. The operator has been told."),
+    "acknowledged": N_("Alert acknowledged."),
+}
+_MANAGERS = console_allow(ApiRole.admin, ApiRole.manager)
+NOTE_MAX = 1000  # as the API's ManualRequest.reason
+CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
+"""Where the language switch may send the user back to: a console page, never another site."""
+
+
+def _environment(locale: str) -> jinja2.Environment:
+    if locale not in _environments:
+        environment = jinja2.Environment(
+            loader=jinja2.PackageLoader("api.console", "templates"),
+            autoescape=True,
+            extensions=["jinja2.ext.i18n"],
+            undefined=jinja2.StrictUndefined,
+        )
+        environment.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+        _environments[locale] = environment
+    return _environments[locale]
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    locale: str,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    other = next(other for other in LOCALES if other != locale)
+    defaults = {
+        "fmt": Formats(locale, ZoneInfo(settings.timezone)),
+        "labels": labels,
+        "html_lang": locale.replace("_", "-"),
+        "now": datetime.now(UTC),
+        "me": None,
+        "path": request.url.path,
+        "other_locale": other,
+        "other_locale_name": Locale.parse(other).language_name,  # in its own language
+    }
+    page = _environment(locale).get_template(template).render(defaults | context)
+    return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+def _locale(request: Request) -> str:
+    """Before anyone logs in: the browser's language, else Chinese."""
+    return choose_locale(None, request.headers.get("accept-language"))
+
+
+async def page_error(request: Request, exc: Exception) -> Response:
+    """A PageError as a page in the reader's language."""
+    assert isinstance(exc, PageError)
+    locale = getattr(request.state, "console_locale", None) or _locale(request)
+    message = translations(locale).gettext(exc.message) % exc.values
+    return render(
+        request, "error.html", locale=locale, status_code=exc.status_code, message=message
+    )
+
+
+@router.get("/login", dependencies=[PUBLIC])
+def login_page(request: Request, settings: SettingsDep) -> Response:
+    return _login_form(request, settings, status.HTTP_200_OK, problem=None)
+
+
+def _login_form(
+    request: Request, settings: Settings, status_code: int, problem: str | None, **values: object
+) -> Response:
+    locale = _locale(request)
+    nonce = login_nonce(request)
+    response = render(
+        request,
+        "login.html",
+        locale=locale,
+        status_code=status_code,
+        csrf=csrf_token(nonce),
+        problem=translations(locale).gettext(problem) % values if problem else None,
+    )
+    set_cookie(response, settings, LOGIN_COOKIE, nonce, max_age=3600)
+    return response
+
+
+@router.post("/login", dependencies=[PUBLIC])
+def login(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Open a session; the same answer for an unknown name and a wrong password."""
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    if nonce is None or not csrf_matches(nonce, csrf):
+        return _login_form(
+            request,
+            settings,
+            status.HTTP_403_FORBIDDEN,
+            N_("The login form expired. Please try again."),
+        )
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else "unknown"
+    now = datetime.now(UTC)
+    account = username.strip().lower()
+    wait = throttle.locked_for(account=account, address=address, now=now)
+    if wait is not None:
+        response = _login_form(
+            request,
+            settings,
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            N_("Too many failed logins. Try again in %(minutes)d minutes."),
+            minutes=max(1, -(-int(wait.total_seconds()) // 60)),
+        )
+        response.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
+        return response
+    user = check_login(session, account, password)
+    if user is None:
+        throttle.failed(account=account, address=address, now=now)
+        return _login_form(
+            request, settings, status.HTTP_401_UNAUTHORIZED, N_("Wrong user name or password.")
+        )
+    throttle.succeeded(account=account)
+    opened = open_session(session, user, now=now)
+    response = RedirectResponse(PREFIX, status.HTTP_303_SEE_OTHER)
+    set_cookie(
+        response,
+        settings,
+        SESSION_COOKIE,
+        opened.token,
+        max_age=int(settings.console.max_age.total_seconds()),
+    )
+    response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
+    return response
+
+
+@router.post("/logout", dependencies=[CONSOLE_EVERYONE])
+def logout(caller: PostCallerDep, session: SessionDep) -> Response:
+    close_session(session, caller.token)
+    response = RedirectResponse(LOGIN_PATH, status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+@router.post("/locale", dependencies=[CONSOLE_EVERYONE])
+def choose_language(
+    caller: PostCallerDep,
+    session: SessionDep,
+    locale: Annotated[str, Form()] = "",
+    next_: Annotated[str, Form(alias="next")] = PREFIX,
+) -> Response:
+    """The user's language from now on; back to the page they were on (only a console page)."""
+    if locale not in LOCALES:
+        raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("There is no such language."))
+    set_locale(session, caller.user.username, locale, now=current_time())
+    back = next_ if CONSOLE_PAGE.fullmatch(next_) else PREFIX
+    return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
+
+
+@router.get("", dependencies=[CONSOLE_EVERYONE])
+def my_sites(request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep) -> Response:
+    """The user's sites."""
+    sites, _total = registry.list_sites(
+        session, site_type=None, community_id=None, limit=500, offset=0, visible=scope.sites
+    )
+    return render(request, "sites.html", locale=caller.user.locale, me=caller, sites=sites)
+
+
+@dataclass(frozen=True, slots=True)
+class BinRow:
+    bin: Bin
+    fill_pct: float | None
+    battery_pct: float | None
+    heard_at: datetime | None
+
+
+def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) -> dict[str, Any]:
+    """What the site page shows and refreshes: bins with their latest reading, the requests
+    still waiting for a crew (soonest deadline first), the active alerts."""
+    try:
+        scope.site(site_id)
+        site = registry.get_site(session, site_id)
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such site.")) from None
+    try:
+        latest = queries.latest_by_bin(influx, site.id)
+        readings_missing = False
+    except SinkError:
+        latest, readings_missing = {}, True
+    rows = []
+    for bin_ in sorted(site.bins, key=lambda b: b.id):
+        reading = latest.get(bin_.id)
+        rows.append(
+            BinRow(
+                bin_,
+                reading.fill_pct if reading else None,
+                reading.battery_pct if reading else None,
+                (reading.received_at or reading.time) if reading else None,
+            )
+        )
+    requests: list[CollectionRequest] = []
+    for status_ in OPEN:
+        page, _total = collection_store.list_requests(
+            session, status=status_, site_id=site.id, visible_sites=scope.sites, limit=500
+        )
+        requests += page
+    alerts: list[Alert]
+    alerts, _total = alert_store.list_alerts(
+        session, state="active", site_id=site.id, visible_sites=scope.sites, limit=500
+    )
+    return {
+        "site": site,
+        "rows": rows,
+        "readings_missing": readings_missing,
+        "requests": sorted(requests, key=lambda r: r.due_at),
+        "alerts": alerts,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """What rendering a site's page needs; the actions render it too, with what went wrong."""
+
+    request: Request
+    session: Session
+    influx: InfluxClient
+    caller: Caller
+    scope: Scope
+
+    def page(
+        self,
+        site_id: str,
+        *,
+        status_code: int = 200,
+        notice: str | None = None,
+        problem: str | None = None,
+    ) -> Response:
+        return render(
+            self.request,
+            "site.html",
+            locale=self.caller.user.locale,
+            status_code=status_code,
+            me=self.caller,
+            can_request=self.caller.user.role in (ApiRole.admin, ApiRole.manager),
+            notice=NOTICES.get(notice or ""),
+            problem=problem,
+            **_live(self.session, self.influx, self.scope, site_id),
+        )
+
+
+def _done(site_id: str, notice: str) -> Response:
+    """Back to the site's page after an action (so a reload does not repeat it)."""
+    return RedirectResponse(f"{PREFIX}/sites/{site_id}?notice={notice}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/sites/{site_id}", dependencies=[CONSOLE_EVERYONE])
+def site_page(
+    site_id: SiteId,
+    request: Request,
+    session: SessionDep,
+    influx: InfluxDep,
+    caller: CallerDep,
+    scope: ScopeDep,
+    notice: str | None = None,
+) -> Response:
+    return SiteView(request, session, influx, caller, scope).page(site_id, notice=notice)
+
+
+@router.get("/sites/{site_id}/live", dependencies=[CONSOLE_EVERYONE])
+def site_live(
+    site_id: SiteId,
+    request: Request,
+    session: SessionDep,
+    influx: InfluxDep,
+    caller: CallerDep,
+    scope: ScopeDep,
+) -> Response:
+    """The part of a site's page that htmx swaps in every 5 s."""
+    live = _live(session, influx, scope, site_id)
+    return render(request, "_live.html", locale=caller.user.locale, me=caller, **live)
+
+
+@router.post("/sites/{site_id}/collections", dependencies=[_MANAGERS])
+def request_collection(
+    site_id: SiteId,
+    request: Request,
+    session: SessionDep,
+    influx: InfluxDep,
+    settings: SettingsDep,
+    caller: PostCallerDep,
+    scope: ScopeDep,
+    bin_id: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Ask for a bin of this site to be emptied, with a note for the crew."""
+    scope_error = PageError(status.HTTP_404_NOT_FOUND, N_("There is no such site."))
+    if not scope.sees(site_id):
+        raise scope_error
+    problem = None
+    if not note.strip():
+        problem = N_("Write a note for the crew.")
+    elif len(note.strip()) > NOTE_MAX:
+        problem = N_("The note is too long: at most 1000 characters.")
+    elif bin_id not in {b.id for b in registry.get_site(session, site_id).bins}:
+        problem = N_("Choose a bin of this site.")
+    view = SiteView(request, session, influx, caller, scope)
+    if problem is not None:
+        return view.page(
+            site_id, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, problem=problem
+        )
+    try:
+        open_manual(session, settings, current_time(), scope, bin_id=bin_id, reason=note.strip())
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise
+        return view.page(
+            site_id,
+            status_code=status.HTTP_409_CONFLICT,
+            problem=N_("This bin already has a collection request waiting for a crew."),
+        )
+    return _done(site_id, "requested")
+
+
+@router.post("/alerts/{alert_id}/ack", dependencies=[CONSOLE_EVERYONE])
+def acknowledge(
+    alert_id: AlertId,
+    request: Request,
+    session: SessionDep,
+    influx: InfluxDep,
+    caller: PostCallerDep,
+    scope: ScopeDep,
+) -> Response:
+    """The user takes the alert on; it is recorded with them as the actor."""
+    try:
+        site_id = alert_store.get_alert(session, alert_id).site_id
+        acknowledge_alert(session, alert_id, scope, note="", now=current_time())
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such alert.")) from None
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise
+        return SiteView(request, session, influx, caller, scope).page(
+            site_id,
+            status_code=status.HTTP_409_CONFLICT,
+            problem=N_("This alert was already acknowledged, or has cleared."),
+        )
+    return _done(site_id, "acknowledged")

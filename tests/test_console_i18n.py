@@ -1,0 +1,110 @@
+"""The console's languages, without a server: every string the console can show has a
+translation in both catalogs, the catalogs name the registry's codes completely, the locale is
+chosen per user then from Accept-Language, and dates and numbers follow the locale and the
+city's time zone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
+
+from alerts.rules import AlertType, Severity
+from api.console import labels
+from api.console.i18n import LOCALES, Formats, catalog_path, choose_locale, translations
+from collection.lifecycle import Status
+from collection.rules import Rule
+from devices.contract import SiteType, Stream
+
+CONSOLE = catalog_path("en").parents[3]
+
+
+def _extracted() -> Iterator[tuple[str, str, int]]:
+    with (CONSOLE / "babel.cfg").open() as config:
+        method_map, options_map = parse_mapping_cfg(config)
+    for filename, line, message, _comments, _context in extract_from_dir(
+        CONSOLE, method_map=method_map, options_map=options_map
+    ):
+        assert isinstance(message, str), f"{filename}:{line}: plural messages are not used yet"
+        yield message, filename, line
+
+
+def test_strings_are_extracted_from_code_and_templates() -> None:
+    places = {filename.split("/")[0] for _message, filename, _line in _extracted()}
+    assert {"templates", "labels.py", "pages.py", "auth.py"} <= places
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_string_has_a_translation(locale: str) -> None:
+    with catalog_path(locale).open("rb") as po:
+        catalog = read_po(po, locale=locale)
+    untranslated = [
+        f"{filename}:{line}: {message!r}"
+        for message, filename, line in _extracted()
+        if message not in catalog or not catalog[message].string or catalog[message].fuzzy
+    ]
+    assert untranslated == [], f"untranslated in {locale}"
+
+
+def test_chinese_names_the_streams_as_the_national_standard_does() -> None:
+    chinese = translations("zh_CN")
+    assert [chinese.gettext(labels.STREAMS[stream]) for stream in Stream] == [
+        "可回收物",
+        "有害垃圾",
+        "厨余垃圾",
+        "其他垃圾",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("names", "codes"),
+    [
+        (labels.STREAMS, Stream),
+        (labels.SITE_TYPES, SiteType),
+        (labels.REQUEST_STATUSES, Status),
+        (labels.REQUEST_RULES, Rule),
+        (labels.ALERT_TYPES, AlertType),
+        (labels.SEVERITIES, Severity),
+    ],
+)
+def test_every_code_has_a_name(names: dict[str, str], codes: type[StrEnum]) -> None:
+    assert set(names) == {code.value for code in codes}
+
+
+@pytest.mark.parametrize(
+    ("preferred", "header", "chosen"),
+    [
+        ("en", "zh-CN,zh;q=0.9", "en"),
+        ("zh_CN", "en", "zh_CN"),
+        (None, "en-GB,en;q=0.9", "en"),
+        (None, "fr-FR, en;q=0.5, zh;q=0.8", "zh_CN"),
+        (None, "zh-TW", "zh_CN"),
+        (None, "fr, de;q=0.3", "zh_CN"),
+        (None, "en;q=0, zh;q=0.1", "zh_CN"),
+        (None, "x-;;q=zz, en", "en"),
+        (None, None, "zh_CN"),
+    ],
+)
+def test_the_locale_is_the_users_then_the_browsers_then_chinese(
+    preferred: str | None, header: str | None, chosen: str
+) -> None:
+    assert choose_locale(preferred, header) == chosen
+
+
+def test_times_are_the_citys_and_numbers_the_locales() -> None:
+    moment = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # 07:30 the next day in Shanghai
+    chinese = Formats("zh_CN", ZoneInfo("Asia/Shanghai"))
+    english = Formats("en", ZoneInfo("Asia/Shanghai"))
+    assert chinese.time(moment) == "2026/12/2 07:30"
+    assert english.time(moment) == "12/2/26, 7:30\u202fAM"
+    assert chinese.percent(87.4) == "87%"
+    assert english.number(12345.6, 1) == "12,345.6"
+    assert chinese.until(moment + timedelta(hours=2), moment) == "2小时后"
+    assert english.until(moment - timedelta(minutes=40), moment) == "40 minutes ago"
+    assert chinese.time(None) == "—"
