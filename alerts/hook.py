@@ -26,7 +26,7 @@ class AlertHook:
     """Callable as ingest's `on_arrivals`; `close()` releases its database engine."""
 
     def __init__(self, settings: Settings) -> None:
-        self._engine = make_engine(settings.database_url)
+        self._engine = make_engine(settings.database_url, settings)
         self._sessions = session_factory(self._engine)
         self._limits = rules.Limits.of(settings)
         self._prefix = settings.topic_prefix

@@ -12,7 +12,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.auth import RateLimiter
 from api.limits import BodySizeLimit
@@ -28,6 +29,7 @@ from binwatch.influx import InfluxClient
 from binwatch.settings import Settings
 from devices.db import session_factory
 from devices.registry import make_engine
+from devices.registry_errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings)
         influx = InfluxClient(settings)
         app.state.settings = settings
         app.state.influx = influx
@@ -99,8 +101,10 @@ async def _sink_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
-    # OperationalError is the database's side (unreachable, locked, not migrated), never the
-    # request's; devices.registry does not translate it yet, so the edge does.
+    # A transient failure is the database's side (unreachable, locked, not migrated yet),
+    # never the request's: try again. A permanent one is a bug here, and stays a 500.
+    if not is_transient(exc):
+        raise exc
     log.error("%s %s: registry database: %s", request.method, request.url.path, exc)
     return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, REGISTRY_UNAVAILABLE)
 
@@ -132,6 +136,7 @@ _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respon
     InvalidRequest: _invalid,
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,
-    OperationalError: _registry_unavailable,
+    DBAPIError: _registry_unavailable,
+    PoolTimeout: _registry_unavailable,
     RequestValidationError: _request_invalid,
 }

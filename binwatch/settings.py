@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///var/binwatch.db", description="registry database (SQLAlchemy URL)"
     )
+    database_pool_size: int = Field(
+        5, ge=1, description="registry connections each process keeps open (pool size)"
+    )
+    database_max_overflow: int = Field(
+        10, ge=0, description="registry connections opened beyond the pool at peaks"
+    )
+    database_pool_timeout_s: float = Field(
+        30, gt=0, description="seconds to wait for a free registry connection before failing"
+    )
+    database_connect_timeout_s: int = Field(
+        10, ge=1, description="seconds to wait for PostgreSQL to accept a connection"
+    )
+    database_statement_timeout_s: float = Field(
+        30, ge=0, description="PostgreSQL cancels a registry statement after this long (0: never)"
+    )
     timezone: str = Field("Asia/Shanghai", description="the city's local time zone")
 
     ingest_client_id: str = Field(

@@ -62,7 +62,7 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine: Engine = make_engine(settings.database_url)
+        self.engine: Engine = make_engine(settings.database_url, settings)
         self.influx = InfluxClient(settings)
         self.webhooks = WebhookSender()
 

@@ -37,7 +37,7 @@ class ThresholdHook:
     def __init__(
         self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self._engine = make_engine(settings.database_url)
+        self._engine = make_engine(settings.database_url, settings)
         self._sessions = session_factory(self._engine)
         self._policy = Policy.of(settings)
         self._clock = clock

@@ -7,18 +7,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from binwatch.errors import NotFound
+from binwatch.settings import Settings
 from devices.models import Area, Bin, DeadLetter, Site
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
-    and the CLI can share one file without 'database is locked' errors."""
+def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
+    """An engine for the registry, its pool bounded by `settings` (their defaults without):
+    at most `database_pool_size + database_max_overflow` connections, a wait of at most
+    `database_pool_timeout_s` for one, each checked before use (a restarted server's dead
+    connections are replaced, not handed out). PostgreSQL also gets a connect timeout and a
+    statement timeout; SQLite gets WAL and a busy timeout so ingest workers, the API and the CLI
+    can share one file without 'database is locked' errors."""
+    limits = settings or Settings.model_construct()
+    pool: dict[str, Any] = {
+        "pool_size": limits.database_pool_size,
+        "max_overflow": limits.database_max_overflow,
+        "pool_timeout": limits.database_pool_timeout_s,
+        "pool_pre_ping": True,
+    }
     if database_url.startswith("sqlite"):
         engine = create_engine(
-            database_url, connect_args={"timeout": 30, "check_same_thread": False}
+            database_url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
         )
 
         @event.listens_for(engine, "connect")
@@ -29,7 +42,16 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if make_url(database_url).get_backend_name() == "postgresql":
+        timeout_ms = round(limits.database_statement_timeout_s * 1000)
+        connect_args = {
+            "connect_timeout": limits.database_connect_timeout_s,
+            # A server setting sent at connect: no extra round trip, and no SET for a pool's
+            # reset-on-return rollback to undo.
+            "options": f"-c statement_timeout={timeout_ms}",
+        }
+    return create_engine(database_url, connect_args=connect_args, **pool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,7 @@ class Ingestor:
             max_future_ms=round(settings.ingest_max_future_s * 1000),
         )
         self.influx = InfluxClient(settings)
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, settings)
         self._clock = clock
         self._shared = shared
         self._lock = threading.Condition()

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -25,6 +24,9 @@ from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import BinTags, bin_tags, make_engine
 from ingest.service import Ingestor
 from tests.helpers import ADMIN_TOKEN, wait_for
+
+# The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url` and the server.
+pytest_plugins = ["tests.registry_backends"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +78,18 @@ def influx_server(
 def settings(
     mqtt_server: MosquittoServer | AttachedServer,
     influx_server: InfluxServer | AttachedServer,
-    tmp_path: Path,
+    registry_url: str,
 ) -> Settings:
-    """Settings isolated to this test: its own InfluxDB database, topic prefix, registry file
-    and MQTT client id, so nothing another test did can be counted here."""
+    """Settings isolated to this test: its own InfluxDB database, topic prefix, registry
+    database (on each backend, tests/registry_backends.py) and MQTT client id, so nothing
+    another test did can be counted here."""
     tag = uuid.uuid4().hex[:10]
     return Settings(
         mqtt_url=mqtt_server.url,
         influx_url=influx_server.url,
         influx_db=f"test_{tag}",
         topic_prefix=f"test/{tag}/binwatch/v1",
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        database_url=registry_url,
         ingest_client_id=f"ingest-{tag}",
         ingest_share_group=f"ingest-{tag}",
         ingest_metrics_port=0,
