@@ -16,6 +16,7 @@ from binwatch.rollups import rollups_app
 from binwatch.settings import Settings
 from collection.commands import collector
 from devices.commands import fleet_app
+from devices.db_commands import db_app
 from ingest.commands import ingest
 from ingest.deadletters import deadletters_app
 from security.commands import keys_app, mqtt_auth_app
@@ -52,6 +53,7 @@ def main(
 
 
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(db_app, name="db")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(rollups_app, name="rollups")
 app.add_typer(grafana_app, name="grafana")

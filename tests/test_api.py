@@ -482,9 +482,13 @@ def test_health_is_503_when_influxdb_is_unreachable(
 
 
 def test_health_is_503_when_the_registry_is_unreachable(
-    settings: Settings, influx: InfluxClient
+    settings: Settings, influx: InfluxClient, registry_backend: str
 ) -> None:
-    gone = settings.model_copy(update={"database_url": "sqlite:////nonexistent/dir/registry.db"})
+    nowhere = {
+        "sqlite": "sqlite:////nonexistent/dir/registry.db",
+        "postgresql": f"postgresql+psycopg://binwatch@127.0.0.1:{free_port()}/binwatch",
+    }[registry_backend]
+    gone = settings.model_copy(update={"database_url": nowhere})
 
     with TestClient(create_app(gone), headers=ADMIN_HEADERS) as client:
         response = client.get("/health")

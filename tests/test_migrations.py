@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
+from typer.testing import CliRunner
 
 from devices.db import alembic_config, migrate
+from devices.db_commands import db_app
 from devices.models import Base
 from devices.registry import make_engine
 
@@ -63,6 +66,21 @@ def test_migrate_twice_is_harmless(registry_url: str) -> None:
     engine = make_engine(registry_url)
     try:
         assert set(inspect(engine).get_table_names()) == TABLES
+    finally:
+        engine.dispose()
+
+
+def test_the_db_migrate_command_migrates_the_configured_registry(
+    registry_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", registry_url)
+    for _ in range(2):  # compose runs it on every `up`
+        done = CliRunner().invoke(db_app, ["migrate"])
+        assert done.exit_code == 0, done.output
+    engine = make_engine(registry_url)
+    try:
+        assert set(inspect(engine).get_table_names()) == TABLES
+        assert _differences(engine) == []
     finally:
         engine.dispose()
 
