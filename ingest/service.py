@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.errors import SinkRejected, SinkUnavailable
@@ -30,6 +31,7 @@ from binwatch.settings import Settings
 from devices.contract import Event, Reading, Status, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine
+from devices.registry_errors import is_transient
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
 from ingest.lineprotocol import point, tag_set
 from ingest.metrics import IngestMetrics
@@ -414,7 +416,12 @@ class Ingestor:
                 return action()
             except Exception as exc:  # SinkUnavailable, or the registry database being down
                 self.metrics.write_errors.inc()
-                log.warning("storing a batch failed, retrying in %.1f s: %s", delay, exc)
+                if isinstance(exc, SQLAlchemyError) and not is_transient(exc):
+                    # Held, not dropped: acknowledging would lose the batch's collection
+                    # requests and alerts. Only a fix of the cause helps; say so loudly.
+                    log.error("the registry refused a batch (permanent): %s", exc)
+                else:
+                    log.warning("storing a batch failed, retrying in %.1f s: %s", delay, exc)
             if stop is None or stop.wait(delay) or batch[-1].generation != self._generation:
                 return None
             delay = min(delay * 2, RETRY_MAX_S)

@@ -1,5 +1,6 @@
 """The pure arithmetic of compliance (api/compliance.py, api/compliance_schemas.py), and the
-collection requests' SQL reads (api/compliance_requests.py) on each registry backend: no MQTT or InfluxDB."""
+collection requests' SQL reads (api/compliance_requests.py) on each registry backend, without
+MQTT or InfluxDB."""
 
 from __future__ import annotations
 
