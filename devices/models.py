@@ -28,6 +28,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# The largest value of an Integer id column on every backend: PostgreSQL's `integer` is 32-bit
+# (SQLite's 64-bit), so an API path id beyond it is refused before it reaches the database.
+MAX_ROW_ID = 2**31 - 1
+
+
 AREA_KINDS = ("city", "district", "street", "community")
 
 

@@ -19,7 +19,7 @@ from binwatch.servers import free_port
 from binwatch.settings import Settings
 from devices.contract import Topics
 from devices.db import migrate, session_factory
-from devices.models import Area, Bin, Operator, Site
+from devices.models import MAX_ROW_ID, Area, Bin, Operator, Site
 from devices.registry import bin_tags, make_engine
 from ingest.decode import decode
 from ingest.lineprotocol import tag_set
@@ -529,3 +529,11 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         "/api/v1/rankings",
         *("/api/v1/alerts", "/api/v1/alerts/{alert_id}", "/api/v1/alerts/{alert_id}/ack"),
     }
+
+
+def test_an_id_beyond_postgresqls_integer_is_422_not_500(client: TestClient) -> None:
+    # The fuzzer found it on PostgreSQL: 2**31 in a path overflowed the integer id column.
+    for kind in ("collections", "alerts"):
+        beyond = client.get(f"/api/v1/{kind}/{MAX_ROW_ID + 1}")
+        assert beyond.status_code == 422, beyond.text
+        assert client.get(f"/api/v1/{kind}/{MAX_ROW_ID}").status_code == 404

@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 from typer.testing import CliRunner
 
+from binwatch.cli import app
 from devices.db import alembic_config, migrate
-from devices.db_commands import db_app
 from devices.models import Base
 from devices.registry import make_engine
 
@@ -75,7 +75,7 @@ def test_the_db_migrate_command_migrates_the_configured_registry(
 ) -> None:
     monkeypatch.setenv("BINWATCH_DATABASE_URL", registry_url)
     for _ in range(2):  # compose runs it on every `up`
-        done = CliRunner().invoke(db_app, ["migrate"])
+        done = CliRunner().invoke(app, ["db", "migrate"])
         assert done.exit_code == 0, done.output
     engine = make_engine(registry_url)
     try:
