@@ -105,6 +105,11 @@ class Bin(Base):
     site: Mapped[Site] = relationship(back_populates="bins")
 
 
+# An MQTT topic may be 65,535 bytes; a dead letter keeps this much of it (PostgreSQL enforces a
+# VARCHAR's length, so a longer one would be refused for ever, holding up ingest).
+DEAD_LETTER_TOPIC_MAX = 500
+
+
 class DeadLetter(Base):
     """An MQTT message ingest could not store, kept so an operator can see why and replay it."""
 
@@ -112,7 +117,7 @@ class DeadLetter(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    topic: Mapped[str] = mapped_column(String(500))
+    topic: Mapped[str] = mapped_column(String(DEAD_LETTER_TOPIC_MAX))
     reason: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)

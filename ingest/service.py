@@ -29,7 +29,7 @@ from binwatch.mqtt import is_auth_failure, make_client
 from binwatch.rollups import ensure_rollups
 from binwatch.settings import Settings
 from devices.contract import Event, Reading, Status, Topics
-from devices.models import DeadLetter
+from devices.models import DEAD_LETTER_TOPIC_MAX, DeadLetter
 from devices.registry import add_dead_letters, bin_tags, make_engine
 from devices.registry_errors import is_transient
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
@@ -509,7 +509,7 @@ def _letter(topic: str, rejection: Rejection, received_at: float) -> DeadLetter:
     log.warning("dead-lettered %s from %s: %s", rejection.reason, topic, rejection.detail[:200])
     return DeadLetter(
         received_at=datetime.fromtimestamp(received_at, tz=UTC),
-        topic=topic,
+        topic=topic[:DEAD_LETTER_TOPIC_MAX],
         reason=rejection.reason,
         detail=rejection.detail,
         payload=rejection.payload[:DEAD_LETTER_PAYLOAD_MAX],
