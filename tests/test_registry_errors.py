@@ -4,6 +4,7 @@ that the transient ones do pass once the database is back, with nothing of the w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from sqlalchemy.orm import Session
 from binwatch.servers import PostgresServer, free_port
 from binwatch.settings import Settings
 from devices.db import migrate
-from devices.models import Operator
-from devices.registry import make_engine
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.models import Bin, CollectionRequest, Operator, Site
+from devices.registry import bin_tags, make_engine
 from devices.registry_errors import RegistryFailure, classify
 from tests.registry_backends import PostgresDatabases
 
@@ -132,3 +134,43 @@ def test_a_stopped_server_is_transient_and_the_work_passes_once_it_is_back(
 
 def test_anything_else_is_permanent() -> None:
     assert classify(ValueError("not a database error")) is PERMANENT
+
+
+def _request(session: Session, bin_id: str, status: str, at: datetime) -> CollectionRequest:
+    bin_ = session.get_one(Bin, bin_id)
+    site = session.get_one(Site, bin_.site_id)
+    request = CollectionRequest(
+        bin_id=bin_id,
+        site_id=site.id,
+        operator_id=site.operator_id,
+        stream=bin_.stream,
+        rule="manual",
+        reason="test",
+        status=status,
+        created_at=at,
+        due_at=at + timedelta(hours=12),
+        updated_at=at,
+    )
+    session.add(request)
+    session.commit()
+    return request
+
+
+def test_one_open_request_per_bin_is_the_databases_own_rule(engine: Engine) -> None:
+    """The partial unique index, not a look before the insert, keeps a second open request out,
+    so workers on several machines cannot both open one; closed ones are not limited."""
+    with Session(engine) as session:
+        import_fleet(session, load_fleet(default_fleet_path()))
+        bin_id = min(bin_tags(session))
+        # Shanghai's offset in, UTC out: the same instant on both backends.
+        at = datetime(2026, 11, 27, 16, 0, tzinfo=timezone(timedelta(hours=8)))
+        for _ in range(2):
+            _request(session, bin_id, "completed", at)
+        first = _request(session, bin_id, "open", at)
+        with pytest.raises(SQLAlchemyError) as raised:
+            _request(session, bin_id, "dispatched", at)
+        assert classify(raised.value) is PERMANENT
+        session.rollback()
+        session.expire_all()
+        stored = session.get_one(CollectionRequest, first.id).created_at
+        assert (stored, stored.utcoffset()) == (at, timedelta(0))
