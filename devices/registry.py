@@ -43,13 +43,15 @@ def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
 
         return engine
     connect_args: dict[str, Any] = {}
-    if make_url(database_url).get_backend_name() == "postgresql":
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
         timeout_ms = round(limits.database_statement_timeout_s * 1000)
+        # A server setting sent at connect: no extra round trip, and no SET for a pool's
+        # reset-on-return rollback to undo. The URL's own `options`, if any, come after.
+        options = [f"-c statement_timeout={timeout_ms}", *url.normalized_query.get("options", ())]
         connect_args = {
             "connect_timeout": limits.database_connect_timeout_s,
-            # A server setting sent at connect: no extra round trip, and no SET for a pool's
-            # reset-on-return rollback to undo.
-            "options": f"-c statement_timeout={timeout_ms}",
+            "options": " ".join(options),
         }
     return create_engine(database_url, connect_args=connect_args, **pool)
 

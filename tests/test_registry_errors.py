@@ -99,8 +99,16 @@ def test_a_serialization_failure_is_transient(engine: Engine) -> None:
 
 @pytest.mark.registry_backends("postgresql", reason="SQLite has no statement timeout")
 def test_the_statement_timeout_cancels_a_slow_statement_as_transient(registry_url: str) -> None:
-    engine = make_engine(registry_url, Settings(database_statement_timeout_s=0.2))
+    # The URL's own options are kept beside it.
+    url = f"{registry_url}?options=-c%20lock_timeout%3D1234"
+    engine = make_engine(url, Settings(database_statement_timeout_s=0.2))
     try:
+        with engine.connect() as connection:
+            shown = [
+                connection.scalar(text(f"SHOW {name}"))
+                for name in ("statement_timeout", "lock_timeout")
+            ]
+        assert shown == ["200ms", "1234ms"]
         failure = _failure(engine, "SELECT pg_sleep(5)")
         assert getattr(failure.orig, "sqlstate", None) == "57014"  # type: ignore[attr-defined]
         assert classify(failure) is TRANSIENT
