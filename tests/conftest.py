@@ -2,7 +2,9 @@
 pytest's temporary folder; each test gets its own database, topic prefix and registry, so
 assertions can be exact. Set BINWATCH_TEST_MQTT_URL / BINWATCH_TEST_INFLUX_URL to attach to
 servers already running instead (fault tests, which kill servers, then fail: they need their own).
-A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped."""
+A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped. The
+registry's PostgreSQL, and the running of registry tests on both backends, live in
+tests/registry_backends.py."""
 
 from __future__ import annotations
 
