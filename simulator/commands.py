@@ -10,12 +10,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from binwatch.errors import BinwatchError
 from binwatch.settings import Settings
 from devices.registry import BinTags, bin_tags, make_engine
+from devices.registry_errors import is_transient
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector
 from simulator.publisher import run_simulation
@@ -117,8 +118,11 @@ def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
     try:
         with Session(engine) as session:
             bins = list(bin_tags(session).values())
-    except OperationalError as exc:
-        # A registry never migrated has no tables (or, for SQLite, not even its folder).
+    except DBAPIError as exc:
+        # A registry never migrated has no tables (or, for SQLite, not even its folder); on
+        # PostgreSQL that is a ProgrammingError, on SQLite an OperationalError: both transient.
+        if not is_transient(exc):
+            raise
         console.print(f"{NO_BINS} ({exc.orig})", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     finally:

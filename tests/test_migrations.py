@@ -85,6 +85,16 @@ def test_the_db_migrate_command_migrates_the_configured_registry(
         engine.dispose()
 
 
+def test_simulate_on_an_unmigrated_registry_says_to_import_the_fleet(
+    registry_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite says "no such table" as an OperationalError, PostgreSQL as a ProgrammingError.
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", registry_url)
+    done = CliRunner().invoke(app, ["simulate", "--rounds", "1"])
+    assert done.exit_code == 1, done.output
+    assert "run `binwatch fleet import` first" in done.output
+
+
 def test_migrate_creates_the_sqlite_files_folder(tmp_path: Path) -> None:
     # SQLite only: the default URL points into var/, which a fresh checkout does not have.
     url = f"sqlite:///{tmp_path / 'var' / 'registry.db'}"
