@@ -302,6 +302,9 @@ class PostgresServer(_ChildServer):
             "full_page_writes": "off",
             # Every test's API, ingest and hooks hold pools of their own.
             "max_connections": "300",
+            # The pilot city's zone, not UTC: code that took the server's zone for UTC would
+            # show it (timestamptz values come back in the session's zone).
+            "timezone": "Asia/Shanghai",
         }
         command = [str(bin_dir / "postgres"), "-D", str(self.cluster_dir / "data")]
         command += ["-p", str(self.port)]

@@ -8,10 +8,12 @@ import pwd
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from binwatch import servers
 from binwatch.errors import ConfigError
 from binwatch.servers import PostgresServer, free_port
+from devices.registry import make_engine
 
 
 def test_a_missing_postgresql_is_an_error_that_says_what_to_install(
@@ -32,3 +34,10 @@ def test_the_server_runs_as_an_unprivileged_account_on_loopback(
     expected = pwd.getpwnam(servers.POSTGRES_ACCOUNT).pw_uid if os.geteuid() == 0 else os.geteuid()
     assert uid == expected != 0
     assert postgres_server.database_url().startswith("postgresql+psycopg://binwatch@127.0.0.1:")
+    # Not UTC on purpose, so registry tests catch code that takes the server's zone for UTC.
+    engine = make_engine(postgres_server.database_url())
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SHOW TimeZone")) == "Asia/Shanghai"
+    finally:
+        engine.dispose()
