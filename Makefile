@@ -1,11 +1,12 @@
 # Two commands: `make demo` runs the whole system on loopback, `make test` runs every check.
-# Both set up what is missing first: Debian's mosquitto and influxdb packages (as root, or the
-# command to run is printed), then the virtualenv in .venv with the project installed.
+# Both set up what is missing first: Debian's mosquitto, influxdb and postgresql packages (as
+# root, or the command to run is printed), then the virtualenv in .venv with the project installed.
+# (PostgreSQL's binaries are off PATH, in /usr/lib/postgresql/<version>/bin; the tests start it.)
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := mosquitto mosquitto-clients influxdb
+SYSTEM_PACKAGES := mosquitto mosquitto-clients influxdb postgresql
 STAMP := $(VENV)/.installed
 
 .PHONY: setup system demo test lint unit bench clean
@@ -17,6 +18,7 @@ system:
 	for tool in mosquitto:mosquitto mosquitto_sub:mosquitto-clients influxd:influxdb; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool#*:}"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing"; \

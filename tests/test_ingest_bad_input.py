@@ -51,6 +51,8 @@ def bad_payloads(topic: str, unknown_topic: str) -> list[tuple[str, str, bytes]]
             json.dumps({"ts": ts, "fill_pct": 5, "deposits": 2, "contaminated": 5}).encode(),
         ),
         ("unknown_bin", unknown_topic, valid(0)),
+        # Longer than dead_letters.topic holds: PostgreSQL would refuse the letter forever.
+        ("bad_topic", unknown_topic.replace("no-such-bin", "x" * 600), valid(0)),
         ("payload_too_large", topic, b"[" + b" " * (1024 * 1024) + b"]"),
         ("not_utf8", topic, b'{"ts": \xff\xfe}'),
         ("unknown_field", topic, json.dumps({"ts": ts, "fill_pct": 5, "lid": "open"}).encode()),
