@@ -126,8 +126,8 @@ def test_the_reasons_a_bin_can_cause_are_ingests_reasons() -> None:
     assert named and named <= set(REASONS), named - set(REASONS)
 
 
-def test_dead_letters_are_listed_per_bin(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+def test_dead_letters_are_listed_per_bin(registry_url: str) -> None:
+    url = registry_url
     migrate(url)
     engine = make_engine(url)
     now = datetime.now(UTC)

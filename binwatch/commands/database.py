@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy.engine import make_url
 
-from binwatch.settings import Settings
-from devices.db import migrate
+from binwatch.database import migrate
+from core.settings import Settings
 
 db_app = typer.Typer(help="The registry database (BINWATCH_DATABASE_URL): its schema.")
 
@@ -16,4 +15,5 @@ def migrate_command() -> None:
     """Bring the registry to the newest schema (Alembic); harmless when it is there already."""
     settings = Settings()
     migrate(settings.database_url)
-    typer.echo(f"registry at the newest schema: {make_url(settings.database_url)!r}")
+    # The URL as every log shows it: its password, if any, as ***.
+    typer.echo(f"registry at the newest schema: {settings.database_url}")
