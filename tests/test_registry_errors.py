@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from binwatch.database import migrate
 from binwatch.servers import PostgresServer, free_port
 from collection.models import CollectionRequest
-from core.sql import is_transient_failure, make_engine
+from core.settings import Settings
+from core.sql import database_engine, is_transient_failure, make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import Bin, Operator, Site
 from devices.registry import bin_tags
@@ -60,11 +61,24 @@ def test_a_missing_table_is_transient_until_migrated(registry_url: str) -> None:
         engine.dispose()
 
 
-def test_a_pool_without_a_free_connection_is_transient(registry_url: str) -> None:
-    engine = make_engine(registry_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+def test_a_pool_without_a_free_connection_is_transient(
+    registry_url: str, registry_backend: str
+) -> None:
+    """Through a service's own engine: the BINWATCH_DATABASE_* settings bound it."""
+    settings = Settings(
+        database_url=registry_url,
+        database_pool_size=1,
+        database_max_overflow=0,
+        database_pool_timeout_s=0.2,
+        database_statement_timeout_s=1.5,
+    )
+    engine = database_engine(settings)
     try:
-        with engine.connect(), pytest.raises(SQLAlchemyError) as raised, engine.connect():
-            pass
+        with engine.connect() as held:
+            if registry_backend == "postgresql":
+                assert held.scalar(text("SHOW statement_timeout")) == "1500ms"
+            with pytest.raises(SQLAlchemyError) as raised, engine.connect():
+                pass
         assert is_transient_failure(raised.value)
     finally:
         engine.dispose()
