@@ -4,6 +4,7 @@ Leaner than `simulator.publisher.run_simulation` (which builds and serialises a 
 reading): payloads come from `bench._payloads` templates, so it loads the broker and ingest harder
 than the simulator could. It publishes `--count` messages as fast as the broker acknowledges them
 (flood), or `--rate` messages per second until `--seconds` have passed or it gets SIGTERM (steady).
+A flood can carry `--hostile FILE`, messages from `bench._hostile` interleaved with the valid ones.
 At the end it prints one JSON line: published, acknowledged, first publish and last PUBACK (epoch s).
 
 Two paho costs are avoided on purpose (measured with py-spy, they halved the rate):
@@ -28,6 +29,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from bench._hostile import interleave
 from bench._payloads import PayloadSpec
 
 # Unacknowledged messages: enough to keep a loopback broker busy at its ceiling (FACTS.md).
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="steady: for this long (or until SIGTERM)")
     parser.add_argument("--prefix", help="topic prefix, instead of the spec's")
     parser.add_argument("--client-id", default="bench-publisher")
+    parser.add_argument("--hostile", help="flood: JSON file of hostile messages to interleave")
     args = parser.parse_args(argv)
     with open(args.spec) as file:
         spec = PayloadSpec.from_json(json.load(file))
@@ -127,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.count is not None:
         # Serialised before the clock starts: the flood measures the broker and ingest, not us.
         messages = list(islice(spec.messages(args.first), args.count))
+        if args.hostile:
+            with open(args.hostile) as file:
+                messages = list(interleave(messages, json.load(file), spec.prefix))
         print("ready", flush=True)
         first = time.time()
         for topic, payload in messages:

@@ -1,6 +1,6 @@
 """Ingest benchmark: what Mosquitto and InfluxDB can do here, and how much of it binwatch gets.
 
-    .venv/bin/python bench/ingest.py [--quick] [--soak-seconds N] [--profile]
+    .venv/bin/python bench/ingest.py [--quick] [--soak-seconds N] [--profile] [--only FIGURES]
 
 One run, on loopback, with its own Mosquitto and InfluxDB in a temporary folder (both stopped at
 the end), measures side by side:
@@ -11,6 +11,8 @@ the end), measures side by side:
    telemetry exactly as ingest builds them;
 3. end to end: readings/s from the first publish to the moment a count query finds the last one in
    InfluxDB, through `binwatch ingest --workers 1` and `--workers 2`, and the loss;
+3h. the same 1-worker flood with every 20th message hostile (`bench/_hostile.py`): valid readings/s
+   stored, their loss, and the dead letters by reason against what was sent;
 4. publish-to-queryable latency p50/p99 under a steady 5,000 readings/s;
 5. ingest's memory (RSS of its process tree) over a steady soak at that rate.
 
@@ -53,9 +55,10 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench import _profile  # noqa: E402
+from bench import _hostile, _profile  # noqa: E402
 from bench._payloads import PayloadSpec, build_spec  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free  # noqa: E402
@@ -66,6 +69,7 @@ from core.settings import Settings  # noqa: E402
 from core.sql import make_engine  # noqa: E402  # noqa: E402  # noqa: E402
 from devices.contract import TopicKind, Topics  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
+from devices.models import DeadLetter  # noqa: E402
 from devices.registry import BinTags, bin_tags  # noqa: E402  # noqa: E402
 from ingest.decode import decode  # noqa: E402
 
@@ -106,6 +110,8 @@ SETTLE_S = 60.0
 # Polling /metrics costs ingest CPU (its HTTP thread wants the GIL): often enough for ~1 %
 # resolution on a flood of several seconds, rarely enough to stay out of the profile.
 METRICS_POLL_S = 0.2
+# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5.
+FIGURES = ("ceilings", "e2e", "hostile", "steady")
 # Targets (docs/performance.md says where they come from).
 TARGET_E2E_SHARE = 0.75
 TARGET_P99_S = 1.0
@@ -514,12 +520,14 @@ class IngestProcess:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def problems(self) -> list[str]:
+    def problems(self, *, expected: str | None = None) -> list[str]:
+        """The first errors and warnings of its log, but for those containing `expected`."""
         text = self.log_path.read_text(errors="replace")
         return [
             line
             for line in text.splitlines()
-            if " ERROR " in line or "Traceback" in line or " WARNING " in line
+            if (" ERROR " in line or "Traceback" in line or " WARNING " in line)
+            and not (expected and expected in line)
         ][:20]
 
     def stop(self) -> int:
@@ -557,16 +565,30 @@ def running_ingest(ctx: Context, settings: Settings, workers: int) -> Iterator[I
 # 3. end to end -----------------------------------------------------------------------------
 
 
-def end_to_end(ctx: Context, workers: int, *, profile_to: Path | None = None) -> dict[str, Any]:
-    settings = ctx.settings(f"e2e{workers}_{uuid.uuid4().hex[:8]}")
+def end_to_end(
+    ctx: Context, workers: int, *, profile_to: Path | None = None, hostile: bool = False
+) -> dict[str, Any]:
+    """A flood of `ctx.flood` messages through ingest; with `hostile`, every 20th is hostile
+    (`bench._hostile`) and the dead letters they leave are counted by reason."""
+    tag = "hostile" if hostile else f"e2e{workers}"
+    settings = ctx.settings(f"{tag}_{uuid.uuid4().hex[:8]}")
     client = InfluxClient(settings)
-    start_ms, end_ms = ctx.spec.start_ms, ctx.spec.end_ms(ctx.flood)
+    valid, mixed = _hostile.mix(ctx.spec, ctx.flood) if hostile else (ctx.flood, [])
+    extra: list[str] = []
+    if mixed:
+        path = ctx.work / f"{settings.influx.db}-hostile.json"
+        path.write_text(json.dumps(_hostile.to_json(mixed)))
+        extra = ["--hostile", str(path)]
+    wanted = _hostile.expected(mixed)
+    start_ms, end_ms = ctx.spec.start_ms, ctx.spec.end_ms(valid)
     try:
         with running_ingest(ctx, settings, workers) as ingest:
             base = ingest.stored()
             cpu_before = cpu_seconds(ingest.pid)
             servers_before = cpu_seconds(server_pid(ctx.mqtt)), cpu_seconds(server_pid(ctx.influx))
-            publisher = start_helper(publisher_command(ctx, settings, "--count", str(ctx.flood)))
+            publisher = start_helper(
+                publisher_command(ctx, settings, "--count", str(valid), *extra)
+            )
             spy = None
             if profile_to is not None:
                 spy = subprocess.Popen(
@@ -593,9 +615,9 @@ def end_to_end(ctx: Context, workers: int, *, profile_to: Path | None = None) ->
                 now_stored = ingest.stored() - base
                 if now_stored != previous:
                     previous, last_progress = now_stored, time.monotonic()
-                if now_stored >= ctx.flood:
+                if now_stored >= valid:
                     stored = count_between(client, start_ms, end_ms)
-                    if stored >= ctx.flood:
+                    if stored >= valid:
                         t_end = time.time()
                         break
                 if time.monotonic() - last_progress > SETTLE_S:
@@ -613,7 +635,14 @@ def end_to_end(ctx: Context, workers: int, *, profile_to: Path | None = None) ->
                 except subprocess.TimeoutExpired:
                     spy.kill()
             published = finish_helper(publisher, timeout=120)
-            problems = ingest.problems()
+            # Letters are filed with their batch: they may trail the last valid reading.
+            deadline = time.monotonic() + SETTLE_S
+            letters = dead_letters(ctx.registry_url, settings.topic_prefix)
+            while letters != wanted and time.monotonic() < deadline:
+                time.sleep(METRICS_POLL_S)
+                letters = dead_letters(ctx.registry_url, settings.topic_prefix)
+            # The hostile flood's dead letters are each logged; they are counted above instead.
+            problems = ingest.problems(expected="dead-lettered" if mixed else None)
     finally:
         client.close()
     elapsed = t_end - published["t_first"]
@@ -626,14 +655,33 @@ def end_to_end(ctx: Context, workers: int, *, profile_to: Path | None = None) ->
             "ingest": cpu * per,
             "influxdb": influx_cpu * per,
         },
-        "readings": published["published"],
+        "readings": published["published"] - len(mixed),
         "stored": stored,
-        "loss": published["published"] - stored,
+        "loss": published["published"] - len(mixed) - stored,
         "seconds": elapsed,
         "rate": stored / elapsed,
         "ingest_cpu_share": cpu / elapsed,
         "log_problems": problems,
+        "hostile_messages": len(mixed),
+        "dead_letters_expected": wanted,
+        "dead_letters_found": letters,
+        "dead_letters_accounted": letters == wanted,
     }
+
+
+def dead_letters(registry_url: str, prefix: str) -> dict[str, list[int]]:
+    """reason -> [letters, readings] filed for topics under `prefix` (one run's)."""
+    engine = make_engine(registry_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(DeadLetter.reason, func.count(), func.sum(DeadLetter.parts))
+                .where(DeadLetter.topic.startswith(f"{prefix}/"))
+                .group_by(DeadLetter.reason)
+            ).all()
+    finally:
+        engine.dispose()
+    return {reason: [int(n), int(parts)] for reason, n, parts in rows}
 
 
 # 4 + 5. steady load: latency probe and memory soak -----------------------------------------
@@ -811,36 +859,64 @@ def by_window(series: list[tuple[float, float, float]], window_s: float = 30.0) 
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
-    broker = median([r["rate"] for r in results["broker"]])
-    database = median([r["rate"] for r in results["database"]])
-    lower = min(broker, database)
+    """Medians, shares and targets of the figures that ran (`--only` may skip some)."""
+    summary: dict[str, Any] = {}
+    targets: dict[str, bool] = {}
+    lower = float("nan")
+    if results["broker"]:
+        broker = median([r["rate"] for r in results["broker"]])
+        database = median([r["rate"] for r in results["database"]])
+        lower = min(broker, database)
+        summary["broker_ceiling_rate"] = broker
+        summary["database_ceiling_rate"] = database
+        summary["lower_ceiling"] = "broker" if broker <= database else "database"
     e2e = {w: median([r["rate"] for r in results[f"e2e_w{w}"]]) for w in (1, 2)}
+    for w, rate in e2e.items():
+        summary[f"e2e_rate_w{w}"] = rate
+        summary[f"e2e_share_w{w}"] = rate / lower
+    if results["broker"] and results["e2e_w2"]:
+        targets[f"e2e >= {TARGET_E2E_SHARE:.0%} of the lower ceiling"] = (
+            max(e2e.values()) / lower >= TARGET_E2E_SHARE
+        )
     loss = sum(r["loss"] for k in ("e2e_w1", "e2e_w2") for r in results[k])
+    summary["flood_loss"] = loss
     s = results["steady"]
-    best = max(e2e.values())
-    return {
-        "broker_ceiling_rate": broker,
-        "database_ceiling_rate": database,
-        "lower_ceiling": "broker" if broker <= database else "database",
-        "e2e_rate_w1": e2e[1],
-        "e2e_rate_w2": e2e[2],
-        "e2e_share_w1": e2e[1] / lower,
-        "e2e_share_w2": e2e[2] / lower,
-        "flood_loss": loss,
-        "steady_loss": s["loss"],
-        "latency_p50_s": s["latency_p50_s"],
-        "latency_p99_s": s["latency_p99_s"],
-        "rss_slope_after_warmup_mib_per_min": s["rss_slope_after_warmup_mib_per_min"],
-        "targets": {
-            f"e2e >= {TARGET_E2E_SHARE:.0%} of the lower ceiling": best / lower >= TARGET_E2E_SHARE,
-            "0 loss": loss == 0 and s["loss"] == 0 and s["probes_lost"] == 0,
-            f"p99 < {TARGET_P99_S:g} s at {STEADY_RATE:,.0f}/s": s["latency_p99_s"] < TARGET_P99_S
-            and s["rate_achieved"] >= 0.95 * STEADY_RATE,
-            f"flat memory (slope < {FLAT_SLOPE_MIB_PER_MIN} MiB/min after warm-up)": (
-                s["rss_slope_after_warmup_mib_per_min"] < FLAT_SLOPE_MIB_PER_MIN
-            ),
-        },
-    }
+    if s:
+        summary["steady_loss"] = s["loss"]
+        summary["latency_p50_s"] = s["latency_p50_s"]
+        summary["latency_p99_s"] = s["latency_p99_s"]
+        summary["rss_slope_after_warmup_mib_per_min"] = s["rss_slope_after_warmup_mib_per_min"]
+    if results["e2e_w1"] or s:
+        targets["0 loss"] = loss == 0 and (not s or (s["loss"] == 0 and s["probes_lost"] == 0))
+    if results["hostile"]:
+        hostile = median([r["rate"] for r in results["hostile"]])
+        summary["hostile_rate"] = hostile
+        summary["hostile_ratio_to_e2e_w1"] = hostile / e2e[1]
+        # Steadier than the rates on a shared machine: ingest's CPU per valid reading.
+        summary["hostile_ingest_cpu_ratio"] = median(
+            [r["cpu_us_per_reading"]["ingest"] for r in results["hostile"]]
+        ) / median([r["cpu_us_per_reading"]["ingest"] for r in results["e2e_w1"]])
+        summary["hostile_loss"] = sum(r["loss"] for r in results["hostile"])
+        targets[f"0 loss of valid readings, {1 / _hostile.EVERY:.0%} hostile"] = (
+            summary["hostile_loss"] == 0
+        )
+        targets["every hostile message dead-lettered under its reason"] = all(
+            r["dead_letters_accounted"] for r in results["hostile"]
+        )
+    if s:
+        targets[f"p99 < {TARGET_P99_S:g} s at {STEADY_RATE:,.0f}/s"] = (
+            s["latency_p99_s"] < TARGET_P99_S and s["rate_achieved"] >= 0.95 * STEADY_RATE
+        )
+        targets[f"flat memory (slope < {FLAT_SLOPE_MIB_PER_MIN} MiB/min after warm-up)"] = (
+            s["rss_slope_after_warmup_mib_per_min"] < FLAT_SLOPE_MIB_PER_MIN
+        )
+    summary["targets"] = targets
+    return summary
+
+
+def hostile_mix_text() -> str:
+    kinds = "; ".join(f"{kind} → {reason}" for kind, reason, _, _ in _hostile.KINDS)
+    return f"1 message in {_hostile.EVERY}, in turn: {kinds}"
 
 
 def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
@@ -848,48 +924,80 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
         return ", ".join(f"{r['rate']:,.0f}" for r in results[key])
 
     s = results["steady"]
-    lower = min(summary["broker_ceiling_rate"], summary["database_ceiling_rate"])
-    rows = [
-        (
-            "1 broker ceiling (pub → plain sub)",
-            fmt_rate(summary["broker_ceiling_rate"]),
-            f"runs {runs('broker')}",
-        ),
-        (
-            "2 database ceiling (5,000-line POSTs)",
-            fmt_rate(summary["database_ceiling_rate"]),
-            f"runs {runs('database')}",
-        ),
-        (
-            "3 end to end, 1 worker",
-            fmt_rate(summary["e2e_rate_w1"]),
-            f"{summary['e2e_share_w1']:.0%} of lower ceiling; runs {runs('e2e_w1')}",
-        ),
-        (
-            "3 end to end, 2 workers",
-            fmt_rate(summary["e2e_rate_w2"]),
-            f"{summary['e2e_share_w2']:.0%} of lower ceiling; runs {runs('e2e_w2')}",
-        ),
-        (
-            "3 loss (published − stored), floods",
-            str(summary["flood_loss"]),
-            f"{len(results['e2e_w1']) + len(results['e2e_w2'])} floods",
-        ),
-        (
-            "4 latency p50 / p99 / max",
-            f"{s['latency_p50_s'] * 1000:.0f} / {s['latency_p99_s'] * 1000:.0f} /"
-            f" {s['latency_max_s'] * 1000:.0f} ms",
-            f"{s['probes']} probes at {s['rate_achieved']:,.0f}/s achieved; broker leg p50"
-            f" {s['broker_leg_p50_s'] * 1000:.0f} ms",
-        ),
-        (
-            "5 ingest RSS first / last / max",
-            f"{s['rss_first_mib']:.1f} / {s['rss_last_mib']:.1f} / {s['rss_max_mib']:.1f} MiB",
-            f"slope {s['rss_slope_mib_per_min']:+.2f} MiB/min all,"
-            f" {s['rss_slope_after_warmup_mib_per_min']:+.2f} after {s['rss_warmup_s']:.0f} s",
-        ),
-        ("  steady loss", str(s["loss"]), f"{s['published']:,} published, {s['stored']:,} stored"),
-    ]
+    rows: list[tuple[str, str, str]] = []
+    if results["broker"]:
+        rows += [
+            (
+                "1 broker ceiling (pub → plain sub)",
+                fmt_rate(summary["broker_ceiling_rate"]),
+                f"runs {runs('broker')}",
+            ),
+            (
+                "2 database ceiling (5,000-line POSTs)",
+                fmt_rate(summary["database_ceiling_rate"]),
+                f"runs {runs('database')}",
+            ),
+        ]
+    for w in (1, 2):
+        if results[f"e2e_w{w}"]:
+            share = summary[f"e2e_share_w{w}"]
+            rows.append(
+                (
+                    f"3 end to end, {w} worker{'s' if w > 1 else ''}",
+                    fmt_rate(summary[f"e2e_rate_w{w}"]),
+                    (f"{share:.0%} of lower ceiling; " if share == share else "")
+                    + f"runs {runs(f'e2e_w{w}')}",
+                )
+            )
+    floods = len(results["e2e_w1"]) + len(results["e2e_w2"])
+    if floods:
+        rows.append(
+            ("3 loss (published − stored), floods", str(summary["flood_loss"]), f"{floods} floods")
+        )
+    if results["hostile"]:
+        last = results["hostile"][-1]
+        rows += [
+            (
+                f"3h valid stored, {1 / _hostile.EVERY:.0%} hostile, 1 worker",
+                fmt_rate(summary["hostile_rate"]),
+                f"{summary['hostile_ratio_to_e2e_w1']:.2f} × clean 1-worker rate, ingest CPU"
+                f" per valid reading {summary['hostile_ingest_cpu_ratio']:.2f} × clean;"
+                f" runs {runs('hostile')}",
+            ),
+            (
+                "3h loss of valid readings",
+                str(summary["hostile_loss"]),
+                f"{last['readings']:,} valid + {last['hostile_messages']:,} hostile messages",
+            ),
+            (
+                "3h dead letters [letters, readings]",
+                "all found"
+                if all(r["dead_letters_accounted"] for r in results["hostile"])
+                else "MISMATCH",
+                f"expected {last['dead_letters_expected']}, found {last['dead_letters_found']}",
+            ),
+        ]
+    if s:
+        rows += [
+            (
+                "4 latency p50 / p99 / max",
+                f"{s['latency_p50_s'] * 1000:.0f} / {s['latency_p99_s'] * 1000:.0f} /"
+                f" {s['latency_max_s'] * 1000:.0f} ms",
+                f"{s['probes']} probes at {s['rate_achieved']:,.0f}/s achieved; broker leg p50"
+                f" {s['broker_leg_p50_s'] * 1000:.0f} ms",
+            ),
+            (
+                "5 ingest RSS first / last / max",
+                f"{s['rss_first_mib']:.1f} / {s['rss_last_mib']:.1f} / {s['rss_max_mib']:.1f} MiB",
+                f"slope {s['rss_slope_mib_per_min']:+.2f} MiB/min all,"
+                f" {s['rss_slope_after_warmup_mib_per_min']:+.2f} after {s['rss_warmup_s']:.0f} s",
+            ),
+            (
+                "  steady loss",
+                str(s["loss"]),
+                f"{s['published']:,} published, {s['stored']:,} stored",
+            ),
+        ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     say("")
@@ -899,11 +1007,20 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
     for name, value, note in rows:
         say(f"{name:<{width}}  {value:>{vwidth}}  {note}")
     say("-" * 100)
-    say(
-        f"ratio e2e / min(ceilings) = {summary['e2e_rate_w1']:,.0f} / {lower:,.0f} ="
-        f" {summary['e2e_share_w1']:.2f} (1 worker), {summary['e2e_share_w2']:.2f} (2 workers);"
-        f" lower ceiling: {summary['lower_ceiling']}"
-    )
+    if results["broker"] and results["e2e_w2"]:
+        lower = min(summary["broker_ceiling_rate"], summary["database_ceiling_rate"])
+        say(
+            f"ratio e2e / min(ceilings) = {summary['e2e_rate_w1']:,.0f} / {lower:,.0f} ="
+            f" {summary['e2e_share_w1']:.2f} (1 worker), {summary['e2e_share_w2']:.2f}"
+            f" (2 workers); lower ceiling: {summary['lower_ceiling']}"
+        )
+    if results["hostile"]:
+        say(
+            f"ratio hostile / clean (1 worker) = {summary['hostile_rate']:,.0f} /"
+            f" {summary['e2e_rate_w1']:,.0f} = {summary['hostile_ratio_to_e2e_w1']:.2f} (ingest CPU"
+            f" per valid reading: {summary['hostile_ingest_cpu_ratio']:.2f} × clean);"
+            f" hostile mix: {hostile_mix_text()}"
+        )
     say("targets:")
     for name, met in summary["targets"].items():
         say(f"  [{'met' if met else 'NOT MET'}] {name}")
@@ -922,7 +1039,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also py-spy an extra 1-worker flood"
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(FIGURES),
+        help=f"comma-separated figures to run, of {', '.join(FIGURES)} (default all); hostile"
+        " also runs the clean 1-worker flood its ratio needs",
+    )
     args = parser.parse_args(argv)
+    args.only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if not args.only:
+        parser.error(f"--only: name at least one figure of {FIGURES}")
+    if unknown := args.only - set(FIGURES):
+        parser.error(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; pick from {FIGURES}")
     args.readings = args.readings or (FLOOD_QUICK if args.quick else FLOOD)
     args.repeats = args.repeats or (REPEATS_QUICK if args.quick else REPEATS)
     if args.soak_seconds is None:
@@ -949,6 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
         "database": [],
         "e2e_w1": [],
         "e2e_w2": [],
+        "hostile": [],
         "steady": {},
         "profile": None,
     }
@@ -1004,6 +1133,8 @@ def main(argv: list[str] | None = None) -> int:
             "publisher": "bench/_publisher.py (pre-serialised payloads, 1 thread, window 1000)",
             "steady_rate": STEADY_RATE,
             "soak_seconds": args.soak_seconds,
+            "figures": sorted(args.only),
+            "hostile_mix": hostile_mix_text(),
             "versions": versions(),
         }
         results["conditions"] = conditions
@@ -1020,58 +1151,81 @@ def main(argv: list[str] | None = None) -> int:
             "ingest_command",
             "ingest_settings",
             "publisher",
+            "figures",
             "versions",
         ):
             say(f"  {key}: {conditions[key]}")
         say(f"  work dir: {work}")
         for rep in range(args.repeats):
             say(f"\n-- run {rep + 1} of {args.repeats}")
-            r = broker_ceiling(ctx)
-            results["broker"].append(r)
-            say(
-                f"  1 broker ceiling   {fmt_rate(r['rate'])} ({r['received']:,} in {r['seconds']:.2f} s;"
-                f" publisher acked at {fmt_rate(r['publisher_rate'])})"
-            )
-            say("      CPU µs per reading: " + cpu_text(r["cpu_us_per_reading"]))
-            r = database_ceiling(ctx, lines)
-            results["database"].append(r)
-            say(
-                f"  2 database ceiling {fmt_rate(r['rate'])} ({r['stored']:,} stored in"
-                f" {r['seconds']:.2f} s; POST p50 {r['post_p50_ms']:.0f} ms,"
-                f" p99 {r['post_p99_ms']:.0f} ms; {r['retries']} retries)"
-            )
-            for workers in (1, 2):
-                r = end_to_end(ctx, workers)
-                results[f"e2e_w{workers}"].append(r)
+            if "ceilings" in args.only:
+                r = broker_ceiling(ctx)
+                results["broker"].append(r)
                 say(
-                    f"  3 end to end, {workers} worker{'s' if workers > 1 else ' '} {fmt_rate(r['rate'])}"
-                    f" ({r['stored']:,} of {r['readings']:,} stored in {r['seconds']:.2f} s,"
-                    f" loss {r['loss']}; ingest CPU {r['ingest_cpu_share']:.0%} of a core)"
+                    f"  1 broker ceiling   {fmt_rate(r['rate'])} ({r['received']:,} in"
+                    f" {r['seconds']:.2f} s; publisher acked at {fmt_rate(r['publisher_rate'])})"
                 )
                 say("      CPU µs per reading: " + cpu_text(r["cpu_us_per_reading"]))
+                r = database_ceiling(ctx, lines)
+                results["database"].append(r)
+                say(
+                    f"  2 database ceiling {fmt_rate(r['rate'])} ({r['stored']:,} stored in"
+                    f" {r['seconds']:.2f} s; POST p50 {r['post_p50_ms']:.0f} ms,"
+                    f" p99 {r['post_p99_ms']:.0f} ms; {r['retries']} retries)"
+                )
+            # The hostile flood right after the clean 1-worker one it is compared with.
+            floods = [(1, False)] if args.only & {"e2e", "hostile"} else []
+            floods += [(1, True)] if "hostile" in args.only else []
+            floods += [(2, False)] if "e2e" in args.only else []
+            for workers, hostile in floods:
+                r = end_to_end(ctx, workers, hostile=hostile)
+                results["hostile" if hostile else f"e2e_w{workers}"].append(r)
+                if hostile:
+                    say(
+                        f"  3h {1 / _hostile.EVERY:.0%} hostile, 1 worker {fmt_rate(r['rate'])}"
+                        f" valid ({r['stored']:,} of {r['readings']:,} valid stored in"
+                        f" {r['seconds']:.2f} s, loss {r['loss']}; {r['hostile_messages']:,}"
+                        " hostile messages; dead letters"
+                        f" {'as sent' if r['dead_letters_accounted'] else 'MISMATCH'}:"
+                        f" {r['dead_letters_found']}; ingest CPU {r['ingest_cpu_share']:.0%} of"
+                        " a core)"
+                    )
+                else:
+                    say(
+                        f"  3 end to end, {workers} worker{'s' if workers > 1 else ' '}"
+                        f" {fmt_rate(r['rate'])} ({r['stored']:,} of {r['readings']:,} stored in"
+                        f" {r['seconds']:.2f} s, loss {r['loss']}; ingest CPU"
+                        f" {r['ingest_cpu_share']:.0%} of a core)"
+                    )
+                say("      CPU µs per (valid) reading: " + cpu_text(r["cpu_us_per_reading"]))
                 for line in r["log_problems"][:5]:
                     say(f"      log: {line[:160]}")
-        steady_s = max(args.soak_seconds, STEADY_MIN_S)
-        say(f"\n-- steady {STEADY_RATE:,.0f}/s for {steady_s:.0f} s (latency probe + memory soak)")
-        s = steady(ctx, steady_s)
-        results["steady"] = s
-        say(
-            f"  4 latency p50 {s['latency_p50_s'] * 1000:.0f} ms, p99 {s['latency_p99_s'] * 1000:.0f} ms"
-            f" ({s['probes']} probes, {s['probes_lost']} never seen; achieved {fmt_rate(s['rate_achieved'])})"
-        )
-        say(
-            f"  5 RSS {s['rss_first_mib']:.1f} → {s['rss_last_mib']:.1f} MiB (max {s['rss_max_mib']:.1f});"
-            f" slope {s['rss_slope_after_warmup_mib_per_min']:+.2f} MiB/min after warm-up;"
-            f" ingest CPU {s['ingest_cpu_share']:.0%} of a core; loss {s['loss']}"
-        )
-        say("      latency by 30 s window (start s, probes, p50 s, p99 s, publish→ingest p50 s):")
-        for row in s["latency_by_window"]:
-            say(f"        {row}")
-        say(f"      RSS MiB every {RSS_EVERY_S:.0f} s: {[v for _, v in s['rss_mib']]}")
-        say(f"      ingest buffer, most messages per RSS sample: {s['buffer_max_messages']}")
-        say(f"      load average (1 min) alongside: {[round(x, 1) for x in s['loadavg_1min']]}")
-        for line in s["log_problems"][:5]:
-            say(f"      log: {line[:160]}")
+        if "steady" in args.only:
+            steady_s = max(args.soak_seconds, STEADY_MIN_S)
+            say(
+                f"\n-- steady {STEADY_RATE:,.0f}/s for {steady_s:.0f} s (latency probe + memory soak)"
+            )
+            s = steady(ctx, steady_s)
+            results["steady"] = s
+            say(
+                f"  4 latency p50 {s['latency_p50_s'] * 1000:.0f} ms, p99 {s['latency_p99_s'] * 1000:.0f} ms"
+                f" ({s['probes']} probes, {s['probes_lost']} never seen; achieved {fmt_rate(s['rate_achieved'])})"
+            )
+            say(
+                f"  5 RSS {s['rss_first_mib']:.1f} → {s['rss_last_mib']:.1f} MiB (max {s['rss_max_mib']:.1f});"
+                f" slope {s['rss_slope_after_warmup_mib_per_min']:+.2f} MiB/min after warm-up;"
+                f" ingest CPU {s['ingest_cpu_share']:.0%} of a core; loss {s['loss']}"
+            )
+            say(
+                "      latency by 30 s window (start s, probes, p50 s, p99 s, publish→ingest p50 s):"
+            )
+            for row in s["latency_by_window"]:
+                say(f"        {row}")
+            say(f"      RSS MiB every {RSS_EVERY_S:.0f} s: {[v for _, v in s['rss_mib']]}")
+            say(f"      ingest buffer, most messages per RSS sample: {s['buffer_max_messages']}")
+            say(f"      load average (1 min) alongside: {[round(x, 1) for x in s['loadavg_1min']]}")
+            for line in s["log_problems"][:5]:
+                say(f"      log: {line[:160]}")
         if args.profile:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             raw = RESULTS_DIR / f"ingest-profile-{stamp:%Y%m%d-%H%M%S}.txt"

@@ -56,6 +56,8 @@ def main(
     )
     # httpx logs every request at INFO: thousands a minute from ingest.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic says which dialect it uses at INFO before every command's own output.
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 app.add_typer(fleet_app, name="fleet")

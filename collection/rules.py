@@ -5,6 +5,7 @@ boundary is tested by passing the moment in question."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -72,47 +73,149 @@ def kitchen_needs_clearing(
 # A fall of more than this between two points is an emptying: the fill rate is measured only
 # since then. Smaller falls are sensor noise (compaction, a lid reading).
 EMPTIED_DROP_PCT: Final = 5.0
-# Less history than this gives a rate that is mostly noise.
-MIN_RATE_SPAN: Final = timedelta(minutes=30)
-# A bin that takes longer than this to fill has no forecast worth stating.
-MAX_HORIZON: Final = timedelta(days=366)
+# A straight line through fewer points has no residuals to measure its own error by.
+MIN_FIT_POINTS: Final = 3
+# A forecast whose hours-to-full is less sure than this (one standard error over the estimate)
+# would send crews on a guess; the threshold rule still catches the bin when it gets there.
+MAX_RELATIVE_ERROR: Final = 0.5
+# How far a fill rate drifts from the fitted line over the hours a forecast looks ahead, as a
+# share of those hours: the 68th percentile of |error| / hours-to-full that bench/forecast.py
+# measured on the simulator's fill curves (seed 1, 7 days; docs/collection.md). Deposits follow
+# the time of day, which a line through the last hours cannot see, so this term, not the
+# scatter of the readings, dominates how sure a forecast can be.
+RATE_DRIFT: Final = 1.05
+# The next working day is never more than a day away: a bin full later than this cannot fire,
+# and a near-zero rate would otherwise overflow a timedelta.
+HORIZON: Final = timedelta(days=2)
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class FillPoint:
+    """A bin's mean fill over a bucket of `readings` readings, stamped with the bucket's start."""
+
     at: datetime
     fill_pct: float
+    readings: int = 1
 
 
-def full_at(points: Sequence[FillPoint]) -> datetime | None:
-    """When the bin reaches 100 % at its fill rate since it was last emptied; None when it is not
-    filling or there is too little history to say."""
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a forecast must rest on, from the settings: history since the last emptying of at
+    least `min_span` and `min_readings` readings, a fitted rate that is positive and not above
+    `max_rate_pct_h` (faster is a sensor jump, not waste), and a time to full no further ahead
+    than `max_reach` times the span it was fitted over (fill rates follow the time of day, so a
+    line is trusted only about as far as it was measured; bench/forecast.py measured why)."""
+
+    min_span: timedelta
+    min_readings: int
+    max_rate_pct_h: float
+    max_reach: float
+
+    @classmethod
+    def of(cls, settings: CollectionSettings) -> Evidence:
+        """From the collection group (`settings.collection`, BINWATCH_COLLECTION_FORECAST_*)."""
+        return cls(
+            min_span=timedelta(minutes=settings.forecast_min_span_min),
+            min_readings=settings.forecast_min_readings,
+            max_rate_pct_h=settings.forecast_max_rate_pct_h,
+            max_reach=settings.forecast_max_reach,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """When a bin will be full, how sure that is, and what it rests on. `fit_error_h` is one
+    standard error of the hours to full from the scatter of the points around the line;
+    `error_h` adds the drift of the rate over the hours ahead (`RATE_DRIFT`): the band the
+    simulated outcomes fell in about two times in three."""
+
+    full_at: datetime
+    hours_to_full: float
+    error_h: float
+    fit_error_h: float
+    rate_pct_h: float
+    span: timedelta
+    readings: int
+
+    def describe(self) -> str:
+        """The request's reason: the forecast with its error and its evidence."""
+        return (
+            f"forecast full at {self.full_at.isoformat(timespec='minutes')} "
+            f"(in {self.hours_to_full:.1f} ± {self.error_h:.1f} h; {self.rate_pct_h:.1f} %/h "
+            f"fitted to {self.readings} readings over {self.span.total_seconds() / 3600:.1f} h "
+            "since the last emptying)"
+        )
+
+
+def since_emptied(points: Sequence[FillPoint]) -> list[FillPoint]:
+    """The points after the bin's last emptying (a fall of more than `EMPTIED_DROP_PCT`)."""
     ordered = sorted(points)
-    if not ordered:
-        return None
     start = len(ordered) - 1
     while start > 0 and ordered[start - 1].fill_pct <= ordered[start].fill_pct + EMPTIED_DROP_PCT:
         start -= 1
-    first, last = ordered[start], ordered[-1]
-    span = last.at - first.at
-    if span < MIN_RATE_SPAN or last.fill_pct <= first.fill_pct:
+    return ordered[max(start, 0) :]
+
+
+def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None:
+    """A least-squares line through the points since the last emptying, extrapolated to 100 %;
+    None when the evidence is too thin (span, readings, points), the rate implausible (not
+    positive, over the maximum), the fit itself too unsure (`MAX_RELATIVE_ERROR`) or the bin not full
+    within the evidence's reach (`max_reach` × span, and never beyond `HORIZON`)."""
+    fit = since_emptied(points)
+    readings = sum(p.readings for p in fit)
+    if len(fit) < MIN_FIT_POINTS or readings < evidence.min_readings:
         return None
-    per_second = (last.fill_pct - first.fill_pct) / span.total_seconds()
-    seconds_to_full = max(0.0, 100 - last.fill_pct) / per_second
-    if seconds_to_full > MAX_HORIZON.total_seconds():
-        return None  # a near-zero rate: no date at all (timedelta would overflow)
-    return last.at + timedelta(seconds=seconds_to_full)
+    span = fit[-1].at - fit[0].at
+    if span < evidence.min_span:
+        return None
+    hours = [(p.at - fit[0].at).total_seconds() / 3600 for p in fit]
+    fills = [p.fill_pct for p in fit]
+    n = len(fit)
+    mean_h, mean_fill = sum(hours) / n, sum(fills) / n
+    sxx = sum((h - mean_h) ** 2 for h in hours)
+    rate = sum((h - mean_h) * (f - mean_fill) for h, f in zip(hours, fills, strict=True)) / sxx
+    if not 0 < rate <= evidence.max_rate_pct_h:
+        return None
+    now_fill = mean_fill + rate * (hours[-1] - mean_h)
+    to_full = max(0.0, 100 - now_fill) / rate
+    reach = min(evidence.max_reach * span, HORIZON)
+    if to_full > reach.total_seconds() / 3600:
+        return None
+    residual = sum(
+        (f - mean_fill - rate * (h - mean_h)) ** 2 for h, f in zip(hours, fills, strict=True)
+    ) / (n - 2)
+    # First-order propagation of the slope's and the fitted level's errors into the hours left.
+    rate_var = residual / sxx
+    level_var = residual * (1 / n + (hours[-1] - mean_h) ** 2 / sxx)
+    fit_error_h = math.sqrt(level_var / rate**2 + to_full**2 * rate_var / rate**2)
+    if fit_error_h > MAX_RELATIVE_ERROR * to_full:
+        return None
+    return Forecast(
+        full_at=fit[-1].at + timedelta(hours=to_full),
+        hours_to_full=to_full,
+        error_h=math.hypot(fit_error_h, RATE_DRIFT * to_full),
+        fit_error_h=fit_error_h,
+        rate_pct_h=rate,
+        span=span,
+        readings=readings,
+    )
 
 
 def forecast_fires(
-    points: Sequence[FillPoint], *, now: datetime, work_start_hour: int, timezone: str
-) -> datetime | None:
-    """The time the bin will be full, when that is before the operator's next working day
-    starts (so waiting for the threshold would let it overflow); otherwise None."""
-    full = full_at(points)
-    if full is None:
+    points: Sequence[FillPoint],
+    *,
+    now: datetime,
+    work_start_hour: int,
+    timezone: str,
+    evidence: Evidence,
+) -> Forecast | None:
+    """The forecast, when the evidence holds and the bin will be full before the operator's
+    next working day starts (so waiting for the threshold would let it overflow); else None."""
+    found = forecast(points, evidence)
+    if found is None:
         return None
-    return full if full < next_local_hour(now, hour=work_start_hour, timezone=timezone) else None
+    next_day = next_local_hour(now, hour=work_start_hour, timezone=timezone)
+    return found if found.full_at < next_day else None
 
 
 # --- deadlines, escalation, verification ----------------------------------------------------

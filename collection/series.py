@@ -72,9 +72,11 @@ def last_kitchen_deposits(
 
 
 def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
-    """Every bin's mean fill per bucket over the forecast history, by bin."""
+    """Every bin's mean fill per bucket over the forecast history, with the number of readings
+    behind each mean, by bin."""
     series = influx.query(
-        f"SELECT mean(fill_pct) FROM {TELEMETRY} WHERE time >= $since AND time < $now "
+        f"SELECT mean(fill_pct), count(fill_pct) FROM {TELEMETRY} WHERE time >= $since "
+        f"AND time < $now "
         "GROUP BY time($every), bin fill(none)",
         params={
             "since": epoch_ns(now - FORECAST_HISTORY),
@@ -83,7 +85,8 @@ def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint
         },
     )
     return {
-        s.tags["bin"]: [FillPoint(from_epoch_ms(t), float(v)) for t, v in s.values] for s in series
+        s.tags["bin"]: [FillPoint(from_epoch_ms(t), float(v), int(n)) for t, v, n in s.values]
+        for s in series
     }
 
 

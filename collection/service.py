@@ -69,6 +69,7 @@ class Collector(TickingService):
         super().__init__()
         self.settings = settings
         self.policy = Policy.of(settings.collection)
+        self.evidence = rules.Evidence.of(settings.collection)
         self.sessions = session_factory(engine)
         self.influx = influx
         self.publisher = publisher
@@ -373,22 +374,23 @@ class Collector(TickingService):
         self._kitchen_round = round_at
 
     def forecast(self, now: datetime) -> None:
-        """Bins whose fill rate says they will be full before the operators' next working day
-        get their request now."""
+        """Bins whose fill rate says, on enough evidence, that they will be full before the
+        operators' next working day get their request now; its reason says how sure."""
         if self._next_forecast is not None and now < self._next_forecast:
             return
         fills = series.recent_fill(self.influx, now)
         with self.sessions() as session:
             for bin_id, points in fills.items():
                 with self.item("forecast", f"bin {bin_id}", session):
-                    full = rules.forecast_fires(
+                    found = rules.forecast_fires(
                         points,
                         now=now,
                         work_start_hour=self.settings.collection.work_start_hour,
                         timezone=self.settings.timezone,
+                        evidence=self.evidence,
                     )
-                    if full is not None:
-                        reason = f"forecast full at {full.isoformat(timespec='minutes')}"
+                    if found is not None:
+                        reason = found.describe()
                         fill = points[-1].fill_pct
                         self._open(session, now, bin_id, Rule.forecast, reason, fill)
         self._next_forecast = now + FORECAST_EVERY

@@ -14,6 +14,8 @@ calls the library (`raise … from`), and the API maps them to status codes.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 
 class BinwatchError(Exception):
     """Base of every error binwatch raises on purpose."""
@@ -54,3 +56,10 @@ class SinkRejected(SinkError):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def no_such(kind: str, ids: Collection[str]) -> str:
+    """The message for ids the registry does not know, each quoted, never a Python list:
+    `no site with id 'x'`, `no sites with ids 'x', 'y'`."""
+    names = ", ".join(repr(i) for i in sorted(ids))
+    return f"no {kind} with id {names}" if len(ids) == 1 else f"no {kind}s with ids {names}"

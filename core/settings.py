@@ -222,6 +222,18 @@ class CollectionSettings(_Group):
     webhook_attempts: int = Field(
         5, ge=1, le=20, description="webhook deliveries tried before giving up on one"
     )
+    forecast_min_span_min: float = Field(
+        60, gt=0, description="forecast: minutes of history since the last emptying it needs"
+    )
+    forecast_min_readings: int = Field(
+        6, ge=3, description="forecast: readings since the last emptying it needs"
+    )
+    forecast_max_rate_pct_h: float = Field(
+        50, gt=0, description="forecast: fastest plausible fill, %/h (faster: a sensor jump)"
+    )
+    forecast_max_reach: float = Field(
+        2, gt=0, description="forecast: looks ahead at most this many times its history's span"
+    )
 
     def deadline_h(self, stream: str) -> float:
         """Hours from request to completion for a stream (`deadline_<stream>_h`)."""

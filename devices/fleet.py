@@ -486,9 +486,12 @@ def _upsert(
             session.add(model(**record))
             created += 1
             continue
-        changes = {key: value for key, value in record.items() if getattr(row, key) != value}
-        for key, value in changes.items():
-            setattr(row, key, value)
+        # Column names get their own variable: `key` is the lookup column for every record.
+        changes = {
+            column: value for column, value in record.items() if getattr(row, column) != value
+        }
+        for column, value in changes.items():
+            setattr(row, column, value)
         updated += bool(changes)
     session.flush()
     return KindCounts(created, updated, len(records) - created - updated)

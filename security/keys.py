@@ -16,7 +16,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, no_such
 from devices.models import Operator, Site
 from security.hashing import new_secret, same_hash, token_hash
 from security.models import ApiKey
@@ -75,7 +75,7 @@ def create_key(
             raise InvalidRequest("a manager key needs at least one site")
         missing = set(site_ids) - set(session.scalars(select(Site.id).where(Site.id.in_(site_ids))))
         if missing:
-            raise InvalidRequest(f"no site with id {sorted(missing)!r}")
+            raise InvalidRequest(no_such("site", missing))
     elif site_ids:
         raise InvalidRequest(f"only manager keys are scoped to sites, not {role.value} keys")
     if role is ApiRole.operator:

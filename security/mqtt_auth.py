@@ -10,9 +10,9 @@ people read the alerts of what they answer for:
 | `ingest`, `ingest-<n>` | read every bin's telemetry, event and status                     |
 | `collector`      | write every operator's dispatch topic, and the grid's escalation topics |
 | `alerter`        | write `<prefix>/alerts/#`                                               |
-| `simulator`, `simulator-crews` | write every bin's topics and read the dispatches: it     |
-|                  | impersonates the whole fleet and the operators' crews (demos, tests);   |
-|                  | read and write its faults topic (`binwatch demo --inject`)              |
+| `simulator`      | write every bin's topics and read the dispatches: it impersonates the   |
+| (`-crews`,       | whole fleet and the operators' crews (demos, tests); read and write its |
+| `-inject`)       | faults topic (`binwatch demo --inject`)                                 |
 | `operator-<id>`  | read its operator's dispatch topic and the alerts of the sites it serves |
 | `manager-<name>` | read the alerts of its sites (`<prefix>/alerts/<site id>`)              |
 | `admin-<name>`   | read every alert (`<prefix>/alerts/#`): the city's                      |
@@ -20,8 +20,8 @@ people read the alerts of what they answer for:
 binwatch's broker makes each client's id its user name (`use_username_as_clientid`), so no
 account can take another's session; a service that needs more than one connection gets
 sub-accounts (`ingest-0` … `ingest-31` for the workers of `binwatch ingest --workers`,
-`simulator-crews`), exported with the service's own password hash and ACL: one secret to hand
-out, one client id per connection.
+`simulator-crews`, and `simulator-inject` for `binwatch demo --inject`), exported with the
+service's own password hash and ACL: one secret to hand out, one client id per connection.
 
 Mosquitto reads both files at start and on SIGHUP; `export` writes them atomically."""
 
@@ -48,7 +48,7 @@ SERVICES: Final = ("ingest", "collector", "alerter", "simulator")
 INGEST_WORKERS_MAX: Final = 32
 SUB_ACCOUNTS: Final = {
     "ingest": tuple(f"ingest-{worker}" for worker in range(INGEST_WORKERS_MAX)),
-    "simulator": ("simulator-crews",),
+    "simulator": ("simulator-crews", "simulator-inject"),
 }
 OPERATOR_PREFIX: Final = "operator-"
 MANAGER_PREFIX: Final = "manager-"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import queue
 import random
 import threading
@@ -20,6 +21,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
@@ -43,6 +46,14 @@ LATE_BY_S: Final = 5 * 3600.0
 # How long the crews' thread sleeps when it has nothing due: short enough that jobs are timely.
 IDLE_S: Final = 0.05
 HTTP_TIMEOUT_S: Final = 10.0
+# An action the API answers 429 or 503 is tried again after its Retry-After (real seconds: it is
+# the API's clock, not the simulation's), at most this many times: a crew keeps its job through
+# a busy minute, not through an API that refuses it for good.
+MAX_TRIES: Final = 6
+# Without a readable Retry-After, wait this long; never longer than the cap, whatever it says.
+DEFAULT_RETRY_S: Final = 1.0
+MAX_RETRY_S: Final = 60.0
+_RETRYABLE: Final = frozenset({429, 503})
 
 
 def api_headers(settings: Settings) -> dict[str, str]:
@@ -55,10 +66,15 @@ def api_headers(settings: Settings) -> dict[str, str]:
 
 @dataclass(order=True)
 class _Job:
+    """An action a crew will take at `due` (the clock's seconds): "ack" or "complete"."""
+
     due: float
     request_id: int = field(compare=True)
     message: Dispatch = field(compare=False)
     empties: bool = field(compare=False)
+    action: str = field(compare=False)
+    travel_s: float = field(compare=False, default=0.0)
+    tries: int = field(compare=False, default=0)
 
 
 class Crews:
@@ -102,6 +118,7 @@ class Crews:
         self._thread = threading.Thread(target=self._work, name="crews", daemon=True)
         self.subscribed = threading.Event()
         self.completed: list[int] = []
+        self.retries = 0  # actions tried again after the API said when (Retry-After)
 
     def start(self) -> None:
         self._connection.start()
@@ -140,12 +157,12 @@ class Crews:
             while not self._inbox.empty():
                 self._take(self._inbox.get())
             if self._jobs and self._jobs[0].due <= self._clock():
-                self._finish(heapq.heappop(self._jobs))
+                self._do(heapq.heappop(self._jobs))
             else:
                 self._stop.wait(IDLE_S)
 
     def _take(self, message: Dispatch) -> None:
-        """Acknowledge a new job and plan when the crew will be done with it."""
+        """Plan the acknowledgement of a new job, due now; the crew sets off once it lands."""
         if message.request_id in self._seen:
             return  # QoS 1 may deliver a dispatch twice
         self._seen.add(message.request_id)
@@ -155,18 +172,40 @@ class Crews:
             late_s = (message.due_at - message.created_at).total_seconds() + LATE_BY_S
             travel_s = max(travel_s, late_s)
         empties = draw >= self._late + self._skip or draw < self._late
-        if not self._post(message, "ack"):
-            return
-        job = _Job(self._clock() + travel_s * self._scale, message.request_id, message, empties)
+        job = _Job(self._clock(), message.request_id, message, empties, "ack", travel_s)
         heapq.heappush(self._jobs, job)
 
-    def _finish(self, job: _Job) -> None:
-        if job.empties:
-            self._empties.put(job.message.bin_id)
-        if self._post(job.message, "complete"):
-            self.completed.append(job.request_id)
+    def _do(self, job: _Job) -> None:
+        """Post the job's action; on success plan what follows, on 429/503 plan the same
+        action again after Retry-After (bounded by `MAX_TRIES`), otherwise drop the job."""
+        if job.action == "complete" and job.empties and job.tries == 0:
+            self._empties.put(job.message.bin_id)  # once, however often the API is asked
+        response = self._post(job.message, job.action)
+        if response is not None and not response.is_error:
+            if job.action == "ack":
+                due = self._clock() + job.travel_s * self._scale
+                follow = _Job(due, job.request_id, job.message, job.empties, "complete")
+                heapq.heappush(self._jobs, follow)
+            else:
+                self.completed.append(job.request_id)
+            return
+        if response is None or response.status_code not in _RETRYABLE:
+            return  # refused for good, or unreachable: logged by _post
+        if job.tries + 1 >= MAX_TRIES:
+            log.warning(
+                "crew gave up to %s request %d after %d tries",
+                job.action,
+                job.request_id,
+                job.tries + 1,
+            )
+            return
+        self.retries += 1
+        job.tries += 1
+        job.due = self._clock() + retry_after_s(response.headers.get("Retry-After"))
+        heapq.heappush(self._jobs, job)
 
-    def _post(self, message: Dispatch, action: str) -> bool:
+    def _post(self, message: Dispatch, action: str) -> httpx.Response | None:
+        """The API's answer (refusals logged); None when it could not be reached."""
         try:
             response = self._http.post(
                 f"/api/v1/collections/{message.request_id}/{action}",
@@ -174,10 +213,31 @@ class Crews:
             )
         except httpx.HTTPError as exc:
             log.warning("crew could not %s request %d: %s", action, message.request_id, exc)
-            return False
+            return None
         if response.is_error:
             log.warning(
-                "crew could not %s request %d: %s", action, message.request_id, response.text
+                "crew could not %s request %d: %s %s",
+                action,
+                message.request_id,
+                response.status_code,
+                response.text,
             )
-            return False
-        return True
+        return response
+
+
+def retry_after_s(header: str | None) -> float:
+    """The wait a Retry-After header asks for, in seconds (RFC 9110 §10.2.3: a number of
+    seconds or an HTTP date), within [0, `MAX_RETRY_S`]; `DEFAULT_RETRY_S` when absent or
+    unreadable."""
+    if header is None:
+        return DEFAULT_RETRY_S
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_S
+    if math.isnan(seconds):
+        return DEFAULT_RETRY_S
+    return min(max(seconds, 0.0), MAX_RETRY_S)

@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from core.errors import BinwatchError
-from core.mqtt import Connection, is_auth_failure, make_client
+from core.mqtt import Connection, is_auth_failure, make_client, sub_account
 from core.settings import Settings
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.registry import BinTags
@@ -375,7 +375,11 @@ def inject_fault(settings: Settings, kind: str, bin_id: str, *, now: datetime) -
     the broker refuses or does not answer."""
     spec = f"{kind}:{bin_id}"
     Fault.parse(f"{spec}@0")  # the checks a running simulator will make
-    publisher = _Publisher(settings, f"binwatch-inject-{uuid.uuid4().hex[:12]}")
+    # Its own account (`simulator-inject`): the running simulator holds `simulator`, and the
+    # broker makes a client id its user name, so the same account would knock the demo off.
+    publisher = _Publisher(
+        sub_account(settings, "inject"), f"binwatch-inject-{uuid.uuid4().hex[:12]}"
+    )
     publisher.open()
     try:
         if kind in ANNOUNCED_BY_SENDER:

@@ -5,11 +5,14 @@ rules. Time is driven by calling `Collector.tick(now)` with the moment wanted, n
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -113,6 +116,12 @@ def test_threshold_opens_one_request_across_two_workers(
 
 @pytest.fixture
 def api_server(settings: Settings) -> Iterator[Settings]:
+    with serving_api(settings) as served:
+        yield served
+
+
+@contextmanager
+def serving_api(settings: Settings) -> Iterator[Settings]:
     """The API served by uvicorn on a free port; yields settings whose api_url points at it."""
     port = free_port()
     server = uvicorn.Server(
@@ -183,6 +192,31 @@ def test_full_loop_with_simulated_crews(
         ("completed", "verified", "system:collector"),
     ]
     assert first.completed_fill_pct is not None and first.completed_fill_pct <= 2.0
+
+
+def test_crews_refused_by_the_rate_limit_retry_after_it_and_land(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    # One request per second for the crews' key, no burst to speak of: each of the crew's two
+    # actions meets a 429 (the test spends the key's token first) and must wait and try again.
+    slow = settings.model_copy(update={"api_rate_per_s": 1.0, "api_rate_burst": 1})
+    request_id = open_manual(settings, KITCHEN)
+    with serving_api(slow) as served, running_collector(settings) as collector:
+        crews = Crews(served, speed=600, travel_s=0)
+        crews.start()
+        try:
+            wait_for(crews.subscribed.is_set, timeout=10, what="crews to subscribe")
+            with httpx.Client(base_url=served.api.url, headers=ADMIN_HEADERS) as same_key:
+                assert same_key.get("/api/v1/sites").status_code == 200  # the key's one token
+                refused = same_key.get("/api/v1/sites")
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+            collector.tick(datetime.now(UTC))  # dispatched: the crews hear it at once
+            wait_for(lambda: crews.completed == [request_id], timeout=30, what="completion")
+        finally:
+            crews.stop()
+    assert crews.retries >= 2  # the ack and the completion each waited at least once
+    [request] = requests_of(settings, status=None)
+    assert (request.id, request.status) == (request_id, "completed")
 
 
 def test_completion_without_emptying_is_disputed(
@@ -426,6 +460,15 @@ def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
     made = requests_of(settings)
     assert [(r.bin_id, r.rule) for r in made] == [(fast, "forecast")]
     assert made[0].reason.startswith("forecast full at ")
+    # How sure, and on what: ~2 h to go, the fitted rate, the readings since the emptying. The
+    # history is read in buckets aligned to the clock, so the first one may fall out: 1.8–2.0 h.
+    pattern = (
+        r"\(in [12]\.\d ± \d+\.\d h; 1[45]\.\d %/h fitted to 2\d readings over (1\.[89]|2\.0) h "
+    )
+    assert re.search(pattern, made[0].reason), made[0].reason
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
+        shown = client.get(f"/api/v1/collections/{made[0].id}").json()
+    assert shown["reason"] == made[0].reason
 
 
 def test_api_lists_filters_and_refuses(settings: Settings, pilot_bins: dict[str, BinTags]) -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from collection import rules
 from collection.lifecycle import Status
 from collection.rules import (
+    RATE_DRIFT,
+    Evidence,
     FillPoint,
+    Forecast,
     Policy,
+    forecast,
     forecast_fires,
-    full_at,
     kitchen_needs_clearing,
     last_local_hour,
     next_local_hour,
@@ -71,37 +77,106 @@ def test_kitchen_daily(deposit: datetime | None, emptied: datetime | None, due: 
     )
 
 
-def _rising(start: datetime, fills: list[float], every: timedelta) -> list[FillPoint]:
-    return [FillPoint(start + i * every, fill) for i, fill in enumerate(fills)]
+# The shipped defaults (1 h since the emptying, 6 readings, at most 50 %/h, twice the span).
+EVIDENCE = Evidence.of(Settings().collection)
+# The same, looking as far ahead as the evidence's span allows or not.
+FAR = dataclasses.replace(EVIDENCE, max_reach=100.0)
+QUARTER = timedelta(minutes=15)
 
 
-def test_full_at_extrapolates_the_rate_since_the_last_emptying() -> None:
-    t0 = ROUND
-    points = _rising(t0, [90, 95, 10, 20, 30], timedelta(minutes=15))
-    # 10 → 30 over 30 min: 40 %/h; 70 % more from the last point takes 105 minutes.
-    assert full_at(points) == t0 + timedelta(minutes=60 + 105)
+def _rising(
+    start: datetime, fills: list[float], every: timedelta = QUARTER, readings: int = 15
+) -> list[FillPoint]:
+    return [FillPoint(start + i * every, fill, readings) for i, fill in enumerate(fills)]
+
+
+def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
+    # 20 %/h for 2 h since the emptying (2 → 42 %), measured to ±0.5 %: 58 % left takes 2.9 h.
+    noise = [0.5, -0.5, 0.3, -0.3, 0.0, 0.4, -0.4, 0.2, -0.2]
+    fills = [2 + 5 * i + e for i, e in enumerate(noise)]
+    found = forecast(_rising(ROUND, [90, 95, *fills]), EVIDENCE)
+    assert found is not None
+    assert found.rate_pct_h == pytest.approx(20, abs=0.3)
+    assert found.hours_to_full == pytest.approx(2.9, abs=0.1)
+    assert 0 < found.fit_error_h < 0.5  # a few minutes' worth of scatter, not hours
+    # The stated error is mostly the rate's drift over the hours ahead.
+    assert found.error_h == pytest.approx(math.hypot(found.fit_error_h, RATE_DRIFT * 2.9), abs=0.1)
+    assert found.readings == 9 * 15 and found.span == 8 * QUARTER
+    assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
+    assert found.describe().startswith("forecast full at 2026-11-27T")
+    assert f"± {found.error_h:.1f} h" in found.describe()
+
+
+def test_an_exact_line_has_no_fit_error() -> None:
+    found = forecast(_rising(ROUND, [10, 20, 30, 40, 50]), EVIDENCE)
+    assert found is not None
+    # 40 %/h; 50 % left from the last point: 75 minutes.
+    assert found.full_at == ROUND + 4 * QUARTER + timedelta(minutes=75)
+    assert found.fit_error_h == pytest.approx(0, abs=1e-9)
+    assert found.error_h == pytest.approx(RATE_DRIFT * 1.25)
+
+
+def test_too_few_readings_give_no_forecast() -> None:
+    sparse = _rising(ROUND, [10, 20, 30, 40, 50], readings=1)  # 5 readings, 6 needed
+    assert forecast(sparse, EVIDENCE) is None
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50], readings=2), EVIDENCE) is not None
+    # Two points are a line with nothing to check it by, however many readings they hold.
+    assert forecast(_rising(ROUND, [10, 40], timedelta(hours=1), readings=60), EVIDENCE) is None
+
+
+def test_too_short_a_span_gives_no_forecast() -> None:
+    every = timedelta(minutes=14, seconds=59)  # four steps: just under an hour
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50], every), EVIDENCE) is None
+    assert forecast(_rising(ROUND, [10, 20, 30, 40, 50]), EVIDENCE) is not None
 
 
 @pytest.mark.parametrize(
     "fills",
-    [[], [50.0], [50.0, 50.0, 50.0], [60.0, 55.0, 50.0]],
+    [
+        [50.0, 50.0, 50.0, 50.0, 50.0],  # not filling
+        [60.0, 58.0, 56.0, 54.0, 52.0],  # settling: falling by less than an emptying
+        [10.0, 25.0, 40.0, 55.0, 70.0],  # 60 %/h: a sensor jumping, not waste arriving
+    ],
 )
-def test_full_at_needs_a_rising_history(fills: list[float]) -> None:
-    assert full_at(_rising(ROUND, fills, timedelta(minutes=15))) is None
+def test_an_implausible_rate_gives_no_forecast(fills: list[float]) -> None:
+    assert forecast(_rising(ROUND, fills), EVIDENCE) is None
 
 
-def test_full_at_needs_half_an_hour_of_history() -> None:
-    assert full_at(_rising(ROUND, [10, 20], timedelta(minutes=29))) is None
-    assert full_at(_rising(ROUND, [10, 20], timedelta(minutes=30))) is not None
+def test_a_bin_just_emptied_gives_no_forecast() -> None:
+    before = [40, 42, 44, 46, 48, 50, 52]
+    # Emptied half an hour ago: the fill before it says nothing about now.
+    assert forecast(_rising(ROUND, [*before, 1, 12, 23]), EVIDENCE) is None
+    # An hour of fill since, and the forecast rests on that alone (44 %/h, not 8 %/h).
+    found = forecast(_rising(ROUND, [*before, 1, 12, 23, 34, 45]), EVIDENCE)
+    assert found is not None and found.rate_pct_h == pytest.approx(44)
 
 
-def test_full_at_of_a_near_zero_rate_is_none_not_an_overflow() -> None:
-    """A bin creeping up by 1e-12 % over an hour would be full in ~10^10 years: timedelta
-    cannot hold that (it raised OverflowError for the whole fleet's forecast); no date."""
-    points = [FillPoint(ROUND, 40.0), FillPoint(ROUND + timedelta(hours=1), 40.0 + 1e-12)]
-    assert full_at(points) is None
-    slow = _rising(ROUND, [10, 10.1], timedelta(hours=1))  # 900 h to full: still a date
-    assert full_at(slow) is not None
+def test_a_scattered_history_is_too_unsure_to_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ~1.5 %/h lost in ±2 % of scatter (no fall big enough to be an emptying).
+    scattered = _rising(ROUND, [30, 34, 30, 34, 31, 35, 32, 36, 33])
+    assert forecast(scattered, EVIDENCE) is None
+    monkeypatch.setattr(rules, "MAX_RELATIVE_ERROR", 10.0)
+    unsure = forecast(scattered, FAR)
+    assert unsure is not None and unsure.fit_error_h > 0.5 * unsure.hours_to_full
+
+
+def test_a_crawling_rate_is_no_forecast_and_no_overflow() -> None:
+    crawling = _rising(ROUND, [10, 10 + 1e-12, 10 + 2e-12, 10 + 3e-12, 10 + 4e-12])
+    assert forecast(crawling, FAR) is None
+
+
+def test_a_forecast_looks_no_further_ahead_than_twice_its_span() -> None:
+    # 10 %/h over 1 h since the emptying, 50 % left: 5 h ahead from 1 h of evidence.
+    assert forecast(_rising(ROUND, [40, 42.5, 45, 47.5, 50]), EVIDENCE) is None
+    assert forecast(_rising(ROUND, [40, 42.5, 45, 47.5, 50]), FAR) is not None
+    # The same rate over 2.5 h reaches 5 h ahead.
+    longer = _rising(ROUND, [25 + 2.5 * i for i in range(11)])
+    found = forecast(longer, EVIDENCE)
+    assert found is not None and found.hours_to_full == pytest.approx(5)
+
+
+def _fires(points: list[FillPoint], now: datetime) -> Forecast | None:
+    return forecast_fires(points, now=now, work_start_hour=7, timezone=TZ, evidence=FAR)
 
 
 def test_forecast_fires_only_before_the_next_working_day() -> None:
@@ -110,12 +185,11 @@ def test_forecast_fires_only_before_the_next_working_day() -> None:
     now = ROUND
     start = now - 2 * every
     # 10 %/h from 70 at `now`: full in 3 h, well before 07:00.
-    assert forecast_fires(
-        _rising(start, [50, 60, 70], every), now=now, work_start_hour=7, timezone=TZ
-    ) == now + timedelta(hours=3)
+    found = _fires(_rising(start, [50, 60, 70], every), now)
+    assert found is not None and found.full_at == now + timedelta(hours=3)
     # 1 %/h from 70: full in 30 h, after 07:00 tomorrow.
     slow = _rising(start, [68, 69, 70], every)
-    assert forecast_fires(slow, now=now, work_start_hour=7, timezone=TZ) is None
+    assert _fires(slow, now) is None
 
 
 def test_forecast_boundary_is_strict() -> None:
@@ -123,11 +197,12 @@ def test_forecast_boundary_is_strict() -> None:
     now = ROUND  # next working day: 13 h from now
     # 30 % left at 30/13 %/h reaches 100 exactly at 07:00: the crew can still come then.
     rate = 30 / 13
-    exact = _rising(now - every, [70 - rate, 70], every)
-    assert full_at(exact) == now + timedelta(hours=13)
-    assert forecast_fires(exact, now=now, work_start_hour=7, timezone=TZ) is None
-    earlier = _rising(now - every, [70 - rate * 1.01, 70], every)
-    assert forecast_fires(earlier, now=now, work_start_hour=7, timezone=TZ) is not None
+    exact = _rising(now - 2 * every, [70 - 2 * rate, 70 - rate, 70], every)
+    found = forecast(exact, FAR)
+    assert found is not None
+    assert abs(found.full_at - (now + timedelta(hours=13))) < timedelta(milliseconds=1)
+    earlier = _rising(now - 2 * every, [70 - 2.02 * rate, 70 - 1.01 * rate, 70], every)
+    assert _fires(earlier, now) is not None
 
 
 def _policy() -> Policy:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -270,3 +271,69 @@ def test_webhook_secrets_are_set_from_standard_input(
         assert contact is not None and contact.webhook_secret == new_secret != secret
         assert session.get(AreaContact, "lvxin").webhook_secret is None  # type: ignore[union-attr]
     engine.dispose()
+
+
+def _pilot_with(change: Callable[[dict[str, Any]], None]) -> Fleet:
+    data = yaml.safe_load(default_fleet_path().read_text(encoding="utf-8"))
+    change(data)
+    return Fleet.model_validate(data)
+
+
+def _areas(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield data["city"]
+    for district in data["districts"]:
+        yield district
+        for street in district["streets"]:
+            yield street
+            yield from street["communities"]
+
+
+def _with_contacts(data: dict[str, Any]) -> None:
+    for area in _areas(data):
+        area["contact"] = {"mqtt_topic": f"city/{area['id']}/whistle"}
+
+
+def _everything_changed(data: dict[str, Any]) -> None:
+    """A new value in a column of every row of every kind: areas, their contacts, operators,
+    sites and (through the site's capacity) every bin."""
+    for area in _areas(data):
+        area["name"] += " (renamed)"
+        area["contact"] = {
+            "mqtt_topic": f"city/{area['id']}/bell",
+            "webhook_url": f"https://{area['id']}.example/hook",
+        }
+    for operator in data["operators"]:
+        operator["webhook_url"] = f"https://{operator['id']}.example/dispatch"
+    for site in data["sites"]:
+        site["address"] += ", gate 2"
+        site["capacity_l"] = 360
+        for extra in site.get("bins", []):
+            extra["capacity_l"] = 480
+
+
+def test_a_reimport_that_changes_every_kind_of_row_updates_them_all(session: Session) -> None:
+    first = import_fleet(session, _pilot_with(_with_contacts))
+    changed = _pilot_with(_everything_changed)
+    again = import_fleet(session, changed)
+    for kind in ("areas", "contacts", "operators", "sites", "bins"):
+        counts = getattr(again, kind)
+        assert (counts.created, counts.updated, counts.unchanged) == (
+            0,
+            getattr(first, kind).created,
+            0,
+        ), kind
+    session.expire_all()
+    operators = session.scalars(select(Operator)).all()
+    assert len(operators) == 2
+    assert all(o.webhook_url == f"https://{o.id}.example/dispatch" for o in operators)
+    assert all(a.name.endswith(" (renamed)") for a in session.scalars(select(Area)))
+    contacts = session.scalars(select(AreaContact)).all()
+    assert all(c.webhook_url == f"https://{c.area_id}.example/hook" for c in contacts)
+    planned = {
+        b.id: (b.capacity_l, b.threshold_pct) for s in changed.sites for b in s.planned_bins()
+    }
+    assert {b.id: (b.capacity_l, b.threshold_pct) for b in session.scalars(select(Bin))} == planned
+    assert all(s.address.endswith(", gate 2") for s in session.scalars(select(Site)))
+    # The same file once more: nothing left to change.
+    settled = import_fleet(session, changed)
+    assert (settled.created, settled.updated) == (0, 0)

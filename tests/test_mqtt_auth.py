@@ -308,7 +308,7 @@ def test_a_sub_account_keeps_the_password_and_is_its_own_client_id(
     url: str, account_url: str, client_id: str
 ) -> None:
     account = sub_account(Settings(mqtt_url=url), "3")
-    assert account.mqtt_url == account_url
+    assert reveal(account.mqtt_url) == account_url
     assert account.mqtt_endpoint().password == Settings(mqtt_url=url).mqtt_endpoint().password
     connection = make_client(account, "fallback", persistent=False)
     assert connection.client._client_id == client_id.encode()  # noqa: SLF001 - paho has no getter

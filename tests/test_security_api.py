@@ -248,6 +248,30 @@ def test_rate_limit_answers_429_with_retry_after(settings: Settings, pilot_bins:
     assert "rate limit" in answer.json()["detail"]
 
 
+def test_rate_limit_is_per_key(settings: Settings, pilot_bins: object) -> None:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        operator_id = session.scalars(select(Site.operator_id)).first()
+        crew = create_key(
+            session,
+            name="crew",
+            role=ApiRole.operator,
+            now=datetime.now(UTC),
+            operator_id=operator_id,
+        ).token
+    engine.dispose()
+    slow = settings.model_copy(update={"api_rate_per_s": 0.5, "api_rate_burst": 3})
+    with TestClient(create_app(slow)) as client:
+        admin = [client.get("/api/v1/sites", headers=ADMIN_HEADERS).status_code for _ in range(4)]
+        # The admin key is spent; the operator's key still has its whole burst, then is spent too.
+        own = {"Authorization": f"Bearer {crew}"}
+        others = [client.get("/api/v1/sites", headers=own).status_code for _ in range(4)]
+        admin_again = client.get("/api/v1/sites", headers=ADMIN_HEADERS).status_code
+    assert admin == [200, 200, 200, 429]
+    assert others == [200, 200, 200, 429]
+    assert admin_again == 429
+
+
 def test_bodies_over_the_limit_are_413(world: World) -> None:
     answer = world.client.post(
         "/api/v1/collections", headers=_as(world, ADMIN), content=b"x" * (70 * 1024)
