@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from binwatch.commands.alerter import alerter
 from binwatch.commands.api import api
 from binwatch.commands.collector import collector
-from binwatch.commands.database import db_app
+from binwatch.commands.db import db_app
 from binwatch.commands.deadletters import deadletters_app
 from binwatch.commands.fleet import fleet_app
 from binwatch.commands.ingest import ingest
