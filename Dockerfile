@@ -9,16 +9,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # A fixed uid, so a host directory mounted at /data can be given to it (chown 10001).
 # /data exists and belongs to that user in the image because Docker seeds an empty named volume
-# from the image's directory, ownership included: the SQLite registry is then writable.
+# from the image's directory, ownership included: a SQLite registry there is then writable
+# (compose uses PostgreSQL; BINWATCH_DATABASE_URL=sqlite:////data/binwatch.db for one host).
 # /mqtt-auth likewise, for compose's volume of exported broker accounts (docker-compose.yml).
 RUN useradd --system --uid 10001 --create-home --home-dir /home/binwatch binwatch \
     && mkdir /data /mqtt-auth && chown binwatch:binwatch /data /mqtt-auth
 
 # .dockerignore lets only the package sources and pyproject.toml in, so no .env or local
 # database can end up in a layer. The sources are deleted once installed: the image runs the
-# installed package, never the tree.
+# installed package, never the tree. Its dependencies include psycopg[binary], the PostgreSQL
+# driver, whose wheel brings its own libpq: no system package needed.
 COPY . /tmp/src
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install /tmp/src && rm -rf /tmp/src \
+    && python -c "import psycopg; psycopg.pq.version()"
 
 USER binwatch
 WORKDIR /data

@@ -1,11 +1,20 @@
 # Two commands: `make demo` runs the whole system on loopback, `make test` runs every check.
-# Both set up what is missing first: Debian's mosquitto, influxdb and chromium (the console's browser
-# test) packages (as root, or the command to run is printed), then the virtualenv in .venv.
+# Both set up what is missing first: Debian's mosquitto, influxdb, postgresql and chromium
+# packages (the last two for the tests, which start PostgreSQL and drive the console in the
+# browser), as root, or the command to run is printed; then the virtualenv in .venv.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := mosquitto mosquitto-clients influxdb chromium
+# Each Debian package binwatch needs, behind a file that shows it is installed (PostgreSQL's
+# binaries are off PATH; the CJK font lets the browser tests' screenshots show Chinese).
+SYSTEM_PACKAGES := \
+	/usr/sbin/mosquitto:mosquitto \
+	/usr/bin/mosquitto_sub:mosquitto-clients \
+	/usr/bin/influxd:influxdb \
+	/usr/lib/postgresql/*/bin/postgres:postgresql \
+	/usr/bin/chromium:chromium \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
 STAMP := $(VENV)/.installed
 
 .PHONY: setup system demo test lint unit bench clean
@@ -14,8 +23,8 @@ setup: system $(STAMP)
 
 system:
 	@missing=""; \
-	for tool in mosquitto:mosquitto mosquitto_sub:mosquitto-clients influxd:influxdb chromium:chromium; do \
-		command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool#*:}"; \
+	for entry in $(SYSTEM_PACKAGES); do \
+		ls $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; \
 	done; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from alerts import rules, store
 from alerts.models import Alert
 from core.settings import Settings
-from core.sql import make_engine, session_factory
+from core.sql import database_engine, session_factory
 from devices.arrivals import Arrival
 from devices.contract import Event, Reading, Status
 
@@ -25,7 +25,7 @@ class AlertHook:
     """Callable as ingest's `on_arrivals`; `close()` releases its database engine."""
 
     def __init__(self, settings: Settings) -> None:
-        self._engine = make_engine(settings.database_url)
+        self._engine = database_engine(settings)
         self._sessions = session_factory(self._engine)
         self._limits = settings.alert
         self._prefix = settings.topic_prefix

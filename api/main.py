@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.admission import BUSY, Admission
@@ -32,7 +32,7 @@ from core.errors import (
 )
 from core.influx import InfluxClient
 from core.settings import Settings
-from core.sql import make_engine, session_factory
+from core.sql import is_transient_failure, make_engine, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One connection per admitted request: none ever waits for the pool (api.admission);
-        # should one all the same, it gets a 503 after 2 s rather than hanging.
+        # should one all the same, it gets a 503 after 2 s rather than hanging. The database
+        # group's pool figures are for the other processes; its timeouts hold here too.
         engine = make_engine(
             settings.database_url,
             pool_size=settings.api.max_concurrency,
             max_overflow=0,
             pool_timeout=2,
+            connect_timeout=settings.database.connect_timeout_s,
+            statement_timeout=settings.database.statement_timeout_s,
         )
         influx = InfluxClient(settings)
         app.state.settings = settings
@@ -123,8 +126,10 @@ async def _sink_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
-    # OperationalError is the database's side (unreachable, locked, not migrated), never the
-    # request's; devices.registry does not translate it yet, so the edge does.
+    # A transient failure is the database's side (unreachable, locked, not migrated yet),
+    # never the request's: try again. A permanent one is a bug here, and stays a 500.
+    if not is_transient_failure(exc):
+        raise exc
     log.error("%s %s: registry database: %s", request.method, request.url.path, exc)
     return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, REGISTRY_UNAVAILABLE)
 
@@ -176,7 +181,7 @@ _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respon
     InvalidRequest: _invalid,
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,
-    OperationalError: _registry_unavailable,
+    DBAPIError: _registry_unavailable,
     PoolTimeout: _pool_exhausted,
     RequestValidationError: _request_invalid,
 }

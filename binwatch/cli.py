@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from binwatch.commands.alerter import alerter
 from binwatch.commands.api import api
 from binwatch.commands.collector import collector
+from binwatch.commands.db import db_app
 from binwatch.commands.deadletters import deadletters_app
 from binwatch.commands.fleet import fleet_app
 from binwatch.commands.ingest import ingest
@@ -61,6 +62,7 @@ def main(
 
 
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(db_app, name="db")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(rollups_app, name="rollups")
 app.add_typer(grafana_app, name="grafana")

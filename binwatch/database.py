@@ -52,7 +52,9 @@ def migrate(database_url: str | SecretStr) -> None:
     url = make_url(reveal(database_url))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(database_url)
+    # No statement timeout: a schema change over a large table may take longer than any
+    # service's statement should, and it runs once, from an operator or the migrate job.
+    engine = make_engine(database_url, statement_timeout=0)
     try:
         with engine.connect() as connection:
             command.upgrade(alembic_config(connection), "head")

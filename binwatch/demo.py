@@ -37,7 +37,7 @@ from compliance.rollups import catch_up
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
-from core.sql import make_engine
+from core.sql import database_engine, make_engine
 from devices.models import Bin, Site
 from security import mqtt_auth, passwords
 from security.models import User
@@ -201,7 +201,7 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
         console.print(f"using the broker at {os.environ['BINWATCH_MQTT_URL']}")
         return {}
     settings = Settings(database_url=env["BINWATCH_DATABASE_URL"])
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with Session(engine) as session:
             now = datetime.now(UTC)
@@ -248,7 +248,7 @@ def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
         raise typer.Exit(1)
     database_url = os.environ.get("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
     settings = Settings(mqtt_url=path.read_text().strip(), database_url=database_url)
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with Session(engine) as session:
             known = session.get(Bin, bin_id) is not None

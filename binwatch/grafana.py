@@ -35,7 +35,7 @@ from core.errors import BinwatchError, SinkError
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import FieldValue, point, tag_set
 from core.settings import Settings
-from core.sql import make_engine
+from core.sql import database_engine
 from core.telemetry import RAW_RP, ROLLUP_RP, SITE_TAG_KEYS
 from devices.models import Site
 from devices.registry import bin_tags
@@ -224,7 +224,7 @@ def write_sites(settings: Settings) -> int:
     its grid levels; fields: lat, lon, name), and the `policy_ranges` measurement with
     POLICY_RANGES_MS; returns how many sites were written. Dropping first removes sites that
     left the registry or moved to another community, and policies no longer used."""
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with Session(engine) as session:
             tags_by_site = {tags.site: tags for tags in bin_tags(session).values()}

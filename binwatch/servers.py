@@ -1,24 +1,30 @@
-"""Mosquitto and InfluxDB as child processes on loopback, for `make demo`, the tests and the
-benchmarks: one implementation, so what the tests prove is what the demo runs.
+"""Mosquitto and InfluxDB (and PostgreSQL, for the registry's tests) as child processes on
+loopback, for `make demo`, the tests and the benchmarks: one implementation, so what the tests
+prove is what the demo runs.
 
-Both come from Debian's packages (`mosquitto`, `influxdb`). Two quirks are handled here: Mosquitto
-started as root drops to its own user and then fails to save its queue in a folder that user cannot
-write (so it is told `user root`), and influxd needs its RPC port moved when several run side by
-side."""
+All come from Debian's packages (`mosquitto`, `influxdb`, `postgresql`). Three quirks are
+handled here: Mosquitto started as root drops to its own user and then fails to save its queue in
+a folder that user cannot write (so it is told `user root`), influxd needs its RPC port moved when
+several run side by side, and PostgreSQL refuses to run as root at all."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 
 from core.errors import ConfigError
 
@@ -87,6 +93,10 @@ class _ChildServer:
     def _ready(self) -> bool:
         raise NotImplementedError
 
+    def _identity(self) -> dict[str, Any]:
+        """Popen's user/group arguments; our own user unless a server refuses to run as root."""
+        return {}
+
     def start(self) -> None:
         command, env = self._command()
         with self.log_path.open("ab") as log_file:
@@ -97,6 +107,7 @@ class _ChildServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                **self._identity(),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -239,3 +250,132 @@ class InfluxServer(_ChildServer):
             return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
         except httpx.HTTPError:
             return False
+
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+# initdb and postgres refuse to run as root; this account comes with Debian's package.
+POSTGRES_ACCOUNT = "postgres"
+
+
+def postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian keeps them off PATH, per version)."""
+    found = sorted(
+        (Path(d) for d in glob.glob(POSTGRES_BIN_GLOB) if (Path(d) / "postgres").exists()),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise ConfigError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres): run "
+            "`sudo apt-get update && sudo apt-get install -y postgresql` (or `make setup`)"
+        )
+    return found[-1]
+
+
+class PostgresServer(_ChildServer):
+    """A fresh PostgreSQL cluster on loopback, trusting the superuser `binwatch` without a
+    password, with its unix socket beside the data rather than in /run: for tests and
+    benchmarks only. Durability is traded for speed (fsync off), which only an operating-system
+    crash could make anyone notice, and the data is a throwaway.
+
+    Run as root, the server runs as the unprivileged `postgres` account; its cluster then lives
+    in a folder of its own under the system's temporary folder, because pytest's temporary
+    folders are closed to other users. `remove()` deletes that cluster."""
+
+    name = "postgresql"
+    superuser = "binwatch"
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        super().__init__(data_dir, port)
+        self.cluster_dir: Path | None = None
+
+    def database_url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL of `database` on this server."""
+        return f"postgresql+psycopg://{self.superuser}@127.0.0.1:{self.port}/{database}"
+
+    def _identity(self) -> dict[str, Any]:
+        if os.geteuid() != 0:
+            return {}
+        try:
+            account = pwd.getpwnam(POSTGRES_ACCOUNT)
+        except KeyError:
+            raise ConfigError(
+                f"PostgreSQL refuses to run as root and there is no {POSTGRES_ACCOUNT!r} account"
+                " to run it as: install Debian's postgresql package"
+            ) from None
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        bin_dir = postgres_bin_dir()
+        if self.cluster_dir is None:
+            self.cluster_dir = self._init_cluster(bin_dir)
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.cluster_dir),
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            # Every test's API, ingest and hooks hold pools of their own.
+            "max_connections": "300",
+            # The pilot city's zone, not UTC: code that took the server's zone for UTC would
+            # show it (timestamptz values come back in the session's zone).
+            "timezone": "Asia/Shanghai",
+        }
+        command = [str(bin_dir / "postgres"), "-D", str(self.cluster_dir / "data")]
+        command += ["-p", str(self.port)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        return command, dict(os.environ, LC_ALL="C.UTF-8")
+
+    def _init_cluster(self, bin_dir: Path) -> Path:
+        identity = self._identity()
+        if identity:
+            cluster = Path(tempfile.mkdtemp(prefix="binwatch-postgresql-"))
+            os.chown(cluster, identity["user"], identity["group"])
+        else:
+            cluster = self.data_dir / "cluster"
+            cluster.mkdir(parents=True, exist_ok=True)
+        command = [str(bin_dir / "initdb"), "-D", str(cluster / "data"), "-U", self.superuser]
+        command += ["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync"]
+        with self.log_path.open("ab") as log_file:
+            done = subprocess.run(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, LC_ALL="C.UTF-8"),
+                check=False,
+                **identity,
+            )
+        if done.returncode != 0:
+            raise ConfigError(f"initdb failed; see {self.log_path}:\n{self._log_tail()}")
+        return cluster
+
+    def _ready(self) -> bool:
+        try:
+            psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user=self.superuser,
+                dbname="postgres",
+                connect_timeout=1,
+            ).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and its backends at once, as a machine's crash would: a
+        postmaster killed alone leaves backends holding its shared memory, and no restart."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def remove(self) -> None:
+        """Stop the server and delete its cluster."""
+        self.stop()
+        if self.cluster_dir is not None:
+            shutil.rmtree(self.cluster_dir, ignore_errors=True)
+            self.cluster_dir = None
+
+    def __exit__(self, *_exc: object) -> None:
+        self.remove()

@@ -21,7 +21,7 @@ from collection.lifecycle import COLLECTOR
 from collection.models import CollectionRequest
 from collection.rules import Policy, Rule, over_threshold
 from core.settings import Settings
-from core.sql import make_engine, session_factory
+from core.sql import database_engine, session_factory
 from devices.contract import Reading
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class ThresholdHook:
     def __init__(
         self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self._engine = make_engine(settings.database_url)
+        self._engine = database_engine(settings)
         self._sessions = session_factory(self._engine)
         self._policy = Policy.of(settings.collection)
         self._clock = clock

@@ -62,6 +62,27 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DatabaseSettings(_Group):
+    """The registry database's connections, per process (`BINWATCH_DATABASE_*`; the URL itself
+    is `BINWATCH_DATABASE_URL`, a top-level setting). docs/deployment.md has the arithmetic."""
+
+    pool_size: int = Field(
+        5, ge=1, description="registry connections each process keeps open (pool size)"
+    )
+    max_overflow: int = Field(
+        10, ge=0, description="registry connections opened beyond the pool at peaks"
+    )
+    pool_timeout_s: float = Field(
+        30, gt=0, description="seconds to wait for a free registry connection before failing"
+    )
+    connect_timeout_s: int = Field(
+        10, ge=1, description="seconds to wait for PostgreSQL to accept a connection"
+    )
+    statement_timeout_s: float = Field(
+        30, ge=0, description="PostgreSQL cancels a registry statement after this long (0: never)"
+    )
+
+
 class InfluxSettings(_Group):
     """InfluxDB: where, which database, and the credentials (`BINWATCH_INFLUX_*`)."""
 
@@ -327,6 +348,7 @@ class ConsoleSettings(_Group):
 
 
 GROUPS: Final[dict[str, type[_Group]]] = {
+    "database": DatabaseSettings,
     "influx": InfluxSettings,
     "ingest": IngestSettings,
     "api": ApiSettings,
@@ -401,6 +423,7 @@ class Settings(BaseSettings):
         1000, ge=1, description="dead letters kept per bin; older ones are pruned, counts kept"
     )
 
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)

@@ -1,5 +1,6 @@
 """The SQL boundary's common part: an engine for the registry database and its sessions, the same
-for every service (the schema itself is the migrations' business: binwatch/database.py)."""
+for every service, and which of its failures are worth retrying (the schema itself is the
+migrations' business: binwatch/database.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from sqlalchemy import Engine, Select, create_engine, event, func, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.interfaces import ORMOption
 
-from core.settings import reveal
+from core.settings import Settings, reveal
 
 Row = TypeVar("Row")
 
@@ -22,13 +25,22 @@ def make_engine(
     pool_size: int = 5,
     max_overflow: int = 10,
     pool_timeout: float = 30,
+    connect_timeout: int = 10,
+    statement_timeout: float = 30,
 ) -> Engine:
-    """An engine for the registry; SQLite gets WAL and a busy timeout so ingest workers, the API
-    and the CLI can share one file without 'database is locked' errors. The pool's sizes and
-    wait are SQLAlchemy's defaults unless a caller (the API) sizes them to its concurrency."""
+    """An engine for the registry, its pool bounded: at most `pool_size + max_overflow`
+    connections, a wait of at most `pool_timeout` seconds for one. The figures are
+    SQLAlchemy's defaults unless a caller passes its own (`database_engine`: the
+    BINWATCH_DATABASE_* settings; the API sizes its pool to its concurrency).
+
+    PostgreSQL also gets a connect timeout and a statement timeout (seconds; 0: none), and
+    each connection is checked before use, so a restarted server's dead ones are replaced
+    rather than handed out. SQLite gets WAL and a busy timeout so ingest workers, the API and
+    the CLI can share one file without 'database is locked' errors."""
     database_url = reveal(database_url)
     pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
-    if database_url.startswith("sqlite"):
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
         engine = create_engine(
             database_url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
         )
@@ -41,7 +53,55 @@ def make_engine(
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, **pool)
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        # A server setting sent at connect: no extra round trip, and no SET for a pool's
+        # reset-on-return rollback to undo. The URL's own `options`, if any, come after.
+        timeout_ms = round(statement_timeout * 1000)
+        options = [f"-c statement_timeout={timeout_ms}", *url.normalized_query.get("options", ())]
+        connect_args = {"connect_timeout": connect_timeout, "options": " ".join(options)}
+    return create_engine(database_url, connect_args=connect_args, pool_pre_ping=True, **pool)
+
+
+def database_engine(settings: Settings) -> Engine:
+    """The registry engine of a service or command, bounded by its BINWATCH_DATABASE_*
+    settings (docs/deployment.md, "The registry database")."""
+    limits = settings.database
+    return make_engine(
+        settings.database_url,
+        pool_size=limits.pool_size,
+        max_overflow=limits.max_overflow,
+        pool_timeout=limits.pool_timeout_s,
+        connect_timeout=limits.connect_timeout_s,
+        statement_timeout=limits.statement_timeout_s,
+    )
+
+
+# SQLSTATEs of a schema the code expects but the database does not have yet (PostgreSQL
+# raises them as ProgrammingError; SQLite says "no such table" as an OperationalError).
+_NOT_MIGRATED = frozenset({"42P01", "3F000"})  # undefined table, invalid schema name
+
+
+def is_transient_failure(error: BaseException) -> bool:
+    """Whether `error`, raised by a registry call, is worth retrying: the one place that reads
+    SQLAlchemy's and the drivers' (psycopg, sqlite3) exceptions for it, so ingest, the
+    services and the API agree.
+
+    - **transient**: the database's state, not the work: unreachable or restarting, out of
+      connections, a pool or statement timeout, SQLite's lock, PostgreSQL's serialization
+      failure or deadlock (SQLSTATE class 40: rolled back, may simply run again), and a schema
+      not migrated yet (a deployment's migrate job still running). The same work later
+      succeeds: retry it, and lose nothing meanwhile.
+    - **permanent** (everything else): the work itself is refused: a constraint
+      (IntegrityError), a value the column cannot hold (DataError: too long, out of range), SQL
+      the server rejects. Running it again gets the same answer: report it."""
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):  # pool, dead link
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, sa_exc.OperationalError):
+            return True
+        return getattr(error.orig, "sqlstate", None) in _NOT_MIGRATED
+    return False
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

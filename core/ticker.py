@@ -27,7 +27,7 @@ from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.signals import stop_on_signals
-from core.sql import make_engine
+from core.sql import database_engine
 from core.webhook_lanes import WebhookLanes
 from core.webhooks import CONNECT_TIMEOUT_S
 
@@ -112,7 +112,7 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine: Engine = make_engine(settings.database_url)
+        self.engine: Engine = database_engine(settings)
         self.influx = InfluxClient(settings)
         self.webhooks = WebhookLanes(settings)
 

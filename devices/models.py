@@ -25,6 +25,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# The largest value of an Integer id column on every backend: PostgreSQL's `integer` is 32-bit
+# (SQLite's 64-bit), so an API path id beyond it is refused before it reaches the database.
+MAX_ROW_ID = 2**31 - 1
+
+
 AREA_KINDS = ("city", "district", "street", "community")
 
 
@@ -97,6 +102,11 @@ class Bin(Base):
     site: Mapped[Site] = relationship(back_populates="bins")
 
 
+# An MQTT topic may be 65,535 bytes; a dead letter keeps this much of it (PostgreSQL enforces a
+# VARCHAR's length, so a longer one would be refused for ever, holding up ingest).
+DEAD_LETTER_TOPIC_MAX = 500
+
+
 class DeadLetter(Base):
     """An MQTT message ingest could not store, kept so an operator can see why and replay it."""
 
@@ -104,7 +114,7 @@ class DeadLetter(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    topic: Mapped[str] = mapped_column(String(500))
+    topic: Mapped[str] = mapped_column(String(DEAD_LETTER_TOPIC_MAX))
     reason: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)

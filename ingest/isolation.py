@@ -16,9 +16,10 @@ import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import SinkRejected, SinkUnavailable
+from core.sql import is_transient_failure
 
 T = TypeVar("T")
 
@@ -37,11 +38,12 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, SinkRejected):
         return error.status in _TRANSIENT_STATUSES or error.status >= 500
-    if isinstance(error, sa_exc.DBAPIError):
-        # OperationalError: locked, cannot open, disk I/O, connection lost; or a pool's
-        # connection invalidated under us. IntegrityError, DataError and the like are the data's.
-        return isinstance(error, sa_exc.OperationalError) or error.connection_invalidated
-    return isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError)
+    if isinstance(error, SQLAlchemyError):
+        # The registry's own classification (core/sql.py), the API's too: locked, unreachable,
+        # timed out, not migrated yet are retried; IntegrityError, DataError and the like are
+        # the data's, confined and dead-lettered.
+        return is_transient_failure(error)
+    return isinstance(error, ConnectionError | TimeoutError)
 
 
 def describe(error: BaseException) -> str:

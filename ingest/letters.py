@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from devices.models import DeadLetter
+from devices.models import DEAD_LETTER_TOPIC_MAX, DeadLetter
 from ingest.decode import Rejection
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _letter(
     log.warning("dead-lettered %s from %s: %s", reason, topic, detail[:200])
     return DeadLetter(
         received_at=datetime.fromtimestamp(received_at, tz=UTC),
-        topic=topic,
+        topic=topic[:DEAD_LETTER_TOPIC_MAX],
         bin_id=bin_id,
         reason=reason,
         detail=detail,

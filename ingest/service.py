@@ -31,7 +31,7 @@ from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.mqtt import is_auth_failure, make_client, sub_account
 from core.settings import Settings
-from core.sql import make_engine
+from core.sql import database_engine
 from core.telemetry import ROLLUP_RP, ensure_rollups
 from core.times import epoch_ms
 from devices.arrivals import Arrival, ArrivalHook, StoredHook
@@ -107,7 +107,7 @@ class Ingestor:
         self._history = History(
             InfluxReadings(self.influx, window_s=settings.ingest.max_past_s, clock=clock)
         )
-        self.engine = make_engine(settings.database_url)
+        self.engine = database_engine(settings)
         self._letter_bins: set[str] = set()  # bins that got dead letters since the last prune
         self._next_prune = 0.0
         self._clock = clock

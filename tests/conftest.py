@@ -2,7 +2,9 @@
 pytest's temporary folder; each test gets its own database, topic prefix and registry, so
 assertions can be exact. Set BINWATCH_TEST_MQTT_URL / BINWATCH_TEST_INFLUX_URL to attach to
 servers already running instead (fault tests, which kill servers, then fail: they need their own).
-A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped."""
+A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped. The
+registry's PostgreSQL, and the running of registry tests on both backends, live in
+tests/registry_backends.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,6 +31,9 @@ from devices.models import DeadLetter
 from devices.registry import BinTags, bin_tags
 from ingest.service import Ingestor
 from tests.helpers import ADMIN_TOKEN, wait_for
+
+# The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url` and the server.
+pytest_plugins = ["tests.registry_backends"]
 
 
 @dataclass(frozen=True)
@@ -81,17 +85,18 @@ def influx_server(
 def settings(
     mqtt_server: MosquittoServer | AttachedServer,
     influx_server: InfluxServer | AttachedServer,
-    tmp_path: Path,
+    registry_url: str,
 ) -> Settings:
-    """Settings isolated to this test: its own InfluxDB database, topic prefix, registry file
-    and MQTT client id, so nothing another test did can be counted here."""
+    """Settings isolated to this test: its own InfluxDB database, topic prefix, registry
+    database (on each backend, tests/registry_backends.py) and MQTT client id, so nothing
+    another test did can be counted here."""
     tag = uuid.uuid4().hex[:10]
     return Settings(
         mqtt_url=mqtt_server.url,
         influx_url=influx_server.url,
         influx_db=f"test_{tag}",
         topic_prefix=f"test/{tag}/binwatch/v1",
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        database_url=registry_url,
         ingest_client_id=f"ingest-{tag}",
         ingest_share_group=f"ingest-{tag}",
         ingest_metrics_port=0,

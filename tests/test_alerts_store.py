@@ -1,5 +1,5 @@
 """What the alert rules remember per bin (`bin_health`), written by `alerts.store.remember` once per
-batch, on a SQLite registry without servers: only what changed is written, and a bin's
+batch, on each registry backend (no MQTT or InfluxDB): only what changed is written, and a bin's
 `last_seen_at` never moves back."""
 
 from __future__ import annotations
@@ -19,20 +19,26 @@ from binwatch.database import migrate
 from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import bin_tags
+from tests.registry_backends import registry_database
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, list[str]]]:
-    url = f"sqlite:///{Path(tmp_path_factory.mktemp('registry')) / 'registry.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with Session(engine) as session:
-        import_fleet(session, load_fleet(default_fleet_path()))
-        bins = sorted(bin_tags(session))[:3]
-    yield engine, bins
-    engine.dispose()
+def registry(
+    registry_backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Engine, list[str]]]:
+    folder = Path(tmp_path_factory.mktemp("registry"))
+    with registry_database(registry_backend, folder, request) as url:
+        migrate(url)
+        engine = make_engine(url)
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+            bins = sorted(bin_tags(session))[:3]
+        yield engine, bins
+        engine.dispose()
 
 
 def _row(engine: Engine, bin_id: str) -> tuple[Memory, datetime | None]:

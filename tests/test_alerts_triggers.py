@@ -22,30 +22,37 @@ from tests.test_alerts import alert_ingest
 
 pytestmark = pytest.mark.servers
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 MINUTE = timedelta(minutes=1)
 HOT, GAP = "sz-peoples-government-s1-kitchen", "sz-peoples-government-s1-residual"
 SKEW, FULL = "sz-peoples-government-s1-recyclable", "sz-peoples-government-s1-hazardous"
 
-RAISING = [
-    # 20 → 30 °C in a minute: 10 °C/min ≥ 5, though far under the 60 °C level.
-    (HOT, Reading(ts=NOW - 3 * MINUTE, fill_pct=10, temp_c=20)),
-    (HOT, Reading(ts=NOW - 2 * MINUTE, fill_pct=10, temp_c=30)),
-    # seq 1, then 5: three readings lost on the way.
-    (GAP, Reading(ts=NOW - 3 * MINUTE, seq=1, fill_pct=10)),
-    (GAP, Reading(ts=NOW - 2 * MINUTE, seq=5, fill_pct=10)),
-    # The bin's latest reading says it is 20 minutes earlier than it is.
-    (SKEW, Reading(ts=NOW - 20 * MINUTE, fill_pct=10)),
-    # At 100 % from 150 minutes ago until now: ≥ 120 minutes (the latest reading on time, or
-    # it would be a clock alert too).
-    (FULL, Reading(ts=NOW - 150 * MINUTE, fill_pct=100)),
-    (FULL, Reading(ts=NOW - MINUTE / 2, fill_pct=100)),
-]
-CLEARING = [
-    (HOT, Reading(ts=NOW - MINUTE, fill_pct=10, temp_c=25)),  # ≤ 45 °C and falling
-    (SKEW, Reading(ts=NOW, fill_pct=10)),  # in step again (within 60 s)
-    (FULL, Reading(ts=NOW, fill_pct=10)),  # emptied: under 90 %
-]
+
+def raising(now: datetime) -> list[tuple[str, Reading]]:
+    """Readings that raise one alert of each kind, stamped relative to `now` (the test's, not
+    the module's import time: a skew is measured against the clock when ingest reads it)."""
+    return [
+        # 20 → 30 °C in a minute: 10 °C/min ≥ 5, though far under the 60 °C level.
+        (HOT, Reading(ts=now - 3 * MINUTE, fill_pct=10, temp_c=20)),
+        (HOT, Reading(ts=now - 2 * MINUTE, fill_pct=10, temp_c=30)),
+        # seq 1, then 5: three readings lost on the way.
+        (GAP, Reading(ts=now - 3 * MINUTE, seq=1, fill_pct=10)),
+        (GAP, Reading(ts=now - 2 * MINUTE, seq=5, fill_pct=10)),
+        # The bin's latest reading says it is 20 minutes earlier than it is.
+        (SKEW, Reading(ts=now - 20 * MINUTE, fill_pct=10)),
+        # At 100 % from 150 minutes ago until now: ≥ 120 minutes (the latest reading on time, or
+        # it would be a clock alert too).
+        (FULL, Reading(ts=now - 150 * MINUTE, fill_pct=100)),
+        (FULL, Reading(ts=now - MINUTE / 2, fill_pct=100)),
+    ]
+
+
+def clearing(now: datetime) -> list[tuple[str, Reading]]:
+    """Readings that end those conditions (the gap has none: its alert clears after a hold)."""
+    return [
+        (HOT, Reading(ts=now - MINUTE, fill_pct=10, temp_c=25)),  # ≤ 45 °C and falling
+        (SKEW, Reading(ts=now, fill_pct=10)),  # in step again (within 60 s)
+        (FULL, Reading(ts=now, fill_pct=10)),  # emptied: under 90 %
+    ]
 
 
 def _publish(settings: Settings, readings: list[tuple[str, Reading]]) -> None:
@@ -79,9 +86,10 @@ def test_reading_rules_raise_and_clear_through_the_real_ingest(
         (FULL, "full_too_long"): "active",
     }
     with alert_ingest(settings):
-        _publish(settings, RAISING)
+        now = datetime.now(UTC).replace(microsecond=0)
+        _publish(settings, raising(now))
         wait_for(lambda: _states(settings) == raised, timeout=30, what=f"alerts {raised}")
-        _publish(settings, CLEARING)
+        _publish(settings, clearing(now))
         # The gap has no "over" signal of its own: the alerter clears it after its hold time.
         cleared = {key: "active" if key[0] == GAP else "cleared" for key in raised}
         wait_for(lambda: _states(settings) == cleared, timeout=30, what=f"alerts {cleared}")

@@ -21,7 +21,7 @@ from core.lineprotocol import tag_set
 from core.settings import Settings
 from core.sql import make_engine, session_factory
 from devices.contract import Topics
-from devices.models import Area, Bin, Operator, Site
+from devices.models import MAX_ROW_ID, Area, Bin, Operator, Site
 from devices.registry import bin_tags
 from ingest.decode import decode
 from tests.helpers import ADMIN_HEADERS
@@ -484,9 +484,13 @@ def test_health_is_503_when_influxdb_is_unreachable(
 
 
 def test_health_is_503_when_the_registry_is_unreachable(
-    settings: Settings, influx: InfluxClient
+    settings: Settings, influx: InfluxClient, registry_backend: str
 ) -> None:
-    gone = settings.model_copy(update={"database_url": "sqlite:////nonexistent/dir/registry.db"})
+    nowhere = {
+        "sqlite": "sqlite:////nonexistent/dir/registry.db",
+        "postgresql": f"postgresql+psycopg://binwatch@127.0.0.1:{free_port()}/binwatch",
+    }[registry_backend]
+    gone = settings.model_copy(update={"database_url": nowhere})
 
     with TestClient(create_app(gone), headers=ADMIN_HEADERS) as client:
         response = client.get("/health")
@@ -527,3 +531,11 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         "/api/v1/rankings",
         *("/api/v1/alerts", "/api/v1/alerts/{alert_id}", "/api/v1/alerts/{alert_id}/ack"),
     }
+
+
+def test_an_id_beyond_postgresqls_integer_is_422_not_500(client: TestClient) -> None:
+    # The fuzzer found it on PostgreSQL: 2**31 in a path overflowed the integer id column.
+    for kind in ("collections", "alerts"):
+        beyond = client.get(f"/api/v1/{kind}/{MAX_ROW_ID + 1}")
+        assert beyond.status_code == 422, beyond.text
+        assert client.get(f"/api/v1/{kind}/{MAX_ROW_ID}").status_code == 404

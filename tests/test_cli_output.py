@@ -1,22 +1,22 @@
-"""What `binwatch` prints, run as a user runs it (a subprocess): a command's own output without
-the migration tool's chatter, and errors that name ids as text, never as a Python list."""
+"""What `binwatch` prints, run as a user runs it (a subprocess, on each registry backend): a
+command's own output without the migration tool's or the driver's chatter, and errors that name
+ids as text, never as a Python list."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from core.errors import no_such
 
 
-def _binwatch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _binwatch(registry_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        "BINWATCH_DATABASE_URL": registry_url,
         "COLUMNS": "200",  # rich wraps at the terminal's width
     }
     return subprocess.run(
@@ -29,12 +29,12 @@ def _binwatch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_commands_print_no_alembic_lines_unless_verbose(tmp_path: Path) -> None:
-    quiet = _binwatch(tmp_path, "keys", "list")
+def test_commands_print_no_alembic_lines_unless_verbose(registry_url: str) -> None:
+    quiet = _binwatch(registry_url, "keys", "list")
     assert quiet.returncode == 0, quiet.stderr
     assert "alembic" not in quiet.stdout + quiet.stderr
     assert quiet.stderr == ""
-    verbose = _binwatch(tmp_path, "-v", "keys", "list")
+    verbose = _binwatch(registry_url, "-v", "keys", "list")
     assert verbose.returncode == 0, verbose.stderr
     assert "alembic.runtime.migration" in verbose.stderr
 
@@ -43,9 +43,13 @@ def test_commands_print_no_alembic_lines_unless_verbose(tmp_path: Path) -> None:
     ("sites", "message"),
     [(["x"], "no site with id 'x'"), (["y", "x"], "no sites with ids 'x', 'y'")],
 )
-def test_unknown_sites_are_named_not_listed(tmp_path: Path, sites: list[str], message: str) -> None:
+def test_unknown_sites_are_named_not_listed(
+    registry_url: str, sites: list[str], message: str
+) -> None:
     options = [part for site in sites for part in ("--site", site)]
-    refused = _binwatch(tmp_path, "keys", "create", "--role", "manager", "--name", "m", *options)
+    refused = _binwatch(
+        registry_url, "keys", "create", "--role", "manager", "--name", "m", *options
+    )
     assert refused.returncode == 1
     assert refused.stderr.strip() == message
     assert "[" not in refused.stderr

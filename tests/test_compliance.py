@@ -1,5 +1,6 @@
 """The pure arithmetic of compliance (compliance/figures.py, compliance/schemas.py), and the
-collection requests' SQL reads (compliance/requests.py) on a SQLite registry: no servers."""
+collection requests' SQL reads (compliance/requests.py) on each registry backend, without
+MQTT or InfluxDB."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import csv
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -329,15 +329,15 @@ def test_csv_has_the_collection_columns() -> None:
     assert float(line["score"]) == pytest.approx(100)
 
 
-# --- the registry reads of collection requests (SQLite, no servers) ----------------------------
+# --- the registry reads of collection requests (SQLite and PostgreSQL, no MQTT or InfluxDB) ----------------------------
 
 X, Y = "sz-peoples-government", "lvxin-street-office"
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Session]:
-    """A SQLite registry migrated and loaded with the pilot fleet."""
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+def registry(registry_url: str) -> Iterator[Session]:
+    """A registry migrated and loaded with the pilot fleet, on each backend."""
+    url = registry_url
     migrate(url)
     engine = make_engine(url)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from core.settings import Settings, env_names
 
@@ -81,7 +82,16 @@ def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_every_service_of_the_stack_is_there(compose: dict[str, Any]) -> None:
-    expected = {"mosquitto", "influxdb", "grafana", "ingest", "api", "simulator"}
+    expected = {
+        "mosquitto",
+        "influxdb",
+        "postgres",
+        "grafana",
+        "migrate",
+        "ingest",
+        "api",
+        "simulator",
+    }
     assert expected <= services(compose).keys()
 
 
@@ -216,3 +226,48 @@ def test_broker_admits_accounts_only_each_under_its_own_client_id(
         "alerter": "alerter",
         "simulator": "simulator",
     }
+
+
+def _binwatch_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in services(compose).items()
+        if service.get("image") == "binwatch:local"
+    }
+
+
+def test_the_registry_is_postgresql_pinned_healthchecked_and_on_a_volume(
+    compose: dict[str, Any],
+) -> None:
+    postgres = services(compose)["postgres"]
+    assert re.fullmatch(r"postgres:\d+(\.\d+)?(-[\w.]+)?", postgres["image"]), postgres["image"]
+    check = postgres.get("healthcheck", {})
+    assert "pg_isready" in check.get("test", []) and not check.get("disable"), check
+    volumes = [str(v).split(":") for v in postgres.get("volumes", [])]
+    assert ["postgres-data", "/var/lib/postgresql/data"] in volumes, volumes
+    assert "postgres-data" in compose["volumes"]
+    env = environment(postgres)
+    for name, service in _binwatch_services(compose).items():
+        url = make_url(environment(service)["BINWATCH_DATABASE_URL"])
+        assert (url.drivername, url.host, url.database) == (
+            "postgresql+psycopg",
+            "postgres",
+            env["POSTGRES_DB"],
+        ), name
+        assert url.username == env["POSTGRES_USER"], name
+        assert url.password == env["POSTGRES_PASSWORD"], name  # the same ${POSTGRES_PASSWORD}
+
+
+def test_a_one_shot_migrates_the_registry_before_anything_else_starts(
+    compose: dict[str, Any],
+) -> None:
+    migrate = services(compose)["migrate"]
+    assert migrate["command"] == ["db", "migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    waiting = {
+        name: service.get("depends_on", {}).get("migrate", {}).get("condition")
+        for name, service in _binwatch_services(compose).items()
+        if name != "migrate"
+    }
+    assert waiting and set(waiting.values()) == {"service_completed_successfully"}, waiting

@@ -43,13 +43,15 @@ def code_blocks(page: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", read(page), flags=re.S | re.M)
 
 
-def test_the_fleet_pages_example_imports_as_the_page_says(tmp_path: Path) -> None:
+def test_the_fleet_pages_example_imports_as_the_page_says(
+    tmp_path: Path, registry_url: str
+) -> None:
     (example,) = code_blocks("fleet.md", "yaml")
     path = tmp_path / "my-city.yaml"
     path.write_text(example, encoding="utf-8")
     fleet = load_fleet(path)
 
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    url = registry_url
     migrate(url)
     engine = make_engine(url)
     with session_factory(engine)() as session:
@@ -124,8 +126,8 @@ def test_the_reasons_a_bin_can_cause_are_ingests_reasons() -> None:
     assert named and named <= set(REASONS), named - set(REASONS)
 
 
-def test_dead_letters_are_listed_per_bin(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+def test_dead_letters_are_listed_per_bin(registry_url: str) -> None:
+    url = registry_url
     migrate(url)
     engine = make_engine(url)
     now = datetime.now(UTC)

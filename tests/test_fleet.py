@@ -50,8 +50,8 @@ sites:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'var' / 'registry.db'}"
+def session(registry_url: str) -> Iterator[Session]:
+    url = registry_url
     migrate(url)
     engine = make_engine(url)
     with session_factory(engine)() as session:
@@ -162,8 +162,10 @@ def test_failed_import_rolls_everything_back(session: Session) -> None:
     assert _snapshot(session) == before
 
 
-def test_cli_imports_and_reports_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BINWATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'var' / 'cli.db'}")
+def test_cli_imports_and_reports_bad_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_url: str
+) -> None:
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", registry_url)
     runner = CliRunner()
     imported = runner.invoke(fleet_app, ["import"])
     assert imported.exit_code == 0, imported.output
@@ -242,9 +244,9 @@ def test_a_webhook_url_the_sender_would_refuse_fails_the_import_with_its_line(
 
 
 def test_webhook_secrets_are_set_from_standard_input(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'var' / 'cli.db'}"
+    url = registry_url
     monkeypatch.setenv("BINWATCH_DATABASE_URL", url)
     runner = CliRunner()
     assert runner.invoke(fleet_app, ["import", str(_write(tmp_path, CONTACTS))]).exit_code == 0

@@ -14,11 +14,12 @@ from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
 from core.settings import Settings
 from core.sql import make_engine
+from devices.arrivals import Arrival
 from devices.contract import Reading, TopicKind, Topics
-from devices.models import DeadLetter
+from devices.models import DeadLetter, Operator
 from devices.registry import BinTags
 from ingest.service import Ingestor
-from tests.conftest import count_points
+from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
 
@@ -51,6 +52,8 @@ def bad_payloads(topic: str, unknown_topic: str) -> list[tuple[str, str, bytes]]
             json.dumps({"ts": ts, "fill_pct": 5, "deposits": 2, "contaminated": 5}).encode(),
         ),
         ("unknown_bin", unknown_topic, valid(0)),
+        # Longer than dead_letters.topic holds: PostgreSQL would refuse the letter forever.
+        ("bad_topic", unknown_topic.replace("no-such-bin", "x" * 600), valid(0)),
         ("payload_too_large", topic, b"[" + b" " * (1024 * 1024) + b"]"),
         ("not_utf8", topic, b'{"ts": \xff\xfe}'),
         ("unknown_field", topic, json.dumps({"ts": ts, "fill_pct": 5, "lid": "open"}).encode()),
@@ -162,3 +165,56 @@ def test_points_influxdb_refuses_are_dead_lettered_and_the_rest_of_the_batch_sto
     assert "field type conflict" in letter.detail and "temp_c" in letter.detail
     assert letter.topic == topics.bin(victim, TopicKind.telemetry)
     assert letter.payload.startswith(b"telemetry,bin=" + victim.encode())
+
+
+def test_a_row_the_registry_refuses_is_dead_lettered_once_never_retried(
+    settings: Settings, pilot_bins: dict[str, BinTags], registry_backend: str
+) -> None:
+    """A permanent registry failure in an arrival hook, raised by the real database: confined
+    to the readings that cause it and dead-lettered (`hook_failed`), the rest acknowledged;
+    ingest never retries it (docs/ingest.md, "transient vs permanent")."""
+    topics = Topics(settings.topic_prefix)
+    victim, *others = sorted(pilot_bins)[:6]
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        taken = session.scalars(select(Operator.id)).first()
+
+    def record(arrivals: list[Arrival]) -> None:
+        """Reads the registry for each arrival, as the real hooks do; the victim's arrivals
+        write a row it cannot take: a name longer than its column (PostgreSQL refuses it,
+        DataError) under an id already taken (SQLite, which ignores lengths, IntegrityError)."""
+        with Session(engine) as session:
+            for arrival in arrivals:
+                session.get(Operator, taken)
+                if arrival.bin_id == victim:
+                    session.add(Operator(id=taken, name="x" * 201))
+            session.commit()
+
+    messages = [(topics.bin(b, TopicKind.telemetry), valid(i)) for i, b in enumerate(others)]
+    messages.insert(2, (topics.bin(victim, TopicKind.telemetry), valid(50)))
+    try:
+        with running_ingest(settings, on_arrivals=record) as ingest:
+            publish_all(settings, messages)
+            wait_for(
+                lambda: (
+                    ingest.metrics.value("binwatch_ingest_received_messages_total") == len(messages)
+                ),
+                timeout=30,
+                what="every message to be handled and acknowledged",
+            )
+            assert ingest.metrics.value("binwatch_ingest_write_errors_total") == 0  # no retry
+            assert ingest.metrics.value("binwatch_ingest_rejected_total", reason="hook_failed") == 1
+            # Still running: the next batch passes.
+            publish_all(settings, [(topics.bin(others[0], TopicKind.telemetry), valid(60))])
+            wait_for(
+                lambda: count_points(settings) == len(messages) + 1,
+                timeout=15,
+                what="the reading after the refused one",
+            )
+        with Session(engine) as session:
+            (letter,) = session.scalars(select(DeadLetter)).all()
+    finally:
+        engine.dispose()
+    refusal = {"sqlite": "IntegrityError", "postgresql": "DataError"}[registry_backend]
+    assert (letter.reason, letter.bin_id) == ("hook_failed", victim)
+    assert refusal in letter.detail, letter.detail

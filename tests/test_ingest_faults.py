@@ -20,6 +20,12 @@ from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
 from tests.processes import IngestProcess, readings
 
+pytestmark = pytest.mark.registry_backends(
+    "sqlite",
+    reason="the slowest tests, about killing Mosquitto, InfluxDB and ingest; the registry only"
+    " names the fleet here (its own faults: test_registry_errors.py, on PostgreSQL)",
+)
+
 # InfluxDB stays down this long in the outage test (the figure).
 OUTAGE_S = 60
 

@@ -25,7 +25,13 @@ from core.telemetry import (
     ensure_rollups,
 )
 
-pytestmark = pytest.mark.servers
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends(
+        "sqlite",
+        reason="InfluxDB's continuous queries are under test; the registry only lists the fleet",
+    ),
+]
 
 HOUR = timedelta(hours=1)
 # Ten days ago, on an hour: inside raw retention, and a backfill of it crosses a chunk (a week).

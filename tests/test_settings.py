@@ -67,3 +67,27 @@ def test_group_values_are_checked_and_copies_take_flat_names() -> None:
     with pytest.raises(ValueError, match="ingest_bufer"):
         Settings().model_copy(update={"ingest_bufer": 200})
     assert "BINWATCH_COLLECTION_DEADLINE_KITCHEN_H".lower().removeprefix("binwatch_") in env_names()
+
+
+def test_the_database_group_lives_beside_the_flat_database_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `_fold` splits flat names at the first underscore: database_url must stay top-level.
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", DATABASE)
+    monkeypatch.setenv("BINWATCH_DATABASE_STATEMENT_TIMEOUT_S", "7.5")
+    settings = Settings(database_pool_size=3)
+    assert reveal(settings.database_url) == DATABASE
+    assert (settings.database.pool_size, settings.database.statement_timeout_s) == (3, 7.5)
+    assert settings.database.max_overflow == 10  # the default
+    given = Settings(database_url="sqlite:///given.db", database_connect_timeout_s=4)
+    assert (reveal(given.database_url), given.database.connect_timeout_s) == (
+        "sqlite:///given.db",
+        4,
+    )
+    copied = given.model_copy(update={"database_url": DATABASE, "database_max_overflow": 0})
+    assert (reveal(copied.database_url), copied.database.max_overflow) == (DATABASE, 0)
+    env = settings.as_env()
+    assert env["BINWATCH_DATABASE_URL"] == DATABASE
+    assert env["BINWATCH_DATABASE_POOL_SIZE"] == "3"
+    with pytest.raises(ValidationError, match="pool_size"):
+        Settings(database_pool_size=0)

@@ -20,7 +20,13 @@ from simulator.model import FleetModel
 from simulator.publisher import SimulatorError, run_simulation
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.servers
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends(
+        "sqlite",
+        reason="the simulator and Mosquitto are under test; the registry only lists the fleet",
+    ),
+]
 
 START = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)  # 11:30 in the city: kitchen bins are busy
 BINS = [

@@ -18,12 +18,13 @@ from api.paging import next_offset
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
 from core.errors import NotFound
+from devices.models import MAX_ROW_ID
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 MAX_PAGE = 500
 MAX_OFFSET = 1_000_000_000
-AlertId = Annotated[int, Path(ge=1, le=2**62, description="an alert id")]
+AlertId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="an alert id")]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     status.HTTP_409_CONFLICT: {"description": "already acknowledged, or cleared"}
 }

@@ -31,6 +31,7 @@ from collection.rules import Policy, Rule
 from core.errors import InvalidRequest, NotAllowed, NotFound
 from core.settings import Settings
 from devices import registry
+from devices.models import MAX_ROW_ID
 from security.keys import ApiRole
 
 router = APIRouter(prefix="/collections", tags=["collections"])
@@ -47,7 +48,7 @@ def current_time() -> datetime:
 
 
 Now = Annotated[datetime, Depends(current_time)]
-RequestId = Annotated[int, Path(ge=1, le=2**62, description="a collection request id")]
+RequestId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a collection request id")]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     status.HTTP_409_CONFLICT: {"description": "the wrong state for this action"}
 }

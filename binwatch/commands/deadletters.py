@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core.influx import InfluxClient
 from core.mqtt import make_client
 from core.settings import Settings
-from core.sql import make_engine
+from core.sql import database_engine
 from devices.models import DeadLetter
 from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters
 
@@ -31,7 +31,7 @@ PUBLISH_TIMEOUT_S = 10.0
 def counts() -> None:
     """How many readings (or messages) were dead-lettered, by reason: those whose letters are
     still kept, and those whose letters were pruned (past the retention or the cap per bin)."""
-    engine = make_engine(Settings().database_url)
+    engine = database_engine(Settings())
     with Session(engine) as session:
         by_reason = dead_letter_counts(session)
     table = Table("reason", "count", "kept", "pruned")
@@ -47,7 +47,7 @@ def list_command(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
     """The newest dead letters, with topic, reason and detail."""
-    engine = make_engine(Settings().database_url)
+    engine = database_engine(Settings())
     with Session(engine) as session:
         letters = list_dead_letters(session, reason=reason, limit=limit, bin_id=bin_id)
     table = Table("id", "received", "topic", "reason", "readings", "detail", "bytes")
@@ -71,7 +71,7 @@ def replay(
 ) -> None:
     """Send dead letters through again: MQTT messages to their topic, refused points to InfluxDB."""
     settings = Settings()
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     with Session(engine) as session:
         letters = list_dead_letters(session, reason=reason, limit=limit)
         whole = [letter for letter in letters if len(letter.payload) == letter.payload_size]

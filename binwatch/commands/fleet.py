@@ -15,7 +15,7 @@ from rich.table import Table
 from binwatch.database import migrate
 from core.errors import FleetError
 from core.settings import Settings
-from core.sql import make_engine, session_factory
+from core.sql import database_engine, session_factory
 from devices.contract import SiteType, Stream
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import AreaContact, Operator
@@ -40,7 +40,7 @@ def import_command(file: FleetFile = None) -> None:
     settings = Settings()
     fleet = _load_or_exit(file)
     migrate(settings.database_url)
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
             summary = import_fleet(session, fleet)
@@ -82,7 +82,7 @@ def webhook_secret_command(
         raise typer.BadParameter("give exactly one of --area and --operator")
     secret = secrets.token_urlsafe(32) if generate else _read_secret()
     settings = Settings()
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
             target: AreaContact | Operator | None = (

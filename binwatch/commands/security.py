@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from binwatch.database import migrate
 from core.errors import BinwatchError
 from core.settings import Settings
-from core.sql import make_engine, session_factory
+from core.sql import database_engine, session_factory
 from security import mqtt_auth
 from security.keys import ApiRole, create_key, list_keys, revoke_key
 
@@ -31,7 +31,7 @@ console = Console()
 def _session() -> Iterator[tuple[Session, Settings]]:
     settings = Settings()
     migrate(settings.database_url)
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
             yield session, settings

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.signals import stop_on_signals
-from core.sql import make_engine
+from core.sql import database_engine, is_transient_failure
 from devices.registry import BinTags, bin_tags
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector
@@ -131,12 +131,15 @@ def simulate(
 
 def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
     """Every bin of the registry, or exit 1 saying how to get some."""
-    engine = make_engine(settings.database_url)
+    engine = database_engine(settings)
     try:
         with Session(engine) as session:
             bins = list(bin_tags(session).values())
-    except OperationalError as exc:
-        # A registry never migrated has no tables (or, for SQLite, not even its folder).
+    except DBAPIError as exc:
+        # A registry never migrated has no tables (or, for SQLite, not even its folder); on
+        # PostgreSQL that is a ProgrammingError, on SQLite an OperationalError: both transient.
+        if not is_transient_failure(exc):
+            raise
         console.print(f"{NO_BINS} ({exc.orig})", style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     finally:

@@ -1,0 +1,116 @@
+"""The registry under test on both databases it runs on: SQLite (one file per test) and a real
+PostgreSQL (one database per test on a server of the session), a pytest plugin loaded by
+conftest.
+
+Any test that asks for `registry_backend` (directly or through `registry_url` or `settings`)
+runs once per backend, with the id `sqlite` or `postgresql`. A module or test that cannot or
+need not run on both says so, with its reason, in a marker::
+
+    pytestmark = pytest.mark.registry_backends("sqlite", reason="…")
+
+PostgreSQL starts only when a test needs it; a missing server fails that test, never skips it.
+Set BINWATCH_TEST_POSTGRES_URL (a SQLAlchemy URL of a database whose user may create
+databases, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres) to use a server already
+running instead."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from binwatch.servers import PostgresServer, free_port
+
+BACKENDS = ("sqlite", "postgresql")
+MARKER = "registry_backends"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(*backends, reason): run only on these registry backends, and say why",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "registry_backend" not in metafunc.fixturenames:
+        return
+    backends: tuple[str, ...] = BACKENDS
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is not None:
+        backends = marker.args
+        if not marker.kwargs.get("reason") or not set(backends) <= set(BACKENDS):
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: {MARKER} takes backends from {BACKENDS} and a"
+                " reason= saying why the others are left out"
+            )
+    # Module scope groups a module's tests by backend, and lets module fixtures use it.
+    metafunc.parametrize("registry_backend", backends, scope="module")
+
+
+class PostgresDatabases:
+    """Creates an empty database per test on one server (CREATE DATABASE copies the empty
+    template in ~0.1 s) and drops it afterwards, connections and all."""
+
+    def __init__(self, admin_url: str) -> None:
+        url = make_url(admin_url)
+        self._admin_url = admin_url
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        self._run(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _run(self, statement: str) -> None:
+        with psycopg.connect(self._conninfo, autocommit=True) as connection:
+            connection.execute(statement.encode())
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """Our own PostgreSQL, for the tests that stop it or need its superuser."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgresql"), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases(request: pytest.FixtureRequest) -> PostgresDatabases:
+    if url := os.environ.get("BINWATCH_TEST_POSTGRES_URL"):
+        return PostgresDatabases(url)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return PostgresDatabases(server.database_url())
+
+
+@contextmanager
+def registry_database(backend: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of an empty registry database on `backend`; a SQLite file goes into `folder`."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'registry.db'}"
+        return
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    with databases.database() as url:
+        yield url
+
+
+@pytest.fixture
+def registry_url(
+    registry_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """An empty registry database of this test's own (nobody has migrated it yet)."""
+    with registry_database(registry_backend, tmp_path, request) as url:
+        yield url

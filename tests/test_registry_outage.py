@@ -1,0 +1,91 @@
+"""The registry's PostgreSQL stopped under a running ingest worker: the failure is transient, so
+ingest holds the batch unacknowledged and retries; once the server is back, the collection
+request and the dead letter that waited are both written, once, and nothing is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from binwatch.database import migrate
+from binwatch.servers import PostgresServer, free_port
+from core.settings import Settings
+from core.sql import make_engine
+from devices.contract import Reading, TopicKind, Topics
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.models import DeadLetter
+from tests.collection_helpers import hooked_ingest, requests_of
+from tests.conftest import count_points
+from tests.helpers import wait_for
+from tests.mqtt_helpers import publish_all
+from tests.registry_backends import PostgresDatabases
+
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends("postgresql", reason="a SQLite file has no server to stop"),
+]
+
+KITCHEN = "sz-peoples-government-s1-kitchen"  # threshold 75 %
+
+
+@pytest.fixture
+def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[PostgresServer, str]]:
+    """A server of this test's own (stopping the session's would disturb nothing, but a server
+    given by BINWATCH_TEST_POSTGRES_URL is not ours to stop), migrated, with the pilot fleet."""
+    server = PostgresServer(tmp_path / "postgresql", free_port())
+    with server, PostgresDatabases(server.database_url()).database() as url:
+        migrate(url)
+        engine = make_engine(url)
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+        engine.dispose()
+        yield server, url
+
+
+def _letters(settings: Settings) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            return session.scalar(select(func.count()).select_from(DeadLetter)) or 0
+    finally:
+        engine.dispose()
+
+
+def test_ingest_holds_the_batch_while_postgresql_is_down_and_loses_nothing(
+    settings: Settings, own_postgres: tuple[PostgresServer, str]
+) -> None:
+    server, url = own_postgres
+    settings = settings.model_copy(update={"database_url": url, "database_connect_timeout_s": 2})
+    topics = Topics(settings.topic_prefix)
+    now = datetime.now(UTC).replace(microsecond=0)
+    full = Reading(ts=now - timedelta(minutes=1), fill_pct=90.0, deposits=1)
+    with hooked_ingest(settings) as ingest:
+        server.stop()
+        publish_all(
+            settings,
+            [
+                (topics.bin(KITCHEN, TopicKind.telemetry), full.model_dump_json().encode()),
+                (topics.bin(KITCHEN, TopicKind.telemetry), b"{not json"),
+            ],
+        )
+        wait_for(
+            lambda: ingest.metrics.value("binwatch_ingest_write_errors_total") >= 2,
+            timeout=30,
+            what="ingest to meet the stopped registry and retry",
+        )
+        assert ingest.metrics.value("binwatch_ingest_received_messages_total") == 0  # held
+        server.start()
+        wait_for(
+            lambda: ingest.metrics.value("binwatch_ingest_received_messages_total") == 2,
+            timeout=30,
+            what="the held batch to be stored once the registry is back",
+        )
+        assert count_points(settings) == 1
+    assert _letters(settings) == 1
+    [request] = requests_of(settings)
+    assert (request.bin_id, request.rule, request.trigger_fill_pct) == (KITCHEN, "threshold", 90.0)
