@@ -41,6 +41,6 @@ def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
         "collection_events",
         "area_contacts",
         *("site_contacts", "alerts", "alert_events", "alert_deliveries", "bin_health"),
-        *("api_keys", "mqtt_credentials"),
+        *("api_keys", "mqtt_credentials", "retirements"),
     }
     engine.dispose()
