@@ -131,8 +131,10 @@ def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str
 
 
 def issue_missing_bins(session: Session, *, now: datetime) -> list[Issued]:
-    """Credentials for every registered bin that has none yet (after a fleet import)."""
+    """Credentials for every registered bin in service that has none yet (after a fleet
+    import)."""
     have = set(session.scalars(select(MqttCredential.bin_id).where(MqttCredential.bin_id != None)))  # noqa: E711
+    have |= retired_bin_ids(session)
     return [
         issue(session, b, now=now)
         for b in session.scalars(select(Bin.id).order_by(Bin.id))

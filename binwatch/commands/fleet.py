@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
@@ -94,8 +95,7 @@ def show_command(file: FleetFile = None) -> None:
     """Check FILE and count what it holds, without changing the registry (a partial file's
     references are looked up in it)."""
     with _registry(migrated=False) as session:
-        has_registry = inspect(session.get_bind()).has_table("areas")
-        fleet = _load_or_exit(file, known_ids(session) if has_registry else Known())
+        fleet = _load_or_exit(file, _known_if_any(session))
     table = Table("what", "count", title=(file or default_fleet_path()).name)
     for what, count in _counts(fleet).items():
         table.add_row(what, str(count))
@@ -205,6 +205,19 @@ def _read_secret() -> str:
 def _fail(message: str) -> NoReturn:
     Console(stderr=True).print(message, style="red", markup=False, highlight=False)
     raise typer.Exit(1)
+
+
+def _known_if_any(session: Session) -> Known:
+    """The registry's ids, or none when there is no registry (yet) to read."""
+    try:
+        if inspect(session.get_bind()).has_table("areas"):
+            return known_ids(session)
+    except SQLAlchemyError as exc:
+        Console(stderr=True).print(
+            f"no registry to refer to ({type(exc).__name__}): checking the file alone",
+            markup=False,
+        )
+    return Known()
 
 
 def _load_or_exit(file: Path | None, known: Known) -> Fleet:
