@@ -327,12 +327,13 @@ def _table(model: type[Any]) -> Table:
 
 def _in_service_health() -> Select[BinHealth]:
     """What the rules remember of the bins in service: a retired bin (or one at a retired site)
-    is not expected to report, so the clock raises nothing for it (devices/retirement.py)."""
+    is not expected to report, so the clock raises nothing for it (devices/retirement.py). A
+    row whose bin is missing from the registry is kept, to fail loudly where it is handled."""
     return (
         select(BinHealth)
-        .join(Bin, Bin.id == BinHealth.bin_id)
-        .join(Site, Bin.site_id == Site.id)
-        .where(in_service())
+        .outerjoin(Bin, Bin.id == BinHealth.bin_id)
+        .outerjoin(Site, Bin.site_id == Site.id)
+        .where(Bin.id.is_(None) | in_service())
     )
 
 
