@@ -130,11 +130,12 @@ def simulate(
 
 
 def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
-    """Every bin of the registry, or exit 1 saying how to get some."""
+    """Every bin of the registry in service (a retired one is switched off), or exit 1 saying
+    how to get some."""
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
-            bins = list(bin_tags(session).values())
+            bins = list(bin_tags(session, in_service_only=True).values())
     except OperationalError as exc:
         # A registry never migrated has no tables (or, for SQLite, not even its folder).
         console.print(f"{NO_BINS} ({exc.orig})", style="red", markup=False, highlight=False)
