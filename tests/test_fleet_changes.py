@@ -245,6 +245,15 @@ def test_a_retired_site_retires_its_bins_and_reinstating_brings_back_those_not_r
     ]  # fmt: skip
 
 
+def test_importing_a_file_never_retires_or_reinstates(session: Session, tmp_path: Path) -> None:
+    retirement.retire(session, "site", SITE, actor="a", note="n", now=NOW)
+    exported = _write(tmp_path, export_fleet(session), "exported.yaml")
+    assert f"- id: {SITE}\n" in exported.read_text(encoding="utf-8")  # still in the registry
+    import_fleet(session, load_fleet(default_fleet_path()))
+    import_fleet(session, load_fleet(exported))
+    assert session.get_one(Site, SITE).retired_at == NOW
+
+
 def test_retiring_twice_reinstating_what_is_in_service_and_unknown_ids_are_refused(
     session: Session,
 ) -> None:

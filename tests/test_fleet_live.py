@@ -1,6 +1,7 @@
 """The fleet changes while the services run, with real Mosquitto and InfluxDB and no restart:
 a site imported from a partial file has its bins' readings stored within ingest's registry
-refresh; a retired bin's readings become `retired_bin` dead letters and the API says so; a bin
+refresh; a retired bin's readings become `retired_bin` dead letters (the API says it is retired)
+and are stored once it is reinstated and they are replayed; a bin
 retired under a running alerter gets no `offline` alert (and loses the one it had)."""
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typer.testing import CliRunner
 
 from alerts.models import Alert, AlertEvent, BinHealth
 from api.main import create_app
+from binwatch.cli import app
 from binwatch.commands.alerter import build_alerter
 from binwatch.commands.fleet import fleet_app
 from core.influx import InfluxClient
-from core.settings import Settings, reveal
+from core.settings import Settings
 from core.sql import make_engine
 from core.ticker import TICK_S, Resources
 from devices.contract import Reading, TopicKind, Topics
@@ -52,9 +54,7 @@ ALERTER_WITHIN_S = 60
 
 
 def _fleet(settings: Settings, *args: str) -> None:
-    done = CliRunner().invoke(
-        fleet_app, list(args), env={"BINWATCH_DATABASE_URL": reveal(settings.database_url)}
-    )
+    done = CliRunner().invoke(fleet_app, list(args), env=settings.as_env())
     assert done.exit_code == 0, done.output
 
 
@@ -157,6 +157,16 @@ def test_a_new_site_is_stored_and_a_retired_bin_dead_lettered_without_restarting
             interval=0.5,
         )
         assert api.get(f"/api/v1/bins/{NEW_BIN}").json()["retired_at"] is None
+
+        # What it sent while retired was kept: replayed now, it is stored.
+        held = dead_letter_parts(settings)["retired_bin"]
+        replay = CliRunner().invoke(
+            app, ["deadletters", "replay", "--reason", "retired_bin"], env=settings.as_env()
+        )
+        assert replay.exit_code == 0 and f"replayed {held}" in replay.output, replay.output
+        sender.settle()
+        assert dead_letter_parts(settings)["retired_bin"] == 0
+        assert sender.stored() == sender.sent - dead_letter_parts(settings)["unknown_bin"]
 
 
 def test_a_bin_retired_under_a_running_alerter_is_not_called_offline(
