@@ -221,11 +221,12 @@ class Known:
 
 
 def known_ids(session: Session) -> Known:
+    """The ids a partial file may refer to: the registry's areas (kind, parent) and operators."""
+    areas = session.execute(select(Area.id, Area.kind, Area.parent_id))
     return Known(
-        areas={row.id: (row.kind, row.parent_id) for row in session.execute(
-            select(Area.id, Area.kind, Area.parent_id))},
+        areas={area_id: (kind, parent) for area_id, kind, parent in areas},
         operators=frozenset(session.scalars(select(Operator.id))),
-    )  # fmt: skip
+    )
 
 
 def default_fleet_path() -> Path:
@@ -375,12 +376,8 @@ def _reference_problems(
             detail = f"it is a {found}" if found else "no community in the file or the registry"
             yield (*loc, "community"), f"unknown community {site.community!r} ({detail})"
         if ("operator", site.operator) not in first and site.operator not in known.operators:
-            yield (
-                (*loc, "operator"),
-                (
-                    f"unknown operator {site.operator!r} (neither under operators nor in the registry)"
-                ),
-            )
+            why = "neither under operators nor in the registry"
+            yield (*loc, "operator"), f"unknown operator {site.operator!r} ({why})"
         for planned in site.planned_bins():
             origin = (*loc, *planned.origin)
             if not _ID.fullmatch(planned.id):
@@ -395,8 +392,9 @@ def _existing_area_problem(
     """An area named by id only must be in the registry, as the same kind under the same parent;
     one with a name may be new (or renamed, or moved: the file says so)."""
     if area.id not in known.areas:
-        return None if area.name else (
-            f"{kind} {area.id!r} is not in the registry: give its name to create it")  # fmt: skip
+        if area.name is None:
+            return f"{kind} {area.id!r} is not in the registry: give its name to create it"
+        return None
     known_kind, known_parent = known.areas[area.id]
     if known_kind != kind:
         return f"{area.id!r} is a {known_kind} in the registry, not a {kind}"
@@ -453,8 +451,8 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     updated, and a failure rolls everything back. Importing the same file twice changes nothing.
 
     Nothing missing from the file is deleted: bins keep their history (readings, collection
-    requests) under their ids, so retiring a bin or a site is a deliberate act elsewhere, not a
-    side effect of editing or truncating the YAML.
+    requests) under their ids, so retiring a bin or a site is a deliberate act
+    (devices/retirement.py), not a side effect of editing or truncating the YAML.
 
     `fleet` should come from `load_fleet`, which checks the references the database relies on
     (with `known_ids(session)` for a partial file). Areas named by id only are left as they are.

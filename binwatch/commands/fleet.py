@@ -131,9 +131,8 @@ def _change(
     target_id = bin_id or site_id or ""
     with _registry() as session:
         entry = action(session, target, target_id, actor=by, note=note, now=datetime.now(UTC))
-        typer.echo(
-            f"{entry.target} {entry.target_id} {entry.action} at {entry.at:%Y-%m-%d %H:%M:%S} UTC by {entry.actor}"
-        )
+        at = f"{entry.at:%Y-%m-%d %H:%M:%S} UTC"
+        typer.echo(f"{entry.target} {entry.target_id} {entry.action} at {at} by {entry.actor}")
     typer.echo("running services follow within a minute; export the MQTT accounts again "
                "(binwatch mqtt-auth export) so the broker follows too")  # fmt: skip
 
@@ -148,8 +147,9 @@ def history_command(
     table = Table("at (UTC)", "action", "what", "by", "note")
     with _registry() as session:
         for entry in retirement.history(session, target_id):
-            table.add_row(f"{entry.at:%Y-%m-%d %H:%M:%S}", entry.action,
-                          f"{entry.target} {entry.target_id}", entry.actor, entry.note)  # fmt: skip
+            what = f"{entry.target} {entry.target_id}"
+            at = f"{entry.at:%Y-%m-%d %H:%M:%S}"
+            table.add_row(at, entry.action, what, entry.actor, entry.note)
     Console().print(table)
 
 
