@@ -2,7 +2,8 @@
 a site imported from a partial file has its bins' readings stored within ingest's registry
 refresh; a retired bin's readings become `retired_bin` dead letters (the API says it is retired)
 and are stored once it is reinstated and they are replayed; a bin
-retired under a running alerter gets no `offline` alert (and loses the one it had)."""
+retired under a running alerter gets no `offline` alert (and loses the one it had); the broker
+refuses a retired bin once the accounts are exported again."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ingest.service import REGISTRY_REFRESH_S
 from tests.conftest import dead_letter_parts, running_ingest
 from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
+from tests.test_mqtt_auth import _client, secured_broker
 
 pytestmark = pytest.mark.servers
 
@@ -242,3 +244,32 @@ def test_a_bin_retired_under_a_running_alerter_is_not_called_offline(
         engine.dispose()
     assert not thread.is_alive()
     assert alerter.failures == 0
+
+
+def test_a_retired_bins_account_is_refused_by_the_broker_after_export_and_back_once_reinstated(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    retired, kept = sorted(pilot_bins)[:2]
+    with secured_broker(settings, tmp_path, {retired: (), kept: ()}) as secured:
+
+        def connects(user: str) -> bool:
+            client, codes = _client(secured, user, secured.passwords[user])
+            client.disconnect()
+            client.loop_stop()
+            return not codes[0].is_failure  # type: ignore[attr-defined]
+
+        def follow_registry() -> None:
+            """`binwatch mqtt-auth export DIR` and a SIGHUP, as docs/security.md says."""
+            env = settings.as_env()
+            done = CliRunner().invoke(app, ["mqtt-auth", "export", str(tmp_path / "auth")], env=env)
+            assert done.exit_code == 0, done.output
+            secured.broker.reload()
+
+        assert connects(retired) and connects(kept)
+        _fleet(settings, "retire", "--bin", retired, "--note", "removed", "--by", "test")
+        follow_registry()
+        wait_for(lambda: not connects(retired), timeout=10, what="the retired bin refused")
+        assert connects(kept)
+        _fleet(settings, "reinstate", "--bin", retired, "--note", "back", "--by", "test")
+        follow_registry()
+        wait_for(lambda: connects(retired), timeout=10, what="the reinstated bin let back in")
