@@ -75,6 +75,17 @@ sites:
 """
 
 
+# An area's contact (given by id alone) and an operator with a webhook.
+CONTACTS = """\
+operators:
+  - {id: op-new, name: New Operations, webhook_url: "https://ops.example.com/hook"}
+districts:
+  - id: shizhong
+    contact: {mqtt_topic: city/shizhong/squad}
+    streets: []
+"""
+
+
 def _url(tmp_path: Path, name: str = "registry") -> str:
     return f"sqlite:///{tmp_path / 'var' / f'{name}.db'}"
 
@@ -185,6 +196,7 @@ def test_export_round_trips_through_an_empty_registry_and_changes_nothing_in_its
     session: Session, tmp_path: Path
 ) -> None:
     _import_partial(session, _write(tmp_path, NEW_AREAS))
+    _import_partial(session, _write(tmp_path, CONTACTS, "contacts.yaml"))
     odd = session.get_one(Bin, f"{SITE}-s1-recyclable")
     odd.threshold_pct = 90.0  # no longer what `stations` makes: listed by hand in the export
     session.commit()
@@ -207,6 +219,7 @@ def test_export_round_trips_through_an_empty_registry_and_changes_nothing_in_its
     assert copied == original
     text = exported.read_text(encoding="utf-8")
     assert f"- id: {SITE}-s1-recyclable" in text and "threshold_pct: 90.0" in text
+    assert "mqtt_topic: city/shizhong/squad" in text and "https://ops.example.com/hook" in text
 
 
 def test_export_through_the_cli(
