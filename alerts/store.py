@@ -333,7 +333,7 @@ def _in_service_health() -> Select[BinHealth]:
         select(BinHealth)
         .outerjoin(Bin, Bin.id == BinHealth.bin_id)
         .outerjoin(Site, Bin.site_id == Site.id)
-        .where(Bin.id.is_(None) | in_service())
+        .where(in_service())  # true for a missing bin or site: their columns are NULL
     )
 
 

@@ -58,8 +58,9 @@ def busy_bins(session: Session, bin_ids: Iterable[str]) -> set[str]:
 
 
 def kitchen_bins(session: Session) -> list[str]:
-    """The kitchen bins in service: a retired one is not cleared (devices/retirement.py)."""
-    query = select(Bin.id).join(Site, Bin.site_id == Site.id)
+    """The kitchen bins in service: a retired one is not cleared (devices/retirement.py). A bin
+    whose site is missing from the registry is kept, to fail loudly where it is handled."""
+    query = select(Bin.id).outerjoin(Site, Bin.site_id == Site.id)
     return list(
         session.scalars(query.where(Bin.stream == "kitchen", in_service()).order_by(Bin.id))
     )

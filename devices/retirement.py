@@ -30,7 +30,8 @@ class Change(Protocol):
 
 
 def in_service() -> ColumnElement[bool]:
-    """The condition on a query joining `Bin` and `Site` that keeps the bins in service."""
+    """The condition on a query joining `Bin` and `Site` that keeps the bins in service (an
+    outer join's missing bin or site passes: what is not there cannot be retired)."""
     return Bin.retired_at.is_(None) & Site.retired_at.is_(None)
 
 
