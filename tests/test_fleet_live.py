@@ -266,8 +266,20 @@ def test_a_retired_bins_account_is_refused_by_the_broker_after_export_and_back_o
             secured.broker.reload()
 
         assert connects(retired) and connects(kept)
-        _fleet(settings, "retire", "--bin", retired, "--note", "removed", "--by", "test")
-        follow_registry()
+        online, _codes = _client(secured, retired, secured.passwords[retired])
+        other, _codes = _client(secured, kept, secured.passwords[kept])
+        try:
+            _fleet(settings, "retire", "--bin", retired, "--note", "removed", "--by", "test")
+            follow_registry()
+            # Mosquitto 2.0 checks the clients it has against the reloaded files: cut off.
+            wait_for(lambda: not online.is_connected(), timeout=10, what="the open one cut")
+            # A new connection's round trip later, the other bin's is still open: the reload
+            # alone cuts nobody.
+            assert connects(kept) and other.is_connected()
+        finally:
+            for client in (online, other):
+                client.disconnect()
+                client.loop_stop()
         wait_for(lambda: not connects(retired), timeout=10, what="the retired bin refused")
         assert connects(kept)
         _fleet(settings, "reinstate", "--bin", retired, "--note", "back", "--by", "test")
