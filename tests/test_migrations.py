@@ -37,10 +37,11 @@ def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
         "bins",
         "dead_letters",
         "dead_letter_tallies",
+        "retirements",
         "collection_requests",
         "collection_events",
         "area_contacts",
         *("site_contacts", "alerts", "alert_events", "alert_deliveries", "bin_health"),
-        *("api_keys", "mqtt_credentials", "retirements"),
+        *("api_keys", "mqtt_credentials"),
     }
     engine.dispose()
