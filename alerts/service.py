@@ -1,8 +1,9 @@
 """`binwatch alerter`'s loop: everything about alerts that is not a message arriving (ingest's
 hook) or a person acknowledging (the API).
 
-Each `tick(now)` raises `offline` for bins silent for N reporting intervals and
-`full_too_long` for bins full past the limit with no reading to say so, clears held alerts
+Each `tick(now)` raises `offline` for bins in service silent for N reporting intervals and
+`full_too_long` for bins full past the limit with no reading to say so, clears the `offline`
+alerts of bins since retired (devices/retirement.py), clears held alerts
 (events, seq gaps) not seen again for their hold time, delivers queued notices (MQTT, then
 webhooks with retries) and copies the history to InfluxDB. Driven by the `now` it is given, so
 tests call `tick` with the moment they want; state lives in the database, so a restarted (or a
@@ -76,6 +77,11 @@ class Alerter(TickingService):
                     finding = rules.full_too_long(row.full_since, now)
                     if store.live_alert(session, row.bin_id, finding.kind) is None:
                         store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
+                    session.commit()
+            for alert in store.live_at_retired_bins(session, rules.AlertType.offline):
+                with self.item("watch", f"alert {alert.id}", session):
+                    # Nobody expects a retired bin to report: its silence is no longer news.
+                    store.clear(session, alert, now=now, note="bin retired", prefix=prefix)
                     session.commit()
             for alert in store.live(session, rules.HELD):
                 with self.item("watch", f"alert {alert.id}", session):

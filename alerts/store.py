@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -29,6 +29,7 @@ from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
 from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.retirement import in_service
 
 ALERTER = "alerter"
 
@@ -324,14 +325,39 @@ def _table(model: type[Any]) -> Table:
     return table
 
 
+def _in_service_health() -> Select[BinHealth]:
+    """What the rules remember of the bins in service: a retired bin (or one at a retired site)
+    is not expected to report, so the clock raises nothing for it (devices/retirement.py). A
+    row whose bin is missing from the registry is kept, to fail loudly where it is handled."""
+    return (
+        select(BinHealth)
+        .outerjoin(Bin, Bin.id == BinHealth.bin_id)
+        .outerjoin(Site, Bin.site_id == Site.id)
+        .where(in_service())  # true for a missing bin or site: their columns are NULL
+    )
+
+
 def silent_bins(session: Session, seen_before: datetime) -> list[BinHealth]:
-    """Bins heard of once but not since `seen_before` (a bin never heard of is not yet
-    deployed, not offline)."""
-    return list(session.scalars(select(BinHealth).where(BinHealth.last_seen_at < seen_before)))
+    """Bins in service heard of once but not since `seen_before` (a bin never heard of is not
+    yet deployed, not offline), nor reinstated since (its silence counts from then)."""
+    reinstated_before = Bin.reinstated_at.is_(None) | (Bin.reinstated_at < seen_before)
+    query = _in_service_health().where(BinHealth.last_seen_at < seen_before, reinstated_before)
+    return list(session.scalars(query))
 
 
 def full_since_before(session: Session, moment: datetime) -> list[BinHealth]:
-    return list(session.scalars(select(BinHealth).where(BinHealth.full_since <= moment)))
+    return list(session.scalars(_in_service_health().where(BinHealth.full_since <= moment)))
+
+
+def live_at_retired_bins(session: Session, kind: AlertType) -> list[Alert]:
+    """Live alerts of one type at bins retired since they were raised."""
+    query = (
+        select(Alert)
+        .join(Bin, Bin.id == Alert.bin_id)
+        .join(Site, Bin.site_id == Site.id)
+        .where(Alert.state.in_(LIVE_STATES), Alert.type == kind.value, ~in_service())
+    )
+    return list(session.scalars(query.order_by(Alert.id)))
 
 
 def live(session: Session, kinds: Iterable[AlertType] | None = None) -> list[Alert]:

@@ -164,6 +164,15 @@ class OperatorRef(_Out):
     name: str
 
 
+Retired = Annotated[
+    UtcTime | None,
+    Field(
+        description="when it was retired (kept for history, no longer expected to report; a"
+        " retired site's bins are retired too); null while in service"
+    ),
+]
+
+
 class SiteSummary(_Out):
     id: str
     name: str
@@ -174,6 +183,7 @@ class SiteSummary(_Out):
     latitude: float
     longitude: float
     bin_count: int
+    retired_at: Retired = None
 
     @classmethod
     def of(cls, site: Site) -> SiteSummary:
@@ -212,6 +222,7 @@ class SiteDetail(_Out):
     district: AreaRef | None
     operator: OperatorRef
     bin_count: int
+    retired_at: Retired = None
 
     @classmethod
     def of(cls, site: Site, chain: list[Area]) -> SiteDetail:
@@ -266,6 +277,7 @@ class BinPublic(_Out):
     stream: Stream
     capacity_l: int
     threshold_pct: float
+    retired_at: Retired = None
 
 
 class BinState(BinPublic):

@@ -39,6 +39,7 @@ from devices.contract import Topics
 from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact
 from devices.registry import BinTags, bin_tags
+from devices.retirement import retired_bin_ids
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +381,10 @@ class Collector(TickingService):
             return
         fills = series.recent_fill(self.influx, now)
         with self.sessions() as session:
+            retired = retired_bin_ids(session)  # their last readings may still say "filling"
             for bin_id, points in fills.items():
+                if bin_id in retired:
+                    continue
                 with self.item("forecast", f"bin {bin_id}", session):
                     found = rules.forecast_fires(
                         points,

@@ -24,6 +24,7 @@ from collection.rules import Policy, Rule
 from core.errors import NotFound
 from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.retirement import in_service
 
 _OPEN = [s.value for s in OPEN]
 # A completed request still waiting for its verification speaks for the bin too: a reading
@@ -57,7 +58,12 @@ def busy_bins(session: Session, bin_ids: Iterable[str]) -> set[str]:
 
 
 def kitchen_bins(session: Session) -> list[str]:
-    return list(session.scalars(select(Bin.id).where(Bin.stream == "kitchen").order_by(Bin.id)))
+    """The kitchen bins in service: a retired one is not cleared (devices/retirement.py). A bin
+    whose site is missing from the registry is kept, to fail loudly where it is handled."""
+    query = select(Bin.id).outerjoin(Site, Bin.site_id == Site.id)
+    return list(
+        session.scalars(query.where(Bin.stream == "kitchen", in_service()).order_by(Bin.id))
+    )
 
 
 def open_request(

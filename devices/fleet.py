@@ -2,7 +2,9 @@
 
 City staff edit it, so a mistake is reported as `file:line: where: what is wrong` rather than
 as a traceback, and importing it is idempotent so the same file can be applied again after
-every edit. See `default_fleet.yaml` for the layout.
+every edit. See `default_fleet.yaml` for the layout. A file may be partial (a few sites under
+areas and operators the registry already has, or new areas under existing ones): its references
+are checked against the file and the registry's `Known` ids together.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ DEFAULT_THRESHOLDS: Final[Mapping[Stream, float]] = MappingProxyType(
     }
 )
 DEFAULT_CAPACITY_L: Final = 240  # the standard wheeled bin at Chinese sorting stations
+MAX_STATIONS: Final = 99  # generated bin ids `<site>-s<n>-<stream>`: n has two digits at most
 
 Loc = tuple[str | int, ...]
 _ID = re.compile(BIN_ID_PATTERN)
@@ -98,7 +101,9 @@ class ContactSpec(_Spec):
 
 class AreaSpec(_Spec):
     id: Id
-    name: Name
+    # Left out, the entry only names an area the registry has (a partial file hangs new
+    # areas or sites under it) and changes nothing of it.
+    name: Name | None = None
     contact: ContactSpec | None = None
 
 
@@ -147,7 +152,7 @@ class SiteSpec(_Spec):
     address: Annotated[str, Field(min_length=1, max_length=300)]
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    stations: int = Field(1, ge=0, le=99, description="each station: one bin per stream")
+    stations: int = Field(1, ge=0, le=MAX_STATIONS, description="each station: one bin per stream")
     bins: list[BinSpec] = []
     capacity_l: int = Field(DEFAULT_CAPACITY_L, gt=0, description="default for the site's bins")
 
@@ -181,13 +186,14 @@ class SiteSpec(_Spec):
 
 class Fleet(_Spec):
     city: AreaSpec | None = None
-    districts: list[DistrictSpec]
-    operators: list[OperatorSpec]
-    sites: list[SiteSpec]
+    districts: list[DistrictSpec] = []
+    operators: list[OperatorSpec] = []
+    sites: list[SiteSpec] = []
 
-    def areas(self) -> Iterator[tuple[Loc, AreaSpec, str, str | None]]:
-        """(where, area, kind, parent id) for every area, parents before their children."""
-        city_id = self.city.id if self.city else None
+    def areas(self, city_id: str | None = None) -> Iterator[tuple[Loc, AreaSpec, str, str | None]]:
+        """(where, area, kind, parent id) for every area, parents before their children; the
+        districts hang under the file's city, or else under `city_id` (the registry's)."""
+        city_id = self.city.id if self.city else city_id
         if self.city:
             yield ("city",), self.city, "city", None
         for d, district in enumerate(self.districts):
@@ -199,15 +205,42 @@ class Fleet(_Spec):
                     yield where, community, "community", street.id
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the registry holds that a partial fleet file may refer to without restating it."""
+
+    areas: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)  # id → kind, parent
+    operators: frozenset[str] = frozenset()
+
+    @property
+    def city(self) -> str | None:
+        """The registry's city, if it has exactly one: a file without `city` hangs its
+        districts under it."""
+        cities = [area_id for area_id, (kind, _parent) in self.areas.items() if kind == "city"]
+        return cities[0] if len(cities) == 1 else None
+
+
+def known_ids(session: Session) -> Known:
+    """The ids a partial file may refer to: the registry's areas (kind, parent) and operators."""
+    areas = session.execute(select(Area.id, Area.kind, Area.parent_id))
+    return Known(
+        areas={area_id: (kind, parent) for area_id, kind, parent in areas},
+        operators=frozenset(session.scalars(select(Operator.id))),
+    )
+
+
 def default_fleet_path() -> Path:
     """The pilot's fleet as shipped with binwatch."""
     return Path(__file__).with_name("default_fleet.yaml")
 
 
-def load_fleet(path: Path | str, *, allow_private_webhooks: bool = False) -> Fleet:
+def load_fleet(
+    path: Path | str, *, allow_private_webhooks: bool = False, known: Known | None = None
+) -> Fleet:
     """Read and check a fleet file; `FleetError` lists every problem as `file:line: reason`.
     Webhook URLs must be https to a public host unless `allow_private_webhooks`
-    (`BINWATCH_WEBHOOK_ALLOW_PRIVATE`)."""
+    (`BINWATCH_WEBHOOK_ALLOW_PRIVATE`). References resolve within the file or to `known`
+    (the registry the file will be imported into; None: an empty one)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -227,7 +260,8 @@ def load_fleet(path: Path | str, *, allow_private_webhooks: bool = False) -> Fle
         problems += [(line_of(e["loc"]), _where(e["loc"]), _reason(e)) for e in exc.errors()]
         raise _rejected(path, problems) from None
     problems += [
-        (line_of(loc), _where(loc), why) for loc, why in _reference_problems(fleet, line_of)
+        (line_of(loc), _where(loc), why)
+        for loc, why in _reference_problems(fleet, line_of, known or Known())
     ]
     if problems:
         raise _rejected(path, problems)
@@ -308,9 +342,12 @@ def _rejected(path: Path, problems: list[tuple[int, str, str]]) -> FleetError:
     )
 
 
-def _reference_problems(fleet: Fleet, line_of: Callable[[Loc], int]) -> Iterator[tuple[Loc, str]]:
-    """What pydantic cannot see field by field: unique ids and references that resolve."""
-    area_kinds: dict[str, str] = {}
+def _reference_problems(
+    fleet: Fleet, line_of: Callable[[Loc], int], known: Known
+) -> Iterator[tuple[Loc, str]]:
+    """What pydantic cannot see field by field: unique ids and references that resolve, in the
+    file or in the registry (`known`)."""
+    area_kinds = {area_id: kind for area_id, (kind, _parent) in known.areas.items()}
     first: dict[tuple[str, str], Loc] = {}  # (kind of id, id) → where it was first defined
 
     def duplicate(kind: str, ident: str, loc: Loc) -> str | None:
@@ -319,10 +356,14 @@ def _reference_problems(fleet: Fleet, line_of: Callable[[Loc], int]) -> Iterator
         first[kind, ident] = loc
         return None
 
-    for loc, area, kind, _parent in fleet.areas():
-        if problem := duplicate("area", area.id, (*loc, "id")):
-            yield (*loc, "id"), problem
-        area_kinds.setdefault(area.id, kind)
+    for loc, area, kind, parent in fleet.areas(known.city):
+        where = (*loc, "id")
+        if problem := duplicate("area", area.id, where) or _existing_area_problem(
+            area, kind, parent, known
+        ):
+            yield where, problem
+        if first["area", area.id] == where:  # the first of two entries with one id counts
+            area_kinds[area.id] = kind
     for o, operator in enumerate(fleet.operators):
         if problem := duplicate("operator", operator.id, ("operators", o, "id")):
             yield ("operators", o, "id"), problem
@@ -332,16 +373,34 @@ def _reference_problems(fleet: Fleet, line_of: Callable[[Loc], int]) -> Iterator
             yield (*loc, "id"), problem
         if area_kinds.get(site.community) != "community":
             found = area_kinds.get(site.community)
-            detail = f"it is a {found}" if found else "no community has this id"
+            detail = f"it is a {found}" if found else "no community in the file or the registry"
             yield (*loc, "community"), f"unknown community {site.community!r} ({detail})"
-        if ("operator", site.operator) not in first:
-            yield (*loc, "operator"), f"unknown operator {site.operator!r} (not under operators)"
+        if ("operator", site.operator) not in first and site.operator not in known.operators:
+            why = "neither under operators nor in the registry"
+            yield (*loc, "operator"), f"unknown operator {site.operator!r} ({why})"
         for planned in site.planned_bins():
             origin = (*loc, *planned.origin)
             if not _ID.fullmatch(planned.id):
                 yield origin, f"bin id {planned.id!r} is not valid: use {_ID_RULE}"
             elif problem := duplicate("bin", planned.id, origin):
                 yield origin, problem
+
+
+def _existing_area_problem(
+    area: AreaSpec, kind: str, parent: str | None, known: Known
+) -> str | None:
+    """An area named by id only must be in the registry, as the same kind under the same parent;
+    one with a name may be new (or renamed, or moved: the file says so)."""
+    if area.id not in known.areas:
+        if area.name is None:
+            return f"{kind} {area.id!r} is not in the registry: give its name to create it"
+        return None
+    known_kind, known_parent = known.areas[area.id]
+    if known_kind != kind:
+        return f"{area.id!r} is a {known_kind} in the registry, not a {kind}"
+    if area.name is None and known_parent != parent:
+        return f"{kind} {area.id!r} is under {known_parent!r} in the registry, not {parent!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,11 +451,13 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     updated, and a failure rolls everything back. Importing the same file twice changes nothing.
 
     Nothing missing from the file is deleted: bins keep their history (readings, collection
-    requests) under their ids, so retiring a bin or a site is a deliberate act elsewhere, not a
-    side effect of editing or truncating the YAML.
+    requests) under their ids, so retiring a bin or a site is a deliberate act
+    (devices/retirement.py), not a side effect of editing or truncating the YAML.
 
-    `fleet` should come from `load_fleet`, which checks the references the database relies on.
+    `fleet` should come from `load_fleet`, which checks the references the database relies on
+    (with `known_ids(session)` for a partial file). Areas named by id only are left as they are.
     """
+    city = known_ids(session).city
     try:
         areas = KindCounts()
         for level in ("city", "district", "street", "community"):  # parents exist before children
@@ -405,8 +466,8 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
                 Area,
                 [
                     {"id": area.id, "name": area.name, "kind": kind, "parent_id": parent}
-                    for _loc, area, kind, parent in fleet.areas()
-                    if kind == level
+                    for _loc, area, kind, parent in fleet.areas(city)
+                    if kind == level and area.name is not None
                 ],
             )
         summary = ImportSummary(

@@ -30,6 +30,27 @@ class Base(DeclarativeBase):
 MAX_ROW_ID = 2**31 - 1
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in and out. SQLite keeps no offset, so a naive value read back is
+    UTC by construction (everything is converted before it is stored)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"an aware datetime is required, got {value!r}")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 AREA_KINDS = ("city", "district", "street", "community")
 
 
@@ -74,6 +95,8 @@ class Site(Base):
     address: Mapped[str] = mapped_column(String(300))
     latitude: Mapped[float] = mapped_column(Float)
     longitude: Mapped[float] = mapped_column(Float)
+    # Retired: kept for history, its bins no longer expected to report (devices/retirement.py).
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     community: Mapped[Area] = relationship()
     operator: Mapped[Operator] = relationship()
@@ -98,6 +121,11 @@ class Bin(Base):
     stream: Mapped[str] = mapped_column(String(16))
     capacity_l: Mapped[int] = mapped_column(Integer)
     threshold_pct: Mapped[float] = mapped_column(Float)
+    # Retired on its own (a retired site retires its bins too; devices/retirement.py).
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When it, or its site, was last reinstated: silence is counted from then, not from the
+    # last reading before it was retired.
+    reinstated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     site: Mapped[Site] = relationship(back_populates="bins")
 
@@ -139,27 +167,6 @@ class DeadLetterTally(Base):
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime in and out. SQLite keeps no offset, so a naive value read back is
-    UTC by construction (everything is converted before it is stored)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError(f"an aware datetime is required, got {value!r}")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        moment: datetime = value
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 class AreaContact(Base):
     """Who hears of an overdue request in an area: a community (level 1, "the community blows
     the whistle") or a street's city-management squad (level 2, "the squad reports for duty")."""
@@ -170,3 +177,26 @@ class AreaContact(Base):
     mqtt_topic: Mapped[str | None] = mapped_column(String(300))
     webhook_url: Mapped[str | None] = mapped_column(String(500))
     webhook_secret: Mapped[str | None] = mapped_column(String(200))
+
+
+RETIREMENT_ACTIONS = ("retired", "reinstated")
+RETIREMENT_TARGETS = ("bin", "site")
+
+
+class Retirement(Base):
+    """The audit trail of retiring and reinstating bins and sites: who, when and why, never
+    changed after (the bins' and sites' `retired_at` say what holds now)."""
+
+    __tablename__ = "retirements"
+    __table_args__ = (
+        CheckConstraint(f"action IN {RETIREMENT_ACTIONS!r}", name="ck_retirements_action"),
+        CheckConstraint(f"target IN {RETIREMENT_TARGETS!r}", name="ck_retirements_target"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(8))
+    target_id: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text)

@@ -13,6 +13,7 @@ from core.errors import NotFound
 from core.sql import paged
 from core.telemetry import TAGS
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
+from devices.retirement import in_service
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,11 @@ class BinTags:
         return {key: getattr(self, key) for key in TAGS}
 
 
-def bin_tags(session: Session) -> dict[str, BinTags]:
-    """Tags of every registered bin, by bin id (one query: ingest caches the result)."""
+def bin_tags(session: Session, *, in_service_only: bool = False) -> dict[str, BinTags]:
+    """Tags of every registered bin, by bin id (one query: ingest caches the result); with
+    `in_service_only`, without the retired ones (devices/retirement.py)."""
     community, street = aliased(Area), aliased(Area)
-    rows = session.execute(
+    query = (
         select(
             Bin.id,
             Site.id,
@@ -54,6 +56,7 @@ def bin_tags(session: Session) -> dict[str, BinTags]:
         .join(community, Site.community_id == community.id)
         .join(street, community.parent_id == street.id)
     )
+    rows = session.execute(query.where(in_service()) if in_service_only else query)
     return {
         row[0]: BinTags(
             bin=row[0],

@@ -8,7 +8,7 @@ one bad reading does not cost the good ones around it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ REASONS = (
     "payload_too_large",
     "bad_topic",
     "unknown_bin",
+    "retired_bin",
     "not_utf8",
     "malformed_json",
     "not_an_object",
@@ -115,8 +116,11 @@ def decode(
     tags_of: TagLookup,
     max_payload: int,
     limits: TimeLimits | None = None,
+    retired: Container[str] = frozenset(),
 ) -> Decoded:
-    """`limits` None accepts any `ts` (replays and tests of stored history)."""
+    """`limits` None accepts any `ts` (replays and tests of stored history). A bin in `retired`
+    (registered, but retired: devices/retirement.py) has no tags either; its readings are kept
+    as dead letters, so nothing is stored silently for a bin nobody expects to report."""
     decoded = Decoded()
 
     def reject(reason: str, detail: str) -> Decoded:
@@ -132,6 +136,12 @@ def decode(
     except ValueError as exc:
         return reject("bad_topic", str(exc))
     tags = tags_of(where.bin_id)
+    if tags is None and where.bin_id in retired:
+        return reject(
+            "retired_bin",
+            f"bin {where.bin_id!r} is retired; reinstate it (binwatch fleet reinstate) to store"
+            " its readings",
+        )
     if tags is None:
         return reject(
             "unknown_bin", f"bin {where.bin_id!r} is not in the registry; register it first"

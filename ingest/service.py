@@ -38,6 +38,7 @@ from devices.arrivals import Arrival, ArrivalHook, StoredHook
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.models import DeadLetter
 from devices.registry import add_dead_letters, bin_tags, prune_dead_letters
+from devices.retirement import retired_bin_ids
 from ingest.decode import Decoded, Rejection, TimeLimits, decode
 from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
@@ -47,8 +48,8 @@ from ingest.paho_buffered import BufferedClient
 
 log = logging.getLogger(__name__)
 
-# Newly registered bins are picked up this often (their readings are dead-lettered, and can be
-# replayed, until then).
+# Newly registered, retired and reinstated bins are picked up this often (a new bin's readings
+# are dead-lettered, and can be replayed, until then).
 REGISTRY_REFRESH_S = 10.0
 # Backoff while InfluxDB or the registry database is unavailable: quick to notice a recovery,
 # capped so a long outage costs one request every few seconds.
@@ -120,6 +121,7 @@ class Ingestor:
         self._writing_since: float | None = None  # receipt of the batch being stored's first
         self.metrics.oldest_unacked.set_function(lambda: self.oldest_unacked_s() or 0.0)
         self._tags: dict[str, str] = {}
+        self._retired: frozenset[str] = frozenset()
         self._generation = 0
         self._fatal: str | None = None
         # Set once the broker has confirmed the subscriptions: from then on nothing is missed.
@@ -225,6 +227,7 @@ class Ingestor:
                 round(received * 1000),
                 topics=self.topics,
                 tags_of=self._tags.get,
+                retired=self._retired,
                 max_payload=self.settings.ingest.max_payload,
                 limits=self._limits,
             )
@@ -317,12 +320,14 @@ class Ingestor:
     def refresh_registry(self) -> None:
         try:
             with Session(self.engine) as session:
-                tags = bin_tags(session)
+                tags = bin_tags(session, in_service_only=True)
+                retired = frozenset(retired_bin_ids(session))
         except Exception:
             log.exception("could not read the registry; keeping the %d bins known", len(self._tags))
             return
         # One assignment replaces the dict paho's thread reads: no lock needed, never half-built.
         self._tags = {bin_id: tag_set(t.as_tags()) for bin_id, t in tags.items()}
+        self._retired = retired
 
     def _take_batch(self, stop: threading.Event) -> list[_Pending]:
         wait = self.settings.ingest.batch_seconds

@@ -23,6 +23,9 @@ sub-accounts (`ingest-0` … `ingest-31` for the workers of `binwatch ingest --w
 `simulator-crews`, and `simulator-inject` for `binwatch demo --inject`), exported with the
 service's own password hash and ACL: one secret to hand out, one client id per connection.
 
+A retired bin (devices/retirement.py) keeps its credential but is left out of both files, so
+the broker refuses it once they are exported again; reinstated, it is back in the next export.
+
 Mosquitto reads both files at start and on SIGHUP; `export` writes them atomically."""
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from sqlalchemy.orm import Session
 from core.errors import InvalidRequest, NotFound
 from devices.contract import Topics
 from devices.models import AreaContact, Bin, Operator, Site
+from devices.retirement import retired_bin_ids
 from security.hashing import mosquitto_hash, new_secret
 from security.models import MqttCredential
 
@@ -127,8 +131,10 @@ def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str
 
 
 def issue_missing_bins(session: Session, *, now: datetime) -> list[Issued]:
-    """Credentials for every registered bin that has none yet (after a fleet import)."""
+    """Credentials for every registered bin in service that has none yet (after a fleet
+    import)."""
     have = set(session.scalars(select(MqttCredential.bin_id).where(MqttCredential.bin_id != None)))  # noqa: E711
+    have |= retired_bin_ids(session)
     return [
         issue(session, b, now=now)
         for b in session.scalars(select(Bin.id).order_by(Bin.id))
@@ -167,7 +173,7 @@ def acl_text(session: Session, prefix: str) -> str:
     served: dict[str, list[str]] = {}
     for site_id, operator_id in session.execute(select(Site.id, Site.operator_id)):
         served.setdefault(operator_id, []).append(site_id)
-    for credential in session.scalars(select(MqttCredential).order_by(MqttCredential.username)):
+    for credential in _enabled(session):
         name = credential.username
         if credential.kind == "bin":
             sections[name] = [f"topic write {bins}/{name}/#", f"topic read {bins}/{name}/cmd"]
@@ -189,10 +195,18 @@ def acl_text(session: Session, prefix: str) -> str:
 def password_text(session: Session) -> str:
     """One line per account; a service's sub-accounts repeat its hash (the same password)."""
     lines = []
-    for row in session.scalars(select(MqttCredential).order_by(MqttCredential.username)):
+    for row in _enabled(session):
         for name in (row.username, *SUB_ACCOUNTS.get(row.username, ())):
             lines.append(f"{name}:{row.password_hash}\n")
     return "".join(lines)
+
+
+def _enabled(session: Session) -> list[MqttCredential]:
+    """Every account but those of retired bins (devices/retirement.py): a retired bin keeps its
+    credential, left out of both files, so reinstating it lets the same device back in."""
+    retired = retired_bin_ids(session)
+    rows = session.scalars(select(MqttCredential).order_by(MqttCredential.username))
+    return [row for row in rows if row.bin_id not in retired]
 
 
 def export(session: Session, directory: Path, *, prefix: str) -> tuple[Path, Path]:

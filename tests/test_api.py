@@ -162,6 +162,7 @@ def test_sites_are_paginated_and_filtered(client: TestClient) -> None:
         "latitude": 36.6,
         "longitude": 117.0,
         "bin_count": 3,
+        "retired_at": None,
     }
     assert [s["id"] for s in schools["items"]] == ["site-b"] and schools["total"] == 1
     assert elsewhere == {"items": [], "total": 0, "limit": 100, "offset": 0, "next": None}

@@ -29,6 +29,7 @@ from core.lineprotocol import tag_set
 from core.settings import Settings
 from core.sql import make_engine
 from core.times import epoch_ms
+from devices import retirement
 from devices.contract import Reading, TopicKind, Topics
 from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact, Bin
@@ -392,17 +393,23 @@ def test_kitchen_bins_with_deposits_are_cleared_daily(
     round_at = rules.last_local_hour(
         now, hour=settings.collection.kitchen_hour, timezone=settings.timezone
     )
-    used, unused, emptied = (
-        f"sz-{name}-s1-kitchen"
-        for name in ("peoples-government", "finance-bureau", "public-security-sub-bureau")
+    used, unused, emptied, retired = (
+        f"{name}-s1-kitchen"
+        for name in (
+            "sz-peoples-government",
+            "sz-finance-bureau",
+            "sz-public-security-sub-bureau",
+            "shizhong-experimental-primary-school",  # retired before the round
+        )
     )
-    assert {used, unused, emptied} <= pilot_bins.keys()
+    assert {used, unused, emptied, retired} <= pilot_bins.keys()
     hour = timedelta(hours=1)
     _write(
         settings,
         pilot_bins,
         [
             (used, round_at - 2 * hour, 30.0, 3),
+            (retired, round_at - 2 * hour, 30.0, 3),  # retired since: not cleared
             (unused, round_at - 2 * hour, 30.0, 0),
             (emptied, round_at - 3 * hour, 30.0, 3),
             (emptied, round_at - 26 * hour, 30.0, 3),  # before the previous round: not counted
@@ -425,6 +432,7 @@ def test_kitchen_bins_with_deposits_are_cleared_daily(
             completed_at=round_at - hour,
         )
         store.transition(session, request_id, Status.verified, actor=COLLECTOR, now=round_at - hour)
+        retirement.retire(session, "bin", retired, actor="test", note="removed", now=now)
     engine.dispose()
 
     with running_collector(settings) as collector:
@@ -446,13 +454,19 @@ def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
     # bin fills (~2 h), long before the slow one does.
     settings = settings.model_copy(update={"collection_work_start_hour": (local_hour + 4) % 24})
     fast, slow = RECYCLABLE, "sz-peoples-government-s1-residual"
+    retired = "sz-peoples-government-s1-kitchen"  # as fast, but retired: no request
     five = timedelta(minutes=5)
     points = []
     for i in range(25):  # the last two hours, every five minutes
         at = now - timedelta(hours=2) + i * five
         points.append((fast, at, 40 + 30 * i / 24, 1))  # 15 %/h: full ~2 h from now
+        points.append((retired, at, 40 + 30 * i / 24, 1))
         points.append((slow, at, 50 + i / 12, 1))  # 1 %/h: full in two days
     _write(settings, pilot_bins, points)
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        retirement.retire(session, "bin", retired, actor="test", note="removed", now=now)
+    engine.dispose()
     with running_collector(settings) as collector:
         collector.tick(now)
         collector.tick(now + timedelta(minutes=1))  # within the forecast interval: not rerun

@@ -13,6 +13,7 @@ TS = 1_795_739_261_355
 TOPICS = Topics("binwatch/v1")
 TAGS = {"b1": ",bin=b1,site=s1,stream=kitchen"}
 RECEIVED = TS + 250
+RETIRED = frozenset({"b7"})  # registered, but retired: ingest keeps it out of TAGS
 LIMITS = TimeLimits(max_past_ms=24 * 3600 * 1000, max_future_ms=300 * 1000)
 
 
@@ -21,7 +22,14 @@ def run(
 ) -> Decoded:
     body = payload.encode() if isinstance(payload, str) else payload
     return decode(
-        topic, body, RECEIVED, topics=TOPICS, tags_of=TAGS.get, max_payload=limit, limits=LIMITS
+        topic,
+        body,
+        RECEIVED,
+        topics=TOPICS,
+        tags_of=TAGS.get,
+        max_payload=limit,
+        limits=LIMITS,
+        retired=RETIRED,
     )
 
 
@@ -78,6 +86,7 @@ CASES: dict[str, tuple[bytes | str, str, str]] = {
     ),
     "bad_topic": (reading(), "binwatch/v1/bins/b1/photo", "unknown topic kind"),
     "unknown_bin": (reading(), "binwatch/v1/bins/b9/telemetry", "'b9' is not in the registry"),
+    "retired_bin": (reading(), "binwatch/v1/bins/b7/telemetry", "'b7' is retired; reinstate"),
     "not_utf8": (b"\xff\xfe{}", "binwatch/v1/bins/b1/telemetry", "not UTF-8"),
     "malformed_json": ('{"ts": 1,', "binwatch/v1/bins/b1/telemetry", "not JSON"),
     "not_an_object": ("42", "binwatch/v1/bins/b1/telemetry", "must be an object or an array"),

@@ -27,7 +27,7 @@ from devices.contract import (
     Reading,
     Status,
 )
-from devices.fleet import import_fleet, load_fleet
+from devices.fleet import import_fleet, known_ids, load_fleet
 from devices.models import Area, AreaContact, Bin, DeadLetter, Operator, Site
 from devices.registry import add_dead_letters
 from ingest.decode import REASONS
@@ -46,7 +46,7 @@ def code_blocks(page: str, language: str) -> list[str]:
 def test_the_fleet_pages_example_imports_as_the_page_says(
     tmp_path: Path, registry_url: str
 ) -> None:
-    (example,) = code_blocks("fleet.md", "yaml")
+    example, _partial = code_blocks("fleet.md", "yaml")
     path = tmp_path / "my-city.yaml"
     path.write_text(example, encoding="utf-8")
     fleet = load_fleet(path)
@@ -67,8 +67,34 @@ def test_the_fleet_pages_example_imports_as_the_page_says(
     assert "jiazhou-shuian-gate-hazardous" in bins
 
 
+def test_the_fleet_pages_partial_file_adds_what_the_page_says(tmp_path: Path) -> None:
+    example, partial = code_blocks("fleet.md", "yaml")
+    (tmp_path / "my-city.yaml").write_text(example, encoding="utf-8")
+    (tmp_path / "more.yaml").write_text(partial, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        import_fleet(session, load_fleet(tmp_path / "my-city.yaml"))
+        with pytest.raises(
+            FleetError, match=r"more\.yaml:2: .*district .shizhong. is not in the reg"
+        ):
+            load_fleet(tmp_path / "more.yaml")  # alone, it refers to what is not there
+        more = load_fleet(tmp_path / "more.yaml", known=known_ids(session))
+        added = import_fleet(session, more)
+        again = import_fleet(session, more)
+        tongjiang = session.get_one(Area, "tongjiang")
+        bins = set(session.scalars(select(Bin.id).where(Bin.site_id == "tongjiang-garden")))
+    engine.dispose()
+    # "one community and one site with 4 bins, and changes nothing else"
+    assert (added.areas.created, added.sites.created, added.bins.created) == (1, 1, 4)
+    assert added.updated == 0 and added.created == 6
+    assert again.created == again.updated == 0
+    assert tongjiang.parent_id == "lvxin" and len(bins) == 4
+
+
 def test_the_fleet_pages_errors_are_what_the_loader_says(tmp_path: Path) -> None:
-    (example,) = code_blocks("fleet.md", "yaml")
+    example, _partial = code_blocks("fleet.md", "yaml")
     (shown,) = code_blocks("fleet.md", "text")
     path = tmp_path / "my-city.yaml"
     broken = example.replace("lat: 29.5521", "lat: 129.5521")
@@ -80,7 +106,7 @@ def test_the_fleet_pages_errors_are_what_the_loader_says(tmp_path: Path) -> None
 
 
 def test_the_fleet_pages_reference_error_is_what_the_loader_says(tmp_path: Path) -> None:
-    (example,) = code_blocks("fleet.md", "yaml")
+    example, _partial = code_blocks("fleet.md", "yaml")
     shown = re.search(r"`(my-city.yaml:\d+: sites\[0\].operator: .*?)`", read("fleet.md"))
     assert shown is not None
     path = tmp_path / "my-city.yaml"

@@ -26,6 +26,7 @@ TABLES = {
     "bins",
     "dead_letters",
     "dead_letter_tallies",
+    "retirements",
     "collection_requests",
     "collection_events",
     "area_contacts",

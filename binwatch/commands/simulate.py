@@ -130,11 +130,12 @@ def simulate(
 
 
 def _registered_bins(settings: Settings, console: Console) -> list[BinTags]:
-    """Every bin of the registry, or exit 1 saying how to get some."""
+    """Every bin of the registry in service (a retired one is switched off), or exit 1 saying
+    how to get some."""
     engine = database_engine(settings)
     try:
         with Session(engine) as session:
-            bins = list(bin_tags(session).values())
+            bins = list(bin_tags(session, in_service_only=True).values())
     except DBAPIError as exc:
         # A registry never migrated has no tables (or, for SQLite, not even its folder); on
         # PostgreSQL that is a ProgrammingError, on SQLite an OperationalError: both transient.
