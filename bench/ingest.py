@@ -58,7 +58,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench import _hostile, _profile  # noqa: E402
+from bench import _hostile, _nodered, _peer, _profile  # noqa: E402
 from bench._payloads import PayloadSpec, build_spec  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free  # noqa: E402
@@ -110,8 +110,12 @@ SETTLE_S = 60.0
 # Polling /metrics costs ingest CPU (its HTTP thread wants the GIL): often enough for ~1 %
 # resolution on a flood of several seconds, rarely enough to stay out of the profile.
 METRICS_POLL_S = 0.2
-# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5.
-FIGURES = ("ceilings", "e2e", "hostile", "steady")
+# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5, the peer (6).
+FIGURES = ("ceilings", "e2e", "hostile", "steady", "peer")
+# Node-RED and its InfluxDB nodes, installed from npm by the first run that measures the peer.
+NODE_RED_CACHE = RESULTS_DIR / "node-red-4.1"
+# Issue 18's target: binwatch's zero-loss rate against the best Node-RED flow's.
+TARGET_PEER_RATIO = 1.25
 # Targets (docs/performance.md says where they come from).
 TARGET_E2E_SHARE = 0.75
 TARGET_P99_S = 1.0
@@ -325,7 +329,7 @@ def finish_helper(process: subprocess.Popen[str], *, timeout: float) -> dict[str
     return result
 
 
-def publisher_command(ctx: Context, settings: Settings, *extra: str) -> list[str]:
+def publisher_command(ctx: Context, prefix: str, *extra: str) -> list[str]:
     return [
         PYTHON,
         "-m",
@@ -334,7 +338,7 @@ def publisher_command(ctx: Context, settings: Settings, *extra: str) -> list[str
         "--port",
         str(ctx.mqtt.port),
         "--prefix",
-        settings.topic_prefix,
+        prefix,
         "--client-id",
         f"bench-pub-{uuid.uuid4().hex[:8]}",
         *extra,
@@ -373,7 +377,7 @@ def broker_ceiling(ctx: Context) -> dict[str, Any]:
     )
     try:
         published = run_json(
-            publisher_command(ctx, settings, "--count", str(ctx.flood)), timeout=900
+            publisher_command(ctx, settings.topic_prefix, "--count", str(ctx.flood)), timeout=900
         )
         received = finish_helper(subscriber, timeout=600)
     finally:
@@ -467,7 +471,7 @@ class IngestProcess:
         self.ctx, self.settings, self.workers = ctx, settings, workers
         self.log_path = ctx.work / f"ingest-{settings.influx.db}.log"
         env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("wb") as log_file:
+        with self.log_path.open("ab") as log_file:  # a restart after a SIGKILL keeps the first log
             self.process = subprocess.Popen(
                 ctx.ingest_cmd(workers),
                 cwd=ROOT,
@@ -587,7 +591,7 @@ def end_to_end(
             cpu_before = cpu_seconds(ingest.pid)
             servers_before = cpu_seconds(server_pid(ctx.mqtt)), cpu_seconds(server_pid(ctx.influx))
             publisher = start_helper(
-                publisher_command(ctx, settings, "--count", str(valid), *extra)
+                publisher_command(ctx, settings.topic_prefix, "--count", str(valid), *extra)
             )
             spy = None
             if profile_to is not None:
@@ -738,7 +742,12 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
             prober = Prober(settings, marker_bin)
             publisher = start_helper(
                 publisher_command(
-                    ctx, settings, "--rate", str(STEADY_RATE), "--seconds", str(seconds)
+                    ctx,
+                    settings.topic_prefix,
+                    "--rate",
+                    str(STEADY_RATE),
+                    "--seconds",
+                    str(seconds),
                 )
             )
             began = time.monotonic()
@@ -838,6 +847,142 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
     }
 
 
+# peer: binwatch against Node-RED (bench/_peer.py) -------------------------------------------
+
+
+class BinwatchPipeline:
+    """`binwatch ingest --workers 1` as a `_peer.Pipeline`: restarted after a SIGKILL with the
+    same settings, so the same client id and persistent session."""
+
+    name = "binwatch, 1 worker"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings(f"peer_binwatch_{uuid.uuid4().hex[:8]}")
+        self.prefix = self.settings.topic_prefix
+        self.client = InfluxClient(self.settings)
+        self.ingest: IngestProcess | None = None
+
+    def start(self) -> None:
+        self.ingest = IngestProcess(self.ctx, self.settings, 1)
+        self.ingest.warm_up()
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        return count_between(self.client, start_ms, end_ms)
+
+    def kill(self) -> None:
+        assert self.ingest is not None
+        for pid in reversed(process_tree(self.ingest.pid)):
+            with _ignored():
+                os.kill(pid, signal.SIGKILL)
+        self.ingest.stop()  # reaps it and closes its metrics client
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.client.close()
+
+    def problems(self) -> list[str]:
+        return self.ingest.problems() if self.ingest is not None else []
+
+
+class NodeRedPipeline:
+    """A Node-RED flow (`bench/_nodered.py`) as a `_peer.Pipeline`, on its own database, which
+    the bench creates (the InfluxDB nodes do not)."""
+
+    def __init__(self, ctx: Context, cache: Path, kind: str) -> None:
+        self.ctx, self.kind = ctx, kind
+        self.name = f"Node-RED, {kind} flow"
+        self.settings = ctx.settings(f"peer_nodered_{kind}_{uuid.uuid4().hex[:8]}")
+        self.prefix = self.settings.topic_prefix
+        self.client = InfluxClient(self.settings)
+        self.client.ensure_database(self.settings.raw_retention)
+        nodes = _nodered.flow(
+            kind,
+            mqtt_port=ctx.mqtt.port,
+            topic=f"{self.prefix}/bins/+/telemetry",
+            client_id=f"bench-nodered-{kind}",
+            influx_port=ctx.influx.port,
+            database=self.settings.influx.db,
+            tags={b: {k: v for k, v in t.as_tags().items() if v} for b, t in ctx.bins.items()},
+        )
+        self.red = _nodered.NodeRed(cache, ctx.work / f"node-red-{kind}", nodes, free_port())
+
+    def start(self) -> None:
+        """Started, then proven subscribed and writing: marker readings (`ts` = now, outside
+        every stream's range) until one is stored."""
+        self.red.start()
+        since = int(time.time() * 1000)
+        deadline = time.monotonic() + INGEST_START_S
+        prober = Prober(self.settings, self.ctx.spec.bins[0])
+        try:
+            while count_between(self.client, since, since + 86_400_000) == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} stores nothing; see {self.red.log_path}")
+                prober.publish_marker()
+                time.sleep(0.2)
+        finally:
+            prober.close()
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        return count_between(self.client, start_ms, end_ms)
+
+    def kill(self) -> None:
+        self.red.kill()
+
+    def stop(self) -> None:
+        self.red.stop()
+        self.client.close()
+
+    def problems(self) -> list[str]:
+        return self.red.problems()
+
+
+def peer(ctx: Context, quick: bool) -> dict[str, Any]:
+    """binwatch (1 worker) and both Node-RED flows, one after the other, same broker, database,
+    publisher and payloads (bench/_peer.py says what is measured)."""
+    plan = _peer.QUICK if quick else _peer.FULL
+    began = time.monotonic()
+    versions = _nodered.install(NODE_RED_CACHE, ctx.work)
+    install_s = time.monotonic() - began
+    say(f"  Node-RED {versions} in {NODE_RED_CACHE.relative_to(ROOT)} ({install_s:.0f} s)")
+    rig = _peer.Rig(
+        ctx.spec,
+        lambda prefix, first, count, rate: start_helper(
+            publisher_command(
+                ctx,
+                prefix,
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                *(["--rate", f"{rate:.1f}"] if rate else []),
+            )
+        ),
+        lambda publisher: finish_helper(publisher, timeout=900),
+    )
+    binwatch = _peer.measure(rig, BinwatchPipeline(ctx), plan, say)
+    flows = [
+        _peer.measure(rig, NodeRedPipeline(ctx, NODE_RED_CACHE, kind), plan, say)
+        for kind in _nodered.FLOWS
+    ]
+    return {
+        "plan": dataclasses.asdict(plan),
+        "criteria": {
+            "held": f"zero loss, last reading stored within {plan.lag_s:g} s of the last"
+            f" publish, publisher at >= {_peer.ACHIEVED_SHARE:.0%} of the rate",
+            "fault": f"SIGKILL once {_peer.FAULT_KILL_AT:.0%} of the stream is stored, at"
+            f" {_peer.FAULT_RATE_SHARE:.0%} of the pipeline's zero-loss rate",
+        },
+        "node_red": versions,
+        "install_s": install_s,
+        "binwatch": binwatch,
+        "node_red_flows": flows,
+        "summary": _peer.summarise(binwatch, flows),
+        "seconds": time.monotonic() - began,
+    }
+
+
 # --- report ---------------------------------------------------------------------------------
 
 
@@ -910,8 +1055,48 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         targets[f"flat memory (slope < {FLAT_SLOPE_MIB_PER_MIN} MiB/min after warm-up)"] = (
             s["rss_slope_after_warmup_mib_per_min"] < FLAT_SLOPE_MIB_PER_MIN
         )
+    if p := results["peer"]:
+        summary["peer"] = p["summary"]
+        targets[f"zero-loss rate >= {TARGET_PEER_RATIO:g} × the best Node-RED flow's"] = (
+            p["summary"]["ratio"] >= TARGET_PEER_RATIO
+        )
+        targets["0 loss flooded and through a SIGKILL (binwatch)"] = (
+            p["binwatch"]["flood"]["loss"] == 0 and p["binwatch"]["fault"]["loss"] == 0
+        )
     summary["targets"] = targets
     return summary
+
+
+def peer_rows(p: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Figure 6: each pipeline's zero-loss rate, flood and SIGKILL loss, then the ratio."""
+    rows = []
+    for r in (p["binwatch"], *p["node_red_flows"]):
+        steps = r["search"]["steps"]
+        rows += [
+            (
+                f"6 {r['name']}: zero-loss rate",
+                fmt_rate(r["zero_loss_rate"]),
+                f"first failed {fmt_rate(r['search']['first_failed_rate'] or float('nan'))};"
+                f" {len(steps)} streams of {p['plan']['step_s']:g} s",
+            ),
+            (
+                "  loss flooded / through a SIGKILL",
+                f"{r['flood']['loss']:,} / {r['fault']['loss']:,}",
+                f"of {r['flood']['published']:,} (stored {fmt_rate(r['flood']['rate'])}) / of"
+                f" {r['fault']['published']:,} at {fmt_rate(r['fault']['rate'])}",
+            ),
+        ]
+    s = p["summary"]
+    low, high = s["loadavg_1min_during"]
+    rows.append(
+        (
+            "6 ratio binwatch / best Node-RED flow",
+            f"{s['ratio']:.2f}",
+            f"{fmt_rate(s['binwatch_zero_loss_rate'])} / {fmt_rate(s['best_peer_zero_loss_rate'])}"
+            f" ({s['best_peer']}); load average {low:.1f}–{high:.1f}",
+        )
+    )
+    return rows
 
 
 def hostile_mix_text() -> str:
@@ -998,6 +1183,8 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
                 f"{s['published']:,} published, {s['stored']:,} stored",
             ),
         ]
+    if p := results["peer"]:
+        rows += peer_rows(p)
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     say("")
@@ -1079,6 +1266,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_w2": [],
         "hostile": [],
         "steady": {},
+        "peer": {},
         "profile": None,
     }
     ok = False
@@ -1157,7 +1345,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {key}: {conditions[key]}")
         say(f"  work dir: {work}")
         for rep in range(args.repeats):
-            say(f"\n-- run {rep + 1} of {args.repeats}")
+            if args.only & {"ceilings", "e2e", "hostile"}:
+                say(f"\n-- run {rep + 1} of {args.repeats}")
             if "ceilings" in args.only:
                 r = broker_ceiling(ctx)
                 results["broker"].append(r)
@@ -1200,6 +1389,9 @@ def main(argv: list[str] | None = None) -> int:
                 say("      CPU µs per (valid) reading: " + cpu_text(r["cpu_us_per_reading"]))
                 for line in r["log_problems"][:5]:
                     say(f"      log: {line[:160]}")
+        if "peer" in args.only:
+            say("\n-- 6 peer: binwatch (1 worker) and Node-RED's two flows, one after the other")
+            results["peer"] = peer(ctx, args.quick)
         if "steady" in args.only:
             steady_s = max(args.soak_seconds, STEADY_MIN_S)
             say(

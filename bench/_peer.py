@@ -1,0 +1,285 @@
+"""The peer figure (issue 18): binwatch against Node-RED, the do-it-yourself MQTT → InfluxDB path,
+measured in one run with the same broker, database, publisher and payloads.
+
+For each pipeline (binwatch's ingest with 1 worker, and each Node-RED flow of `bench._nodered`):
+- the highest steady rate it holds: a paced stream of `step_s` seconds is *held* when every
+  reading is stored (zero loss), the last one within `lag_s` of the last publish (it kept up:
+  with binwatch's broker limits nothing is dropped by the broker, so a pipeline that falls
+  behind shows as lag, not loss; a pipeline that stores C/s holds a rate R only if
+  R <= C × (1 + lag_s / step_s), i.e. within 10 % of what it can sustain), and the publisher
+  really reached 95 % of the rate. The search
+  starts at `start`, steps ×1.25 up while held (÷2 down while nothing has held), then bisects
+  between the best held and the lowest failed rate, in at most `steps` streams;
+- the loss when flooded (the publisher as fast as the broker acknowledges);
+- the loss through a SIGKILL: a paced stream at 80 % of its held rate, the process killed once
+  30 % is stored, restarted at once (same client id, persistent session), the stream finished.
+Each pipeline has its own topic prefix and database; readings of a pipeline never repeat (each
+stream starts after the last one's readings), so counting a stream's time range counts it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from bench._payloads import PayloadSpec
+
+ACHIEVED_SHARE = 0.95
+UP, DOWN = 1.25, 0.5
+FAULT_RATE_SHARE = 0.8
+FAULT_KILL_AT = 0.3
+POLL_S = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    start: float
+    step_s: float
+    steps: int
+    resolution: float  # bisection stops when failed / held <= 1 + this
+    lag_s: float  # a held stream's last reading is stored this soon after its last publish
+    flood: int
+    fault: int
+    quiet_s: float  # no new point for this long after the last publish: the rest is lost
+    limit_s: float  # and never wait longer than this after it
+
+
+FULL = Plan(
+    start=8_000,
+    step_s=15,
+    steps=10,
+    resolution=0.04,
+    flood=200_000,
+    fault=100_000,
+    quiet_s=10,
+    limit_s=120,
+)
+QUICK = Plan(
+    start=4_000,
+    step_s=3,
+    steps=5,
+    resolution=0.1,
+    flood=30_000,
+    fault=20_000,
+    quiet_s=5,
+    limit_s=60,
+)
+
+
+class Pipeline(Protocol):
+    """A subscriber under measurement: started means subscribed and storing."""
+
+    name: str
+    prefix: str
+
+    def start(self) -> None: ...
+    def count(self, start_ms: int, end_ms: int) -> int: ...
+    def kill(self) -> None: ...
+    def stop(self) -> None: ...
+    def problems(self) -> list[str]: ...
+
+
+@dataclasses.dataclass
+class Rig:
+    """What the measurements need from the bench."""
+
+    spec: PayloadSpec
+    # (prefix, first, count, rate or None for a flood) → the started publisher helper
+    publish: Callable[[str, int, int, float | None], subprocess.Popen[str]]
+    finish: Callable[[subprocess.Popen[str]], dict[str, Any]]
+
+
+class Stream:
+    """Readings `first` … `first + count - 1` of one pipeline and their time range."""
+
+    def __init__(self, rig: Rig, pipe: Pipeline, first: int, count: int) -> None:
+        self.rig, self.pipe, self.first, self.count = rig, pipe, first, count
+        bins = len(rig.spec.bins)
+        self.start_ms = rig.spec.start_ms + (first // bins) * rig.spec.interval_ms
+        self.end_ms = rig.spec.end_ms(first + count)
+        # The next stream starts at a whole round, after every reading of this one.
+        self.after = -(-(first + count) // bins) * bins
+
+    def stored(self) -> int:
+        return self.pipe.count(self.start_ms, self.end_ms)
+
+    def settle(self, plan: Plan, published: int) -> tuple[int, float]:
+        """(stored, when the last one was seen): waits until all are stored, or none came for
+        `quiet_s`, or `limit_s` passed."""
+        began = last_change = time.monotonic()
+        stored, seen_at = self.stored(), time.time()
+        while stored < published:
+            now = time.monotonic()
+            if now - last_change > plan.quiet_s or now - began > plan.limit_s:
+                break
+            time.sleep(POLL_S)
+            now_stored = self.stored()
+            if now_stored != stored:
+                stored, seen_at, last_change = now_stored, time.time(), time.monotonic()
+        return stored, seen_at
+
+
+def paced(rig: Rig, pipe: Pipeline, first: int, plan: Plan, rate: float) -> dict[str, Any]:
+    """One paced stream of `plan.step_s` seconds at `rate`, judged held or not."""
+    stream = Stream(rig, pipe, first, max(1, round(rate * plan.step_s)))
+    published = rig.finish(rig.publish(pipe.prefix, first, stream.count, rate))
+    stored, seen_at = stream.settle(plan, published["published"])
+    achieved = published["published"] / max(1e-9, published["t_last_ack"] - published["t_first"])
+    lag = seen_at - published["t_last_ack"]
+    loss = published["published"] - stored
+    return {
+        "rate": rate,
+        "achieved": achieved,
+        "published": published["published"],
+        "stored": stored,
+        "loss": loss,
+        "lag_s": lag,
+        "held": loss == 0 and lag <= plan.lag_s and achieved >= ACHIEVED_SHARE * rate,
+        "loadavg_1min": os.getloadavg()[0],
+        "next": stream.after,
+    }
+
+
+def search(
+    rig: Rig, pipe: Pipeline, first: int, plan: Plan, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The highest held rate, stepping up and down, then bisecting."""
+    steps: list[dict[str, Any]] = []
+    held: float | None = None
+    failed: float | None = None
+    rate = plan.start
+    for _ in range(plan.steps):
+        step = paced(rig, pipe, first, plan, rate)
+        first = step["next"]
+        steps.append(step)
+        say(
+            f"      {rate:8,.0f}/s: {'held  ' if step['held'] else 'FAILED'} (achieved"
+            f" {step['achieved']:,.0f}/s, loss {step['loss']:,} of {step['published']:,}, lag"
+            f" {step['lag_s']:.1f} s, load {step['loadavg_1min']:.1f})"
+        )
+        if step["held"]:
+            held = max(held or 0.0, rate)
+        else:
+            failed = min(failed or float("inf"), rate)
+        if failed is None:
+            rate *= UP
+        elif held is None:
+            rate *= DOWN
+        elif failed / held <= 1 + plan.resolution:
+            break
+        else:
+            rate = (held + failed) / 2
+    return {
+        "zero_loss_rate": held or 0.0,
+        "first_failed_rate": failed,
+        "steps": steps,
+        "next": first,
+    }
+
+
+def flood(rig: Rig, pipe: Pipeline, first: int, plan: Plan) -> dict[str, Any]:
+    stream = Stream(rig, pipe, first, plan.flood)
+    published = rig.finish(rig.publish(pipe.prefix, first, stream.count, None))
+    stored, seen_at = stream.settle(plan, published["published"])
+    return {
+        "published": published["published"],
+        "stored": stored,
+        "loss": published["published"] - stored,
+        "rate": stored / max(1e-9, seen_at - published["t_first"]),
+        "publisher_rate": published["published"]
+        / max(1e-9, published["t_last_ack"] - published["t_first"]),
+        "loadavg_1min": os.getloadavg()[0],
+        "next": stream.after,
+    }
+
+
+def fault(rig: Rig, pipe: Pipeline, first: int, plan: Plan, rate: float) -> dict[str, Any]:
+    """SIGKILL mid-stream, restart at once, finish the stream: what is missing is lost."""
+    stream = Stream(rig, pipe, first, plan.fault)
+    publisher = rig.publish(pipe.prefix, first, stream.count, rate)
+    try:
+        deadline = time.monotonic() + plan.fault / rate + plan.limit_s
+        while (at_kill := stream.stored()) < FAULT_KILL_AT * stream.count:
+            if time.monotonic() > deadline or publisher.poll() is not None:
+                break
+            time.sleep(POLL_S / 4)
+        pipe.kill()
+        killed_at = time.monotonic()
+        pipe.start()
+        restart_s = time.monotonic() - killed_at
+    finally:
+        published = rig.finish(publisher)
+    stored, _ = stream.settle(plan, published["published"])
+    return {
+        "rate": rate,
+        "published": published["published"],
+        "stored_at_kill": at_kill,
+        "restart_s": restart_s,
+        "stored": stored,
+        "loss": published["published"] - stored,
+        "loadavg_1min": os.getloadavg()[0],
+        "next": stream.after,
+    }
+
+
+def measure(rig: Rig, pipe: Pipeline, plan: Plan, say: Callable[[str], None]) -> dict[str, Any]:
+    """Search, flood and fault of one pipeline, started and stopped here."""
+    say(f"  peer: {pipe.name}")
+    began = time.monotonic()
+    try:
+        pipe.start()
+        found = search(rig, pipe, 0, plan, say)
+        held = found["zero_loss_rate"]
+        say(
+            f"    zero-loss rate {held:,.0f}/s (first failed {found['first_failed_rate'] or 0:,.0f}/s)"
+        )
+        flooded = flood(rig, pipe, found["next"], plan)
+        say(
+            f"    flood: loss {flooded['loss']:,} of {flooded['published']:,}"
+            f" ({flooded['rate']:,.0f}/s stored, publisher {flooded['publisher_rate']:,.0f}/s)"
+        )
+        killed = fault(
+            rig, pipe, flooded["next"], plan, FAULT_RATE_SHARE * (held or plan.start * DOWN)
+        )
+        say(
+            f"    SIGKILL at {killed['stored_at_kill']:,} stored, restarted in"
+            f" {killed['restart_s']:.1f} s: loss {killed['loss']:,} of {killed['published']:,}"
+            f" at {killed['rate']:,.0f}/s"
+        )
+        problems = pipe.problems()
+    finally:
+        pipe.stop()
+    return {
+        "name": pipe.name,
+        "zero_loss_rate": held,
+        "search": found,
+        "flood": flooded,
+        "fault": killed,
+        "seconds": time.monotonic() - began,
+        "log_problems": problems,
+    }
+
+
+def summarise(binwatch: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
+    best = max(peers, key=lambda p: p["zero_loss_rate"])
+    ratio = (
+        binwatch["zero_loss_rate"] / best["zero_loss_rate"]
+        if best["zero_loss_rate"]
+        else float("nan")
+    )
+    loads = [
+        s["loadavg_1min"]
+        for r in (binwatch, *peers)
+        for s in (*r["search"]["steps"], r["flood"], r["fault"])
+    ]
+    return {
+        "binwatch_zero_loss_rate": binwatch["zero_loss_rate"],
+        "best_peer": best["name"],
+        "best_peer_zero_loss_rate": best["zero_loss_rate"],
+        "ratio": ratio,
+        "loadavg_1min_during": [min(loads), max(loads)],
+    }
