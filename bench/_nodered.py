@@ -256,7 +256,15 @@ def flow(
     return nodes
 
 
-_SETTINGS_JS = """module.exports = {
+# Writes go through Node's default HTTP agent, which opens a connection for every write in flight
+# (node-influx sets no agent). Measured uncapped on this machine, the per-message flow flooded
+# with 30,000 readings left 22,700 loopback sockets in TIME_WAIT (every other process on the
+# machine short of ports for a minute) and InfluxDB answering 500s; capped, writes queue in
+# Node-RED instead. The batched flow never has more than a few writes in flight.
+MAX_SOCKETS = 16
+
+_SETTINGS_JS = """require("http").globalAgent.maxSockets = %(max_sockets)d;
+module.exports = {
     uiHost: "127.0.0.1",
     uiPort: %(port)d,
     httpAdminRoot: false,
@@ -278,7 +286,9 @@ class NodeRed:
         self.cache, self.user_dir = cache, user_dir
         user_dir.mkdir(parents=True, exist_ok=True)
         (user_dir / "flows.json").write_text(json.dumps(nodes, indent=1))
-        (user_dir / "settings.js").write_text(_SETTINGS_JS % {"port": port})
+        (user_dir / "settings.js").write_text(
+            _SETTINGS_JS % {"port": port, "max_sockets": MAX_SOCKETS}
+        )
         self.log_path = user_dir / "node-red.log"
         self.process: subprocess.Popen[bytes] | None = None
 
