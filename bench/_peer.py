@@ -134,6 +134,15 @@ def paced(rig: Rig, pipe: Pipeline, first: int, plan: Plan, rate: float) -> dict
     achieved = published["published"] / max(1e-9, published["t_last_ack"] - published["t_first"])
     lag = seen_at - published["t_last_ack"]
     loss = published["published"] - stored
+    why = [
+        reason
+        for reason, failed in (
+            ("loss", loss > 0),
+            ("lag", lag > plan.lag_s),
+            ("publisher short of the rate", achieved < ACHIEVED_SHARE * rate),
+        )
+        if failed
+    ]
     return {
         "rate": rate,
         "achieved": achieved,
@@ -141,7 +150,8 @@ def paced(rig: Rig, pipe: Pipeline, first: int, plan: Plan, rate: float) -> dict
         "stored": stored,
         "loss": loss,
         "lag_s": lag,
-        "held": loss == 0 and lag <= plan.lag_s and achieved >= ACHIEVED_SHARE * rate,
+        "held": not why,
+        "why": why,
         "loadavg_1min": os.getloadavg()[0],
         "next": stream.after,
     }
@@ -154,6 +164,7 @@ def search(
     steps: list[dict[str, Any]] = []
     held: float | None = None
     failed: float | None = None
+    best: dict[str, Any] | None = None
     for _ in range(plan.steps):
         step = paced(rig, pipe, first, plan, rate)
         first = step["next"]
@@ -162,9 +173,11 @@ def search(
             f"      {rate:8,.0f}/s: {'held  ' if step['held'] else 'FAILED'} (achieved"
             f" {step['achieved']:,.0f}/s, loss {step['loss']:,} of {step['published']:,}, lag"
             f" {step['lag_s']:.1f} s, load {step['loadavg_1min']:.1f})"
+            + (f": {', '.join(step['why'])}" if step["why"] else "")
         )
         if step["held"]:
             held = max(held or 0.0, rate)
+            best = step if held == rate else best
         else:
             failed = min(failed or float("inf"), rate)
         if failed is None:
@@ -175,10 +188,13 @@ def search(
             break
         else:
             rate = (held + failed) / 2
+    limit = min((s for s in steps if not s["held"]), key=lambda s: s["rate"], default=None)
     return {
-        "zero_loss_rate": held or 0.0,
+        # What the publisher achieved in the best held stream (at least 95 % of its rate).
+        "zero_loss_rate": best["achieved"] if best else 0.0,
         "first_failed_rate": failed,
-        "bounded": failed is not None,
+        # A search is bounded by a stream the pipeline failed, not one the publisher fell short in.
+        "bounded": limit is not None and limit["why"] != ["publisher short of the rate"],
         "steps": steps,
         "next": first,
     }
@@ -245,11 +261,7 @@ def measure(rig: Rig, pipe: Pipeline, plan: Plan, say: Callable[[str], None]) ->
         start = max(MIN_RATE, SEARCH_FROM * flooded["rate"])
         found = search(rig, pipe, flooded["next"], plan, start, say)
         held = found["zero_loss_rate"]
-        failed = found["first_failed_rate"]
-        say(
-            f"    zero-loss rate {held:,.0f}/s"
-            + (f" (first failed {failed:,.0f}/s)" if failed else " (none failed: a lower bound)")
-        )
+        say(f"    zero-loss rate {held:,.0f}/s ({bound_text(found)})")
         killed = fault(rig, pipe, found["next"], plan, FAULT_RATE_SHARE * (held or start * DOWN))
         say(
             f"    SIGKILL at {killed['stored_at_kill']:,} stored"
@@ -269,6 +281,15 @@ def measure(rig: Rig, pipe: Pipeline, plan: Plan, say: Callable[[str], None]) ->
         "seconds": time.monotonic() - began,
         "log_problems": problems,
     }
+
+
+def bound_text(found: dict[str, Any]) -> str:
+    failed = found["first_failed_rate"]
+    if found["bounded"]:
+        return f"first failed at {failed:,.0f}/s"
+    if failed:
+        return f"a lower bound: the publisher fell short at {failed:,.0f}/s"
+    return "a lower bound: no stream failed"
 
 
 def summarise(binwatch: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,11 @@ the end), measures side by side:
 3h. the same 1-worker flood with every 20th message hostile (`bench/_hostile.py`): valid readings/s
    stored, their loss, and the dead letters by reason against what was sent;
 4. publish-to-queryable latency p50/p99 under a steady 5,000 readings/s;
-5. ingest's memory (RSS of its process tree) over a steady soak at that rate.
+5. ingest's memory (RSS of its process tree) over a steady soak at that rate;
+6. the peer: binwatch (1 worker) against Node-RED's per-message and batched flows (installed from
+   npm into var/bench/ on first use, `bench/_nodered.py`): each one's highest zero-loss steady
+   rate, its loss flooded and through a SIGKILL, and binwatch's rate as a ratio to the best flow's
+   (`bench/_peer.py`).
 
 The publisher is `bench/_publisher.py` (pre-serialised payloads, one thread, no pydantic), not the
 simulator: it publishes faster than `simulator.publisher` could, so it loads ingest harder. The same
@@ -1079,9 +1083,8 @@ def peer_rows(p: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"6 {r['name']}: zero-loss rate",
                 fmt_rate(r["zero_loss_rate"]),
-                f"first failed {fmt_rate(r['search']['first_failed_rate'] or float('nan'))}"
-                f" ({'bounded' if r['search']['bounded'] else 'none failed: a lower bound'});"
-                f" {len(steps)} streams of {p['plan']['step_s']:g} s",
+                f"{_peer.bound_text(r['search'])}; {len(steps)} streams of"
+                f" {p['plan']['step_s']:g} s",
             ),
             (
                 "  loss flooded / through a SIGKILL",
@@ -1235,7 +1238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default=",".join(FIGURES),
         help=f"comma-separated figures to run, of {', '.join(FIGURES)} (default all); hostile"
-        " also runs the clean 1-worker flood its ratio needs",
+        " also runs the clean 1-worker flood its ratio needs; peer runs binwatch's and Node-RED's"
+        " floods, zero-loss searches and SIGKILLs",
     )
     args = parser.parse_args(argv)
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
