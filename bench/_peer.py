@@ -59,7 +59,7 @@ FULL = Plan(
     flood=200_000,
     fault=100_000,
     quiet_s=10,
-    limit_s=120,
+    limit_s=300,  # a flood of 200,000 through the per-message flow drains at ~2,000/s
 )
 QUICK = Plan(
     step_s=5,
@@ -81,6 +81,7 @@ class Pipeline(Protocol):
 
     def start(self) -> None: ...
     def count(self, start_ms: int, end_ms: int) -> int: ...
+    def cpu_seconds(self) -> float: ...
     def kill(self) -> None: ...
     def stop(self) -> None: ...
     def problems(self) -> list[str]: ...
@@ -202,9 +203,13 @@ def search(
 
 def flood(rig: Rig, pipe: Pipeline, first: int, plan: Plan) -> dict[str, Any]:
     stream = Stream(rig, pipe, first, plan.flood)
+    cpu = pipe.cpu_seconds()
     published = rig.finish(rig.publish(pipe.prefix, first, stream.count, None))
     stored, seen_at = stream.settle(plan, published["published"])
+    cpu = pipe.cpu_seconds() - cpu
     return {
+        # The pipeline's CPU (user + system, its process tree) per reading stored, flood to drain.
+        "cpu_us_per_reading": 1e6 * cpu / max(1, stored),
         "published": published["published"],
         "stored": stored,
         "loss": published["published"] - stored,
@@ -256,7 +261,8 @@ def measure(rig: Rig, pipe: Pipeline, plan: Plan, say: Callable[[str], None]) ->
         flooded = flood(rig, pipe, 0, plan)
         say(
             f"    flood: loss {flooded['loss']:,} of {flooded['published']:,}"
-            f" ({flooded['rate']:,.0f}/s stored, publisher {flooded['publisher_rate']:,.0f}/s)"
+            f" ({flooded['rate']:,.0f}/s stored, publisher {flooded['publisher_rate']:,.0f}/s;"
+            f" {flooded['cpu_us_per_reading']:.0f} µs of CPU per reading)"
         )
         start = max(MIN_RATE, SEARCH_FROM * flooded["rate"])
         found = search(rig, pipe, flooded["next"], plan, start, say)

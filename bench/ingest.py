@@ -874,6 +874,10 @@ class BinwatchPipeline:
     def count(self, start_ms: int, end_ms: int) -> int:
         return count_between(self.client, start_ms, end_ms)
 
+    def cpu_seconds(self) -> float:
+        assert self.ingest is not None
+        return cpu_seconds(self.ingest.pid)
+
     def kill(self) -> None:
         assert self.ingest is not None
         for pid in reversed(process_tree(self.ingest.pid)):
@@ -930,6 +934,9 @@ class NodeRedPipeline:
 
     def count(self, start_ms: int, end_ms: int) -> int:
         return count_between(self.client, start_ms, end_ms)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.red.pid)
 
     def kill(self) -> None:
         self.red.kill()
@@ -1089,7 +1096,8 @@ def peer_rows(p: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "  loss flooded / through a SIGKILL",
                 f"{r['flood']['loss']:,} / {r['fault']['loss']:,}",
-                f"of {r['flood']['published']:,} (stored {fmt_rate(r['flood']['rate'])}) / of"
+                f"of {r['flood']['published']:,} (stored {fmt_rate(r['flood']['rate'])},"
+                f" {r['flood']['cpu_us_per_reading']:.0f} µs CPU per reading) / of"
                 f" {r['fault']['published']:,} at {fmt_rate(r['fault']['rate'])}",
             ),
         ]
@@ -1101,7 +1109,11 @@ def peer_rows(p: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{s['ratio']:.2f}",
             f"{fmt_rate(s['binwatch_zero_loss_rate'])} / {fmt_rate(s['best_peer_zero_loss_rate'])}"
             f" ({s['best_peer']}); load average {low:.1f}–{high:.1f}"
-            + ("" if s["bounded"] else "; a search never failed: lower bounds only"),
+            + (
+                ""
+                if s["bounded"]
+                else "; a lower bound stands in the ratio (that search found no limit of its own)"
+            ),
         )
     )
     return rows
