@@ -236,8 +236,11 @@ def fault(rig: Rig, pipe: Pipeline, first: int, plan: Plan, rate: float) -> dict
         killed_at = time.monotonic()
         pipe.start()
         restart_s = time.monotonic() - killed_at
-    finally:
-        published = rig.finish(publisher)
+    except BaseException:  # Ctrl-C, SIGTERM, a failed restart: the publisher goes too
+        publisher.kill()
+        publisher.wait()
+        raise
+    published = rig.finish(publisher)
     stored, _ = stream.settle(plan, published["published"])
     return {
         "rate": rate,

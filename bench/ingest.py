@@ -949,6 +949,16 @@ class NodeRedPipeline:
         return self.red.problems()
 
 
+def finish_publisher(publisher: subprocess.Popen[str]) -> dict[str, Any]:
+    """Its result; interrupted (Ctrl-C, SIGTERM), it is killed rather than left publishing."""
+    try:
+        return finish_helper(publisher, timeout=900)
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait()
+
+
 def peer(ctx: Context, quick: bool) -> dict[str, Any]:
     """binwatch (1 worker) and both Node-RED flows, one after the other, same broker, database,
     publisher and payloads (bench/_peer.py says what is measured)."""
@@ -970,7 +980,7 @@ def peer(ctx: Context, quick: bool) -> dict[str, Any]:
                 *(["--rate", f"{rate:.1f}"] if rate else []),
             )
         ),
-        lambda publisher: finish_helper(publisher, timeout=900),
+        finish_publisher,
     )
     binwatch = _peer.measure(rig, BinwatchPipeline(ctx), plan, say)
     flows = [
