@@ -63,7 +63,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     step_s=5,
-    steps=5,
+    steps=6,  # binwatch holds paced up to ~2× the rate it stores a flood at: room to find it
     resolution=0.1,
     lag_s=1.0,
     flood=30_000,

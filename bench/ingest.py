@@ -71,6 +71,7 @@ from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import tag_set  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.sql import make_engine  # noqa: E402  # noqa: E402  # noqa: E402
+from core.telemetry import MEASUREMENT  # noqa: E402
 from devices.contract import TopicKind, Topics  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
 from devices.models import DeadLetter  # noqa: E402
@@ -949,6 +950,41 @@ class NodeRedPipeline:
         return self.red.problems()
 
 
+def same_point(ctx: Context, ours: Settings, theirs: Settings) -> dict[str, Any]:
+    """The first reading of every run (the flood's first) as binwatch and a Node-RED flow stored
+    it: the same measurement, tags, field names and values? Types and `received_ms` (each
+    one's own clock) may differ and are listed, not judged."""
+
+    def stored(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
+        client = InfluxClient(settings)
+        try:
+            rows = client.query(
+                f"SELECT * FROM {MEASUREMENT} WHERE bin = $bin AND time = {ctx.spec.start_ms}ms",
+                params={"bin": ctx.spec.bins[0]},
+            )
+            kinds = client.query(f"SHOW FIELD KEYS FROM {MEASUREMENT}")
+        finally:
+            client.close()
+        point = rows[0].rows()[0] if rows and rows[0].values else {}
+        return (
+            {k: v for k, v in point.items() if v is not None},
+            {row["fieldKey"]: row["fieldType"] for series in kinds for row in series.rows()},
+        )
+
+    (a, a_types), (b, b_types) = stored(ours), stored(theirs)
+    differ = sorted(k for k in a.keys() | b.keys() if k != "received_ms" and a.get(k) != b.get(k))
+    return {
+        "found": bool(a) and bool(b),
+        "same": bool(a) and bool(b) and not differ,
+        "differ": {k: [a.get(k), b.get(k)] for k in differ},
+        "types_differ": {
+            k: [a_types.get(k), b_types.get(k)]
+            for k in sorted(a_types.keys() | b_types.keys())
+            if a_types.get(k) != b_types.get(k)
+        },
+    }
+
+
 def finish_publisher(publisher: subprocess.Popen[str]) -> dict[str, Any]:
     """Its result; interrupted (Ctrl-C, SIGTERM), it is killed rather than left publishing."""
     try:
@@ -982,11 +1018,14 @@ def peer(ctx: Context, quick: bool) -> dict[str, Any]:
         ),
         finish_publisher,
     )
-    binwatch = _peer.measure(rig, BinwatchPipeline(ctx), plan, say)
-    flows = [
-        _peer.measure(rig, NodeRedPipeline(ctx, NODE_RED_CACHE, kind), plan, say)
-        for kind in _nodered.FLOWS
-    ]
+    binwatch_pipe = BinwatchPipeline(ctx)
+    binwatch = _peer.measure(rig, binwatch_pipe, plan, say)
+    flows = []
+    for kind in _nodered.FLOWS:
+        pipe = NodeRedPipeline(ctx, NODE_RED_CACHE, kind)
+        flows.append(_peer.measure(rig, pipe, plan, say))
+        flows[-1]["same_point"] = same_point(ctx, binwatch_pipe.settings, pipe.settings)
+        say(f"    written as binwatch writes it: {flows[-1]['same_point']}")
     return {
         "plan": dataclasses.asdict(plan),
         "criteria": {
