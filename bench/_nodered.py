@@ -91,15 +91,25 @@ def installed(cache: Path) -> dict[str, str] | None:
     return found
 
 
+def require_node() -> str:
+    """npm's path; checked before the bench starts anything, so a machine without Node.js fails
+    at once rather than after the other figures."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SystemExit(
+            "figure 6 (peer) needs node and npm (Debian: apt-get install -y nodejs npm);"
+            " or leave it out: --only ceilings,e2e,hostile,steady"
+        )
+    return npm
+
+
 def install(cache: Path, work: Path) -> dict[str, str]:
     """Node-RED and its InfluxDB nodes in `cache` (kept under var/bench/ for later runs): when
     missing, `npm install` into the bench's temporary folder, then moved into place whole, so an
     interrupted install never leaves a half cache behind."""
     if (versions := installed(cache)) is not None:
         return versions
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise RuntimeError("the peer needs node and npm (Debian: apt-get install -y nodejs npm)")
+    npm = require_node()
     target = Path(tempfile.mkdtemp(prefix="node-red-", dir=work))
     command = [npm, "install", "--prefix", str(target), "--no-audit", "--no-fund", *PACKAGES]
     try:

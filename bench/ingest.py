@@ -1324,6 +1324,8 @@ def _exit_on_sigterm(*_: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "peer" in args.only:
+        _nodered.require_node()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stamp = datetime.now().astimezone()
     work = Path(tempfile.mkdtemp(prefix="binwatch-bench-"))
