@@ -8,11 +8,12 @@ For each pipeline (binwatch's ingest with 1 worker, and each Node-RED flow of `b
   reading is stored (zero loss), the last one within `lag_s` of the last publish (it kept up:
   with binwatch's broker limits nothing is dropped by the broker, so a pipeline that falls
   behind shows as lag, not loss; a pipeline that stores C/s holds a rate R only if
-  R <= C × (1 + lag_s / step_s), i.e. within 10 % of what it can sustain), and the publisher
-  really reached 95 % of the rate. The search
-  starts at 80 % of the flood's stored rate, steps ×1.25 up while held (÷2 down while nothing
-  has held), then bisects between the best held and the lowest failed rate, in at most `steps`
-  streams; a search that never failed gives a lower bound only (`bounded` false);
+  R <= C × (1 + lag_s / step_s): within 10 % of what it sustains, 20 % with --quick), and the
+  publisher really reached 95 % of the rate. The search starts at 80 % of the flood's stored
+  rate, steps ×1.25 up while held (÷2 down while nothing has held), then bisects between the best
+  held and the lowest failed rate, in at most `steps` streams; a search in which no stream failed,
+  or the lowest failed only because the publisher fell short, gives a lower bound (`bounded`
+  false);
 - the loss through a SIGKILL: a paced stream at 80 % of its held rate, the process killed once
   30 % is stored, restarted at once (same client id, persistent session), the stream finished.
 Each pipeline has its own topic prefix and database; readings of a pipeline never repeat (each
