@@ -3,7 +3,7 @@
 Leaner than `simulator.publisher.run_simulation` (which builds and serialises a pydantic model per
 reading): payloads come from `bench._payloads` templates, so it loads the broker and ingest harder
 than the simulator could. It publishes `--count` messages as fast as the broker acknowledges them
-(flood), or `--rate` messages per second until `--seconds` have passed or it gets SIGTERM (steady).
+(flood; with `--rate` too, paced at that rate), or `--rate` messages per second until `--seconds` have passed or it gets SIGTERM (steady).
 A flood can carry `--hostile FILE`, messages from `bench._hostile` interleaved with the valid ones.
 At the end it prints one JSON line: published, acknowledged, first publish and last PUBACK (epoch s).
 
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--count", type=int, help="flood: publish this many, as fast as possible")
     parser.add_argument("--first", type=int, default=0, help="index of the first message")
-    parser.add_argument("--rate", type=float, help="steady: messages per second")
+    parser.add_argument(
+        "--rate", type=float, help="steady (or a paced --count): messages per second"
+    )
     parser.add_argument("--seconds", type=float, help="steady: for this long (or until SIGTERM)")
     parser.add_argument("--prefix", help="topic prefix, instead of the spec's")
     parser.add_argument("--client-id", default="bench-publisher")
@@ -135,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                 messages = list(interleave(messages, json.load(file), spec.prefix))
         print("ready", flush=True)
         first = time.time()
+        began = time.monotonic()
         for topic, payload in messages:
+            # With --rate too, paced: the peer's search of the highest steady rate.
+            if (
+                args.rate
+                and (ahead := began + publisher.published / args.rate - time.monotonic()) > 0.002
+            ):
+                publisher.wait(ahead)
             publisher.publish(topic, payload)
     else:
         rate = args.rate or 1000.0

@@ -14,7 +14,11 @@ the end), measures side by side:
 3h. the same 1-worker flood with every 20th message hostile (`bench/_hostile.py`): valid readings/s
    stored, their loss, and the dead letters by reason against what was sent;
 4. publish-to-queryable latency p50/p99 under a steady 5,000 readings/s;
-5. ingest's memory (RSS of its process tree) over a steady soak at that rate.
+5. ingest's memory (RSS of its process tree) over a steady soak at that rate;
+6. the peer: binwatch (1 worker) against Node-RED's per-message and batched flows (installed from
+   npm into var/bench/ on first use, `bench/_nodered.py`): each one's highest zero-loss steady
+   rate, its loss flooded and through a SIGKILL, and binwatch's rate as a ratio to the best flow's
+   (`bench/_peer.py`).
 
 The publisher is `bench/_publisher.py` (pre-serialised payloads, one thread, no pydantic), not the
 simulator: it publishes faster than `simulator.publisher` could, so it loads ingest harder. The same
@@ -58,7 +62,7 @@ import paho.mqtt.client as paho  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench import _hostile, _profile  # noqa: E402
+from bench import _hostile, _nodered, _peer, _profile  # noqa: E402
 from bench._payloads import PayloadSpec, build_spec  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free  # noqa: E402
@@ -67,6 +71,7 @@ from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import tag_set  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.sql import make_engine  # noqa: E402  # noqa: E402  # noqa: E402
+from core.telemetry import MEASUREMENT  # noqa: E402
 from devices.contract import TopicKind, Topics  # noqa: E402
 from devices.fleet import default_fleet_path, import_fleet, load_fleet  # noqa: E402
 from devices.models import DeadLetter  # noqa: E402
@@ -110,8 +115,12 @@ SETTLE_S = 60.0
 # Polling /metrics costs ingest CPU (its HTTP thread wants the GIL): often enough for ~1 %
 # resolution on a flood of several seconds, rarely enough to stay out of the profile.
 METRICS_POLL_S = 0.2
-# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5.
-FIGURES = ("ceilings", "e2e", "hostile", "steady")
+# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5, the peer (6).
+FIGURES = ("ceilings", "e2e", "hostile", "steady", "peer")
+# Node-RED and its InfluxDB nodes, installed from npm by the first run that measures the peer.
+NODE_RED_CACHE = RESULTS_DIR / "node-red-4.1"
+# Issue 18's target: binwatch's zero-loss rate against the best Node-RED flow's.
+TARGET_PEER_RATIO = 1.25
 # Targets (docs/performance.md says where they come from).
 TARGET_E2E_SHARE = 0.75
 TARGET_P99_S = 1.0
@@ -325,7 +334,7 @@ def finish_helper(process: subprocess.Popen[str], *, timeout: float) -> dict[str
     return result
 
 
-def publisher_command(ctx: Context, settings: Settings, *extra: str) -> list[str]:
+def publisher_command(ctx: Context, prefix: str, *extra: str) -> list[str]:
     return [
         PYTHON,
         "-m",
@@ -334,7 +343,7 @@ def publisher_command(ctx: Context, settings: Settings, *extra: str) -> list[str
         "--port",
         str(ctx.mqtt.port),
         "--prefix",
-        settings.topic_prefix,
+        prefix,
         "--client-id",
         f"bench-pub-{uuid.uuid4().hex[:8]}",
         *extra,
@@ -373,7 +382,7 @@ def broker_ceiling(ctx: Context) -> dict[str, Any]:
     )
     try:
         published = run_json(
-            publisher_command(ctx, settings, "--count", str(ctx.flood)), timeout=900
+            publisher_command(ctx, settings.topic_prefix, "--count", str(ctx.flood)), timeout=900
         )
         received = finish_helper(subscriber, timeout=600)
     finally:
@@ -467,7 +476,7 @@ class IngestProcess:
         self.ctx, self.settings, self.workers = ctx, settings, workers
         self.log_path = ctx.work / f"ingest-{settings.influx.db}.log"
         env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("wb") as log_file:
+        with self.log_path.open("ab") as log_file:  # a restart after a SIGKILL keeps the first log
             self.process = subprocess.Popen(
                 ctx.ingest_cmd(workers),
                 cwd=ROOT,
@@ -587,7 +596,7 @@ def end_to_end(
             cpu_before = cpu_seconds(ingest.pid)
             servers_before = cpu_seconds(server_pid(ctx.mqtt)), cpu_seconds(server_pid(ctx.influx))
             publisher = start_helper(
-                publisher_command(ctx, settings, "--count", str(valid), *extra)
+                publisher_command(ctx, settings.topic_prefix, "--count", str(valid), *extra)
             )
             spy = None
             if profile_to is not None:
@@ -738,7 +747,12 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
             prober = Prober(settings, marker_bin)
             publisher = start_helper(
                 publisher_command(
-                    ctx, settings, "--rate", str(STEADY_RATE), "--seconds", str(seconds)
+                    ctx,
+                    settings.topic_prefix,
+                    "--rate",
+                    str(STEADY_RATE),
+                    "--seconds",
+                    str(seconds),
                 )
             )
             began = time.monotonic()
@@ -838,6 +852,197 @@ def steady(ctx: Context, seconds: float) -> dict[str, Any]:
     }
 
 
+# peer: binwatch against Node-RED (bench/_peer.py) -------------------------------------------
+
+
+class BinwatchPipeline:
+    """`binwatch ingest --workers 1` as a `_peer.Pipeline`: restarted after a SIGKILL with the
+    same settings, so the same client id and persistent session."""
+
+    name = "binwatch, 1 worker"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings(f"peer_binwatch_{uuid.uuid4().hex[:8]}")
+        self.prefix = self.settings.topic_prefix
+        self.client = InfluxClient(self.settings)
+        self.ingest: IngestProcess | None = None
+
+    def start(self) -> None:
+        self.ingest = IngestProcess(self.ctx, self.settings, 1)
+        self.ingest.warm_up()
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        return count_between(self.client, start_ms, end_ms)
+
+    def cpu_seconds(self) -> float:
+        assert self.ingest is not None
+        return cpu_seconds(self.ingest.pid)
+
+    def kill(self) -> None:
+        assert self.ingest is not None
+        for pid in reversed(process_tree(self.ingest.pid)):
+            with _ignored():
+                os.kill(pid, signal.SIGKILL)
+        self.ingest.stop()  # reaps it and closes its metrics client
+
+    def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.client.close()
+
+    def problems(self) -> list[str]:
+        return self.ingest.problems() if self.ingest is not None else []
+
+
+class NodeRedPipeline:
+    """A Node-RED flow (`bench/_nodered.py`) as a `_peer.Pipeline`, on its own database, which
+    the bench creates (the InfluxDB nodes do not)."""
+
+    def __init__(self, ctx: Context, cache: Path, kind: str) -> None:
+        self.ctx, self.kind = ctx, kind
+        self.name = f"Node-RED, {kind} flow"
+        self.settings = ctx.settings(f"peer_nodered_{kind}_{uuid.uuid4().hex[:8]}")
+        self.prefix = self.settings.topic_prefix
+        self.client = InfluxClient(self.settings)
+        self.client.ensure_database(self.settings.raw_retention)
+        nodes = _nodered.flow(
+            kind,
+            mqtt_port=ctx.mqtt.port,
+            topic=f"{self.prefix}/bins/+/telemetry",
+            client_id=f"bench-nodered-{kind}",
+            influx_port=ctx.influx.port,
+            database=self.settings.influx.db,
+            tags={b: {k: v for k, v in t.as_tags().items() if v} for b, t in ctx.bins.items()},
+        )
+        self.red = _nodered.NodeRed(cache, ctx.work / f"node-red-{kind}", nodes, free_port())
+
+    def start(self) -> None:
+        """Started, then proven subscribed and writing: marker readings (`ts` = now, outside
+        every stream's range) until one is stored."""
+        self.red.start()
+        since = int(time.time() * 1000)
+        deadline = time.monotonic() + INGEST_START_S
+        prober = Prober(self.settings, self.ctx.spec.bins[0])
+        try:
+            while count_between(self.client, since, since + 86_400_000) == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} stores nothing; see {self.red.log_path}")
+                prober.publish_marker()
+                time.sleep(0.2)
+        finally:
+            prober.close()
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        return count_between(self.client, start_ms, end_ms)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.red.pid)
+
+    def kill(self) -> None:
+        self.red.kill()
+
+    def stop(self) -> None:
+        self.red.stop()
+        self.client.close()
+
+    def problems(self) -> list[str]:
+        return self.red.problems()
+
+
+def same_point(ctx: Context, ours: Settings, theirs: Settings) -> dict[str, Any]:
+    """The first reading of every run (the flood's first) as binwatch and a Node-RED flow stored
+    it: the same measurement, tags, field names and values? Types and `received_ms` (each
+    one's own clock) may differ and are listed, not judged."""
+
+    def stored(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
+        client = InfluxClient(settings)
+        try:
+            rows = client.query(
+                f"SELECT * FROM {MEASUREMENT} WHERE bin = $bin AND time = {ctx.spec.start_ms}ms",
+                params={"bin": ctx.spec.bins[0]},
+            )
+            kinds = client.query(f"SHOW FIELD KEYS FROM {MEASUREMENT}")
+        finally:
+            client.close()
+        point = rows[0].rows()[0] if rows and rows[0].values else {}
+        return (
+            {k: v for k, v in point.items() if v is not None},
+            {row["fieldKey"]: row["fieldType"] for series in kinds for row in series.rows()},
+        )
+
+    (a, a_types), (b, b_types) = stored(ours), stored(theirs)
+    differ = sorted(k for k in a.keys() | b.keys() if k != "received_ms" and a.get(k) != b.get(k))
+    return {
+        "found": bool(a) and bool(b),
+        "same": bool(a) and bool(b) and not differ,
+        "differ": {k: [a.get(k), b.get(k)] for k in differ},
+        "types_differ": {
+            k: [a_types.get(k), b_types.get(k)]
+            for k in sorted(a_types.keys() | b_types.keys())
+            if a_types.get(k) != b_types.get(k)
+        },
+    }
+
+
+def finish_publisher(publisher: subprocess.Popen[str]) -> dict[str, Any]:
+    """Its result; interrupted (Ctrl-C, SIGTERM), it is killed rather than left publishing."""
+    try:
+        return finish_helper(publisher, timeout=900)
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait()
+
+
+def peer(ctx: Context, quick: bool) -> dict[str, Any]:
+    """binwatch (1 worker) and both Node-RED flows, one after the other, same broker, database,
+    publisher and payloads (bench/_peer.py says what is measured)."""
+    plan = _peer.QUICK if quick else _peer.FULL
+    began = time.monotonic()
+    versions = _nodered.install(NODE_RED_CACHE, ctx.work)
+    install_s = time.monotonic() - began
+    say(f"  Node-RED {versions} in {NODE_RED_CACHE.relative_to(ROOT)} ({install_s:.0f} s)")
+    rig = _peer.Rig(
+        ctx.spec,
+        lambda prefix, first, count, rate: start_helper(
+            publisher_command(
+                ctx,
+                prefix,
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                *(["--rate", f"{rate:.1f}"] if rate else []),
+            )
+        ),
+        finish_publisher,
+    )
+    binwatch_pipe = BinwatchPipeline(ctx)
+    binwatch = _peer.measure(rig, binwatch_pipe, plan, say)
+    flows = []
+    for kind in _nodered.FLOWS:
+        pipe = NodeRedPipeline(ctx, NODE_RED_CACHE, kind)
+        flows.append(_peer.measure(rig, pipe, plan, say))
+        flows[-1]["same_point"] = same_point(ctx, binwatch_pipe.settings, pipe.settings)
+        say(f"    written as binwatch writes it: {flows[-1]['same_point']}")
+    return {
+        "plan": dataclasses.asdict(plan),
+        "criteria": {
+            "held": f"zero loss, last reading stored within {plan.lag_s:g} s of the last"
+            f" publish, publisher at >= {_peer.ACHIEVED_SHARE:.0%} of the rate",
+            "fault": f"SIGKILL once {_peer.FAULT_KILL_AT:.0%} of the stream is stored, at"
+            f" {_peer.FAULT_RATE_SHARE:.0%} of the pipeline's zero-loss rate",
+        },
+        "node_red": versions,
+        "install_s": install_s,
+        "binwatch": binwatch,
+        "node_red_flows": flows,
+        "summary": _peer.summarise(binwatch, flows),
+        "seconds": time.monotonic() - began,
+    }
+
+
 # --- report ---------------------------------------------------------------------------------
 
 
@@ -910,8 +1115,57 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         targets[f"flat memory (slope < {FLAT_SLOPE_MIB_PER_MIN} MiB/min after warm-up)"] = (
             s["rss_slope_after_warmup_mib_per_min"] < FLAT_SLOPE_MIB_PER_MIN
         )
+    if p := results["peer"]:
+        summary["peer"] = p["summary"]
+        targets[f"zero-loss rate >= {TARGET_PEER_RATIO:g} × the best Node-RED flow's"] = (
+            # Met only against a peer rate that is not a mere lower bound.
+            p["summary"]["ratio"] >= TARGET_PEER_RATIO and p["summary"]["best_peer_bounded"]
+        )
+        targets["0 loss flooded and through a SIGKILL (binwatch)"] = (
+            p["binwatch"]["flood"]["loss"] == 0
+            and p["binwatch"]["fault"]["loss"] == 0
+            and p["binwatch"]["fault"]["mid_stream"]
+        )
     summary["targets"] = targets
     return summary
+
+
+def peer_rows(p: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Figure 6: each pipeline's zero-loss rate, flood and SIGKILL loss, then the ratio."""
+    rows = []
+    for r in (p["binwatch"], *p["node_red_flows"]):
+        steps = r["search"]["steps"]
+        rows += [
+            (
+                f"6 {r['name']}: zero-loss rate",
+                fmt_rate(r["zero_loss_rate"]),
+                f"{_peer.bound_text(r['search'])}; {len(steps)} streams of"
+                f" {p['plan']['step_s']:g} s",
+            ),
+            (
+                "  loss flooded / through a SIGKILL",
+                f"{r['flood']['loss']:,} / {r['fault']['loss']:,}",
+                f"of {r['flood']['published']:,} (stored {fmt_rate(r['flood']['rate'])},"
+                f" {r['flood']['cpu_us_per_reading']:.0f} µs CPU per reading) / of"
+                f" {r['fault']['published']:,} at {fmt_rate(r['fault']['rate'])}",
+            ),
+        ]
+    s = p["summary"]
+    low, high = s["loadavg_1min_during"]
+    rows.append(
+        (
+            "6 ratio binwatch / best Node-RED flow",
+            f"{s['ratio']:.2f}",
+            f"{fmt_rate(s['binwatch_zero_loss_rate'])} / {fmt_rate(s['best_peer_zero_loss_rate'])}"
+            f" ({s['best_peer']}); load average {low:.1f}–{high:.1f}"
+            + (
+                ""
+                if s["bounded"]
+                else "; a lower bound stands in the ratio (that search found no limit of its own)"
+            ),
+        )
+    )
+    return rows
 
 
 def hostile_mix_text() -> str:
@@ -998,6 +1252,8 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
                 f"{s['published']:,} published, {s['stored']:,} stored",
             ),
         ]
+    if p := results["peer"]:
+        rows += peer_rows(p)
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     say("")
@@ -1043,7 +1299,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default=",".join(FIGURES),
         help=f"comma-separated figures to run, of {', '.join(FIGURES)} (default all); hostile"
-        " also runs the clean 1-worker flood its ratio needs",
+        " also runs the clean 1-worker flood its ratio needs; peer runs binwatch's and Node-RED's"
+        " floods, zero-loss searches and SIGKILLs",
     )
     args = parser.parse_args(argv)
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -1067,6 +1324,8 @@ def _exit_on_sigterm(*_: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "peer" in args.only:
+        _nodered.require_node()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stamp = datetime.now().astimezone()
     work = Path(tempfile.mkdtemp(prefix="binwatch-bench-"))
@@ -1079,6 +1338,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_w2": [],
         "hostile": [],
         "steady": {},
+        "peer": {},
         "profile": None,
     }
     ok = False
@@ -1157,7 +1417,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {key}: {conditions[key]}")
         say(f"  work dir: {work}")
         for rep in range(args.repeats):
-            say(f"\n-- run {rep + 1} of {args.repeats}")
+            if args.only & {"ceilings", "e2e", "hostile"}:
+                say(f"\n-- run {rep + 1} of {args.repeats}")
             if "ceilings" in args.only:
                 r = broker_ceiling(ctx)
                 results["broker"].append(r)
@@ -1200,6 +1461,9 @@ def main(argv: list[str] | None = None) -> int:
                 say("      CPU µs per (valid) reading: " + cpu_text(r["cpu_us_per_reading"]))
                 for line in r["log_problems"][:5]:
                     say(f"      log: {line[:160]}")
+        if "peer" in args.only:
+            say("\n-- 6 peer: binwatch (1 worker) and Node-RED's two flows, one after the other")
+            results["peer"] = peer(ctx, args.quick)
         if "steady" in args.only:
             steady_s = max(args.soak_seconds, STEADY_MIN_S)
             say(
