@@ -3,7 +3,8 @@
 Every route declares a `Require` policy (the roles that may call it at all); a route without one
 fails tests/test_security_api.py. The caller's scope (`Scope`) is computed once per request from
 its key: admins see everything, managers the sites on their key, operators the sites their
-company serves. Outside the scope an id gets exactly the answer of an id that does not exist
+company serves, grid officials the sites of their district, street or community (and the
+areas at or under it). Outside the scope an id gets exactly the answer of an id that does not exist
 (no existence oracle; tests/test_api_hardening.py walks every route with an id)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, release
 from core.errors import NotAllowed, NotFound
+from devices import registry
 from devices.models import Site
 from security.keys import ApiRole, Principal, authenticate
 
@@ -119,10 +121,13 @@ ADMIN: Any = allow(ApiRole.admin)
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """The caller and the sites it may see (`sites` None: every site)."""
+    """The caller, the sites it may see (`sites` None: every site) and the grid areas whose
+    figures it may see (`areas` None: every area; a grid official's area and those under it;
+    nobody else's)."""
 
     principal: Principal
     sites: frozenset[str] | None
+    areas: frozenset[str] | None = frozenset()
 
     @property
     def is_admin(self) -> bool:
@@ -130,6 +135,14 @@ class Scope:
 
     def sees(self, site_id: str) -> bool:
         return self.sites is None or site_id in self.sites
+
+    def sees_area(self, area_id: str) -> bool:
+        return self.areas is None or area_id in self.areas
+
+    def area(self, area_id: str) -> None:
+        """Reading an area: NotFound, word for word as for a missing one, when out of scope."""
+        if not self.sees_area(area_id):
+            raise NotFound(f"no area with id {area_id!r}")
 
     def site(self, site_id: str) -> None:
         """Reading a site: NotFound, word for word as for a missing one, when out of scope."""
@@ -146,10 +159,20 @@ def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
 
 
 def scope_of(principal: Principal, session: Session) -> Scope:
-    """What `principal` may see; the console's people get theirs here too (api.console)."""
-    if principal.role is not ApiRole.operator:
+    """What `principal` may see; the console's people get theirs here too (api.console). A grid
+    official's sites are those the registry places in their area now, so a site moved out of
+    it drops out of their scope at once."""
+    if principal.role is ApiRole.admin:
         release(session)
-        return Scope(principal, None if principal.role is ApiRole.admin else principal.site_ids)
+        return Scope(principal, None, None)
+    if principal.role is ApiRole.grid:
+        areas = registry.grid(session).under(principal.area_id or "")
+        sites = registry.site_ids_in(session, areas)
+        release(session)
+        return Scope(principal, sites, areas)
+    if principal.role is ApiRole.manager:
+        release(session)
+        return Scope(principal, principal.site_ids)
     served = frozenset(
         session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
     )

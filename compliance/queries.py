@@ -11,7 +11,6 @@ numbers.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,14 +87,7 @@ def area_scope(session: Session, area_id: str) -> Scope:
     area = session.get(Area, area_id)
     if area is None:
         raise NotFound(f"no area with id {area_id!r}")
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for child_id, parent_id in session.execute(select(Area.id, Area.parent_id)):
-        children[parent_id].append(child_id)
-    under, frontier = {area.id}, [area.id]
-    while frontier:
-        found = children[frontier.pop()]
-        under.update(found)
-        frontier.extend(found)
+    under = registry.grid(session).under(area.id)
     sites = _sites(session, Site.community_id.in_(under))
     subject = Subject(kind=area.kind, id=area.id, name=area.name)
     tag = AREA_TAGS.get(area.kind)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from core.errors import NotFound
 from core.sql import paged
 from core.telemetry import TAGS
+from devices.grid import Grid, Place
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
 from devices.retirement import in_service
 
@@ -122,6 +123,19 @@ def area_chain(session: Session, area_id: str) -> list[Area]:
         chain.append(current)
         current = session.get(Area, current.parent_id) if current.parent_id else None
     return chain
+
+
+def grid(session: Session) -> Grid:
+    """Every area of the grid, as a tree to walk in memory (a city has a few hundred)."""
+    rows = session.execute(select(Area.id, Area.name, Area.kind, Area.parent_id))
+    return Grid.of(Place(*row) for row in rows)
+
+
+def site_ids_in(session: Session, community_ids: Iterable[str]) -> frozenset[str]:
+    """The ids of the sites in these communities."""
+    return frozenset(
+        session.scalars(select(Site.id).where(Site.community_id.in_(list(community_ids))))
+    )
 
 
 def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:

@@ -11,15 +11,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidRequest, NotFound, no_such
-from devices.models import Operator, Site
+from core.errors import InvalidRequest, NotFound
 from security.hashing import new_secret, same_hash, token_hash
 from security.models import ApiKey
+from security.scopes import Role, check_scope
 
 TOKEN_PREFIX = "bw_"
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
@@ -27,16 +26,14 @@ ACTOR_MAX = 100
 """Characters of the registry's actor columns (audit trails of collection requests and alerts)."""
 
 
-class ApiRole(StrEnum):
-    admin = "admin"  # city and district staff: everything
-    manager = "manager"  # a property manager: their sites
-    operator = "operator"  # an operator company: the sites it serves, its own requests
+ApiRole = Role  # keys and people share one list of roles (security.scopes)
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key, its role and what it was scoped to when issued; or a person
-    logged in to the console (`kind` "user", `key_id` their user name)."""
+    """Who is calling: the key, its role and what it was scoped to when issued (a manager's
+    sites, an operator's company, a grid official's area); or a person logged in to the
+    console (`kind` "user", `key_id` their user name)."""
 
     key_id: str
     role: ApiRole
@@ -44,6 +41,7 @@ class Principal:
     operator_id: str | None = None
     name: str = ""
     kind: str = "key"
+    area_id: str | None = None
 
     @property
     def actor(self) -> str:
@@ -69,24 +67,19 @@ def create_key(
     now: datetime,
     site_ids: Sequence[str] = (),
     operator_id: str | None = None,
+    area_id: str | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
-    """A new key; its scope must name registered sites (manager) or an operator (operator)."""
-    if role is ApiRole.manager:
-        if not site_ids:
-            raise InvalidRequest("a manager key needs at least one site")
-        missing = set(site_ids) - set(session.scalars(select(Site.id).where(Site.id.in_(site_ids))))
-        if missing:
-            raise InvalidRequest(no_such("site", missing))
-    elif site_ids:
-        raise InvalidRequest(f"only manager keys are scoped to sites, not {role.value} keys")
-    if role is ApiRole.operator:
-        if operator_id is None or session.get(Operator, operator_id) is None:
-            raise InvalidRequest(
-                f"an operator key needs a registered operator, got {operator_id!r}"
-            )
-    elif operator_id is not None:
-        raise InvalidRequest(f"only operator keys name an operator, not {role.value} keys")
+    """A new key; its scope must fit its role (security.scopes.check_scope): registered sites
+    (manager), an operator (operator), a district, street or community (grid)."""
+    check_scope(
+        session,
+        role,
+        holder="keys",
+        site_ids=site_ids,
+        area_id=area_id,
+        operator_id=operator_id,
+    )
     if expires_at is not None and expires_at <= now:
         raise InvalidRequest("the expiry must be in the future")
     key_id = secrets.token_hex(6)
@@ -98,6 +91,7 @@ def create_key(
         role=role.value,
         site_ids=" ".join(sorted(set(site_ids))),
         operator_id=operator_id,
+        area_id=area_id,
         created_at=now,
         expires_at=expires_at,
     )
@@ -141,4 +135,5 @@ def authenticate(
         frozenset(key.site_ids.split()),
         key.operator_id,
         key.name,
+        area_id=key.area_id,
     )

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from devices.models import Base, UtcDateTime
 
-API_ROLES = ("admin", "manager", "operator")
+API_ROLES = ("admin", "manager", "grid", "operator")
 MQTT_KINDS = ("bin", "service", "manager", "admin")
 
 
 class ApiKey(Base):
     """One API key: `Authorization: Bearer bw_<id>_<secret>`; the id finds the row, the SHA-256
     of the whole token proves it. Managers are scoped to `site_ids` (space-separated), operators
-    to `operator_id`."""
+    to `operator_id`, grid officials to `area_id` (a district, street or community)."""
 
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint(f"role IN {API_ROLES!r}", name="ck_api_keys_role"),)
@@ -29,6 +29,7 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     site_ids: Mapped[str] = mapped_column(Text, default="")
     operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"))
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -51,7 +52,7 @@ class MqttCredential(Base):
     site_ids: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
-USER_ROLES = ("admin", "manager", "grid", "operator")
+USER_ROLES = API_ROLES  # people and keys share one list of roles (security.scopes)
 LOCALES = ("zh_CN", "en")
 
 
@@ -92,3 +93,22 @@ class ConsoleSession(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+USER_ACTIONS = ("created", "scope_changed", "disabled", "password_reset")
+
+
+class UserEvent(Base):
+    """The audit trail of the console's accounts: who created a user, changed their scope,
+    disabled them or reset their password, when, and (`note`) the role and scope it left.
+    Never a password."""
+
+    __tablename__ = "user_events"
+    __table_args__ = (CheckConstraint(f"action IN {USER_ACTIONS!r}", name="ck_user_events_action"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text)

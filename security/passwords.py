@@ -33,11 +33,14 @@ def check_policy(password: str, *, username: str) -> None:
         raise InvalidRequest("a password may not contain the user name")
 
 
-def generate() -> str:
-    """A random password that meets the policy for any user name of 17+ characters or none."""
+def generate(username: str = "") -> str:
+    """A random password that meets the policy (for `username`: a short name could turn up in
+    16 random characters, so it is drawn again then)."""
     while True:
         password = secrets.token_urlsafe(GENERATED_BYTES)
-        if len(set(password)) >= 4:
+        if len(set(password)) >= 4 and (
+            not username or username.casefold() not in password.casefold()
+        ):
             return password
 
 

@@ -12,27 +12,21 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidRequest, NotFound, no_such
-from devices.models import Area, Operator, Site
+from core.errors import InvalidRequest, NotFound
 from security import passwords
 from security.hashing import new_secret, same_hash, token_hash
-from security.models import LOCALES, ConsoleSession, User
+from security.models import LOCALES, ConsoleSession, User, UserEvent
+from security.scopes import Role, check_scope
 from security.session_rules import is_expired
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
-GRID_AREA_KINDS = frozenset({"district", "street", "community"})
-
-
-class UserRole(StrEnum):
-    admin = "admin"  # city staff: everything
-    manager = "manager"  # a property manager: their sites
-    grid = "grid"  # a grid official: the sites of their district, street or community
-    operator = "operator"  # an operator company's staff: the sites it serves
+UserRole = Role  # people and keys share one list of roles (security.scopes)
+COMMAND_LINE = "command line (binwatch users)"
+"""The actor of what `binwatch users` does: whoever can run it on the server."""
 
 
 def create_user(
@@ -47,18 +41,28 @@ def create_user(
     area_id: str | None = None,
     operator_id: str | None = None,
     locale: str = "zh_CN",
+    actor: str = COMMAND_LINE,
 ) -> User:
-    """A new user; InvalidRequest saying what to fix for a bad name, password, scope or locale."""
+    """A new user; InvalidRequest saying what to fix for a bad name, password, scope or locale
+    (a ScopeError for the scope, UserError for the rest, each with a code for the console)."""
     if not USERNAME.match(username):
-        raise InvalidRequest(
+        raise UserError(
             "a user name is 2–64 lower-case letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
+            "starting with a letter or digit",
+            "bad_username",
         )
     if session.get(User, username) is not None:
-        raise InvalidRequest(f"user {username!r} exists already")
+        raise UserError(f"user {username!r} exists already", "exists")
     if locale not in LOCALES:
         raise InvalidRequest(f"locale must be one of {', '.join(LOCALES)}, not {locale!r}")
-    _check_scope(session, role, site_ids, area_id, operator_id)
+    check_scope(
+        session,
+        role,
+        holder="users",
+        site_ids=site_ids,
+        area_id=area_id,
+        operator_id=operator_id,
+    )
     passwords.check_policy(password, username=username)
     user = User(
         username=username,
@@ -74,42 +78,79 @@ def create_user(
         updated_at=now,
     )
     session.add(user)
+    _audit(session, user, "created", actor=actor, now=now)
     session.commit()
     return user
 
 
-def _check_scope(
+class UserError(InvalidRequest):
+    """A user name that cannot be used; `code` lets the console say it in the reader's language."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def describe_scope(user: User) -> str:
+    """The role and scope in words, for the audit trail and the CLI: `grid: area xiaoba`."""
+    scope = (
+        f"sites {user.site_ids.replace(' ', ', ')}"
+        if user.site_ids
+        else f"area {user.area_id}"
+        if user.area_id
+        else f"operator {user.operator_id}"
+        if user.operator_id
+        else "the whole city"
+    )
+    return f"{user.role}: {scope}"
+
+
+def _audit(session: Session, user: User, action: str, *, actor: str, now: datetime) -> None:
+    session.add(
+        UserEvent(
+            at=now, username=user.username, action=action, actor=actor, note=describe_scope(user)
+        )
+    )
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def user_events(session: Session, username: str) -> list[UserEvent]:
+    """A user's audit trail, newest first."""
+    query = select(UserEvent).where(UserEvent.username == username)
+    return list(session.scalars(query.order_by(UserEvent.id.desc())))
+
+
+def set_scope(
     session: Session,
-    role: UserRole,
-    site_ids: Sequence[str],
-    area_id: str | None,
-    operator_id: str | None,
-) -> None:
-    """Each role names exactly its own kind of scope, and it must exist."""
-    wanted = {UserRole.manager: "site", UserRole.grid: "area", UserRole.operator: "operator"}
-    given = {
-        "site": bool(site_ids),
-        "area": area_id is not None,
-        "operator": operator_id is not None,
-    }
-    noun = {"site": "a site", "area": "an area", "operator": "an operator"}
-    for kind, present in given.items():
-        if present and wanted.get(role) != kind:
-            raise InvalidRequest(f"{role.value} users are not scoped to {noun[kind]}")
-        if not present and wanted.get(role) == kind:
-            raise InvalidRequest(f"{role.value} users need {noun[kind]}")
-    if site_ids:
-        found = set(session.scalars(select(Site.id).where(Site.id.in_(site_ids))))
-        if missing := set(site_ids) - found:
-            raise InvalidRequest(no_such("site", missing))
-    if area_id is not None:
-        area = session.get(Area, area_id)
-        if area is None or area.kind not in GRID_AREA_KINDS:
-            raise InvalidRequest(
-                f"a grid official's area is a district, street or community: {area_id!r} is none"
-            )
-    if operator_id is not None and session.get(Operator, operator_id) is None:
-        raise InvalidRequest(no_such("operator", [operator_id]))
+    username: str,
+    *,
+    now: datetime,
+    site_ids: Sequence[str] = (),
+    area_id: str | None = None,
+    operator_id: str | None = None,
+    actor: str = COMMAND_LINE,
+) -> User:
+    """A new scope of the user's own kind (their role stays); it applies from their next page,
+    since every request computes the scope afresh (api.auth.scope_of), so sessions go on."""
+    user = get_user(session, username)
+    role = Role(user.role)
+    check_scope(
+        session,
+        role,
+        holder="users",
+        site_ids=site_ids,
+        area_id=area_id,
+        operator_id=operator_id,
+    )
+    user.site_ids = " ".join(sorted(set(site_ids)))
+    user.area_id, user.operator_id = area_id, operator_id
+    user.updated_at = now
+    _audit(session, user, "scope_changed", actor=actor, now=now)
+    session.commit()
+    return user
 
 
 def get_user(session: Session, username: str) -> User:
@@ -119,23 +160,29 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
-def disable_user(session: Session, username: str, *, now: datetime) -> User:
+def disable_user(
+    session: Session, username: str, *, now: datetime, actor: str = COMMAND_LINE
+) -> User:
     """The user can no longer log in, and their open sessions end now."""
     user = get_user(session, username)
     user.disabled = True
     user.updated_at = now
     session.execute(delete(ConsoleSession).where(ConsoleSession.username == username))
+    _audit(session, user, "disabled", actor=actor, now=now)
     session.commit()
     return user
 
 
-def reset_password(session: Session, username: str, password: str, *, now: datetime) -> User:
+def reset_password(
+    session: Session, username: str, password: str, *, now: datetime, actor: str = COMMAND_LINE
+) -> User:
     """A new password (checked against the policy); the user's open sessions end."""
     user = get_user(session, username)
     passwords.check_policy(password, username=username)
     user.password_hash = passwords.hash_password(password)
     user.updated_at = now
     session.execute(delete(ConsoleSession).where(ConsoleSession.username == username))
+    _audit(session, user, "password_reset", actor=actor, now=now)
     session.commit()
     return user
 

@@ -59,6 +59,7 @@ class Caller:
             user.operator_id,
             user.display_name,
             kind="user",
+            area_id=user.area_id,
         )
 
 
@@ -93,8 +94,8 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 class ConsolePolicy(Policy):
-    """A console route's policy: the user roles that may use it (a grid official's screens are
-    not built yet, so `grid` is in none). tests/test_security_api.py lists it with the API's."""
+    """A console route's policy: the user roles that may use it (403 page for the others).
+    tests/test_security_api.py lists it with the API's."""
 
     def __call__(self, caller: CallerDep) -> None:  # type: ignore[override]
         if caller.user.role not in {role.value for role in self.roles}:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.auth import ADMIN, EVERYONE, ScopeDep, allow
+from api.auth import EVERYONE, ScopeDep, allow
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
 from api.schemas import ID_REGEX, TimeParam
 from compliance import queries as reads
@@ -126,19 +126,36 @@ def site_report(
     "/compliance/areas/{area_id}",
     response_model=ComplianceReport,
     responses=_CSV_RESPONSE,
-    dependencies=[ADMIN],
+    dependencies=[allow(ApiRole.admin, ApiRole.grid)],
 )
 def area_report(
     area_id: AreaId,
+    caller: ScopeDep,
     window: ReportWindowDep,
     session: SessionDep,
     influx: InfluxDep,
     request: Request,
     format: Format = None,
 ) -> ComplianceReport | Response:
-    """A community's, street's, district's or the city's figures, with its sites ranked."""
-    scope = reads.area_scope(session, area_id)
-    return _answer(request, format, _report(influx, session, scope, window, list_sites=True))
+    """A community's, street's, district's or the city's figures, with its sites ranked (a grid
+    key: its own area and those under it)."""
+    caller.area(area_id)
+    report = area_compliance(influx, session, area_id, window, list_sites=True)
+    return _answer(request, format, report)
+
+
+def area_compliance(
+    influx: InfluxClient,
+    session: Session,
+    area_id: str,
+    window: ReportWindow,
+    *,
+    list_sites: bool,
+) -> ComplianceReport:
+    """An area's report, as the route above answers it (the console's grid pages show it)."""
+    return _report(
+        influx, session, reads.area_scope(session, area_id), window, list_sites=list_sites
+    )
 
 
 @router.get(

@@ -1,4 +1,6 @@
-"""`binwatch users …`: the console's people: create, disable, reset a password.
+"""`binwatch users …`: the console's people: create, list, change a scope, disable, reset a
+password. The console's user screens (api/console/admin.py) call the same functions
+(security.users), which keep the audit trail (`user_events`).
 
 A password is never an argument (it would sit in the shell's history and in `ps`): it is read
 from stdin when piped, prompted for (twice, hidden) on a terminal, or generated with
@@ -11,19 +13,28 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from binwatch.commands.security import _session, console
 from security import passwords
-from security.users import UserRole, create_user, disable_user, reset_password
+from security.users import (
+    UserRole,
+    create_user,
+    describe_scope,
+    disable_user,
+    list_users,
+    reset_password,
+    set_scope,
+)
 
-users_app = typer.Typer(help="Console users: create, disable, reset a password.")
+users_app = typer.Typer(help="Console users: create, list, scope, disable, reset a password.")
 
 _GENERATE = typer.Option(help="generate a password and print it once, instead of reading one")
 
 
-def _password(generate: bool) -> str:
+def _password(generate: bool, username: str) -> str:
     if generate:
-        return passwords.generate()
+        return passwords.generate(username)
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
     return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
@@ -47,7 +58,7 @@ def create_command(
     generate: Annotated[bool, _GENERATE] = False,
 ) -> None:
     """Create a user with a password (from stdin, a prompt, or --generate)."""
-    password = _password(generate)
+    password = _password(generate, username)
     with _session() as (session, _):
         create_user(
             session,
@@ -65,6 +76,39 @@ def create_command(
     _show(password, generate)
 
 
+@users_app.command("list")
+def list_command() -> None:
+    """Every user with role, scope and state (never a password)."""
+    table = Table("user", "name", "scope", "locale", "state")
+    with _session() as (session, _):
+        for user in list_users(session):
+            state = "disabled" if user.disabled else "active"
+            table.add_row(
+                user.username, user.display_name, describe_scope(user), user.locale, state
+            )
+    console.print(table)
+
+
+@users_app.command("scope")
+def scope_command(
+    username: Annotated[str, typer.Argument(help="the login name")],
+    site: Annotated[list[str] | None, typer.Option(help="a manager's site (repeat)")] = None,
+    area: Annotated[str | None, typer.Option(help="a grid official's area id")] = None,
+    operator: Annotated[str | None, typer.Option(help="an operator's company id")] = None,
+) -> None:
+    """A new scope of the user's own kind (the role stays); it applies from their next page."""
+    with _session() as (session, _):
+        user = set_scope(
+            session,
+            username,
+            now=datetime.now(UTC),
+            site_ids=site or (),
+            area_id=area,
+            operator_id=operator,
+        )
+        console.print(f"user {username} now {describe_scope(user)}")
+
+
 @users_app.command("disable")
 def disable_command(username: Annotated[str, typer.Argument(help="the login name")]) -> None:
     """The user can no longer log in; their open sessions end."""
@@ -79,7 +123,7 @@ def reset_command(
     generate: Annotated[bool, _GENERATE] = False,
 ) -> None:
     """A new password (from stdin, a prompt, or --generate); open sessions end."""
-    password = _password(generate)
+    password = _password(generate, username)
     with _session() as (session, _):
         reset_password(session, username, password, now=datetime.now(UTC))
     console.print(f"password of {username} reset")
