@@ -117,6 +117,9 @@ def allow(*roles: ApiRole) -> Any:
 PUBLIC: Any = Depends(PublicPolicy())
 EVERYONE: Any = allow(*ApiRole)
 ADMIN: Any = allow(ApiRole.admin)
+# Those who answer for a site's bins and may take an alert on; a grid official oversees (reads)
+# but does not handle devices, so an acknowledgement never hides an alert from the manager.
+RESPONDERS: Any = allow(ApiRole.admin, ApiRole.manager, ApiRole.operator)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from core.errors import NotFound
 from core.sql import paged
 from core.telemetry import TAGS
 from devices.grid import Grid, Place
-from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Site
+from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Operator, Site
 from devices.retirement import in_service
 
 
@@ -136,6 +136,18 @@ def site_ids_in(session: Session, community_ids: Iterable[str]) -> frozenset[str
     return frozenset(
         session.scalars(select(Site.id).where(Site.community_id.in_(list(community_ids))))
     )
+
+
+def site_names(session: Session, site_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """Site id → name, ordered by id: of these sites, or (None) of every site."""
+    query = select(Site.id, Site.name).order_by(Site.id)
+    if site_ids is not None:
+        query = query.where(Site.id.in_(list(site_ids)))
+    return {site_id: name for site_id, name in session.execute(query)}
+
+
+def operators(session: Session) -> list[Operator]:
+    return list(session.scalars(select(Operator).order_by(Operator.id)))
 
 
 def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:

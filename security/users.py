@@ -24,6 +24,7 @@ from security.scopes import Role, check_scope
 from security.session_rules import is_expired
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+DISPLAY_NAME_MAX = 200  # users.display_name
 UserRole = Role  # people and keys share one list of roles (security.scopes)
 COMMAND_LINE = "command line (binwatch users)"
 """The actor of what `binwatch users` does: whoever can run it on the server."""
@@ -53,6 +54,8 @@ def create_user(
         )
     if session.get(User, username) is not None:
         raise UserError(f"user {username!r} exists already", "exists")
+    if len(display_name) > DISPLAY_NAME_MAX:
+        raise UserError(f"a display name has at most {DISPLAY_NAME_MAX} characters", "long_name")
     if locale not in LOCALES:
         raise InvalidRequest(f"locale must be one of {', '.join(LOCALES)}, not {locale!r}")
     check_scope(

@@ -279,10 +279,17 @@ def test_another_sites_page_is_the_same_404_as_a_missing_one(stack: Stack) -> No
         assert session.scalars(select(CollectionRequest)).all() == []
 
 
-def test_a_grid_official_gets_a_clear_403_until_their_screens_exist(stack: Stack) -> None:
+def test_a_grid_official_starts_at_their_area_and_may_not_act_for_managers(stack: Stack) -> None:
     with stack.client(**{"Accept-Language": "en"}) as client:
         _login(client, username="grid.xiaoba")
-        refused = client.get("/console")
+        assert client.get("/console").headers["location"] == "/console/grid"
+        assert client.get("/console/grid").headers["location"] == "/console/grid/xiaoba"
+        page = client.get(f"/console/sites/{SITE_A}")  # a site of Xiaoba: readable
+        assert page.status_code == 200 and "/collections" not in page.text
+        refused = client.post(
+            f"/console/sites/{SITE_A}/collections",
+            data={"bin_id": stack.bin_a, "note": "x", "csrf": _csrf(page.text)},
+        )
         assert refused.status_code == 403
         assert "您的角色无权查看此页面" in refused.text  # the user's locale: zh_CN
 

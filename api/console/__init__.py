@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.console import admin, grid
 from api.console.auth import PREFIX, PageError
 from api.console.pages import page_error, router
 from core.settings import Settings
@@ -19,6 +20,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 def mount_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
+    app.include_router(grid.router)
+    app.include_router(admin.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.add_exception_handler(PageError, page_error)
     app.state.login_throttle = LoginThrottle(

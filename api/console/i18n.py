@@ -98,11 +98,12 @@ class Formats:
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return format_decimal(value, pattern, locale=self.locale)
 
-    def percent(self, value: float | None) -> str:
+    def percent(self, value: float | None, digits: int = 0) -> str:
         """`value` in percent (0–100), as the locale writes a percentage."""
         if value is None:
             return "—"
-        return format_percent(value / 100, "#,##0%", locale=self.locale)
+        pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
+        return format_percent(value / 100, pattern, locale=self.locale)
 
     def until(self, moment: datetime, now: datetime) -> str:
         """How long until `moment` (or since: "3 hours ago"), in words."""

@@ -51,3 +51,32 @@ SEVERITIES: Final = {
     "major": N_("Major"),
     "critical": N_("Critical"),
 }
+AREA_KINDS: Final = {
+    "city": N_("City"),
+    "district": N_("District"),
+    "street": N_("Street"),
+    "community": N_("Community"),
+}
+USER_ROLES: Final = {
+    "admin": N_("City administrator"),
+    "manager": N_("Property manager"),
+    "grid": N_("Grid official"),
+    "operator": N_("Operator staff"),
+}
+ESCALATION_LEVELS: Final = {
+    0: N_("Not escalated yet"),
+    1: N_("Escalated to the community"),
+    2: N_("Escalated to the street's squad"),
+}
+REPORT_PERIODS: Final = {
+    1: N_("Last 24 hours"),
+    7: N_("Last 7 days"),
+    30: N_("Last 30 days"),
+}
+USER_ACTIONS: Final = {
+    "created": N_("Created"),
+    "scope_changed": N_("Scope changed"),
+    "disabled": N_("Disabled"),
+    "password_reset": N_("Password reset"),
+}
+LANGUAGES: Final = {"zh_CN": N_("Chinese"), "en": N_("English")}

@@ -64,6 +64,7 @@ NOTICES = {
     "acknowledged": N_("Alert acknowledged."),
 }
 _MANAGERS = console_allow(ApiRole.admin, ApiRole.manager)
+_RESPONDERS = console_allow(ApiRole.admin, ApiRole.manager, ApiRole.operator)  # as api.auth's
 NOTE_MAX = 1000  # as the API's ManualRequest.reason
 CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
 """Where the language switch may send the user back to: a console page, never another site."""
@@ -221,7 +222,9 @@ def choose_language(
 
 @router.get("", dependencies=[CONSOLE_EVERYONE])
 def my_sites(request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep) -> Response:
-    """The user's sites."""
+    """The user's sites; a grid official starts at their area's figures instead."""
+    if caller.user.role == ApiRole.grid:
+        return RedirectResponse(f"{PREFIX}/grid", status.HTTP_303_SEE_OTHER)
     sites, _total = registry.list_sites(
         session, site_type=None, community_id=None, limit=500, offset=0, visible=scope.sites
     )
@@ -383,7 +386,7 @@ def request_collection(
     return _done(site_id, "requested")
 
 
-@router.post("/alerts/{alert_id}/ack", dependencies=[CONSOLE_EVERYONE])
+@router.post("/alerts/{alert_id}/ack", dependencies=[_RESPONDERS])
 def acknowledge(
     alert_id: AlertId,
     request: Request,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from alerts import store
 from alerts.rules import AlertType, Severity
 from api.alert_schemas import AckRequest, AlertDetail, AlertOut, AlertPage, AlertState
-from api.auth import EVERYONE, Scope, ScopeDep
+from api.auth import EVERYONE, RESPONDERS, Scope, ScopeDep
 from api.deps import SessionDep
 from api.paging import next_offset
 from api.routes.collections import Now
@@ -74,7 +74,7 @@ def get_alert(alert_id: AlertId, session: SessionDep, caller: ScopeDep) -> Alert
 
 
 @router.post(
-    "/{alert_id}/ack", response_model=AlertDetail, responses=_CONFLICT, dependencies=[EVERYONE]
+    "/{alert_id}/ack", response_model=AlertDetail, responses=_CONFLICT, dependencies=[RESPONDERS]
 )
 def acknowledge(
     alert_id: AlertId, body: AckRequest, session: SessionDep, now: Now, caller: ScopeDep

@@ -1,0 +1,137 @@
+"""The grid official's screens (issue 15): the drill-down city → district → street → community
+→ site, each level with its compliance figures, and the overdue collection requests and the
+escalations waiting for the level. A grid official sees their area and what lies under it; the
+admin the whole city.
+
+Every figure is the API's own: an area's and each of its parts' are the compliance area report
+(api.routes.compliance.area_compliance, what `GET /api/v1/compliance/areas/{id}` answers), a
+community's sites are that report's site rows. What the caller may see is the API's `Scope`
+(`Scope.area`, `Scope.sites`), so an area or site outside it is the same 404 as a missing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from api.auth import Scope
+from api.console.auth import PREFIX, CallerDep, PageError, ScopeDep, console_allow
+from api.console.drilldown import REPORT_DAYS, crumbs, home, overdue, report_days, waiting_for
+from api.console.i18n import N_
+from api.console.pages import render
+from api.deps import InfluxDep, SessionDep, SettingsDep
+from api.routes.compliance import area_compliance, report_window
+from api.schemas import ID_REGEX
+from collection import store as collection_store
+from collection.lifecycle import OPEN
+from collection.models import CollectionRequest
+from compliance.schemas import Metrics, Score
+from core.errors import NotFound
+from devices import registry
+from devices.grid import Grid, Place
+from security.keys import ApiRole
+
+router = APIRouter(prefix=f"{PREFIX}/grid", include_in_schema=False)
+
+GRID_ROLES = console_allow(ApiRole.admin, ApiRole.grid)
+AreaId = Annotated[str, Path(pattern=ID_REGEX)]
+REQUESTS_SHOWN = 500  # per status; a city's overdue requests are far fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of a level's table: a part of the area (or a site) and its figures."""
+
+    id: str
+    name: str
+    href: str
+    score: Score
+    metrics: Metrics
+
+
+def _top(scope: Scope, grid: Grid) -> Place:
+    """The caller's own top of the grid (their area; the city for the admin)."""
+    place = home(grid, scope.principal.area_id)
+    if place is None:
+        raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such area."))
+    return place
+
+
+@router.get("", dependencies=[GRID_ROLES])
+def grid_home(session: SessionDep, scope: ScopeDep) -> Response:
+    """The caller's own area."""
+    top = _top(scope, registry.grid(session))
+    return RedirectResponse(f"{PREFIX}/grid/{top.id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/{area_id}", dependencies=[GRID_ROLES])
+def area_page(
+    area_id: AreaId,
+    request: Request,
+    session: SessionDep,
+    influx: InfluxDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    scope: ScopeDep,
+    days: Annotated[int | None, Query()] = None,
+) -> Response:
+    """An area's figures, its parts' (or sites') figures, and its overdue requests."""
+    grid = registry.grid(session)
+    try:
+        scope.area(area_id)
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such area.")) from None
+    path = crumbs(grid, area_id, top=_top(scope, grid).id)
+    if path is None:  # in scope but not under the caller's top: a registry being edited
+        raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such area."))
+    area = path[-1]
+    period = report_days(days)
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    window = report_window(settings, influx, start=end - timedelta(days=period), end=end)
+    report = area_compliance(influx, session, area_id, window, list_sites=area.kind == "community")
+    if area.kind == "community":
+        rows = [
+            Row(s.id, s.name, f"{PREFIX}/sites/{s.id}", s.score, s.metrics) for s in report.sites
+        ]
+    else:
+        rows = []
+        for part in grid.children(area_id):
+            figures = area_compliance(influx, session, part.id, window, list_sites=False)
+            href = f"{PREFIX}/grid/{part.id}?days={period}"
+            rows.append(Row(part.id, part.name, href, figures.score, figures.metrics))
+    late = overdue(_waiting_requests(session, scope, grid, area_id), window.now)
+    return render(
+        request,
+        "grid.html",
+        locale=caller.user.locale,
+        me=caller,
+        area=area,
+        crumbs=path,
+        days=period,
+        periods=REPORT_DAYS,
+        report=report,
+        rows=rows,
+        overdue=late,
+        waiting=waiting_for(area.kind, late),
+        site_names=registry.site_names(session, {r.site_id for r in late}),
+    )
+
+
+def _waiting_requests(
+    session: Session, scope: Scope, grid: Grid, area_id: str
+) -> list[CollectionRequest]:
+    """The requests still waiting for a crew at the area's sites (within the caller's scope)."""
+    sites = registry.site_ids_in(session, grid.under(area_id))
+    if scope.sites is not None:
+        sites &= scope.sites
+    found: list[CollectionRequest] = []
+    for status_ in OPEN:
+        page, _total = collection_store.list_requests(
+            session, status=status_, visible_sites=sites, limit=REQUESTS_SHOWN
+        )
+        found += page
+    return found
