@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import format_date, format_datetime, format_skeleton, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
@@ -98,11 +98,20 @@ class Formats:
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return format_decimal(value, pattern, locale=self.locale)
 
-    def percent(self, value: float | None) -> str:
+    def percent(self, value: float | None, digits: int = 0) -> str:
         """`value` in percent (0–100), as the locale writes a percentage."""
         if value is None:
             return "—"
-        return format_percent(value / 100, "#,##0%", locale=self.locale)
+        pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
+        return format_percent(value / 100, pattern, locale=self.locale)
+
+    def day(self, day: date) -> str:
+        """A calendar day, short: 2026/11/3, 11/3/26."""
+        return format_date(day, "short", locale=self.locale)
+
+    def month(self, month: date) -> str:
+        """A calendar month: 2026年11月, November 2026."""
+        return format_skeleton("yMMMM", month, locale=self.locale)
 
     def until(self, moment: datetime, now: datetime) -> str:
         """How long until `moment` (or since: "3 hours ago"), in words."""
