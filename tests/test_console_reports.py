@@ -18,12 +18,12 @@ import dataclasses
 import io
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
@@ -31,6 +31,7 @@ from pypdf import PdfReader
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from api.console.auth import SESSION_COOKIE
 from api.main import create_app
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
@@ -43,10 +44,27 @@ from ingest.decode import decode
 from security.users import UserRole, create_user
 from tests.test_console import PASSWORD, _login
 
+# The console adds no registry SQL of its own beyond reading the area tree; the reports' queries
+# are the compliance API's, run on both backends in tests/test_compliance_api.py.
+pytestmark = pytest.mark.registry_backends("sqlite", reason="the API's queries, tested on both")
+
 AREA = "xiaoba"
 AREA_NAME = "肖坝社区"
 NAME_A, NAME_B = "市中区人民政府", "绿心街道办事处"
 GRID, OTHER_GRID, ADMIN, MANAGER = "grid.xiaoba", "grid.other", "city.admin", "li.manager"
+
+
+@dataclass(frozen=True)
+class AsUser:
+    """The world's one client, speaking as one logged-in user (their session cookie)."""
+
+    client: TestClient
+    session: str
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        self.client.cookies.clear()
+        self.client.cookies.set(SESSION_COOKIE, self.session, path="/console")
+        return self.client.get(path, params=params)
 
 
 @dataclass(frozen=True)
@@ -57,14 +75,12 @@ class World:
     site_c: str
     other_area: str
     month: str  # YYYY-MM, the month of the readings in the city's zone
-    clients: ExitStack
+    app: TestClient  # one app for every user: its start-up is the slow part
 
-    def client(self, user: str) -> TestClient:
-        """A client logged in as `user`, closed after the test."""
-        client = TestClient(create_app(self.settings), follow_redirects=False)
-        self.clients.enter_context(client)
-        assert _login(client, username=user).status_code == 303
-        return client
+    def client(self, user: str) -> AsUser:
+        self.app.cookies.clear()
+        assert _login(self.app, username=user).status_code == 303
+        return AsUser(self.app, self.app.cookies[SESSION_COOKIE])
 
 
 def _write(settings: Settings, tags: dict[str, BinTags], bin_id: str, readings: list[dict]) -> None:
@@ -139,14 +155,14 @@ def world(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[World]
     _write(settings, pilot_bins, str(bins[site_c]),
            [{"ts": ms, "fill_pct": 10, "deposits": 5000, "contaminated": 0}])  # fmt: skip
     month = at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m")
-    with ExitStack() as clients:
-        yield World(settings, site_a, site_b, site_c, other_area, month, clients)
+    with TestClient(create_app(settings), follow_redirects=False) as app:
+        yield World(settings, site_a, site_b, site_c, other_area, month, app)
     influx = InfluxClient(settings)
     influx.query(f"DROP DATABASE {quote_ident(settings.influx.db)}", database=False)
     influx.close()
 
 
-def test_the_area_report_page_ranks_with_evidence_and_draws_its_charts(world: World) -> None:
+def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) -> None:
     grid = world.client(GRID)
     page = grid.get(f"/console/reports/areas/{AREA}", params={"month": world.month})
     assert page.status_code == 200, page.text
@@ -160,9 +176,6 @@ def test_the_area_report_page_ranks_with_evidence_and_draws_its_charts(world: Wo
     assert f"/console/reports/areas/{AREA}/pdf?month={world.month}" in text
     assert 'href="/console/rankings"' in text  # the nav of a grid official
 
-
-def test_the_rankings_page_shows_how_scores_are_made(world: World) -> None:
-    grid = world.client(GRID)
     page = grid.get("/console/rankings", params={"site_type": "agency", "month": world.month})
     assert page.status_code == 200, page.text
     ranked, _, apart = page.text.partition("未参与排名：投放数据不足")
@@ -170,10 +183,25 @@ def test_the_rankings_page_shows_how_scores_are_made(world: World) -> None:
     assert NAME_B in apart and "已检测投放 44 次" in apart
     # How A's score is made: no requests, so accuracy weighs 0.5 of 0.5 + 0.3 + 0.2 = 50 %.
     assert "95.0 × 50% = 47.50" in ranked and "100.0 × 30% = 30.00" in ranked
-    english = world.client(ADMIN)
-    city = english.get("/console/rankings", params={"site_type": "agency", "month": world.month})
+
+    admin = world.client(ADMIN)  # English
+    city = admin.get("/console/rankings", params={"site_type": "agency", "month": world.month})
     assert city.status_code == 200
     assert "Not ranked: not enough evidence" in city.text
+    page = admin.get(f"/console/reports/sites/{world.site_a}", params={"month": world.month})
+    assert page.status_code == 200, page.text
+    # A (95 %) and C (100 %) are the city's only ranked agencies; C comes first.
+    assert "Rank 2 of 2 ranked sites of this type in the city." in page.text
+
+    manager = world.client(MANAGER)
+    assert manager.get(f"/console/reports/sites/{world.site_a}").status_code == 403
+    assert manager.get("/console/rankings").status_code == 403
+    assert grid.get("/console/reports").headers["location"] == f"/console/reports/areas/{AREA}"
+    for month in ("2026-13", "26-01", "x"):
+        page = grid.get(f"/console/reports/areas/{AREA}", params={"month": month})
+        assert page.status_code == 422 and "没有这个月份" in page.text
+    future = grid.get(f"/console/reports/areas/{AREA}", params={"month": "2999-01"})
+    assert future.status_code == 422 and "尚未开始" in future.text
 
 
 def test_downloads_read_back_and_agree(world: World) -> None:
@@ -211,6 +239,14 @@ def test_downloads_read_back_and_agree(world: World) -> None:
     for expected in (AREA_NAME, NAME_A, NAME_B, "95.0%", "3,044", "月度报告", "每日清洁指数"):
         assert expected in text, expected
 
+    admin = world.client(ADMIN)  # a site's table, in English: its total, then each day
+    low = admin.get(f"/console/reports/sites/{world.site_b}/csv", params={"month": world.month})
+    lines = list(csv.DictReader(io.StringIO(low.content.decode("utf-8-sig"))))
+    assert lines[0]["Row"] == "Total" and lines[0]["Rank"] == ""
+    assert {line["Site type"] for line in lines} == {"Agency unit"}
+    assert [line["Row"] for line in lines[1:]] == ["Day"] * (len(lines) - 1)
+    assert sum(int(line["Deposits"] or 0) for line in lines[1:]) == 44
+
 
 def _cell(value: object) -> object:
     """A cell as a comparable value: a number whether written "0.0" in CSV or 0 in the sheet."""
@@ -221,51 +257,24 @@ def _cell(value: object) -> object:
         return text
 
 
-def test_a_site_report_names_its_place_in_the_city(world: World) -> None:
-    admin = world.client(ADMIN)  # English
-    page = admin.get(f"/console/reports/sites/{world.site_a}", params={"month": world.month})
-    assert page.status_code == 200, page.text
-    # A (95 %) and C (100 %) are the city's only ranked agencies; C comes first.
-    assert "Rank 2 of 2 ranked sites of this type in the city." in page.text
-    low = admin.get(f"/console/reports/sites/{world.site_b}/csv", params={"month": world.month})
-    rows = list(csv.DictReader(io.StringIO(low.content.decode("utf-8-sig"))))
-    assert rows[0]["Row"] == "Total" and rows[0]["Rank"] == ""
-    assert {row["Site type"] for row in rows} == {"Agency unit"}
-    assert [row["Row"] for row in rows[1:]] == ["Day"] * (len(rows) - 1)
-    assert sum(int(row["Deposits"] or 0) for row in rows[1:]) == 44
-
-
-@pytest.mark.parametrize("kind", ["pdf", "csv", "xlsx", ""])
-def test_a_grid_official_reaches_only_their_area(world: World, kind: str) -> None:
-    grid = world.client(GRID)
-    suffix = f"/{kind}" if kind else ""
+def test_a_grid_official_reaches_only_their_area(world: World) -> None:
+    grid, other, admin = world.client(GRID), world.client(OTHER_GRID), world.client(ADMIN)
     params = {"month": world.month}
-    for path in (
-        f"/console/reports/areas/{world.other_area}{suffix}",
-        f"/console/reports/areas/no-such-area{suffix}",
-        f"/console/reports/sites/{world.site_c}{suffix}",
-    ):
-        assert grid.get(path, params=params).status_code == 404, path
-    assert (
-        grid.get(f"/console/reports/sites/{world.site_a}{suffix}", params=params).status_code == 200
-    )
-    other = world.client(OTHER_GRID)
-    assert other.get(f"/console/reports/areas/{AREA}{suffix}", params=params).status_code == 404
-    admin = world.client(ADMIN)
-    assert (
-        admin.get(f"/console/reports/areas/{world.other_area}{suffix}", params=params).status_code
-        == 200
-    )
-
-
-def test_managers_get_no_reports_and_bad_months_are_refused(world: World) -> None:
-    manager = world.client(MANAGER)
-    assert manager.get(f"/console/reports/sites/{world.site_a}").status_code == 403
-    assert manager.get("/console/rankings").status_code == 403
-    grid = world.client(GRID)
-    assert grid.get("/console/reports").headers["location"] == f"/console/reports/areas/{AREA}"
-    for month in ("2026-13", "26-01", "x"):
-        page = grid.get(f"/console/reports/areas/{AREA}", params={"month": month})
-        assert page.status_code == 422 and "没有这个月份" in page.text
-    future = grid.get(f"/console/reports/areas/{AREA}", params={"month": "2999-01"})
-    assert future.status_code == 422 and "尚未开始" in future.text
+    for suffix in ("", "/pdf", "/csv", "/xlsx"):
+        for path in (
+            f"/console/reports/areas/{world.other_area}{suffix}",
+            f"/console/reports/areas/no-such-area{suffix}",
+            f"/console/reports/sites/{world.site_c}{suffix}",
+            f"/console/reports/sites/no-such-site{suffix}",
+        ):
+            assert grid.get(path, params=params).status_code == 404, path
+        theirs = f"/console/reports/areas/{AREA}{suffix}"
+        assert other.get(theirs, params=params).status_code == 404, theirs
+    # Within reach, the page and a file answer (each kind is read back in the test above).
+    for suffix in ("", "/csv"):
+        mine = f"/console/reports/sites/{world.site_a}{suffix}"
+        assert grid.get(mine, params=params).status_code == 200, mine
+        city = f"/console/reports/areas/{world.other_area}{suffix}"
+        assert admin.get(city, params=params).status_code == 200, city
+    outside = {"site_type": "agency", "area": world.other_area, **params}
+    assert grid.get("/console/rankings", params=outside).status_code == 404
