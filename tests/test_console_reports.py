@@ -17,9 +17,11 @@ import csv
 import dataclasses
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -32,6 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.console.auth import SESSION_COOKIE
+from api.console.report_pdf import FONT
 from api.main import create_app
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
@@ -62,9 +65,16 @@ class AsUser:
     session: str
 
     def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        self._speak()
+        return self.client.get(path, params=params)
+
+    def post(self, path: str, data: dict[str, str]) -> httpx.Response:
+        self._speak()
+        return self.client.post(path, data=data)
+
+    def _speak(self) -> None:
         self.client.cookies.clear()
         self.client.cookies.set(SESSION_COOKIE, self.session, path="/console")
-        return self.client.get(path, params=params)
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,19 @@ def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) 
     future = grid.get(f"/console/reports/areas/{AREA}", params={"month": "2999-01"})
     assert future.status_code == 422 and "尚未开始" in future.text
 
+    # A grid official switches to English on a report and is brought back to it.
+    page = grid.get(f"/console/reports/areas/{AREA}", params={"month": world.month})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    switched = grid.post(
+        "/console/locale",
+        data={"csrf": csrf.group(1), "locale": "en", "next": f"/console/reports/areas/{AREA}"},
+    )
+    assert switched.status_code == 303
+    english = grid.get(f"/console/reports/areas/{AREA}", params={"month": world.month})
+    assert f"{AREA_NAME} monthly report {world.month}" in english.text
+    assert "Not ranked:" in english.text and "Sorting accuracy by day" in english.text
+
 
 def test_downloads_read_back_and_agree(world: World) -> None:
     grid = world.client(GRID)
@@ -278,3 +301,13 @@ def test_a_grid_official_reaches_only_their_area(world: World) -> None:
         assert admin.get(city, params=params).status_code == 200, city
     outside = {"site_type": "agency", "area": world.other_area, **params}
     assert grid.get("/console/rankings", params=outside).status_code == 404
+
+
+def test_the_pdf_font_is_installed_by_make_and_by_the_image() -> None:
+    repo = Path(__file__).parents[1]
+    package = "fonts-wqy-microhei"
+    assert f"{FONT}:{package}" in (repo / "Makefile").read_text(encoding="utf-8")
+    assert f"apt-get install -y --no-install-recommends {package}" in (
+        repo / "Dockerfile"
+    ).read_text(encoding="utf-8")
+    assert FONT.is_file()  # `make setup` installed it here

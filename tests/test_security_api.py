@@ -50,8 +50,8 @@ POLICIES: dict[tuple[str, str], str] = {
     # The console (api/console): a session cookie instead of a key, the same roles and scope.
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
-    ("POST", "/console/logout"): "admin, manager, operator",
-    ("POST", "/console/locale"): "admin, manager, operator",
+    ("POST", "/console/logout"): "admin, grid, manager, operator",
+    ("POST", "/console/locale"): "admin, grid, manager, operator",
     ("GET", "/console"): "admin, manager, operator",
     ("GET", "/console/sites/{site_id}"): "admin, manager, operator",
     ("GET", "/console/sites/{site_id}/live"): "admin, manager, operator",

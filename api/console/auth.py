@@ -106,6 +106,8 @@ def console_allow(*roles: ApiRole | UserRole) -> Any:
 
 
 CONSOLE_EVERYONE: Any = console_allow(*ApiRole)
+# What every person logged in may do wherever they are: log out, change language.
+CONSOLE_PEOPLE: Any = console_allow(*UserRole)
 # The reports and rankings (api/console/reports.py): grid officials for their area, the city's
 # admins for every area.
 CONSOLE_GRID: Any = console_allow(UserRole.grid, UserRole.admin)
