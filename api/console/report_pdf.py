@@ -52,13 +52,15 @@ def report_pdf(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
     pdf.add_page()
     report = found.report
     pdf.set_font(FAMILY, size=16)
-    pdf.multi_cell(0, 9, report_title(found, gettext), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 9, report_title(found, gettext), align="L", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FAMILY, size=9)
-    pdf.multi_cell(0, 5, period_text(report, gettext, fmt), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        0, 5, _plain(period_text(report, gettext, fmt)), align="L", new_x="LMARGIN", new_y="NEXT"
+    )
     pdf.ln(3)
     _heading(pdf, gettext(N_("Cleanliness score")))
     pdf.set_font(FAMILY, size=22)
-    pdf.cell(0, 11, fmt.number(report.score.value, 1), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 11, fmt.number(report.score.value, 1), align="L", new_x="LMARGIN", new_y="NEXT")
     _table(
         pdf,
         [gettext(N_("Part")), gettext(N_("Value")), gettext(N_("Weight")), gettext(N_("Points"))],
@@ -75,7 +77,9 @@ def report_pdf(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
     )
     if found.place is not None:
         pdf.ln(2)
-        pdf.multi_cell(0, 5, place_text(found, gettext, fmt), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0, 5, place_text(found, gettext, fmt), align="L", new_x="LMARGIN", new_y="NEXT"
+        )
     _heading(pdf, gettext(N_("Figures")))
     _table(
         pdf,
@@ -84,12 +88,16 @@ def report_pdf(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
         (110, 70),
     )
     for title, chart in found.charts:
+        if pdf.get_y() + 14 + chart.height * CHART_SCALE > pdf.h - pdf.b_margin:
+            pdf.add_page()  # a chart's heading stays with it
         _heading(pdf, gettext(title))
         _chart(pdf, chart)
     if found.by_type:
         _heading(pdf, gettext(N_("Ranking")))
         pdf.set_font(FAMILY, size=8)
-        pdf.multi_cell(0, 4.5, rule_text(found.rule, gettext, fmt), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0, 4.5, rule_text(found.rule, gettext, fmt), align="L", new_x="LMARGIN", new_y="NEXT"
+        )
         for site_type, sites in found.by_type:
             pdf.set_font(FAMILY, size=11)
             pdf.cell(
@@ -121,8 +129,13 @@ def report_pdf(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
     pdf.set_font(FAMILY, size=8)
     pdf.set_text_color(*GREY)
     generated = gettext(N_("Generated %(time)s")) % {"time": fmt.time(datetime.now(UTC))}
-    pdf.cell(0, 5, generated, new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 5, _plain(generated), align="L", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
+
+
+def _plain(text: str) -> str:
+    """English times hold a narrow no-break space (12:00\u202fAM) the font has no glyph for."""
+    return text.replace("\u202f", " ")
 
 
 def _pct(fraction: float | None) -> float | None:
@@ -133,7 +146,7 @@ def _heading(pdf: FPDF, text: str) -> None:
     pdf.ln(3)
     pdf.set_font(FAMILY, size=12)
     pdf.set_text_color(0, 0, 0)
-    pdf.cell(0, 8, text, new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 8, text, align="L", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FAMILY, size=9)
 
 
@@ -153,7 +166,9 @@ def _table(
         pdf.ln()
         if len(row) > len(widths):
             pdf.set_text_color(*GREY)
-            pdf.cell(sum(widths), 5, row[len(widths)], border=1, new_x="LMARGIN", new_y="NEXT")
+            pdf.cell(
+                sum(widths), 5, row[len(widths)], border=1, align="L", new_x="LMARGIN", new_y="NEXT"
+            )
             pdf.set_text_color(0, 0, 0)
 
 
@@ -161,9 +176,6 @@ def _chart(pdf: FPDF, chart: BarChart) -> None:
     """The bars of `chart`, scaled from its SVG units to the page, at the current position."""
     top = pdf.get_y()
     left = pdf.l_margin
-    if top + chart.height * CHART_SCALE > pdf.h - pdf.b_margin:
-        pdf.add_page()
-        top = pdf.get_y()
     pdf.set_font(FAMILY, size=6)
     pdf.set_draw_color(*GREY)
     pdf.set_text_color(*GREY)
