@@ -13,6 +13,7 @@ The month's window is at least 3 days long, so ranking needs at least 60 checked
 
 from __future__ import annotations
 
+import calendar
 import csv
 import dataclasses
 import io
@@ -177,7 +178,8 @@ def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) 
     page = grid.get(f"/console/reports/areas/{AREA}", params={"month": world.month})
     assert page.status_code == 200, page.text
     text = page.text
-    assert f"{AREA_NAME} {world.month} 月度报告" in text  # Chinese: the user's locale
+    year, month = world.month.split("-")
+    assert f"{AREA_NAME} {year}年{int(month)}月 月度报告" in text  # Chinese: the user's locale
     assert NAME_A in text and NAME_B in text
     assert "95.0%" in text  # site A's accuracy
     # B is listed, unranked, with its count and the bar it missed.
@@ -223,7 +225,8 @@ def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) 
     )
     assert switched.status_code == 303
     english = grid.get(f"/console/reports/areas/{AREA}", params={"month": world.month})
-    assert f"{AREA_NAME} monthly report {world.month}" in english.text
+    named = f"{calendar.month_name[int(month)]} {year}"
+    assert f"{AREA_NAME} monthly report {named}" in english.text
     assert "Not ranked:" in english.text and "Sorting accuracy by day" in english.text
 
 
@@ -235,7 +238,8 @@ def test_downloads_read_back_and_agree(world: World) -> None:
     assert csv_answer.content.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs
     disposition = csv_answer.headers["content-disposition"]
     assert f'filename="binwatch-{AREA}-{world.month}.csv"' in disposition
-    assert quote(f"{AREA_NAME} {world.month} 月度报告.csv") in disposition
+    year, month = world.month.split("-")
+    assert quote(f"{AREA_NAME} {year}年{int(month)}月 月度报告.csv") in disposition
     rows = list(csv.reader(io.StringIO(csv_answer.content.decode("utf-8-sig"))))
     header, body = rows[0], rows[1:]
     column = {name: index for index, name in enumerate(header)}

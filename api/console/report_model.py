@@ -231,9 +231,9 @@ def period_text(report: ComplianceReport, gettext: Callable[[str], str], fmt: Fo
     }
 
 
-def report_title(found: MonthlyReport, gettext: Callable[[str], str]) -> str:
-    """The report's title, also the downloads' file name."""
+def report_title(found: MonthlyReport, gettext: Callable[[str], str], fmt: Formats) -> str:
+    """The report's title, also the downloads' file name: 肖坝社区 2026年11月 月度报告."""
     return gettext(N_("%(name)s monthly report %(month)s")) % {
         "name": found.report.subject.name,
-        "month": found.month.strftime("%Y-%m"),
+        "month": fmt.month(found.month),
     }

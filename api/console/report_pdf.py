@@ -48,11 +48,13 @@ def report_pdf(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
     pdf.set_margins(15, 15, 15)
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_font(FAMILY, fname=str(FONT))
-    pdf.set_title(report_title(found, gettext))
+    pdf.set_title(report_title(found, gettext, fmt))
     pdf.add_page()
     report = found.report
     pdf.set_font(FAMILY, size=16)
-    pdf.multi_cell(0, 9, report_title(found, gettext), align="L", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        0, 9, report_title(found, gettext, fmt), align="L", new_x="LMARGIN", new_y="NEXT"
+    )
     pdf.set_font(FAMILY, size=9)
     pdf.multi_cell(
         0, 5, _plain(period_text(report, gettext, fmt)), align="L", new_x="LMARGIN", new_y="NEXT"

@@ -177,7 +177,7 @@ class Context:
             locale=self.locale,
             me=self.caller,
             r=found,
-            title=report_title(found, gettext),
+            title=report_title(found, gettext, fmt),
             period=period_text(found.report, gettext, fmt),
             rule=rule_text(found.rule, gettext, fmt),
             place=place_text(found, gettext, fmt),
@@ -189,16 +189,16 @@ class Context:
         )
 
     def download(self, found: MonthlyReport, kind: FileKind) -> Response:
-        gettext = translations(self.locale).gettext
+        gettext, fmt = translations(self.locale).gettext, self.formats
         if kind == "pdf":
-            body = report_pdf(found, gettext, self.formats)
+            body = report_pdf(found, gettext, fmt)
         elif kind == "csv":
-            body = report_csv(found, gettext, self.formats)
+            body = report_csv(found, gettext, fmt)
         else:
-            body = report_xlsx(found, gettext, self.formats)
+            body = report_xlsx(found, gettext, fmt)
         subject = found.report.subject
         month = found.month.strftime("%Y-%m")
-        name = report_title(found, gettext)
+        name = report_title(found, gettext, fmt)
         disposition = (
             f'attachment; filename="binwatch-{subject.id}-{month}.{kind}"; '
             f"filename*=UTF-8''{quote(f'{name}.{kind}')}"
