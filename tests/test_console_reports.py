@@ -209,6 +209,7 @@ def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) 
     assert manager.get(f"/console/reports/sites/{world.site_a}").status_code == 403
     assert manager.get("/console/rankings").status_code == 403
     assert grid.get("/console/reports").headers["location"] == f"/console/reports/areas/{AREA}"
+    assert grid.get(f"/console/reports/areas/{AREA}").status_code == 200  # this month so far
     for bad in ("2026-13", "26-01", "x"):
         page = grid.get(f"/console/reports/areas/{AREA}", params={"month": bad})
         assert page.status_code == 422 and "没有这个月份" in page.text

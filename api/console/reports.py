@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -89,9 +89,11 @@ def reach_of(session: Session, caller: Caller) -> Reach:
 
 
 def _month(month: str | None, settings: Settings) -> date:
-    """`YYYY-MM`, by default the city's current month."""
+    """`YYYY-MM`, by default the city's month of the last whole hour (the current one, but
+    in a month's first hour the one before: a report needs a whole hour)."""
     if month is None:
-        return datetime.now(ZoneInfo(settings.timezone)).date().replace(day=1)
+        last_hour = datetime.now(ZoneInfo(settings.timezone)) - timedelta(hours=1)
+        return last_hour.date().replace(day=1)
     found = MONTH.fullmatch(month)
     if found is None or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) < 2000:
         raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("There is no such month."))
