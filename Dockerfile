@@ -15,6 +15,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --system --uid 10001 --create-home --home-dir /home/binwatch binwatch \
     && mkdir /data /mqtt-auth && chown binwatch:binwatch /data /mqtt-auth
 
+# The monthly report's PDF sets Chinese in WenQuanYi Micro Hei (api/console/report_pdf.py), the
+# same Debian package the Makefile installs for the tests.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
+
 # .dockerignore lets only the package sources and pyproject.toml in, so no .env or local
 # database can end up in a layer. The sources are deleted once installed: the image runs the
 # installed package, never the tree. Its dependencies include psycopg[binary], the PostgreSQL

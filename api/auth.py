@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -89,9 +90,10 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 class Policy:
     """A route's policy, given as `dependencies=[allow(...)]`: the roles that may call it at all
-    (403 with a message for the others). tests/test_security_api.py finds it on every route."""
+    (403 with a message for the others). tests/test_security_api.py finds it on every route.
+    The roles are keys' (ApiRole) here, people's (security.users.UserRole) on the console."""
 
-    def __init__(self, roles: frozenset[ApiRole]) -> None:
+    def __init__(self, roles: frozenset[StrEnum]) -> None:
         self.roles = roles
 
     def __call__(self, principal: PrincipalDep) -> None:

@@ -1,5 +1,5 @@
 """The arithmetic of compliance, with no I/O: from hourly sums to metrics, the cleanliness score,
-ranking order, local-time periods and CSV. docs/metrics.md defines every figure; this module is
+local-time periods and CSV (the ranking rule is compliance/ranking.py). docs/metrics.md defines every figure; this module is
 the one place that computes them, so the JSON, the CSV, the raw and the rollup paths agree."""
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ OVERFLOW_SHARE_AT_ZERO: Final = 0.10
 LOW_BATTERY_PCT: Final = 20.0
 OFFLINE_AFTER: Final = timedelta(hours=2)  # no reading in the window's last 2 hours
 BATTERY_LOOKBACK: Final = timedelta(hours=24)  # battery judged on the window's last day
-SCORE_DECIMALS: Final = 2  # scores equal to this many decimals tie
 
 
 def accuracy(*, checked_deposits: int | None, contaminated: int | None) -> float | None:
@@ -241,23 +240,6 @@ def score(figures: Metrics) -> Score:
     return Score(value=sum(points) if points else None, parts=parts)
 
 
-def ranked(rows: Sequence[SiteRow]) -> list[SiteRow]:
-    """Best score first; scores equal to SCORE_DECIMALS share a rank (1, 2, 2, 4) and are
-    ordered by site id, sites without a score last: the same order on every call."""
-
-    def key(row: SiteRow) -> tuple[bool, float, str]:
-        value = row.score.value
-        return (value is None, -round(value, SCORE_DECIMALS) if value is not None else 0.0, row.id)
-
-    ordered = sorted(rows, key=key)
-    result: list[SiteRow] = []
-    for position, row in enumerate(ordered, start=1):
-        tied = result and key(result[-1])[:2] == key(row)[:2]
-        rank = result[-1].rank if tied else position
-        result.append(row.model_copy(update={"rank": rank}))
-    return result
-
-
 # --- periods in local time ---------------------------------------------------------------------
 
 
@@ -346,22 +328,27 @@ def report_csv(report: ComplianceReport) -> Iterator[str]:
     for site in report.sites:
         rows.append(
             {"row": "site", "rank": site.rank, "kind": "site", "id": site.id, "name": site.name,
-             "start": start, "end": end, **_figures(site.metrics, site.score)}
+             "start": start, "end": end, "not_ranked": _not_ranked(site),
+             **_figures(site.metrics, site.score)}
         )  # fmt: skip
-    columns = ("row", "rank", "kind", "id", "name", "start", "end")
+    columns = ("row", "rank", "kind", "id", "name", "start", "end", "not_ranked")
     return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
 
 
+def _not_ranked(site: SiteRow) -> str | None:
+    return site.not_ranked.reason if site.not_ranked else None
+
+
 def ranking_csv(ranking: Ranking) -> Iterator[str]:
-    """One line per site, in rank order."""
+    """One line per site, in rank order, then the sites not ranked (empty rank, the reason)."""
     start, end = rfc3339(ranking.start), rfc3339(ranking.end)
     rows = [
         {"rank": site.rank, "id": site.id, "name": site.name, "site_type": site.site_type.value,
          "community_id": site.community_id, "start": start, "end": end,
-         **_figures(site.metrics, site.score)}
-        for site in ranking.items
+         "not_ranked": _not_ranked(site), **_figures(site.metrics, site.score)}
+        for site in (*ranking.items, *ranking.not_ranked)
     ]  # fmt: skip
-    columns = ("rank", "id", "name", "site_type", "community_id", "start", "end")
+    columns = ("rank", "id", "name", "site_type", "community_id", "start", "end", "not_ranked")
     return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
 
 

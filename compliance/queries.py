@@ -82,6 +82,19 @@ def site_scope(session: Session, site_id: str) -> Scope:
     return Scope(Subject(kind="site", id=site.id, name=site.name), [site], "site", site.id)
 
 
+def areas_under(session: Session, area_id: str) -> set[str]:
+    """The area and every area below it, at any depth (an unknown id: just itself)."""
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for child_id, parent_id in session.execute(select(Area.id, Area.parent_id)):
+        children[parent_id].append(child_id)
+    under, frontier = {area_id}, [area_id]
+    while frontier:
+        found = children[frontier.pop()]
+        under.update(found)
+        frontier.extend(found)
+    return under
+
+
 def area_scope(session: Session, area_id: str) -> Scope:
     """The sites under an area at any depth; NotFound for an unknown area."""
     area = session.get(Area, area_id)
@@ -89,6 +102,7 @@ def area_scope(session: Session, area_id: str) -> Scope:
         raise NotFound(f"no area with id {area_id!r}")
     under = registry.grid(session).under(area.id)
     sites = _sites(session, Site.community_id.in_(under))
+    sites = _sites(session, Site.community_id.in_(areas_under(session, area.id)))
     subject = Subject(kind=area.kind, id=area.id, name=area.name)
     tag = AREA_TAGS.get(area.kind)
     return Scope(subject, sites, tag, area.id if tag else None)

@@ -161,19 +161,38 @@ class Period(BaseModel):
     score: Score
 
 
+class NotRanked(BaseModel):
+    """Why a site is listed apart from the ranking: too few checked deposits in the window to
+    judge its sorting (compliance/ranking.py)."""
+
+    reason: Literal["too_few_checked_deposits"] = "too_few_checked_deposits"
+    checked_deposits: int
+    min_checked_deposits: int
+
+
+class RankingRule(BaseModel):
+    """The evidence a site needs to be ranked over the window, and the precision of ties."""
+
+    min_checked_deposits_per_day: int
+    min_checked_deposits: int
+    score_decimals: int
+
+
 class SiteRow(BaseModel):
-    rank: int
+    rank: int | None  # None: not ranked, `not_ranked` says why
     id: str
     name: str
     site_type: SiteType
     community_id: str
     score: Score
     metrics: Metrics
+    not_ranked: NotRanked | None = None
 
 
 class ComplianceReport(BaseModel):
     """A site's, area's or operator's compliance over [start, end); `sites` ranks the sites of
-    an area or operator (empty for a site report), `periods` is there when `every` was asked."""
+    an area or operator (empty for a site report; those without enough evidence last, rank
+    None), `periods` is there when `every` was asked."""
 
     subject: Subject
     start: UtcTime
@@ -188,11 +207,14 @@ class ComplianceReport(BaseModel):
 
 
 class Ranking(BaseModel):
-    """Sites of one type, cleanest first (ties: docs/metrics.md)."""
+    """Sites of one type with enough evidence, cleanest first (ties: docs/metrics.md), and
+    those without, apart, each with its reason."""
 
     site_type: SiteType
     start: UtcTime
     end: UtcTime
     timezone: str
     source: Source
+    rule: RankingRule
     items: list[SiteRow]
+    not_ranked: list[SiteRow]

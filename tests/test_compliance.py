@@ -23,13 +23,13 @@ from compliance.figures import (
     nearest_rank,
     period_bounds,
     periods,
-    ranked,
     ranking_csv,
     request_total,
     score,
     total,
     within_deadline,
 )
+from compliance.ranking import ranked, rule
 from compliance.requests import request_sums
 from compliance.schemas import Ranking, ReportWindow, SiteRow
 from core.coverage import Coverage, Covered
@@ -111,8 +111,11 @@ def test_score_weights_and_renormalisation() -> None:
     assert {p.name: p.value for p in score(awful).parts}["overflow"] == 0
 
 
+HOUR_RULE = rule(START, START + timedelta(hours=1))  # 1 checked deposit is enough evidence
+
+
 def _row(site_id: str, value: float | None) -> SiteRow:
-    sums = Sums(bin_hours=1)
+    sums = Sums(deposits=1, checked_deposits=1 if value is not None else 0, bin_hours=1)
     base = metrics(sums, bins=1, start=START, end=START + timedelta(hours=1), devices=None)
     result = score(base).model_copy(update={"value": value})
     return SiteRow(rank=0, id=site_id, name=site_id, site_type=SiteType.compound,
@@ -121,9 +124,11 @@ def _row(site_id: str, value: float | None) -> SiteRow:
 
 def test_ranking_order_ties_and_missing_scores() -> None:
     rows = [_row("d", 80.001), _row("a", None), _row("c", 90.0), _row("b", 80.0), _row("e", 70)]
-    result = ranked(rows)
-    assert [(r.rank, r.id) for r in result] == [(1, "c"), (2, "b"), (2, "d"), (4, "e"), (5, "a")]
-    assert ranked(list(reversed(rows))) == result
+    result = ranked(rows, HOUR_RULE)
+    assert [(r.rank, r.id) for r in result] == [
+        (1, "c"), (2, "b"), (2, "d"), (4, "e"), (None, "a")
+    ]  # fmt: skip
+    assert ranked(list(reversed(rows)), HOUR_RULE) == result
 
 
 def test_local_days_weeks_and_months() -> None:
@@ -205,15 +210,16 @@ def test_report_window_refusals(overrides: dict[str, object], message: str) -> N
 
 
 def test_ranking_csv_has_the_json_numbers_and_empty_nulls() -> None:
-    rows = ranked([_row("b", 50.5), _row("a", None)])
+    b, a = ranked([_row("b", 50.5), _row("a", None)], HOUR_RULE)
     ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
-                      timezone="Asia/Shanghai", source="hourly", items=rows)  # fmt: skip
+                      timezone="Asia/Shanghai", source="hourly", rule=HOUR_RULE, items=[b],
+                      not_ranked=[a])  # fmt: skip
     lines = list(csv.DictReader(io.StringIO("".join(ranking_csv(ranking)))))
-    assert [(line["rank"], line["id"], line["score"]) for line in lines] == [
-        ("1", "b", "50.5"),
-        ("2", "a", ""),
+    assert [(line["rank"], line["id"], line["score"], line["not_ranked"]) for line in lines] == [
+        ("1", "b", "50.5", ""),
+        ("", "a", "", "too_few_checked_deposits"),
     ]
-    assert lines[0]["accuracy"] == "" and lines[0]["reporting_coverage"] == "1.0"
+    assert lines[0]["accuracy"] == "1.0" and lines[0]["reporting_coverage"] == "1.0"
 
 
 def test_period_bounds_list_every_period_with_or_without_data() -> None:
@@ -318,7 +324,8 @@ def test_csv_has_the_collection_columns() -> None:
     row = SiteRow(rank=0, id="a", name="a", site_type=SiteType.compound, community_id="c",
                   score=score(base), metrics=base)  # fmt: skip
     ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
-                      timezone="Asia/Shanghai", source="hourly", items=ranked([row]))  # fmt: skip
+                      timezone="Asia/Shanghai", source="hourly", rule=HOUR_RULE, items=[],
+                      not_ranked=ranked([row], HOUR_RULE))  # fmt: skip
     (line,) = csv.DictReader(io.StringIO("".join(ranking_csv(ranking))))
     assert (line["requests"], line["response_median_minutes"]) == ("1", "12.5")
     # Overflow, device health and collection all 100, weighted 0.3, 0.2 and 0.25 of 0.75.

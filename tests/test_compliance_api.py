@@ -190,13 +190,14 @@ def test_areas_and_operator_add_up_their_sites(
     assert xiaoba["subject"] == {"kind": "community", "id": "xiaoba", "name": "Xiaoba Community"}
     assert xiaoba["metrics"]["bins"] == sum(t.community == "xiaoba" for t in pilot_bins.values())
     ids = [site["id"] for site in xiaoba["sites"]]
-    assert ids[:2] == [Y, X]
-    assert [site["rank"] for site in xiaoba["sites"][:3]] == [1, 2, 3]
-    # Every other site has bins but no readings: score 0 from device health alone, a tie at
-    # rank 3, broken by id.
-    rest = xiaoba["sites"][2:]
-    assert {site["rank"] for site in rest} == {3} and ids[2:] == sorted(ids[2:])
-    assert all(site["score"]["value"] == 0 for site in rest)
+    # Ranked needs 10 checked deposits in the 12 hours (20 a day): only X has them (202). Y and
+    # every other site (bins but no readings) are listed after it, unranked, by id.
+    assert ids[0] == X and xiaoba["sites"][0]["rank"] == 1
+    rest = xiaoba["sites"][1:]
+    assert ids[1:] == sorted(ids[1:]) and Y in ids[1:]
+    assert {site["rank"] for site in rest} == {None}
+    assert {site["not_ranked"]["min_checked_deposits"] for site in rest} == {10}
+    assert all(site["score"]["value"] == 0 for site in rest if site["id"] != Y)
     for path, kind, bins in (
         ("/api/v1/compliance/areas/xiaoba", "community", "xiaoba"),
         ("/api/v1/compliance/areas/lvxin", "street", "lvxin"),
@@ -220,14 +221,26 @@ def test_areas_and_operator_add_up_their_sites(
             )
 
 
-def test_ranking_order_and_ties(api: TestClient) -> None:
+def test_ranking_needs_evidence_and_lists_the_others_apart(api: TestClient) -> None:
     ranking = get(api, "/api/v1/rankings", site_type="agency")
-    items = ranking["items"]
-    assert len(items) == 50
-    assert [(i["rank"], i["id"]) for i in items[:2]] == [(1, Y), (2, X)]
-    assert items[0]["score"]["value"] == pytest.approx(Y_SCORE)
-    assert {i["rank"] for i in items[2:]} == {3}
-    assert [i["id"] for i in items[2:]] == sorted(i["id"] for i in items[2:])
+    assert ranking["rule"] == {
+        "min_checked_deposits_per_day": 20,
+        "min_checked_deposits": 10,  # 20 a day for 12 hours
+        "score_decimals": 2,
+    }
+    # Y scores higher than X (no accuracy part to lose), but has no checked deposit at all.
+    assert [(i["rank"], i["id"]) for i in ranking["items"]] == [(1, X)]
+    assert ranking["items"][0]["score"]["value"] == pytest.approx(X_SCORE)
+    not_ranked = ranking["not_ranked"]
+    assert len(not_ranked) == 49
+    by_id = {item["id"]: item for item in not_ranked}
+    assert by_id[Y]["score"]["value"] == pytest.approx(Y_SCORE) and Y_SCORE > X_SCORE
+    assert by_id[Y]["not_ranked"] == {
+        "reason": "too_few_checked_deposits",
+        "checked_deposits": 0,
+        "min_checked_deposits": 10,
+    }
+    assert [i["id"] for i in not_ranked] == sorted(by_id)  # equal evidence (none): by id
     assert get(api, "/api/v1/rankings", site_type="agency") == ranking  # stable
 
 
@@ -249,11 +262,12 @@ def test_csv_carries_the_same_numbers(api: TestClient) -> None:
         )
         assert rows[0]["accuracy"] == str(report["metrics"]["accuracy"])
         assert rows[0]["score"] == str(report["score"]["value"])
-        assert rows[1]["deposits"] == "102" and rows[3]["id"] == Y
+        assert rows[1]["deposits"] == "102" and rows[3]["id"] == X
     ranking = api.get("/api/v1/rankings", params=window(site_type="agency", format="csv"))
     rows = list(csv.DictReader(io.StringIO(ranking.text)))
-    assert (rows[1]["id"], rows[1]["rank"], rows[1]["deposits"]) == (X, "2", "202")
-    assert rows[0]["accuracy"] == ""  # null
+    assert (rows[0]["id"], rows[0]["rank"], rows[0]["deposits"]) == (X, "1", "202")
+    assert (rows[1]["rank"], rows[1]["not_ranked"]) == ("", "too_few_checked_deposits")
+    assert rows[1]["accuracy"] == ""  # null
 
 
 # --- collection requests ----------------------------------------------------------------------
@@ -369,7 +383,9 @@ def test_area_collection_figures_add_up_their_sites(
     )
     assert sites[Y]["score"]["value"] == pytest.approx(Y_SCORE_WITH_REQUESTS)
     assert sites[X]["score"]["value"] == pytest.approx(X_SCORE_WITH_REQUESTS)
-    assert [site["id"] for site in xiaoba["sites"][:2]] == [Y, X]
+    # Y's requests do not make up for its lack of checked deposits: X alone is ranked.
+    assert [(site["id"], site["rank"]) for site in xiaoba["sites"][:1]] == [(X, 1)]
+    assert sites[Y]["rank"] is None
     assert sum(site["metrics"]["requests"] for site in xiaoba["sites"]) == 7
     # The street holds the finance bureau too: its on-time request and the other operator's.
     lvxin = get(api, "/api/v1/compliance/areas/lvxin")["metrics"]
@@ -380,7 +396,7 @@ def test_area_collection_figures_add_up_their_sites(
     lvyuan = get(api, "/api/v1/compliance/operators/op-lvyuan")["metrics"]
     assert lvyuan["requests"] == 8
     ranking = get(api, "/api/v1/rankings", site_type="agency")
-    ranked_sites = {item["id"]: item for item in ranking["items"]}
+    ranked_sites = {item["id"]: item for item in ranking["items"] + ranking["not_ranked"]}
     assert ranked_sites[X]["metrics"] == sites[X]["metrics"]
     assert ranked_sites[FINANCE]["metrics"]["requests"] == 2
 

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from api.console import admin, grid
 from api.console.auth import PREFIX, PageError
 from api.console.pages import page_error, router
+from api.console.reports import router as reports_router
 from core.settings import Settings
 from security.throttle import LoginThrottle
 
@@ -22,6 +23,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(grid.router)
     app.include_router(admin.router)
+    app.include_router(reports_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.add_exception_handler(PageError, page_error)
     app.state.login_throttle = LoginThrottle(

@@ -23,7 +23,7 @@ from core.settings import Settings
 from security.keys import ApiRole, Principal
 from security.models import User
 from security.session_rules import csrf_matches, csrf_token
-from security.users import session_user
+from security.users import UserRole, session_user
 
 SESSION_COOKIE = "binwatch_session"
 LOGIN_COOKIE = "binwatch_login"
@@ -96,17 +96,24 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 class ConsolePolicy(Policy):
     """A console route's policy: the user roles that may use it (403 page for the others).
     tests/test_security_api.py lists it with the API's."""
+    """A console route's policy: the user roles that may use it (a grid official's come from
+    security.users.UserRole). tests/test_security_api.py lists it with the API's."""
 
     def __call__(self, caller: CallerDep) -> None:  # type: ignore[override]
         if caller.user.role not in {role.value for role in self.roles}:
             raise PageError(status.HTTP_403_FORBIDDEN, N_("This page is not for your role."))
 
 
-def console_allow(*roles: ApiRole) -> Any:
+def console_allow(*roles: ApiRole | UserRole) -> Any:
     return Depends(ConsolePolicy(frozenset(roles)))
 
 
 CONSOLE_EVERYONE: Any = console_allow(*ApiRole)
+# What every person logged in may do wherever they are: log out, change language.
+CONSOLE_PEOPLE: Any = console_allow(*UserRole)
+# The reports and rankings (api/console/reports.py): grid officials for their area, the city's
+# admins for every area.
+CONSOLE_GRID: Any = console_allow(UserRole.grid, UserRole.admin)
 
 
 def caller_scope(caller: CallerDep, session: SessionDep) -> Scope:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import format_date, format_datetime, format_skeleton, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
@@ -104,6 +104,14 @@ class Formats:
             return "—"
         pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
         return format_percent(value / 100, pattern, locale=self.locale)
+
+    def day(self, day: date) -> str:
+        """A calendar day, short: 2026/11/3, 11/3/26."""
+        return format_date(day, "short", locale=self.locale)
+
+    def month(self, month: date) -> str:
+        """A calendar month: 2026年11月, November 2026."""
+        return format_skeleton("yMMMM", month, locale=self.locale)
 
     def until(self, moment: datetime, now: datetime) -> str:
         """How long until `moment` (or since: "3 hours ago"), in words."""

@@ -26,6 +26,7 @@ from api.auth import PUBLIC, Scope
 from api.console import labels
 from api.console.auth import (
     CONSOLE_EVERYONE,
+    CONSOLE_PEOPLE,
     LOGIN_COOKIE,
     LOGIN_PATH,
     PREFIX,
@@ -197,7 +198,7 @@ def login(
     return response
 
 
-@router.post("/logout", dependencies=[CONSOLE_EVERYONE])
+@router.post("/logout", dependencies=[CONSOLE_PEOPLE])
 def logout(caller: PostCallerDep, session: SessionDep) -> Response:
     close_session(session, caller.token)
     response = RedirectResponse(LOGIN_PATH, status.HTTP_303_SEE_OTHER)
@@ -205,7 +206,7 @@ def logout(caller: PostCallerDep, session: SessionDep) -> Response:
     return response
 
 
-@router.post("/locale", dependencies=[CONSOLE_EVERYONE])
+@router.post("/locale", dependencies=[CONSOLE_PEOPLE])
 def choose_language(
     caller: PostCallerDep,
     session: SessionDep,

@@ -25,13 +25,13 @@ from compliance.figures import (
     metrics,
     period_bounds,
     periods,
-    ranked,
     ranking_csv,
     report_csv,
     request_total,
     score,
     total,
 )
+from compliance.ranking import ranked, rule
 from compliance.requests import request_sums
 from compliance.schemas import (
     ComplianceReport,
@@ -119,7 +119,7 @@ def site_report(
     """A site's accuracy, participation, overflow, device health, collection and score."""
     caller.site(site_id)
     scope = reads.site_scope(session, site_id)
-    return _answer(request, format, _report(influx, session, scope, window, list_sites=False))
+    return _answer(request, format, build_report(influx, session, scope, window, list_sites=False))
 
 
 @router.get(
@@ -156,6 +156,9 @@ def area_compliance(
     return _report(
         influx, session, reads.area_scope(session, area_id), window, list_sites=list_sites
     )
+    """A community's, street's, district's or the city's figures, with its sites ranked."""
+    scope = reads.area_scope(session, area_id)
+    return _answer(request, format, build_report(influx, session, scope, window, list_sites=True))
 
 
 @router.get(
@@ -177,7 +180,7 @@ def operator_report(
     if not caller.is_admin and caller.principal.operator_id != operator_id:
         raise NotFound(f"no operator with id {operator_id!r}")
     scope = reads.operator_scope(session, operator_id)
-    return _answer(request, format, _report(influx, session, scope, window, list_sites=True))
+    return _answer(request, format, build_report(influx, session, scope, window, list_sites=True))
 
 
 @router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE, dependencies=[EVERYONE])
@@ -189,20 +192,35 @@ def rankings(
     request: Request,
     format: Format = None,
 ) -> Ranking | Response:
-    """The sites of a type, cleanest first, each with its score and the parts behind it."""
+    """The sites of a type with enough evidence, cleanest first, each with its score and the
+    parts behind it; then those without enough evidence, with the reason."""
     scope = reads.type_scope(session, site_type.value)
+    return _answer(request, format, build_ranking(influx, session, scope, window, site_type))
+
+
+def build_ranking(
+    influx: InfluxClient,
+    session: Session,
+    scope: reads.Scope,
+    window: ReportWindow,
+    site_type: SiteType,
+) -> Ranking:
+    """The ranking of the scope's sites (all of `site_type`) over the window; the console's
+    rankings page shows the same."""
     pending = reads.read(influx, scope, window, by_day=False)
     requests = _by_site(_requests(session, scope, window))
     release(session)  # the InfluxDB reads may still run
-    ranking = Ranking(
+    rows = _site_rows(pending.result(), scope, window, requests)[0]
+    return Ranking(
         site_type=site_type,
         start=window.start,
         end=window.end,
         timezone=window.timezone,
         source=window.source,
-        items=_site_rows(pending.result(), scope, window, requests)[0],
+        rule=rule(window.start, window.end),
+        items=[row for row in rows if row.rank is not None],
+        not_ranked=[row for row in rows if row.rank is None],
     )
-    return _answer(request, format, ranking)
 
 
 def _requests(
@@ -266,10 +284,10 @@ def _site_rows(
         )
     # Only registered sites count, so a total is always the sum of the sites listed.
     sums = total(by_site.get(site.id, Sums()) for site in scope.sites)
-    return ranked(rows), sums, devices
+    return ranked(rows, rule(window.start, window.end)), sums, devices
 
 
-def _report(
+def build_report(
     influx: InfluxClient,
     session: Session,
     scope: reads.Scope,
@@ -277,6 +295,7 @@ def _report(
     *,
     list_sites: bool,
 ) -> ComplianceReport:
+    """A site's, area's or operator's report (the console's monthly report shows the same)."""
     assert scope.subject is not None
     bounds: list[tuple[datetime, datetime]] = []
     if window.every is not None:
