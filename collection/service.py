@@ -32,6 +32,7 @@ from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
 from core.settings import Settings
 from core.sql import session_factory
+from core.texts import stamp
 from core.ticker import Step, TickingService
 from core.webhook_lanes import WebhookLanes
 from core.webhooks import Outcome, retry_delay
@@ -364,7 +365,7 @@ class Collector(TickingService):
         next_at = now + retry_delay(tried)
         said = (
             f"webhook attempt {tried} failed: {outcome.error}; "
-            f"next try at {next_at.isoformat(timespec='seconds')}"
+            f"next try at {stamp(next_at, self.settings.timezone)}"
         )
         return {"webhook_attempts": tried, "webhook_next_at": next_at}, said
 
@@ -422,7 +423,7 @@ class Collector(TickingService):
                         evidence=self.evidence,
                     )
                     if found is not None:
-                        reason = found.describe()
+                        reason = found.describe(self.settings.timezone)
                         fill = points[-1].fill_pct
                         self._open(session, now, bin_id, Rule.forecast, reason, fill)
         self._next_forecast = now + FORECAST_EVERY
