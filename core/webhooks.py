@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,22 @@ RETRY_MAX: Final = timedelta(hours=1)
 ANSWER_BYTES: Final = 200
 # 4xx means the receiver refuses this body: sending it again cannot help, except for these.
 _RETRYABLE_4XX: Final = frozenset({408, 425, 429})
+
+
+class _NoQueryInLog(logging.Filter):
+    """httpx logs every request's URL (at INFO); a chat robot's URL carries its key in the query
+    (core/chat_robots.py). Whatever level a process logs at, the line shows the URL without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{str(a).partition('?')[0]}?…" if isinstance(a, httpx.URL) and a.query else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_NoQueryInLog())
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
