@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from alerts import store
 from alerts.rules import AlertType, Finding
 from binwatch.cli import app
+from collection.models import CollectionEvent
 from core.settings import Settings
 from core.sql import make_engine
 from devices.models import Area, Bin, ContactChannel, Notification, Site
@@ -381,9 +382,7 @@ def test_an_escalation_reaches_the_areas_channels(
         engine.dispose()
 
 
-def _events(settings: Settings, request_id: int) -> list[object]:
-    from collection.models import CollectionEvent
-
+def _events(settings: Settings, request_id: int) -> list[CollectionEvent]:
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
