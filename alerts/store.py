@@ -29,7 +29,7 @@ from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
 from core.sql import paged
 from devices import notifications
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, ContactChannel, Notification, Operator, Site
 from devices.retirement import in_service
 
 ALERTER = "alerter"
@@ -466,6 +466,35 @@ def get_alert(session: Session, alert_id: int) -> Alert:
     if alert is None:
         raise NotFound(f"no alert with id {alert_id}")
     return alert
+
+
+def notifications_of(session: Session, alert_id: int) -> list[dict[str, Any]]:
+    """What went to people's channels about the alert: each notice, role, channel and outcome
+    (read from the subject `alert <id> <notice> <role>` that `_record` gave it), never a
+    robot's URL or secret."""
+    rows = session.execute(
+        select(Notification, ContactChannel)
+        .join(ContactChannel, ContactChannel.id == Notification.channel_id)
+        .where(Notification.source == "alert", Notification.subject.like(f"alert {alert_id} %"))
+        .order_by(Notification.id)
+    )
+    found: list[dict[str, Any]] = []
+    for row, channel in rows:
+        _alert, _id, notice, role = row.subject.split(" ")
+        found.append(
+            {
+                "notice": notice,
+                "recipient": role,
+                "channel": channel.kind,
+                "contact": f"{channel.owner} {channel.owner_id}",
+                "locale": channel.locale,
+                "attempts": row.attempts,
+                "delivered_at": row.delivered_at,
+                "next_at": row.next_at,
+                "error": row.error,
+            }
+        )
+    return found
 
 
 def deliveries_of(session: Session, alert_id: int) -> list[AlertDelivery]:

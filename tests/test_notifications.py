@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from alerts import store
 from alerts.rules import AlertType, Finding
+from api.main import create_app
 from binwatch.cli import app
 from collection.models import CollectionEvent
 from core.settings import Settings
@@ -32,7 +34,7 @@ from tests.collection_helpers import (
     tick,
     tick_alerter,
 )
-from tests.helpers import wait_for
+from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.notify_receivers import (
     DingTalkReceiver,
     MailServer,
@@ -196,7 +198,7 @@ def test_an_alert_reaches_wecom_dingtalk_and_email_in_each_contacts_language(
         settings, "area", street, "email", addresses="squad@leshan.example, duty@leshan.example"
     )
 
-    _raise(settings, AlertType.fire, NOW)  # critical: manager, community and squad
+    alert_id = _raise(settings, AlertType.fire, NOW)  # critical: manager, community and squad
     with running_alerter(settings) as alerter:
         tick_alerter(alerter, NOW)
         # The manager's group, in Chinese, local time (15:06, not 07:06 UTC).
@@ -231,6 +233,23 @@ def test_an_alert_reaches_wecom_dingtalk_and_email_in_each_contacts_language(
     assert (len(wecom.received), len(dingtalk.received), len(mail.received)) == (2, 2, 2)
     rows = _rows(settings)
     assert len(rows) == 6 and all(r.done and r.delivered_at and r.error is None for r in rows)
+    # The API shows what reached whom, and no robot URL or secret.
+    with TestClient(create_app(settings)) as client:
+        answer = client.get(f"/api/v1/alerts/{alert_id}", headers=ADMIN_HEADERS)
+    assert answer.status_code == 200
+    told = [
+        (n["notice"], n["recipient"], n["channel"], n["contact"], n["locale"], n["attempts"])
+        for n in answer.json()["notifications"]
+    ]
+    assert told == [
+        ("raised", "manager", "wecom", f"site {site.id}", "zh_CN", 1),
+        ("raised", "community", "dingtalk", f"area {community}", "en", 1),
+        ("raised", "squad", "email", f"area {street}", "zh_CN", 1),
+        ("cleared", "manager", "wecom", f"site {site.id}", "zh_CN", 1),
+        ("cleared", "community", "dingtalk", f"area {community}", "en", 1),
+        ("cleared", "squad", "email", f"area {street}", "zh_CN", 1),
+    ]
+    _no_secret_in(answer.text)
     _no_secret_in(_logged(caplog))
 
 
