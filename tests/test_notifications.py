@@ -466,5 +466,10 @@ def test_channels_are_set_from_stdin_and_listed_without_secrets(
             kept = {c.kind: c for c in session.scalars(select(ContactChannel))}
             assert kept["wecom"].robot_url == url
             assert kept["dingtalk"].robot_secret == DING_SECRET and kept["dingtalk"].locale == "en"
+        removed = runner.invoke(app, ["channels", "remove", "wecom", "--site", site.id], env=env)
+        assert removed.exit_code == 0, removed.output
+        with Session(engine) as session:
+            left = sorted(c.kind for c in session.scalars(select(ContactChannel)))
+            assert left == ["dingtalk", "email"]
     finally:
         engine.dispose()
