@@ -22,7 +22,7 @@ from alerts.messages import AlertNotice
 from alerts.models import Alert, AlertDelivery
 from core.errors import BinwatchError
 from core.webhook_lanes import WebhookLanes
-from core.webhooks import Outcome, retry_delay
+from core.webhooks import Outcome, record_attempt
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,7 @@ class Deliverer:
         self, delivery: AlertDelivery, now: datetime, error: str | None, retryable: bool
     ) -> None:
         """One attempt's outcome on the notice; the caller commits."""
-        delivery.attempts += 1
-        if error is None:
-            delivery.delivered_at, delivery.done, delivery.error = now, True, None
-            return
-        final = not retryable or delivery.attempts >= self.attempts
-        delivery.error = error
-        delivery.done = final
-        delivery.next_at = None if final else now + retry_delay(delivery.attempts)
-        if final:
+        if record_attempt(delivery, now, error, retryable, limit=self.attempts):
             log.warning(
                 "alert %d %s to %s gave up after %d attempt(s): %s",
                 delivery.alert_id,

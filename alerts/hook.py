@@ -29,6 +29,7 @@ class AlertHook:
         self._sessions = session_factory(self._engine)
         self._limits = settings.alert
         self._prefix = settings.topic_prefix
+        self._timezone = settings.timezone
 
     def close(self) -> None:
         self._engine.dispose()
@@ -79,7 +80,9 @@ class AlertHook:
                     findings = [(finding, arrived[index][1]) for index, finding in found]
                 for arrival in others_of.get(bin_id, ()):
                     if isinstance(arrival.message, Event):
-                        findings.append((rules.on_event(arrival.message), arrival.received_at))
+                        findings.append(
+                            (rules.on_event(arrival.message, self._timezone), arrival.received_at)
+                        )
                     elif isinstance(arrival.message, Status):
                         findings.append((rules.on_status(arrival.message), arrival.received_at))
                 after[bin_id] = (memory, _at(seen))

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Final
 
 from core.settings import AlertSettings
+from core.texts import stamp
 from devices.contract import Event, Reading, Status
 
 
@@ -88,9 +89,10 @@ class Finding:
     detail: str = ""
 
 
-def on_event(event: Event) -> Finding:
-    """Every event type is an alert of the same name; repeating it keeps the alert active."""
-    detail = f"{event.type} reported at {event.ts.isoformat()}"
+def on_event(event: Event, timezone: str) -> Finding:
+    """Every event type is an alert of the same name; repeating it keeps the alert active. The
+    detail gives the bin's time of the event in the city's zone."""
+    detail = f"{event.type} reported at {stamp(event.ts, timezone)}"
     return Finding(
         AlertType(event.type), True, f"{detail}: {event.detail}" if event.detail else detail
     )

@@ -5,7 +5,8 @@ Each `tick(now)` raises `offline` for bins in service silent for N reporting int
 `full_too_long` for bins full past the limit with no reading to say so, clears the `offline`
 alerts of bins since retired (devices/retirement.py), clears held alerts
 (events, seq gaps) not seen again for their hold time, delivers queued notices (MQTT, then
-webhooks with retries) and copies the history to InfluxDB. Driven by the `now` it is given, so
+webhooks with retries, then robots and e-mail to people) and copies the history to InfluxDB.
+Driven by the `now` it is given, so
 tests call `tick` with the moment they want; state lives in the database, so a restarted (or a
 second) alerter does no harm. Each bin, alert and notice is handled on its own
 (`TickingService.item`): one that fails is logged and counted, the others go on.
@@ -20,7 +21,7 @@ from typing import Final
 
 from sqlalchemy import Engine
 
-from alerts import rules, store
+from alerts import rules, store, texts
 from alerts.delivery import Deliverer
 from alerts.models import AlertDelivery, AlertEvent
 from core.influx import InfluxClient
@@ -30,6 +31,7 @@ from core.sql import session_factory
 from core.ticker import Step, TickingService
 from core.times import epoch_ms
 from core.webhooks import Outcome
+from devices.notifications import Notifier
 from devices.registry import BinTags, bin_tags
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,13 @@ class Alerter(TickingService):
     name = "alerter"
 
     def __init__(
-        self, settings: Settings, *, engine: Engine, influx: InfluxClient, deliverer: Deliverer
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        influx: InfluxClient,
+        deliverer: Deliverer,
+        notifier: Notifier,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -52,10 +60,11 @@ class Alerter(TickingService):
         self.sessions = session_factory(engine)
         self.influx = influx
         self.deliverer = deliverer
+        self.notifier = notifier
         self._tags: dict[str, BinTags] = {}
 
     def steps(self) -> list[Step]:
-        return [self.watch, self.deliver, self.export]
+        return [self.watch, self.deliver, self.notify, self.export]
 
     def watch(self, now: datetime) -> None:
         """The conditions only the clock can tell: silence, full for too long, hold expiry."""
@@ -107,6 +116,11 @@ class Alerter(TickingService):
             delivery = session.get_one(AlertDelivery, delivery_id)
             self.deliverer.record(delivery, now, outcome.error, outcome.retryable)
             session.commit()
+
+    def notify(self, now: datetime) -> None:
+        """Every due notification to people (robots, e-mail), in its channel's language."""
+        render = partial(texts.render, timezone=self.settings.timezone)
+        self.notifier.deliver(self, self.sessions, now, source="alert", render=render)
 
     def export(self, _now: datetime) -> None:
         """Copy history rows InfluxDB does not have yet (an outbox: nothing is lost while it is

@@ -16,7 +16,7 @@ from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from alerts.messages import alert_topic
+from alerts.messages import AlertNotice, alert_topic
 from alerts.models import (
     LIVE_STATES,
     Alert,
@@ -28,7 +28,8 @@ from alerts.models import (
 from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
 from core.sql import paged
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices import notifications
+from devices.models import Area, AreaContact, Bin, ContactChannel, Notification, Operator, Site
 from devices.retirement import in_service
 
 ALERTER = "alerter"
@@ -55,24 +56,39 @@ def audience(severity: Severity) -> tuple[str, ...]:
     return tuple(roles)
 
 
+def people(session: Session, site_id: str, severity: Severity) -> list[tuple[str, str, str]]:
+    """Who among people hears of an alert at the site: (role, contact owner, owner id), the
+    owner being the site (its manager) or an area (the community, the street's squad)."""
+    return [
+        (role, *_owner(session, site_id, role)) for role in audience(severity) if role != "operator"
+    ]
+
+
+def _owner(session: Session, site_id: str, role: str) -> tuple[str, str]:
+    """The contact of a person's role at a site: its site or its area."""
+    if role == "manager":
+        return "site", site_id
+    area_id = session.get_one(Site, site_id).community_id
+    if role == "squad":
+        area_id = session.get_one(Area, area_id).parent_id or area_id
+    return "area", area_id
+
+
 def recipients(session: Session, site_id: str, severity: Severity, prefix: str) -> list[Recipient]:
-    site = session.get_one(Site, site_id)
     found = [Recipient("site", site_id, alert_topic(prefix, site_id), None)]
     for role in audience(severity):
-        if role == "manager":
-            contact = session.get(SiteContact, site_id)
-            if contact is not None:
-                found.append(Recipient(role, site_id, contact.mqtt_topic, contact.webhook_url))
-        elif role == "operator":
-            operator = session.get_one(Operator, site.operator_id)
+        if role == "operator":
+            operator = session.get_one(Operator, session.get_one(Site, site_id).operator_id)
             found.append(Recipient(role, operator.id, None, operator.webhook_url))
-        else:
-            area_id = site.community_id
-            if role == "squad":
-                area_id = session.get_one(Area, area_id).parent_id or area_id
-            area = session.get(AreaContact, area_id)
-            if area is not None:
-                found.append(Recipient(role, area_id, area.mqtt_topic, area.webhook_url))
+            continue
+        owner, owner_id = _owner(session, site_id, role)
+        contact: SiteContact | AreaContact | None = (
+            session.get(SiteContact, owner_id)
+            if owner == "site"
+            else session.get(AreaContact, owner_id)
+        )
+        if contact is not None:
+            found.append(Recipient(role, owner_id, contact.mqtt_topic, contact.webhook_url))
     return found
 
 
@@ -194,7 +210,19 @@ def _record(
     session.add(
         AlertEvent(alert_id=alert.id, at=now, kind=kind, actor=actor, note=note, exported=False)
     )
-    for recipient in recipients(session, alert.site_id, Severity(alert.severity), prefix):
+    severity = Severity(alert.severity)
+    for role, owner, owner_id in people(session, alert.site_id, severity):
+        notice = AlertNotice.of(alert, notice=kind, recipient=role).model_dump_json()
+        notifications.queue(
+            session,
+            owner=owner,
+            owner_id=owner_id,
+            source="alert",
+            subject=f"alert {alert.id} {kind} {role}",
+            message=notice,
+            now=now,
+        )
+    for recipient in recipients(session, alert.site_id, severity, prefix):
         for channel, target in (("mqtt", recipient.mqtt_topic), ("webhook", recipient.webhook_url)):
             if target:
                 session.add(
@@ -438,6 +466,35 @@ def get_alert(session: Session, alert_id: int) -> Alert:
     if alert is None:
         raise NotFound(f"no alert with id {alert_id}")
     return alert
+
+
+def notifications_of(session: Session, alert_id: int) -> list[dict[str, Any]]:
+    """What went to people's channels about the alert: each notice, role, channel and outcome
+    (read from the subject `alert <id> <notice> <role>` that `_record` gave it), never a
+    robot's URL or secret."""
+    rows = session.execute(
+        select(Notification, ContactChannel)
+        .join(ContactChannel, ContactChannel.id == Notification.channel_id)
+        .where(Notification.source == "alert", Notification.subject.like(f"alert {alert_id} %"))
+        .order_by(Notification.id)
+    )
+    found: list[dict[str, Any]] = []
+    for row, channel in rows:
+        _alert, _id, notice, role = row.subject.split(" ")
+        found.append(
+            {
+                "notice": notice,
+                "recipient": role,
+                "channel": channel.kind,
+                "contact": f"{channel.owner} {channel.owner_id}",
+                "locale": channel.locale,
+                "attempts": row.attempts,
+                "delivered_at": row.delivered_at,
+                "next_at": row.next_at,
+                "error": row.error,
+            }
+        )
+    return found
 
 
 def deliveries_of(session: Session, alert_id: int) -> list[AlertDelivery]:

@@ -62,11 +62,26 @@ class DeliveryOut(_Out):
     error: str | None
 
 
+class NotificationOut(_Out):
+    """A message to a person's channel (WeCom, DingTalk, e-mail): never its URL or secret."""
+
+    notice: str
+    recipient: str
+    channel: Literal["wecom", "dingtalk", "email"]
+    contact: str
+    locale: str
+    attempts: int
+    delivered_at: UtcTime | None
+    next_at: UtcTime | None
+    error: str | None
+
+
 class AlertDetail(AlertOut):
     """An alert with its history and what reached whom."""
 
     events: list[AlertEventOut]
     deliveries: list[DeliveryOut]
+    notifications: list[NotificationOut]
 
 
 class AlertPage(Page[AlertOut]):

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from binwatch.commands.alerter import alerter
 from binwatch.commands.api import api
+from binwatch.commands.channels import channels_app
 from binwatch.commands.collector import collector
 from binwatch.commands.db import db_app
 from binwatch.commands.deadletters import deadletters_app
@@ -69,6 +70,7 @@ app.add_typer(grafana_app, name="grafana")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mqtt_auth_app, name="mqtt-auth")
 app.add_typer(users_app, name="users")
+app.add_typer(channels_app, name="channels")
 app.command()(ingest)
 app.command()(api)
 app.command()(simulate)

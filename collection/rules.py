@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from collection.lifecycle import Status
 from core.settings import CollectionSettings
+from core.texts import stamp
 from devices.contract import Stream
 
 
@@ -137,10 +138,11 @@ class Forecast:
     span: timedelta
     readings: int
 
-    def describe(self) -> str:
-        """The request's reason: the forecast with its error and its evidence."""
+    def describe(self, timezone: str) -> str:
+        """The request's reason: the forecast (in the city's time) with its error and its
+        evidence."""
         return (
-            f"forecast full at {self.full_at.isoformat(timespec='minutes')} "
+            f"forecast full at {stamp(self.full_at, timezone)} "
             f"(in {self.hours_to_full:.1f} ± {self.error_h:.1f} h; {self.rate_pct_h:.1f} %/h "
             f"fitted to {self.readings} readings over {self.span.total_seconds() / 3600:.1f} h "
             "since the last emptying)"

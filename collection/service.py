@@ -24,7 +24,7 @@ from typing import Any, Final
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from collection import rules, series, store
+from collection import rules, series, store, texts
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
 from collection.models import CollectionEvent, CollectionRequest
 from collection.rules import Policy, Rule
@@ -32,12 +32,15 @@ from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
 from core.settings import Settings
 from core.sql import session_factory
+from core.texts import stamp
 from core.ticker import Step, TickingService
 from core.webhook_lanes import WebhookLanes
 from core.webhooks import Outcome, retry_delay
+from devices import notifications
 from devices.contract import Topics
 from devices.messages import Dispatch, Escalation
 from devices.models import AreaContact
+from devices.notifications import Notifier
 from devices.registry import BinTags, bin_tags
 from devices.retirement import retired_bin_ids
 
@@ -66,6 +69,7 @@ class Collector(TickingService):
         influx: InfluxClient,
         publisher: Publisher,
         webhooks: WebhookLanes,
+        notifier: Notifier,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -75,6 +79,7 @@ class Collector(TickingService):
         self.influx = influx
         self.publisher = publisher
         self.webhooks = webhooks
+        self.notifier = notifier
         self.topics = Topics(settings.topic_prefix)
         self._kitchen_round: datetime | None = None
         self._next_forecast: datetime | None = None
@@ -87,6 +92,7 @@ class Collector(TickingService):
             self.verify,
             self.escalate,
             self.deliver_escalation_webhooks,
+            self.notify,
             self.kitchen_daily,
             self.forecast,
             self.export,
@@ -232,31 +238,49 @@ class Collector(TickingService):
         for level in range(request.escalation_level + 1, target + 1):
             area_id, contact = store.escalation_contact(session, request, level)
             message = Escalation.of(request, level=level, area_id=area_id)
-            note, webhook = self._notify(message, contact, now)
+            # Queued in the escalation's transaction: gone with it if another collector won.
+            people = notifications.queue(
+                session,
+                owner="area",
+                owner_id=area_id,
+                source="escalation",
+                subject=f"request {request.id} level {level}",
+                message=message.model_dump_json(),
+                now=now,
+            )
+            note, webhook = self._notify(message, contact, people, now)
             if not store.escalate(
                 session, request, level=level, now=now, actor=COLLECTOR, note=note, **webhook
             ):
                 break
 
     def _notify(
-        self, message: Escalation, contact: AreaContact | None, now: datetime
+        self,
+        message: Escalation,
+        contact: AreaContact | None,
+        people: list[str],
+        now: datetime,
     ) -> tuple[str, dict[str, Any]]:
         """Tell the area's contact over MQTT, and queue its webhook (`deliver_escalation_webhooks`
-        makes the first attempt in the same tick). Returns the note (what reached whom) for the
-        audit event and the webhook's state for the same event."""
+        makes the first attempt in the same tick); `people` are the kinds of its channels the
+        escalation was queued for (`notify` sends them). Returns the note (what reached whom)
+        for the audit event and the webhook's state for the same event."""
         who = "community" if message.level == 1 else "street squad"
-        if contact is None or not (contact.mqtt_topic or contact.webhook_url):
+        has_contact = contact is not None and bool(contact.mqtt_topic or contact.webhook_url)
+        if not (has_contact or people):
             return f"level {message.level}: no contact configured for {who} {message.area_id}", {}
         body = message.model_dump_json().encode()
         told: list[str] = []
         webhook: dict[str, Any] = {}
-        if contact.mqtt_topic:
+        if contact is not None and contact.mqtt_topic:
             try:
                 self.publisher.publish(contact.mqtt_topic, body)
                 told.append(f"published to {contact.mqtt_topic}")
             except PublishFailed as exc:
                 told.append(f"MQTT failed: {exc}")
-        if contact.webhook_url:
+        if people:
+            told.append(f"{', '.join(people)} queued")
+        if contact is not None and contact.webhook_url:
             webhook = {"webhook_attempts": 0, "webhook_next_at": now}
             told.append("webhook queued")
         return f"level {message.level}: {who} {message.area_id}: " + "; ".join(told), webhook
@@ -341,9 +365,14 @@ class Collector(TickingService):
         next_at = now + retry_delay(tried)
         said = (
             f"webhook attempt {tried} failed: {outcome.error}; "
-            f"next try at {next_at.isoformat(timespec='seconds')}"
+            f"next try at {stamp(next_at, self.settings.timezone)}"
         )
         return {"webhook_attempts": tried, "webhook_next_at": next_at}, said
+
+    def notify(self, now: datetime) -> None:
+        """Every due escalation to people (robots, e-mail), in its channel's language."""
+        render = partial(texts.render, timezone=self.settings.timezone)
+        self.notifier.deliver(self, self.sessions, now, source="escalation", render=render)
 
     # --- rules that run on the clock -------------------------------------------------------
 
@@ -394,7 +423,7 @@ class Collector(TickingService):
                         evidence=self.evidence,
                     )
                     if found is not None:
-                        reason = found.describe()
+                        reason = found.describe(self.settings.timezone)
                         fill = points[-1].fill_pct
                         self._open(session, now, bin_id, Rule.forecast, reason, fill)
         self._next_forecast = now + FORECAST_EVERY

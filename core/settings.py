@@ -189,6 +189,21 @@ class WebhookSettings(_Group):
     )
 
 
+class MailSettings(_Group):
+    """The SMTP server that sends the contacts' e-mail (`BINWATCH_MAIL_*`; no host: no e-mail)."""
+
+    host: str | None = Field(None, description="SMTP server for e-mail notifications (unset: off)")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port (587: submission)")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS before login")
+    ca_file: str | None = Field(
+        None, description="CA certificates (PEM) to trust for STARTTLS besides the system's"
+    )
+    username: str | None = Field(None, description="SMTP login (unset: no login)")
+    password: SecretStr | None = Field(None, description="SMTP password")
+    sender: str = Field("binwatch@localhost", description="the From address of notifications")
+    timeout_s: float = Field(10, gt=0, le=120, description="longest the SMTP server may take")
+
+
 class CollectionSettings(_Group):
     """Collection deadlines, escalation, verification and webhooks (`BINWATCH_COLLECTION_*`)."""
 
@@ -355,6 +370,7 @@ GROUPS: Final[dict[str, type[_Group]]] = {
     "collection": CollectionSettings,
     "alert": AlertSettings,
     "webhook": WebhookSettings,
+    "mail": MailSettings,
     "console": ConsoleSettings,
 }
 """Each group's attribute on Settings, which is also its environment prefix."""
@@ -430,6 +446,7 @@ class Settings(BaseSettings):
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
     alert: AlertSettings = Field(default_factory=AlertSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @field_validator("topic_prefix")

@@ -1,6 +1,6 @@
-"""Webhook attempts off the services' loops, one lane per destination: a receiver that never
-answers holds up only the POSTs queued for it, never another receiver's nor the collector's or
-alerter's tick.
+"""Webhook attempts (and any other outgoing attempt: chat robots, e-mail) off the services'
+loops, one lane per destination: a receiver that never answers holds up only the attempts
+queued for it, never another receiver's nor the collector's or alerter's tick.
 
 A lane is a queue per receiver (scheme, host and port of the URL) drained by at most
 `webhook_workers_per_destination` threads, started when work arrives and gone when the lane is
@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -33,10 +34,7 @@ LANE_LIMIT: Final = 1000
 @dataclass(frozen=True, slots=True)
 class _Job:
     key: Hashable
-    url: str
-    body: bytes
-    secret: str
-    event: str
+    attempt: Callable[[], Outcome]
     done: Callable[[Outcome], None]
 
 
@@ -65,15 +63,27 @@ class WebhookLanes:
         event: str,
         done: Callable[[Outcome], None],
     ) -> bool:
-        """Queue one attempt; False (nothing queued) when `key` is busy, its lane full, or the
-        lanes closed."""
-        lane = _lane(url)
+        """Queue one signed webhook POST; False (nothing queued) when `key` is busy, its lane
+        full, or the lanes closed."""
+        post = partial(self.sender.post, url, body, secret=secret, event=event)
+        return self.submit_attempt(key, lane_of(url), post, done=done)
+
+    def submit_attempt(
+        self,
+        key: Hashable,
+        lane: str,
+        attempt: Callable[[], Outcome],
+        *,
+        done: Callable[[Outcome], None],
+    ) -> bool:
+        """Queue any one attempt in `lane` (a destination: `lane_of(url)`, `smtp://host:port`);
+        False as for `submit`. `attempt` must return its `Outcome`, never raise."""
         with self._lock:
             queue = self._queues.setdefault(lane, deque())
             if self._closed or key in self._busy or len(queue) >= LANE_LIMIT:
                 return False
             self._busy.add(key)
-            queue.append(_Job(key, url, body, secret, event, done))
+            queue.append(_Job(key, attempt, done))
             if self._running.get(lane, 0) < self._workers:
                 self._running[lane] = self._running.get(lane, 0) + 1
                 threading.Thread(
@@ -107,17 +117,17 @@ class WebhookLanes:
                     return
                 job = queue.popleft()
             try:
-                outcome = self.sender.post(job.url, job.body, secret=job.secret, event=job.event)
+                outcome = job.attempt()
                 job.done(outcome)
             except Exception:  # `done` isolates its own failures; this is a bug in between
-                log.exception("webhook %s to %s failed", job.key, lane)
+                log.exception("attempt %s to %s failed", job.key, lane)
             finally:
                 with self._lock:
                     self._busy.discard(job.key)
                     self._lock.notify_all()
 
 
-def _lane(url: str) -> str:
+def lane_of(url: str) -> str:
     """The destination a URL's attempts queue for: scheme, host and port."""
     try:
         parts = urlsplit(url)

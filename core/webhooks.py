@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Final, Protocol
 
 import httpcore
 import httpx
@@ -42,6 +43,22 @@ RETRY_MAX: Final = timedelta(hours=1)
 ANSWER_BYTES: Final = 200
 # 4xx means the receiver refuses this body: sending it again cannot help, except for these.
 _RETRYABLE_4XX: Final = frozenset({408, 425, 429})
+
+
+class _NoQueryInLog(logging.Filter):
+    """httpx logs every request's URL (at INFO); a chat robot's URL carries its key in the query
+    (core/chat_robots.py). Whatever level a process logs at, the line shows the URL without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{str(a).partition('?')[0]}?…" if isinstance(a, httpx.URL) and a.query else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_NoQueryInLog())
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
@@ -73,6 +90,33 @@ def retry_delay(attempts: int) -> timedelta:
     """How long to wait after the `attempts`-th failed attempt (1-based)."""
     doublings = min(max(0, attempts - 1), 16)  # 2**16 × 30 s is far past the cap already
     return min(RETRY_MAX, RETRY_FIRST * 2**doublings)
+
+
+class Attempted(Protocol):
+    """An outbox row that is sent and retried: an alert's webhook or MQTT notice, a person's
+    notification."""
+
+    attempts: int
+    next_at: datetime | None
+    delivered_at: datetime | None
+    done: bool
+    error: str | None
+
+
+def record_attempt(
+    row: Attempted, now: datetime, error: str | None, retryable: bool, *, limit: int
+) -> bool:
+    """One attempt's outcome on its outbox row (the caller commits): delivered, or failed and
+    due again after `retry_delay`, or given up (not retryable, or `limit` attempts spent).
+    True when it gave up."""
+    row.attempts += 1
+    if error is None:
+        row.delivered_at, row.done, row.error = now, True, None
+        return False
+    final = not retryable or row.attempts >= limit
+    row.error, row.done = error, final
+    row.next_at = None if final else now + retry_delay(row.attempts)
+    return final
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,32 +162,53 @@ class WebhookSender:
         """POST `body` once, signed with `secret` (never empty: unsigned POSTs are refused)."""
         if not secret:
             raise ValueError("a webhook is never sent unsigned: set its secret first")
-        if problem := url_problem(url, allow_private=self.allow_private):
-            return Outcome(False, f"refused: {problem}")
         headers = {
             "Content-Type": "application/json",
             EVENT_HEADER: event,
             SIGNATURE_HEADER: sign(body, secret, int(time.time())),
         }
+        answer = self.exchange(url, body, headers, shown=url)
+        if isinstance(answer, Outcome):
+            return answer
+        code, said = answer
+        if 200 <= code < 300:
+            return Outcome(True)
+        return refusal(url, code, said)
+
+    def exchange(
+        self, url: str, body: bytes, headers: dict[str, str], *, shown: str, keep: int = 0
+    ) -> Outcome | tuple[int, bytes]:
+        """One POST to an allowed URL: its status and the start of its answer (`keep` bytes of a
+        2xx answer, `ANSWER_BYTES` of another), or the `Outcome` of a refused or unreachable
+        URL. Errors name the URL as `shown`: a chat robot's URL carries its key, which must
+        reach no log or API answer."""
+        if problem := url_problem(shown, allow_private=self.allow_private):
+            return Outcome(False, f"refused: {problem}")
         try:
             with self._http.stream("POST", url, content=body, headers=headers) as response:
                 code = response.status_code
-                said = b"" if response.is_success else _first_bytes(response, ANSWER_BYTES)
+                said = _first_bytes(response, keep if response.is_success else ANSWER_BYTES)
         except httpx.HTTPError as exc:
             if isinstance(exc.__cause__, AddressRefused):
                 return Outcome(False, f"refused: {exc.__cause__}")
-            return Outcome(False, f"{url} unreachable: {exc or type(exc).__name__}", True)
-        if 200 <= code < 300:
-            return Outcome(True)
-        retryable = code >= 500 or code in _RETRYABLE_4XX
-        text = said.decode("utf-8", "replace").strip()
-        return Outcome(False, f"{url} answered {code}: {text}", retryable)
+            why = str(exc).replace(url, shown) or type(exc).__name__
+            return Outcome(False, f"{shown} unreachable: {why}", True)
+        return code, said
+
+
+def refusal(shown: str, code: int, said: bytes) -> Outcome:
+    """A non-2xx answer as an Outcome: 5xx, 408, 425 and 429 may pass if tried again."""
+    retryable = code >= 500 or code in _RETRYABLE_4XX
+    text = said.decode("utf-8", "replace").strip()
+    return Outcome(False, f"{shown} answered {code}: {text}", retryable)
 
 
 def _first_bytes(response: httpx.Response, limit: int) -> bytes:
     """The start of an answer's body; the rest is never read (a receiver cannot make us
     download an endless body)."""
     kept = b""
+    if limit <= 0:
+        return kept
     for chunk in response.iter_bytes():
         kept += chunk
         if len(kept) >= limit:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -200,3 +202,64 @@ class Retirement(Base):
     target_id: Mapped[str] = mapped_column(String(64), index=True)
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text)
+
+
+CHANNEL_KINDS = ("wecom", "dingtalk", "email")
+CHANNEL_OWNERS = ("site", "area")
+LOCALES = ("zh_CN", "en")
+
+
+class ContactChannel(Base):
+    """Where people read of a site's alerts (its property manager) or an area's alerts and
+    escalations (a community, a street's squad): a WeCom or DingTalk group robot, or e-mail
+    addresses, each with the language its messages are written in. One of each kind per
+    contact. `robot_url` (which holds the robot's key) and `robot_secret` are secrets: set
+    with `binwatch fleet notify-channel`, never shown by the API or written to a log."""
+
+    __tablename__ = "contact_channels"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {CHANNEL_KINDS!r}", name="ck_contact_channels_kind"),
+        CheckConstraint(f"owner IN {CHANNEL_OWNERS!r}", name="ck_contact_channels_owner"),
+        CheckConstraint(f"locale IN {LOCALES!r}", name="ck_contact_channels_locale"),
+        UniqueConstraint("owner", "owner_id", "kind", name="uq_contact_channels"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(8))
+    owner_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    locale: Mapped[str] = mapped_column(String(8))
+    # E-mail: the addresses, comma-separated. Robots: none.
+    addresses: Mapped[str | None] = mapped_column(String(500))
+    robot_url: Mapped[str | None] = mapped_column(String(500))
+    robot_secret: Mapped[str | None] = mapped_column(String(200))
+
+
+NOTIFICATION_SOURCES = ("alert", "escalation")
+
+
+class Notification(Base):
+    """One message to one channel: an outbox row the alerter (alerts) or the collector
+    (escalations) renders in the channel's language and sends, retrying like a webhook, so
+    each reaches its channel once however often they tick. `message` is the structured
+    message (the alert notice or escalation JSON), rendered only when sent."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint(f"source IN {NOTIFICATION_SOURCES!r}", name="ck_notifications_source"),
+        UniqueConstraint("channel_id", "subject", name="uq_notifications"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("contact_channels.id", ondelete="CASCADE"), index=True
+    )
+    source: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -4,6 +4,7 @@ value wobbling between them says nothing (hysteresis)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,8 +150,10 @@ def test_an_old_reading_changes_nothing_but_proves_the_bin_alive() -> None:
 
 
 def test_events_statuses_silence_and_holds() -> None:
-    fire = rules.on_event(Event(ts=T0, type="fire", detail="smoke"))
+    fire = rules.on_event(Event(ts=T0, type="fire", detail="smoke"), "Asia/Shanghai")
     assert (fire.kind, fire.present) == (AlertType.fire, True) and "smoke" in fire.detail
+    local = T0.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"fire reported at {local:%Y-%m-%d %H:%M} +08:00" in fire.detail
     assert rules.on_status(Status(ts=T0, online=False)).present
     assert not rules.on_status(Status(ts=T0, online=True)).present
     assert not rules.silent(T0, T0 + LIMITS.silent_for - timedelta(seconds=1), LIMITS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -103,8 +104,10 @@ def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
     assert found.error_h == pytest.approx(math.hypot(found.fit_error_h, RATE_DRIFT * 2.9), abs=0.1)
     assert found.readings == 9 * 15 and found.span == 8 * QUARTER
     assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
-    assert found.describe().startswith("forecast full at 2026-11-27T")
-    assert f"± {found.error_h:.1f} h" in found.describe()
+    local = found.full_at.astimezone(ZoneInfo("Asia/Shanghai"))
+    said = found.describe("Asia/Shanghai")  # the city's time with its offset, never UTC
+    assert said.startswith(f"forecast full at {local:%Y-%m-%d %H:%M} +08:00 ")
+    assert f"± {found.error_h:.1f} h" in said
 
 
 def test_an_exact_line_has_no_fit_error() -> None:

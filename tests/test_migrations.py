@@ -30,6 +30,8 @@ TABLES = {
     "collection_requests",
     "collection_events",
     "area_contacts",
+    "contact_channels",
+    "notifications",
     *("site_contacts", "alerts", "alert_events", "alert_deliveries", "bin_health"),
     *("api_keys", "mqtt_credentials", "users", "console_sessions"),
     "user_events",

@@ -109,5 +109,6 @@ def _detail(session: SessionDep, alert_id: int) -> AlertDetail:
         | {
             "events": list(alert.events),
             "deliveries": store.deliveries_of(session, alert_id),
+            "notifications": store.notifications_of(session, alert_id),
         }
     )

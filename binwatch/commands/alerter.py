@@ -10,6 +10,7 @@ from alerts.delivery import Deliverer
 from alerts.service import Alerter
 from core.publisher import Publisher
 from core.ticker import Resources, serve
+from devices.notifications import Notifier
 
 
 def alerter() -> None:
@@ -28,7 +29,14 @@ def build_alerter(resources: Resources) -> tuple[Alerter, Callable[[], None]]:
         webhooks=resources.webhooks,
         attempts=resources.settings.alert.webhook_attempts,
     )
+    notifier = Notifier(
+        resources.settings, resources.webhooks, attempts=resources.settings.alert.webhook_attempts
+    )
     alerter = Alerter(
-        resources.settings, engine=resources.engine, influx=resources.influx, deliverer=deliverer
+        resources.settings,
+        engine=resources.engine,
+        influx=resources.influx,
+        deliverer=deliverer,
+        notifier=notifier,
     )
     return alerter, publisher.stop

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from collection.service import Collector
 from core.publisher import Publisher
 from core.ticker import Resources, serve
+from devices.notifications import Notifier
 
 
 def collector() -> None:
@@ -24,5 +25,10 @@ def build_collector(resources: Resources) -> tuple[Collector, Callable[[], None]
         influx=resources.influx,
         publisher=publisher,
         webhooks=resources.webhooks,
+        notifier=Notifier(
+            resources.settings,
+            resources.webhooks,
+            attempts=resources.settings.collection.webhook_attempts,
+        ),
     )
     return collector, publisher.stop

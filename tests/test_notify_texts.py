@@ -1,0 +1,58 @@
+"""The notification catalogs say everything in both languages, and times are the city's: no
+server needed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from alerts import texts as alert_texts
+from alerts.rules import AlertType, Severity
+from collection import texts as collection_texts
+from collection.lifecycle import OPEN
+from core.chat_robots import MARKDOWN_BYTES, Note, shown_url, wecom_body
+from core.texts import LOCALES, Catalog, local_time, stamp
+from devices.contract import Stream
+
+MOMENT = datetime(2026, 12, 31, 17, 30, tzinfo=UTC)  # already 1 January in Shanghai
+
+
+@pytest.mark.parametrize("catalog", [alert_texts.CATALOG, collection_texts.CATALOG])
+def test_every_message_is_in_both_languages_with_the_same_placeholders(catalog: Catalog) -> None:
+    assert catalog.problems() == []
+
+
+def test_a_missing_or_changed_message_is_found() -> None:
+    broken = Catalog({"zh_CN": {"a": "{x}", "b": "b"}, "en": {"a": "{y}"}})
+    assert sorted(broken.problems()) == [
+        "en: a has other placeholders",
+        "en: b missing in one language",
+    ]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_alert_type_severity_stream_and_waiting_status_has_a_name(locale: str) -> None:
+    for kind in AlertType:
+        assert alert_texts.CATALOG.text(locale, f"type.{kind.value}")
+    for severity in Severity:
+        assert alert_texts.CATALOG.text(locale, f"severity.{severity.value}")
+    for stream in Stream:
+        assert collection_texts.CATALOG.text(locale, f"stream.{stream.value}")
+    for status in OPEN:
+        assert collection_texts.CATALOG.text(locale, f"status.{status.value}")
+
+
+def test_times_are_the_citys_never_utc() -> None:
+    assert local_time(MOMENT, "Asia/Shanghai", "zh_CN") == "2027年1月1日 01:30"
+    assert local_time(MOMENT, "Asia/Shanghai", "en") == "Jan 1, 2027, 1:30 AM"
+    assert stamp(MOMENT, "Asia/Shanghai") == "2027-01-01 01:30 +08:00"
+    assert stamp(MOMENT, "Asia/Kolkata") == "2026-12-31 23:00 +05:30"
+
+
+def test_a_robot_url_is_shown_without_its_key_and_long_text_is_cut_whole() -> None:
+    url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6"
+    assert shown_url(url) == "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?…"
+    body = wecom_body(Note.of("标题", ["垃圾桶满溢" * 400]))
+    content = body.decode().split('"content": "', 1)[1]
+    assert len(content.encode()) <= MARKDOWN_BYTES + 10 and content.endswith('…"}}')
