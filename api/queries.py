@@ -7,6 +7,7 @@ durations as `{"duration": ...}`, the two forms InfluxDB binds without reparsing
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 from api.schemas import Bucket, Reading, Window
@@ -30,6 +31,16 @@ def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
         params={"site": site_id},
     )
     return {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+
+
+def latest_fill_by_bin(influx: InfluxClient, since: datetime) -> dict[str, float]:
+    """The newest fill level of every bin that reported since `since`, in one query (the
+    console's map colours a site by it); bounded in time so a year of data is not scanned."""
+    series = influx.query(
+        f"SELECT last(fill_pct) AS fill_pct FROM {MEASUREMENT} WHERE time >= $since GROUP BY bin",
+        params={"since": epoch_ns(since)},
+    )
+    return {s.tags["bin"]: row["fill_pct"] for s in series for row in s.rows()}
 
 
 def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:

@@ -65,8 +65,8 @@ class Stack:
 
 @pytest.fixture
 def stack(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Stack]:
-    """The pilot fleet; a manager of the Jiazhou Shuian compound, a grid official; one reading
-    of a bin of the compound stored in InfluxDB as ingest stores it."""
+    """The pilot fleet; a manager of the Jiazhou Shuian compound (嘉州水岸小区), a grid official;
+    one reading of a bin of the compound stored in InfluxDB as ingest stores it."""
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
@@ -152,7 +152,7 @@ def test_a_manager_logs_in_sees_their_site_and_logs_out(stack: Stack) -> None:
         assert "Secure" not in cookie  # BINWATCH_CONSOLE_SECURE_COOKIE is off in the tests
         sites = client.get("/console")
         assert sites.status_code == 200
-        assert "Jiazhou Shuian" in sites.text
+        assert "嘉州水岸小区" in sites.text
         assert "我的站点" in sites.text  # Chinese: the user's locale
         assert sites.text.count('href="/console/sites/') == 1
         token = client.cookies["binwatch_session"]
@@ -451,7 +451,7 @@ def test_a_manager_on_a_360_px_phone_requests_a_collection_and_sees_it(
             page.fill("input[name=username]", MANAGER)
             page.fill("input[name=password]", PASSWORD)
             page.click("form[action='/console/login'] button")
-            page.click("text=Jiazhou Shuian")
+            page.click("text=嘉州水岸小区")
             page.wait_for_selector("table.bins")
             assert page.locator("table.bins tbody tr").count() == len(bins)
             assert "73%" in page.inner_text("table.bins")
