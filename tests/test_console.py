@@ -326,7 +326,7 @@ def test_the_site_page_shows_bins_in_local_time_with_the_stream_colours(stack: S
         _login(client)
         page = client.get(f"/console/sites/{SITE_A}")
         assert page.status_code == 200
-        assert 'hx-trigger="every 5s"' in page.text
+        assert 'hx-trigger="every 3s"' in page.text
         assert "/console/static/htmx.min.js" in page.text
         for stream in ("可回收物", "有害垃圾", "厨余垃圾", "其他垃圾"):
             assert stream in page.text

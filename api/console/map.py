@@ -1,5 +1,5 @@
 """The console's map: the user's sites at their coordinates, coloured by their state, refreshed
-every 5 s like a site's page. Scope is the same `Scope` as everywhere (a manager's sites, a grid
+every few seconds like a site's page. Scope is the same `Scope` as everywhere (a manager's sites, a grid
 official's area, the admin everything).
 
 The map is drawn by ECharts (static/echarts.min.js) in Web Mercator coordinates computed here,
@@ -113,6 +113,10 @@ def sites_on_map(
     return shown, fills_missing
 
 
+def _drawing_order(shown: SiteOnMap) -> int:
+    return -list(STATES).index(shown.state)
+
+
 @dataclass(frozen=True, slots=True)
 class MapView:
     """What rendering the map (whole page or its live part) needs."""
@@ -133,7 +137,8 @@ class MapView:
             locale=locale,
             me=self.caller,
             sites=sites,
-            points=[s.point(gettext) for s in sites],
+            # The worst drawn last, so a nearby site's dot does not hide an alert.
+            points=[s.point(gettext) for s in sorted(sites, key=_drawing_order)],
             counts={state: sum(1 for s in sites if s.state == state) for state in STATES},
             states=STATES,
             fills_missing=fills_missing,
@@ -162,5 +167,5 @@ def map_page(
 def map_live(
     request: Request, session: SessionDep, influx: InfluxDep, caller: CallerDep, scope: ScopeDep
 ) -> Response:
-    """The part of the map page that htmx swaps in every 5 s (the points and the list)."""
+    """The part of the map page that htmx swaps in every LIVE_EVERY_S (the points and the list)."""
     return MapView(request, session, influx, caller, scope).render("_map_live.html")
