@@ -5,6 +5,8 @@ module: Mosquitto and InfluxDB (the session's), `binwatch ingest` (with its aler
 - Live: a bin publishes a fire event; the manager's open site page and map show the alert
   without a reload within 5 s, measured from the publication, in the worst phase (published just
   after a refresh, so the page waits a whole interval).
+- Map: ECharts draws every site, over the tiles of a tile server the test runs (the setting
+  BINWATCH_CONSOLE_TILE_URL), and the tiles asked for are the ones under the sites.
 - Quality: every console page, for a manager and the admin, at 360 px and 1280 px: no JavaScript
   error, a screenshot kept, no serious or critical axe-core violation, nothing wider than the
   screen. The screenshots go to var/test-artifacts/console/ (printed)."""
@@ -12,10 +14,15 @@ module: Mosquitto and InfluxDB (the session's), `binwatch ingest` (with its aler
 from __future__ import annotations
 
 import json
+import math
+import struct
+import threading
 import time
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +65,57 @@ class LiveStack:
     url: str
     browser: Browser
     bins: list[str]
+    tiles: TileServer
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A plain PNG of one colour (what a tile server sends, without an imaging library)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@dataclass
+class TileServer:
+    """A map tile server on loopback that answers every /{z}/{x}/{y}.png with a plain tile and
+    remembers which tiles were asked for."""
+
+    asked: set[tuple[int, int, int]] = field(default_factory=set)
+    tile: bytes = field(default_factory=lambda: _png(256, 256, (214, 226, 233)))
+
+    def __post_init__(self) -> None:
+        tiles = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                z, x, y = self.path.removesuffix(".png").strip("/").split("/")
+                tiles.asked.add((int(z), int(x), int(y)))
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(tiles.tile)))
+                self.end_headers()
+                self.wfile.write(tiles.tile)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/{{z}}/{{x}}/{{y}}.png"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +127,10 @@ def live_stack(
     """The pilot fleet, a manager of 嘉州水岸小区 and the admin; one reading of each of the
     compound's bins sent over MQTT and stored by ingest; the API; one browser."""
     folder = tmp_path_factory.mktemp("console-browser")
+    tiles = TileServer()
     settings = isolated_settings(
         mqtt_server.url, influx_server.url, f"sqlite:///{folder / 'registry.db'}"
-    )
+    ).model_copy(update={"console_tile_url": tiles.url})
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
@@ -113,11 +172,12 @@ def live_stack(
         with ApiProcess(settings, folder / "api.log") as api, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=BROWSER, args=BROWSER_ARGS)
             try:
-                yield LiveStack(settings, api.url, browser, bins)
+                yield LiveStack(settings, api.url, browser, bins, tiles)
             finally:
                 browser.close()
     finally:
         ingest.stop()
+        tiles.close()
 
 
 def wait_for_points(settings: Settings, expected: int) -> None:
@@ -275,9 +335,13 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
     assert problems == []
 
 
-def test_the_map_draws_the_admins_sites_on_a_canvas(live_stack: LiveStack) -> None:
-    """ECharts really ran: a canvas the size of the map, and 68 sites in its data."""
+def test_the_map_draws_the_admins_sites_on_a_canvas_over_the_tiles_under_them(
+    live_stack: LiveStack,
+) -> None:
+    """ECharts really ran: a canvas the size of the map, 68 sites in its data; the tile server
+    was asked for tiles of one zoom, among them the tile under each site."""
     context, watched = logged_in(live_stack, ADMIN, 1280)
+    live_stack.tiles.asked.clear()  # what other tests' pages asked for
     try:
         page = watched.page
         page.goto(f"{live_stack.url}/console/map")
@@ -289,6 +353,16 @@ def test_the_map_draws_the_admins_sites_on_a_canvas(live_stack: LiveStack) -> No
             ".getOption().series[0].data.length"
         )
         assert drawn == page.locator(".map-sites li").count() == 68
+        points = json.loads(page.text_content("#map-points") or "")
+        page.wait_for_function(
+            "[...document.querySelectorAll('.map-tiles img')].every(i => i.complete)"
+        )
+        shown = page.locator(".map-tiles img").count()
     finally:
         context.close()
     assert watched.errors == []
+    zooms = {z for z, _x, _y in live_stack.tiles.asked}
+    assert len(zooms) == 1 and shown >= 1, live_stack.tiles.asked
+    (zoom,) = zooms
+    under = {(zoom, math.floor(p["x"] * 2**zoom), math.floor(p["y"] * 2**zoom)) for p in points}
+    assert under <= live_stack.tiles.asked, (under, live_stack.tiles.asked)

@@ -57,6 +57,8 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/sites/{site_id}/live"): "admin, manager, operator",
     ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
     ("POST", "/console/alerts/{alert_id}/ack"): "admin, manager, operator",
+    ("GET", "/console/map"): "admin, manager, operator",
+    ("GET", "/console/map/live"): "admin, manager, operator",
 }
 
 
