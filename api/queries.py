@@ -33,12 +33,21 @@ def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
     return {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
 
 
-def latest_fill_by_bin(influx: InfluxClient, since: datetime) -> dict[str, float]:
-    """The newest fill level of every bin that reported since `since`, in one query (the
-    console's map colours a site by it); bounded in time so a year of data is not scanned."""
+def latest_fill_by_bin(
+    influx: InfluxClient, since: datetime, sites: frozenset[str] | None
+) -> dict[str, float]:
+    """The newest fill level of every bin of `sites` (None: all) that reported since `since`, in
+    one query (the console's map colours a site by it). Bounded in time, and read newest first
+    (ORDER BY time DESC LIMIT 1 per bin series, as latest_by_bin) rather than with last(),
+    which reads each series' whole window."""
+    names = sorted(sites) if sites is not None else []
+    if sites is not None and not names:
+        return {}
+    of_sites = " OR ".join(f"site = $site{n}" for n in range(len(names)))
+    where = f"time >= $since AND ({of_sites})" if sites is not None else "time >= $since"
     series = influx.query(
-        f"SELECT last(fill_pct) AS fill_pct FROM {MEASUREMENT} WHERE time >= $since GROUP BY bin",
-        params={"since": epoch_ns(since)},
+        f"SELECT fill_pct FROM {MEASUREMENT} WHERE {where} GROUP BY bin ORDER BY time DESC LIMIT 1",
+        params={"since": epoch_ns(since)} | {f"site{n}": name for n, name in enumerate(names)},
     )
     return {s.tags["bin"]: row["fill_pct"] for s in series for row in s.rows()}
 

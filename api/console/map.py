@@ -98,7 +98,7 @@ def sites_on_map(
     for alert in alerts:
         alert_types[alert.site_id].append(alert.type)
     try:
-        fills = queries.latest_fill_by_bin(influx, datetime.now(UTC) - FILL_WINDOW)
+        fills = queries.latest_fill_by_bin(influx, datetime.now(UTC) - FILL_WINDOW, scope.sites)
         fills_missing = False
     except SinkError:
         fills, fills_missing = {}, True
