@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
+from rich.cells import cell_len
 from rich.console import Console
 from rich.live import Live
 from sqlalchemy.orm import Session
@@ -127,7 +128,8 @@ def demo(
             console.print(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
             for login in demo_logins(env["BINWATCH_DATABASE_URL"]):
                 console.print(
-                    f"  {login.title:<19} {login.scope:<10} {login.username} / {login.password}",
+                    f"  {login.title:<19} {login.scope}{' ' * (14 - cell_len(login.scope))}"
+                    f"{login.username} / {login.password}",
                     soft_wrap=True,
                     markup=False,
                 )
