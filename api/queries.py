@@ -7,6 +7,7 @@ durations as `{"duration": ...}`, the two forms InfluxDB binds without reparsing
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 from api.schemas import Bucket, Reading, Window
@@ -30,6 +31,25 @@ def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
         params={"site": site_id},
     )
     return {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+
+
+def latest_fill_by_bin(
+    influx: InfluxClient, since: datetime, sites: frozenset[str] | None
+) -> dict[str, float]:
+    """The newest fill level of every bin of `sites` (None: all) that reported since `since`, in
+    one query (the console's map colours a site by it). Bounded in time, and read newest first
+    (ORDER BY time DESC LIMIT 1 per bin series, as latest_by_bin) rather than with last(),
+    which reads each series' whole window."""
+    names = sorted(sites) if sites is not None else []
+    if sites is not None and not names:
+        return {}
+    of_sites = " OR ".join(f"site = $site{n}" for n in range(len(names)))
+    where = f"time >= $since AND ({of_sites})" if sites is not None else "time >= $since"
+    series = influx.query(
+        f"SELECT fill_pct FROM {MEASUREMENT} WHERE {where} GROUP BY bin ORDER BY time DESC LIMIT 1",
+        params={"since": epoch_ns(since)} | {f"site{n}": name for n, name in enumerate(names)},
+    )
+    return {s.tags["bin"]: row["fill_pct"] for s in series for row in s.rows()}
 
 
 def latest_of_bin(influx: InfluxClient, bin_id: str) -> Reading | None:

@@ -27,21 +27,20 @@ from urllib.parse import quote
 import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
+from rich.cells import cell_len
 from rich.console import Console
 from rich.live import Live
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from binwatch.demo_logins import demo_logins
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from compliance.rollups import catch_up
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
-from core.sql import database_engine, make_engine
-from devices.models import Bin, Site
-from security import mqtt_auth, passwords
-from security.models import User
-from security.users import UserRole, create_user, reset_password
+from core.sql import database_engine
+from devices.models import Bin
+from security import mqtt_auth
 from simulator.faults import KINDS
 from simulator.publisher import inject_fault
 
@@ -51,7 +50,6 @@ console = Console(stderr=True)
 STATUS_EVERY_S = 2.0
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
-DEMO_MANAGER = "demo.manager"
 
 
 def demo(
@@ -127,47 +125,19 @@ def demo(
             }
             console.print(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
             console.print(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
-            manager, password = demo_manager_login(env["BINWATCH_DATABASE_URL"])
-            console.print(
-                f"console: http://127.0.0.1:{api_port}/console   a property manager's login "
-                f"for this run: {manager} / {password}",
-                soft_wrap=True,
-            )
+            console.print(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
+            for login in demo_logins(env["BINWATCH_DATABASE_URL"]):
+                console.print(
+                    f"  {login.title:<19} {login.scope}{' ' * (14 - cell_len(login.scope))}"
+                    f"{login.username} / {login.password}",
+                    soft_wrap=True,
+                    markup=False,
+                )
             _status_until_interrupted(metrics_port, children)
     except BinwatchError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print("stopped; data kept in", data_dir)
-
-
-def demo_manager_login(database_url: str) -> tuple[str, str]:
-    """A property manager of the fleet's first compound, for trying the console: created on the
-    first run, with a new password each run (printed, like the run's admin key)."""
-    password = passwords.generate()
-    engine = make_engine(database_url)
-    try:
-        with Session(engine) as session:
-            now = datetime.now(UTC)
-            if session.get(User, DEMO_MANAGER) is not None:
-                reset_password(session, DEMO_MANAGER, password, now=now)
-                return DEMO_MANAGER, password
-            site = session.scalars(
-                select(Site.id).where(Site.site_type == "compound").order_by(Site.id)
-            ).first()
-            if site is None:
-                raise BinwatchError("the fleet has no compound for the demo's manager login")
-            create_user(
-                session,
-                username=DEMO_MANAGER,
-                display_name="物业经理 (demo)",
-                password=password,
-                role=UserRole.manager,
-                now=now,
-                site_ids=[site],
-            )
-    finally:
-        engine.dispose()
-    return DEMO_MANAGER, password
 
 
 def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:

@@ -348,6 +348,15 @@ class ConsoleSettings(_Group):
     lockout_min: float = Field(
         15, gt=0, description="how long failed logins count, and how long a lock lasts"
     )
+    tile_url: str = Field(
+        "",
+        pattern=r"^$|^https?://[^\s\"'<>]*\{z\}[^\s\"'<>]*$",
+        description="map tiles behind the console's map, e.g. https://tile.example.org/{z}/{x}/{y}.png"
+        " (empty: sites drawn on a plain background)",
+    )
+    tile_attribution: str = Field(
+        "", max_length=300, description="the credit the tile provider asks for, shown on the map"
+    )
 
     @property
     def idle(self) -> timedelta:

@@ -90,10 +90,15 @@ def settings(
     """Settings isolated to this test: its own InfluxDB database, topic prefix, registry
     database (on each backend, tests/registry_backends.py) and MQTT client id, so nothing
     another test did can be counted here."""
+    return isolated_settings(mqtt_server.url, influx_server.url, registry_url)
+
+
+def isolated_settings(mqtt_url: str, influx_url: str, registry_url: str) -> Settings:
+    """The `settings` fixture's, for fixtures of a wider scope (a module's stack) too."""
     tag = uuid.uuid4().hex[:10]
     return Settings(
-        mqtt_url=mqtt_server.url,
-        influx_url=influx_server.url,
+        mqtt_url=mqtt_url,
+        influx_url=influx_url,
         influx_db=f"test_{tag}",
         topic_prefix=f"test/{tag}/binwatch/v1",
         database_url=registry_url,

@@ -187,7 +187,7 @@ def test_areas_and_operator_add_up_their_sites(
     api: TestClient, pilot_bins: dict[str, BinTags]
 ) -> None:
     xiaoba = get(api, "/api/v1/compliance/areas/xiaoba")
-    assert xiaoba["subject"] == {"kind": "community", "id": "xiaoba", "name": "Xiaoba Community"}
+    assert xiaoba["subject"] == {"kind": "community", "id": "xiaoba", "name": "肖坝社区"}
     assert xiaoba["metrics"]["bins"] == sum(t.community == "xiaoba" for t in pilot_bins.values())
     ids = [site["id"] for site in xiaoba["sites"]]
     # Ranked needs 10 checked deposits in the 12 hours (20 a day): only X has them (202). Y and

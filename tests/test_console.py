@@ -65,8 +65,8 @@ class Stack:
 
 @pytest.fixture
 def stack(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Stack]:
-    """The pilot fleet; a manager of the Jiazhou Shuian compound, a grid official; one reading
-    of a bin of the compound stored in InfluxDB as ingest stores it."""
+    """The pilot fleet; a manager of the Jiazhou Shuian compound (嘉州水岸小区), a grid official;
+    one reading of a bin of the compound stored in InfluxDB as ingest stores it."""
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
@@ -152,7 +152,7 @@ def test_a_manager_logs_in_sees_their_site_and_logs_out(stack: Stack) -> None:
         assert "Secure" not in cookie  # BINWATCH_CONSOLE_SECURE_COOKIE is off in the tests
         sites = client.get("/console")
         assert sites.status_code == 200
-        assert "Jiazhou Shuian" in sites.text
+        assert "嘉州水岸小区" in sites.text
         assert "我的站点" in sites.text  # Chinese: the user's locale
         assert sites.text.count('href="/console/sites/') == 1
         token = client.cookies["binwatch_session"]
@@ -333,7 +333,7 @@ def test_the_site_page_shows_bins_in_local_time_with_the_stream_colours(stack: S
         _login(client)
         page = client.get(f"/console/sites/{SITE_A}")
         assert page.status_code == 200
-        assert 'hx-trigger="every 5s"' in page.text
+        assert 'hx-trigger="every 3s"' in page.text
         assert "/console/static/htmx.min.js" in page.text
         for stream in ("可回收物", "有害垃圾", "厨余垃圾", "其他垃圾"):
             assert stream in page.text
@@ -458,7 +458,7 @@ def test_a_manager_on_a_360_px_phone_requests_a_collection_and_sees_it(
             page.fill("input[name=username]", MANAGER)
             page.fill("input[name=password]", PASSWORD)
             page.click("form[action='/console/login'] button")
-            page.click("text=Jiazhou Shuian")
+            page.click("text=嘉州水岸小区")
             page.wait_for_selector("table.bins")
             assert page.locator("table.bins tbody tr").count() == len(bins)
             assert "73%" in page.inner_text("table.bins")

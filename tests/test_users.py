@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.demo import DEMO_MANAGER, demo_manager_login
+from binwatch.demo_logins import demo_logins
 from core.errors import InvalidRequest
 from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
@@ -221,18 +221,36 @@ def test_the_cli_creates_resets_and_disables_users_reading_passwords_from_stdin(
     assert "no user 'nobody'" in unknown.stderr
 
 
-def test_the_demo_makes_a_manager_login_and_renews_its_password_each_run(tmp_path: Path) -> None:
+def test_the_demo_makes_one_login_per_role_and_renews_their_passwords_each_run(
+    tmp_path: Path,
+) -> None:
+    """A compound's manager, its community's and its district's grid officials, the city admin:
+    in the pilot fleet, Jiazhou Shuian, Xiaoba Community, Shizhong District."""
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     migrate(url)
     engine = make_engine(url)
     with Session(engine) as session:
         import_fleet(session, load_fleet(default_fleet_path()))
         session.commit()
-    first = demo_manager_login(url)
-    second = demo_manager_login(url)
-    assert first[0] == second[0] == DEMO_MANAGER and first[1] != second[1]
+    first = demo_logins(url)
+    second = demo_logins(url)
+    assert [(login.title, login.username, login.scope) for login in second] == [
+        ("property manager", "demo.manager", "嘉州水岸小区"),
+        ("community official", "demo.community", "肖坝社区"),
+        ("district official", "demo.district", "市中区"),
+        ("city admin", "demo.admin", "乐山市"),
+    ]
     with Session(engine) as session:
-        user = check_login(session, DEMO_MANAGER, second[1])
-        assert user is not None and user.role == "manager" and user.site_ids
-        assert check_login(session, DEMO_MANAGER, first[1]) is None
+        for old, new in zip(first, second, strict=True):
+            assert old.password != new.password
+            assert check_login(session, old.username, old.password) is None
+            user = check_login(session, new.username, new.password)
+            assert user is not None and user.role == new.role.value
+        scopes = {u.username: (u.site_ids, u.area_id) for u in session.query(User)}
+    assert scopes == {
+        "demo.manager": ("jiazhou-shuian", None),
+        "demo.community": ("", "xiaoba"),
+        "demo.district": ("", "shizhong"),
+        "demo.admin": ("", None),
+    }
     engine.dispose()

@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api.console import admin, grid
 from api.console.auth import PREFIX, PageError
+from api.console.map import router as map_router
 from api.console.pages import page_error, router
 from api.console.reports import router as reports_router
 from core.settings import Settings
@@ -19,12 +21,20 @@ from security.throttle import LoginThrottle
 STATIC_DIR = Path(__file__).with_name("static")
 
 
+# Assets go out compressed when the browser takes gzip (ECharts: 1.1 MB, 0.37 MB gzipped); the
+# pages do not, since they carry CSRF tokens next to what a user typed (BREACH).
+GZIP_FROM_BYTES = 1024
+
+
 def mount_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(grid.router)
     app.include_router(admin.router)
     app.include_router(reports_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
+    app.include_router(map_router)
+    assets = GZipMiddleware(StaticFiles(directory=STATIC_DIR), minimum_size=GZIP_FROM_BYTES)
+    app.mount(f"{PREFIX}/static", assets, name="console-static")
     app.add_exception_handler(PageError, page_error)
     app.state.login_throttle = LoginThrottle(
         account_limit=settings.console.account_failures,
