@@ -266,16 +266,14 @@ def _thresholds(engine: Engine, bins: frozenset[str]) -> list[float]:
 
 def _request_ids(engine: Engine) -> dict[int, str]:
     with Session(engine) as session:
-        return dict(
-            session.execute(select(CollectionRequest.id, CollectionRequest.operator_id)).tuples()
-        )
+        rows = session.execute(select(CollectionRequest.id, CollectionRequest.operator_id))
+        return {request_id: operator_id for request_id, operator_id in rows}
 
 
 def _alert_ids(engine: Engine, kind: str) -> dict[int, str]:
     with Session(engine) as session:
-        return dict(
-            session.execute(select(Alert.id, Alert.bin_id).where(Alert.type == kind)).tuples()
-        )
+        rows = session.execute(select(Alert.id, Alert.bin_id).where(Alert.type == kind))
+        return {alert_id: bin_id for alert_id, bin_id in rows}
 
 
 def _request_ack(request_id: int, operator_id: str) -> tuple[str, dict[str, str]]:
