@@ -203,7 +203,13 @@ def test_several_nodes_on_one_postgresql_through_a_worker_kill_and_a_restart(
             timeout=30,
             what="the supervisor to restart the killed worker",
         )
-        # Operators act through both APIs on the same items at once, while the flood goes on.
+        # Operators act through both APIs on the same items at once, while the flood goes on
+        # (ingest may still be catching up on what it held: the items are waited for).
+        wait_for(
+            lambda: len(_request_ids(engine)) == len(fleet.full),
+            timeout=SETTLE_S,
+            what="every full bin's request",
+        )
         acked_requests = _race(apis, _request_ids(engine), _request_ack)
         wait_for(
             lambda: len(_alert_ids(engine, "fire")) == len(fleet.fire),
