@@ -49,6 +49,9 @@ readings in question (a ratio of sums), and null where there were no deposits.
 
 SINK_UNAVAILABLE = "InfluxDB unavailable, try again"
 REGISTRY_UNAVAILABLE = "registry database unavailable, try again"
+# Retry-After of those two: a server that went away (a restart, a failover) is back within
+# seconds, and a client told when to come back does not hammer the replicas meanwhile.
+UNAVAILABLE_RETRY_S = 2
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -122,7 +125,7 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 
 async def _sink_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, SINK_UNAVAILABLE)
+    return _unavailable(SINK_UNAVAILABLE)
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
@@ -131,7 +134,15 @@ async def _registry_unavailable(request: Request, exc: Exception) -> Response:
     if not is_transient_failure(exc):
         raise exc
     log.error("%s %s: registry database: %s", request.method, request.url.path, exc)
-    return _detail(status.HTTP_503_SERVICE_UNAVAILABLE, REGISTRY_UNAVAILABLE)
+    return _unavailable(REGISTRY_UNAVAILABLE)
+
+
+def _unavailable(message: str) -> Response:
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": message},
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
+    )
 
 
 async def _pool_exhausted(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,8 @@ the end), measures side by side:
    stored, their loss, and the dead letters by reason against what was sent;
 4. publish-to-queryable latency p50/p99 under a steady 5,000 readings/s;
 5. ingest's memory (RSS of its process tree) over a steady soak at that rate;
+3r. the same 1-worker flood with the registry (the arrival hooks' database) on SQLite and on a
+   PostgreSQL the run starts itself, one after the other in each repetition, and the ratio;
 6. the peer: binwatch (1 worker) against Node-RED's per-message and batched flows (installed from
    npm into var/bench/ on first use, `bench/_nodered.py`): each one's highest zero-loss steady
    rate, its loss flooded and through a SIGKILL, and binwatch's rate as a ratio to the best flow's
@@ -65,7 +67,14 @@ from sqlalchemy.orm import Session  # noqa: E402
 from bench import _hostile, _nodered, _peer, _profile  # noqa: E402
 from bench._payloads import PayloadSpec, build_spec  # noqa: E402
 from binwatch.database import migrate  # noqa: E402
-from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free  # noqa: E402
+from binwatch.servers import (  # noqa: E402
+    InfluxServer,
+    MosquittoServer,
+    PostgresServer,
+    free_port,
+    port_is_free,
+    postgres_bin_dir,
+)
 from core.errors import SinkUnavailable  # noqa: E402
 from core.influx import InfluxClient  # noqa: E402
 from core.lineprotocol import tag_set  # noqa: E402
@@ -115,8 +124,11 @@ SETTLE_S = 60.0
 # Polling /metrics costs ingest CPU (its HTTP thread wants the GIL): often enough for ~1 %
 # resolution on a flood of several seconds, rarely enough to stay out of the profile.
 METRICS_POLL_S = 0.2
-# What `--only` can pick: 1 + 2, 3, the hostile flood, 4 + 5, the peer (6).
-FIGURES = ("ceilings", "e2e", "hostile", "steady", "peer")
+# What `--only` can pick: 1 + 2, 3, the hostile flood, the registry backends, 4 + 5, the peer (6).
+FIGURES = ("ceilings", "e2e", "hostile", "registry", "steady", "peer")
+REGISTRIES = ("sqlite", "postgresql")
+# Issue 17's target: the end-to-end rate with the registry on PostgreSQL within 10 % of SQLite's.
+TARGET_POSTGRES_RATIO = 0.90
 # Node-RED and its InfluxDB nodes, installed from npm by the first run that measures the peer.
 NODE_RED_CACHE = RESULTS_DIR / "node-red-4.1"
 # Issue 18's target: binwatch's zero-loss rate against the best Node-RED flow's.
@@ -299,6 +311,18 @@ class Context:
             ingest_share_group=f"bench-ingest-{tag}",
             ingest_metrics_port=free_port_pair(),
         )
+
+
+def load_registry(url: str) -> dict[str, BinTags]:
+    """Migrate the registry at `url`, load the pilot fleet into it and return its bins."""
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+            return bin_tags(session)
+    finally:
+        engine.dispose()
 
 
 def run_json(command: list[str], *, timeout: float) -> dict[str, Any]:
@@ -1108,6 +1132,17 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         targets["every hostile message dead-lettered under its reason"] = all(
             r["dead_letters_accounted"] for r in results["hostile"]
         )
+    if results["registry_sqlite"]:
+        rates = {b: median([r["rate"] for r in results[f"registry_{b}"]]) for b in REGISTRIES}
+        summary["registry_rate"] = rates
+        summary["registry_ratio"] = rates["postgresql"] / rates["sqlite"]
+        summary["registry_loss"] = sum(
+            r["loss"] for b in REGISTRIES for r in results[f"registry_{b}"]
+        )
+        targets[f"registry on PostgreSQL >= {TARGET_POSTGRES_RATIO:.0%} of SQLite's rate"] = (
+            summary["registry_ratio"] >= TARGET_POSTGRES_RATIO
+        )
+        targets["0 loss, registry on either"] = summary["registry_loss"] == 0
     if s:
         targets[f"p99 < {TARGET_P99_S:g} s at {STEADY_RATE:,.0f}/s"] = (
             s["latency_p99_s"] < TARGET_P99_S and s["rate_achieved"] >= 0.95 * STEADY_RATE
@@ -1231,6 +1266,22 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
                 f"expected {last['dead_letters_expected']}, found {last['dead_letters_found']}",
             ),
         ]
+    if results["registry_sqlite"]:
+        rows += [
+            (
+                f"3r end to end, 1 worker, registry on {backend}",
+                fmt_rate(summary["registry_rate"][backend]),
+                f"runs {runs(f'registry_{backend}')}",
+            )
+            for backend in REGISTRIES
+        ]
+        rows.append(
+            (
+                "3r loss, both registries",
+                str(summary["registry_loss"]),
+                f"{sum(len(results[f'registry_{b}']) for b in REGISTRIES)} floods",
+            )
+        )
     if s:
         rows += [
             (
@@ -1276,6 +1327,12 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
             f" {summary['e2e_rate_w1']:,.0f} = {summary['hostile_ratio_to_e2e_w1']:.2f} (ingest CPU"
             f" per valid reading: {summary['hostile_ingest_cpu_ratio']:.2f} × clean);"
             f" hostile mix: {hostile_mix_text()}"
+        )
+    if results["registry_sqlite"]:
+        rates = summary["registry_rate"]
+        say(
+            f"ratio registry PostgreSQL / SQLite = {rates['postgresql']:,.0f} /"
+            f" {rates['sqlite']:,.0f} = {summary['registry_ratio']:.2f}"
         )
     say("targets:")
     for name, met in summary["targets"].items():
@@ -1337,21 +1394,23 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_w1": [],
         "e2e_w2": [],
         "hostile": [],
+        "registry_sqlite": [],
+        "registry_postgresql": [],
         "steady": {},
         "peer": {},
         "profile": None,
     }
+    postgres = (
+        PostgresServer(work / "postgresql", free_port(), durable=True)
+        if "registry" in args.only
+        else None
+    )
     ok = False
     try:
         mqtt.start()
         influx.start()
         registry_url = f"sqlite:///{work / 'registry.db'}"
-        migrate(registry_url)
-        engine = make_engine(registry_url)
-        with Session(engine) as session:
-            import_fleet(session, load_fleet(default_fleet_path()))
-            bins = bin_tags(session)
-        engine.dispose()
+        bins = load_registry(registry_url)
         spec = build_spec(
             list(bins.values()),
             prefix="bench/db/binwatch/v1",
@@ -1372,6 +1431,14 @@ def main(argv: list[str] | None = None) -> int:
             args.readings,
             lambda workers: ingest_command(workers)[0],
         )
+        registries = {"sqlite": ctx}
+        if postgres is not None:
+            postgres.start()
+            # A throwaway cluster of the run's own: its default database is the registry.
+            registries["postgresql"] = dataclasses.replace(
+                ctx, registry_url=postgres.database_url()
+            )
+            load_registry(postgres.database_url())
         lines = telemetry_lines(ctx, args.readings)
         conditions = {
             "date": stamp.isoformat(timespec="seconds"),
@@ -1394,6 +1461,17 @@ def main(argv: list[str] | None = None) -> int:
             "steady_rate": STEADY_RATE,
             "soak_seconds": args.soak_seconds,
             "figures": sorted(args.only),
+            "registries": {
+                "sqlite": "a file in the work folder (binwatch's WAL settings)",
+                **(
+                    {
+                        "postgresql": f"PostgreSQL {postgres_bin_dir().parent.name} on loopback,"
+                        " started by the run, durable (fsync on, as SQLite syncs its commits)"
+                    }
+                    if postgres is not None
+                    else {}
+                ),
+            },
             "hostile_mix": hostile_mix_text(),
             "versions": versions(),
         }
@@ -1412,6 +1490,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingest_settings",
             "publisher",
             "figures",
+            "registries",
             "versions",
         ):
             say(f"  {key}: {conditions[key]}")
@@ -1461,6 +1540,19 @@ def main(argv: list[str] | None = None) -> int:
                 say("      CPU µs per (valid) reading: " + cpu_text(r["cpu_us_per_reading"]))
                 for line in r["log_problems"][:5]:
                     say(f"      log: {line[:160]}")
+            if "registry" in args.only:
+                # Alternate which goes first, so neither always meets a warmer InfluxDB.
+                order = REGISTRIES if rep % 2 == 0 else REGISTRIES[::-1]
+                for backend in order:
+                    r = end_to_end(registries[backend], 1)
+                    results[f"registry_{backend}"].append(r)
+                    say(
+                        f"  3r registry on {backend:<10} {fmt_rate(r['rate'])} ({r['stored']:,} of"
+                        f" {r['readings']:,} stored in {r['seconds']:.2f} s, loss {r['loss']};"
+                        f" ingest CPU {r['ingest_cpu_share']:.0%} of a core)"
+                    )
+                    for line in r["log_problems"][:5]:
+                        say(f"      log: {line[:160]}")
         if "peer" in args.only:
             say("\n-- 6 peer: binwatch (1 worker) and Node-RED's two flows, one after the other")
             results["peer"] = peer(ctx, args.quick)
@@ -1518,6 +1610,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         return 0
     finally:
+        if postgres is not None:
+            postgres.remove()
         influx.stop()
         mqtt.stop()
         if ok:

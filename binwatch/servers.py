@@ -274,8 +274,9 @@ def postgres_bin_dir() -> Path:
 class PostgresServer(_ChildServer):
     """A fresh PostgreSQL cluster on loopback, trusting the superuser `binwatch` without a
     password, with its unix socket beside the data rather than in /run: for tests and
-    benchmarks only. Durability is traded for speed (fsync off), which only an operating-system
-    crash could make anyone notice, and the data is a throwaway.
+    benchmarks only. Unless `durable`, durability is traded for speed (fsync off), which only an
+    operating-system crash could make anyone notice, and the data is a throwaway; a benchmark
+    that compares it with SQLite (which syncs its commits) asks for `durable`.
 
     Run as root, the server runs as the unprivileged `postgres` account; its cluster then lives
     in a folder of its own under the system's temporary folder, because pytest's temporary
@@ -284,9 +285,10 @@ class PostgresServer(_ChildServer):
     name = "postgresql"
     superuser = "binwatch"
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = False) -> None:
         super().__init__(data_dir, port)
         self.cluster_dir: Path | None = None
+        self.durable = durable
 
     def database_url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL of `database` on this server."""
@@ -311,15 +313,14 @@ class PostgresServer(_ChildServer):
         settings = {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(self.cluster_dir),
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
             # Every test's API, ingest and hooks hold pools of their own.
             "max_connections": "300",
             # The pilot city's zone, not UTC: code that took the server's zone for UTC would
             # show it (timestamptz values come back in the session's zone).
             "timezone": "Asia/Shanghai",
         }
+        if not self.durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         command = [str(bin_dir / "postgres"), "-D", str(self.cluster_dir / "data")]
         command += ["-p", str(self.port)]
         for name, value in settings.items():

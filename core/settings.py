@@ -103,6 +103,12 @@ class IngestSettings(_Group):
     share_group: str = Field(
         "binwatch-ingest", description="shared-subscription group used with --workers > 1"
     )
+    first_worker: int = Field(
+        0,
+        ge=0,
+        description="number of this machine's first ingest worker (account ingest-<n>): "
+        "machines sharing one broker take ranges that do not overlap",
+    )
     batch_size: int = Field(5000, ge=1, description="points per InfluxDB write")
     batch_seconds: float = Field(0.25, gt=0, description="longest a reading waits for its batch")
     buffer: int = Field(

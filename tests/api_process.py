@@ -4,10 +4,6 @@ for it: the tests of load, memory and slow clients need the real server, not a T
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,41 +13,21 @@ import httpx
 
 from binwatch.servers import free_port
 from core.settings import Settings
-from tests.helpers import ADMIN_HEADERS, wait_for
+from tests.helpers import ADMIN_HEADERS
+from tests.processes import BinwatchChild
 
 
-class ApiProcess:
+class ApiProcess(BinwatchChild):
     """`python -m binwatch api --port P` with the test's settings."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {**os.environ, **settings.as_env()}
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(settings, ["api", "--port", str(self.port)], log_path, {})
 
-    def __enter__(self) -> ApiProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "binwatch", "api", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._answers, timeout=30, what=f"the API to answer (log: {self.log_path})")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def _answers(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, self.log_tail()
+    def ready(self) -> bool:
+        """It answers /health (503 too: InfluxDB may have no database yet)."""
+        self.alive()
         try:
             return httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503)
         except httpx.HTTPError:
@@ -63,9 +39,6 @@ class ApiProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
 
 
 @dataclass

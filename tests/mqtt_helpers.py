@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import paho.mqtt.client as paho
 
 from core.settings import Settings
 
 
-def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:
-    """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all."""
+@contextmanager
+def connected_publisher(settings: Settings) -> Iterator[paho.Client]:
+    """A paho client connected to the test's broker with its network loop running; it
+    disconnects on the way out."""
     endpoint = settings.mqtt_endpoint()
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}"
@@ -22,11 +25,22 @@ def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> in
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            assert info.is_published(), f"broker did not acknowledge message {info.mid}"
+        yield client
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:
+    """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all."""
+    with connected_publisher(settings) as client:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        wait_acknowledged(infos)
     return len(infos)
+
+
+def wait_acknowledged(infos: Iterable[paho.MQTTMessageInfo]) -> None:
+    """Wait until the broker has acknowledged each of these QoS 1 publications."""
+    for info in infos:
+        info.wait_for_publish(timeout=30)
+        assert info.is_published(), f"broker did not acknowledge message {info.mid}"

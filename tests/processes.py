@@ -1,4 +1,5 @@
-"""`binwatch ingest` as a real child process, for tests that kill it, and the readings they send."""
+"""`binwatch ingest`, the collector and the alerter as real child processes, for tests that kill
+them or run several nodes at once, and the readings they send."""
 
 from __future__ import annotations
 
@@ -6,63 +7,124 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Self
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from binwatch.servers import free_port
+from binwatch.servers import free_port, port_is_free
 from core.settings import Settings
 from devices.contract import Reading, TopicKind, Topics
 from tests.helpers import wait_for
 
+# How long a child process may take to answer: its imports alone took 8 s, and eight processes
+# starting at once over a minute, on the shared 2-core machine at a load of 15.
+START_TIMEOUT_S = 180.0
+# Each look makes an HTTP client: looking often would only take CPU from the processes starting.
+START_POLL_S = 0.5
 
-class IngestProcess:
-    """`python -m binwatch ingest [--workers N]` with the test's settings."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1) -> None:
-        self.workers = workers
-        self.metrics_port = free_port()
+class BinwatchChild:
+    """`python -m binwatch <argv>` with the test's settings (and `env` on top), its output in
+    `log_path`: started, waited for, stopped, whatever the command."""
+
+    def __init__(
+        self, settings: Settings, argv: list[str], log_path: Path, env: dict[str, str]
+    ) -> None:
+        self.argv = argv
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            **settings.as_env(),
-            "BINWATCH_INGEST_METRICS_PORT": str(self.metrics_port),
-        }
+        self.env = {**os.environ, **settings.as_env(), **env}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting (a test may start others meanwhile)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "binwatch", "ingest", "--workers", str(self.workers)],
+                [sys.executable, "-m", "binwatch", *self.argv],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        for worker in range(self.workers):
+
+    def wait_until(self, probe: Callable[[], object], what: str) -> None:
+        """Until `probe` is true (it fails if the process died); stopped if it never is."""
+        try:
             wait_for(
+                probe,
+                timeout=START_TIMEOUT_S,
+                interval=START_POLL_S,
+                what=f"{what} (log: {self.log_path})",
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self) -> None:
+        """Launch, then wait until `ready()`."""
+        self.launch()
+        self.wait_until(self.ready, f"binwatch {self.argv[0]} to be ready")
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def alive(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, self.log_tail()
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
+class IngestProcess(BinwatchChild):
+    """`python -m binwatch ingest [--workers N]` with the test's settings."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1) -> None:
+        self.workers = workers
+        self.metrics_port = _free_ports(workers)
+        super().__init__(
+            settings,
+            ["ingest", "--workers", str(workers)],
+            log_path,
+            {"BINWATCH_INGEST_METRICS_PORT": str(self.metrics_port)},
+        )
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_subscribed()
+
+    def wait_subscribed(self) -> None:
+        """Until every worker says it is subscribed. Spawned workers import binwatch each: on a
+        busy 2-core machine three took ~30 s to subscribe, hence the generous bound."""
+        for worker in range(self.workers):
+            self.wait_until(
                 lambda w=worker: self.metric("binwatch_ingest_subscribed", worker=w) == 1,  # type: ignore[misc]
-                timeout=30,
-                what=f"ingest worker {worker} to subscribe (log: {self.log_path})",
+                f"ingest worker {worker} to subscribe",
             )
 
     def metric(self, name: str, *, worker: int = 0, **labels: str) -> float | None:
         """A sample from a worker's /metrics; None while it does not answer."""
-        assert self.process is not None and self.process.poll() is None, self.log_tail()
-        try:
-            text = httpx.get(
-                f"http://127.0.0.1:{self.metrics_port + worker}/metrics", timeout=2
-            ).text
-        except httpx.HTTPError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return None
+        self.alive()
+        return scrape(self.metrics_port + worker, name, **labels)
 
     def worker_pids(self) -> list[int]:
         assert self.process is not None
@@ -87,17 +149,51 @@ class IngestProcess:
         self.process.kill()
         self.process.wait()
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+class ServiceProcess(BinwatchChild):
+    """`python -m binwatch collector|alerter` with the test's settings and its /metrics on a
+    free port, so a test runs the services as a deployment does: separate processes."""
+
+    def __init__(self, settings: Settings, command: str, log_path: Path) -> None:
+        self.metrics_port = free_port()
+        super().__init__(
+            settings,
+            [command],
+            log_path,
+            {f"BINWATCH_{command.upper()}_METRICS_PORT": str(self.metrics_port)},
+        )
+
+    def ready(self) -> bool:
+        """Its /metrics answers."""
+        self.alive()
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).is_success
+        except httpx.HTTPError:
+            return False
+
+
+def scrape(port: int, name: str, **labels: str) -> float | None:
+    """A sample of the Prometheus /metrics on 127.0.0.1:`port`; None while nobody answers there
+    or the sample is missing."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def _free_ports(count: int) -> int:
+    """The first of `count` consecutive free loopback ports: worker n serves its /metrics on
+    the first + n. Make the other processes' ports first: the kernel hands out free ports in
+    sequence, so the next one asked for would be inside this range."""
+    while True:
+        first = free_port()
+        if all(port_is_free(first + n) for n in range(1, count)):
+            return first
 
 
 def _cmdline(pid: str) -> bytes:

@@ -24,8 +24,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from binwatch.database import migrate
 from binwatch.servers import PostgresServer, free_port
+from core.sql import make_engine
+from devices.fleet import default_fleet_path, import_fleet, load_fleet
 
 BACKENDS = ("sqlite", "postgresql")
 MARKER = "registry_backends"
@@ -114,3 +118,18 @@ def registry_url(
     """An empty registry database of this test's own (nobody has migrated it yet)."""
     with registry_database(registry_backend, tmp_path, request) as url:
         yield url
+
+
+@pytest.fixture
+def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[PostgresServer, str]]:
+    """A server of the test's own, for tests that stop it (stopping the session's would disturb
+    the others, and a server given by BINWATCH_TEST_POSTGRES_URL is not ours to stop), and the
+    URL of a database on it, migrated, with the pilot fleet."""
+    server = PostgresServer(tmp_path / "postgresql", free_port())
+    with server, PostgresDatabases(server.database_url()).database() as url:
+        migrate(url)
+        engine = make_engine(url)
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+        engine.dispose()
+        yield server, url

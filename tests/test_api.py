@@ -482,6 +482,7 @@ def test_health_is_503_when_influxdb_is_unreachable(
     assert "unreachable" in body["influxdb"]
     assert readings.status_code == 503
     assert readings.json() == {"detail": "InfluxDB unavailable, try again"}
+    assert readings.headers["retry-after"] == "2"
 
 
 def test_health_is_503_when_the_registry_is_unreachable(
@@ -508,6 +509,7 @@ def test_an_unmigrated_registry_is_503_not_500(settings: Settings, influx: Influ
 
     assert response.status_code == 503
     assert response.json() == {"detail": "registry database unavailable, try again"}
+    assert response.headers["retry-after"] == "2"
 
 
 def test_openapi_describes_every_route(client: TestClient) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from binwatch.cli import app
 from binwatch.database import migrate
 from core.errors import FleetError
+from core.settings import env_names
 from core.sql import make_engine, session_factory
 from devices.contract import (
     DEPOSITS_MAX,
@@ -195,3 +196,12 @@ def test_the_architecture_diagram_is_the_import_contract() -> None:
         if row in layers:
             drawn.append(row)
     assert drawn == layers
+
+
+def test_the_deployment_page_names_only_settings_that_exist() -> None:
+    """Every BINWATCH_* variable docs/deployment.md tells an operator to set is a setting (the
+    tests' own BINWATCH_TEST_* aside), so a renamed setting cannot leave the page behind."""
+    named = set(re.findall(r"\bBINWATCH_[A-Z0-9_]*[A-Z0-9]\b", read("deployment.md")))
+    settings = {f"BINWATCH_{name.upper()}" for name in env_names()}
+    assert "BINWATCH_INGEST_FIRST_WORKER" in named
+    assert {n for n in named if not n.startswith("BINWATCH_TEST_")} - settings == set()

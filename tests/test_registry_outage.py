@@ -4,26 +4,21 @@ request and the dead letter that waited are both written, once, and nothing is l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from binwatch.database import migrate
-from binwatch.servers import PostgresServer, free_port
+from binwatch.servers import PostgresServer
 from core.settings import Settings
 from core.sql import make_engine
 from devices.contract import Reading, TopicKind, Topics
-from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import DeadLetter
 from tests.collection_helpers import hooked_ingest, requests_of
 from tests.conftest import count_points
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
-from tests.registry_backends import PostgresDatabases
 
 pytestmark = [
     pytest.mark.servers,
@@ -31,20 +26,6 @@ pytestmark = [
 ]
 
 KITCHEN = "sz-peoples-government-s1-kitchen"  # threshold 75 %
-
-
-@pytest.fixture
-def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[PostgresServer, str]]:
-    """A server of this test's own (stopping the session's would disturb nothing, but a server
-    given by BINWATCH_TEST_POSTGRES_URL is not ours to stop), migrated, with the pilot fleet."""
-    server = PostgresServer(tmp_path / "postgresql", free_port())
-    with server, PostgresDatabases(server.database_url()).database() as url:
-        migrate(url)
-        engine = make_engine(url)
-        with Session(engine) as session:
-            import_fleet(session, load_fleet(default_fleet_path()))
-        engine.dispose()
-        yield server, url
 
 
 def _letters(settings: Settings) -> int:

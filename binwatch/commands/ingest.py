@@ -14,7 +14,7 @@ import typer
 
 from alerts.hook import AlertHook
 from collection.hook import ThresholdHook
-from core.errors import BinwatchError
+from core.errors import BinwatchError, ConfigError
 from core.settings import Settings
 from core.signals import stop_on_signals
 from ingest.service import Ingestor
@@ -43,24 +43,45 @@ def ingest(
 ) -> None:
     """Subscribe to the bins' topics and store every valid reading in InfluxDB."""
     settings = Settings()
-    if workers == 1:
+    try:
+        numbers = worker_numbers(settings, workers)
+    except ConfigError as exc:
+        typer.echo(f"binwatch ingest: {exc}", err=True)
+        raise typer.Exit(CANNOT_GO_ON) from None
+    if numbers == range(1):
         raise typer.Exit(run_worker(settings, 0, shared=False))
-    raise typer.Exit(supervise(settings, workers))
+    raise typer.Exit(supervise(settings, numbers))
 
 
-def supervise(settings: Settings, workers: int) -> int:
-    """Run `workers` processes on one shared subscription, restarting any that dies (its fixed
-    client id gets its persistent session back, so what it held unacknowledged is redelivered)."""
+def worker_numbers(settings: Settings, workers: int) -> range:
+    """The numbers of this machine's workers: `workers` from `BINWATCH_INGEST_FIRST_WORKER`.
+    Each number is an MQTT account and session (`ingest-<n>`), so machines sharing one broker
+    take ranges that do not overlap; any range but the single worker 0 of a lone machine shares
+    the subscription."""
+    numbers = range(settings.ingest.first_worker, settings.ingest.first_worker + workers)
+    if numbers.stop > INGEST_WORKERS_MAX:
+        raise ConfigError(
+            f"ingest workers {numbers.start}-{numbers.stop - 1}: the accounts end at "
+            f"ingest-{INGEST_WORKERS_MAX - 1} (BINWATCH_INGEST_FIRST_WORKER + --workers "
+            f"≤ {INGEST_WORKERS_MAX})"
+        )
+    return numbers
+
+
+def supervise(settings: Settings, numbers: range) -> int:
+    """Run a process per worker number on one shared subscription, restarting any that dies
+    (its fixed client id gets its persistent session back, so what it held unacknowledged is
+    redelivered)."""
     context = multiprocessing.get_context("spawn")
 
-    def spawn(index: int) -> BaseProcess:
+    def spawn(number: int) -> BaseProcess:
         process = context.Process(
-            target=_worker_main, args=(settings, index), name=f"ingest-{index}"
+            target=_worker_main, args=(settings, number), name=f"ingest-{number}"
         )
         process.start()
         return process
 
-    processes = [spawn(index) for index in range(workers)]
+    processes = [spawn(number) for number in numbers]
     stop = threading.Event()
     stop_on_signals(stop)
     while not stop.wait(SUPERVISE_EVERY_S):
@@ -68,13 +89,15 @@ def supervise(settings: Settings, workers: int) -> int:
             if process.is_alive() or stop.is_set():
                 continue
             if process.exitcode == CANNOT_GO_ON:
-                log.error("ingest worker %d cannot go on (see above); stopping all", index)
+                log.error("ingest worker %d cannot go on (see above); stopping all", numbers[index])
                 stop.set()
             else:
                 log.warning(
-                    "ingest worker %d died (code %s); restarting it", index, process.exitcode
+                    "ingest worker %d died (code %s); restarting it",
+                    numbers[index],
+                    process.exitcode,
                 )
-                processes[index] = spawn(index)
+                processes[index] = spawn(numbers[index])
     for process in processes:
         if process.is_alive():
             process.terminate()  # SIGTERM: the worker flushes and acknowledges what it holds
