@@ -52,9 +52,11 @@ def _wire_fields() -> list[tuple[str, Any] | tuple[str, Any, Any]]:
     return fields
 
 
-# kw_only keeps the model's field order although required and optional fields alternate.
+# kw_only keeps the model's field order although required and optional fields alternate;
+# gc=False: a struct of numbers and strings cannot be part of a cycle, so the cyclic garbage
+# collector need not track it.
 WireReading = msgspec.defstruct(
-    "WireReading", _wire_fields(), kw_only=True, forbid_unknown_fields=True
+    "WireReading", _wire_fields(), kw_only=True, forbid_unknown_fields=True, gc=False
 )
 _DECODER = msgspec.json.Decoder(WireReading | list[WireReading])  # type: ignore[valid-type]
 _NAMES = tuple(Reading.model_fields)
