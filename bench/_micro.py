@@ -1,8 +1,9 @@
 """Per-reading cost of each stage of ingest's decode path, in one process without servers:
 `.venv/bin/python -m bench._micro`. Supports the profile in docs/performance.md with µs figures.
 
-Each stage is timed over the same realistic payloads (the bench's templates for the pilot fleet);
-figures are medians of several passes, µs per reading, on whatever else the machine is doing.
+Each stage is timed over the same realistic payloads (the bench's templates for the pilot fleet),
+with the garbage collector settled as in an ingest worker (`settle_gc`); figures are medians of
+several passes, µs per reading, on whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from unittest.mock import patch
 
+from binwatch.commands.ingest import settle_gc
 from core.lineprotocol import point, tag_set
 from core.times import epoch_ms
 from devices.contract import Reading, Topics
 from devices.fleet import default_fleet_path, load_fleet
 from devices.registry import BinTags
+from ingest import wire
 from ingest.decode import decode
 
 READINGS = 20_000
@@ -71,6 +75,7 @@ def main() -> None:
         for r in readings
     ]  # fmt: skip
     tag0 = next(iter(tags.values()))
+    settle_gc()  # as an ingest worker runs (binwatch/commands/ingest.py)
 
     def timed(name: str, body: Callable[[], object]) -> None:
         runs = []
@@ -81,13 +86,21 @@ def main() -> None:
         print(f"  {statistics.median(runs):6.2f} µs  {name}")
 
     print(f"µs per reading, median of {PASSES} passes over {READINGS:,} readings:")
-    timed(
-        "decode() whole (topic, utf-8, json, validate, point)",
-        lambda: [
+
+    def decode_all() -> object:
+        return [
             decode(t, p, 1, topics=topics, tags_of=tags.get, max_payload=262144)
             for t, p in messages
-        ],
+        ]
+
+    timed("decode() whole (the fast path: topic, wire.readings, line)", decode_all)
+    timed(
+        "  ingest.wire.readings (msgspec, parse_ts, Reading built)",
+        lambda: [wire.readings(p) for _, p in messages],
     )
+    with patch.object(wire, "readings", lambda payload: None):
+        timed("decode() whole, the fast path declining (the model path, as before)", decode_all)
+    print("  the model path's stages:")
     timed("  topics.parse_bin_topic", lambda: [topics.parse_bin_topic(t) for t, _ in messages])
     timed("  json.loads", lambda: [json.loads(t) for t in texts])
     timed(

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from core.lineprotocol import point, telemetry_line
 from core.times import epoch_ms
 from devices.contract import BinTopic, Event, Reading, Status, TopicKind, Topics
+from ingest import wire
 
 MEASUREMENT = {
     TopicKind.telemetry: "telemetry",
@@ -146,6 +147,10 @@ def decode(
         return reject(
             "unknown_bin", f"bin {where.bin_id!r} is not in the registry; register it first"
         )
+    if where.kind is TopicKind.telemetry and (
+        fast := _fast_telemetry(where.bin_id, payload, tags, received_ms, limits)
+    ):
+        return fast
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -166,6 +171,42 @@ def decode(
         # valid readings never pay for the walk, and the reason does not depend on the stack.
         return Decoded(rejections=[Rejection("malformed_json", _TOO_DEEP, bytes(payload))])
     return decoded
+
+
+def _fast_telemetry(
+    bin_id: str,
+    payload: bytes | bytearray,
+    tags: str,
+    received_ms: int,
+    limits: TimeLimits | None,
+) -> Decoded | None:
+    """The hot path of a flood: a telemetry payload whose every reading the contract accepts
+    (`ingest.wire`) and whose every time is plausible, as lines; None for anything else, which
+    the model path below then judges part by part with its reasons."""
+    parsed = wire.readings(payload)
+    if parsed is None:
+        return None
+    readings, buffered = parsed
+    lines = []
+    for reading in readings:
+        ts_ms = epoch_ms(reading.ts)
+        if _implausible(ts_ms, received_ms, limits):
+            return None
+        lines.append(
+            telemetry_line(
+                tags,
+                reading.fill_pct,
+                reading.seq,
+                reading.deposits,
+                reading.contaminated,
+                reading.weight_kg,
+                reading.battery_pct,
+                reading.temp_c,
+                received_ms,
+                ts_ms,
+            )
+        )
+    return Decoded(lines, [], [(bin_id, reading) for reading in readings], buffered=buffered)
 
 
 def _decode_document(
