@@ -21,9 +21,10 @@ from tests.helpers import ADMIN_HEADERS, wait_for
 
 
 class ApiProcess:
-    """`python -m binwatch api --port P` with the test's settings."""
+    """`python -m binwatch api --port P [--workers N]` with the test's settings."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -32,8 +33,9 @@ class ApiProcess:
 
     def __enter__(self) -> ApiProcess:
         with self.log_path.open("ab") as log:
+            command = [sys.executable, "-m", "binwatch", "api", "--port", str(self.port)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "binwatch", "api", "--port", str(self.port)],
+                [*command, "--workers", str(self.workers)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
