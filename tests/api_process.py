@@ -40,7 +40,7 @@ class ApiProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(self._answers, timeout=30, what=f"the API to answer (log: {self.log_path})")
+        wait_for(self._answers, timeout=90, what=f"the API to answer (log: {self.log_path})")
         return self
 
     def __exit__(self, *_exc: object) -> None:
