@@ -21,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+FOLLOW_UP_TRIES = 5
+"""A follow-up (a cancel) refused with 503 is sent again after its Retry-After, up to this many
+times: left undone, its bin keeps an open request and the next manual request for it is a 409."""
 REQUEST_TIMEOUT_S = 30.0
 """An answer later than this counts as a timeout: the failure issue 18 saw (30 s hangs)."""
 
@@ -194,8 +197,12 @@ async def _call(conn: Connection, call: Call, run: Run, since: float, follow: Fo
     if answer.status == 503:
         return answer.retry_after or 1.0
     after = follow(call, answer)
-    if after is not None:
-        await _timed(conn, after, run, time.monotonic())
+    for _ in range(FOLLOW_UP_TRIES if after is not None else 0):
+        assert after is not None
+        followed = await _timed(conn, after, run, time.monotonic())
+        if followed is None or followed.status != 503:
+            break
+        await asyncio.sleep(followed.retry_after or 1.0)  # a follow-up refused is tried again
     return 0.0
 
 
