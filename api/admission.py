@@ -7,6 +7,12 @@ connections, the threads blocked on the pool were the ones the connection holder
 their next step: 100 clients made every request wait out the pool's 30 s timeout (issue 13). The
 engine is sized to `limit` (api.main), so an admitted request never waits for a connection.
 
+Within the gate, requests that read InfluxDB get at most `influx_concurrency` of the slots
+(`InfluxGate`, taken by `api.deps.get_influx`): when InfluxDB stalls, the requests waiting on it
+keep only those, and registry-only requests (the site list, alerts, collections, a manual
+request) still find a slot and answer at once. Each InfluxDB answer is waited for at most
+`influx_timeout_s`, then 503 (issue 18).
+
 A slot is held while the request body comes in and while the answer goes out, so a client that
 stalls in either would keep it for good: one that sends none of its body, or takes none of its
 answer, for `stall_s` is cut off (408 when nothing was answered yet) and the slot is free."""
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -103,3 +111,38 @@ class Admission:
             )
         finally:
             self._slots.release()
+
+
+class Busy(HTTPException):
+    """503 with Retry-After: no slot came free within the wait."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            status.HTTP_503_SERVICE_UNAVAILABLE, BUSY.format(retry=1), headers={"Retry-After": "1"}
+        )
+
+
+class InfluxGate:
+    """At most `limit` requests reading InfluxDB at once; the next wait up to `wait_s` for one
+    of them to finish, then get 503 with Retry-After (`Busy`)."""
+
+    def __init__(self, *, limit: int, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # a new server loop (tests), new slots
+            self._slots, self._loop = asyncio.Semaphore(self.limit), loop
+        slots = self._slots
+        try:
+            await asyncio.wait_for(slots.acquire(), self.wait_s)
+        except TimeoutError:
+            raise Busy from None
+        try:
+            yield
+        finally:
+            slots.release()

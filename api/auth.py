@@ -96,7 +96,7 @@ class Policy:
     def __init__(self, roles: frozenset[StrEnum]) -> None:
         self.roles = roles
 
-    def __call__(self, principal: PrincipalDep) -> None:
+    async def __call__(self, principal: PrincipalDep) -> None:  # no I/O: no thread hop
         if principal.role not in self.roles:
             raise NotAllowed(f"a {principal.role.value} key may not use this endpoint")
 
@@ -107,7 +107,7 @@ class PublicPolicy(Policy):
     def __init__(self) -> None:
         super().__init__(frozenset(ApiRole))
 
-    def __call__(self) -> None:  # type: ignore[override]
+    async def __call__(self) -> None:  # type: ignore[override]
         return None
 
 

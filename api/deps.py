@@ -3,19 +3,23 @@ signature, and everything comes from the app state built once in `api.main`'s li
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
+from api.admission import InfluxGate
 from api.schemas import EVERY_REGEX, ID_REGEX, EveryParam, TimeParam, Window
 from core.influx import InfluxClient
 from core.settings import Settings
 
+# Dependencies that neither block nor do I/O are `async def`: FastAPI runs a plain `def` on its
+# thread pool, and each such hop costs the event loop a round trip (issue 18's profile).
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -26,9 +30,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_influx(request: Request) -> InfluxClient:
-    influx: InfluxClient = request.app.state.influx
-    return influx
+async def get_influx(request: Request) -> AsyncIterator[InfluxClient]:
+    """The InfluxDB client, with one of the slots for requests that read InfluxDB held until
+    the request is done (api.admission.InfluxGate: 503 with Retry-After when none comes free)."""
+    gate: InfluxGate = request.app.state.influx_gate
+    async with gate.slot():
+        yield request.app.state.influx
 
 
 def release(session: Session) -> None:
@@ -48,7 +55,7 @@ SiteId = Annotated[str, Path(pattern=ID_REGEX, description=f"a site id: {_ID_RUL
 BinId = Annotated[str, Path(pattern=ID_REGEX, description=f"a bin id: {_ID_RULE}")]
 
 
-def reading_window(
+async def reading_window(
     settings: SettingsDep,
     start: Annotated[
         TimeParam,

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.admission import BUSY, Admission
+from api.admission import BUSY, Admission, InfluxGate
 from api.auth import RateLimiter
 from api.console import mount_console
 from api.docs_pages import serve_docs
@@ -48,6 +48,7 @@ readings in question (a ratio of sums), and null where there were no deposits.
 """
 
 SINK_UNAVAILABLE = "InfluxDB unavailable, try again"
+SINK_RETRY_AFTER_S = 5  # InfluxDB unreachable or past BINWATCH_API_INFLUX_TIMEOUT_S: not at once
 REGISTRY_UNAVAILABLE = "registry database unavailable, try again"
 # Retry-After of those two: a server that went away (a restart, a failover) is back within
 # seconds, and a client told when to come back does not hammer the replicas meanwhile.
@@ -70,9 +71,13 @@ def create_app(settings: Settings) -> FastAPI:
             connect_timeout=settings.database.connect_timeout_s,
             statement_timeout=settings.database.statement_timeout_s,
         )
-        influx = InfluxClient(settings)
+        influx = InfluxClient(settings, query_timeout_s=settings.api.influx_timeout_s)
         app.state.settings = settings
         app.state.influx = influx
+        app.state.influx_gate = InfluxGate(
+            limit=min(settings.api.influx_concurrency, settings.api.max_concurrency),
+            wait_s=settings.api.queue_wait_s,
+        )
         app.state.sessions = session_factory(engine)
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         try:
@@ -126,6 +131,11 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 async def _sink_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return _unavailable(SINK_UNAVAILABLE)
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": SINK_UNAVAILABLE},
+        headers={"Retry-After": str(SINK_RETRY_AFTER_S)},
+    )
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:

@@ -4,7 +4,12 @@ uvicorn closes a keep-alive connection that stays silent, but one that sends a b
 never finishes its request head and is never closed: 500 such connections trickling headers
 held 500 sockets open for as long as they liked (issue 13). Here a connection must have sent a
 whole request head within `api_header_timeout_s` of connecting, or of its previous answer;
-otherwise it is closed. Bodies are bounded by size (api.limits), answers by the admission gate."""
+otherwise it is closed. Bodies are bounded by size (api.limits), answers by the admission gate.
+
+`binwatch api --workers N` runs N such servers on one socket (uvicorn's supervisor, one process
+each): a single process serves its event loop and its route threads on one core at a time
+(docs/performance.md, "The API under load"). Each worker builds its app from the environment
+(`app_from_environment`), so each has its own admission gate, registry pool and rate limiter."""
 
 from __future__ import annotations
 
@@ -12,13 +17,19 @@ import asyncio
 import logging
 
 import h11
+from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.main import create_app
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class HeadTimeoutProtocol(H11Protocol):
-    """H11Protocol that closes a connection whose request head is not complete in time."""
+    """H11Protocol that closes a connection whose request head is not complete in time: within
+    `head_timeout_s`, which `app_from_environment` sets from the settings in each worker (uvicorn
+    names the protocol class by import path, so the bound cannot travel with the class)."""
 
     head_timeout_s = 10.0
     _head_timer: asyncio.TimerHandle | None = None
@@ -57,6 +68,9 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
-    """The protocol class to give uvicorn (`http=`), with its bound."""
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": seconds})
+def app_from_environment() -> FastAPI:
+    """The app of one `binwatch api` worker, from the BINWATCH_* environment (uvicorn's factory:
+    a worker process is started by import path, not handed an app)."""
+    settings = Settings()
+    HeadTimeoutProtocol.head_timeout_s = settings.api.header_timeout_s
+    return create_app(settings)

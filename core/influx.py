@@ -35,8 +35,15 @@ class Series:
 class InfluxClient:
     """A thread-safe client for one database (httpx.Client pools connections)."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+    ) -> None:
         self.database = settings.influx.db
+        self.query_timeout_s = query_timeout_s
         headers: dict[str, str] = {}
         self._auth_params: dict[str, str] = {}
         if settings.influx.token is not None:
@@ -50,14 +57,14 @@ class InfluxClient:
             base_url=settings.influx.url,
             headers=headers,
             transport=transport,
-            timeout=httpx.Timeout(QUERY_TIMEOUT_S, connect=5.0),
+            timeout=httpx.Timeout(query_timeout_s, connect=5.0),
         )
 
     def close(self) -> None:
         self._http.close()
 
-    def ping(self, *, timeout: float = QUERY_TIMEOUT_S) -> None:
-        self._send("GET", "/ping", expected=204, timeout=timeout)
+    def ping(self, *, timeout: float | None = None) -> None:
+        self._send("GET", "/ping", expected=204, timeout=timeout or self.query_timeout_s)
 
     def write(self, lines: list[str], *, retention_policy: str | None = None) -> None:
         """Write line-protocol lines (timestamps in ms). A 400 (e.g. a field-type conflict) is a
@@ -80,7 +87,7 @@ class InfluxClient:
         *,
         params: dict[str, Any] | None = None,
         database: bool = True,
-        timeout: float = QUERY_TIMEOUT_S,
+        timeout: float | None = None,
     ) -> list[Series]:
         """Run InfluxQL with bound parameters (`$name`), so no value is ever spliced into the
         query text. Times come back as epoch milliseconds."""
@@ -89,7 +96,9 @@ class InfluxClient:
             form["db"] = self.database
         if params:
             form["params"] = json.dumps(params)
-        response = self._send("POST", "/query", data=form, expected=200, timeout=timeout)
+        response = self._send(
+            "POST", "/query", data=form, expected=200, timeout=timeout or self.query_timeout_s
+        )
         series: list[Series] = []
         for result in response.json().get("results", []):
             if "error" in result:

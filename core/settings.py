@@ -164,6 +164,19 @@ class ApiSettings(_Group):
     queue_wait_s: float = Field(
         1.0, ge=0, le=30, description="how long a request waits for a free slot before a 503"
     )
+    influx_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="of the BINWATCH_API_MAX_CONCURRENCY requests, how many may read InfluxDB at "
+        "once; the rest stay for registry-only requests when InfluxDB is slow",
+    )
+    influx_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="longest the API waits for one InfluxDB answer before a 503 (seconds)",
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

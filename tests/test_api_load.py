@@ -5,14 +5,20 @@ or 503 with Retry-After when the API is full; figures are in the test's output (
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from binwatch.servers import InfluxServer, free_port
 from core.influx import InfluxClient
 from core.settings import Settings
 from devices.registry import BinTags
 from tests.api_process import ApiProcess, closed_loop
+from tests.helpers import ADMIN_HEADERS
 
 CLIENTS = 100
 SECONDS = 6
@@ -65,3 +71,87 @@ def test_100_clients_get_200_or_a_quick_503_with_retry_after(
     if concurrency == 1:
         assert result.statuses[503] > 0, result  # the 503 path was taken, and was quick
     assert "QueuePool limit" not in log
+
+
+INFLUX_TIMEOUT_S = 3.0
+INFLUX_BOUND = 12
+"""More requests that read InfluxDB than the gate lets in at once (below), all at once."""
+
+
+def test_a_stalled_influxdb_leaves_registry_reads_fast_and_bounds_the_rest(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """Issue 18: with InfluxDB frozen (SIGSTOP), requests that read it must not take every
+    slot of the API for the length of a timeout. Registry-only reads still answer 200 at once,
+    the InfluxDB-bound ones answer 503 within the API's InfluxDB timeout (or at once, with
+    Retry-After, when the InfluxDB slots are taken), and nothing waits for a pool connection.
+    Before the gate, the 12 stuck requests held all 8 slots for 30 s and the registry reads got
+    503s."""
+    server = InfluxServer(tmp_path / "influx", free_port())
+    server.start()
+    try:
+        own = settings.model_copy(
+            update={
+                "influx_url": server.url,
+                "api_max_concurrency": 8,
+                "api_influx_concurrency": 4,
+                "api_influx_timeout_s": INFLUX_TIMEOUT_S,
+                "api_queue_wait_s": 0.5,
+            }
+        )
+        influx = InfluxClient(own)
+        influx.ensure_database(own.raw_retention)
+        influx.close()
+        site = sorted({tags.site for tags in pilot_bins.values()})[0]
+        with ApiProcess(own, tmp_path / "api.log") as api:
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                stalled, registry = _during_a_stall(api.url, f"/api/v1/sites/{site}/bins")
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            recovered = httpx.get(f"{api.url}/api/v1/sites/{site}/bins", headers=ADMIN_HEADERS)
+            log = api.log_tail()
+    finally:
+        server.stop()
+    print(f"\nInfluxDB stopped: InfluxDB-bound {stalled}; registry-only {registry}")
+    assert all(status == 200 for status, _ in registry), (registry, log)
+    assert max(took for _, took in registry) < 1.0, registry
+    assert all(status == 503 for status, _, _ in stalled), (stalled, log)
+    assert max(took for _, took, _ in stalled) < INFLUX_TIMEOUT_S + 2, stalled
+    assert all(retry for _, took, retry in stalled if took < 1), stalled  # quick ones say when
+    assert recovered.status_code == 200, recovered.text
+    assert "QueuePool" not in log
+
+
+def _during_a_stall(
+    base_url: str, influx_path: str
+) -> tuple[list[tuple[int, float, bool]], list[tuple[int, float]]]:
+    """INFLUX_BOUND requests of `influx_path` at once, and meanwhile registry-only reads one
+    after another: (status, seconds, has Retry-After) of each, and (status, seconds)."""
+
+    async def timed(client: httpx.AsyncClient, path: str) -> tuple[int, float, bool]:
+        began = time.monotonic()
+        answer = await client.get(path)
+        return answer.status_code, time.monotonic() - began, "retry-after" in answer.headers
+
+    async def registry_reads(client: httpx.AsyncClient) -> list[tuple[int, float]]:
+        await asyncio.sleep(0.5)  # the InfluxDB-bound requests are in by now
+        done = []
+        for path in ["/api/v1/sites", "/api/v1/alerts", "/api/v1/collections"] * 3:
+            status, took, _ = await timed(client, path)
+            done.append((status, took))
+        return done
+
+    async def run() -> tuple[list[tuple[int, float, bool]], list[tuple[int, float]]]:
+        limits = httpx.Limits(max_connections=INFLUX_BOUND + 1)
+        async with httpx.AsyncClient(
+            base_url=base_url, headers=ADMIN_HEADERS, timeout=60, limits=limits
+        ) as client:
+            stalled, registry = await asyncio.gather(
+                asyncio.gather(*(timed(client, influx_path) for _ in range(INFLUX_BOUND))),
+                registry_reads(client),
+            )
+            return list(stalled), registry
+
+    return asyncio.run(run())

@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from api.main import create_app
-from api.server import head_timeout_protocol
 from core.settings import Settings
 
 
@@ -19,13 +17,19 @@ def api(
     port: Annotated[
         int | None, typer.Option(help="port to bind (default BINWATCH_API_PORT)", min=1, max=65535)
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(help="server processes sharing the port (more than 1: more cores)", min=1),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API."""
     settings = Settings()
     uvicorn.run(
-        create_app(settings),
+        "api.server:app_from_environment",
+        factory=True,
+        workers=workers,
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
-        http=head_timeout_protocol(settings.api.header_timeout_s),
+        http="api.server:HeadTimeoutProtocol",
     )
