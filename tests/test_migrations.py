@@ -32,6 +32,7 @@ TABLES = {
     "area_contacts",
     *("site_contacts", "alerts", "alert_events", "alert_deliveries", "bin_health"),
     *("api_keys", "mqtt_credentials", "users", "console_sessions"),
+    *("depots", "vehicles", "crews", "route_plans", "route_stops"),
 }
 
 
