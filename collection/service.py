@@ -24,9 +24,9 @@ from typing import Any, Final
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from collection import rules, series, store
+from collection import plans, rules, series, store
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
-from collection.models import CollectionEvent, CollectionRequest
+from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
@@ -89,6 +89,7 @@ class Collector(TickingService):
             self.deliver_escalation_webhooks,
             self.kitchen_daily,
             self.forecast,
+            self.publish_routes,
             self.export,
         ]
 
@@ -420,6 +421,62 @@ class Collector(TickingService):
         )
         if opened.created:
             log.info("request %d for %s (%s)", opened.request.id, bin_id, rule.value)
+
+    # --- planned routes --------------------------------------------------------------------
+
+    def publish_routes(self, now: datetime) -> None:
+        """Publish every stored plan not on the broker yet (made by the API or `binwatch routes
+        plan`) to its operator, then POST it to the operator's webhook like a dispatch, retried
+        with backoff. An outbox: a plan stored while the broker was down goes out later."""
+        attempts = self.settings.collection.webhook_attempts
+        with self.sessions() as session:
+            for plan in store.route_plans_to_deliver(session, attempts, now):
+                with self.item("publish_routes", f"plan {plan.id}", session):
+                    body = plans.routes_message(plan).model_dump_json().encode()
+                    if plan.published_at is None:
+                        try:
+                            self.publisher.publish(self.topics.routes(plan.operator_id), body)
+                        except PublishFailed as exc:
+                            store.record_plan_delivery(session, plan, publish_error=f"MQTT: {exc}")
+                            continue
+                        store.record_plan_delivery(session, plan, published_at=now)
+                    operator = store.operator(session, plan.operator_id)
+                    key = ("routes", plan.id)
+                    if not operator.webhook_url or not operator.webhook_secret:
+                        continue
+                    if self.webhooks.busy(key):
+                        continue
+                    self.webhooks.submit(
+                        key,
+                        operator.webhook_url,
+                        body,
+                        secret=operator.webhook_secret,
+                        event="collection.routes",
+                        done=partial(
+                            self._routes_webhook_done, plan.id, plan.webhook_attempts + 1, now
+                        ),
+                    )
+
+    def _routes_webhook_done(
+        self, plan_id: int, tried: int, now: datetime, outcome: Outcome
+    ) -> None:
+        """Record the `tried`-th attempt of a plan's webhook (in its lane's thread)."""
+        attempts = self.settings.collection.webhook_attempts
+        with self.item("publish_routes", f"plan {plan_id}"), self.sessions() as session:
+            plan = session.get_one(RoutePlan, plan_id)
+            if outcome.delivered:
+                store.record_plan_delivery(
+                    session, plan, webhook_attempts=tried, webhook_delivered_at=now
+                )
+                return
+            final = tried >= attempts or not outcome.retryable
+            store.record_plan_delivery(
+                session,
+                plan,
+                webhook_attempts=attempts if final else tried,
+                webhook_next_at=None if final else now + retry_delay(tried),
+                publish_error=f"webhook: {outcome.error}",
+            )
 
     # --- InfluxDB --------------------------------------------------------------------------
 
