@@ -12,7 +12,7 @@ gets none and the highest priority, so it is planned first, as soon as a vehicle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -153,13 +153,22 @@ def plan_operator_day(
 
 
 def insert_request(
-    session: Session, request_id: int, day: date, *, settings: Settings, now: datetime, actor: str
+    session: Session,
+    request_id: int,
+    day: date,
+    *,
+    operator_id: str,
+    settings: Settings,
+    now: datetime,
+    actor: str,
 ) -> RoutePlan:
     """A new version of the plan in force with one urgent request inserted into the best
     vehicle's remaining route; stops done or reached stay as they were (or, when it fits
     nowhere, the same routes with the request unassigned and why)."""
     request = session.get(CollectionRequest, request_id)
-    if request is None or request.status not in OPEN_STATUSES:
+    if request is None or request.operator_id != operator_id:
+        raise NotFound(f"no collection request {request_id} for operator {operator_id!r}")
+    if request.status not in OPEN_STATUSES:
         raise InvalidRequest(f"request {request_id} is not waiting for a crew")
     current = latest_plan(session, request.operator_id, day)
     if current is None:
@@ -254,15 +263,20 @@ def _stop_row(vehicle_id: str, position: int, stop: Stop) -> RouteStop:
         stream=job.stream.value if job else None,
         latitude=stop.place.lat,
         longitude=stop.place.lon,
-        arrival_at=stop.arrival,
-        departure_at=stop.departure,
-        due_at=job.due if job else None,
+        arrival_at=_second(stop.arrival),
+        departure_at=_second(stop.departure),
+        due_at=_second(job.due) if job and job.due else None,
         distance_m=stop.distance_m,
         load_l=stop.load_l,
         load_kg=stop.load_kg,
         volume_l=job.load_l if job else None,
         done_at=None,
     )
+
+
+def _second(moment: datetime) -> datetime:
+    """UTC to the second, as the plan is stored and read back (the solver counts seconds)."""
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def latest_plan(session: Session, operator_id: str, day: date) -> RoutePlan | None:
