@@ -145,6 +145,11 @@ Travel = Callable[[Place, Place], Leg]
 """Driving time and distance between two places (travel.py makes one from a matrix source)."""
 
 
+def threshold_at(*, full_at: datetime, rate_pct_h: float, threshold_pct: float) -> datetime:
+    """When a bin forecast full at `full_at`, filling at `rate_pct_h`, passes its threshold."""
+    return full_at - timedelta(hours=(100 - threshold_pct) / rate_pct_h)
+
+
 def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M")
 

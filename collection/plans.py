@@ -11,7 +11,7 @@ gets none and the highest priority, so it is planned first, as soon as a vehicle
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,8 +30,10 @@ from collection.planning import (
     Unassigned,
     VehicleDay,
     insert_job,
+    threshold_at,
 )
 from collection.routing import plan_day
+from collection.rules import Evidence, FillPoint, forecast
 from collection.travel import travel_source
 from core.errors import InvalidRequest, NotFound
 from core.settings import Settings
@@ -39,6 +41,7 @@ from devices.contract import Stream
 from devices.fleet import minutes_of
 from devices.messages import PlannedStop, RoutesPlanned, UnassignedJob, VehicleRoute
 from devices.models import Bin, Depot, Site, Vehicle
+from devices.retirement import retired_bin_ids
 
 OVERDUE_PRIORITY = 100
 DUE_TODAY_PRIORITY = 50
@@ -131,15 +134,91 @@ def _job(
     )
 
 
+FORECAST_PRIORITY = 10  # below any request: a bin not yet due goes only where there is room
+
+
+def forecast_jobs(
+    session: Session,
+    operator_id: str,
+    fills: Mapping[str, Sequence[FillPoint]],
+    *,
+    before: datetime,
+    settings: Settings,
+    skip: set[str],
+) -> list[Job]:
+    """The operator's bins without a request that are forecast, on enough evidence
+    (`collection.rules.forecast`), to pass their threshold `before` the next shift starts:
+    emptied on today's round instead of overflowing, or needing a trip of their own, tomorrow."""
+    evidence = Evidence.of(settings.collection)
+    retired = retired_bin_ids(session)
+    rows = session.execute(
+        select(Bin, Site)
+        .join(Site, Bin.site_id == Site.id)
+        .where(Site.operator_id == operator_id, Bin.id.in_(list(fills)))
+        .order_by(Bin.id)
+    )
+    jobs = []
+    for bin_row, site in rows:
+        if bin_row.id in skip or bin_row.id in retired:
+            continue
+        found = forecast(fills[bin_row.id], evidence)
+        if found is None:
+            continue
+        passes = threshold_at(
+            full_at=found.full_at, rate_pct_h=found.rate_pct_h, threshold_pct=bin_row.threshold_pct
+        )
+        if passes >= before:
+            continue
+        jobs.append(
+            Job(
+                id=f"forecast-{bin_row.id}",
+                bin_id=bin_row.id,
+                site_id=site.id,
+                stream=Stream(bin_row.stream),
+                place=Place(site.latitude, site.longitude),
+                load_l=float(bin_row.capacity_l),
+                service=timedelta(seconds=settings.route.service_s),
+                priority=FORECAST_PRIORITY,
+                why=f"forecast: passes {bin_row.threshold_pct:.0f} % at {passes.isoformat(timespec='minutes')}",
+            )
+        )
+    return jobs
+
+
+def next_shift_start(session: Session, operator_id: str, day: date, zone: ZoneInfo) -> datetime:
+    """When the operator's first shift starts on the day after `day` (shifts repeat daily)."""
+    starts = session.scalars(select(Vehicle.shift_start).where(Vehicle.operator_id == operator_id))
+    return _at(day + timedelta(days=1), min(starts, key=minutes_of), zone)
+
+
 def plan_operator_day(
-    session: Session, operator_id: str, day: date, *, settings: Settings, now: datetime, actor: str
+    session: Session,
+    operator_id: str,
+    day: date,
+    *,
+    settings: Settings,
+    now: datetime,
+    actor: str,
+    fills: Mapping[str, Sequence[FillPoint]] | None = None,
 ) -> RoutePlan:
-    """Plan the operator's day from scratch (from `now` on) and store it as the next version."""
+    """Plan the operator's day from scratch (from `now` on) and store it as the next version:
+    its waiting requests, and, given the bins' recent `fills`, the bins forecast to pass their
+    threshold before the next shift."""
     zone = ZoneInfo(settings.timezone)
     vehicles = vehicle_days(session, operator_id, day, zone=zone, now=now)
     if not vehicles:
         raise InvalidRequest(f"operator {operator_id!r} has no vehicles in the fleet file")
     jobs = request_jobs(session, operator_id, settings=settings, now=now)
+    if fills:
+        before = next_shift_start(session, operator_id, day, zone)
+        jobs += forecast_jobs(
+            session,
+            operator_id,
+            fills,
+            before=before,
+            settings=settings,
+            skip={j.bin_id for j in jobs},
+        )
     plan = plan_day(
         jobs,
         vehicles,
@@ -148,7 +227,11 @@ def plan_operator_day(
         threads=settings.route.solver_threads,
         exploration=settings.route.solver_exploration,
     )
-    note = f"{len(jobs)} waiting request(s) planned on {len(vehicles)} vehicle(s)"
+    forecast_count = sum(1 for j in jobs if j.request_id is None)
+    note = (
+        f"{len(jobs) - forecast_count} waiting request(s) and {forecast_count} bin(s) forecast "
+        f"over their threshold before the next shift, on {len(vehicles)} vehicle(s)"
+    )
     return save_plan(session, operator_id, day, plan, now=now, actor=actor, note=note)
 
 
@@ -304,7 +387,7 @@ def stored_routes(plan: RoutePlan) -> list[Route]:
         job = None
         if row.kind == "job" and row.bin_id and row.site_id and row.stream:
             job = Job(
-                f"request-{row.request_id}",
+                f"request-{row.request_id}" if row.request_id else f"forecast-{row.bin_id}",
                 row.bin_id,
                 row.site_id,
                 Stream(row.stream),

@@ -24,6 +24,8 @@ from devices.registry import BinTags
 from security.keys import ApiRole, create_key
 from tests.collection_helpers import open_manual, recording, running_collector
 from tests.helpers import ADMIN_HEADERS, wait_for
+from tests.test_collection import RECYCLABLE as FAST
+from tests.test_collection import _write as write_fills
 from tests.test_mqtt_auth import secured_broker
 
 pytestmark = pytest.mark.servers
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.servers
 OPERATOR = "op-lvyuan"
 OTHER = "op-jiejing"
 QUIET_S = 1.0
+SLOW = "sz-peoples-government-s1-residual"
 
 
 def _operator_headers(settings: Settings, operator_id: str) -> dict[str, str]:
@@ -176,3 +179,26 @@ def test_the_plan_arrives_to_the_operators_mqtt_account_only(
     assert topic == f"{prefix}/operators/{OPERATOR}/routes"
     assert json.loads(body) == {**made.json()}
     assert heard[f"operator-{OTHER}"].messages == []
+
+
+def test_bins_forecast_over_their_threshold_before_the_next_shift_are_planned_too(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    now = datetime.now(UTC)
+    five = timedelta(minutes=5)
+    points = []
+    for i in range(25):  # the last two hours: 15 %/h from 40 %, past 85 % within the hour
+        at = now - timedelta(hours=2) + i * five
+        points.append((FAST, at, 40 + 30 * i / 24, 1))
+        points.append((SLOW, at, 50 + i / 12, 1))  # 1 %/h: nowhere near, no forecast
+    write_fills(settings, pilot_bins, points)
+    day = (datetime.now(ZoneInfo(settings.timezone)) + timedelta(days=1)).date()
+    with TestClient(create_app(settings)) as client:
+        made = client.post(
+            f"/api/v1/operators/{OPERATOR}/routes?date={day}", json={}, headers=ADMIN_HEADERS
+        )
+    assert made.status_code == 201, made.text
+    plan = made.json()
+    stops = [s for v in plan["vehicles"] for s in v["stops"] if s["kind"] == "job"]
+    assert [(s["bin_id"], s["request_id"]) for s in stops] == [(FAST, None)]
+    assert "0 waiting request(s) and 1 bin(s) forecast" in plan["note"]

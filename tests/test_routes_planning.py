@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collection.planning import Job, Place, Route, Stop, Unassigned, VehicleDay, insert_job
+from collection.planning import (
+    Job,
+    Place,
+    Route,
+    Stop,
+    Unassigned,
+    VehicleDay,
+    insert_job,
+    retimed,
+    threshold_at,
+)
 from collection.routing import plan_day
 from collection.travel import StraightLine, great_circle_m
 from devices.contract import Stream
@@ -175,8 +185,6 @@ def _route(vehicle_id: str, kms: list[float], *, done: int) -> Route:
 
 
 def _retimed(route: Route, vehicle_day: VehicleDay) -> Route:
-    from collection.planning import retimed
-
     travel = StraightLine(1.0, 36).matrix(
         [DEPOT, *[at_km(k) for k in range(0, 11)], at_km(2.5), at_km(4.5)]
     )
@@ -235,3 +243,9 @@ def test_an_urgent_job_of_another_stream_is_a_load_of_its_own_or_unassigned() ->
     only_residual = vehicle("both")
     refused = insert_job(kitchen, [route], [only_residual], travel.leg, now=MORNING, unload=UNLOAD)
     assert refused == Unassigned(kitchen, "no vehicle carries kitchen")
+
+
+def test_a_bin_passes_its_threshold_before_it_is_full_by_the_rate() -> None:
+    full = MORNING + timedelta(hours=3)
+    # 15 %/h, threshold 85 %: the last 15 points take an hour
+    assert threshold_at(full_at=full, rate_pct_h=15, threshold_pct=85) == full - timedelta(hours=1)

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Scope, ScopeDep, allow
-from api.deps import SessionDep, SettingsDep
+from api.deps import InfluxDep, SessionDep, SettingsDep
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from collection import plans
+from collection import plans, series
 from core.errors import NotFound
 from devices.messages import RoutesPlanned
 from devices.models import MAX_ROW_ID, Operator
@@ -98,16 +98,19 @@ def replan(
     caller: ScopeDep,
     session: SessionDep,
     settings: SettingsDep,
+    influx: InfluxDep,
     now: Now,
     day: Day = None,
 ) -> RoutesPlanned:
-    """Plan the day again (from now), or insert one urgent request; the new version is in force."""
+    """Plan the day again (from now: waiting requests, and bins forecast over their threshold
+    before the next shift), or insert one urgent request; the new version is in force."""
     _own(caller, session, operator_id)
     when = _day(day, settings, now)
     actor = caller.principal.actor
     if body.request_id is None:
+        fills = series.recent_fill(influx, now)  # for the bins forecast over their threshold
         plan = plans.plan_operator_day(
-            session, operator_id, when, settings=settings, now=now, actor=actor
+            session, operator_id, when, settings=settings, now=now, actor=actor, fills=fills
         )
     else:
         plan = plans.insert_request(
