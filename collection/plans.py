@@ -11,6 +11,7 @@ gets none and the highest priority, so it is planned first, as soon as a vehicle
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from collection import series
 from collection.models import OPEN_STATUSES, CollectionRequest, RoutePlan, RouteStop
 from collection.planning import (
     Break,
@@ -35,13 +37,16 @@ from collection.planning import (
 from collection.routing import plan_day
 from collection.rules import Evidence, FillPoint, forecast
 from collection.travel import travel_source
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, SinkError
+from core.influx import InfluxClient
 from core.settings import Settings
 from devices.contract import Stream
 from devices.fleet import minutes_of
 from devices.messages import PlannedStop, RoutesPlanned, UnassignedJob, VehicleRoute
 from devices.models import Bin, Depot, Site, Vehicle
 from devices.retirement import retired_bin_ids
+
+log = logging.getLogger(__name__)
 
 OVERDUE_PRIORITY = 100
 DUE_TODAY_PRIORITY = 50
@@ -132,6 +137,17 @@ def _job(
         request_id=request.id,
         why=request.rule,
     )
+
+
+def recent_fill_or_none(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
+    """The bins' recent fill for the forecast part of a plan; with InfluxDB down (or its
+    database not made yet), none: a plan of the waiting requests beats no plan, and the
+    collector's forecast step reports the outage."""
+    try:
+        return series.recent_fill(influx, now)
+    except SinkError as exc:
+        log.warning("planning routes without the forecast: %s", exc)
+        return {}
 
 
 FORECAST_PRIORITY = 10  # below any request: a bin not yet due goes only where there is room

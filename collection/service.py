@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -78,6 +79,7 @@ class Collector(TickingService):
         self.topics = Topics(settings.topic_prefix)
         self._kitchen_round: datetime | None = None
         self._next_forecast: datetime | None = None
+        self._planned_day: date | None = None
         self._tags: dict[str, BinTags] = {}
 
     def steps(self) -> list[Step]:
@@ -89,6 +91,7 @@ class Collector(TickingService):
             self.deliver_escalation_webhooks,
             self.kitchen_daily,
             self.forecast,
+            self.plan_routes,
             self.publish_routes,
             self.export,
         ]
@@ -423,6 +426,32 @@ class Collector(TickingService):
             log.info("request %d for %s (%s)", opened.request.id, bin_id, rule.value)
 
     # --- planned routes --------------------------------------------------------------------
+
+    def plan_routes(self, now: datetime) -> None:
+        """Once per local day from `route_plan_hour`: plan the day of every operator that has
+        vehicles and no plan for it yet (the database remembers, so a restarted collector, or a
+        dispatcher who planned already through the API, is not planned over)."""
+        zone = ZoneInfo(self.settings.timezone)
+        local = now.astimezone(zone)
+        if local.hour < self.settings.route.plan_hour or self._planned_day == local.date():
+            return
+        fills: dict[str, list[rules.FillPoint]] | None = None
+        with self.sessions() as session:
+            for operator_id in store.operators_to_plan(session, local.date()):
+                with self.item("plan_routes", f"operator {operator_id}", session):
+                    if fills is None:
+                        fills = plans.recent_fill_or_none(self.influx, now)
+                    plan = plans.plan_operator_day(
+                        session,
+                        operator_id,
+                        local.date(),
+                        settings=self.settings,
+                        now=now,
+                        actor=str(COLLECTOR),
+                        fills=fills,
+                    )
+                    log.info("routes of %s for %s: %s", operator_id, plan.day, plan.note)
+        self._planned_day = local.date()
 
     def publish_routes(self, now: datetime) -> None:
         """Publish every stored plan not on the broker yet (made by the API or `binwatch routes

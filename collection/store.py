@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -23,7 +23,7 @@ from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
 from core.sql import paged
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
 
 _OPEN = [s.value for s in OPEN]
@@ -416,3 +416,16 @@ def record_plan_delivery(session: Session, plan: RoutePlan, **changes: Any) -> N
     for column, value in changes.items():
         setattr(plan, column, value)
     session.commit()
+
+
+def operators_to_plan(session: Session, day: date) -> list[str]:
+    """Operators with vehicles and no plan for `day` yet."""
+    planned = select(RoutePlan.operator_id).where(RoutePlan.day == day.isoformat())
+    return list(
+        session.scalars(
+            select(Vehicle.operator_id)
+            .where(Vehicle.operator_id.not_in(planned))
+            .distinct()
+            .order_by(Vehicle.operator_id)
+        )
+    )

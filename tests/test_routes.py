@@ -6,18 +6,20 @@ operator's own MQTT account (and not to the other operator's)."""
 from __future__ import annotations
 
 import json
-import time
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import sleep
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.main import create_app
+from collection.models import RoutePlan
 from core.settings import Settings
 from core.sql import make_engine
 from devices.registry import BinTags
@@ -172,9 +174,9 @@ def test_the_plan_arrives_to_the_operators_mqtt_account_only(
         wait_for(
             lambda: heard[f"operator-{OPERATOR}"].messages, timeout=10, what="the plan over MQTT"
         )
-        time.sleep(QUIET_S)
+        sleep(QUIET_S)
         collector.publish_routes(datetime.now(UTC))  # published once: nothing more to send
-        time.sleep(QUIET_S)
+        sleep(QUIET_S)
     [(topic, body)] = heard[f"operator-{OPERATOR}"].messages
     assert topic == f"{prefix}/operators/{OPERATOR}/routes"
     assert json.loads(body) == {**made.json()}
@@ -202,3 +204,34 @@ def test_bins_forecast_over_their_threshold_before_the_next_shift_are_planned_to
     stops = [s for v in plan["vehicles"] for s in v["stops"] if s["kind"] == "job"]
     assert [(s["bin_id"], s["request_id"]) for s in stops] == [(FAST, None)]
     assert "0 waiting request(s) and 1 bin(s) forecast" in plan["note"]
+
+
+def test_the_collector_plans_each_operators_day_once_from_the_planning_hour(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    _requests(settings, pilot_bins, 1)
+    zone = ZoneInfo(settings.timezone)
+    tomorrow = (datetime.now(zone) + timedelta(days=1)).date()
+    hour = settings.route.plan_hour
+    before = datetime.combine(tomorrow, time(hour - 1, 59), tzinfo=zone).astimezone(UTC)
+    with running_collector(settings) as collector:
+        collector.plan_routes(before)
+        assert _plans(settings) == []
+        collector.plan_routes(before + timedelta(minutes=1))
+        collector.plan_routes(before + timedelta(minutes=30))  # planned already: not again
+    day = tomorrow.isoformat()
+    assert _plans(settings) == [(OTHER, day, 1), (OPERATOR, day, 1)]  # by id: op-jiejing first
+    with running_collector(settings) as restarted:  # the database remembers
+        restarted.plan_routes(before + timedelta(hours=2))
+    assert len(_plans(settings)) == 2
+
+
+def _plans(settings: Settings) -> list[tuple[str, str, int]]:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        found = [
+            (p.operator_id, p.day, p.version)
+            for p in session.scalars(select(RoutePlan).order_by(RoutePlan.operator_id))
+        ]
+    engine.dispose()
+    return found

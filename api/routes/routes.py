@@ -18,7 +18,7 @@ from api.auth import Scope, ScopeDep, allow
 from api.deps import InfluxDep, SessionDep, SettingsDep
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from collection import plans, series
+from collection import plans
 from core.errors import NotFound
 from devices.messages import RoutesPlanned
 from devices.models import MAX_ROW_ID, Operator
@@ -108,7 +108,7 @@ def replan(
     when = _day(day, settings, now)
     actor = caller.principal.actor
     if body.request_id is None:
-        fills = series.recent_fill(influx, now)  # for the bins forecast over their threshold
+        fills = plans.recent_fill_or_none(influx, now)  # bins forecast over their threshold
         plan = plans.plan_operator_day(
             session, operator_id, when, settings=settings, now=now, actor=actor, fills=fills
         )
