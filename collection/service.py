@@ -428,12 +428,12 @@ class Collector(TickingService):
     # --- planned routes --------------------------------------------------------------------
 
     def plan_routes(self, now: datetime) -> None:
-        """Once per local day from `route_plan_hour`: plan the day of every operator that has
+        """Once per local day from `route_plan_hour` (when set): plan the day of every operator that has
         vehicles and no plan for it yet (the database remembers, so a restarted collector, or a
         dispatcher who planned already through the API, is not planned over)."""
-        zone = ZoneInfo(self.settings.timezone)
-        local = now.astimezone(zone)
-        if local.hour < self.settings.route.plan_hour or self._planned_day == local.date():
+        hour = self.settings.route.plan_hour
+        local = now.astimezone(ZoneInfo(self.settings.timezone))
+        if hour is None or local.hour < hour or self._planned_day == local.date():
             return
         fills: dict[str, list[rules.FillPoint]] | None = None
         with self.sessions() as session:

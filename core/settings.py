@@ -259,8 +259,11 @@ class RouteSettings(_Group):
     unload_min: float = Field(
         20, ge=0, le=240, description="minutes to unload a full vehicle at its depot"
     )
-    plan_hour: int = Field(
-        6, ge=0, le=23, description="local hour the collector plans each operator's day"
+    plan_hour: int | None = Field(
+        None,
+        ge=0,
+        le=23,
+        description="local hour the collector plans each day (unset: only on request)",
     )
     solver_threads: int = Field(2, ge=1, le=64, description="threads the VROOM solver uses")
     solver_exploration: int = Field(

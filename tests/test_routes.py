@@ -212,7 +212,11 @@ def test_the_collector_plans_each_operators_day_once_from_the_planning_hour(
     _requests(settings, pilot_bins, 1)
     zone = ZoneInfo(settings.timezone)
     tomorrow = (datetime.now(zone) + timedelta(days=1)).date()
-    hour = settings.route.plan_hour
+    hour = 6
+    with running_collector(settings) as unset:  # by default only a dispatcher's request plans
+        unset.plan_routes(datetime.combine(tomorrow, time(hour), tzinfo=zone))
+    assert _plans(settings) == []
+    settings = settings.model_copy(update={"route_plan_hour": hour})
     before = datetime.combine(tomorrow, time(hour - 1, 59), tzinfo=zone).astimezone(UTC)
     with running_collector(settings) as collector:
         collector.plan_routes(before)
