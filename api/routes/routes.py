@@ -39,7 +39,7 @@ class Replan(BaseModel):
     it: insert that urgent request into the best vehicle's remaining route, leaving every
     stop already done or reached where it is."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"request_id": 42}]})
     request_id: int | None = Field(None, ge=1, le=MAX_ROW_ID)
 
 
