@@ -213,7 +213,11 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                                 exploration=settings.route.solver_exploration)  # fmt: skip
                 tally.solver_s.append(time.perf_counter() - t0)
                 if args.verbose:
-                    print(f"{round_.ts} {operator}: {len(jobs)} jobs, {len(plan.unassigned)} left")
+                    print(
+                        f"{round_.ts} {operator}: {len(jobs)} jobs, {len(plan.unassigned)} left, "
+                        f"solved in {tally.solver_s[-1]:.1f} s",
+                        flush=True,
+                    )
                 for route in plan.routes:
                     _drive(route, tally, emptyings, taken)
                     free_at[route.vehicle_id] = route.stops[-1].departure
@@ -377,7 +381,7 @@ def main() -> None:
         f"{settings.route.solver_exploration} on {settings.route.solver_threads} threads"
     )
     print(
-        "| policy | km | vehicle-h | overflow bin-h | requests | late or never | solver s/day (max) | run s |"
+        "| policy | km | vehicle-h | overflow bin-h | requests | late or never | solver s per plan, mean (max) | run s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for policy in args.policies.split(","):
