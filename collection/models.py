@@ -4,8 +4,10 @@ Alembic migrations' (binwatch/migrations); these classes must match them (a test
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Float,
@@ -107,3 +109,70 @@ class CollectionEvent(Base):
     webhook_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     request: Mapped[CollectionRequest] = relationship(back_populates="events")
+
+
+STOP_KINDS = ("start", "job", "break", "unload", "end")
+
+
+class RoutePlan(Base):
+    """One operator's routes for one day, as planned at one moment (`version` counts the
+    re-plans of that day; the latest is the plan in force). Published to the operator like a
+    dispatch: MQTT first (`published_at`), then its webhook with retries (`webhook_*`)."""
+
+    __tablename__ = "route_plans"
+    __table_args__ = (
+        Index("uq_route_plans_version", "operator_id", "day", "version", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    day: Mapped[str] = mapped_column(String(10))  # the local date, YYYY-MM-DD
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text)
+    solver_ms: Mapped[int] = mapped_column(Integer)
+    # [{"job", "bin_id", "request_id", "stream", "reason"}]: what fits no route, and why.
+    unassigned: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    publish_error: Mapped[str | None] = mapped_column(Text)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    stops: Mapped[list[RouteStop]] = relationship(
+        back_populates="plan", order_by=lambda: [RouteStop.vehicle_id, RouteStop.position]
+    )
+
+
+class RouteStop(Base):
+    """A stop of a vehicle's route in a plan, in driving order (`position`)."""
+
+    __tablename__ = "route_stops"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {STOP_KINDS!r}", name="ck_route_stops_kind"),
+        Index("ix_route_stops_plan_vehicle", "plan_id", "vehicle_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("route_plans.id"))
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    trip: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("collection_requests.id"))
+    bin_id: Mapped[str | None] = mapped_column(String(64))
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    stream: Mapped[str | None] = mapped_column(String(16))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    arrival_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    departure_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    distance_m: Mapped[float] = mapped_column(Float)  # driven since the route's start
+    load_l: Mapped[float] = mapped_column(Float)  # on board after the stop
+    load_kg: Mapped[float] = mapped_column(Float)
+    volume_l: Mapped[float | None] = mapped_column(Float)  # the bin's own contents (jobs)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    plan: Mapped[RoutePlan] = relationship(back_populates="stops")

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from collection import rules, series, store, texts
+from collection import plans, rules, series, store
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
-from collection.models import CollectionEvent, CollectionRequest
+from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
@@ -83,6 +85,7 @@ class Collector(TickingService):
         self.topics = Topics(settings.topic_prefix)
         self._kitchen_round: datetime | None = None
         self._next_forecast: datetime | None = None
+        self._planned_day: date | None = None
         self._tags: dict[str, BinTags] = {}
 
     def steps(self) -> list[Step]:
@@ -95,6 +98,8 @@ class Collector(TickingService):
             self.notify,
             self.kitchen_daily,
             self.forecast,
+            self.plan_routes,
+            self.publish_routes,
             self.export,
         ]
 
@@ -449,6 +454,88 @@ class Collector(TickingService):
         )
         if opened.created:
             log.info("request %d for %s (%s)", opened.request.id, bin_id, rule.value)
+
+    # --- planned routes --------------------------------------------------------------------
+
+    def plan_routes(self, now: datetime) -> None:
+        """Once per local day from `route_plan_hour` (when set): plan the day of every operator that has
+        vehicles and no plan for it yet (the database remembers, so a restarted collector, or a
+        dispatcher who planned already through the API, is not planned over)."""
+        hour = self.settings.route.plan_hour
+        local = now.astimezone(ZoneInfo(self.settings.timezone))
+        if hour is None or local.hour < hour or self._planned_day == local.date():
+            return
+        fills: dict[str, list[rules.FillPoint]] | None = None
+        with self.sessions() as session:
+            for operator_id in store.operators_to_plan(session, local.date()):
+                with self.item("plan_routes", f"operator {operator_id}", session):
+                    if fills is None:
+                        fills = plans.recent_fill_or_none(self.influx, now)
+                    plan = plans.plan_operator_day(
+                        session,
+                        operator_id,
+                        local.date(),
+                        settings=self.settings,
+                        now=now,
+                        actor=str(COLLECTOR),
+                        fills=fills,
+                    )
+                    log.info("routes of %s for %s: %s", operator_id, plan.day, plan.note)
+        self._planned_day = local.date()
+
+    def publish_routes(self, now: datetime) -> None:
+        """Publish every stored plan not on the broker yet (made by the API or `binwatch routes
+        plan`) to its operator, then POST it to the operator's webhook like a dispatch, retried
+        with backoff. An outbox: a plan stored while the broker was down goes out later."""
+        attempts = self.settings.collection.webhook_attempts
+        with self.sessions() as session:
+            for plan in store.route_plans_to_deliver(session, attempts, now):
+                with self.item("publish_routes", f"plan {plan.id}", session):
+                    body = plans.routes_message(plan).model_dump_json().encode()
+                    if plan.published_at is None:
+                        try:
+                            self.publisher.publish(self.topics.routes(plan.operator_id), body)
+                        except PublishFailed as exc:
+                            store.record_plan_delivery(session, plan, publish_error=f"MQTT: {exc}")
+                            continue
+                        store.record_plan_delivery(session, plan, published_at=now)
+                    operator = store.operator(session, plan.operator_id)
+                    key = ("routes", plan.id)
+                    if not operator.webhook_url or not operator.webhook_secret:
+                        continue
+                    if self.webhooks.busy(key):
+                        continue
+                    self.webhooks.submit(
+                        key,
+                        operator.webhook_url,
+                        body,
+                        secret=operator.webhook_secret,
+                        event="collection.routes",
+                        done=partial(
+                            self._routes_webhook_done, plan.id, plan.webhook_attempts + 1, now
+                        ),
+                    )
+
+    def _routes_webhook_done(
+        self, plan_id: int, tried: int, now: datetime, outcome: Outcome
+    ) -> None:
+        """Record the `tried`-th attempt of a plan's webhook (in its lane's thread)."""
+        attempts = self.settings.collection.webhook_attempts
+        with self.item("publish_routes", f"plan {plan_id}"), self.sessions() as session:
+            plan = session.get_one(RoutePlan, plan_id)
+            if outcome.delivered:
+                store.record_plan_delivery(
+                    session, plan, webhook_attempts=tried, webhook_delivered_at=now
+                )
+                return
+            final = tried >= attempts or not outcome.retryable
+            store.record_plan_delivery(
+                session,
+                plan,
+                webhook_attempts=attempts if final else tried,
+                webhook_next_at=None if final else now + retry_delay(tried),
+                publish_error=f"webhook: {outcome.error}",
+            )
 
     # --- InfluxDB --------------------------------------------------------------------------
 

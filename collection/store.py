@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
-from collection.models import CollectionEvent, CollectionRequest
+from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
 from core.sql import paged
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
 
 _OPEN = [s.value for s in OPEN]
@@ -385,3 +385,47 @@ def mark_exported(session: Session, events: list[CollectionEvent]) -> None:
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+def route_plans_to_deliver(session: Session, attempts: int, now: datetime) -> list[RoutePlan]:
+    """Plans not yet on the broker, or whose webhook is still to be tried (the operator has a
+    signed webhook, not delivered, attempts left, next try due)."""
+    return list(
+        session.scalars(
+            select(RoutePlan)
+            .join(Operator, RoutePlan.operator_id == Operator.id)
+            .where(
+                or_(
+                    RoutePlan.published_at.is_(None),
+                    and_(
+                        Operator.webhook_url.is_not(None),
+                        Operator.webhook_secret.is_not(None),
+                        RoutePlan.webhook_delivered_at.is_(None),
+                        RoutePlan.webhook_attempts < attempts,
+                        or_(RoutePlan.webhook_next_at.is_(None), RoutePlan.webhook_next_at <= now),
+                    ),
+                )
+            )
+            .order_by(RoutePlan.id)
+        )
+    )
+
+
+def record_plan_delivery(session: Session, plan: RoutePlan, **changes: Any) -> None:
+    """What publishing or a webhook attempt did to a plan."""
+    for column, value in changes.items():
+        setattr(plan, column, value)
+    session.commit()
+
+
+def operators_to_plan(session: Session, day: date) -> list[str]:
+    """Operators with vehicles and no plan for `day` yet."""
+    planned = select(RoutePlan.operator_id).where(RoutePlan.day == day.isoformat())
+    return list(
+        session.scalars(
+            select(Vehicle.operator_id)
+            .where(Vehicle.operator_id.not_in(planned))
+            .distinct()
+            .order_by(Vehicle.operator_id)
+        )
+    )

@@ -275,6 +275,36 @@ class CollectionSettings(_Group):
         return hours
 
 
+class RouteSettings(_Group):
+    """Planning the operators' routes of the day (`BINWATCH_ROUTE_*`; docs/collection.md)."""
+
+    circuity: float = Field(
+        1.4, ge=1, le=5, description="street distance ÷ straight-line distance (no OSRM)"
+    )
+    speed_kmh: float = Field(
+        20, gt=0, le=120, description="average urban driving speed, lights included (no OSRM)"
+    )
+    osrm_url: str | None = Field(
+        None, description="an OSRM-compatible table service for travel times (unset: straight line)"
+    )
+    service_s: int = Field(
+        120, ge=0, le=3600, description="seconds at a bin: wheel it out, tip it, put it back"
+    )
+    unload_min: float = Field(
+        20, ge=0, le=240, description="minutes to unload a full vehicle at its depot"
+    )
+    plan_hour: int | None = Field(
+        None,
+        ge=0,
+        le=23,
+        description="local hour the collector plans each day (unset: only on request)",
+    )
+    solver_threads: int = Field(2, ge=1, le=64, description="threads the VROOM solver uses")
+    solver_exploration: int = Field(
+        3, ge=0, le=5, description="VROOM exploration level: higher plans better, slower"
+    )
+
+
 class AlertSettings(_Group):
     """The alert rules' levels and delivery (`BINWATCH_ALERT_*`)."""
 
@@ -396,6 +426,7 @@ GROUPS: Final[dict[str, type[_Group]]] = {
     "ingest": IngestSettings,
     "api": ApiSettings,
     "collection": CollectionSettings,
+    "route": RouteSettings,
     "alert": AlertSettings,
     "webhook": WebhookSettings,
     "mail": MailSettings,
@@ -472,6 +503,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     collection: CollectionSettings = Field(default_factory=CollectionSettings)
+    route: RouteSettings = Field(default_factory=RouteSettings)
     alert: AlertSettings = Field(default_factory=AlertSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     mail: MailSettings = Field(default_factory=MailSettings)

@@ -158,6 +158,10 @@ class Topics:
     def dispatch(self, operator_id: str) -> str:
         return f"{self.prefix}/operators/{operator_id}/dispatch"
 
+    def routes(self, operator_id: str) -> str:
+        """Where an operator's planned routes of the day are published."""
+        return f"{self.prefix}/operators/{operator_id}/routes"
+
     def simulator_faults(self) -> str:
         """Where `binwatch demo --inject` tells the demo's simulator which fault to play (demo
         only: the simulator's account alone may read or write it)."""

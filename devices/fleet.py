@@ -17,7 +17,15 @@ from types import MappingProxyType
 from typing import Annotated, Any, Final, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,7 +33,7 @@ from sqlalchemy.orm import Session
 from core.errors import FleetError
 from core.webhook_targets import url_problem
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
 
 # Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
 # waste smells and rots, so it goes early; hazardous waste (batteries, lamps, medicines) must
@@ -184,11 +192,104 @@ class SiteSpec(_Spec):
         return generated + listed
 
 
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+def minutes_of(clock: str) -> int:
+    """`"07:30"` → 450: minutes after local midnight."""
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ShiftSpec(_Spec):
+    """A vehicle's working hours, local time, within one day."""
+
+    start: LocalTime
+    end: LocalTime
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> ShiftSpec:
+        if minutes_of(self.end) <= minutes_of(self.start):
+            raise ValueError(f"the shift ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class BreakSpec(_Spec):
+    """A break of `minutes` taken somewhere between `start` and `end` (the planner places it)."""
+
+    start: LocalTime
+    end: LocalTime
+    minutes: int = Field(gt=0, le=240)
+
+    @model_validator(mode="after")
+    def _fits_its_window(self) -> BreakSpec:
+        if minutes_of(self.end) - minutes_of(self.start) < self.minutes:
+            raise ValueError(
+                f"a {self.minutes}-minute break does not fit between {self.start} and {self.end}"
+            )
+        return self
+
+
+class DepotSpec(_Spec):
+    """Where an operator's vehicles start, end and unload (its yard or transfer station)."""
+
+    id: Id
+    operator: str
+    name: Name
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class VehicleSpec(_Spec):
+    """A collection vehicle: one stream per load, so `streams` are those it may be sent for."""
+
+    id: Id
+    operator: str
+    depot: str
+    name: Name
+    streams: list[Stream] = Field(min_length=1)
+    capacity_l: int | None = Field(None, gt=0, description="bin contents one load holds")
+    capacity_kg: int | None = Field(None, gt=0, description="payload of one load")
+    shift: ShiftSpec
+    breaks: list[BreakSpec] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VehicleSpec:
+        if self.capacity_l is None and self.capacity_kg is None:
+            raise ValueError("give capacity_l, capacity_kg or both")
+        if len(set(self.streams)) != len(self.streams):
+            raise ValueError("a stream is listed twice under streams")
+        start, end = minutes_of(self.shift.start), minutes_of(self.shift.end)
+        for pause in self.breaks:
+            if minutes_of(pause.start) < start or minutes_of(pause.end) > end:
+                raise ValueError(
+                    f"the break {pause.start}–{pause.end} is outside the shift "
+                    f"{self.shift.start}–{self.shift.end}"
+                )
+        return self
+
+    def breaks_json(self) -> list[dict[str, Any]]:
+        """The breaks as the registry stores them."""
+        return [pause.model_dump() for pause in self.breaks]
+
+
+class CrewSpec(_Spec):
+    """A crew of an operator, and the vehicle it usually drives."""
+
+    id: Id
+    operator: str
+    name: Name
+    vehicle: str | None = None
+
+
 class Fleet(_Spec):
     city: AreaSpec | None = None
     districts: list[DistrictSpec] = []
     operators: list[OperatorSpec] = []
     sites: list[SiteSpec] = []
+    depots: list[DepotSpec] = []
+    vehicles: list[VehicleSpec] = []
+    crews: list[CrewSpec] = []
 
     def areas(self, city_id: str | None = None) -> Iterator[tuple[Loc, AreaSpec, str, str | None]]:
         """(where, area, kind, parent id) for every area, parents before their children; the
@@ -211,6 +312,8 @@ class Known:
 
     areas: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)  # id → kind, parent
     operators: frozenset[str] = frozenset()
+    depots: Mapping[str, str] = field(default_factory=dict)  # id → operator
+    vehicles: Mapping[str, str] = field(default_factory=dict)  # id → operator
 
     @property
     def city(self) -> str | None:
@@ -226,6 +329,8 @@ def known_ids(session: Session) -> Known:
     return Known(
         areas={area_id: (kind, parent) for area_id, kind, parent in areas},
         operators=frozenset(session.scalars(select(Operator.id))),
+        depots={d: o for d, o in session.execute(select(Depot.id, Depot.operator_id))},
+        vehicles={v: o for v, o in session.execute(select(Vehicle.id, Vehicle.operator_id))},
     )
 
 
@@ -384,6 +489,47 @@ def _reference_problems(
                 yield origin, f"bin id {planned.id!r} is not valid: use {_ID_RULE}"
             elif problem := duplicate("bin", planned.id, origin):
                 yield origin, problem
+    yield from _operator_side_problems(fleet, known, duplicate)
+
+
+def _operator_side_problems(
+    fleet: Fleet, known: Known, duplicate: Callable[[str, str, Loc], str | None]
+) -> Iterator[tuple[Loc, str]]:
+    """Depots, vehicles and crews: unique ids, an operator that exists, and a depot or vehicle
+    of that same operator (a vehicle cannot start from another company's yard)."""
+    operators = {o.id for o in fleet.operators} | known.operators
+    depots = {**known.depots, **{d.id: d.operator for d in fleet.depots}}
+    vehicles = {**known.vehicles, **{v.id: v.operator for v in fleet.vehicles}}
+    entries: list[tuple[str, Loc, str, str, tuple[str, str | None, dict[str, str]] | None]] = [
+        *(("depot", ("depots", i), d.id, d.operator, None) for i, d in enumerate(fleet.depots)),
+        *(
+            ("vehicle", ("vehicles", i), v.id, v.operator, ("depot", v.depot, depots))
+            for i, v in enumerate(fleet.vehicles)
+        ),
+        *(
+            ("crew", ("crews", i), c.id, c.operator, ("vehicle", c.vehicle, vehicles))
+            for i, c in enumerate(fleet.crews)
+        ),
+    ]
+    for kind, loc, ident, operator, reference in entries:
+        if problem := duplicate(kind, ident, (*loc, "id")):
+            yield (*loc, "id"), problem
+        if operator not in operators:
+            why = "neither under operators nor in the registry"
+            yield (*loc, "operator"), f"unknown operator {operator!r} ({why})"
+        if reference is None or reference[1] is None:
+            continue
+        what, target, owners = reference
+        if target not in owners:
+            yield (
+                (*loc, what),
+                f"unknown {what} {target!r} (neither under {what}s nor in the registry)",
+            )
+        elif owners[target] != operator:
+            yield (
+                (*loc, what),
+                f"{what} {target!r} belongs to operator {owners[target]!r}, not {operator!r}",
+            )
 
 
 def _existing_area_problem(
@@ -426,6 +572,9 @@ class ImportSummary:
     operators: KindCounts
     sites: KindCounts
     bins: KindCounts
+    depots: KindCounts = KindCounts()
+    vehicles: KindCounts = KindCounts()
+    crews: KindCounts = KindCounts()
 
     def by_kind(self) -> dict[str, KindCounts]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -524,6 +673,7 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
                     for b in s.planned_bins()
                 ],
             ),
+            **_upsert_operator_side(session, fleet),
         )
         session.commit()
     except BaseException:
@@ -532,7 +682,54 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     return summary
 
 
-_Row = TypeVar("_Row", Area, AreaContact, Operator, Site, Bin)
+def _upsert_operator_side(session: Session, fleet: Fleet) -> dict[str, KindCounts]:
+    """Depots before the vehicles that start there, vehicles before the crews that drive them."""
+    return {
+        "depots": _upsert(
+            session,
+            Depot,
+            [
+                {
+                    "id": d.id,
+                    "operator_id": d.operator,
+                    "name": d.name,
+                    "latitude": d.lat,
+                    "longitude": d.lon,
+                }
+                for d in fleet.depots
+            ],
+        ),
+        "vehicles": _upsert(
+            session,
+            Vehicle,
+            [
+                {
+                    "id": v.id,
+                    "operator_id": v.operator,
+                    "depot_id": v.depot,
+                    "name": v.name,
+                    "streams": [stream.value for stream in v.streams],
+                    "capacity_l": v.capacity_l,
+                    "capacity_kg": v.capacity_kg,
+                    "shift_start": v.shift.start,
+                    "shift_end": v.shift.end,
+                    "breaks": v.breaks_json(),
+                }
+                for v in fleet.vehicles
+            ],
+        ),
+        "crews": _upsert(
+            session,
+            Crew,
+            [
+                {"id": c.id, "operator_id": c.operator, "name": c.name, "vehicle_id": c.vehicle}
+                for c in fleet.crews
+            ],
+        ),
+    }
+
+
+_Row = TypeVar("_Row", Area, AreaContact, Operator, Site, Bin, Depot, Vehicle, Crew)
 
 
 def _upsert(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from core.errors import FleetError
 from devices.contract import Stream
 from devices.fleet import DEFAULT_CAPACITY_L, DEFAULT_THRESHOLDS, MAX_STATIONS
-from devices.models import Area, AreaContact, Bin, Operator, Site
+from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
 
 HEADER = "# binwatch fleet export: the registry as a fleet file (docs/fleet.md)\n"
 
@@ -60,6 +60,7 @@ def export_fleet(session: Session) -> str:
     ]
     sites = session.scalars(select(Site).order_by(Site.id).options(selectinload(Site.bins)))
     document["sites"] = [_site(site) for site in sites]
+    document.update(_operator_side(session))
     body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
     return HEADER + body
 
@@ -117,6 +118,45 @@ def _bin(row: Bin, capacity: int) -> dict[str, Any]:
     if row.threshold_pct != DEFAULT_THRESHOLDS[Stream(row.stream)]:
         out["threshold_pct"] = row.threshold_pct
     return out
+
+
+def _operator_side(session: Session) -> dict[str, Any]:
+    """Depots, vehicles and crews, each key only when the registry has some (a city fleet
+    without them exports as it did before they existed)."""
+    depots = [
+        {
+            "id": d.id,
+            "operator": d.operator_id,
+            "name": d.name,
+            "lat": d.latitude,
+            "lon": d.longitude,
+        }
+        for d in session.scalars(select(Depot).order_by(Depot.id))
+    ]
+    vehicles = [
+        _without_none(
+            {
+                "id": v.id,
+                "operator": v.operator_id,
+                "depot": v.depot_id,
+                "name": v.name,
+                "streams": list(v.streams),
+                "capacity_l": v.capacity_l,
+                "capacity_kg": v.capacity_kg,
+                "shift": {"start": v.shift_start, "end": v.shift_end},
+                "breaks": [dict(pause) for pause in v.breaks] or None,
+            }
+        )
+        for v in session.scalars(select(Vehicle).order_by(Vehicle.id))
+    ]
+    crews = [
+        _without_none(
+            {"id": c.id, "operator": c.operator_id, "name": c.name, "vehicle": c.vehicle_id}
+        )
+        for c in session.scalars(select(Crew).order_by(Crew.id))
+    ]
+    found = {"depots": depots, "vehicles": vehicles, "crews": crews}
+    return {key: entries for key, entries in found.items() if entries}
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -109,3 +109,59 @@ class Escalation(_Message):
             created_at=request.created_at,
             due_at=request.due_at,
         )
+
+
+class PlannedStop(_Message):
+    """A stop of a vehicle's route: `kind` start, job (a bin to empty), break, unload (at the
+    depot, ending load `trip`) or end; `load_l`/`load_kg` on board after it; `distance_m`
+    driven since the start."""
+
+    position: int
+    trip: int
+    kind: str
+    request_id: int | None
+    bin_id: str | None
+    site_id: str | None
+    stream: str | None
+    lat: float
+    lon: float
+    arrival_at: datetime
+    departure_at: datetime
+    due_at: datetime | None
+    distance_m: int
+    load_l: float
+    load_kg: float
+
+
+class VehicleRoute(_Message):
+    vehicle_id: str
+    distance_m: int
+    duration_s: int
+    jobs: int
+    stops: list[PlannedStop]
+
+
+class UnassignedJob(_Message):
+    """A request no route could take today, and why (it stays waiting for the next plan)."""
+
+    request_id: int | None
+    bin_id: str
+    site_id: str
+    stream: str
+    reason: str
+
+
+class RoutesPlanned(_Message):
+    """On `{prefix}/operators/{operator_id}/routes` (QoS 1) and POSTed to the operator's
+    webhook: the day's routes as planned (`version` grows with every re-plan of the day; the
+    highest is in force). May arrive more than once: key on `day` and `version`."""
+
+    type: Literal["collection.routes"] = "collection.routes"
+    operator_id: str
+    day: str
+    version: int
+    created_at: datetime
+    note: str
+    solver_ms: int
+    vehicles: list[VehicleRoute]
+    unassigned: list[UnassignedJob]

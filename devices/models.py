@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    JSON,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -263,3 +264,49 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+class Depot(Base):
+    """Where an operator's vehicles start and end their day and unload between trips (its yard
+    or the transfer station it tips at)."""
+
+    __tablename__ = "depots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+
+
+class Vehicle(Base):
+    """One of an operator's collection vehicles: the streams it may carry (one per load: sorted
+    waste stays sorted in transport), what one load holds, and its working hours (local time)."""
+
+    __tablename__ = "vehicles"
+    __table_args__ = (
+        CheckConstraint(
+            "capacity_l IS NOT NULL OR capacity_kg IS NOT NULL", name="ck_vehicles_capacity"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    depot_id: Mapped[str] = mapped_column(ForeignKey("depots.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    streams: Mapped[list[str]] = mapped_column(JSON)
+    capacity_l: Mapped[int | None] = mapped_column(Integer)
+    capacity_kg: Mapped[int | None] = mapped_column(Integer)
+    shift_start: Mapped[str] = mapped_column(String(5))  # "HH:MM", the city's local time
+    shift_end: Mapped[str] = mapped_column(String(5))
+    # [{"start": "HH:MM", "end": "HH:MM", "minutes": n}]: a break of n minutes within the window.
+    breaks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class Crew(Base):
+    """A crew of an operator, with the vehicle it usually drives (the crew's screen, later)."""
+
+    __tablename__ = "crews"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    vehicle_id: Mapped[str | None] = mapped_column(ForeignKey("vehicles.id"), index=True)

@@ -8,12 +8,12 @@ people read the alerts of what they answer for:
 | account          | may                                                                    |
 |------------------|------------------------------------------------------------------------|
 | `ingest`, `ingest-<n>` | read every bin's telemetry, event and status                     |
-| `collector`      | write every operator's dispatch topic, and the grid's escalation topics |
+| `collector`      | write every operator's dispatch and routes topics, and the grid's escalation topics |
 | `alerter`        | write `<prefix>/alerts/#`                                               |
 | `simulator`      | write every bin's topics and read the dispatches: it impersonates the   |
 | (`-crews`,       | whole fleet and the operators' crews (demos, tests); read and write its |
 | `-inject`)       | faults topic (`binwatch demo --inject`)                                 |
-| `operator-<id>`  | read its operator's dispatch topic and the alerts of the sites it serves |
+| `operator-<id>`  | read its operator's dispatch and routes topics and the alerts of the sites it serves |
 | `manager-<name>` | read the alerts of its sites (`<prefix>/alerts/<site id>`)              |
 | `admin-<name>`   | read every alert (`<prefix>/alerts/#`): the city's                      |
 
@@ -159,7 +159,10 @@ def acl_text(session: Session, prefix: str) -> str:
     )
     sections: dict[str, list[str]] = {
         "ingest": [f"topic read {bins}/+/{kind}" for kind in ("telemetry", "event", "status")],
-        "collector": [f"topic write {prefix}/operators/+/dispatch"]
+        "collector": [
+            f"topic write {prefix}/operators/+/dispatch",
+            f"topic write {prefix}/operators/+/routes",
+        ]
         + [f"topic write {topic}" for topic in escalations],
         "alerter": [f"topic write {alerts}/#"],
         "simulator": [
@@ -183,9 +186,10 @@ def acl_text(session: Session, prefix: str) -> str:
             sections[name] = [f"topic read {alerts}/#"]
         elif name.startswith(OPERATOR_PREFIX):
             operator = name.removeprefix(OPERATOR_PREFIX)
-            sections[name] = [f"topic read {prefix}/operators/{operator}/dispatch"] + [
-                f"topic read {alerts}/{site}" for site in sorted(served.get(operator, ()))
-            ]
+            sections[name] = [
+                f"topic read {prefix}/operators/{operator}/dispatch",
+                f"topic read {prefix}/operators/{operator}/routes",
+            ] + [f"topic read {alerts}/{site}" for site in sorted(served.get(operator, ()))]
     lines = [f"# binwatch MQTT ACL for prefix {prefix}: generated, do not edit", ""]
     for name, rules in sections.items():
         lines += [f"user {name}", *rules, ""]

@@ -24,7 +24,7 @@ from core.lineprotocol import tag_set
 from core.settings import Settings
 from core.sql import make_engine
 from core.times import from_epoch_ms, rfc3339
-from devices.models import Bin
+from devices.models import Bin, Vehicle
 from devices.registry import BinTags
 from security.keys import TOKEN_PREFIX
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
@@ -87,11 +87,25 @@ def outside(world: World, settings: Settings) -> dict[str, str]:
         "operator_id": world.operator_b,
         "request_id": str(opened.json()["id"]),
         "alert_id": str(alert_id),
+        "vehicle_id": _vehicle_of(settings, world.operator_b),
     }
 
 
+def _vehicle_of(settings: Settings, operator_id: str) -> str:
+    """One of the operator's vehicles (the pilot fleet gives each operator some)."""
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        vehicle = session.scalars(
+            select(Vehicle.id).where(Vehicle.operator_id == operator_id)
+        ).first()
+    engine.dispose()
+    assert vehicle is not None
+    return vehicle
+
+
 MISSING = {"site_id": "no-such-site", "bin_id": "no-such-bin", "area_id": "no-such-area",
-           "operator_id": "no-such-op", "request_id": "987654", "alert_id": "987654"}  # fmt: skip
+           "operator_id": "no-such-op", "request_id": "987654", "alert_id": "987654",
+           "vehicle_id": "no-such-vehicle"}  # fmt: skip
 
 
 @pytest.mark.parametrize("role", [MANAGER, OPERATOR])

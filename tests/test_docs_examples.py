@@ -28,7 +28,7 @@ from devices.contract import (
     Reading,
     Status,
 )
-from devices.fleet import import_fleet, known_ids, load_fleet
+from devices.fleet import Known, import_fleet, known_ids, load_fleet
 from devices.models import Area, AreaContact, Bin, DeadLetter, Operator, Site
 from devices.registry import add_dead_letters
 from ingest.decode import REASONS
@@ -47,7 +47,7 @@ def code_blocks(page: str, language: str) -> list[str]:
 def test_the_fleet_pages_example_imports_as_the_page_says(
     tmp_path: Path, registry_url: str
 ) -> None:
-    example, _partial = code_blocks("fleet.md", "yaml")
+    example, _partial, _operators = code_blocks("fleet.md", "yaml")
     path = tmp_path / "my-city.yaml"
     path.write_text(example, encoding="utf-8")
     fleet = load_fleet(path)
@@ -69,7 +69,7 @@ def test_the_fleet_pages_example_imports_as_the_page_says(
 
 
 def test_the_fleet_pages_partial_file_adds_what_the_page_says(tmp_path: Path) -> None:
-    example, partial = code_blocks("fleet.md", "yaml")
+    example, partial, _operators = code_blocks("fleet.md", "yaml")
     (tmp_path / "my-city.yaml").write_text(example, encoding="utf-8")
     (tmp_path / "more.yaml").write_text(partial, encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'registry.db'}"
@@ -94,8 +94,37 @@ def test_the_fleet_pages_partial_file_adds_what_the_page_says(tmp_path: Path) ->
     assert tongjiang.parent_id == "lvxin" and len(bins) == 4
 
 
+def test_the_fleet_pages_operator_side_adds_what_the_page_says(tmp_path: Path) -> None:
+    example, _partial, operators = code_blocks("fleet.md", "yaml")
+    (tmp_path / "my-city.yaml").write_text(example, encoding="utf-8")
+    (tmp_path / "operators.yaml").write_text(operators, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        import_fleet(session, load_fleet(tmp_path / "my-city.yaml"))
+        side = load_fleet(tmp_path / "operators.yaml", known=known_ids(session))
+        added = import_fleet(session, side)
+        again = import_fleet(session, side)
+    engine.dispose()
+    # "one depot, two vehicles and two crews; importing it again changes nothing"
+    assert (added.depots.created, added.vehicles.created, added.crews.created) == (1, 2, 2)
+    assert added.created == 5 and added.updated == 0
+    assert again.created == again.updated == 0
+    shown = re.search(r"`(vehicles\[0\]\.depot: depot .*?)`", read("fleet.md"))
+    assert shown is not None
+    # the page's error: the first vehicle sent from another company's transfer station
+    stray = operators.replace("depot: lvyuan-yard", "depot: jiejing-transfer", 1)
+    path = tmp_path / "stray.yaml"
+    path.write_text(stray, encoding="utf-8")
+    known = Known(operators=frozenset({"op-lvyuan"}), depots={"jiejing-transfer": "op-jiejing"})
+    with pytest.raises(FleetError) as raised:
+        load_fleet(path, known=known)
+    assert shown.group(1) in str(raised.value)
+
+
 def test_the_fleet_pages_errors_are_what_the_loader_says(tmp_path: Path) -> None:
-    example, _partial = code_blocks("fleet.md", "yaml")
+    example, _partial, _operators = code_blocks("fleet.md", "yaml")
     (shown,) = code_blocks("fleet.md", "text")
     path = tmp_path / "my-city.yaml"
     broken = example.replace("lat: 29.5521", "lat: 129.5521")
@@ -107,7 +136,7 @@ def test_the_fleet_pages_errors_are_what_the_loader_says(tmp_path: Path) -> None
 
 
 def test_the_fleet_pages_reference_error_is_what_the_loader_says(tmp_path: Path) -> None:
-    example, _partial = code_blocks("fleet.md", "yaml")
+    example, _partial, _operators = code_blocks("fleet.md", "yaml")
     shown = re.search(r"`(my-city.yaml:\d+: sites\[0\].operator: .*?)`", read("fleet.md"))
     assert shown is not None
     path = tmp_path / "my-city.yaml"

@@ -220,6 +220,7 @@ def test_export_round_trips_through_an_empty_registry_and_changes_nothing_in_its
     text = exported.read_text(encoding="utf-8")
     assert f"- id: {SITE}-s1-recyclable" in text and "threshold_pct: 90.0" in text
     assert "mqtt_topic: city/shizhong/squad" in text and "https://ops.example.com/hook" in text
+    assert "- id: lvyuan-kitchen-1" in text and "depot: lvyuan-yard" in text  # the operators' side
 
 
 def test_export_through_the_cli(

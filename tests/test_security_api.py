@@ -47,6 +47,9 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/alerts"): "admin, grid, manager, operator",
     ("GET", "/api/v1/alerts/{alert_id}"): "admin, grid, manager, operator",
     ("POST", "/api/v1/alerts/{alert_id}/ack"): "admin, manager, operator",
+    ("GET", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
+    ("POST", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
+    ("GET", "/api/v1/operators/{operator_id}/routes/{vehicle_id}"): "admin, operator",
     # The console (api/console): a session cookie instead of a key, the same roles and scope.
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
@@ -168,7 +171,8 @@ _OUTSIDE_READS = [
 @pytest.mark.parametrize(
     ("role", "path"),
     [(role, path) for role in (MANAGER, OPERATOR) for path in _OUTSIDE_READS]
-    + [(OPERATOR, "/api/v1/compliance/operators/{operator_b}")],
+    + [(OPERATOR, "/api/v1/compliance/operators/{operator_b}")]
+    + [(OPERATOR, "/api/v1/operators/{operator_b}/routes")],
 )
 def test_reads_outside_the_scope_are_404_like_a_missing_id(
     world: World, role: str, path: str
@@ -198,6 +202,8 @@ def test_lists_show_only_the_scope(world: World, role: str) -> None:
         (OPERATOR, "GET", "/api/v1/compliance/areas/city", 403),
         (MANAGER, "POST", "/api/v1/collections/1/complete", 403),
         (OPERATOR, "POST", "/api/v1/collections/1/cancel", 403),
+        (MANAGER, "GET", "/api/v1/operators/op-lvyuan/routes", 403),
+        (MANAGER, "POST", "/api/v1/operators/op-lvyuan/routes", 403),
     ],
 )
 def test_roles_outside_a_route_are_403_with_a_message(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import alerts, bins, collections, compliance, health, sites
+from api.routes import alerts, bins, collections, compliance, health, routes, sites
 
 API_PREFIX = "/api/v1"
 
@@ -15,5 +15,6 @@ api_router.include_router(bins.router)
 api_router.include_router(collections.router)
 api_router.include_router(compliance.router)
 api_router.include_router(alerts.router)
+api_router.include_router(routes.router)
 
 health_router = health.router

@@ -1,0 +1,403 @@
+"""Three ways of emptying the same bins over the same simulated week, side by side.
+
+The fill behaviour is the simulator's fleet model (simulator/model.py: deposits follow meal
+times and office hours by stream and site type), a reading every `--interval` simulated
+seconds, the same seed for every policy; the vehicles and depots are the fleet file's operator
+side (devices/default_fleet.yaml), travel the straight line × circuity at the urban speed
+(the default travel source). Each policy runs the day shift of every vehicle:
+
+1. **fixed rounds**: every bin visited every day, on a route VROOM optimises (a fair fixed round);
+2. **request by request** (binwatch before routes): a bin at its threshold raises a request; each
+   vehicle of the operator that carries the stream takes the oldest waiting request when it is
+   free, drives there from where it is, and unloads at its depot when the next bin would not fit;
+3. **planned with the forecast**: at shift start, `collection.routing.plan_day` over the bins
+   waiting (over their threshold) and the bins the forecast rule says will pass it before the
+   next shift (the same 15-minute means of the last 3 h the collector reads).
+
+Printed per policy: kilometres driven, vehicle-hours (depot to depot), overflow-hours (bin-hours
+at 100 %), requests served after their deadline (or never), and the planner's solver time per
+day. `--copies N` tiles the pilot N times into a synthetic city (each copy its own sites, depots
+and vehicles, 433 bins each: 23 copies ≈ 10,000 bins).
+
+    .venv/bin/python bench/routes.py [--days 7] [--copies 1] [--policies fixed,requests,planned]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
+    sys.path[0] = str(_HERE.parent)
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict, deque  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from datetime import datetime, timedelta  # noqa: E402
+from zoneinfo import ZoneInfo  # noqa: E402
+
+from bench.forecast import buckets  # noqa: E402
+from collection import rules, series  # noqa: E402
+from collection.planning import Break, Job, Place, Route, VehicleDay, threshold_at  # noqa: E402
+from collection.routing import plan_day  # noqa: E402
+from collection.travel import StraightLine, great_circle_m  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from devices.contract import Stream  # noqa: E402
+from devices.fleet import (  # noqa: E402
+    Fleet,
+    VehicleSpec,
+    default_fleet_path,
+    load_fleet,
+    minutes_of,
+)
+from devices.registry import BinTags  # noqa: E402
+from simulator.model import FleetModel  # noqa: E402
+
+FULL = 100.0
+# Copies of the pilot are laid side by side this far apart (degrees), like districts of a city.
+COPY_STEP_DEG = 0.12
+
+
+@dataclass(frozen=True, slots=True)
+class City:
+    bins: list[BinTags]
+    places: dict[str, Place]  # bin → its site's place
+    capacity: dict[str, float]
+    threshold: dict[str, float]
+    vehicles: list[tuple[str, VehicleSpec, Place]]  # operator, vehicle, depot place
+
+
+def city(copies: int) -> City:
+    """The pilot fleet, tiled `copies` times (each copy its own ids, places and vehicles)."""
+    fleet: Fleet = load_fleet(default_fleet_path())
+    districts = {
+        c.id: (d.id, s.id) for d in fleet.districts for s in d.streets for c in s.communities
+    }
+    depots = {d.id: d for d in fleet.depots}
+    side = math.ceil(math.sqrt(copies))
+    bins: list[BinTags] = []
+    places: dict[str, Place] = {}
+    capacity: dict[str, float] = {}
+    threshold: dict[str, float] = {}
+    vehicles: list[tuple[str, VehicleSpec, Place]] = []
+    for n in range(copies):
+        dlat, dlon = (n // side) * COPY_STEP_DEG, (n % side) * COPY_STEP_DEG
+        tag = "" if copies == 1 else f"c{n}-"
+        for site in fleet.sites:
+            district, street = districts[site.community]
+            for planned in site.planned_bins():
+                bin_id = tag + planned.id
+                bins.append(
+                    BinTags(bin_id, tag + site.id, site.type.value, planned.stream.value,
+                            site.community, street, district, site.operator)
+                )  # fmt: skip
+                places[bin_id] = Place(site.lat + dlat, site.lon + dlon)
+                capacity[bin_id] = float(planned.capacity_l)
+                threshold[bin_id] = planned.threshold_pct
+        for v in fleet.vehicles:
+            depot = depots[v.depot]
+            vehicles.append(
+                (
+                    v.operator,
+                    v.model_copy(update={"id": tag + v.id}),
+                    Place(depot.lat + dlat, depot.lon + dlon),
+                )
+            )
+    return City(bins, places, capacity, threshold, vehicles)
+
+
+@dataclass
+class Tally:
+    km: float = 0.0
+    vehicle_h: float = 0.0
+    overflow_h: float = 0.0
+    late: int = 0
+    requests: int = 0
+    solver_s: list[float] = field(default_factory=list)
+
+
+def shifts(town: City, day: datetime, zone: ZoneInfo) -> dict[str, list[VehicleDay]]:
+    """Each operator's vehicles on the local `day`."""
+    out: dict[str, list[VehicleDay]] = defaultdict(list)
+    for operator, v, depot in town.vehicles:
+
+        def at(clock: str) -> datetime:
+            return day.replace(tzinfo=zone) + timedelta(minutes=minutes_of(clock))
+
+        breaks = tuple(
+            Break(at(b.start), at(b.end), timedelta(minutes=b.minutes)) for b in v.breaks
+        )
+        out[operator].append(
+            VehicleDay(v.id, depot, frozenset(v.streams), v.capacity_l, v.capacity_kg,
+                       at(v.shift.start), at(v.shift.end), breaks)
+        )  # fmt: skip
+    return out
+
+
+def _leg(a: Place, b: Place, travel: StraightLine) -> tuple[float, float]:
+    metres = great_circle_m(a, b) * travel.circuity
+    return metres * 3.6 / travel.speed_kmh, metres
+
+
+def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespace) -> Tally:
+    zone = ZoneInfo(settings.timezone)
+    start = datetime.fromisoformat(args.start)
+    model = FleetModel(town.bins, seed=args.seed, start=start, interval_s=args.interval)
+    tags = {t.bin: t for t in town.bins}
+    deadline = {
+        b: timedelta(hours=settings.collection.deadline_h(t.stream)) for b, t in tags.items()
+    }
+    travel = StraightLine(settings.route.circuity, settings.route.speed_kmh)
+    tally = Tally()
+    waiting: dict[str, datetime] = {}
+    taken: set[str] = set()
+    emptyings: list[tuple[datetime, str]] = []
+    history: dict[str, deque[tuple[datetime, float]]] = defaultdict(deque)
+    keep = series.FORECAST_HISTORY + timedelta(minutes=15)
+    step_h = args.interval / 3600
+    end = start + timedelta(days=args.days)
+    planned_days: set[tuple[str, int]] = set()
+    free_at: dict[str, datetime] = {}
+    crews: dict[str, Crew] = {}
+    service = timedelta(seconds=settings.route.service_s)
+    unload = timedelta(minutes=settings.route.unload_min)
+    evidence = rules.Evidence.of(settings.collection)
+    while model.next_ts < end:
+        ts = model.next_ts
+        emptyings.sort()
+        while emptyings and emptyings[0][0] <= ts:
+            at, bin_id = emptyings.pop(0)
+            model.empty(bin_id)
+            created = waiting.pop(bin_id, None)
+            taken.discard(bin_id)
+            if created is not None and at > created + deadline[bin_id]:
+                tally.late += 1
+        round_ = model.step()
+        for bin_id, reading in round_.readings:
+            fill = reading.fill_pct
+            if fill >= FULL:
+                tally.overflow_h += step_h
+            if fill >= town.threshold[bin_id] and bin_id not in waiting:
+                waiting[bin_id] = round_.ts
+                tally.requests += 1
+            if policy == "planned":
+                h = history[bin_id]
+                h.append((round_.ts, fill))
+                while h and h[0][0] < round_.ts - keep:
+                    h.popleft()
+        local = round_.ts.astimezone(zone)
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        fleets = shifts(town, day, zone)
+        first_start = min(v.start for vs in fleets.values() for v in vs)
+        slot = _plan_slot(policy, round_.ts, first_start, args.replan_h)
+        if slot is not None and (day.isoformat(), slot) not in planned_days:
+            planned_days.add((day.isoformat(), slot))
+            for operator, fleet in fleets.items():
+                # a re-plan gives each vehicle what is left of its shift after its last route
+                vehicles = [
+                    replace(v, start=max(v.start, round_.ts, free_at.get(v.id, v.start)))
+                    for v in fleet
+                    if max(round_.ts, free_at.get(v.id, v.start)) < v.end
+                ]
+                jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts, deadline,
+                             service, evidence)  # fmt: skip
+                jobs = [j for j in jobs if j.bin_id not in taken]
+                if not vehicles or not jobs:
+                    continue
+                t0 = time.perf_counter()
+                plan = plan_day(jobs, vehicles, travel, unload=unload,
+                                threads=settings.route.solver_threads,
+                                exploration=settings.route.solver_exploration)  # fmt: skip
+                tally.solver_s.append(time.perf_counter() - t0)
+                if args.verbose:
+                    print(
+                        f"{round_.ts} {operator}: {len(jobs)} jobs, {len(plan.unassigned)} left, "
+                        f"solved in {tally.solver_s[-1]:.1f} s",
+                        flush=True,
+                    )
+                for route in plan.routes:
+                    _drive(route, tally, emptyings, taken)
+                    free_at[route.vehicle_id] = route.stops[-1].departure
+        if policy == "requests":
+            _serve_requests(fleets, crews, town, tags, waiting, taken, emptyings, tally, round_.ts,
+                            travel, service, unload)  # fmt: skip
+    final = model.next_ts
+    tally.late += sum(1 for b, created in waiting.items() if final > created + deadline[b])
+    return tally
+
+
+def _plan_slot(policy: str, now: datetime, first_start: datetime, every_h: float) -> int | None:
+    """Which planning of the day `now` falls in: fixed rounds plan once, at shift start; the
+    planned policy again every `every_h` hours (the dispatcher's re-plan for new requests)."""
+    if policy not in ("fixed", "planned") or now < first_start:
+        return None
+    if policy == "fixed":
+        return 0
+    return int((now - first_start).total_seconds() // (every_h * 3600))
+
+
+def _drive(
+    route: Route, tally: Tally, emptyings: list[tuple[datetime, str]], taken: set[str]
+) -> None:
+    tally.km += route.distance_m / 1000
+    tally.vehicle_h += route.duration.total_seconds() / 3600
+    for job in route.jobs:
+        emptyings.append((next(s.arrival for s in route.stops if s.job is job), job.bin_id))
+        taken.add(job.bin_id)
+
+
+def _jobs(
+    policy: str,
+    operator: str,
+    town: City,
+    tags: dict[str, BinTags],
+    waiting: dict[str, datetime],
+    history: dict[str, deque[tuple[datetime, float]]],
+    now: datetime,
+    deadline: dict[str, timedelta],
+    service: timedelta,
+    evidence: rules.Evidence,
+) -> list[Job]:
+    jobs = []
+    for bin_id, t in tags.items():
+        if t.operator != operator:
+            continue
+        due: datetime | None = None
+        priority = 0
+        if policy == "planned":
+            if bin_id in waiting:
+                due = waiting[bin_id] + deadline[bin_id]
+                priority = 50
+                if due <= now:
+                    due, priority = None, 100
+            else:
+                h = history.get(bin_id)
+                if not h:
+                    continue
+                times, fills = [a for a, _f in h], [f for _a, f in h]
+                found = rules.forecast(
+                    buckets(times, fills, now, series.FORECAST_HISTORY), evidence
+                )
+                if found is None:
+                    continue
+                passes = threshold_at(full_at=found.full_at, rate_pct_h=found.rate_pct_h,
+                                      threshold_pct=town.threshold[bin_id])  # fmt: skip
+                if passes >= now + timedelta(days=1):
+                    continue
+                priority = 10
+        jobs.append(
+            Job(bin_id, bin_id, t.site, Stream(t.stream), town.places[bin_id],
+                town.capacity[bin_id], service, due, priority)
+        )  # fmt: skip
+    return jobs
+
+
+@dataclass
+class Crew:
+    """A vehicle's day under the request-by-request policy."""
+
+    at: Place
+    free: datetime
+    load_l: float = 0.0
+    load_kg: float = 0.0
+    used: bool = False
+    home: bool = False
+
+
+def _serve_requests(
+    fleets: dict[str, list[VehicleDay]],
+    crews: dict[str, Crew],
+    town: City,
+    tags: dict[str, BinTags],
+    waiting: dict[str, datetime],
+    taken: set[str],
+    emptyings: list[tuple[datetime, str]],
+    tally: Tally,
+    now: datetime,
+    travel: StraightLine,
+    service: timedelta,
+    unload: timedelta,
+) -> None:
+    """Each free vehicle takes the oldest waiting request it may carry, from where it is."""
+    queue = sorted((created, b) for b, created in waiting.items() if b not in taken)
+    for operator, vehicles in fleets.items():
+        for v in vehicles:
+            crew = crews.setdefault(f"{v.id}@{v.start.date()}", Crew(v.depot, v.start))
+            while v.start <= now < v.end and crew.free <= now:
+                pick = next((b for _c, b in queue if tags[b].operator == operator
+                             and Stream(tags[b].stream) in v.streams and b not in taken), None)  # fmt: skip
+                if pick is None:
+                    break
+                job = Job(pick, pick, tags[pick].site, Stream(tags[pick].stream), town.places[pick],
+                          town.capacity[pick], service)  # fmt: skip
+                here, moved_s, moved_m = crew.at, 0.0, 0.0
+                if not v.holds(crew.load_l + job.load_l, crew.load_kg + job.load_kg):
+                    moved_s, moved_m = _leg(here, v.depot, travel)
+                    moved_s += unload.total_seconds()
+                    here, crew.load_l, crew.load_kg = v.depot, 0.0, 0.0
+                go_s, go_m = _leg(here, job.place, travel)
+                back_s, _back_m = _leg(job.place, v.depot, travel)
+                arrival = max(crew.free, now) + timedelta(seconds=moved_s + go_s)
+                if arrival + service + timedelta(seconds=back_s) + unload > v.end:
+                    break
+                tally.km += (moved_m + go_m) / 1000
+                emptyings.append((arrival, pick))
+                taken.add(pick)
+                crew.at, crew.free, crew.used = job.place, arrival + service, True
+                crew.load_l += job.load_l
+                crew.load_kg += job.load_kg
+            if now >= v.end - timedelta(minutes=15) and crew.used and not crew.home:
+                back_s, back_m = _leg(crew.at, v.depot, travel)
+                tally.km += back_m / 1000
+                home = max(crew.free, now) + timedelta(seconds=back_s)
+                tally.vehicle_h += (home - v.start).total_seconds() / 3600
+                crew.home = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=float, default=7.0, help="simulated days")
+    parser.add_argument(
+        "--copies", type=int, default=1, help="copies of the pilot (23 ≈ 10,000 bins)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the fleet model's seed")
+    parser.add_argument("--interval", type=float, default=300.0, help="reporting interval, s")
+    parser.add_argument("--start", default="2026-11-23T00:00:00+08:00", help="a Monday")
+    parser.add_argument("--policies", default="fixed,requests,planned")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--replan-h", type=float, default=2.0, help="planned: re-plan the rest of the day every N h"
+    )
+    args = parser.parse_args()
+    settings = Settings()
+    town = city(args.copies)
+    print(
+        f"{len(town.bins)} bins, {len(town.vehicles)} vehicles, {args.days:g} days from "
+        f"{args.start}, a reading every {args.interval:g} s, seed {args.seed}; straight line × "
+        f"{settings.route.circuity} at {settings.route.speed_kmh:g} km/h; VROOM exploration "
+        f"{settings.route.solver_exploration} on {settings.route.solver_threads} threads"
+    )
+    print(
+        "| policy | km | vehicle-h | overflow bin-h | requests | late or never | solver s per plan, mean (max) | run s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for policy in args.policies.split(","):
+        began = time.perf_counter()
+        t = simulate(policy, town, settings, args)
+        solver = (
+            f"{sum(t.solver_s) / max(1, len(t.solver_s)):.2f} ({max(t.solver_s, default=0):.2f})"
+            if t.solver_s
+            else "–"
+        )
+        print(
+            f"| {policy} | {t.km:,.0f} | {t.vehicle_h:,.1f} | {t.overflow_h:,.1f} | {t.requests:,} | "
+            f"{t.late:,} | {solver} | {time.perf_counter() - began:,.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

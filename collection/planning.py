@@ -1,0 +1,297 @@
+"""The day's routes as plain data, and the rules around the solver that need no solver: why a
+job cannot be planned at all, how a route's times and loads follow from its stops, and where an
+urgent job fits into a route that is already being driven.
+
+The port (docs/collection.md, "Routes"): `collection.routing.plan_day(jobs, vehicles, travel)`
+→ `Plan` (routes, unassigned jobs with their reasons). Everything here is pure: no I/O, no
+clock of its own, so the unit tests pin it with hand-checkable cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from devices.contract import Stream
+
+# Kilograms per litre of bin contents, loose as it sits in the bin: a vehicle's `capacity_kg`
+# is checked against the bins' litres times this (kitchen waste is wet and heavy, recyclables
+# are mostly air).
+DENSITY_KG_PER_L: Final = {
+    Stream.kitchen: 0.6,
+    Stream.residual: 0.2,
+    Stream.recyclable: 0.05,
+    Stream.hazardous: 0.3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One bin to empty: `due` is its deadline (None: any time in the shift); `priority` 0–100
+    (overdue and urgent first when not everything fits)."""
+
+    id: str
+    bin_id: str
+    site_id: str
+    stream: Stream
+    place: Place
+    load_l: float
+    service: timedelta
+    due: datetime | None = None
+    priority: int = 0
+    request_id: int | None = None
+    why: str = ""
+
+    @property
+    def load_kg(self) -> float:
+        return self.load_l * DENSITY_KG_PER_L[self.stream]
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """A break of `length` somewhere between `earliest` and `latest` (its end)."""
+
+    earliest: datetime
+    latest: datetime
+    length: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleDay:
+    """A vehicle as the planner sees one day of it (its shift in absolute times)."""
+
+    id: str
+    depot: Place
+    streams: frozenset[Stream]
+    capacity_l: float | None
+    capacity_kg: float | None
+    start: datetime
+    end: datetime
+    breaks: tuple[Break, ...] = ()
+
+    def holds(self, load_l: float, load_kg: float) -> bool:
+        return (self.capacity_l is None or load_l <= self.capacity_l + 1e-9) and (
+            self.capacity_kg is None or load_kg <= self.capacity_kg + 1e-9
+        )
+
+
+StopKind = Literal["start", "job", "break", "unload", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A stop of a route: `arrival` there, `departure` after service (or a break, or unloading);
+    `distance_m` driven since the start; `load_l`/`load_kg` on board after it; `trip` counts the
+    loads (each trip is one stream and ends by unloading at the depot)."""
+
+    kind: StopKind
+    place: Place
+    arrival: datetime
+    departure: datetime
+    distance_m: float
+    load_l: float
+    load_kg: float
+    trip: int
+    job: Job | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    vehicle_id: str
+    stops: tuple[Stop, ...]
+
+    @property
+    def distance_m(self) -> float:
+        return self.stops[-1].distance_m if self.stops else 0.0
+
+    @property
+    def duration(self) -> timedelta:
+        return self.stops[-1].departure - self.stops[0].arrival if self.stops else timedelta()
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [stop.job for stop in self.stops if stop.job is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Unassigned:
+    job: Job
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    routes: tuple[Route, ...]
+    unassigned: tuple[Unassigned, ...]
+    solver_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    seconds: float
+    metres: float
+
+
+Travel = Callable[[Place, Place], Leg]
+"""Driving time and distance between two places (travel.py makes one from a matrix source)."""
+
+
+def threshold_at(*, full_at: datetime, rate_pct_h: float, threshold_pct: float) -> datetime:
+    """When a bin forecast full at `full_at`, filling at `rate_pct_h`, passes its threshold."""
+    return full_at - timedelta(hours=(100 - threshold_pct) / rate_pct_h)
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+def why_unplannable(job: Job, vehicles: Sequence[VehicleDay], travel: Travel) -> str | None:
+    """Why no vehicle could take `job` even with an empty day (None: some could). Checked
+    before solving, so every job the solver leaves out has a reason a dispatcher can act on."""
+    carriers = [v for v in vehicles if job.stream in v.streams]
+    if not carriers:
+        return f"no vehicle carries {job.stream.value}"
+    fitting = [v for v in carriers if v.holds(job.load_l, job.load_kg)]
+    if not fitting:
+        return (
+            f"its load ({job.load_l:.0f} L, {job.load_kg:.0f} kg) exceeds every "
+            f"{job.stream.value} vehicle's capacity"
+        )
+    reachable = []
+    for v in fitting:
+        there = travel(v.depot, job.place)
+        arrival = v.start + timedelta(seconds=there.seconds)
+        back = arrival + job.service + timedelta(seconds=travel(job.place, v.depot).seconds)
+        if back <= v.end and (job.due is None or arrival <= job.due):
+            reachable.append(v)
+    if reachable:
+        return None
+    if job.due is not None and all(
+        v.start + timedelta(seconds=travel(v.depot, job.place).seconds) > job.due for v in fitting
+    ):
+        return f"its deadline {_clock(job.due)} comes before any {job.stream.value} vehicle can reach it"
+    return f"no {job.stream.value} vehicle's shift is long enough to reach it and come back"
+
+
+# --- re-planning: one urgent job into the remaining day -------------------------------------
+
+
+def retimed(
+    vehicle: VehicleDay, stops: Sequence[Stop], travel: Travel, unload: timedelta
+) -> tuple[Stop, ...] | None:
+    """The stops with their times, distances and loads worked out again from the first one
+    (done stops keep theirs); None when a deadline, a capacity or the shift end is broken."""
+    out: list[Stop] = []
+    for stop in stops:
+        if stop.done or not out:
+            out.append(stop)
+            continue
+        prev = out[-1]
+        leg = travel(prev.place, stop.place)
+        arrival = prev.departure + timedelta(seconds=leg.seconds)
+        distance = prev.distance_m + leg.metres
+        load_l, load_kg, trip = prev.load_l, prev.load_kg, prev.trip
+        if stop.kind == "job":
+            assert stop.job is not None
+            if stop.job.due is not None and arrival > stop.job.due:
+                return None
+            if prev.kind in ("unload", "start"):
+                trip = prev.trip + 1 if prev.kind == "unload" else max(prev.trip, 1)
+            load_l, load_kg = load_l + stop.job.load_l, load_kg + stop.job.load_kg
+            if not vehicle.holds(load_l, load_kg):
+                return None
+            departure = arrival + stop.job.service
+        elif stop.kind == "break":
+            departure = arrival + (stop.departure - stop.arrival)
+        elif stop.kind == "unload":
+            load_l = load_kg = 0.0
+            departure = arrival + unload
+        else:
+            departure = arrival
+        out.append(
+            replace(
+                stop,
+                arrival=arrival,
+                departure=departure,
+                distance_m=distance,
+                load_l=load_l,
+                load_kg=load_kg,
+                trip=trip,
+            )
+        )
+    if out and out[-1].departure > vehicle.end:
+        return None
+    return tuple(out)
+
+
+def _trip_stream(stops: Sequence[Stop], index: int) -> Stream | None:
+    """The stream of the load the vehicle carries when it leaves stop `index`."""
+    for stop in reversed(stops[: index + 1]):
+        if stop.kind in ("unload", "start"):
+            break
+        if stop.job is not None:
+            return stop.job.stream
+    for stop in stops[index + 1 :]:
+        if stop.kind in ("unload", "end"):
+            break
+        if stop.job is not None:
+            return stop.job.stream
+    return None
+
+
+def insert_job(
+    job: Job,
+    routes: Sequence[Route],
+    vehicles: Sequence[VehicleDay],
+    travel: Travel,
+    *,
+    now: datetime,
+    unload: timedelta,
+) -> Route | Unassigned:
+    """`routes` with an urgent `job` where it adds the least time to a vehicle's remaining day:
+    into a load of its stream, or as a load of its own before the vehicle goes home. Stops done
+    or reached by `now` stay where they are, and no other stop changes its order."""
+    by_id = {v.id: v for v in vehicles}
+    best: tuple[timedelta, Route] | None = None
+    for route in routes:
+        vehicle = by_id.get(route.vehicle_id)
+        if vehicle is None or job.stream not in vehicle.streams:
+            continue
+        stops = list(route.stops)
+        fixed = max((i for i, s in enumerate(stops) if s.done or s.arrival <= now), default=0)
+        for at in range(fixed, len(stops) - 1):
+            candidate = _inserted(stops, at, job)
+            timed = candidate and retimed(vehicle, candidate, travel, unload)
+            if not timed:
+                continue
+            added = (timed[-1].departure - timed[0].arrival) - route.duration
+            if best is None or added < best[0]:
+                best = (added, Route(route.vehicle_id, timed))
+    if best is not None:
+        return best[1]
+    reason = why_unplannable(job, vehicles, travel)
+    return Unassigned(job, reason or f"no {job.stream.value} vehicle has room or time left today")
+
+
+def _inserted(stops: list[Stop], at: int, job: Job) -> list[Stop] | None:
+    """The stops with `job` right after stop `at`: into the load leaving there when it is of
+    the job's stream (or the trip is empty), or, just before the end, as a new load that is
+    unloaded at the depot; None where the job cannot go (a load of another stream)."""
+    here = stops[at]
+    new = Stop("job", job.place, here.departure, here.departure, 0, 0, 0, here.trip, job)
+    if stops[at + 1].kind == "end":
+        depot = stops[-1].place
+        unload = Stop("unload", depot, here.departure, here.departure, 0, 0, 0, here.trip)
+        return [*stops[: at + 1], new, unload, *stops[at + 1 :]]
+    if _trip_stream(stops, at) in (None, job.stream):
+        return [*stops[: at + 1], new, *stops[at + 1 :]]
+    return None

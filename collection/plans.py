@@ -1,0 +1,525 @@
+"""The routes of the day in the registry: what to plan (an operator's waiting requests and its
+vehicles' shifts), planning and storing it, inserting an urgent request into the plan in force,
+and reading plans back. The SQL boundary of planning; the planning itself is
+`collection.routing` (solver) and `collection.planning` (pure rules).
+
+Jobs are the operator's requests still waiting for a crew, whatever raised them: the threshold,
+the kitchen daily clearing (日产日清), the forecast (a bin full before the next working day) or
+a person. A deadline inside the day becomes the job's time window; a request already overdue
+gets none and the highest priority, so it is planned first, as soon as a vehicle can.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from collection import series
+from collection.models import OPEN_STATUSES, CollectionRequest, RoutePlan, RouteStop
+from collection.planning import (
+    Break,
+    Job,
+    Place,
+    Plan,
+    Route,
+    Stop,
+    Unassigned,
+    VehicleDay,
+    insert_job,
+    threshold_at,
+)
+from collection.routing import plan_day
+from collection.rules import Evidence, FillPoint, forecast
+from collection.travel import travel_source
+from core.errors import InvalidRequest, NotFound, SinkError
+from core.influx import InfluxClient
+from core.settings import Settings
+from devices.contract import Stream
+from devices.fleet import minutes_of
+from devices.messages import PlannedStop, RoutesPlanned, UnassignedJob, VehicleRoute
+from devices.models import Bin, Depot, Site, Vehicle
+from devices.retirement import retired_bin_ids
+
+log = logging.getLogger(__name__)
+
+OVERDUE_PRIORITY = 100
+DUE_TODAY_PRIORITY = 50
+
+
+def _at(day: date, clock: str, zone: ZoneInfo) -> datetime:
+    minutes = minutes_of(clock)
+    return datetime.combine(day, time(minutes // 60, minutes % 60), tzinfo=zone)
+
+
+def vehicle_days(
+    session: Session, operator_id: str, day: date, *, zone: ZoneInfo, now: datetime
+) -> list[VehicleDay]:
+    """The operator's vehicles on `day`, each from its shift start (or `now`, later in the day)."""
+    rows = session.execute(
+        select(Vehicle, Depot)
+        .join(Depot, Vehicle.depot_id == Depot.id)
+        .where(Vehicle.operator_id == operator_id)
+        .order_by(Vehicle.id)
+    )
+    out = []
+    for vehicle, depot in rows:
+        start, end = _at(day, vehicle.shift_start, zone), _at(day, vehicle.shift_end, zone)
+        breaks = tuple(
+            Break(
+                _at(day, b["start"], zone),
+                _at(day, b["end"], zone),
+                timedelta(minutes=b["minutes"]),
+            )
+            for b in vehicle.breaks
+        )
+        out.append(
+            VehicleDay(
+                vehicle.id,
+                Place(depot.latitude, depot.longitude),
+                frozenset(Stream(s) for s in vehicle.streams),
+                vehicle.capacity_l,
+                vehicle.capacity_kg,
+                max(start, now.astimezone(zone)),
+                end,
+                breaks,
+            )
+        )
+    return out
+
+
+def request_jobs(
+    session: Session, operator_id: str, *, settings: Settings, now: datetime
+) -> list[Job]:
+    """The operator's requests waiting for a crew, as jobs (see the module's docstring)."""
+    zone = ZoneInfo(settings.timezone)
+    rows = session.execute(
+        select(CollectionRequest, Bin, Site)
+        .join(Bin, CollectionRequest.bin_id == Bin.id)
+        .join(Site, CollectionRequest.site_id == Site.id)
+        .where(
+            CollectionRequest.operator_id == operator_id,
+            CollectionRequest.status.in_(OPEN_STATUSES),
+        )
+        .order_by(CollectionRequest.id)
+    )
+    return [
+        _job(request, bin_row, site, settings=settings, now=now, zone=zone)
+        for request, bin_row, site in rows
+    ]
+
+
+def _job(
+    request: CollectionRequest,
+    bin_row: Bin,
+    site: Site,
+    *,
+    settings: Settings,
+    now: datetime,
+    zone: ZoneInfo,
+) -> Job:
+    overdue = request.due_at <= now
+    return Job(
+        id=f"request-{request.id}",
+        bin_id=bin_row.id,
+        site_id=site.id,
+        stream=Stream(bin_row.stream),
+        place=Place(site.latitude, site.longitude),
+        load_l=float(bin_row.capacity_l),  # planned full: a bin is fuller when the crew comes
+        service=timedelta(seconds=settings.route.service_s),
+        due=None if overdue else request.due_at.astimezone(zone),
+        priority=OVERDUE_PRIORITY if overdue else DUE_TODAY_PRIORITY,
+        request_id=request.id,
+        why=request.rule,
+    )
+
+
+def recent_fill_or_none(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
+    """The bins' recent fill for the forecast part of a plan; with InfluxDB down (or its
+    database not made yet), none: a plan of the waiting requests beats no plan, and the
+    collector's forecast step reports the outage."""
+    try:
+        return series.recent_fill(influx, now)
+    except SinkError as exc:
+        log.warning("planning routes without the forecast: %s", exc)
+        return {}
+
+
+FORECAST_PRIORITY = 10  # below any request: a bin not yet due goes only where there is room
+
+
+def forecast_jobs(
+    session: Session,
+    operator_id: str,
+    fills: Mapping[str, Sequence[FillPoint]],
+    *,
+    before: datetime,
+    settings: Settings,
+    skip: set[str],
+) -> list[Job]:
+    """The operator's bins without a request that are forecast, on enough evidence
+    (`collection.rules.forecast`), to pass their threshold `before` the next shift starts:
+    emptied on today's round instead of overflowing, or needing a trip of their own, tomorrow."""
+    evidence = Evidence.of(settings.collection)
+    retired = retired_bin_ids(session)
+    rows = session.execute(
+        select(Bin, Site)
+        .join(Site, Bin.site_id == Site.id)
+        .where(Site.operator_id == operator_id, Bin.id.in_(list(fills)))
+        .order_by(Bin.id)
+    )
+    jobs = []
+    for bin_row, site in rows:
+        if bin_row.id in skip or bin_row.id in retired:
+            continue
+        found = forecast(fills[bin_row.id], evidence)
+        if found is None:
+            continue
+        passes = threshold_at(
+            full_at=found.full_at, rate_pct_h=found.rate_pct_h, threshold_pct=bin_row.threshold_pct
+        )
+        if passes >= before:
+            continue
+        jobs.append(
+            Job(
+                id=f"forecast-{bin_row.id}",
+                bin_id=bin_row.id,
+                site_id=site.id,
+                stream=Stream(bin_row.stream),
+                place=Place(site.latitude, site.longitude),
+                load_l=float(bin_row.capacity_l),
+                service=timedelta(seconds=settings.route.service_s),
+                priority=FORECAST_PRIORITY,
+                why=f"forecast: passes {bin_row.threshold_pct:.0f} % at {passes.isoformat(timespec='minutes')}",
+            )
+        )
+    return jobs
+
+
+def next_shift_start(session: Session, operator_id: str, day: date, zone: ZoneInfo) -> datetime:
+    """When the operator's first shift starts on the day after `day` (shifts repeat daily)."""
+    starts = session.scalars(select(Vehicle.shift_start).where(Vehicle.operator_id == operator_id))
+    return _at(day + timedelta(days=1), min(starts, key=minutes_of), zone)
+
+
+def plan_operator_day(
+    session: Session,
+    operator_id: str,
+    day: date,
+    *,
+    settings: Settings,
+    now: datetime,
+    actor: str,
+    fills: Mapping[str, Sequence[FillPoint]] | None = None,
+) -> RoutePlan:
+    """Plan the operator's day from scratch (from `now` on) and store it as the next version:
+    its waiting requests, and, given the bins' recent `fills`, the bins forecast to pass their
+    threshold before the next shift."""
+    zone = ZoneInfo(settings.timezone)
+    vehicles = vehicle_days(session, operator_id, day, zone=zone, now=now)
+    if not vehicles:
+        raise InvalidRequest(f"operator {operator_id!r} has no vehicles in the fleet file")
+    jobs = request_jobs(session, operator_id, settings=settings, now=now)
+    if fills:
+        before = next_shift_start(session, operator_id, day, zone)
+        jobs += forecast_jobs(
+            session,
+            operator_id,
+            fills,
+            before=before,
+            settings=settings,
+            skip={j.bin_id for j in jobs},
+        )
+    plan = plan_day(
+        jobs,
+        vehicles,
+        travel_source(settings.route),
+        unload=timedelta(minutes=settings.route.unload_min),
+        threads=settings.route.solver_threads,
+        exploration=settings.route.solver_exploration,
+    )
+    forecast_count = sum(1 for j in jobs if j.request_id is None)
+    note = (
+        f"{len(jobs) - forecast_count} waiting request(s) and {forecast_count} bin(s) forecast "
+        f"over their threshold before the next shift, on {len(vehicles)} vehicle(s)"
+    )
+    return save_plan(session, operator_id, day, plan, now=now, actor=actor, note=note)
+
+
+def insert_request(
+    session: Session,
+    request_id: int,
+    day: date,
+    *,
+    operator_id: str,
+    settings: Settings,
+    now: datetime,
+    actor: str,
+) -> RoutePlan:
+    """A new version of the plan in force with one urgent request inserted into the best
+    vehicle's remaining route; stops done or reached stay as they were (or, when it fits
+    nowhere, the same routes with the request unassigned and why)."""
+    request = session.get(CollectionRequest, request_id)
+    if request is None or request.operator_id != operator_id:
+        raise NotFound(f"no collection request {request_id} for operator {operator_id!r}")
+    if request.status not in OPEN_STATUSES:
+        raise InvalidRequest(f"request {request_id} is not waiting for a crew")
+    current = latest_plan(session, request.operator_id, day)
+    if current is None:
+        return plan_operator_day(
+            session, request.operator_id, day, settings=settings, now=now, actor=actor
+        )
+    zone = ZoneInfo(settings.timezone)
+    vehicles = vehicle_days(session, request.operator_id, day, zone=zone, now=current.created_at)
+    bin_row, site = session.get_one(Bin, request.bin_id), session.get_one(Site, request.site_id)
+    job = _job(request, bin_row, site, settings=settings, now=now, zone=zone)
+    routes = [r for r in stored_routes(current) if all(j.request_id != request_id for j in r.jobs)]
+    places = {stop.place for route in routes for stop in route.stops}
+    places |= {job.place} | {v.depot for v in vehicles}
+    travel = travel_source(settings.route).matrix(sorted(places, key=lambda p: (p.lat, p.lon)))
+    unload = timedelta(minutes=settings.route.unload_min)
+    placed = insert_job(job, routes, vehicles, travel.leg, now=now, unload=unload)
+    unassigned = [u for u in _unassigned(current) if u.job.request_id != request_id]
+    if isinstance(placed, Unassigned):
+        new_routes, unassigned = routes, [*unassigned, placed]
+        note = f"request {request_id} fits no route: {placed.reason}"
+    else:
+        new_routes = [placed if r.vehicle_id == placed.vehicle_id else r for r in routes]
+        if all(r.vehicle_id != placed.vehicle_id for r in routes):
+            new_routes.append(placed)
+        note = f"request {request_id} inserted into {placed.vehicle_id}'s route"
+    plan = Plan(tuple(new_routes), tuple(unassigned))
+    return save_plan(session, request.operator_id, day, plan, now=now, actor=actor, note=note)
+
+
+def save_plan(
+    session: Session,
+    operator_id: str,
+    day: date,
+    plan: Plan,
+    *,
+    now: datetime,
+    actor: str,
+    note: str,
+) -> RoutePlan:
+    """Store `plan` as the day's next version (unpublished: the collector publishes it)."""
+    version = session.scalar(
+        select(func.max(RoutePlan.version)).where(
+            RoutePlan.operator_id == operator_id, RoutePlan.day == day.isoformat()
+        )
+    )
+    row = RoutePlan(
+        operator_id=operator_id,
+        day=day.isoformat(),
+        version=(version or 0) + 1,
+        created_at=now,
+        actor=actor,
+        note=note,
+        solver_ms=round(plan.solver_s * 1000),
+        unassigned=[_unassigned_json(u) for u in plan.unassigned],
+        webhook_attempts=0,
+    )
+    session.add(row)
+    for route in plan.routes:
+        for position, stop in enumerate(route.stops):
+            row.stops.append(_stop_row(route.vehicle_id, position, stop))
+    session.commit()
+    return row
+
+
+def _unassigned_json(item: Unassigned) -> dict[str, Any]:
+    job = item.job
+    return {
+        "job": job.id,
+        "request_id": job.request_id,
+        "bin_id": job.bin_id,
+        "site_id": job.site_id,
+        "stream": job.stream.value,
+        "lat": job.place.lat,
+        "lon": job.place.lon,
+        "load_l": job.load_l,
+        "service_s": job.service.total_seconds(),
+        "due_at": job.due.isoformat() if job.due else None,
+        "reason": item.reason,
+    }
+
+
+def _stop_row(vehicle_id: str, position: int, stop: Stop) -> RouteStop:
+    job = stop.job
+    return RouteStop(
+        vehicle_id=vehicle_id,
+        position=position,
+        trip=stop.trip,
+        kind=stop.kind,
+        request_id=job.request_id if job else None,
+        bin_id=job.bin_id if job else None,
+        site_id=job.site_id if job else None,
+        stream=job.stream.value if job else None,
+        latitude=stop.place.lat,
+        longitude=stop.place.lon,
+        arrival_at=_second(stop.arrival),
+        departure_at=_second(stop.departure),
+        due_at=_second(job.due) if job and job.due else None,
+        distance_m=stop.distance_m,
+        load_l=stop.load_l,
+        load_kg=stop.load_kg,
+        volume_l=job.load_l if job else None,
+        done_at=None,
+    )
+
+
+def _second(moment: datetime) -> datetime:
+    """UTC to the second, as the plan is stored and read back (the solver counts seconds)."""
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def latest_plan(session: Session, operator_id: str, day: date) -> RoutePlan | None:
+    """The plan in force: the day's newest version."""
+    return session.scalars(
+        select(RoutePlan)
+        .where(RoutePlan.operator_id == operator_id, RoutePlan.day == day.isoformat())
+        .order_by(RoutePlan.version.desc())
+        .limit(1)
+    ).first()
+
+
+def plan_or_404(session: Session, operator_id: str, day: date) -> RoutePlan:
+    plan = latest_plan(session, operator_id, day)
+    if plan is None:
+        raise NotFound(f"no routes planned for operator {operator_id!r} on {day.isoformat()}")
+    return plan
+
+
+def stored_routes(plan: RoutePlan) -> list[Route]:
+    """The plan's routes as the planner's data again; a stop whose request no longer waits for
+    a crew (or whose crew reported it) is done."""
+    by_vehicle: dict[str, list[Stop]] = {}
+    for row in plan.stops:
+        job = None
+        if row.kind == "job" and row.bin_id and row.site_id and row.stream:
+            job = Job(
+                f"request-{row.request_id}" if row.request_id else f"forecast-{row.bin_id}",
+                row.bin_id,
+                row.site_id,
+                Stream(row.stream),
+                Place(row.latitude, row.longitude),
+                row.volume_l or 0.0,
+                row.departure_at - row.arrival_at,
+                row.due_at,
+                request_id=row.request_id,
+            )
+        request = _request_status(row)
+        done = row.done_at is not None or (request is not None and request not in OPEN_STATUSES)
+        by_vehicle.setdefault(row.vehicle_id, []).append(
+            Stop(
+                row.kind,  # type: ignore[arg-type]
+                Place(row.latitude, row.longitude),
+                row.arrival_at,
+                row.departure_at,
+                row.distance_m,
+                row.load_l,
+                row.load_kg,
+                row.trip,
+                job,
+                done,
+            )
+        )
+    return [Route(vehicle, tuple(stops)) for vehicle, stops in by_vehicle.items()]
+
+
+def _request_status(row: RouteStop) -> str | None:
+    """The status of the stop's request now (None for a stop without one)."""
+    if row.request_id is None:
+        return None
+    session = Session.object_session(row)
+    assert session is not None
+    return session.get_one(CollectionRequest, row.request_id).status
+
+
+def _unassigned(plan: RoutePlan) -> list[Unassigned]:
+    return [
+        Unassigned(
+            Job(
+                u["job"],
+                u["bin_id"],
+                u["site_id"],
+                Stream(u["stream"]),
+                Place(u["lat"], u["lon"]),
+                u["load_l"],
+                timedelta(seconds=u["service_s"]),
+                datetime.fromisoformat(u["due_at"]) if u["due_at"] else None,
+                request_id=u["request_id"],
+            ),
+            u["reason"],
+        )
+        for u in plan.unassigned
+    ]
+
+
+def vehicle_stops(plan: RoutePlan, vehicle_id: str) -> Sequence[RouteStop]:
+    stops = [s for s in plan.stops if s.vehicle_id == vehicle_id]
+    if not stops:
+        raise NotFound(f"no route for vehicle {vehicle_id!r} in this plan")
+    return stops
+
+
+def routes_message(plan: RoutePlan, vehicle_id: str | None = None) -> RoutesPlanned:
+    """The plan as published and as the API answers it (one vehicle's, or all)."""
+    vehicles: dict[str, list[RouteStop]] = {}
+    for stop in plan.stops:
+        if vehicle_id is None or stop.vehicle_id == vehicle_id:
+            vehicles.setdefault(stop.vehicle_id, []).append(stop)
+    return RoutesPlanned(
+        operator_id=plan.operator_id,
+        day=plan.day,
+        version=plan.version,
+        created_at=plan.created_at,
+        note=plan.note,
+        solver_ms=plan.solver_ms,
+        vehicles=[
+            VehicleRoute(
+                vehicle_id=vehicle,
+                distance_m=round(stops[-1].distance_m),
+                duration_s=round((stops[-1].departure_at - stops[0].arrival_at).total_seconds()),
+                jobs=sum(1 for s in stops if s.kind == "job"),
+                stops=[
+                    PlannedStop(
+                        position=s.position,
+                        trip=s.trip,
+                        kind=s.kind,
+                        request_id=s.request_id,
+                        bin_id=s.bin_id,
+                        site_id=s.site_id,
+                        stream=s.stream,
+                        lat=s.latitude,
+                        lon=s.longitude,
+                        arrival_at=s.arrival_at,
+                        departure_at=s.departure_at,
+                        due_at=s.due_at,
+                        distance_m=round(s.distance_m),
+                        load_l=round(s.load_l, 1),
+                        load_kg=round(s.load_kg, 1),
+                    )
+                    for s in stops
+                ],
+            )
+            for vehicle, stops in vehicles.items()
+        ],
+        unassigned=[]
+        if vehicle_id is not None
+        else [
+            UnassignedJob(
+                request_id=u["request_id"],
+                bin_id=u["bin_id"],
+                site_id=u["site_id"],
+                stream=u["stream"],
+                reason=u["reason"],
+            )
+            for u in plan.unassigned
+        ],
+    )

@@ -1,0 +1,240 @@
+"""The one module that calls the vehicle-routing solver: VROOM, through `pyvroom`.
+
+Why VROOM: it installs from wheels on every machine here, it models what a collection day has
+out of the box (skills, capacities in several units, time windows, breaks, service times,
+priorities, a travel-time matrix we supply) and it solves a few hundred jobs in well under a
+second. OR-Tools can model the same but each constraint is code of our own around its
+constraint solver; VROOM's model is the problem's.
+
+What VROOM does not model is a vehicle going back to unload and out again with another
+stream: one VROOM route is one load. So the day is planned in rounds. In each round every
+vehicle with shift time left is offered once per stream it carries, from the moment it is
+free at its depot; VROOM assigns the waiting jobs; each vehicle keeps the load that serves the
+most (priority first), unloads, and the jobs of the loads it did not keep wait for the next
+round. So a load never mixes streams, and capacity holds per load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import vroom
+
+from collection.planning import (
+    Job,
+    Plan,
+    Route,
+    Stop,
+    Unassigned,
+    VehicleDay,
+    why_unplannable,
+)
+from collection.travel import Matrix, TravelSource
+from devices.contract import Stream
+
+# VROOM's amounts are integers: an unlimited dimension is this many litres or kilograms.
+UNLIMITED: Final = 10**9
+_SKILL: Final = {stream: n for n, stream in enumerate(Stream, start=1)}
+
+
+@dataclass
+class _Day:
+    """One vehicle's day as the rounds build it."""
+
+    vehicle: VehicleDay
+    free_at: datetime
+    stops: list[Stop]
+    breaks: list[int] = field(default_factory=list)  # indexes into vehicle.breaks not yet taken
+
+    @property
+    def distance_m(self) -> float:
+        return self.stops[-1].distance_m
+
+
+def plan_day(
+    jobs: Sequence[Job],
+    vehicles: Sequence[VehicleDay],
+    source: TravelSource,
+    *,
+    unload: timedelta,
+    threads: int = 2,
+    exploration: int = 3,
+) -> Plan:
+    """Routes for `vehicles` over `jobs`; every job not in a route is in `unassigned` with why."""
+    started = time.perf_counter()
+    places = list(dict.fromkeys([v.depot for v in vehicles] + [j.place for j in jobs]))
+    matrix = source.matrix(places)
+    unassigned: list[Unassigned] = []
+    pending: dict[str, Job] = {}
+    for job in jobs:
+        reason = why_unplannable(job, vehicles, matrix.leg)
+        if reason is None:
+            pending[job.id] = job
+        else:
+            unassigned.append(Unassigned(job, reason))
+    days = [
+        _Day(v, v.start, [Stop("start", v.depot, v.start, v.start, 0.0, 0.0, 0.0, 0)])
+        for v in vehicles
+    ]
+    for day in days:
+        day.breaks = list(range(len(day.vehicle.breaks)))
+    origin = min((v.start for v in vehicles), default=datetime.now().astimezone())
+    while pending and _round(days, pending, matrix, origin, unload, threads, exploration):
+        pass
+    for job in pending.values():
+        why = f"no {job.stream.value} vehicle has room or time left today"
+        unassigned.append(Unassigned(job, why))
+    routes = []
+    for day in days:
+        if len(day.stops) > 1:
+            last = day.stops[-1]
+            end = Stop(
+                "end",
+                day.vehicle.depot,
+                last.departure,
+                last.departure,
+                last.distance_m,
+                0,
+                0,
+                last.trip,
+            )
+            routes.append(Route(day.vehicle.id, (*day.stops, end)))
+    return Plan(tuple(routes), tuple(unassigned), time.perf_counter() - started)
+
+
+def _round(
+    days: list[_Day],
+    pending: dict[str, Job],
+    matrix: Matrix,
+    origin: datetime,
+    unload: timedelta,
+    threads: int,
+    exploration: int,
+) -> bool:
+    """One load per vehicle; False when no vehicle could take any waiting job."""
+    problem = vroom.Input()
+    problem.set_durations_matrix("car", [[round(s) for s in row] for row in matrix.seconds])
+    problem.set_distances_matrix("car", [[round(m) for m in row] for row in matrix.metres])
+    streams_waiting = {job.stream for job in pending.values()}
+    offers: dict[int, tuple[_Day, Stream]] = {}
+    break_ids: dict[int, tuple[_Day, int]] = {}
+    for day in days:
+        v = day.vehicle
+        if day.free_at >= v.end:
+            continue
+        for stream in sorted(v.streams & streams_waiting):
+            offer = len(offers) + 1
+            offers[offer] = (day, stream)
+            breaks = []
+            for b in day.breaks:
+                pause = v.breaks[b]
+                if pause.latest - pause.length < day.free_at:
+                    continue
+                break_id = len(break_ids) + 1
+                break_ids[break_id] = (day, b)
+                window = vroom.TimeWindow(
+                    _s(max(pause.earliest, day.free_at), origin),
+                    _s(pause.latest - pause.length, origin),
+                )
+                breaks.append(
+                    vroom.Break(break_id, time_windows=[window], service=_s(pause.length))
+                )
+            problem.add_vehicle(
+                vroom.Vehicle(
+                    offer,
+                    start=matrix.index[v.depot],
+                    end=matrix.index[v.depot],
+                    capacity=[_cap(v.capacity_l), _cap(v.capacity_kg)],
+                    skills={_SKILL[stream]},
+                    time_window=vroom.TimeWindow(_s(day.free_at, origin), _s(v.end, origin)),
+                    breaks=breaks,
+                )
+            )
+    if not offers:
+        return False
+    by_number = dict(enumerate(pending.values(), start=1))
+    for number, job in by_number.items():
+        windows = [vroom.TimeWindow(0, _s(job.due, origin))] if job.due is not None else []
+        problem.add_job(
+            vroom.Job(
+                number,
+                location=matrix.index[job.place],
+                default_service=_s(job.service),
+                pickup=[int(job.load_l + 0.999), int(job.load_kg + 0.999)],
+                skills={_SKILL[job.stream]},
+                priority=job.priority,
+                time_windows=windows,
+            )
+        )
+    solution: dict[str, Any] = problem.solve(
+        exploration_level=exploration, nb_threads=threads
+    ).to_dict()
+    best: dict[int, dict[str, Any]] = {}
+    for route in solution["routes"]:
+        day, _stream = offers[route["vehicle"]]
+        rank = (
+            route["priority"],
+            sum(1 for s in route["steps"] if s["type"] == "job"),
+            -route["duration"],
+        )
+        current = best.get(id(day))
+        if current is None or rank > current["_rank"]:
+            best[id(day)] = {**route, "_rank": rank}
+    for route in best.values():
+        day, _stream = offers[route["vehicle"]]
+        _keep(day, route, by_number, pending, origin, unload, break_ids)
+    return bool(best)
+
+
+def _keep(
+    day: _Day,
+    route: dict[str, Any],
+    by_number: dict[int, Job],
+    pending: dict[str, Job],
+    origin: datetime,
+    unload: timedelta,
+    break_ids: dict[int, tuple[_Day, int]],
+) -> None:
+    """Append one solved load to the vehicle's day: its jobs and breaks, then unloading."""
+    base = day.distance_m
+    trip = day.stops[-1].trip + 1
+    load_l = load_kg = 0.0
+    for step in route["steps"]:
+        arrival = origin + timedelta(seconds=step["arrival"])
+        begins = arrival + timedelta(seconds=step["waiting_time"])
+        departs = begins + timedelta(seconds=step["service"] + step["setup"])
+        distance = base + step["distance"]
+        if step["type"] == "job":
+            job = by_number[step["id"]]
+            del pending[job.id]
+            load_l, load_kg = load_l + job.load_l, load_kg + job.load_kg
+            day.stops.append(
+                Stop("job", job.place, arrival, departs, distance, load_l, load_kg, trip, job)
+            )
+        elif step["type"] == "break":
+            _day, index = break_ids[step["id"]]
+            day.breaks.remove(index)
+            place = day.stops[-1].place
+            day.stops.append(Stop("break", place, begins, departs, distance, load_l, load_kg, trip))
+        elif step["type"] == "end":
+            done = arrival + unload
+            day.stops.append(
+                Stop("unload", day.vehicle.depot, arrival, done, distance, 0.0, 0.0, trip)
+            )
+            day.free_at = done
+
+
+def _s(value: datetime | timedelta, origin: datetime | None = None) -> int:
+    """Whole seconds (since `origin` for a moment), as VROOM counts time."""
+    if isinstance(value, datetime):
+        assert origin is not None
+        value = value - origin
+    return max(0, int(value.total_seconds()))
+
+
+def _cap(capacity: float | None) -> int:
+    return UNLIMITED if capacity is None else int(capacity)

@@ -1,0 +1,251 @@
+"""Planning routes without any server: hand-checkable cases on a straight street running north
+from the depot, a bin every kilometre, driven at 36 km/h with no detour (1 km = 100 s)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collection.planning import (
+    Job,
+    Place,
+    Route,
+    Stop,
+    Unassigned,
+    VehicleDay,
+    insert_job,
+    retimed,
+    threshold_at,
+)
+from collection.routing import plan_day
+from collection.travel import StraightLine, great_circle_m
+from devices.contract import Stream
+
+MORNING = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # 08:00 in the city
+KM_NORTH = 1000 / 111_195  # degrees of latitude per kilometre on the haversine's sphere
+DEPOT = Place(30.0, 104.0)
+STREET = StraightLine(circuity=1.0, speed_kmh=36)  # 10 m/s: 1 km takes 100 s
+UNLOAD = timedelta(minutes=10)
+SERVICE = timedelta(seconds=60)
+
+
+def at_km(km: float) -> Place:
+    return Place(DEPOT.lat + km * KM_NORTH, DEPOT.lon)
+
+
+def job(
+    name: str,
+    km: float,
+    stream: Stream = Stream.residual,
+    *,
+    litres: float = 240,
+    due: datetime | None = None,
+) -> Job:
+    return Job(name, f"bin-{name}", f"site-{name}", stream, at_km(km), litres, SERVICE, due)
+
+
+def vehicle(
+    name: str = "v1",
+    streams: tuple[Stream, ...] = (Stream.residual,),
+    *,
+    litres: float | None = 10_000,
+    kg: float | None = None,
+    hours: float = 8,
+) -> VehicleDay:
+    return VehicleDay(
+        name, DEPOT, frozenset(streams), litres, kg, MORNING, MORNING + timedelta(hours=hours)
+    )
+
+
+def loads(route: Route) -> list[list[Job]]:
+    """The jobs of each load (between unloadings), in order."""
+    out: list[list[Job]] = [[]]
+    for stop in route.stops:
+        if stop.kind == "unload":
+            out.append([])
+        elif stop.job is not None:
+            out[-1].append(stop.job)
+    return [load for load in out if load]
+
+
+def test_the_straight_line_is_the_great_circle_times_the_circuity_at_the_speed() -> None:
+    matrix = StraightLine(circuity=1.4, speed_kmh=20).matrix([DEPOT, at_km(1)])
+    assert great_circle_m(DEPOT, at_km(1)) == pytest.approx(1000, abs=0.5)
+    assert matrix.metres[0][1] == pytest.approx(1400, abs=1)
+    assert matrix.seconds[0][1] == pytest.approx(1400 / (20 / 3.6), abs=0.5)  # 252 s
+    assert matrix.metres[0][0] == 0
+
+
+def test_one_vehicle_takes_the_street_and_comes_back() -> None:
+    plan = plan_day([job("b", 2), job("a", 1), job("c", 3)], [vehicle()], STREET, unload=UNLOAD)
+    assert plan.unassigned == ()
+    (route,) = plan.routes
+    assert sorted(j.id for j in route.jobs) == ["a", "b", "c"]
+    assert route.distance_m == pytest.approx(
+        6000, abs=2
+    )  # no order is shorter than 3 km out and back
+    assert [s.kind for s in route.stops] == ["start", "job", "job", "job", "unload", "end"]
+    # 600 s driving, 3 minutes at the bins, 10 minutes unloading
+    assert route.stops[-1].departure == MORNING + timedelta(seconds=600 + 180 + 600)
+
+
+def test_streams_are_never_mixed_in_one_load() -> None:
+    jobs = [
+        job("k1", 1, Stream.kitchen),
+        job("r1", 1.5, Stream.recyclable),
+        job("k2", 2, Stream.kitchen),
+        job("r2", 2.5, Stream.recyclable),
+    ]
+    both = vehicle(streams=(Stream.kitchen, Stream.recyclable))
+    plan = plan_day(jobs, [both], STREET, unload=UNLOAD)
+    assert plan.unassigned == ()
+    (route,) = plan.routes
+    trips = loads(route)
+    assert len(trips) == 2
+    assert all(len({j.stream for j in load}) == 1 for load in trips)
+    assert sorted(j.id for load in trips for j in load) == ["k1", "k2", "r1", "r2"]
+
+
+def test_capacity_is_honoured_in_litres_and_kilograms_by_going_back_to_unload() -> None:
+    small = vehicle(litres=500)  # two 240 L bins per load
+    plan = plan_day(
+        [job(n, km) for n, km in [("a", 1), ("b", 2), ("c", 3)]], [small], STREET, unload=UNLOAD
+    )
+    assert plan.unassigned == ()
+    (route,) = plan.routes
+    assert sorted(len(load) for load in loads(route)) == [1, 2]
+    assert max(stop.load_l for stop in route.stops) <= 500
+    # kitchen waste weighs 0.6 kg/L: 240 L is 144 kg, so 300 kg takes two bins a load
+    heavy = vehicle(streams=(Stream.kitchen,), litres=None, kg=300)
+    kitchen = [job(n, km, Stream.kitchen) for n, km in [("a", 1), ("b", 2), ("c", 3)]]
+    (route,) = plan_day(kitchen, [heavy], STREET, unload=UNLOAD).routes
+    assert sorted(len(load) for load in loads(route)) == [1, 2]
+    assert max(stop.load_kg for stop in route.stops) == pytest.approx(288)
+
+
+def test_a_deadline_is_met_or_the_job_is_unassigned_with_its_reason() -> None:
+    soon = MORNING + timedelta(seconds=350)  # 3 km away is 300 s: reachable first, not after others
+    late = MORNING + timedelta(seconds=150)  # 2 km away is 200 s: never
+    plan = plan_day(
+        [job("a", 1), job("far", 3, due=soon), job("never", 2, due=late)],
+        [vehicle()],
+        STREET,
+        unload=UNLOAD,
+    )
+    (route,) = plan.routes
+    far = next(s for s in route.stops if s.job and s.job.id == "far")
+    assert far.arrival <= soon
+    assert [(u.job.id, u.reason) for u in plan.unassigned] == [
+        ("never", "its deadline 00:02 comes before any residual vehicle can reach it")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("unfit", "reason"),
+    [
+        (job("glass", 1, Stream.hazardous), "no vehicle carries hazardous"),
+        (
+            job("huge", 1, litres=20_000),
+            "its load (20000 L, 4000 kg) exceeds every residual vehicle's capacity",
+        ),
+        (
+            job("remote", 200),
+            "no residual vehicle's shift is long enough to reach it and come back",
+        ),
+    ],
+)
+def test_jobs_no_vehicle_can_take_are_reported_with_why(unfit: Job, reason: str) -> None:
+    plan = plan_day([unfit, job("a", 1)], [vehicle(hours=2)], STREET, unload=UNLOAD)
+    assert plan.unassigned == (Unassigned(unfit, reason),)
+    assert [j.id for r in plan.routes for j in r.jobs] == ["a"]
+
+
+def test_jobs_beyond_the_days_room_are_unassigned_with_why() -> None:
+    short = vehicle(hours=0.5, litres=240)  # 30 min: two 2-km loads at most (400 s + 60 + 600 each)
+    plan = plan_day([job(n, 1) for n in "abc"], [short], STREET, unload=UNLOAD)
+    assert len(plan.routes[0].jobs) == 2
+    assert [u.reason for u in plan.unassigned] == [
+        "no residual vehicle has room or time left today"
+    ]
+
+
+def _route(vehicle_id: str, kms: list[float], *, done: int) -> Route:
+    """A route over the street at the given kilometres, its first `done` jobs done."""
+    stops = [Stop("start", DEPOT, MORNING, MORNING, 0, 0, 0, 0, done=True)]
+    for n, km in enumerate(kms):
+        stops.append(
+            Stop("job", at_km(km), MORNING, MORNING, 0, 0, 0, 1, job(f"j{n}", km), done=n < done)
+        )
+    stops += [
+        Stop("unload", DEPOT, MORNING, MORNING, 0, 0, 0, 1),
+        Stop("end", DEPOT, MORNING, MORNING, 0, 0, 0, 1),
+    ]
+    return Route(vehicle_id, tuple(stops))
+
+
+def _retimed(route: Route, vehicle_day: VehicleDay) -> Route:
+    travel = StraightLine(1.0, 36).matrix(
+        [DEPOT, *[at_km(k) for k in range(0, 11)], at_km(2.5), at_km(4.5)]
+    )
+    stops = retimed(vehicle_day, route.stops, travel.leg, UNLOAD)
+    assert stops is not None
+    return Route(route.vehicle_id, stops)
+
+
+def test_an_urgent_job_goes_into_the_best_vehicles_remaining_route_keeping_done_stops() -> None:
+    near, far = vehicle("near"), vehicle("far")
+    a = _retimed(_route("near", [1, 2, 3, 4], done=2), near)  # done: km 1, 2; next km 3, 4
+    b = _retimed(_route("far", [8, 9, 10], done=0), far)
+    now = a.stops[2].departure  # the 'near' vehicle has left km 2
+    travel = StraightLine(1.0, 36).matrix(
+        [DEPOT, *[at_km(k) for k in range(0, 11)], at_km(2.5), at_km(4.5)]
+    )
+    urgent = job("urgent", 2.5)
+    placed = insert_job(urgent, [a, b], [near, far], travel.leg, now=now, unload=UNLOAD)
+    assert isinstance(placed, Route)
+    assert placed.vehicle_id == "near"
+    assert [s.job.id if s.job else s.kind for s in placed.stops] == [
+        "start",
+        "j0",
+        "j1",
+        "urgent",
+        "j2",
+        "j3",
+        "unload",
+        "end",
+    ]
+    assert placed.stops[:3] == a.stops[:3]  # the done stops, times and all, untouched
+    assert placed.distance_m == pytest.approx(a.distance_m, abs=2)  # km 2.5 is on the way
+
+
+def test_an_urgent_job_of_another_stream_is_a_load_of_its_own_or_unassigned() -> None:
+    both = vehicle("both", (Stream.residual, Stream.kitchen))
+    route = _retimed(_route("both", [1, 2], done=1), both)
+    travel = StraightLine(1.0, 36).matrix(
+        [DEPOT, *[at_km(k) for k in range(0, 11)], at_km(2.5), at_km(4.5)]
+    )
+    kitchen = job("k", 4.5, Stream.kitchen)
+    placed = insert_job(
+        kitchen, [route], [both], travel.leg, now=route.stops[1].departure, unload=UNLOAD
+    )
+    assert isinstance(placed, Route)
+    assert [s.job.id if s.job else s.kind for s in placed.stops] == [
+        "start",
+        "j0",
+        "j1",
+        "unload",
+        "k",
+        "unload",
+        "end",
+    ]
+    assert [len({j.stream for j in load}) for load in loads(placed)] == [1, 1]
+    only_residual = vehicle("both")
+    refused = insert_job(kitchen, [route], [only_residual], travel.leg, now=MORNING, unload=UNLOAD)
+    assert refused == Unassigned(kitchen, "no vehicle carries kitchen")
+
+
+def test_a_bin_passes_its_threshold_before_it_is_full_by_the_rate() -> None:
+    full = MORNING + timedelta(hours=3)
+    # 15 %/h, threshold 85 %: the last 15 points take an hour
+    assert threshold_at(full_at=full, rate_pct_h=15, threshold_pct=85) == full - timedelta(hours=1)
