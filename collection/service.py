@@ -25,8 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from collection import rules, series, store, texts
-from collection import plans, rules, series, store
+from collection import plans, rules, series, store, texts
 from collection.lifecycle import COLLECTOR, OPEN, Status, TransitionRefused
 from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
