@@ -264,6 +264,8 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+
+
 class Depot(Base):
     """Where an operator's vehicles start and end their day and unload between trips (its yard
     or the transfer station it tips at)."""

@@ -18,42 +18,17 @@ from tests.processes import BinwatchChild
 
 
 class ApiProcess(BinwatchChild):
-    """`python -m binwatch api --port P` with the test's settings."""
-class ApiProcess:
     """`python -m binwatch api --port P [--workers N]` with the test's settings."""
 
     def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1) -> None:
-        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(settings, ["api", "--port", str(self.port)], log_path, {})
+        command = ["api", "--port", str(self.port), "--workers", str(workers)]
+        super().__init__(settings, command, log_path, {})
 
     def ready(self) -> bool:
         """It answers /health (503 too: InfluxDB may have no database yet)."""
         self.alive()
-    def __enter__(self) -> ApiProcess:
-        with self.log_path.open("ab") as log:
-            command = [sys.executable, "-m", "binwatch", "api", "--port", str(self.port)]
-            self.process = subprocess.Popen(
-                [*command, "--workers", str(self.workers)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._answers, timeout=90, what=f"the API to answer (log: {self.log_path})")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def _answers(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, self.log_tail()
         try:
             return httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503)
         except httpx.HTTPError:

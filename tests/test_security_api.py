@@ -70,11 +70,6 @@ POLICIES: dict[tuple[str, str], str] = {
     ("POST", "/console/users/{username}/scope"): "admin",
     ("POST", "/console/users/{username}/disable"): "admin",
     ("POST", "/console/users/{username}/password"): "admin",
-    ("GET", "/console"): "admin, manager, operator",
-    ("GET", "/console/sites/{site_id}"): "admin, manager, operator",
-    ("GET", "/console/sites/{site_id}/live"): "admin, manager, operator",
-    ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
-    ("POST", "/console/alerts/{alert_id}/ack"): "admin, manager, operator",
     # Reports and rankings (api/console/reports.py): grid officials (their area) and admins.
     ("GET", "/console/rankings"): "admin, grid",
     ("GET", "/console/reports"): "admin, grid",

@@ -96,6 +96,7 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 class ConsolePolicy(Policy):
     """A console route's policy: the user roles that may use it (403 page for the others).
     tests/test_security_api.py lists it with the API's."""
+
     """A console route's policy: the user roles that may use it (a grid official's come from
     security.users.UserRole). tests/test_security_api.py lists it with the API's."""
 

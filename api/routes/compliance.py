@@ -153,12 +153,8 @@ def area_compliance(
     list_sites: bool,
 ) -> ComplianceReport:
     """An area's report, as the route above answers it (the console's grid pages show it)."""
-    return _report(
-        influx, session, reads.area_scope(session, area_id), window, list_sites=list_sites
-    )
-    """A community's, street's, district's or the city's figures, with its sites ranked."""
     scope = reads.area_scope(session, area_id)
-    return _answer(request, format, build_report(influx, session, scope, window, list_sites=True))
+    return build_report(influx, session, scope, window, list_sites=list_sites)
 
 
 @router.get(
