@@ -77,8 +77,8 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/reports/areas/{area_id}/{kind}"): "admin, grid",
     ("GET", "/console/reports/sites/{site_id}"): "admin, grid",
     ("GET", "/console/reports/sites/{site_id}/{kind}"): "admin, grid",
-    ("GET", "/console/map"): "admin, manager, operator",
-    ("GET", "/console/map/live"): "admin, manager, operator",
+    ("GET", "/console/map"): "admin, grid, manager, operator",
+    ("GET", "/console/map/live"): "admin, grid, manager, operator",
 }
 
 
