@@ -130,12 +130,7 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 
 async def _sink_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return _unavailable(SINK_UNAVAILABLE)
-    return JSONResponse(
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        content={"detail": SINK_UNAVAILABLE},
-        headers={"Retry-After": str(SINK_RETRY_AFTER_S)},
-    )
+    return _unavailable(SINK_UNAVAILABLE, retry_after_s=SINK_RETRY_AFTER_S)
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
@@ -144,24 +139,20 @@ async def _registry_unavailable(request: Request, exc: Exception) -> Response:
     if not is_transient_failure(exc):
         raise exc
     log.error("%s %s: registry database: %s", request.method, request.url.path, exc)
-    return _unavailable(REGISTRY_UNAVAILABLE)
+    return _unavailable(REGISTRY_UNAVAILABLE, retry_after_s=UNAVAILABLE_RETRY_S)
 
 
-def _unavailable(message: str) -> Response:
+def _unavailable(message: str, *, retry_after_s: int) -> Response:
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={"detail": message},
-        headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
+        headers={"Retry-After": str(retry_after_s)},
     )
 
 
 async def _pool_exhausted(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: no registry connection free: %s", request.method, request.url.path, exc)
-    return JSONResponse(
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        content={"detail": BUSY.format(retry=1)},
-        headers={"Retry-After": "1"},
-    )
+    return _unavailable(BUSY.format(retry=1), retry_after_s=1)
 
 
 async def _sink_rejected(request: Request, exc: Exception) -> Response:

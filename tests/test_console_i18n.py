@@ -5,6 +5,7 @@ city's time zone."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -50,6 +51,17 @@ def test_every_string_has_a_translation(locale: str) -> None:
         if message not in catalog or not catalog[message].string or catalog[message].fuzzy
     ]
     assert untranslated == [], f"untranslated in {locale}"
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_each_string_is_in_a_catalog_once(locale: str) -> None:
+    # Babel keeps the last of two entries silently, so a second one (two branches adding the
+    # same string) would change a translation with no error anywhere.
+    entries = Counter(
+        line for line in catalog_path(locale).read_text(encoding="utf-8").splitlines()
+        if line.startswith("msgid ") and line != 'msgid ""'
+    )  # fmt: skip
+    assert [entry for entry, count in entries.items() if count > 1] == []
 
 
 def test_chinese_names_the_streams_as_the_national_standard_does() -> None:

@@ -4,9 +4,9 @@ back (the PDF's text with pypdf, the CSV as Excel reads it, the .xlsx with openp
 within the user's reach only.
 
 The readings, by hand, all in one hour three days ago, in the month that holds it:
-- site A (an agency of Xiaoba Community, renamed 市中区人民政府): 3,000 checked deposits of which
+- site A (an agency of Xiaoba Community, renamed 测试单位甲: a name no seed site has): 3,000 checked deposits of which
   150 wrongly sorted, accuracy 95.0 %;
-- site B (another agency of Xiaoba, 绿心街道办事处): 44 deposits, all well sorted, accuracy
+- site B (another agency of Xiaoba, renamed 测试单位乙): 44 deposits, all well sorted, accuracy
   100 % but far below the 20 a day a month needs: not ranked;
 - site C (an agency outside Xiaoba): 5,000 deposits, none wrong.
 The month's window is at least 3 days long, so ranking needs at least 60 checked deposits."""
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.registry_backends("sqlite", reason="the API's queries, 
 
 AREA = "xiaoba"
 AREA_NAME = "肖坝社区"
-NAME_A, NAME_B = "市中区人民政府", "绿心街道办事处"
+NAME_A, NAME_B = "测试单位甲", "测试单位乙"
 GRID, OTHER_GRID, ADMIN, MANAGER = "grid.xiaoba", "grid.other", "city.admin", "li.manager"
 
 

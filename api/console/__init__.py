@@ -31,7 +31,6 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(grid.router)
     app.include_router(admin.router)
     app.include_router(reports_router)
-    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(map_router)
     assets = GZipMiddleware(StaticFiles(directory=STATIC_DIR), minimum_size=GZIP_FROM_BYTES)
     app.mount(f"{PREFIX}/static", assets, name="console-static")
