@@ -48,7 +48,6 @@ readings in question (a ratio of sums), and null where there were no deposits.
 """
 
 SINK_UNAVAILABLE = "InfluxDB unavailable, try again"
-SINK_RETRY_AFTER_S = 5  # InfluxDB unreachable or past BINWATCH_API_INFLUX_TIMEOUT_S: not at once
 REGISTRY_UNAVAILABLE = "registry database unavailable, try again"
 # Retry-After of those two: a server that went away (a restart, a failover) is back within
 # seconds, and a client told when to come back does not hammer the replicas meanwhile.
@@ -130,7 +129,7 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 
 async def _sink_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return _unavailable(SINK_UNAVAILABLE, retry_after_s=SINK_RETRY_AFTER_S)
+    return _unavailable(SINK_UNAVAILABLE, retry_after_s=UNAVAILABLE_RETRY_S)
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
