@@ -34,6 +34,12 @@ BUCKETS: tuple[tuple[str, str], ...] = (
 )
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+# Frames name files by absolute path: shown relative to site-packages or to this checkout.
+_PREFIX = re.compile(r"/.*/site-packages/|" + re.escape(f"{Path(__file__).resolve().parents[1]}/"))
+
+
+def _short(frame: str) -> str:
+    return _PREFIX.sub("", frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +90,7 @@ def analyse(path: Path, *, top: int = 12) -> Breakdown:
             continue
         total += count
         threads[_thread_of(every)] += count
-        leaves[re.sub(r"/.*/site-packages/|/work/main/", "", frames[-1])] += count
+        leaves[_short(frames[-1])] += count
         bucket = next(
             (name for name, rx in patterns if any(rx.search(frame) for frame in frames)), "other"
         )
