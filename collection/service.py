@@ -19,7 +19,7 @@ import logging
 import re
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -160,36 +160,45 @@ class Collector(TickingService):
                         secret=operator.webhook_secret,
                         event="collection.dispatch",
                         done=partial(
-                            self._dispatch_webhook_done,
-                            request.id,
+                            self._webhook_done,
+                            (CollectionRequest, request.id),
                             request.webhook_attempts + 1,
                             now,
                         ),
                     )
 
-    def _dispatch_webhook_done(
-        self, request_id: int, tried: int, now: datetime, outcome: Outcome
+    def _webhook_done(
+        self,
+        row: tuple[type[CollectionRequest] | type[RoutePlan], int],
+        tried: int,
+        now: datetime,
+        outcome: Outcome,
     ) -> None:
-        """Record the `tried`-th attempt of a dispatch webhook (in its lane's thread)."""
+        """Record the `tried`-th attempt of a request's dispatch webhook or a plan's routes
+        webhook (in its lane's thread): delivered, another attempt later, or given up."""
+        model, row_id = row
+        is_request = model is CollectionRequest
+        label = f"{'request' if is_request else 'plan'} {row_id}"
         attempts = self.settings.collection.webhook_attempts
-        with self.item("deliver_webhooks", f"request {request_id}"), self.sessions() as session:
-            request = session.get_one(CollectionRequest, request_id)
+        step = "deliver_webhooks" if is_request else "publish_routes"
+        with self.item(step, label), self.sessions() as session:
+            target = cast(CollectionRequest | RoutePlan, session.get_one(model, row_id))
             if outcome.delivered:
                 store.record_delivery(
-                    session, request, webhook_attempts=tried, webhook_delivered_at=now
+                    session, target, webhook_attempts=tried, webhook_delivered_at=now
                 )
                 return
             final = tried >= attempts or not outcome.retryable
             error = f"webhook: {outcome.error}"
             if final:
                 error = f"webhook: gave up after {tried} attempt(s): {outcome.error}"
-                log.warning("request %d: %s", request_id, error)
+                log.warning("%s: %s", label, error)
             store.record_delivery(
                 session,
-                request,
+                target,
                 webhook_attempts=attempts if final else tried,
                 webhook_next_at=None if final else now + retry_delay(tried),
-                dispatch_error=error,
+                **{"dispatch_error" if is_request else "publish_error": error},
             )
 
     # --- verification and escalation -------------------------------------------------------
@@ -495,9 +504,9 @@ class Collector(TickingService):
                         try:
                             self.publisher.publish(self.topics.routes(plan.operator_id), body)
                         except PublishFailed as exc:
-                            store.record_plan_delivery(session, plan, publish_error=f"MQTT: {exc}")
+                            store.record_delivery(session, plan, publish_error=f"MQTT: {exc}")
                             continue
-                        store.record_plan_delivery(session, plan, published_at=now)
+                        store.record_delivery(session, plan, published_at=now)
                     operator = store.operator(session, plan.operator_id)
                     key = ("routes", plan.id)
                     if not operator.webhook_url or not operator.webhook_secret:
@@ -511,30 +520,9 @@ class Collector(TickingService):
                         secret=operator.webhook_secret,
                         event="collection.routes",
                         done=partial(
-                            self._routes_webhook_done, plan.id, plan.webhook_attempts + 1, now
+                            self._webhook_done, (RoutePlan, plan.id), plan.webhook_attempts + 1, now
                         ),
                     )
-
-    def _routes_webhook_done(
-        self, plan_id: int, tried: int, now: datetime, outcome: Outcome
-    ) -> None:
-        """Record the `tried`-th attempt of a plan's webhook (in its lane's thread)."""
-        attempts = self.settings.collection.webhook_attempts
-        with self.item("publish_routes", f"plan {plan_id}"), self.sessions() as session:
-            plan = session.get_one(RoutePlan, plan_id)
-            if outcome.delivered:
-                store.record_plan_delivery(
-                    session, plan, webhook_attempts=tried, webhook_delivered_at=now
-                )
-                return
-            final = tried >= attempts or not outcome.retryable
-            store.record_plan_delivery(
-                session,
-                plan,
-                webhook_attempts=attempts if final else tried,
-                webhook_next_at=None if final else now + retry_delay(tried),
-                publish_error=f"webhook: {outcome.error}",
-            )
 
     # --- InfluxDB --------------------------------------------------------------------------
 

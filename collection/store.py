@@ -186,11 +186,11 @@ def escalate(
     return True
 
 
-def record_delivery(session: Session, request: CollectionRequest, **changes: Any) -> None:
-    """Delivery bookkeeping (published, webhook attempts, the last error): not a transition,
-    so no audit event; the request shows it."""
+def record_delivery(session: Session, row: CollectionRequest | RoutePlan, **changes: Any) -> None:
+    """Delivery bookkeeping of a request or a plan (published, webhook attempts, the last
+    error): not a transition, so no audit event; the row shows it."""
     for key, value in changes.items():
-        setattr(request, key, value)
+        setattr(row, key, value)
     session.commit()
 
 
@@ -409,13 +409,6 @@ def route_plans_to_deliver(session: Session, attempts: int, now: datetime) -> li
             .order_by(RoutePlan.id)
         )
     )
-
-
-def record_plan_delivery(session: Session, plan: RoutePlan, **changes: Any) -> None:
-    """What publishing or a webhook attempt did to a plan."""
-    for column, value in changes.items():
-        setattr(plan, column, value)
-    session.commit()
 
 
 def operators_to_plan(session: Session, day: date) -> list[str]:
