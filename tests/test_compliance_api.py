@@ -4,7 +4,7 @@ by hand from the readings below (docs/metrics.md has the rules).
 
 The window is 12 hours, 12:00Z to 24:00Z of a day three days ago: 20:00 to 08:00 in the city's
 time zone (Asia/Shanghai, UTC+8), so local midnight (16:00Z) cuts it into a 4-hour and an 8-hour
-local day while the whole window is one UTC day."""
+local day while the whole window is one UTC day (and one local week and month)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,18 @@ from tests.test_compliance import add_request
 
 pytestmark = pytest.mark.servers
 
-DAY = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+def _day_without_a_week_or_month_start() -> datetime:
+    """Three days ago or a little earlier: the local midnight inside the window (the next
+    local day) must start neither a week (a Monday) nor a month, or "1w" and "1mo" would cut
+    the window in two too."""
+    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    while (local_day := day + timedelta(days=1)).weekday() == 0 or local_day.day == 1:
+        day -= timedelta(days=1)
+    return day
+
+
+DAY = _day_without_a_week_or_month_start()
 START, END = DAY + timedelta(hours=12), DAY + timedelta(hours=24)
 LOCAL_MIDNIGHT = DAY + timedelta(hours=16)
 X, Y = "sz-peoples-government", "lvxin-street-office"  # agencies in Xiaoba Community, op-lvyuan
