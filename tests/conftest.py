@@ -20,19 +20,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.database import migrate
 from binwatch.servers import InfluxServer, MosquittoServer, free_port
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
 from devices.arrivals import ArrivalHook, StoredHook
-from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import DeadLetter
-from devices.registry import BinTags, bin_tags
+from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.helpers import ADMIN_TOKEN, wait_for
 
-# The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url` and the server.
+# The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url`, `pilot_bins`
+# and the server.
 pytest_plugins = ["tests.registry_backends"]
 
 
@@ -114,19 +113,6 @@ def isolated_settings(mqtt_url: str, influx_url: str, registry_url: str) -> Sett
         # The tests' webhook receivers listen on 127.0.0.1 over plain http.
         webhook_allow_private=True,
     )
-
-
-@pytest.fixture
-def pilot_bins(settings: Settings) -> dict[str, BinTags]:
-    """The registry migrated and loaded with the default pilot fleet; its bins by id."""
-    migrate(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        with Session(engine) as session:
-            import_fleet(session, load_fleet(default_fleet_path()))
-            return bin_tags(session)
-    finally:
-        engine.dispose()
 
 
 @contextmanager

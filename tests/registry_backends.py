@@ -16,6 +16,7 @@ running instead."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +29,10 @@ from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
 from binwatch.servers import PostgresServer, free_port
+from core.settings import Settings
 from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
+from devices.registry import BinTags, bin_tags
 
 BACKENDS = ("sqlite", "postgresql")
 MARKER = "registry_backends"
@@ -60,25 +63,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 class PostgresDatabases:
     """Creates an empty database per test on one server (CREATE DATABASE copies the empty
-    template in ~0.1 s) and drops it afterwards, connections and all."""
+    template in ~0.1 s) and drops it afterwards, connections and all; and turns one into a
+    copy of the pilot registry (migrated, with the fleet), seeded once per session."""
 
     def __init__(self, admin_url: str) -> None:
         url = make_url(admin_url)
         self._admin_url = admin_url
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pilot: str | None = None
 
     @contextmanager
     def database(self) -> Iterator[str]:
         name = f"test_{uuid.uuid4().hex[:12]}"
         self._run(f'CREATE DATABASE "{name}"')
         try:
-            yield make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
+            yield self._url(name)
         finally:
             self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def copy_pilot_into(self, url: str) -> bool:
+        """Replace the empty database at `url` by a copy of the pilot registry; False when it
+        is in use already (somebody connected: it is left alone)."""
+        if self._pilot is None:
+            pilot = f"pilot_{uuid.uuid4().hex[:12]}"  # dropped by close(), at the session's end
+            self._run(f'CREATE DATABASE "{pilot}"')
+            seed_pilot_registry(self._url(pilot))
+            self._pilot = pilot
+        name = make_url(url).database
+        try:
+            self._run(f'DROP DATABASE "{name}"')
+        except psycopg.errors.ObjectInUse:
+            return False
+        self._run(f'CREATE DATABASE "{name}" TEMPLATE "{self._pilot}"')
+        return True
+
+    def close(self) -> None:
+        if self._pilot is not None:
+            self._run(f'DROP DATABASE IF EXISTS "{self._pilot}" WITH (FORCE)')
+
+    def _url(self, name: str) -> str:
+        return make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
 
     def _run(self, statement: str) -> None:
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
             connection.execute(statement.encode())
+
+
+def seed_pilot_registry(database_url: str) -> None:
+    """Migrate the registry at `database_url` and load the default pilot fleet."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(default_fleet_path()))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +132,38 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
 
 @pytest.fixture(scope="session")
-def postgres_databases(request: pytest.FixtureRequest) -> PostgresDatabases:
+def postgres_databases(request: pytest.FixtureRequest) -> Iterator[PostgresDatabases]:
     if url := os.environ.get("BINWATCH_TEST_POSTGRES_URL"):
-        return PostgresDatabases(url)
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return PostgresDatabases(server.database_url())
+        databases = PostgresDatabases(url)
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        databases = PostgresDatabases(server.database_url())
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_pilot_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pilot registry on SQLite, seeded once per session, for tests to copy."""
+    path = tmp_path_factory.mktemp("pilot-registry") / "registry.db"
+    seed_pilot_registry(f"sqlite:///{path}")
+    return path
+
+
+def copy_pilot_registry(database_url: str, request: pytest.FixtureRequest) -> bool:
+    """Turn the empty registry at `database_url` into the pilot registry (migrated, with the
+    default fleet) by copying one seeded once per session: a copy takes a tenth of the second
+    that migrating and loading take, for each of hundreds of tests. False, and nothing done,
+    when the registry is no longer empty and unused; the caller then seeds it itself."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        target = Path(str(url.database))
+        if target.exists():
+            return False
+        shutil.copyfile(request.getfixturevalue("sqlite_pilot_registry"), target)
+        return True
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    return databases.copy_pilot_into(database_url)
 
 
 @contextmanager
@@ -127,9 +193,19 @@ def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[Postgr
     URL of a database on it, migrated, with the pilot fleet."""
     server = PostgresServer(tmp_path / "postgresql", free_port())
     with server, PostgresDatabases(server.database_url()).database() as url:
-        migrate(url)
-        engine = make_engine(url)
-        with Session(engine) as session:
-            import_fleet(session, load_fleet(default_fleet_path()))
-        engine.dispose()
+        seed_pilot_registry(url)
         yield server, url
+
+
+@pytest.fixture
+def pilot_bins(settings: Settings, request: pytest.FixtureRequest) -> dict[str, BinTags]:
+    """The registry migrated and loaded with the default pilot fleet; its bins by id."""
+    url = settings.database_url.get_secret_value()
+    if not copy_pilot_registry(url, request):
+        seed_pilot_registry(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return bin_tags(session)
+    finally:
+        engine.dispose()
