@@ -28,7 +28,7 @@ from core.telemetry import ensure_rollups
 from devices.registry import BinTags
 from tests.helpers import ADMIN_HEADERS
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 12
 """Cases per operation and generation mode (positive and negative)."""
 
 BASE_URL = "http://testserver"

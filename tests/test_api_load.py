@@ -20,6 +20,12 @@ from devices.registry import BinTags
 from tests.api_process import ApiProcess, closed_loop
 from tests.helpers import ADMIN_HEADERS
 
+pytestmark = pytest.mark.registry_backends(
+    "sqlite",
+    reason="the admission gate and the InfluxDB timeouts bound the load whatever the registry; "
+    "the pool on PostgreSQL under several nodes: test_nodes.py",
+)
+
 CLIENTS = 100
 SECONDS = 6
 BOUND_S = 15

@@ -19,6 +19,12 @@ from devices.registry import BinTags
 from tests.api_process import ApiProcess
 from tests.helpers import ADMIN_HEADERS
 
+pytestmark = pytest.mark.registry_backends(
+    "sqlite",
+    reason="slow and stalled HTTP clients are uvicorn's and the admission gate's business, before"
+    " any registry query",
+)
+
 HEAD_TIMEOUT_S = 2.0
 TRICKLERS = 30
 IDLERS = 10

@@ -434,6 +434,11 @@ BROWSER_ARGS = [
 ]
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="the browser sees the same pages either way; the site page's queries and the request"
+    " it makes run on both backends in the tests above",
+)
 def test_a_manager_on_a_360_px_phone_requests_a_collection_and_sees_it(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -28,6 +28,12 @@ from tests.grid_world import (
 )
 from tests.test_console import BROWSER, BROWSER_ARGS
 
+pytestmark = pytest.mark.registry_backends(
+    "sqlite",
+    reason="the browser sees the same pages either way; the grid pages' queries run on both "
+    "backends in test_console_grid.py",
+)
+
 
 @pytest.fixture
 def world(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[GridWorld]:

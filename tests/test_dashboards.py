@@ -51,13 +51,19 @@ from core.settings import Settings
 from core.sql import make_engine
 from core.telemetry import RAW_RP, ROLLUP_RP
 from devices.contract import Event, TopicKind, Topics
-from devices.registry import BinTags
-from ingest.service import Ingestor
+from devices.registry import BinTags, bin_tags
 from simulator.publisher import run_simulation
 from tests.collection_helpers import running_alerter, running_collector
-from tests.conftest import count_points
+from tests.conftest import count_points, isolated_settings, running_ingest
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
+from tests.registry_backends import copy_pilot_registry, registry_database, seed_pilot_registry
+
+pytestmark = pytest.mark.registry_backends(
+    "sqlite",
+    reason="the dashboards read InfluxDB only; the collector's and alerter's exports that fill it"
+    " from the registry run on both backends in tests/test_collection.py and tests/test_alerts.py",
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD_FILES = sorted((REPO / "dashboards").glob("*.json"))
@@ -475,17 +481,40 @@ def dead_lettered(settings: Settings) -> int:
     return int(result[0].values[0][1]) if result else 0
 
 
-@pytest.fixture
-def filled_influx(
-    settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
-) -> Iterator[InfluxClient]:
+@dataclass(frozen=True)
+class Filled:
+    influx: InfluxClient
+    bins: list[BinTags]
+
+
+@pytest.fixture(scope="module")
+def filled(
+    registry_backend: str,
+    mqtt_server: Any,
+    influx_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Filled]:
     """The pilot fleet's last hour through the real ingest: readings and statuses from the
     simulator, one event of each type per bin, and the sites for the map and the policy ranges;
     the readings rolled up hourly; two collection requests and two alerts per bin, exported by
-    the collector and the alerter."""
+    the collector and the alerter. Filled once for the module's tests, which only read it."""
+    folder = tmp_path_factory.mktemp("dashboards")
+    with registry_database(registry_backend, folder, request) as url:
+        settings = isolated_settings(mqtt_server.url, influx_server.url, url)
+        if not copy_pilot_registry(url, request):
+            seed_pilot_registry(url)
+        engine = make_engine(url)
+        with Session(engine) as session:
+            bins = list(bin_tags(session).values())
+        engine.dispose()
+        with running_ingest(settings):
+            yield from _fill(settings, bins)
+
+
+def _fill(settings: Settings, bins: list[BinTags]) -> Iterator[Filled]:
     now = datetime.now(UTC)
     start = now - timedelta(seconds=SIMULATED_ROUNDS * READING_INTERVAL_S)
-    bins = list(pilot_bins.values())
     run_simulation(
         settings,
         bins,
@@ -544,13 +573,14 @@ def filled_influx(
             for m, field in (("collections", "request_id"), ("alerts", "alert_id"))
         }
         assert counted == exported
-        yield client
+        yield Filled(client, bins)
     finally:
         client.close()
 
 
 @pytest.mark.servers
-def test_every_query_runs_and_returns_data(filled_influx: InfluxClient) -> None:
+def test_every_query_runs_and_returns_data(filled: Filled) -> None:
+    filled_influx = filled.influx
     now = datetime.now(UTC)
     failures: list[str] = []
     ran = rolled_up = 0
@@ -632,13 +662,11 @@ def panel_value(influx: InfluxClient, board: str, title: str, now: datetime) -> 
 
 
 @pytest.mark.servers
-def test_the_now_panels_count_what_waits_now(
-    filled_influx: InfluxClient, pilot_bins: dict[str, BinTags]
-) -> None:
+def test_the_now_panels_count_what_waits_now(filled: Filled) -> None:
     """Every bin's second request waits, the late bins' are overdue; every bin's fire alert is
     live and its tilt alert cleared; the late bins' first requests missed their deadline."""
     now = datetime.now(UTC)
-    bins = list(pilot_bins.values())
+    filled_influx, bins = filled.influx, filled.bins
     late = len(late_bins(bins))
     assert panel_value(filled_influx, "city-overview", "Requests waiting now", now) == {
         "all": len(bins)

@@ -29,7 +29,14 @@ from tests.helpers import wait_for
 from tests.test_alerts import alert_ingest
 from tests.test_demo_replay import _stored
 
-pytestmark = pytest.mark.servers
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends(
+        "sqlite",
+        reason="injecting into the running demo is MQTT's and ingest's; the registry only names "
+        "the fleet here",
+    ),
+]
 
 
 @pytest.fixture

@@ -24,7 +24,13 @@ from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
 from tests.test_alerts import alert_ingest
 
-pytestmark = pytest.mark.servers
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends(
+        "sqlite",
+        reason="the replay is the simulator's and ingest's; the registry only names the fleet here",
+    ),
+]
 
 INTERVAL = timedelta(minutes=1)
 SPEED = 600.0  # ten simulated minutes a real second: the replay takes a few seconds
