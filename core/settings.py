@@ -132,6 +132,12 @@ class IngestSettings(_Group):
     max_past_s: float = Field(
         30 * 24 * 3600, gt=0, description="readings older than this are rejected (offline buffers)"
     )
+    registry_refresh_s: float = Field(
+        10,
+        gt=0,
+        le=60,
+        description="how often ingest re-reads the registry for new, retired and reinstated bins",
+    )
 
 
 class ApiSettings(_Group):

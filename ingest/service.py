@@ -48,9 +48,6 @@ from ingest.paho_buffered import BufferedClient
 
 log = logging.getLogger(__name__)
 
-# Newly registered, retired and reinstated bins are picked up this often (a new bin's readings
-# are dead-lettered, and can be replayed, until then).
-REGISTRY_REFRESH_S = 10.0
 # Backoff while InfluxDB or the registry database is unavailable: quick to notice a recovery,
 # capped so a long outage costs one request every few seconds.
 RETRY_MIN_S = 0.2
@@ -275,7 +272,7 @@ class Ingestor:
         if self.settings.ingest.metrics_port:
             self.metrics.serve(self.settings.ingest.metrics_port + self.worker, self.health)
         self._mqtt.start()
-        next_refresh = time.monotonic() + REGISTRY_REFRESH_S
+        next_refresh = time.monotonic() + self.settings.ingest.registry_refresh_s
         try:
             while not stop.is_set():
                 batch = self._take_batch(stop)
@@ -285,7 +282,7 @@ class Ingestor:
                     self._store(batch, stop)
                 if time.monotonic() >= next_refresh:
                     self.refresh_registry()
-                    next_refresh = time.monotonic() + REGISTRY_REFRESH_S
+                    next_refresh = time.monotonic() + self.settings.ingest.registry_refresh_s
             with self._lock:
                 batch, self._pending, self._pending_points = self._pending, [], 0
             if batch:
