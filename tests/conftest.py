@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from devices.arrivals import ArrivalHook, StoredHook
 from devices.models import DeadLetter
 from devices.registry import BinTags
 from ingest.service import Ingestor
-from tests.helpers import ADMIN_TOKEN, wait_for
+from tests.helpers import isolated_settings, wait_for
 
 # The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url`, `pilot_bins`
 # and the server.
@@ -90,29 +89,6 @@ def settings(
     database (on each backend, tests/registry_backends.py) and MQTT client id, so nothing
     another test did can be counted here."""
     return isolated_settings(mqtt_server.url, influx_server.url, registry_url)
-
-
-def isolated_settings(mqtt_url: str, influx_url: str, registry_url: str) -> Settings:
-    """The `settings` fixture's, for fixtures of a wider scope (a module's stack) too."""
-    tag = uuid.uuid4().hex[:10]
-    return Settings(
-        mqtt_url=mqtt_url,
-        influx_url=influx_url,
-        influx_db=f"test_{tag}",
-        topic_prefix=f"test/{tag}/binwatch/v1",
-        database_url=registry_url,
-        ingest_client_id=f"ingest-{tag}",
-        ingest_share_group=f"ingest-{tag}",
-        ingest_metrics_port=0,
-        admin_token=ADMIN_TOKEN,
-        api_token=ADMIN_TOKEN,
-        # Tests call the API far faster than anyone should; tests/test_security_api.py
-        # checks the limit with settings of its own.
-        api_rate_per_s=1e6,
-        api_rate_burst=1_000_000,
-        # The tests' webhook receivers listen on 127.0.0.1 over plain http.
-        webhook_allow_private=True,
-    )
 
 
 @contextmanager

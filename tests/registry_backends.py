@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -33,6 +34,7 @@ from core.settings import Settings
 from core.sql import make_engine
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.registry import BinTags, bin_tags
+from tests.helpers import isolated_settings
 
 BACKENDS = ("sqlite", "postgresql")
 MARKER = "registry_backends"
@@ -209,3 +211,20 @@ def pilot_bins(settings: Settings, request: pytest.FixtureRequest) -> dict[str, 
             return bin_tags(session)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_settings(
+    registry_backend: str,
+    mqtt_server: Any,
+    influx_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Settings]:
+    """`settings` over the pilot registry (`pilot_bins`'s), shared by a module's tests: for
+    modules whose tests read what a module fixture made, or change nothing the others read.
+    One registry and app for dozens of tests instead of one each."""
+    with registry_database(registry_backend, tmp_path_factory.mktemp("registry"), request) as url:
+        if not copy_pilot_registry(url, request):
+            seed_pilot_registry(url)
+        yield isolated_settings(mqtt_server.url, influx_server.url, url)

@@ -40,7 +40,8 @@ from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import Bin
 from security.users import UserRole, create_user
 from tests.api_process import ApiProcess
-from tests.conftest import AttachedServer, count_points, isolated_settings
+from tests.conftest import AttachedServer, count_points
+from tests.helpers import isolated_settings
 from tests.mqtt_helpers import publish_all
 from tests.processes import IngestProcess
 from tests.test_console import BROWSER, BROWSER_ARGS, MANAGER, PASSWORD, SITE_A

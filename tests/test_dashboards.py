@@ -54,10 +54,9 @@ from devices.contract import Event, TopicKind, Topics
 from devices.registry import BinTags, bin_tags
 from simulator.publisher import run_simulation
 from tests.collection_helpers import running_alerter, running_collector
-from tests.conftest import count_points, isolated_settings, running_ingest
+from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for
 from tests.mqtt_helpers import publish_all
-from tests.registry_backends import copy_pilot_registry, registry_database, seed_pilot_registry
 
 pytestmark = pytest.mark.registry_backends(
     "sqlite",
@@ -488,28 +487,17 @@ class Filled:
 
 
 @pytest.fixture(scope="module")
-def filled(
-    registry_backend: str,
-    mqtt_server: Any,
-    influx_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[Filled]:
+def filled(module_settings: Settings) -> Iterator[Filled]:
     """The pilot fleet's last hour through the real ingest: readings and statuses from the
     simulator, one event of each type per bin, and the sites for the map and the policy ranges;
     the readings rolled up hourly; two collection requests and two alerts per bin, exported by
     the collector and the alerter. Filled once for the module's tests, which only read it."""
-    folder = tmp_path_factory.mktemp("dashboards")
-    with registry_database(registry_backend, folder, request) as url:
-        settings = isolated_settings(mqtt_server.url, influx_server.url, url)
-        if not copy_pilot_registry(url, request):
-            seed_pilot_registry(url)
-        engine = make_engine(url)
-        with Session(engine) as session:
-            bins = list(bin_tags(session).values())
-        engine.dispose()
-        with running_ingest(settings):
-            yield from _fill(settings, bins)
+    engine = make_engine(module_settings.database_url)
+    with Session(engine) as session:
+        bins = list(bin_tags(session).values())
+    engine.dispose()
+    with running_ingest(module_settings):
+        yield from _fill(module_settings, bins)
 
 
 def _fill(settings: Settings, bins: list[BinTags]) -> Iterator[Filled]:

@@ -20,7 +20,6 @@ from api.main import create_app
 from core.settings import Settings
 from core.sql import make_engine
 from devices.models import Bin, Site
-from devices.registry import BinTags
 from security.keys import ApiRole, create_key, revoke_key
 from tests.helpers import ADMIN_HEADERS
 
@@ -123,9 +122,11 @@ class World:
     operator_b: str
 
 
-@pytest.fixture
-def world(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[World]:
-    """A manager of site A, an operator serving A (and not B), and the admin."""
+@pytest.fixture(scope="module")
+def world(module_settings: Settings) -> Iterator[World]:
+    """A manager of site A, an operator serving A (and not B), and the admin; one for the
+    module (a test that adds keys or a request touches nothing another test reads)."""
+    settings = module_settings
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
@@ -244,9 +245,9 @@ def test_managers_request_only_for_their_sites_and_operators_act_only_on_their_o
 
 
 def test_no_key_a_wrong_key_a_revoked_or_expired_key_are_401(
-    world: World, settings: Settings
+    world: World, module_settings: Settings
 ) -> None:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(module_settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
         revoked = create_key(session, name="r", role=ApiRole.admin, now=now)
