@@ -26,6 +26,7 @@ from alerts.delivery import Deliverer
 from alerts.models import AlertDelivery, AlertEvent
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import session_factory
 from core.ticker import Step, TickingService
@@ -74,9 +75,8 @@ class Alerter(TickingService):
                 with self.item("watch", f"bin {row.bin_id}", session):
                     assert row.last_seen_at is not None
                     silent_s = (now - row.last_seen_at).total_seconds()
-                    finding = rules.Finding(
-                        rules.AlertType.offline, True, f"nothing received for {silent_s:.0f} s"
-                    )
+                    silence = Reason("alert.silent", {"seconds": silent_s})
+                    finding = rules.Finding(rules.AlertType.offline, True, silence)
                     if store.live_alert(session, row.bin_id, finding.kind) is None:
                         store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
                     session.commit()

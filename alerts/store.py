@@ -155,6 +155,7 @@ def raise_alert(
         severity=severity.value,
         state="active",
         detail=finding.detail,
+        detail_msg=None if finding.reason is None else finding.reason.dump(),
         started_at=now,
         last_seen_at=now,
     )

@@ -63,6 +63,9 @@ class CollectionRequest(Base):
     stream: Mapped[str] = mapped_column(String(16))
     rule: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
+    # A rule's reason as a message id and its arguments (core/reasons.py), so people read it in
+    # their language; None for a person's own words and for requests from before.
+    reason_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     status: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     due_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -31,6 +31,7 @@ from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import session_factory
 from core.texts import stamp
@@ -412,7 +413,7 @@ class Collector(TickingService):
                 ):
                     continue
                 with self.item("kitchen_daily", f"bin {bin_id}", session):
-                    reason = "kitchen waste is cleared daily (日产日清)"
+                    reason = Reason("request.kitchen_daily")
                     self._open(session, now, bin_id, Rule.kitchen_daily, reason)
         self._kitchen_round = round_at
 
@@ -447,7 +448,7 @@ class Collector(TickingService):
         now: datetime,
         bin_id: str,
         rule: Rule,
-        reason: str,
+        reason: Reason,
         fill: float | None = None,
     ) -> None:
         opened = store.open_request(

@@ -22,6 +22,7 @@ from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
 from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
+from core.reasons import Reason
 from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
@@ -71,7 +72,7 @@ def open_request(
     *,
     bin_id: str,
     rule: Rule,
-    reason: str,
+    reason: Reason | str,
     now: datetime,
     policy: Policy,
     actor: Actor,
@@ -80,7 +81,8 @@ def open_request(
 ) -> Opened:
     """Ensure the bin has a request waiting for a crew: the existing one, or a new one. Manual
     requests only defer to open ones; rules also to one awaiting verification. `commit=False`
-    leaves the commit to the caller, so a batch of bins costs one (SQLite: one fsync)."""
+    leaves the commit to the caller, so a batch of bins costs one (SQLite: one fsync). A rule
+    gives its `Reason`; a person's own words (a `str`) are stored as typed."""
     blocking = _OPEN if rule is Rule.manual else _BUSY
     existing = _current(session, bin_id, blocking)
     if existing is not None:
@@ -89,13 +91,15 @@ def open_request(
     if bin_ is None:
         raise NotFound(f"no bin with id {bin_id!r}")
     site = session.get_one(Site, bin_.site_id)
+    text = reason if isinstance(reason, str) else reason.text
     request = CollectionRequest(
         bin_id=bin_.id,
         site_id=site.id,
         operator_id=site.operator_id,
         stream=bin_.stream,
         rule=rule.value,
-        reason=reason,
+        reason=text,
+        reason_msg=None if isinstance(reason, str) else reason.dump(),
         status=Status.open.value,
         created_at=now,
         due_at=policy.due_at(now, bin_.stream),
@@ -108,7 +112,7 @@ def open_request(
         with session.begin_nested():  # a savepoint: a lost race undoes this insert only
             session.add(request)
             session.flush()
-            _event(session, request, now, actor, None, Status.open, note=reason)
+            _event(session, request, now, actor, None, Status.open, note=text)
         if commit:
             session.commit()
     except IntegrityError:

@@ -18,6 +18,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
+from babel.numbers import format_decimal
 
 DEFAULT_LOCALE: Final = "zh_CN"
 LOCALES: Final = ("zh_CN", "en")
@@ -33,12 +34,22 @@ def local_time(moment: datetime, timezone: str, locale: str = DEFAULT_LOCALE) ->
 _TIME_PATTERNS: Final = {"zh_CN": "y年M月d日 HH:mm", "en": "MMM d, y, h:mm a"}
 
 
+def decimal(value: float, digits: int, locale: str) -> str:
+    """`value` with `digits` decimals as `locale` writes it (grouped: 12,345.6)."""
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    return str(format_decimal(value, pattern, locale=locale))
+
+
 def stamp(moment: datetime, timezone: str) -> str:
     """`moment` in the city's zone with its offset (`2026-12-01 15:06 +08:00`), for reasons and
     notes stored in the registry: local, and still unambiguous when read elsewhere."""
-    local = moment.astimezone(ZoneInfo(timezone))
-    offset = local.strftime("%z")
-    return f"{local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
+    return with_offset(moment.astimezone(ZoneInfo(timezone)))
+
+
+def with_offset(moment: datetime) -> str:
+    """`stamp` in the offset `moment` carries."""
+    offset = moment.strftime("%z")
+    return f"{moment:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
 
 
 class Catalog:
