@@ -97,6 +97,9 @@ class AlertEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
+    # A note the alerter wrote, as a message and its arguments (core/reasons.py); None for a
+    # person's own note and for events from before.
+    note_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     exported: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
     alert: Mapped[Alert] = relationship(back_populates="events")

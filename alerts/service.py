@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # History rows copied to InfluxDB per write.
 EXPORT_BATCH: Final = 1000
+# Why a retired bin's offline alert cleared.
+RETIRED: Final = Reason("alert.bin_retired")
 
 
 class Alerter(TickingService):
@@ -90,13 +92,13 @@ class Alerter(TickingService):
             for alert in store.live_at_retired_bins(session, rules.AlertType.offline):
                 with self.item("watch", f"alert {alert.id}", session):
                     # Nobody expects a retired bin to report: its silence is no longer news.
-                    store.clear(session, alert, now=now, note="bin retired", prefix=prefix)
+                    store.clear(session, alert, now=now, note=RETIRED, prefix=prefix)
                     session.commit()
             for alert in store.live(session, rules.HELD):
                 with self.item("watch", f"alert {alert.id}", session):
                     kind = rules.AlertType(alert.type)
                     if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
-                        unseen = f"not seen again for {rules.hold(self.limits, kind)}"
+                        unseen = Reason.of("alert.unseen", hold=rules.hold(self.limits, kind))
                         store.clear(session, alert, now=now, note=unseen, prefix=prefix)
                     session.commit()
 

@@ -5,16 +5,14 @@ says why this catalog is here and not in the console's)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Final
 
-from babel.dates import format_timedelta
 from sqlalchemy.orm import Session
 
 from alerts.messages import AlertNotice
 from core.chat_robots import Note
 from core.reasons import LocaleWriter, written
-from core.texts import Catalog, decimal, local_time
+from core.texts import Catalog, duration, local_time
 from devices.models import ContactChannel, Notification, Site
 
 CATALOG = Catalog(
@@ -87,6 +85,8 @@ DETAILS_ZH: Final[Mapping[str, str]] = {
     "alert.clock_ahead": "设备时钟快 %(seconds)s 秒",
     "alert.clock_behind": "设备时钟慢 %(seconds)s 秒",
     "alert.clock_in_step": "设备时钟已恢复准确",
+    "alert.bin_retired": "垃圾桶已停用",
+    "alert.unseen": "已有 %(hold)s 未再出现",
 }
 
 
@@ -99,9 +99,9 @@ def detail(notice: AlertNotice, locale: str, timezone: str) -> str:
 
     writer = LocaleWriter(
         template=template,
-        number=lambda value, digits: decimal(value, digits, locale),
         time=lambda moment: local_time(moment, timezone, locale),
         alert_type=lambda code: CATALOG.text(locale, f"type.{code}"),
+        locale=locale,
     )
     return written(notice.detail_msg, notice.detail, writer)
 
@@ -128,10 +128,9 @@ def alert_note(notice: AlertNotice, site: Site, locale: str, timezone: str) -> N
         say("started", at=local_time(notice.started_at, timezone, locale)),
     ]
     if notice.cleared_at is not None:
-        lasted = timedelta(seconds=notice.duration_s or 0)
-        duration = format_timedelta(lasted, locale=locale, threshold=2)
+        lasted = duration(notice.duration_s or 0, locale)
         lines.append(
-            say("cleared", at=local_time(notice.cleared_at, timezone, locale), duration=duration)
+            say("cleared", at=local_time(notice.cleared_at, timezone, locale), duration=lasted)
         )
     if notice.detail:
         lines.append(say("detail", detail=detail(notice, locale, timezone)))

@@ -22,7 +22,7 @@ from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
 from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
-from core.reasons import Reason
+from core.reasons import Reason, as_columns
 from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
@@ -91,7 +91,7 @@ def open_request(
     if bin_ is None:
         raise NotFound(f"no bin with id {bin_id!r}")
     site = session.get_one(Site, bin_.site_id)
-    text = reason if isinstance(reason, str) else reason.text
+    text, message = as_columns(reason)
     request = CollectionRequest(
         bin_id=bin_.id,
         site_id=site.id,
@@ -99,7 +99,7 @@ def open_request(
         stream=bin_.stream,
         rule=rule.value,
         reason=text,
-        reason_msg=None if isinstance(reason, str) else reason.dump(),
+        reason_msg=message,
         status=Status.open.value,
         created_at=now,
         due_at=policy.due_at(now, bin_.stream),
@@ -112,7 +112,7 @@ def open_request(
         with session.begin_nested():  # a savepoint: a lost race undoes this insert only
             session.add(request)
             session.flush()
-            _event(session, request, now, actor, None, Status.open, note=text)
+            _event(session, request, now, actor, None, Status.open, note=reason)
         if commit:
             session.commit()
     except IntegrityError:
@@ -131,7 +131,7 @@ def transition(
     *,
     actor: Actor,
     now: datetime,
-    note: str = "",
+    note: Reason | str = "",
     **changes: Any,
 ) -> CollectionRequest:
     """Move a request to `to` if the state machine lets `actor` do it; `TransitionRefused` says
@@ -161,7 +161,7 @@ def escalate(
     level: int,
     now: datetime,
     actor: Actor,
-    note: str,
+    note: Reason | str,
     **webhook: Any,
 ) -> bool:
     """Raise an open request to `level` (from the level below); False if someone got there first
@@ -239,8 +239,9 @@ def _event(
     from_status: Status | None,
     to: Status,
     *,
-    note: str,
+    note: Reason | str,
 ) -> CollectionEvent:
+    text, message = as_columns(note)
     event = CollectionEvent(
         request_id=request.id,
         at=now,
@@ -248,7 +249,8 @@ def _event(
         kind="transition",
         from_status=from_status.value if from_status else None,
         to_status=to.value,
-        note=note,
+        note=text,
+        note_msg=message,
         exported=False,
     )
     session.add(event)

@@ -18,14 +18,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
-from core.texts import with_offset
+from core.texts import decimal, duration, list_of, with_offset
 
-Arg = str | int | float
-Kind = int | Literal["time", "type", "text"]
-"""A number's decimals, or what else a placeholder holds."""
+Arg = str | int | float | list[dict[str, Any]]
+Kind = int | Literal["time", "duration", "type", "text", "parts"]
+"""A number's decimals, or what else a placeholder holds: a time, a duration (in seconds), an
+alert type's code, text as it is, or further reasons (stored as `Reason.dump`s) in a list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,66 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "alert.clock_ahead": _message("clock %(seconds)s s ahead", seconds=0),
     "alert.clock_behind": _message("clock %(seconds)s s behind", seconds=0),
     "alert.clock_in_step": _message("clock in step"),
+    # What cleared an alert without a finding of its own (alerts/service.py).
+    "alert.bin_retired": _message("bin retired"),
+    "alert.unseen": _message("not seen again for %(hold)s", hold="duration"),
+    # The collector's audit notes on a request's events (collection/service.py).
+    "request.verify_none": _message(
+        "no reading arrived within %(window)s after completion (emptied means ≤ %(emptied)s %%)",
+        window="duration",
+        emptied=0,
+    ),
+    "request.verify_lowest": _message(
+        "lowest fill %(fill)s %% within %(window)s after completion "
+        "(emptied means ≤ %(emptied)s %%)",
+        fill=0,
+        window="duration",
+        emptied=0,
+    ),
+    "escalation.community": _message(
+        "level %(level)s: community %(area)s: %(told)s", level=0, area="text", told="parts"
+    ),
+    "escalation.street": _message(
+        "level %(level)s: street squad %(area)s: %(told)s", level=0, area="text", told="parts"
+    ),
+    "escalation.community_unknown": _message(
+        "level %(level)s: no contact configured for community %(area)s", level=0, area="text"
+    ),
+    "escalation.street_unknown": _message(
+        "level %(level)s: no contact configured for street squad %(area)s", level=0, area="text"
+    ),
+    "escalation.published": _message("published to %(topic)s", topic="text"),
+    "escalation.mqtt_failed": _message("MQTT failed: %(error)s", error="text"),
+    "escalation.people_queued": _message("%(channels)s queued", channels="text"),
+    # An escalation's webhook, the last part of its note (replaced by each attempt's outcome).
+    "webhook.queued": _message("webhook queued"),
+    "webhook.delivered": _message("webhook delivered"),
+    "webhook.delivered_at": _message("webhook delivered at attempt %(attempt)s", attempt=0),
+    "webhook.gave_up": _message(
+        "webhook gave up after %(attempts)s attempt(s): %(error)s", attempts=0, error="text"
+    ),
+    "webhook.failed": _message(
+        "webhook attempt %(attempt)s failed: %(error)s; next try at %(at)s",
+        attempt=0,
+        error="text",
+        at="time",
+    ),
+    "webhook.request_closed": _message(
+        "webhook not retried after %(attempts)s attempt(s): the request is %(status)s",
+        attempts=0,
+        status="text",
+    ),
+    "webhook.no_url": _message(
+        "webhook not retried after %(attempts)s attempt(s): %(area)s has no webhook any more",
+        attempts=0,
+        area="text",
+    ),
+    "webhook.no_secret": _message(
+        "webhook waits: %(kind)s %(id)s has no webhook secret yet, and webhooks are never sent "
+        "unsigned (binwatch fleet webhook-secret --%(kind)s %(id)s)",
+        kind="text",
+        id="text",
+    ),
 }
 
 
@@ -87,7 +148,9 @@ class Writer(Protocol):
     def template(self, id: str, english: str, /) -> str: ...
     def number(self, value: float, digits: int, /) -> str: ...
     def time(self, moment: datetime, /) -> str: ...
+    def duration(self, seconds: float, /) -> str: ...
     def alert_type(self, code: str, /) -> str: ...
+    def join(self, parts: list[str], /) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +166,9 @@ class Reason:
             raise ValueError(f"{self.id} takes {sorted(kinds)}, not {sorted(self.args)}")
 
     @classmethod
-    def of(cls, id: str, **args: Arg | datetime) -> Reason:
-        """A reason whose times are given as aware datetimes (stored in ISO 8601)."""
+    def of(cls, id: str, /, **args: Arg | datetime | timedelta | list[Reason]) -> Reason:
+        """A reason whose times are given as aware datetimes (stored in ISO 8601), durations as
+        timedeltas and parts as reasons."""
         return cls(id, {name: _plain(value) for name, value in args.items()})
 
     @property
@@ -117,8 +181,14 @@ class Reason:
         values: dict[str, str] = {}
         for name, kind in message.kinds.items():
             value = self.args[name]
-            if kind == "time":
+            if kind == "parts":
+                values[name] = writer.join([part.write(writer) for part in _parts(value)])
+            elif isinstance(value, list):
+                raise ValueError(f"{self.id}: {name} is not a list")
+            elif kind == "time":
                 values[name] = writer.time(datetime.fromisoformat(str(value)))
+            elif kind == "duration":
+                values[name] = writer.duration(float(value))
             elif kind == "type":
                 values[name] = writer.alert_type(str(value))
             elif kind == "text":
@@ -138,7 +208,7 @@ class Reason:
             return None
         try:
             return cls(stored["id"], stored.get("args") or {})
-        except ValueError:
+        except (ValueError, KeyError, TypeError):
             return None
 
 
@@ -150,18 +220,45 @@ def placeholders(template: str) -> set[str]:
 _PLACEHOLDER: Final = re.compile(r"%\((\w+)\)s")
 
 
-def _plain(value: Arg | datetime) -> Arg:
-    """As JSON keeps it: a time in ISO 8601 (with its offset), a code (a `StrEnum`) as text."""
+def _plain(value: Arg | datetime | timedelta | list[Reason]) -> Arg:
+    """As JSON keeps it: a time in ISO 8601 (with its offset), a duration in seconds, a code (a
+    `StrEnum`) as text, parts as their dumps."""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, list):
+        return [part.dump() if isinstance(part, Reason) else part for part in value]
     return str(value) if isinstance(value, str) else value
+
+
+def _parts(value: Arg) -> list[Reason]:
+    if not isinstance(value, list):
+        raise ValueError(f"not a list of reasons: {value!r}")
+    parts = [Reason.load(stored) for stored in value]
+    if None in parts:
+        raise ValueError(f"not a list of reasons: {value!r}")
+    return [part for part in parts if part is not None]
+
+
+def as_columns(reason: Reason | str) -> tuple[str, dict[str, Any] | None]:
+    """What a text column and its message column keep of `reason`: a person's words (a `str`)
+    have no message."""
+    if isinstance(reason, str):
+        return reason, None
+    return reason.text, reason.dump()
 
 
 def written(stored: Mapping[str, Any] | None, text: str, writer: Writer) -> str:
     """A stored reason as `writer` writes it, or the stored `text` when there is none (a row
-    from before, a person's own note)."""
+    from before, a person's own note) or it cannot be written (a message changed since)."""
     reason = Reason.load(stored)
-    return text if reason is None else reason.write(writer)
+    if reason is None:
+        return text
+    try:
+        return reason.write(writer)
+    except (ValueError, TypeError, KeyError):
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +274,14 @@ class PlainWriter:
     def time(self, moment: datetime) -> str:
         return with_offset(moment)
 
+    def duration(self, seconds: float) -> str:
+        return str(timedelta(seconds=seconds))
+
     def alert_type(self, code: str) -> str:
         return code
+
+    def join(self, parts: list[str]) -> str:
+        return "; ".join(parts)
 
 
 ENGLISH_TEXT: Final = PlainWriter()
@@ -190,6 +293,15 @@ class LocaleWriter:
     language (the English one when it has none)."""
 
     template: Callable[[str, str], str]
-    number: Callable[[float, int], str]
     time: Callable[[datetime], str]
     alert_type: Callable[[str], str]
+    locale: str
+
+    def number(self, value: float, digits: int) -> str:
+        return decimal(value, digits, self.locale)
+
+    def duration(self, seconds: float) -> str:
+        return duration(seconds, self.locale)
+
+    def join(self, parts: list[str]) -> str:
+        return list_of(parts, self.locale)

@@ -12,12 +12,12 @@ through Babel like the console's, in `settings.timezone`, never UTC."""
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_timedelta
 from babel.numbers import format_decimal
 
 DEFAULT_LOCALE: Final = "zh_CN"
@@ -32,6 +32,16 @@ def local_time(moment: datetime, timezone: str, locale: str = DEFAULT_LOCALE) ->
 
 
 _TIME_PATTERNS: Final = {"zh_CN": "y年M月d日 HH:mm", "en": "MMM d, y, h:mm a"}
+
+
+def duration(seconds: float, locale: str) -> str:
+    """A length of time in words, to its two largest units: `75分钟`, `1 hour`."""
+    return str(format_timedelta(timedelta(seconds=seconds), threshold=2, locale=locale))
+
+
+def list_of(parts: Sequence[str], locale: str) -> str:
+    """Clauses one after another, as `locale` separates them (`；` in Chinese)."""
+    return ("；" if locale == DEFAULT_LOCALE else "; ").join(parts)
 
 
 def decimal(value: float, digits: int, locale: str) -> str:

@@ -84,7 +84,14 @@ def test_every_system_written_reason_has_a_translation_with_its_placeholders(loc
 def _sample(id: str) -> Reason:
     """`id`'s message with an argument of each kind."""
     at = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)
-    values: dict[str, Arg | datetime] = {"time": at, "type": "fire", "text": "烟雾"}
+    told = [Reason.of("escalation.published", topic="a/b"), Reason("webhook.queued")]
+    values: dict[str, Arg | datetime | timedelta | list[Reason]] = {
+        "time": at,
+        "duration": timedelta(minutes=90),
+        "type": "fire",
+        "text": "烟雾",
+        "parts": told,
+    }
     kinds = MESSAGES[id].kinds
     return Reason.of(id, **{name: values.get(str(kind), 1234.5) for name, kind in kinds.items()})
 
@@ -124,6 +131,23 @@ def test_the_stored_english_text_is_as_before() -> None:
     assert _sample("request.threshold").text == "fill 1234 % reached the threshold of 1234 %"
     assert _sample("alert.event_detail").text == "fire reported at 2026-12-01 23:30 +00:00: 烟雾"
     assert Reason("alert.overheat", {"temp": 71.26, "limit": 70}).text == "71.3 °C ≥ 70 °C"
+    escalation = Reason.of(
+        "escalation.community",
+        level=1,
+        area="xiaoba",
+        told=[
+            Reason.of("escalation.published", topic="grid/xiaoba"),
+            Reason.of("escalation.people_queued", channels="wecom, email"),
+            Reason("webhook.queued"),
+        ],
+    )
+    assert escalation.text == (
+        "level 1: community xiaoba: published to grid/xiaoba; wecom, email queued; webhook queued"
+    )
+    chinese = explainer(Formats("zh_CN", ZoneInfo("Asia/Shanghai")))
+    assert chinese(escalation.dump(), escalation.text) == (
+        "第 1 级：社区 xiaoba：已发布到 grid/xiaoba；已排队通知：wecom, email；Webhook 已排队"
+    )
 
 
 def test_chinese_names_the_streams_as_the_national_standard_does() -> None:

@@ -20,8 +20,8 @@ def explainer(fmt: Formats) -> Explain:
     gettext = translations(fmt.locale).gettext
     writer = LocaleWriter(
         template=lambda _id, english: gettext(english),
-        number=fmt.number,
         time=fmt.time,
         alert_type=lambda code: gettext(labels.ALERT_TYPES[code]),
+        locale=fmt.locale,
     )
     return lambda stored, text: written(stored, text, writer)
