@@ -1,15 +1,17 @@
-"""Reasons the system writes (why a request was opened, what an alert saw) as data: a message id
-and its arguments, so that each reader gets them in their own language with numbers and times
-as their locale writes them, while the English text stays stored next to them for the API and
-the audit.
+"""Reasons the system writes (why a request was opened, what an alert saw, the notes on a
+request's or an alert's events) as data: a message id and its arguments, so that each reader
+gets them in their own language with numbers and times as their locale writes them, while the
+English text stays stored next to them for the API and the audit.
 
 A message's English template (`%(name)s` placeholders) is three things at once: what
 `Reason.text` writes into the text column, the console's gettext msgid (its catalogs translate
 it, tests/test_console_i18n.py checks both have every one), and the English of a notification.
 The notifications' Chinese is alerts/texts.py's (core/texts.py says why not the console's).
 Each placeholder has a kind: a number with its decimals, a time (ISO 8601 with the city's
-offset, so the English text needs no time zone to be written again), an alert type's code
-(named by the reader's labels) or text passed as is (a device's own words).
+offset, so the English text needs no time zone to be written again), a duration, an alert
+type's code (named by the reader's labels), text passed as is (a device's own words, an area's
+id, an error) or a list of further reasons (an escalation's "what reached whom", each part
+written in turn and joined as the reader's language joins clauses).
 
 A row written before reasons were structured has none: readers show its stored text."""
 
@@ -142,8 +144,8 @@ MESSAGES: Final[Mapping[str, Message]] = {
 
 
 class Writer(Protocol):
-    """How one reader writes a reason's parts: the template for a message, numbers, times and
-    alert types."""
+    """How one reader writes a reason's parts: the template for a message, numbers, times,
+    durations, alert types and a list of clauses."""
 
     def template(self, id: str, english: str, /) -> str: ...
     def number(self, value: float, digits: int, /) -> str: ...
