@@ -3,7 +3,7 @@ and to every webhook, so a recipient keys on `alert_id` + `notice` to drop a rep
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,6 +25,9 @@ class AlertNotice(BaseModel):
     bin_id: str
     site_id: str
     detail: str
+    # The detail as a message id and its arguments (core/reasons.py); null for an alert raised
+    # before details were structured, which only has `detail`.
+    detail_msg: dict[str, Any] | None = None
     started_at: Timestamp
     cleared_at: Timestamp | None
     duration_s: float | None
@@ -42,6 +45,7 @@ class AlertNotice(BaseModel):
                 "bin_id": alert.bin_id,
                 "site_id": alert.site_id,
                 "detail": alert.detail,
+                "detail_msg": alert.detail_msg,
                 "started_at": alert.started_at,
                 "cleared_at": alert.cleared_at,
                 "duration_s": alert.duration_s,

@@ -5,8 +5,10 @@ and the property manager's contact per site (the grid's contacts are collection'
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Float,
@@ -67,6 +69,9 @@ class Alert(Base):
     severity: Mapped[str] = mapped_column(String(16), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     detail: Mapped[str] = mapped_column(Text)
+    # The detail as a message id and its arguments (core/reasons.py), so people read it in their
+    # language; None for an alert raised before, whose `detail` is all there is.
+    detail_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -92,6 +97,9 @@ class AlertEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
+    # A note the alerter wrote, as a message and its arguments (core/reasons.py); None for a
+    # person's own note and for events from before.
+    note_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     exported: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
     alert: Mapped[Alert] = relationship(back_populates="events")

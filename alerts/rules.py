@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
+from zoneinfo import ZoneInfo
 
+from core.reasons import Reason
 from core.settings import AlertSettings
-from core.texts import stamp
 from devices.contract import Event, Reading, Status
 
 
@@ -86,27 +87,34 @@ class Finding:
 
     kind: AlertType
     present: bool
-    detail: str = ""
+    reason: Reason | None = None
+
+    @property
+    def detail(self) -> str:
+        """The reason's English text (stored as the alert's detail or its event's note)."""
+        return "" if self.reason is None else self.reason.text
 
 
 def on_event(event: Event, timezone: str) -> Finding:
     """Every event type is an alert of the same name; repeating it keeps the alert active. The
     detail gives the bin's time of the event in the city's zone."""
-    detail = f"{event.type} reported at {stamp(event.ts, timezone)}"
-    return Finding(
-        AlertType(event.type), True, f"{detail}: {event.detail}" if event.detail else detail
-    )
+    kind, at = AlertType(event.type), event.ts.astimezone(ZoneInfo(timezone))
+    if event.detail:
+        return Finding(
+            kind, True, Reason.of("alert.event_detail", type=kind, at=at, detail=event.detail)
+        )
+    return Finding(kind, True, Reason.of("alert.event", type=kind, at=at))
 
 
 def on_status(status: Status) -> Finding:
     """A retained `online: false` (the bin's will, sent by the broker) means offline."""
     if status.online:
-        return Finding(AlertType.offline, False, "the bin says it is online")
-    return Finding(AlertType.offline, True, "the bin's will: online false")
+        return Finding(AlertType.offline, False, Reason("alert.online"))
+    return Finding(AlertType.offline, True, Reason("alert.will"))
 
 
 # Every reading proves its bin alive: one shared finding, not one built per reading.
-_REPORTS_AGAIN: Final = Finding(AlertType.offline, False, "the bin reports again")
+_REPORTS_AGAIN: Final = Finding(AlertType.offline, False, Reason("alert.reports_again"))
 _EVERY_KIND: Final = frozenset(AlertType)
 
 
@@ -196,9 +204,9 @@ def _judge(
     level = reading.battery_pct
     if level is not None:
         if level < limits.battery_raise_pct:
-            findings.append(Finding(AlertType.battery_low, True, f"battery {level:.0f} %"))
+            findings.append(Finding(AlertType.battery_low, True, _battery(level)))
         elif level >= limits.battery_clear_pct and AlertType.battery_low in say_over:
-            findings.append(Finding(AlertType.battery_low, False, f"battery {level:.0f} %"))
+            findings.append(Finding(AlertType.battery_low, False, _battery(level)))
     fill = reading.fill_pct
     if fill >= 100:
         full_since = memory.full_since or ts
@@ -207,7 +215,9 @@ def _judge(
     elif fill < limits.full_clear_pct:
         full_since = None
         if AlertType.full_too_long in say_over:
-            findings.append(Finding(AlertType.full_too_long, False, f"fill {fill:.0f} %"))
+            findings.append(
+                Finding(AlertType.full_too_long, False, Reason("alert.fill", {"fill": fill}))
+            )
     else:
         full_since = memory.full_since
     seq, last_seq = reading.seq, memory.last_seq
@@ -216,7 +226,7 @@ def _judge(
             Finding(
                 AlertType.seq_gap,
                 True,
-                f"seq jumped {last_seq} → {seq}: {seq - last_seq - 1} lost",
+                Reason.of("alert.seq_gap", last=last_seq, seq=seq, lost=seq - last_seq - 1),
             )
         )
     if received is not None:
@@ -241,7 +251,11 @@ def _temperature(
 ) -> None:
     if temp >= limits.temp_raise_c:
         findings.append(
-            Finding(AlertType.overheat, True, f"{temp:.1f} °C ≥ {limits.temp_raise_c:.0f} °C")
+            Finding(
+                AlertType.overheat,
+                True,
+                Reason.of("alert.overheat", temp=temp, limit=limits.temp_raise_c),
+            )
         )
         return
     if memory.last_temp_c is not None and memory.last_ts is not None:
@@ -253,18 +267,30 @@ def _temperature(
                     Finding(
                         AlertType.overheat,
                         True,
-                        f"{temp:.1f} °C, rising {rise:.1f} °C/min "
-                        f"(≥ {limits.temp_rise_c_per_min:.1f})",
+                        Reason.of(
+                            "alert.overheat_rising",
+                            temp=temp,
+                            rise=rise,
+                            limit=limits.temp_rise_c_per_min,
+                        ),
                     )
                 )
                 return
     if temp <= limits.temp_clear_c and say_over:
-        findings.append(Finding(AlertType.overheat, False, f"{temp:.1f} °C"))
+        findings.append(
+            Finding(AlertType.overheat, False, Reason("alert.temperature", {"temp": temp}))
+        )
 
 
 def full_too_long(since: datetime, now: datetime) -> Finding:
     minutes = (now - since).total_seconds() / 60
-    return Finding(AlertType.full_too_long, True, f"100 % full for {minutes:.0f} min")
+    return Finding(
+        AlertType.full_too_long, True, Reason("alert.full_too_long", {"minutes": minutes})
+    )
+
+
+def _battery(level: float) -> Reason:
+    return Reason("alert.battery", {"level": level})
 
 
 def _skew(
@@ -276,12 +302,12 @@ def _skew(
     right, however old: only a `ts` ahead of the clock says the clock is wrong."""
     size = abs(skew)
     if size > limits.skew_raise and not (buffered and skew < _ZERO):
-        way = "ahead" if skew > _ZERO else "behind"
+        way = "alert.clock_ahead" if skew > _ZERO else "alert.clock_behind"
         findings.append(
-            Finding(AlertType.clock_skew, True, f"clock {size.total_seconds():.0f} s {way}")
+            Finding(AlertType.clock_skew, True, Reason(way, {"seconds": size.total_seconds()}))
         )
     elif size <= limits.skew_clear and say_over:
-        findings.append(Finding(AlertType.clock_skew, False, "clock in step"))
+        findings.append(Finding(AlertType.clock_skew, False, Reason("alert.clock_in_step")))
 
 
 _ZERO: Final = timedelta(0)

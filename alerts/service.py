@@ -26,6 +26,7 @@ from alerts.delivery import Deliverer
 from alerts.models import AlertDelivery, AlertEvent
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import session_factory
 from core.ticker import Step, TickingService
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # History rows copied to InfluxDB per write.
 EXPORT_BATCH: Final = 1000
+# Why a retired bin's offline alert cleared.
+RETIRED: Final = Reason("alert.bin_retired")
 
 
 class Alerter(TickingService):
@@ -74,9 +77,8 @@ class Alerter(TickingService):
                 with self.item("watch", f"bin {row.bin_id}", session):
                     assert row.last_seen_at is not None
                     silent_s = (now - row.last_seen_at).total_seconds()
-                    finding = rules.Finding(
-                        rules.AlertType.offline, True, f"nothing received for {silent_s:.0f} s"
-                    )
+                    silence = Reason("alert.silent", {"seconds": silent_s})
+                    finding = rules.Finding(rules.AlertType.offline, True, silence)
                     if store.live_alert(session, row.bin_id, finding.kind) is None:
                         store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
                     session.commit()
@@ -90,13 +92,13 @@ class Alerter(TickingService):
             for alert in store.live_at_retired_bins(session, rules.AlertType.offline):
                 with self.item("watch", f"alert {alert.id}", session):
                     # Nobody expects a retired bin to report: its silence is no longer news.
-                    store.clear(session, alert, now=now, note="bin retired", prefix=prefix)
+                    store.clear(session, alert, now=now, note=RETIRED, prefix=prefix)
                     session.commit()
             for alert in store.live(session, rules.HELD):
                 with self.item("watch", f"alert {alert.id}", session):
                     kind = rules.AlertType(alert.type)
                     if rules.hold_expired(kind, alert.last_seen_at, now, self.limits):
-                        unseen = f"not seen again for {rules.hold(self.limits, kind)}"
+                        unseen = Reason.of("alert.unseen", hold=rules.hold(self.limits, kind))
                         store.clear(session, alert, now=now, note=unseen, prefix=prefix)
                     session.commit()
 

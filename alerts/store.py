@@ -27,6 +27,7 @@ from alerts.models import (
 )
 from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
+from core.reasons import Reason, as_columns
 from core.sql import paged
 from devices import notifications
 from devices.models import Area, AreaContact, Bin, ContactChannel, Notification, Operator, Site
@@ -133,7 +134,7 @@ def apply(
     existing = live_alert(session, bin_id, finding.kind)
     if existing is None:
         return None
-    return clear(session, existing, now=now, note=finding.detail, prefix=prefix)
+    return clear(session, existing, now=now, note=finding.reason or "", prefix=prefix)
 
 
 def raise_alert(
@@ -155,6 +156,7 @@ def raise_alert(
         severity=severity.value,
         state="active",
         detail=finding.detail,
+        detail_msg=None if finding.reason is None else finding.reason.dump(),
         started_at=now,
         last_seen_at=now,
     )
@@ -164,11 +166,13 @@ def raise_alert(
             session.flush()
     except IntegrityError:
         return None  # someone else raised it in the meantime: theirs is the one
-    _record(session, alert, "raised", ALERTER, finding.detail, now, prefix)
+    _record(session, alert, "raised", ALERTER, finding.reason or "", now, prefix)
     return alert
 
 
-def clear(session: Session, alert: Alert, *, now: datetime, note: str, prefix: str) -> Alert | None:
+def clear(
+    session: Session, alert: Alert, *, now: datetime, note: Reason | str, prefix: str
+) -> Alert | None:
     duration = max(0.0, (now - alert.started_at).total_seconds())
     changed = session.execute(
         update(Alert)
@@ -205,10 +209,25 @@ def acknowledge(
 
 
 def _record(
-    session: Session, alert: Alert, kind: str, actor: str, note: str, now: datetime, prefix: str
+    session: Session,
+    alert: Alert,
+    kind: str,
+    actor: str,
+    note: Reason | str,
+    now: datetime,
+    prefix: str,
 ) -> None:
+    text, message = as_columns(note)
     session.add(
-        AlertEvent(alert_id=alert.id, at=now, kind=kind, actor=actor, note=note, exported=False)
+        AlertEvent(
+            alert_id=alert.id,
+            at=now,
+            kind=kind,
+            actor=actor,
+            note=text,
+            note_msg=message,
+            exported=False,
+        )
     )
     severity = Severity(alert.severity)
     for role, owner, owner_id in people(session, alert.site_id, severity):

@@ -20,6 +20,7 @@ from collection import store
 from collection.lifecycle import COLLECTOR
 from collection.models import CollectionRequest
 from collection.rules import Policy, Rule, over_threshold
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import database_engine, session_factory
 from devices.contract import Reading
@@ -68,7 +69,7 @@ class ThresholdHook:
                     session,
                     bin_id=bin_id,
                     rule=Rule.threshold,
-                    reason=f"fill {fill:.0f} % reached the threshold of {threshold:.0f} %",
+                    reason=Reason("request.threshold", {"fill": fill, "threshold": threshold}),
                     now=now,
                     policy=self._policy,
                     actor=COLLECTOR,

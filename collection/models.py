@@ -63,6 +63,9 @@ class CollectionRequest(Base):
     stream: Mapped[str] = mapped_column(String(16))
     rule: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
+    # A rule's reason as a message id and its arguments (core/reasons.py), so people read it in
+    # their language; None for a person's own words and for requests from before.
+    reason_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     status: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     due_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -103,6 +106,9 @@ class CollectionEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     escalation_level: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
+    # A note the collector wrote, as a message and its arguments (core/reasons.py); None for a
+    # person's own note and for events from before.
+    note_msg: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     exported: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)

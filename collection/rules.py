@@ -14,8 +14,8 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from collection.lifecycle import Status
+from core.reasons import Reason
 from core.settings import CollectionSettings
-from core.texts import stamp
 from devices.contract import Stream
 
 
@@ -138,14 +138,17 @@ class Forecast:
     span: timedelta
     readings: int
 
-    def describe(self, timezone: str) -> str:
+    def describe(self, timezone: str) -> Reason:
         """The request's reason: the forecast (in the city's time) with its error and its
         evidence."""
-        return (
-            f"forecast full at {stamp(self.full_at, timezone)} "
-            f"(in {self.hours_to_full:.1f} ± {self.error_h:.1f} h; {self.rate_pct_h:.1f} %/h "
-            f"fitted to {self.readings} readings over {self.span.total_seconds() / 3600:.1f} h "
-            "since the last emptying)"
+        return Reason.of(
+            "request.forecast",
+            at=self.full_at.astimezone(ZoneInfo(timezone)),
+            hours=self.hours_to_full,
+            error=self.error_h,
+            rate=self.rate_pct_h,
+            readings=self.readings,
+            span=self.span.total_seconds() / 3600,
         )
 
 

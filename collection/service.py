@@ -31,9 +31,9 @@ from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.influx import InfluxClient
 from core.publisher import Publisher, PublishFailed
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import session_factory
-from core.texts import stamp
 from core.ticker import Step, TickingService
 from core.webhook_lanes import WebhookLanes
 from core.webhooks import Outcome, retry_delay
@@ -149,7 +149,7 @@ class Collector(TickingService):
                     if not operator.webhook_url:
                         continue
                     if not operator.webhook_secret:
-                        said = f"webhook waits: {_no_secret('operator', operator.id)}"
+                        said = _no_secret("operator", operator.id).text
                         if request.dispatch_error != said:
                             store.record_delivery(session, request, dispatch_error=said)
                         continue
@@ -223,10 +223,11 @@ class Collector(TickingService):
         )
         if verdict is None:
             return
-        seen = "no reading arrived" if lowest is None else f"lowest fill {lowest:.0f} %"
+        window, emptied = self.policy.verify_window, self.policy.emptied_pct
         note = (
-            f"{seen} within {self.policy.verify_window} after completion "
-            f"(emptied means ≤ {self.policy.emptied_pct:.0f} %)"
+            Reason.of("request.verify_none", window=window, emptied=emptied)
+            if lowest is None
+            else Reason.of("request.verify_lowest", fill=lowest, window=window, emptied=emptied)
         )
         store.transition(
             session,
@@ -273,30 +274,31 @@ class Collector(TickingService):
         contact: AreaContact | None,
         people: list[str],
         now: datetime,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[Reason, dict[str, Any]]:
         """Tell the area's contact over MQTT, and queue its webhook (`deliver_escalation_webhooks`
         makes the first attempt in the same tick); `people` are the kinds of its channels the
         escalation was queued for (`notify` sends them). Returns the note (what reached whom)
         for the audit event and the webhook's state for the same event."""
-        who = "community" if message.level == 1 else "street squad"
+        who = "escalation.community" if message.level == 1 else "escalation.street"
         has_contact = contact is not None and bool(contact.mqtt_topic or contact.webhook_url)
         if not (has_contact or people):
-            return f"level {message.level}: no contact configured for {who} {message.area_id}", {}
+            nobody = Reason.of(f"{who}_unknown", level=message.level, area=message.area_id)
+            return nobody, {}
         body = message.model_dump_json().encode()
-        told: list[str] = []
+        told: list[Reason] = []
         webhook: dict[str, Any] = {}
         if contact is not None and contact.mqtt_topic:
             try:
                 self.publisher.publish(contact.mqtt_topic, body)
-                told.append(f"published to {contact.mqtt_topic}")
+                told.append(Reason.of("escalation.published", topic=contact.mqtt_topic))
             except PublishFailed as exc:
-                told.append(f"MQTT failed: {exc}")
+                told.append(Reason.of("escalation.mqtt_failed", error=str(exc)))
         if people:
-            told.append(f"{', '.join(people)} queued")
+            told.append(Reason.of("escalation.people_queued", channels=", ".join(people)))
         if contact is not None and contact.webhook_url:
             webhook = {"webhook_attempts": 0, "webhook_next_at": now}
-            told.append("webhook queued")
-        return f"level {message.level}: {who} {message.area_id}: " + "; ".join(told), webhook
+            told.append(Reason("webhook.queued"))
+        return Reason.of(who, level=message.level, area=message.area_id, told=told), webhook
 
     def deliver_escalation_webhooks(self, now: datetime) -> None:
         """POST again each escalation whose webhook failed and whose next try is due: the body
@@ -322,18 +324,20 @@ class Collector(TickingService):
         area_id, contact = store.escalation_contact(session, request, level)
         done = Status(request.status) not in OPEN
         if done or contact is None or not contact.webhook_url:
-            why = f"the request is {request.status}" if done else (
-                f"{area_id} has no webhook any more"
-            )  # fmt: skip
-            said = f"webhook not retried after {event.webhook_attempts} attempt(s): {why}"
+            attempts = event.webhook_attempts
+            said = (
+                Reason.of("webhook.request_closed", attempts=attempts, status=request.status)
+                if done
+                else Reason.of("webhook.no_url", attempts=attempts, area=area_id)
+            )
             store.record_escalation_webhook(
-                session, event, webhook_next_at=None, note=_with_webhook(event.note, said)
+                session, event, webhook_next_at=None, **_with_webhook(event, said)
             )
             return
         if not contact.webhook_secret:
-            note = _with_webhook(event.note, f"webhook waits: {_no_secret('area', area_id)}")
-            if event.note != note:
-                store.record_escalation_webhook(session, event, note=note)
+            note = _with_webhook(event, _no_secret("area", area_id))
+            if event.note != note["note"]:
+                store.record_escalation_webhook(session, event, **note)
             return
         message = Escalation.of(request, level=level, area_id=area_id, status=event.to_status)
         self.webhooks.submit(
@@ -355,31 +359,33 @@ class Collector(TickingService):
         with self.item(step, f"event {event_id}"), self.sessions() as session:
             event = session.get_one(CollectionEvent, event_id)
             state, said = self._escalation_attempt(message, outcome, tried=tried, now=now)
-            store.record_escalation_webhook(
-                session, event, note=_with_webhook(event.note, said), **state
-            )
+            store.record_escalation_webhook(session, event, **_with_webhook(event, said), **state)
 
     def _escalation_attempt(
         self, message: Escalation, outcome: Outcome, *, tried: int, now: datetime
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[dict[str, Any], Reason]:
         """What the `tried`-th attempt of an escalation webhook leaves on its event, and the
         note's words for it (always starting with "webhook ")."""
         if outcome.delivered:
-            said = "webhook delivered" if tried == 1 else f"webhook delivered at attempt {tried}"
+            said = (
+                Reason("webhook.delivered")
+                if tried == 1
+                else Reason.of("webhook.delivered_at", attempt=tried)
+            )
             return {
                 "webhook_attempts": tried,
                 "webhook_next_at": None,
                 "webhook_delivered_at": now,
             }, said
         if tried >= self.settings.collection.webhook_attempts or not outcome.retryable:
-            said = f"webhook gave up after {tried} attempt(s): {outcome.error}"
-            log.warning("request %d, escalation %d: %s", message.request_id, message.level, said)
+            said = Reason.of("webhook.gave_up", attempts=tried, error=str(outcome.error))
+            log.warning(
+                "request %d, escalation %d: %s", message.request_id, message.level, said.text
+            )
             return {"webhook_attempts": tried, "webhook_next_at": None}, said
         next_at = now + retry_delay(tried)
-        said = (
-            f"webhook attempt {tried} failed: {outcome.error}; "
-            f"next try at {stamp(next_at, self.settings.timezone)}"
-        )
+        local = next_at.astimezone(ZoneInfo(self.settings.timezone))
+        said = Reason.of("webhook.failed", attempt=tried, error=str(outcome.error), at=local)
         return {"webhook_attempts": tried, "webhook_next_at": next_at}, said
 
     def notify(self, now: datetime) -> None:
@@ -412,7 +418,7 @@ class Collector(TickingService):
                 ):
                     continue
                 with self.item("kitchen_daily", f"bin {bin_id}", session):
-                    reason = "kitchen waste is cleared daily (日产日清)"
+                    reason = Reason("request.kitchen_daily")
                     self._open(session, now, bin_id, Rule.kitchen_daily, reason)
         self._kitchen_round = round_at
 
@@ -447,7 +453,7 @@ class Collector(TickingService):
         now: datetime,
         bin_id: str,
         rule: Rule,
-        reason: str,
+        reason: Reason,
         fill: float | None = None,
     ) -> None:
         opened = store.open_request(
@@ -548,15 +554,24 @@ class Collector(TickingService):
                     return
 
 
-def _no_secret(kind: str, ident: str) -> str:
-    return (
-        f"{kind} {ident} has no webhook secret yet, and webhooks are never sent unsigned "
-        f"(binwatch fleet webhook-secret --{kind} {ident})"
-    )
+def _no_secret(kind: str, ident: str) -> Reason:
+    return Reason.of("webhook.no_secret", kind=kind, id=ident)
 
 
-def _with_webhook(note: str, said: str) -> str:
-    """The escalation note with its webhook outcome replaced by `said`; what reached whom over
-    MQTT stays."""
-    part = _WEBHOOK_PART.search(note)
-    return (note[: part.end()] if part else note + "; ") + said
+def _with_webhook(event: CollectionEvent, said: Reason) -> dict[str, Any]:
+    """The escalation's note (text and message) with its webhook outcome replaced by `said`;
+    what reached whom over MQTT stays. A note from before notes were structured keeps no
+    message: its text is edited as text."""
+    note = Reason.load(event.note_msg)
+    if note is not None and "told" in note.args:
+        told = [part for part in _told(note) if not part.id.startswith("webhook.")]
+        edited = Reason(note.id, {**note.args, "told": [p.dump() for p in [*told, said]]})
+        return {"note": edited.text, "note_msg": edited.dump()}
+    part = _WEBHOOK_PART.search(event.note)
+    text = (event.note[: part.end()] if part else event.note + "; ") + said.text
+    return {"note": text, "note_msg": None}
+
+
+def _told(note: Reason) -> list[Reason]:
+    parts = [Reason.load(part) for part in cast(list[dict[str, Any]], note.args["told"])]
+    return [part for part in parts if part is not None]

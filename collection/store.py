@@ -22,6 +22,7 @@ from collection.lifecycle import OPEN, Actor, Status, TransitionRefused, check
 from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
+from core.reasons import Reason, as_columns
 from core.sql import paged
 from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
@@ -71,7 +72,7 @@ def open_request(
     *,
     bin_id: str,
     rule: Rule,
-    reason: str,
+    reason: Reason | str,
     now: datetime,
     policy: Policy,
     actor: Actor,
@@ -80,7 +81,8 @@ def open_request(
 ) -> Opened:
     """Ensure the bin has a request waiting for a crew: the existing one, or a new one. Manual
     requests only defer to open ones; rules also to one awaiting verification. `commit=False`
-    leaves the commit to the caller, so a batch of bins costs one (SQLite: one fsync)."""
+    leaves the commit to the caller, so a batch of bins costs one (SQLite: one fsync). A rule
+    gives its `Reason`; a person's own words (a `str`) are stored as typed."""
     blocking = _OPEN if rule is Rule.manual else _BUSY
     existing = _current(session, bin_id, blocking)
     if existing is not None:
@@ -89,13 +91,15 @@ def open_request(
     if bin_ is None:
         raise NotFound(f"no bin with id {bin_id!r}")
     site = session.get_one(Site, bin_.site_id)
+    text, message = as_columns(reason)
     request = CollectionRequest(
         bin_id=bin_.id,
         site_id=site.id,
         operator_id=site.operator_id,
         stream=bin_.stream,
         rule=rule.value,
-        reason=reason,
+        reason=text,
+        reason_msg=message,
         status=Status.open.value,
         created_at=now,
         due_at=policy.due_at(now, bin_.stream),
@@ -127,7 +131,7 @@ def transition(
     *,
     actor: Actor,
     now: datetime,
-    note: str = "",
+    note: Reason | str = "",
     **changes: Any,
 ) -> CollectionRequest:
     """Move a request to `to` if the state machine lets `actor` do it; `TransitionRefused` says
@@ -157,7 +161,7 @@ def escalate(
     level: int,
     now: datetime,
     actor: Actor,
-    note: str,
+    note: Reason | str,
     **webhook: Any,
 ) -> bool:
     """Raise an open request to `level` (from the level below); False if someone got there first
@@ -235,8 +239,9 @@ def _event(
     from_status: Status | None,
     to: Status,
     *,
-    note: str,
+    note: Reason | str,
 ) -> CollectionEvent:
+    text, message = as_columns(note)
     event = CollectionEvent(
         request_id=request.id,
         at=now,
@@ -244,7 +249,8 @@ def _event(
         kind="transition",
         from_status=from_status.value if from_status else None,
         to_status=to.value,
-        note=note,
+        note=text,
+        note_msg=message,
         exported=False,
     )
     session.add(event)

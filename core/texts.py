@@ -12,12 +12,13 @@ through Babel like the console's, in `settings.timezone`, never UTC."""
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_timedelta
+from babel.numbers import format_decimal
 
 DEFAULT_LOCALE: Final = "zh_CN"
 LOCALES: Final = ("zh_CN", "en")
@@ -33,12 +34,32 @@ def local_time(moment: datetime, timezone: str, locale: str = DEFAULT_LOCALE) ->
 _TIME_PATTERNS: Final = {"zh_CN": "y年M月d日 HH:mm", "en": "MMM d, y, h:mm a"}
 
 
+def duration(seconds: float, locale: str) -> str:
+    """A length of time in words, to its two largest units: `75分钟`, `1 hour`."""
+    return str(format_timedelta(timedelta(seconds=seconds), threshold=2, locale=locale))
+
+
+def list_of(parts: Sequence[str], locale: str) -> str:
+    """Clauses one after another, as `locale` separates them (`；` in Chinese)."""
+    return ("；" if locale == DEFAULT_LOCALE else "; ").join(parts)
+
+
+def decimal(value: float, digits: int, locale: str) -> str:
+    """`value` with `digits` decimals as `locale` writes it (grouped: 12,345.6)."""
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    return str(format_decimal(value, pattern, locale=locale))
+
+
 def stamp(moment: datetime, timezone: str) -> str:
     """`moment` in the city's zone with its offset (`2026-12-01 15:06 +08:00`), for reasons and
     notes stored in the registry: local, and still unambiguous when read elsewhere."""
-    local = moment.astimezone(ZoneInfo(timezone))
-    offset = local.strftime("%z")
-    return f"{local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
+    return with_offset(moment.astimezone(ZoneInfo(timezone)))
+
+
+def with_offset(moment: datetime) -> str:
+    """`stamp` in the offset `moment` carries."""
+    offset = moment.strftime("%z")
+    return f"{moment:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
 
 
 class Catalog:

@@ -105,7 +105,7 @@ def test_a_steady_fill_is_forecast_with_a_small_error() -> None:
     assert found.readings == 9 * 15 and found.span == 8 * QUARTER
     assert found.full_at == ROUND + 10 * QUARTER + timedelta(hours=found.hours_to_full)
     local = found.full_at.astimezone(ZoneInfo("Asia/Shanghai"))
-    said = found.describe("Asia/Shanghai")  # the city's time with its offset, never UTC
+    said = found.describe("Asia/Shanghai").text  # the city's time with its offset, never UTC
     assert said.startswith(f"forecast full at {local:%Y-%m-%d %H:%M} +08:00 ")
     assert f"± {found.error_h:.1f} h" in said
 

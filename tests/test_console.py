@@ -21,16 +21,19 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from alerts import rules
 from alerts import store as alert_store
 from alerts.models import Alert
 from alerts.rules import AlertType, Finding
 from api.main import create_app
+from collection import store as collection_store
+from collection.hook import ThresholdHook
 from collection.models import CollectionRequest
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
 from core.settings import Settings
 from core.sql import make_engine
-from devices.contract import Topics
+from devices.contract import Reading, Topics
 from devices.models import Bin, Site
 from devices.registry import BinTags
 from ingest.decode import decode
@@ -407,6 +410,48 @@ def test_a_manager_acknowledges_an_alert_recorded_as_them(stack: Stack) -> None:
         acknowledged = session.get_one(Alert, mine_id)
         assert (acknowledged.state, acknowledged.acknowledged_by) == ("acknowledged", ACTOR)
         assert session.get_one(Alert, theirs_id).state == "active"
+
+
+def test_reasons_the_system_wrote_read_in_the_users_language(stack: Stack) -> None:
+    """A threshold request's reason and an alert's detail, written by the rules, in Chinese on
+    the Chinese console and in English on the English one; the English text stays stored for
+    the API, and a row from before reasons were structured shows that text."""
+    now = datetime.now(UTC)
+    with stack.session() as session:
+        threshold = collection_store.thresholds(session)[stack.bin_a]
+    reading = Reading.model_validate({"ts": now, "fill_pct": 95.4, "battery_pct": 9.6})
+    hook = ThresholdHook(stack.settings)  # the rule as ingest runs it
+    try:
+        hook([(stack.bin_a, reading)])
+    finally:
+        hook.close()
+    findings, _memory = rules.on_reading(
+        reading, rules.Memory(), stack.settings.alert, received_at=now, newest=True
+    )
+    (battery,) = [f for f in findings if f.kind is AlertType.battery_low]
+    with stack.session() as session:
+        alert = alert_store.raise_alert(session, stack.bin_a, battery, now=now, prefix="t")
+        session.commit()
+        assert alert is not None
+        assert alert.detail == "battery 10 %"  # what the API and the audit read, as before
+        (request,) = session.scalars(select(CollectionRequest)).all()
+        assert request.reason == f"fill 95 % reached the threshold of {threshold:.0f} %"
+    with stack.client() as client:
+        _login(client)
+        chinese = client.get(f"/console/sites/{SITE_A}/live").text
+        assert f"满溢度 95% 已达到阈值 {threshold:.0f}%" in chinese
+        assert "电量 10%" in chinese
+        assert "reached the threshold" not in chinese and "battery" not in chinese
+        csrf = _csrf(client.get(f"/console/sites/{SITE_A}").text)
+        client.post("/console/locale", data={"csrf": csrf, "locale": "en"})
+        english = client.get(f"/console/sites/{SITE_A}/live").text
+        assert f"Fill level 95% reached the threshold of {threshold:.0f}%" in english
+        assert "Battery at 10%" in english
+        with stack.session() as session:  # as if raised before details were structured
+            session.execute(update(Alert).values(detail_msg=None))
+            session.commit()
+        client.post("/console/locale", data={"csrf": csrf, "locale": "zh_CN"})
+        assert "battery 10 %" in client.get(f"/console/sites/{SITE_A}/live").text
 
 
 def test_no_password_or_session_token_is_logged(

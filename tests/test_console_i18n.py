@@ -19,8 +19,10 @@ from babel.messages.pofile import read_po
 from alerts.rules import AlertType, Severity
 from api.console import labels
 from api.console.i18n import LOCALES, Formats, catalog_path, choose_locale, translations
+from api.console.reasons import explainer
 from collection.lifecycle import Status
 from collection.rules import Rule
+from core.reasons import MESSAGES, Arg, Reason, placeholders
 from devices.contract import SiteType, Stream
 
 CONSOLE = catalog_path("en").parents[3]
@@ -62,6 +64,90 @@ def test_each_string_is_in_a_catalog_once(locale: str) -> None:
         if line.startswith("msgid ") and line != 'msgid ""'
     )  # fmt: skip
     assert [entry for entry, count in entries.items() if count > 1] == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_system_written_reason_has_a_translation_with_its_placeholders(locale: str) -> None:
+    # Their msgids are core/reasons.py's English templates, outside the console's sources.
+    with catalog_path(locale).open("rb") as po:
+        catalog = read_po(po, locale=locale)
+    wrong = []
+    for id, message in MESSAGES.items():
+        entry = catalog.get(message.text)
+        if entry is None or not entry.string or entry.fuzzy:
+            wrong.append(f"{id}: untranslated")
+        elif placeholders(str(entry.string)) != set(message.kinds):
+            wrong.append(f"{id}: other placeholders")
+    assert wrong == []
+
+
+def _sample(id: str) -> Reason:
+    """`id`'s message with an argument of each kind."""
+    at = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)
+    told = [Reason.of("escalation.published", topic="a/b"), Reason("webhook.queued")]
+    values: dict[str, Arg | datetime | timedelta | list[Reason]] = {
+        "time": at,
+        "duration": timedelta(minutes=90),
+        "type": "fire",
+        "text": "烟雾",
+        "parts": told,
+    }
+    kinds = MESSAGES[id].kinds
+    return Reason.of(id, **{name: values.get(str(kind), 1234.5) for name, kind in kinds.items()})
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_reason_is_written_in_the_readers_language(locale: str) -> None:
+    explain = explainer(Formats(locale, ZoneInfo("Asia/Shanghai")))
+    for id in MESSAGES:
+        reason = _sample(id)
+        said = explain(reason.dump(), reason.text)
+        assert said and "%(" not in said and "%%" not in said, id
+    threshold = Reason("request.threshold", {"fill": 85.4, "threshold": 80})
+    assert (
+        explain(threshold.dump(), threshold.text)
+        == {
+            "zh_CN": "满溢度 85% 已达到阈值 80%",
+            "en": "Fill level 85% reached the threshold of 80%",
+        }[locale]
+    )
+    gap = _sample("alert.seq_gap")  # numbers as the locale groups them
+    assert "1,234" in explain(gap.dump(), gap.text)
+    event = _sample("alert.event")  # the city's time (07:30 the next day), the type named
+    assert (
+        explain(event.dump(), event.text)
+        == {
+            "zh_CN": "火情，设备于 2026/12/2 07:30 上报",
+            "en": "Fire reported at 12/2/26, 7:30\u202fAM",
+        }[locale]
+    )
+    # A person's note, or a row from before reasons were structured: its text as stored.
+    assert explain(None, "请下午来清运") == "请下午来清运"
+    assert explain({"id": "no.such.message", "args": {}}, "old text") == "old text"
+
+
+def test_the_stored_english_text_is_as_before() -> None:
+    # API clients and the audit read the text column: it stays what the code wrote before.
+    assert _sample("request.threshold").text == "fill 1234 % reached the threshold of 1234 %"
+    assert _sample("alert.event_detail").text == "fire reported at 2026-12-01 23:30 +00:00: 烟雾"
+    assert Reason("alert.overheat", {"temp": 71.26, "limit": 70}).text == "71.3 °C ≥ 70 °C"
+    escalation = Reason.of(
+        "escalation.community",
+        level=1,
+        area="xiaoba",
+        told=[
+            Reason.of("escalation.published", topic="grid/xiaoba"),
+            Reason.of("escalation.people_queued", channels="wecom, email"),
+            Reason("webhook.queued"),
+        ],
+    )
+    assert escalation.text == (
+        "level 1: community xiaoba: published to grid/xiaoba; wecom, email queued; webhook queued"
+    )
+    chinese = explainer(Formats("zh_CN", ZoneInfo("Asia/Shanghai")))
+    assert chinese(escalation.dump(), escalation.text) == (
+        "第 1 级：社区 xiaoba：已发布到 grid/xiaoba；已排队通知：wecom, email；Webhook 已排队"
+    )
 
 
 def test_chinese_names_the_streams_as_the_national_standard_does() -> None:

@@ -450,7 +450,7 @@ def raise_alerts(settings: Settings, bins: list[BinTags], start: datetime) -> No
         with Session(engine) as session:
             for tags in bins:
                 for kind in (AlertType.fire, AlertType.tilt):
-                    finding = Finding(kind, True, "test")
+                    finding = Finding(kind, True)
                     alert_store.raise_alert(session, tags.bin, finding, now=start, prefix=prefix)
             session.commit()
             for tags in bins:

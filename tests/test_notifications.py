@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from alerts import store
-from alerts.rules import AlertType, Finding
+from alerts.rules import AlertType, Finding, on_event
 from api.main import create_app
 from binwatch.cli import app
 from collection.models import CollectionEvent
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import make_engine
+from devices.contract import Event
 from devices.models import Area, Bin, ContactChannel, Notification, Site
 from devices.registry import BinTags
 from tests.collection_helpers import (
@@ -135,7 +137,14 @@ def _channel(settings: Settings, owner: str, owner_id: str, kind: str, **columns
         engine.dispose()
 
 
-def _raise(settings: Settings, kind: AlertType, now: datetime, *, clear: bool = False) -> int:
+def _raise(
+    settings: Settings,
+    kind: AlertType,
+    now: datetime,
+    *,
+    clear: bool = False,
+    reason: Reason | None = None,
+) -> int:
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
@@ -147,7 +156,7 @@ def _raise(settings: Settings, kind: AlertType, now: datetime, *, clear: bool = 
                 found = store.raise_alert(
                     session,
                     BIN,
-                    Finding(kind, True, "smoke"),
+                    Finding(kind, True, reason),
                     now=now,
                     prefix=settings.topic_prefix,
                 )
@@ -198,7 +207,11 @@ def test_an_alert_reaches_wecom_dingtalk_and_email_in_each_contacts_language(
         settings, "area", street, "email", addresses="squad@leshan.example, duty@leshan.example"
     )
 
-    alert_id = _raise(settings, AlertType.fire, NOW)  # critical: manager, community and squad
+    # A fire (critical: manager, community and squad), its detail as the alert rule writes it.
+    fire = on_event(
+        Event.model_validate({"ts": NOW, "type": "fire", "detail": "烟雾"}), settings.timezone
+    )
+    alert_id = _raise(settings, AlertType.fire, NOW, reason=fire.reason)
     with running_alerter(settings) as alerter:
         tick_alerter(alerter, NOW)
         # The manager's group, in Chinese, local time (15:06, not 07:06 UTC).
@@ -206,11 +219,15 @@ def test_an_alert_reaches_wecom_dingtalk_and_email_in_each_contacts_language(
         content = wecom.received[0]["markdown"]["content"]
         assert content.startswith(f"### 【紧急告警】{site.name}：火情")
         assert "开始时间：2026年12月1日 15:06" in content and "07:06" not in content
+        # The detail in Chinese too, its time local, not the English stored for the API.
+        assert "详情：火情，设备于 2026年12月1日 15:06 上报：烟雾" in content
+        assert "reported" not in content
         # The community's DingTalk group asked for English; signed and timely, or refused.
         assert len(dingtalk.received) == 1 and not dingtalk.refused
         markdown = dingtalk.received[0]["markdown"]
         assert markdown["title"] == f"[Critical alert] {site.name}: fire"
         assert "Started: Dec 1, 2026, 3:06 PM" in markdown["text"]
+        assert "Detail: fire reported at Dec 1, 2026, 3:06 PM: 烟雾" in markdown["text"]
         # The street's squad by e-mail, after STARTTLS and a login.
         assert mail.logins == [MAIL_USER] and len(mail.received) == 1
         message = mail.received[0]
@@ -218,7 +235,10 @@ def test_an_alert_reaches_wecom_dingtalk_and_email_in_each_contacts_language(
         assert message["To"] == "squad@leshan.example, duty@leshan.example"
         assert sorted(mail.envelopes[0].rcpt_tos) == ["duty@leshan.example", "squad@leshan.example"]
         body = message.get_content()
-        assert "开始时间：2026年12月1日 15:06" in body and "详情：smoke" in body
+        assert (
+            "开始时间：2026年12月1日 15:06" in body
+            and "详情：火情，设备于 2026年12月1日 15:06 上报：烟雾" in body
+        )
 
         _raise(settings, AlertType.fire, NOW + timedelta(minutes=75), clear=True)
         tick_alerter(alerter, NOW + timedelta(minutes=75))

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 
 from alerts import texts as alert_texts
+from alerts.messages import AlertNotice
 from alerts.rules import AlertType, Severity
 from collection import texts as collection_texts
 from collection.lifecycle import OPEN
 from core.chat_robots import MARKDOWN_BYTES, Note, shown_url, wecom_body
+from core.reasons import MESSAGES, Reason, placeholders
 from core.texts import LOCALES, Catalog, local_time, stamp
 from devices.contract import Stream
 
@@ -41,6 +43,47 @@ def test_every_alert_type_severity_stream_and_waiting_status_has_a_name(locale: 
         assert collection_texts.CATALOG.text(locale, f"stream.{stream.value}")
     for status in OPEN:
         assert collection_texts.CATALOG.text(locale, f"status.{status.value}")
+
+
+def test_every_alert_detail_is_in_chinese_with_its_placeholders() -> None:
+    details = {id: message for id, message in MESSAGES.items() if id.startswith("alert.")}
+    assert set(alert_texts.DETAILS_ZH) == set(details)
+    for id, message in details.items():
+        assert placeholders(alert_texts.DETAILS_ZH[id]) == set(message.kinds), id
+
+
+def _notice(reason: Reason | None, text: str) -> AlertNotice:
+    return AlertNotice.model_validate(
+        {
+            "alert_id": 1,
+            "notice": "raised",
+            "type": "seq_gap",
+            "severity": "minor",
+            "state": "active",
+            "bin_id": "b",
+            "site_id": "s",
+            "detail": text,
+            "detail_msg": None if reason is None else reason.dump(),
+            "started_at": MOMENT,
+            "cleared_at": None,
+            "duration_s": None,
+            "recipient": "manager",
+        }
+    )
+
+
+def test_an_alerts_detail_is_written_in_the_channels_language() -> None:
+    gap = Reason("alert.seq_gap", {"last": 1200, "seq": 2405, "lost": 1204})
+    notice = _notice(gap, gap.text)
+    assert alert_texts.detail(notice, "zh_CN", "Asia/Shanghai") == (
+        "序号从 1,200 跳到 2,405，丢失 1,204 条数据"
+    )
+    assert (
+        alert_texts.detail(notice, "en", "Asia/Shanghai") == "seq jumped 1,200 → 2,405: 1,204 lost"
+    )
+    # An alert raised before details were structured: its stored text.
+    old = _notice(None, "battery 12 %")
+    assert alert_texts.detail(old, "zh_CN", "Asia/Shanghai") == "battery 12 %"
 
 
 def test_times_are_the_citys_never_utc() -> None:

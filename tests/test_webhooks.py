@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.main import create_app
 from collection.lifecycle import Status
-from collection.models import CollectionRequest
+from collection.models import CollectionEvent, CollectionRequest
 from core.settings import Settings
 from core.sql import make_engine
 from core.webhooks import (
@@ -268,6 +268,39 @@ def test_escalation_webhook_is_retried_until_delivered(
         f"level 1: community xiaoba: published to {settings.topic_prefix}/grid/xiaoba; "
         "webhook delivered at attempt 3"
     )
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("receiver", [[500, 200]], indirect=True)
+def test_an_escalation_note_keeps_its_message_or_is_edited_as_text_when_older(
+    settings: Settings, pilot_bins: dict[str, BinTags], receiver: Receiver
+) -> None:
+    """Each attempt's outcome replaces the note's webhook part in the text and in the message
+    beside it (core/reasons.py); a note written before notes were structured has no message,
+    and its text is edited as before."""
+    request_id, due = _escalation_setup(settings, receiver.url)
+    engine = make_engine(settings.database_url)
+    escalation = select(CollectionEvent).where(
+        CollectionEvent.request_id == request_id, CollectionEvent.kind == "escalation"
+    )
+    try:
+        with running_collector(settings) as collector:
+            tick(collector, due)
+            with Session(engine) as session:
+                event = session.scalars(escalation).one()
+                assert event.note_msg is not None
+                told = [part["id"] for part in event.note_msg["args"]["told"]]
+                assert (event.note_msg["id"], told) == ("escalation.community", ["webhook.failed"])
+                event.note_msg = None  # as if escalated before notes were structured
+                session.commit()
+            tick(collector, due + timedelta(seconds=30))
+        with Session(engine) as session:
+            event = session.scalars(escalation).one()
+            assert event.note == "level 1: community xiaoba: webhook delivered at attempt 2"
+            assert event.note_msg is None
+    finally:
+        engine.dispose()
+    assert len(receiver.received) == 2
 
 
 @pytest.mark.servers

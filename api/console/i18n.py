@@ -21,8 +21,10 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_skeleton, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal, format_percent
+from babel.numbers import format_percent
 from babel.support import Translations
+
+from core.texts import decimal
 
 LOCALES_DIR: Final = Path(__file__).with_name("locales")
 LOCALES: Final = ("zh_CN", "en")
@@ -95,8 +97,7 @@ class Formats:
     def number(self, value: float | None, digits: int = 0) -> str:
         if value is None:
             return "—"
-        pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, pattern, locale=self.locale)
+        return decimal(value, digits, self.locale)
 
     def percent(self, value: float | None, digits: int = 0) -> str:
         """`value` in percent (0–100), as the locale writes a percentage."""

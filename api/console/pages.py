@@ -41,6 +41,7 @@ from api.console.auth import (
     set_cookie,
 )
 from api.console.i18n import LOCALES, N_, Formats, choose_locale, translations
+from api.console.reasons import explainer
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.routes.alerts import AlertId, acknowledge_alert
 from api.routes.collections import current_time, open_manual
@@ -98,8 +99,10 @@ def render(
 ) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     other = next(other for other in LOCALES if other != locale)
+    fmt = Formats(locale, ZoneInfo(settings.timezone))
     defaults = {
-        "fmt": Formats(locale, ZoneInfo(settings.timezone)),
+        "fmt": fmt,
+        "explain": explainer(fmt),
         "labels": labels,
         "html_lang": locale.replace("_", "-"),
         "now": datetime.now(UTC),

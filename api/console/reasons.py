@@ -1,0 +1,27 @@
+"""The reasons the system writes (core/reasons.py) in the reader's language: each message's
+English template is its msgid in the console's catalogs, numbers and times go through the
+reader's `Formats`, alert types are named as everywhere on the console. A row without a
+structured reason (a person's own note, a row from before) shows its stored text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from api.console import labels
+from api.console.i18n import Formats, translations
+from core.reasons import LocaleWriter, written
+
+Explain = Callable[[Mapping[str, Any] | None, str], str]
+
+
+def explainer(fmt: Formats) -> Explain:
+    """`explain(stored, text)` for templates: the stored reason as `fmt`'s reader reads it."""
+    gettext = translations(fmt.locale).gettext
+    writer = LocaleWriter(
+        template=lambda _id, english: gettext(english),
+        time=fmt.time,
+        alert_type=lambda code: gettext(labels.ALERT_TYPES[code]),
+        locale=fmt.locale,
+    )
+    return lambda stored, text: written(stored, text, writer)
