@@ -4,7 +4,10 @@ registry remembers of their bin (`bin_health`), and every arrival proves its bin
 
 Idempotent, as ingest needs (it retries the hook while it raises, and a redelivered batch runs it
 again): a live alert is raised once by the partial unique index, a reading no newer than the
-bin's last one changes no memory, and clearing is a conditional UPDATE."""
+bin's last one changes no memory (but the open seq gap it fills), and clearing is a conditional
+UPDATE. Several workers may hold readings of one bin at once: each batch locks its bins'
+memories (`store.health`), so they are judged one batch after the other, never from the same
+memory twice."""
 
 from __future__ import annotations
 
@@ -53,8 +56,15 @@ class AlertHook:
                     got.append((message, received, buffered))
             else:
                 others_of.setdefault(bin_id, []).append(arrival)
+        judged_at = datetime.now(UTC)
         with self._sessions() as session:
             remembered = store.health(session, seen_of)
+            if len(remembered) < len(seen_of):
+                # Bins heard of the first time: their rows made (and committed, which lets go
+                # of the locks just taken), then all locked again, none missing now.
+                store.first_heard(session, seen_of.keys() - remembered.keys())
+                session.commit()
+                remembered = store.health(session, seen_of)
             live = store.live_alerts(session, seen_of)
             live_kinds: dict[str, set[str]] = {}
             for bin_id, kind in live:
@@ -76,6 +86,7 @@ class AlertHook:
                         received_at=_at(arrived[-1][1]),
                         live=live_kinds.get(bin_id, ()),
                         buffered=arrived[-1][2],
+                        judged_at=judged_at,
                     )
                     findings = [(finding, arrived[index][1]) for index, finding in found]
                 for arrival in others_of.get(bin_id, ()):

@@ -130,7 +130,9 @@ class AlertDelivery(Base):
 
 
 class BinHealth(Base):
-    """What the rules remember of a bin (`alerts.rules.Memory`) and when it was last heard."""
+    """What the rules remember of a bin (`alerts.rules.Memory`) and when it was last heard.
+    `gap_seqs` are the seqs an open gap waits for (a JSON list, NULL when none is open),
+    `gap_since` when it opened: the alerter finds the gaps past their grace by it."""
 
     __tablename__ = "bin_health"
 
@@ -140,3 +142,5 @@ class BinHealth(Base):
     last_seq: Mapped[int | None] = mapped_column(Integer)
     last_temp_c: Mapped[float | None] = mapped_column(Float)
     full_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    gap_seqs: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))
+    gap_since: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)

@@ -4,15 +4,21 @@
 Hysteresis lives here. A level rule raises at one level and declares the condition over only
 past a second one (battery under 15 % raises, only 25 % or more clears), so a value wobbling
 around the threshold yields one alert, not a storm. Conditions that have no "over" signal of
-their own (a fire event, a seq jump) are over once they have not been seen for a hold time,
+their own (a fire event, lost readings) are over once they have not been seen for a hold time,
 which the alerter's clock decides (`hold_expired`). A reading in the band between the two
 levels says nothing: the alert, if any, stays as it is.
+
+A `seq` jump is not a loss yet: with several ingest workers (or a worker that waited for the
+registry) a bin's readings may reach the rules out of order, the skipped ones after a later one.
+The memory keeps the skipped numbers (an open gap, at most `MAX_MISSING`), a late reading whose
+`seq` is among them fills it, and what is still missing once the gap has been open for
+`gap_grace` is lost (`gap_lost`: on the next reading, or on the alerter's clock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -71,14 +77,23 @@ def hold(limits: Limits, kind: AlertType) -> timedelta:
     return limits.gap_hold if kind is AlertType.seq_gap else limits.event_hold
 
 
+# The seqs an open gap remembers: a jump that would leave more missing is a loss at once (a
+# bin reporting every minute would need an hour of readings overtaken by later ones).
+MAX_MISSING: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """What the rules remember of a bin between readings (stored per bin in the registry)."""
+    """What the rules remember of a bin between readings (stored per bin in the registry):
+    `missing` are the seqs of an open gap (ascending), `gap_since` when its oldest was first
+    missed (ingest's clock: when the rules judged the reading that skipped it)."""
 
     last_ts: datetime | None = None
     last_seq: int | None = None
     last_temp_c: float | None = None
     full_since: datetime | None = None
+    missing: tuple[int, ...] = ()
+    gap_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +141,20 @@ def on_reading(
     received_at: datetime,
     newest: bool,
     buffered: bool = False,
+    judged_at: datetime | None = None,
 ) -> tuple[list[Finding], Memory]:
     """Findings for one reading and the bin's memory after it. Readings must come in `ts`
-    order; an older one than remembered (a redelivery, a late buffer) changes nothing but
-    still proves the bin alive. `newest` marks the bin's latest reading of a batch: only it is
-    judged for clock skew, since the older readings of a flushed offline buffer are old by
-    right, not because the clock is wrong. `buffered` says the newest reading came in an
-    array (a flushed offline buffer): then only a clock ahead is skew (see `_skew`)."""
+    order; an older one than remembered (a redelivery, a late buffer, one overtaken by later
+    ones) changes nothing but the open gap it fills, and still proves the bin alive. `newest`
+    marks the bin's latest reading of a batch: only it is judged for clock skew, since the
+    older readings of a flushed offline buffer are old by right, not because the clock is
+    wrong. `buffered` says the newest reading came in an array (a flushed offline buffer):
+    then only a clock ahead is skew (see `_skew`). `judged_at` (default `received_at`) is when the rules run, the clock of a seq gap's grace:
+    a batch held while the registry was away is judged later than it arrived, and its gaps
+    wait for late readings from then."""
     findings = [_REPORTS_AGAIN]
-    skew_at = _Received(received_at, buffered) if newest else None
-    memory = _judge(reading, memory, limits, skew_at, _EVERY_KIND, findings)
+    received = _Received(received_at, buffered, judged_at or received_at)
+    memory = _judge(reading, memory, limits, received, newest, _EVERY_KIND, findings)
     return findings, memory
 
 
@@ -147,26 +166,25 @@ def on_readings(
     received_at: datetime,
     live: Collection[str],
     buffered: bool = False,
+    judged_at: datetime | None = None,
 ) -> tuple[list[tuple[int, Finding]], Memory]:
     """A bin's readings of one batch at once (in `ts` order; the last is the newest, received
-    at `received_at`, in an offline buffer if `buffered`): each finding with the index of the reading it came from, and the memory
-    after them all. The same as `on_reading` on each in turn, minus the findings that cannot
-    change anything for a bin whose live alert types are `live`: "over" findings of a type
-    that is not live and was not found present earlier in the sequence, and every "reports
-    again" after the first. What remains is what a caller needs to raise, refresh and clear
-    alerts exactly as it would from every finding; leaving the rest unbuilt is what makes a
-    batch cheap."""
+    at `received_at`, in an offline buffer if `buffered`; all judged at `judged_at`): each
+    finding with the index of the reading it came from, and the memory after them all. The
+    same as `on_reading` on each in turn, minus the findings that cannot change anything for
+    a bin whose live alert types are `live`: "over" findings of a type that is not live and
+    was not found present earlier in the sequence, and every "reports again" after the first.
+    What remains is what a caller needs to raise, refresh and clear alerts exactly as it would
+    from every finding; leaving the rest unbuilt is what makes a batch cheap."""
     if not readings:
         return [], memory
     found: list[tuple[int, Finding]] = [(0, _REPORTS_AGAIN)]
     may_be_live = set(live)
     last = len(readings) - 1
     findings: list[Finding] = []
-    newest = _Received(received_at, buffered)
+    newest = _Received(received_at, buffered, judged_at or received_at)
     for index, reading in enumerate(readings):
-        memory = _judge(
-            reading, memory, limits, newest if index == last else None, may_be_live, findings
-        )
+        memory = _judge(reading, memory, limits, newest, index == last, may_be_live, findings)
         if findings:
             for finding in findings:
                 if finding.present:
@@ -178,26 +196,34 @@ def on_readings(
 
 @dataclass(frozen=True, slots=True)
 class _Received:
-    """When the newest reading of a batch arrived, and whether in an offline buffer."""
+    """When a batch arrived (its newest reading), whether in an offline buffer, and when the
+    rules judge it."""
 
     at: datetime
     buffered: bool
+    judged_at: datetime
 
 
 def _judge(
     reading: Reading,
     memory: Memory,
     limits: Limits,
-    received: _Received | None,
+    received: _Received,
+    newest: bool,
     say_over: Container[str],
     findings: list[Finding],
 ) -> Memory:
     """Append one reading's findings (but "over" ones only of the types in `say_over`; clock
-    skew only when `received` is given) and return the memory after it."""
+    skew only for the `newest`) and return the memory after it."""
     ts = reading.ts
     last_ts = memory.last_ts
     if last_ts is not None and ts <= last_ts:
-        return memory
+        # Late: judged by nothing else, but it may be one an open gap waits for.
+        seq = reading.seq
+        if seq is None or seq not in memory.missing:
+            return memory
+        missing, since = _gap(memory, seq, received.judged_at, limits, findings)
+        return replace(memory, missing=missing, gap_since=since)
     temp = reading.temp_c
     if temp is not None:
         _temperature(temp, ts, memory, limits, AlertType.overheat in say_over, findings)
@@ -220,24 +246,91 @@ def _judge(
             )
     else:
         full_since = memory.full_since
-    seq, last_seq = reading.seq, memory.last_seq
-    if seq is not None and last_seq is not None and seq > last_seq + 1:
-        findings.append(
-            Finding(
-                AlertType.seq_gap,
-                True,
-                Reason.of("alert.seq_gap", last=last_seq, seq=seq, lost=seq - last_seq - 1),
-            )
-        )
-    if received is not None:
+    if newest:
         _skew(
             ts - received.at, received.buffered, limits, AlertType.clock_skew in say_over, findings
         )
+    seq, last_seq = reading.seq, memory.last_seq
+    missing, since = memory.missing, memory.gap_since
+    # Most readings follow the last one with no gap open: no gap bookkeeping for them.
+    if seq is not None and (missing or (last_seq is not None and seq > last_seq + 1)):
+        missing, since = _gap(memory, seq, received.judged_at, limits, findings)
     return Memory(
         ts,
         last_seq if seq is None else seq,
         memory.last_temp_c if temp is None else temp,
         full_since,
+        missing,
+        since,
+    )
+
+
+def _gap(
+    memory: Memory, seq: int, at: datetime, limits: Limits, findings: list[Finding]
+) -> tuple[tuple[int, ...], datetime | None]:
+    """The open gap (missing seqs, since when) after a reading numbered `seq` arrived `at`:
+    `seq` fills its place if missing, a jump past the newest seq adds the skipped ones, and a
+    gap open for its grace (or that would grow past `MAX_MISSING`) is reported and forgotten.
+    A seq at or under the newest that is not missing is a redelivery or a reboot (which counts
+    again from there): no gap. Any reading whose seq is missing fills it, a rebooted bin's too."""
+    last_seq, missing, since = memory.last_seq, memory.missing, memory.gap_since
+    if seq in missing:
+        missing = tuple(number for number in missing if number != seq)
+    elif last_seq is not None and seq > last_seq + 1:
+        skipped = range(last_seq + 1, seq)
+        if len(missing) + len(skipped) > MAX_MISSING:
+            count = len(missing) + len(skipped)
+            findings.append(
+                Finding(
+                    AlertType.seq_gap,
+                    True,
+                    Reason.of("alert.seq_gap", last=last_seq, seq=seq, lost=count),
+                )
+            )
+            return (), None
+        missing += tuple(skipped)
+        since = since or at
+    if not missing:
+        return (), None
+    lost = _lost(missing, since, at, limits)
+    if lost is None:
+        return missing, since
+    findings.append(lost)
+    return (), None
+
+
+def gap_lost(memory: Memory, now: datetime, limits: Limits) -> tuple[Finding | None, Memory]:
+    """The alerter's clock on an open gap: the `seq_gap` finding if it has been open for its
+    grace at `now`, and the memory after (the gap forgotten once reported: what is still
+    missing is lost, not awaited); no finding and the same memory while it may still fill."""
+    lost = _lost(memory.missing, memory.gap_since, now, limits)
+    if lost is None:
+        return None, memory
+    return lost, replace(memory, missing=(), gap_since=None)
+
+
+def _lost(
+    missing: tuple[int, ...], since: datetime | None, now: datetime, limits: Limits
+) -> Finding | None:
+    """The count is of the seqs still missing, the newer ones included even if their own grace
+    has not passed: one time is kept per gap, not per seq."""
+    if since is None or not missing or now - since < limits.gap_grace:
+        return None
+    waited = (now - since).total_seconds()
+    if len(missing) == 1:
+        return Finding(
+            AlertType.seq_gap, True, Reason.of("alert.seq_lost_one", seq=missing[0], waited=waited)
+        )
+    return Finding(
+        AlertType.seq_gap,
+        True,
+        Reason.of(
+            "alert.seq_lost",
+            lost=len(missing),
+            first=missing[0],
+            last=missing[-1],
+            waited=waited,
+        ),
     )
 
 

@@ -1,9 +1,10 @@
 """`binwatch alerter`'s loop: everything about alerts that is not a message arriving (ingest's
 hook) or a person acknowledging (the API).
 
-Each `tick(now)` raises `offline` for bins in service silent for N reporting intervals and
-`full_too_long` for bins full past the limit with no reading to say so, clears the `offline`
-alerts of bins since retired (devices/retirement.py), clears held alerts
+Each `tick(now)` raises `offline` for bins in service silent for N reporting intervals,
+`full_too_long` for bins full past the limit with no reading to say so and `seq_gap` for bins
+whose skipped readings did not come within their grace (however quiet the bin since), clears
+the `offline` alerts of bins since retired (devices/retirement.py), clears held alerts
 (events, seq gaps) not seen again for their hold time, delivers queued notices (MQTT, then
 webhooks with retries, then robots and e-mail to people) and copies the history to InfluxDB.
 Driven by the `now` it is given, so
@@ -20,6 +21,7 @@ from functools import partial
 from typing import Final
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from alerts import rules, store, texts
 from alerts.delivery import Deliverer
@@ -70,7 +72,8 @@ class Alerter(TickingService):
         return [self.watch, self.deliver, self.notify, self.export]
 
     def watch(self, now: datetime) -> None:
-        """The conditions only the clock can tell: silence, full for too long, hold expiry."""
+        """The conditions only the clock can tell: silence, full for too long, readings lost,
+        hold expiry."""
         prefix = self.settings.topic_prefix
         with self.sessions() as session:
             for row in store.silent_bins(session, now - self.limits.silent_for):
@@ -89,6 +92,10 @@ class Alerter(TickingService):
                     if store.live_alert(session, row.bin_id, finding.kind) is None:
                         store.raise_alert(session, row.bin_id, finding, now=now, prefix=prefix)
                     session.commit()
+            for bin_id in store.gaps_open_since(session, now - self.limits.gap_grace):
+                with self.item("watch", f"bin {bin_id}", session):
+                    self._gap(session, bin_id, now)
+                    session.commit()
             for alert in store.live_at_retired_bins(session, rules.AlertType.offline):
                 with self.item("watch", f"alert {alert.id}", session):
                     # Nobody expects a retired bin to report: its silence is no longer news.
@@ -101,6 +108,19 @@ class Alerter(TickingService):
                         unseen = Reason.of("alert.unseen", hold=rules.hold(self.limits, kind))
                         store.clear(session, alert, now=now, note=unseen, prefix=prefix)
                     session.commit()
+
+    def _gap(self, session: Session, bin_id: str, now: datetime) -> None:
+        """Raise the bin's gap if still open past its grace, and forget it (the bin's memory is
+        locked meanwhile: a worker filling the gap waits, or has filled it already)."""
+        known = store.health(session, [bin_id]).get(bin_id)
+        if known is None:
+            return
+        finding, memory = rules.gap_lost(known.memory, now, self.limits)
+        if finding is None:
+            return
+        store.raise_alert(session, bin_id, finding, now=now, prefix=self.settings.topic_prefix)
+        store.remember_gap(session, bin_id, memory)
+        log.info("alert %s at %s: %s", finding.kind, bin_id, finding.detail)
 
     def deliver(self, now: datetime) -> None:
         """Every due notice once: MQTT now, webhooks queued in their receiver's lane."""

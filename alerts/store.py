@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Select, Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -269,33 +270,52 @@ class Remembered(NamedTuple):
 
 
 def health(session: Session, bin_ids: Iterable[str]) -> dict[str, Remembered]:
-    """What is remembered of these bins: one query, plain rows (no ORM objects to track)."""
+    """What is remembered of these bins: one query, plain rows (no ORM objects to track). The
+    rows are locked until the transaction ends (in bin order, so two callers cannot deadlock
+    on them): ingest workers judging readings of one bin at once would each start from the
+    same memory and the last to write would lose the other's (a seq of an open gap filled by
+    one, still missing for the other). A row not there yet is not locked: `first_heard`."""
     table = _table(BinHealth)
     rows = session.execute(
-        select(
-            table.c.bin_id,
-            table.c.last_ts,
-            table.c.last_seq,
-            table.c.last_temp_c,
-            table.c.full_since,
-            table.c.last_seen_at,
-        ).where(table.c.bin_id.in_(list(bin_ids)))
+        select(table.c.bin_id, table.c.last_seen_at, *(table.c[c] for c in _MEMORY_COLUMNS))
+        .where(table.c.bin_id.in_(sorted(bin_ids)))
+        .order_by(table.c.bin_id)
+        .with_for_update()
     )
     return {
-        bin_id: Remembered(Memory(last_ts, last_seq, last_temp_c, full_since), last_seen_at)
-        for bin_id, last_ts, last_seq, last_temp_c, full_since, last_seen_at in rows
+        bin_id: Remembered(_memory(*memory), last_seen_at) for bin_id, last_seen_at, *memory in rows
     }
+
+
+def first_heard(session: Session, bin_ids: Iterable[str]) -> None:
+    """Empty `bin_health` rows for bins heard of the first time, where no other worker has made
+    one meanwhile (the caller commits, then locks them with `health`)."""
+    rows = [{"bin_id": bin_id} for bin_id in sorted(bin_ids)]
+    if rows:
+        session.execute(_insert(session, BinHealth).on_conflict_do_nothing(), rows)
+
+
+def _insert(session: Session, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can be told to do nothing on a conflict, in the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def _memory(
+    last_ts: datetime | None,
+    last_seq: int | None,
+    last_temp_c: float | None,
+    full_since: datetime | None,
+    gap_seqs: list[int] | None,
+    gap_since: datetime | None,
+) -> Memory:
+    return Memory(last_ts, last_seq, last_temp_c, full_since, tuple(gap_seqs or ()), gap_since)
 
 
 def memory_of(row: BinHealth | None) -> Memory:
     if row is None:
         return Memory()
-    return Memory(
-        last_ts=row.last_ts,
-        last_seq=row.last_seq,
-        last_temp_c=row.last_temp_c,
-        full_since=row.full_since,
-    )
+    return _memory(*(getattr(row, column) for column in _MEMORY_COLUMNS))
 
 
 def remember(
@@ -342,7 +362,14 @@ def remember(
             session.execute(by_bin.values(values), rows)
 
 
-_MEMORY_COLUMNS: Final = ("last_ts", "last_seq", "last_temp_c", "full_since")
+_MEMORY_COLUMNS: Final = (
+    "last_ts",
+    "last_seq",
+    "last_temp_c",
+    "full_since",
+    "gap_seqs",
+    "gap_since",
+)
 
 
 def _memory_row(memory: Memory) -> dict[str, Any]:
@@ -351,7 +378,19 @@ def _memory_row(memory: Memory) -> dict[str, Any]:
         "v_last_seq": memory.last_seq,
         "v_last_temp_c": memory.last_temp_c,
         "v_full_since": memory.full_since,
+        "v_gap_seqs": list(memory.missing) or None,
+        "v_gap_since": memory.gap_since,
     }
+
+
+def remember_gap(session: Session, bin_id: str, memory: Memory) -> None:
+    """Store the bin's open gap as `memory` has it (what the alerter's clock changes)."""
+    gap = _memory_row(memory)
+    session.execute(
+        update(BinHealth)
+        .where(BinHealth.bin_id == bin_id)
+        .values(gap_seqs=gap["v_gap_seqs"], gap_since=gap["v_gap_since"])
+    )
 
 
 def refresh_seen(session: Session, seen: dict[Alert, datetime]) -> None:
@@ -394,6 +433,15 @@ def silent_bins(session: Session, seen_before: datetime) -> list[BinHealth]:
 
 def full_since_before(session: Session, moment: datetime) -> list[BinHealth]:
     return list(session.scalars(_in_service_health().where(BinHealth.full_since <= moment)))
+
+
+def gaps_open_since(session: Session, moment: datetime) -> list[str]:
+    """Bins in service with a seq gap open since `moment` or before (the alerter locks and
+    reads each again with `health`: a worker may have filled it meanwhile)."""
+    query = _in_service_health().where(BinHealth.gap_since <= moment)
+    return list(
+        session.scalars(query.with_only_columns(BinHealth.bin_id).order_by(BinHealth.bin_id))
+    )
 
 
 def live_at_retired_bins(session: Session, kind: AlertType) -> list[Alert]:

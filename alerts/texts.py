@@ -79,6 +79,8 @@ DETAILS_ZH: Final[Mapping[str, str]] = {
     "alert.fill": "满溢度 %(fill)s%%",
     "alert.full_too_long": "已满 %(minutes)s 分钟",
     "alert.seq_gap": "序号从 %(last)s 跳到 %(seq)s，丢失 %(lost)s 条数据",
+    "alert.seq_lost_one": "序号 %(seq)s 的数据 %(waited)s 秒内未收到，丢失 1 条",
+    "alert.seq_lost": "序号 %(first)s … %(last)s 的数据 %(waited)s 秒内未收到，丢失 %(lost)s 条",
     "alert.overheat": "温度 %(temp)s °C，≥ %(limit)s °C",
     "alert.overheat_rising": "温度 %(temp)s °C，每分钟上升 %(rise)s °C（≥ %(limit)s）",
     "alert.temperature": "温度 %(temp)s °C",

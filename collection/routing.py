@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-import vroom
-
 from collection.planning import (
     Job,
     Plan,
@@ -116,6 +114,11 @@ def _round(
     exploration: int,
 ) -> bool:
     """One load per vehicle; False when no vehicle could take any waiting job."""
+    # Imported when a plan is solved, not with the module: pyvroom brings numpy and pandas
+    # (most of a second of CPU), and every API and CLI process imports this module while only
+    # the collector and a plan request solve.
+    import vroom
+
     problem = vroom.Input()
     problem.set_durations_matrix("car", [[round(s) for s in row] for row in matrix.seconds])
     problem.set_distances_matrix("car", [[round(m) for m in row] for row in matrix.metres])

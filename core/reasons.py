@@ -72,6 +72,16 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "alert.seq_gap": _message(
         "seq jumped %(last)s → %(seq)s: %(lost)s lost", last=0, seq=0, lost=0
     ),
+    "alert.seq_lost_one": _message(
+        "1 lost: seq %(seq)s not received within %(waited)s s", seq=0, waited=0
+    ),
+    "alert.seq_lost": _message(
+        "%(lost)s lost: seq %(first)s … %(last)s not received within %(waited)s s",
+        lost=0,
+        first=0,
+        last=0,
+        waited=0,
+    ),
     "alert.overheat": _message("%(temp)s °C ≥ %(limit)s °C", temp=1, limit=0),
     "alert.overheat_rising": _message(
         "%(temp)s °C, rising %(rise)s °C/min (≥ %(limit)s)", temp=1, rise=1, limit=1

@@ -350,6 +350,12 @@ class AlertSettings(_Group):
     event_hold_min: float = Field(
         30, gt=0, description="minutes without a repeat after which an event's alert clears"
     )
+    gap_grace_s: float = Field(
+        120,
+        ge=0,
+        description="seconds a seq gap waits for its skipped readings (overtaken by later ones,"
+        " e.g. held by another ingest worker) before they count as lost; 0: lost at once",
+    )
     gap_hold_min: float = Field(
         60, gt=0, description="minutes without a new seq gap after which a gap alert clears"
     )
@@ -378,6 +384,10 @@ class AlertSettings(_Group):
     @property
     def event_hold(self) -> timedelta:
         return timedelta(minutes=self.event_hold_min)
+
+    @property
+    def gap_grace(self) -> timedelta:
+        return timedelta(seconds=self.gap_grace_s)
 
     @property
     def gap_hold(self) -> timedelta:

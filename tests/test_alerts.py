@@ -232,6 +232,51 @@ def test_offline_by_will_and_by_silence_and_back(
     assert _notices(mqtt) == [("offline", "raised"), ("offline", "cleared")] * 2
 
 
+def test_a_gap_waits_for_late_readings_and_what_never_comes_is_lost_on_the_alerters_clock(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """seq 1, 5 and 7 arrive (2–4 and 6 skipped), then 3 and 6 late: after the grace the
+    alerter raises one gap for 2 and 4, which never came; a tick before it raises nothing."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    settings = settings.model_copy(update={"alert_offline_intervals": 1000})
+    grace = settings.alert.gap_grace
+    with running_alerter(settings) as alerter, alert_ingest(settings):
+        _send(
+            settings,
+            TopicKind.telemetry,
+            *(Reading(ts=now + timedelta(seconds=s), seq=s, fill_pct=10) for s in (1, 5, 7)),
+        )
+        wait_for(lambda: _gap(settings) == (2, 3, 4, 6), timeout=10, what="the gap remembered")
+        _send(
+            settings,
+            TopicKind.telemetry,
+            *(Reading(ts=now + timedelta(seconds=s), seq=s, fill_pct=10) for s in (3, 6)),
+        )
+        wait_for(lambda: _gap(settings) == (2, 4), timeout=10, what="3 and 6 filled")
+        tick_alerter(alerter, datetime.now(UTC) + grace - timedelta(seconds=5))
+        assert _alerts(settings, type="seq_gap") == []
+        tick_alerter(alerter, datetime.now(UTC) + grace + timedelta(seconds=1))
+        (alert,) = _alerts(settings, type="seq_gap")
+        assert (alert.state, alert.bin_id) == ("active", BIN)
+        assert alert.detail.startswith("2 lost: seq 2 … 4 not received within ")
+        assert _gap(settings) == ()  # reported: no longer awaited, not raised again
+        tick_alerter(
+            alerter, datetime.now(UTC) + grace + alerter.limits.gap_hold + timedelta(seconds=2)
+        )
+        assert [a.state for a in _alerts(settings, type="seq_gap")] == ["cleared"]
+
+
+def _gap(settings: Settings) -> tuple[int, ...] | None:
+    """The seqs BIN's open gap waits for, as the registry remembers them (None: never heard)."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            known = store.health(session, [BIN]).get(BIN)
+            return None if known is None else known.memory.missing
+    finally:
+        engine.dispose()
+
+
 def test_api_lists_filters_and_acknowledges(
     settings: Settings, pilot_bins: dict[str, BinTags]
 ) -> None:

@@ -89,10 +89,117 @@ def test_full_too_long_after_the_limit_and_cleared_when_emptied() -> None:
     ]
 
 
-def test_a_seq_jump_is_a_gap_and_a_reset_is_not() -> None:
-    steps = _run(AlertType.seq_gap, _r(0, seq=1), _r(1, seq=2), _r(2, seq=5), _r(3, seq=0))
-    assert [_kinds(s) for s in steps] == [[], [], [(AlertType.seq_gap, True)], []]
-    assert "2 lost" in steps[2][0].detail
+def _arrive(
+    *readings: tuple[Reading, float], memory: Memory | None = None, limits: Limits = LIMITS
+) -> tuple[list[Finding], Memory]:
+    """The `seq_gap` findings of readings fed to one bin's memory in the order they arrive,
+    each with the seconds after T0 it arrived, and the memory after them."""
+    memory, out = memory or Memory(), []
+    for reading, second in readings:
+        found, memory = rules.on_reading(
+            reading, memory, limits, received_at=T0 + timedelta(seconds=second), newest=True
+        )
+        out += [f for f in found if f.kind is AlertType.seq_gap]
+    return out, memory
+
+
+GRACE_S = LIMITS.gap_grace.total_seconds()
+
+
+def test_a_seq_jump_waits_for_the_skipped_readings_and_a_reset_is_no_gap() -> None:
+    found, memory = _arrive((_r(0, seq=1), 0), (_r(1, seq=2), 1), (_r(2, seq=5), 2))
+    assert found == []
+    assert (memory.last_seq, memory.missing, memory.gap_since) == (
+        5,
+        (3, 4),
+        T0 + timedelta(seconds=2),
+    )
+    found, after = _arrive((_r(3, seq=0), 3), memory=Memory(last_ts=T0, last_seq=6))
+    assert (found, after.last_seq, after.missing) == ([], 0, ())  # a reboot counts again
+
+
+def test_readings_overtaken_by_later_ones_fill_the_gap_and_nothing_is_lost() -> None:
+    # seq 7 and 8 held by a worker that was killed, delivered after seq 9 and 10.
+    found, memory = _arrive(
+        (_r(0, seq=6), 0),
+        (_r(3, seq=9), 3),
+        (_r(4, seq=10), 4),
+        (_r(1, seq=7, battery_pct=1), 30),  # late: fills its place, judged by nothing else
+        (_r(2, seq=8), 31),
+        (_r(5, seq=11), GRACE_S + 60),
+    )
+    assert found == []
+    assert (memory.last_seq, memory.missing, memory.gap_since) == (11, (), None)
+    assert memory.last_ts == _r(5).ts
+    assert rules.gap_lost(memory, T0 + timedelta(days=1), LIMITS) == (None, memory)
+
+
+def test_what_is_still_missing_after_the_grace_is_lost_once() -> None:
+    found, memory = _arrive((_r(0, seq=1), 0), (_r(1, seq=5), 1), (_r(0.5, seq=3), 2))
+    assert (found, memory.missing) == ([], (2, 4))
+    opened = T0 + timedelta(seconds=1)
+    grace = LIMITS.gap_grace
+    assert rules.gap_lost(memory, opened + grace - timedelta(seconds=1), LIMITS) == (None, memory)
+    # The alerter's clock: the bin said nothing since.
+    lost, after = rules.gap_lost(memory, opened + grace, LIMITS)
+    assert lost is not None and (lost.kind, lost.present) == (AlertType.seq_gap, True)
+    assert lost.detail == f"2 lost: seq 2 … 4 not received within {GRACE_S:.0f} s"
+    assert after == Memory(memory.last_ts, 5, full_since=memory.full_since)
+    assert _arrive((_r(0.2, seq=2), GRACE_S + 9), memory=after) == ([], after)  # too late
+    # Or the bin's next reading, if it comes first.
+    found, after_reading = _arrive((_r(2, seq=6), GRACE_S + 1), memory=memory)
+    assert [f.detail for f in found] == [f"2 lost: seq 2 … 4 not received within {GRACE_S:.0f} s"]
+    assert (after_reading.last_seq, after_reading.missing) == (6, ())
+
+
+def test_a_jump_past_what_a_gap_remembers_is_lost_at_once_and_so_is_any_without_grace() -> None:
+    found, memory = _arrive((_r(0, seq=1), 0), (_r(1, seq=3 + rules.MAX_MISSING), 1))
+    assert [f.detail for f in found] == [f"seq jumped 1 → {3 + rules.MAX_MISSING}: 65 lost"]
+    assert memory.missing == ()
+    # Just fits, then one more skipped: all of them lost.
+    found, memory = _arrive((_r(0, seq=1), 0), (_r(1, seq=2 + rules.MAX_MISSING), 1))
+    assert (found, len(memory.missing)) == ([], rules.MAX_MISSING)
+    found, memory = _arrive((_r(2, seq=rules.MAX_MISSING + 4), 2), memory=memory)
+    assert [f.detail for f in found] == [f"seq jumped {rules.MAX_MISSING + 2} → 68: 65 lost"]
+    at_once = LIMITS.model_copy(update={"gap_grace_s": 0})
+    found, memory = _arrive((_r(0, seq=1), 0), (_r(1, seq=4), 1), limits=at_once)
+    assert [f.detail for f in found] == ["2 lost: seq 2 … 3 not received within 0 s"]
+    assert memory.missing == ()
+
+
+def test_a_held_batch_waits_from_when_it_is_judged_not_from_when_it_arrived() -> None:
+    late = T0 + timedelta(seconds=GRACE_S * 3)  # held while the registry was away
+    found, memory = rules.on_reading(
+        _r(1, seq=5),
+        Memory(last_ts=T0, last_seq=1),
+        LIMITS,
+        received_at=T0,
+        newest=True,
+        judged_at=late,
+    )
+    assert [f for f in found if f.kind is AlertType.seq_gap] == []
+    assert (memory.missing, memory.gap_since) == ((2, 3, 4), late)
+
+
+@settings(max_examples=200, deadline=None)
+@given(order=st.permutations(range(12)), batch=st.integers(1, 4))
+def test_readings_in_any_order_within_the_grace_raise_no_gap(order: list[int], batch: int) -> None:
+    """Whatever order the workers deliver a bin's readings in, in batches of any size (each in
+    `ts` order, as the hook sorts them), none is lost while all come within the grace."""
+    memory = Memory(last_ts=T0, last_seq=0)
+    found: list[Finding] = []
+    for start in range(0, len(order), batch):
+        readings = [_r(seq + 1, seq=seq + 1) for seq in sorted(order[start : start + batch])]
+        got, memory = rules.on_readings(
+            readings,
+            memory,
+            LIMITS,
+            received_at=T0 + timedelta(seconds=start),
+            live=(),
+        )
+        found += [f for _, f in got if f.kind is AlertType.seq_gap]
+    assert found == []
+    assert (memory.last_seq, memory.missing, memory.gap_since) == (12, (), None)
 
 
 def test_clock_skew_with_hysteresis_and_only_on_the_newest_reading() -> None:
@@ -213,7 +320,11 @@ _readings = st.lists(
     readings=_readings,
     live=st.sets(st.sampled_from(list(AlertType))),
     remembered=st.sampled_from(
-        [Memory(), Memory(last_ts=T0 + timedelta(minutes=100), last_seq=3, last_temp_c=30)]
+        [
+            Memory(),
+            Memory(last_ts=T0 + timedelta(minutes=100), last_seq=3, last_temp_c=30),
+            Memory(last_ts=T0 + timedelta(minutes=3), last_seq=5, missing=(1, 4), gap_since=T0),
+        ]
     ),
     skew=st.sampled_from([timedelta(0), timedelta(minutes=3), timedelta(hours=1)]),
 )
