@@ -268,7 +268,9 @@ class Ingestor:
 
     def run(self, stop: threading.Event) -> None:
         self._first_tries(self._prepare_database, "InfluxDB", stop)
-        self.refresh_registry()
+        # Without the fleet every reading would be dead-lettered as an unknown bin: the first
+        # read must succeed before ingest subscribes, as InfluxDB must answer.
+        self._first_tries(self._first_registry_read, "the registry", stop)
         if self.settings.ingest.metrics_port:
             self.metrics.serve(self.settings.ingest.metrics_port + self.worker, self.health)
         self._mqtt.start()
@@ -316,12 +318,22 @@ class Ingestor:
 
     def refresh_registry(self) -> None:
         try:
-            with Session(self.engine) as session:
-                tags = bin_tags(session, in_service_only=True)
-                retired = frozenset(retired_bin_ids(session))
+            self._read_registry()
         except Exception:
             log.exception("could not read the registry; keeping the %d bins known", len(self._tags))
-            return
+
+    def _first_registry_read(self) -> None:
+        try:
+            self._read_registry()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise SinkUnavailable(str(exc)) from exc
+
+    def _read_registry(self) -> None:
+        with Session(self.engine) as session:
+            tags = bin_tags(session, in_service_only=True)
+            retired = frozenset(retired_bin_ids(session))
         # One assignment replaces the dict paho's thread reads: no lock needed, never half-built.
         self._tags = {bin_id: tag_set(t.as_tags()) for bin_id, t in tags.items()}
         self._retired = retired
