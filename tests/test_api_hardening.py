@@ -28,9 +28,7 @@ from devices.models import Bin, Vehicle
 from devices.registry import BinTags
 from security.keys import TOKEN_PREFIX
 from tests.helpers import ADMIN_ACTOR, ADMIN_HEADERS
-from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, world
-
-__all__ = ["world"]  # the fixture, shared with tests/test_security_api.py
+from tests.test_security_api import ADMIN, MANAGER, OPERATOR, World, _as, open_world
 
 
 def _chunks(total: int) -> Iterator[bytes]:
@@ -67,6 +65,13 @@ def _path_routes(app: FastAPI) -> list[tuple[str, str]]:
         for method in item
         if "{" in path
     ]
+
+
+@pytest.fixture
+def world(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[World]:
+    """test_security_api's world, one per test here: these tests open requests and alerts."""
+    with open_world(settings) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ who may and who may not; plus the rate limit, the body limit and InfluxQL inject
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,9 +125,15 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(module_settings: Settings) -> Iterator[World]:
-    """A manager of site A, an operator serving A (and not B), and the admin; one for the
-    module (a test that adds keys or a request touches nothing another test reads)."""
-    settings = module_settings
+    """One for the module: a test that adds keys or a request touches nothing another reads."""
+    with open_world(module_settings) as opened:
+        yield opened
+
+
+@contextmanager
+def open_world(settings: Settings) -> Iterator[World]:
+    """A manager of site A, an operator serving A (and not B), and the admin, over the pilot
+    registry of `settings`."""
     engine = make_engine(settings.database_url)
     now = datetime.now(UTC)
     with Session(engine) as session:
