@@ -66,13 +66,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class PostgresDatabases:
     """Creates an empty database per test on one server (CREATE DATABASE copies the empty
     template in ~0.1 s) and drops it afterwards, connections and all; and turns one into a
-    copy of the pilot registry (migrated, with the fleet), seeded once per session."""
+    copy of a registry prepared once per session (migrated, and with the pilot fleet or not)."""
 
     def __init__(self, admin_url: str) -> None:
         url = make_url(admin_url)
         self._admin_url = admin_url
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._pilot: str | None = None
+        self._prepared: dict[bool, str] = {}
 
     @contextmanager
     def database(self) -> Iterator[str]:
@@ -83,25 +83,25 @@ class PostgresDatabases:
         finally:
             self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def copy_pilot_into(self, url: str) -> bool:
-        """Replace the empty database at `url` by a copy of the pilot registry; False when it
-        is in use already (somebody connected: it is left alone)."""
-        if self._pilot is None:
-            pilot = f"pilot_{uuid.uuid4().hex[:12]}"  # dropped by close(), at the session's end
-            self._run(f'CREATE DATABASE "{pilot}"')
-            seed_pilot_registry(self._url(pilot))
-            self._pilot = pilot
-        name = make_url(url).database
+    def copy_prepared_into(self, url: str, *, fleet: bool) -> bool:
+        """Replace the empty database at `url` by a copy of the prepared registry; False when
+        it is in use already (somebody connected: it is left alone)."""
+        if fleet not in self._prepared:
+            name = f"prepared_{uuid.uuid4().hex[:12]}"  # dropped by close(), at the session's end
+            self._run(f'CREATE DATABASE "{name}"')
+            prepare(self._url(name), fleet=fleet)
+            self._prepared[fleet] = name
+        target = make_url(url).database
         try:
-            self._run(f'DROP DATABASE "{name}"')
+            self._run(f'DROP DATABASE "{target}"')
         except psycopg.errors.ObjectInUse:
             return False
-        self._run(f'CREATE DATABASE "{name}" TEMPLATE "{self._pilot}"')
+        self._run(f'CREATE DATABASE "{target}" TEMPLATE "{self._prepared[fleet]}"')
         return True
 
     def close(self) -> None:
-        if self._pilot is not None:
-            self._run(f'DROP DATABASE IF EXISTS "{self._pilot}" WITH (FORCE)')
+        for name in self._prepared.values():
+            self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def _url(self, name: str) -> str:
         return make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
@@ -111,9 +111,11 @@ class PostgresDatabases:
             connection.execute(statement.encode())
 
 
-def seed_pilot_registry(database_url: str) -> None:
-    """Migrate the registry at `database_url` and load the default pilot fleet."""
+def prepare(database_url: str, *, fleet: bool) -> None:
+    """Migrate the registry at `database_url`, and load the default pilot fleet if `fleet`."""
     migrate(database_url)
+    if not fleet:
+        return
     engine = make_engine(database_url)
     try:
         with Session(engine) as session:
@@ -145,27 +147,34 @@ def postgres_databases(request: pytest.FixtureRequest) -> Iterator[PostgresDatab
 
 
 @pytest.fixture(scope="session")
-def sqlite_pilot_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pilot registry on SQLite, seeded once per session, for tests to copy."""
-    path = tmp_path_factory.mktemp("pilot-registry") / "registry.db"
-    seed_pilot_registry(f"sqlite:///{path}")
-    return path
+def sqlite_prepared() -> dict[bool, Path]:
+    """SQLite registries prepared once per session (with the fleet or not), for tests to copy;
+    each made when first wanted."""
+    return {}
 
 
-def copy_pilot_registry(database_url: str, request: pytest.FixtureRequest) -> bool:
-    """Turn the empty registry at `database_url` into the pilot registry (migrated, with the
-    default fleet) by copying one seeded once per session: a copy takes a tenth of the second
-    that migrating and loading take, for each of hundreds of tests. False, and nothing done,
-    when the registry is no longer empty and unused; the caller then seeds it itself."""
+def prepare_registry(database_url: str, request: pytest.FixtureRequest, *, fleet: bool) -> None:
+    """Migrate the empty registry at `database_url` (and load the pilot fleet if `fleet`) by
+    copying one prepared once per session: a copy takes a tenth of the second that migrating
+    and loading take, for each of hundreds of tests. A registry no longer empty and unused is
+    prepared in place instead."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         target = Path(str(url.database))
-        if target.exists():
-            return False
-        shutil.copyfile(request.getfixturevalue("sqlite_pilot_registry"), target)
-        return True
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases.copy_pilot_into(database_url)
+        if not target.exists():
+            prepared: dict[bool, Path] = request.getfixturevalue("sqlite_prepared")
+            if fleet not in prepared:
+                folder = request.getfixturevalue("tmp_path_factory").mktemp("prepared")
+                prepare(f"sqlite:///{folder / 'registry.db'}", fleet=fleet)
+                prepared[fleet] = folder / "registry.db"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(prepared[fleet], target)
+            return
+    else:
+        databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+        if databases.copy_prepared_into(database_url, fleet=fleet):
+            return
+    prepare(database_url, fleet=fleet)
 
 
 @contextmanager
@@ -195,7 +204,7 @@ def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[Postgr
     URL of a database on it, migrated, with the pilot fleet."""
     server = PostgresServer(tmp_path / "postgresql", free_port())
     with server, PostgresDatabases(server.database_url()).database() as url:
-        seed_pilot_registry(url)
+        prepare(url, fleet=True)
         yield server, url
 
 
@@ -203,8 +212,7 @@ def own_postgres(registry_backend: str, tmp_path: Path) -> Iterator[tuple[Postgr
 def pilot_bins(settings: Settings, request: pytest.FixtureRequest) -> dict[str, BinTags]:
     """The registry migrated and loaded with the default pilot fleet; its bins by id."""
     url = settings.database_url.get_secret_value()
-    if not copy_pilot_registry(url, request):
-        seed_pilot_registry(url)
+    prepare_registry(url, request, fleet=True)
     engine = make_engine(url)
     try:
         with Session(engine) as session:
@@ -225,6 +233,5 @@ def module_settings(
     modules whose tests read what a module fixture made, or change nothing the others read.
     One registry and app for dozens of tests instead of one each."""
     with registry_database(registry_backend, tmp_path_factory.mktemp("registry"), request) as url:
-        if not copy_pilot_registry(url, request):
-            seed_pilot_registry(url)
+        prepare_registry(url, request, fleet=True)
         yield isolated_settings(mqtt_server.url, influx_server.url, url)

@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from binwatch.database import migrate
 from binwatch.servers import free_port
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
@@ -25,6 +24,7 @@ from devices.models import MAX_ROW_ID, Area, Bin, Operator, Site
 from devices.registry import bin_tags
 from ingest.decode import decode
 from tests.helpers import ADMIN_HEADERS
+from tests.registry_backends import prepare_registry
 
 pytestmark = pytest.mark.servers
 
@@ -44,9 +44,9 @@ def iso(ms: int) -> str:
 
 
 @pytest.fixture
-def registry(settings: Settings) -> dict[str, str]:
+def registry(settings: Settings, request: pytest.FixtureRequest) -> dict[str, str]:
     """The registry, migrated and filled by hand; returns each bin's escaped tag set."""
-    migrate(settings.database_url)
+    prepare_registry(settings.database_url.get_secret_value(), request, fleet=False)
     engine = make_engine(settings.database_url)
     with session_factory(engine)() as session:
         session.add_all(

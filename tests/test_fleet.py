@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from binwatch.commands.fleet import fleet_app
-from binwatch.database import migrate
 from core.errors import FleetError
 from core.sql import make_engine, session_factory
 from devices.fleet import Fleet, default_fleet_path, import_fleet, load_fleet
 from devices.models import Area, AreaContact, Bin, Operator, Site
 from devices.registry import BinTags, bin_tags
+from tests.registry_backends import prepare_registry
 
 # Line numbers matter: the bad-file cases below assert them.
 MINI = """\
@@ -50,9 +50,9 @@ sites:
 
 
 @pytest.fixture
-def session(registry_url: str) -> Iterator[Session]:
+def session(registry_url: str, request: pytest.FixtureRequest) -> Iterator[Session]:
     url = registry_url
-    migrate(url)
+    prepare_registry(url, request, fleet=False)
     engine = make_engine(url)
     with session_factory(engine)() as session:
         yield session
