@@ -170,6 +170,10 @@ def test_a_manager_logs_in_sees_their_site_and_logs_out(stack: Stack) -> None:
         assert live.headers["hx-redirect"] == "/console/login"
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="what the page, cookie or log says; the logins, sessions and queries behind it run on both above",
+)
 def test_secure_cookies_behind_https(stack: Stack) -> None:
     stack.settings = stack.settings.model_copy(update={"console_secure_cookie": True})
     with stack.client("https://testserver") as client:
@@ -180,6 +184,10 @@ def test_secure_cookies_behind_https(stack: Stack) -> None:
         assert "Secure" in cookie
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="what the page, cookie or log says; the logins, sessions and queries behind it run on both above",
+)
 @pytest.mark.parametrize(
     ("language", "message"),
     [("en-US,en;q=0.9", "Wrong user name or password."), ("zh-CN", "用户名或密码错误。")],
@@ -220,6 +228,10 @@ def test_an_address_locks_across_accounts(stack: Stack) -> None:
         assert "登录失败次数过多" in _problem(locked.text)
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="what the page, cookie or log says; the logins, sessions and queries behind it run on both above",
+)
 def test_forms_without_the_sessions_csrf_token_are_refused(stack: Stack) -> None:
     with stack.client(**{"Accept-Language": "en"}) as client:
         form = client.get("/console/login")
@@ -296,6 +308,10 @@ def test_a_grid_official_starts_at_their_area_and_may_not_act_for_managers(stack
         assert "您的角色无权查看此页面" in refused.text  # the user's locale: zh_CN
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="what the page, cookie or log says; the logins, sessions and queries behind it run on both above",
+)
 def test_the_language_switch_keeps_the_users_choice_and_returns_only_to_console_pages(
     stack: Stack,
 ) -> None:
@@ -454,6 +470,10 @@ def test_reasons_the_system_wrote_read_in_the_users_language(stack: Stack) -> No
         assert "battery 10 %" in client.get(f"/console/sites/{SITE_A}/live").text
 
 
+@pytest.mark.registry_backends(
+    "sqlite",
+    reason="what the page, cookie or log says; the logins, sessions and queries behind it run on both above",
+)
 def test_no_password_or_session_token_is_logged(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
