@@ -16,6 +16,10 @@ SYSTEM_PACKAGES := \
 	/usr/bin/chromium:chromium \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
 STAMP := $(VENV)/.installed
+# Test modules run in parallel, each whole on one worker (its module-wide fixtures stay one):
+# most of a test's time is waiting on servers it started, so two workers on two cores take about
+# half the time of one (docs/deployment.md). Each worker starts its own servers.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system demo test lint unit bench clean
 
@@ -50,7 +54,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/ingest.py

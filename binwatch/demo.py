@@ -28,11 +28,11 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.cells import cell_len
-from rich.console import Console
 from rich.live import Live
 from sqlalchemy.orm import Session
 
 from binwatch.demo_logins import demo_logins
+from binwatch.output import console, error, say
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
 from compliance.rollups import catch_up
 from core.errors import BinwatchError
@@ -43,8 +43,6 @@ from devices.models import Bin
 from security import mqtt_auth
 from simulator.faults import KINDS
 from simulator.publisher import inject_fault
-
-console = Console(stderr=True)
 
 # How often the status line is redrawn (and readings/s averaged over).
 STATUS_EVERY_S = 2.0
@@ -123,11 +121,11 @@ def demo(
                     "simulator": simulate,
                 }.items()
             }
-            console.print(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
-            console.print(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
-            console.print(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
+            say(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
+            say(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
+            say(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
             for login in demo_logins(env["BINWATCH_DATABASE_URL"]):
-                console.print(
+                say(
                     f"  {login.title:<19} {login.scope}{' ' * (14 - cell_len(login.scope))}"
                     f"{login.username} / {login.password}",
                     soft_wrap=True,
@@ -135,14 +133,14 @@ def demo(
                 )
             _status_until_interrupted(metrics_port, children)
     except BinwatchError as exc:
-        console.print(f"[red]{exc}[/red]")
+        error(exc)
         raise typer.Exit(1) from exc
-    console.print("stopped; data kept in", data_dir)
+    say("stopped; data kept in", data_dir)
 
 
 def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:
     if "BINWATCH_INFLUX_URL" in os.environ:
-        console.print(f"using InfluxDB at {os.environ['BINWATCH_INFLUX_URL']}")
+        say(f"using InfluxDB at {os.environ['BINWATCH_INFLUX_URL']}")
         return
     database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
     database.start()
@@ -160,7 +158,7 @@ def _catch_up_rollups(env: dict[str, str]) -> None:
     finally:
         influx.close()
     if done is not None:
-        console.print(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
+        say(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
 
 
 def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
@@ -168,7 +166,7 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
     exported with the ACL from the registry. Returns each service's broker URL, credentials
     included; empty when the environment names a broker of its own (its accounts are its own)."""
     if "BINWATCH_MQTT_URL" in os.environ:
-        console.print(f"using the broker at {os.environ['BINWATCH_MQTT_URL']}")
+        say(f"using the broker at {os.environ['BINWATCH_MQTT_URL']}")
         return {}
     settings = Settings(database_url=env["BINWATCH_DATABASE_URL"])
     engine = database_engine(settings)
@@ -212,9 +210,7 @@ def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
         )
     path = data_dir / INJECTOR_URL_FILE
     if not path.exists():
-        console.print(
-            f"[red]no demo is running with its data in {data_dir}: start `binwatch demo`[/red]"
-        )
+        say(f"[red]no demo is running with its data in {data_dir}: start `binwatch demo`[/red]")
         raise typer.Exit(1)
     database_url = os.environ.get("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
     settings = Settings(mqtt_url=path.read_text().strip(), database_url=database_url)
@@ -229,18 +225,16 @@ def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
     try:
         inject_fault(settings, kind, bin_id, now=datetime.now(UTC))
     except BinwatchError as exc:
-        console.print(f"[red]{exc}[/red]")
+        error(exc)
         raise typer.Exit(1) from exc
-    console.print(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
+    say(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
 
 
 def _port_or_free(port: int, what: str) -> int:
     if port_is_free(port):
         return port
     other = free_port()
-    console.print(
-        f"port {port} is taken (a system {what} service?): the demo's {what} uses {other}"
-    )
+    say(f"port {port} is taken (a system {what} service?): the demo's {what} uses {other}")
     return other
 
 
@@ -280,7 +274,7 @@ def _status_until_interrupted(
 ) -> None:
     previous, previous_at = 0.0, time.monotonic()
     idle = threading.Event()
-    with Live(console=console, auto_refresh=False) as live:
+    with Live(console=console(stderr=True), auto_refresh=False) as live:
         try:
             while not idle.wait(STATUS_EVERY_S):
                 dead = [name for name, p in children.items() if p.poll() is not None]

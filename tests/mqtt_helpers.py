@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,10 +32,19 @@ def connected_publisher(settings: Settings) -> Iterator[paho.Client]:
         client.loop_stop()
 
 
-def publish_all(settings: Settings, messages: Iterable[tuple[str, bytes]]) -> int:
-    """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all."""
+def publish_all(
+    settings: Settings, messages: Iterable[tuple[str, bytes]], *, per_second: float | None = None
+) -> int:
+    """Publish (topic, payload) pairs in order with QoS 1; return once the broker has them all.
+    `per_second` paces them, so that a stream lasts long enough for a test to act in its middle
+    however fast the machine is."""
+    started = time.monotonic()
+    infos = []
     with connected_publisher(settings) as client:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for index, (topic, payload) in enumerate(messages):
+            if per_second and index % 100 == 0:
+                time.sleep(max(0.0, started + index / per_second - time.monotonic()))
+            infos.append(client.publish(topic, payload, qos=1))
         wait_acknowledged(infos)
     return len(infos)
 

@@ -9,7 +9,10 @@ import subprocess
 import sys
 
 import pytest
+import typer
+from rich.table import Table
 
+from binwatch.output import console, fail
 from core.errors import no_such
 
 
@@ -17,7 +20,6 @@ def _binwatch(registry_url: str, *args: str) -> subprocess.CompletedProcess[str]
     env = {
         **os.environ,
         "BINWATCH_DATABASE_URL": registry_url,
-        "COLUMNS": "200",  # rich wraps at the terminal's width
     }
     return subprocess.run(
         [sys.executable, "-m", "binwatch", *args],
@@ -58,3 +60,21 @@ def test_unknown_sites_are_named_not_listed(
 def test_no_such_quotes_each_id() -> None:
     assert no_such("bin", {"a"}) == "no bin with id 'a'"
     assert no_such("bin", ["b", "a", "c"]) == "no bins with ids 'a', 'b', 'c'"
+
+
+def test_piped_output_is_whole_lines_and_errors_are_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, a long table row and a `file:line:` error come out on one line each, whatever
+    COLUMNS says (pytest-xdist sets 80); an error's brackets are text."""
+    monkeypatch.setenv("COLUMNS", "80")
+    path = "/tmp/" + "a-long-folder-name/" * 8 + "fleet.yaml"
+    table = Table("bin", "detail")
+    table.add_row("bin-a", "fill_pct of bin-a " + "x" * 150)
+    console().print(table)
+    with pytest.raises(typer.Exit) as exited:
+        fail(f"{path}:15: sites[0].bins[/]: unknown [red]stream[/red]")
+    assert exited.value.exit_code == 1
+    out, err = capsys.readouterr()
+    assert "fill_pct of bin-a " + "x" * 150 in out
+    assert err == f"{path}:15: sites[0].bins[/]: unknown [red]stream[/red]\n"

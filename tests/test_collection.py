@@ -198,8 +198,10 @@ def test_full_loop_with_simulated_crews(
 def test_crews_refused_by_the_rate_limit_retry_after_it_and_land(
     settings: Settings, pilot_bins: dict[str, BinTags]
 ) -> None:
-    # One request per second for the crews' key, no burst to speak of: each of the crew's two
-    # actions meets a 429 (the test spends the key's token first) and must wait and try again.
+    # One request per second for the crews' key, no burst to speak of. The completion follows
+    # the acknowledgement at once, so it meets a 429 and must wait and try again; the
+    # acknowledgement meets one too when it comes within a second of the test spending the key's
+    # token (on a loaded machine the dispatch can take longer).
     slow = settings.model_copy(update={"api_rate_per_s": 1.0, "api_rate_burst": 1})
     request_id = open_manual(settings, KITCHEN)
     with serving_api(slow) as served, running_collector(settings) as collector:
@@ -215,7 +217,7 @@ def test_crews_refused_by_the_rate_limit_retry_after_it_and_land(
             wait_for(lambda: crews.completed == [request_id], timeout=30, what="completion")
         finally:
             crews.stop()
-    assert crews.retries >= 2  # the ack and the completion each waited at least once
+    assert crews.retries >= 1  # the completion waited at least once
     [request] = requests_of(settings, status=None)
     assert (request.id, request.status) == (request_id, "completed")
 

@@ -30,6 +30,10 @@ pytestmark = pytest.mark.registry_backends(
 # full within the first seconds and each second after is one more sample of a flat line, so 20 s
 # fails on the same growth a minute would (and keeps `make test` within CI's time).
 OUTAGE_S = 20
+# A stream a test kills something in the middle of: paced, so that 12,000 readings last 3 s
+# whether ingest keeps up at 4,000/s or at 15,000/s (unpaced, a fast run stored them all
+# before the kill, and a slow one had not started).
+STREAM_PER_S = 4_000
 
 
 @pytest.fixture
@@ -61,7 +65,12 @@ def ingest_process(
 def publish_in_background(
     settings: Settings, messages: list[tuple[str, bytes]]
 ) -> threading.Thread:
-    thread = threading.Thread(target=publish_all, args=(settings, messages), daemon=True)
+    thread = threading.Thread(
+        target=publish_all,
+        args=(settings, messages),
+        kwargs={"per_second": STREAM_PER_S},
+        daemon=True,
+    )
     thread.start()
     return thread
 

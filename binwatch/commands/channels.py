@@ -13,11 +13,11 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Select, select
 
-from binwatch.commands.fleet import _fail, _registry
+from binwatch.commands.fleet import _registry
+from binwatch.output import console, fail
 from core.chat_robots import shown_url
 from core.settings import Settings
 from core.webhook_targets import url_problem
@@ -59,18 +59,18 @@ def set_command(
     if kind is Kind.email:
         addresses = ",".join(a.strip() for a in (to or "").split(",") if a.strip())
         if not addresses or any("@" not in a for a in addresses.split(",")):
-            _fail("an e-mail channel needs --to with one or more addresses")
+            fail("an e-mail channel needs --to with one or more addresses")
     else:
         robot_url = _read("robot URL")
         allow = Settings().webhook.allow_private
         if problem := url_problem(shown_url(robot_url), allow_private=allow):
-            _fail(f"refused: {problem}")
+            fail(f"refused: {problem}")
         if kind is Kind.dingtalk:
             robot_secret = _read("signing secret")
     with _registry() as session:
         known = session.get(Site if owner == "site" else Area, owner_id)
         if known is None:
-            _fail(f"no {owner} {owner_id!r} in the registry")
+            fail(f"no {owner} {owner_id!r} in the registry")
         channel = session.scalar(_query(owner, owner_id).where(ContactChannel.kind == kind.value))
         if channel is None:
             channel = ContactChannel(owner=owner, owner_id=owner_id, kind=kind.value)
@@ -96,7 +96,7 @@ def remove_command(
     with _registry() as session:
         channel = session.scalar(_query(owner, owner_id).where(ContactChannel.kind == kind.value))
         if channel is None:
-            _fail(f"{owner} {owner_id} has no {kind.value} channel")
+            fail(f"{owner} {owner_id} has no {kind.value} channel")
         session.delete(channel)
         session.commit()
     typer.echo(f"{kind.value} channel removed from {owner} {owner_id}")
@@ -114,7 +114,7 @@ def list_command(site: SiteOption = None, area: AreaOption = None) -> None:
             to = channel.addresses or shown_url(channel.robot_url or "")
             contact = f"{channel.owner} {channel.owner_id}"
             table.add_row(str(channel.id), contact, channel.kind, channel.locale, to)
-    Console().print(table)
+    console().print(table)
 
 
 def _owner(site: str | None, area: str | None) -> tuple[str, str]:
@@ -135,5 +135,5 @@ def _read(what: str) -> str:
     else:
         value = sys.stdin.readline().strip()
     if not value:
-        _fail(f"no {what} on standard input")
+        fail(f"no {what} on standard input")
     return value

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from binwatch.output import console, fail
 from core.influx import InfluxClient
 from core.mqtt import make_client
 from core.settings import Settings
@@ -21,8 +21,6 @@ from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_
 deadletters_app = typer.Typer(
     help="List, count and replay what ingest could not store.", no_args_is_help=True
 )
-console = Console()
-
 # A replayed message waits this long for the broker's PUBACK before the replay is called failed.
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -37,7 +35,7 @@ def counts() -> None:
     table = Table("reason", "count", "kept", "pruned")
     for reason, count in sorted(by_reason.items(), key=lambda item: -item[1].kept - item[1].pruned):
         table.add_row(reason, str(count.kept + count.pruned), str(count.kept), str(count.pruned))
-    console.print(table if by_reason else "no dead letters")
+    console().print(table if by_reason else "no dead letters")
 
 
 @deadletters_app.command("list")
@@ -61,7 +59,7 @@ def list_command(
             letter.detail[:120],
             str(letter.payload_size),
         )
-    console.print(table)
+    console().print(table)
 
 
 @deadletters_app.command("replay")
@@ -81,9 +79,9 @@ def replay(
         else:
             _republish(settings, whole)
         delete_dead_letters(session, [letter.id for letter in whole])
-    console.print(f"replayed {len(whole)} dead letters of reason {reason}")
+    console().print(f"replayed {len(whole)} dead letters of reason {reason}")
     if skipped:
-        console.print(
+        console().print(
             f"[yellow]{skipped} were kept: their payload was cut short when stored[/yellow]"
         )
 
@@ -93,18 +91,14 @@ def _republish(settings: Settings, letters: list[DeadLetter]) -> None:
     connection.start()
     try:
         if not connection.wait_connected(PUBLISH_TIMEOUT_S):
-            raise typer.Exit(
-                _fail(f"could not reach the broker at {settings.mqtt_url}; nothing replayed")
-            )
+            fail(f"could not reach the broker at {settings.mqtt_url}; nothing replayed")
         infos = [
             connection.client.publish(letter.topic, letter.payload, qos=1) for letter in letters
         ]
         for info in infos:
             info.wait_for_publish(PUBLISH_TIMEOUT_S)
             if not info.is_published():
-                raise typer.Exit(
-                    _fail("the broker did not acknowledge a replayed message; nothing deleted")
-                )
+                fail("the broker did not acknowledge a replayed message; nothing deleted")
     finally:
         connection.stop()
 
@@ -115,8 +109,3 @@ def _rewrite_points(settings: Settings, letters: list[DeadLetter]) -> None:
         influx.write([letter.payload.decode() for letter in letters])
     finally:
         influx.close()
-
-
-def _fail(message: str) -> int:
-    console.print(f"[red]{message}[/red]")
-    return 1

@@ -10,16 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
+from binwatch.output import console, fail
 from core.errors import BinwatchError, FleetError
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -55,7 +55,7 @@ def _registry(*, migrated: bool = True) -> Iterator[Session]:
         with session_factory(engine)() as session:
             yield session
     except BinwatchError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         engine.dispose()
 
@@ -71,7 +71,7 @@ def import_command(file: FleetFile = None) -> None:
     table = Table("kind", "created", "updated", "unchanged", title=f"imported into {url!r}")
     for kind, counts in summary.by_kind().items():
         table.add_row(kind, str(counts.created), str(counts.updated), str(counts.unchanged))
-    Console().print(table)
+    console().print(table)
 
 
 @fleet_app.command("export")
@@ -99,7 +99,7 @@ def show_command(file: FleetFile = None) -> None:
     table = Table("what", "count", title=(file or default_fleet_path()).name)
     for what, count in _counts(fleet).items():
         table.add_row(what, str(count))
-    Console().print(table)
+    console().print(table)
 
 
 BinId = Annotated[str | None, typer.Option("--bin", help="a bin's id")]
@@ -150,7 +150,7 @@ def history_command(
             what = f"{entry.target} {entry.target_id}"
             at = f"{entry.at:%Y-%m-%d %H:%M:%S}"
             table.add_row(at, entry.action, what, entry.actor, entry.note)
-    Console().print(table)
+    console().print(table)
 
 
 MIN_SECRET_CHARS = 16
@@ -181,7 +181,7 @@ def webhook_secret_command(
             )
             what = f"area {area!r}" if area else f"operator {operator!r}"
             if target is None or not target.webhook_url:
-                _fail(f"{what} has no webhook_url in the registry: add it to the fleet file "
+                fail(f"{what} has no webhook_url in the registry: add it to the fleet file "
                       "(a contact's or an operator's webhook_url) and import it first")  # fmt: skip
             target.webhook_secret = secret
             session.commit()
@@ -198,13 +198,8 @@ def _read_secret() -> str:
     else:
         secret = sys.stdin.readline().strip()
     if len(secret) < MIN_SECRET_CHARS:
-        _fail(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters (or --generate)")
+        fail(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters (or --generate)")
     return secret
-
-
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(message, style="red", markup=False, highlight=False)
-    raise typer.Exit(1)
 
 
 def _known_if_any(session: Session) -> Known:
@@ -213,7 +208,7 @@ def _known_if_any(session: Session) -> Known:
         if inspect(session.get_bind()).has_table("areas"):
             return known_ids(session)
     except SQLAlchemyError as exc:
-        Console(stderr=True).print(
+        console(stderr=True).print(
             f"no registry to refer to ({type(exc).__name__}): checking the file alone",
             markup=False,
         )
@@ -228,7 +223,7 @@ def _load_or_exit(file: Path | None, known: Known) -> Fleet:
             known=known,
         )
     except FleetError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _counts(fleet: Fleet) -> dict[str, int]:

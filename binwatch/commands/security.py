@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
+from binwatch.output import console, fail
 from core.errors import BinwatchError
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -24,7 +24,6 @@ from security.keys import ApiRole, create_key, list_keys, revoke_key
 
 keys_app = typer.Typer(help="API keys: create (token shown once), list, revoke.")
 mqtt_auth_app = typer.Typer(help="MQTT credentials, and the broker's password and ACL files.")
-console = Console()
 
 
 @contextmanager
@@ -36,8 +35,7 @@ def _session() -> Iterator[tuple[Session, Settings]]:
         with session_factory(engine)() as session:
             yield session, settings
     except BinwatchError as exc:
-        Console(stderr=True).print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(exc)
     finally:
         engine.dispose()
 
@@ -66,7 +64,7 @@ def create_command(
             area_id=area,
             expires_at=now + timedelta(days=days) if days else None,
         )
-    console.print(f"key {issued.key.id} ({role.value}); token, shown once:")
+    console().print(f"key {issued.key.id} ({role.value}); token, shown once:")
     print(issued.token)
 
 
@@ -85,7 +83,7 @@ def list_command() -> None:
                 f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "never",
                 f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
             )
-    console.print(table)
+    console().print(table)
 
 
 @keys_app.command("revoke")
@@ -93,7 +91,7 @@ def revoke_command(key_id: Annotated[str, typer.Argument(help="the key's id")]) 
     """Revoke a key: from the next request on, it is refused."""
     with _session() as (session, _):
         revoke_key(session, key_id, now=datetime.now(UTC))
-    console.print(f"revoked {key_id}")
+    console().print(f"revoked {key_id}")
 
 
 @mqtt_auth_app.command("issue")
@@ -132,7 +130,7 @@ def set_command(
     password = sys.stdin.readline().rstrip("\r\n")
     with _session() as (session, _):
         mqtt_auth.issue(session, username, now=datetime.now(UTC), password=password)
-    console.print(f"password of {username} set; run export and SIGHUP the broker")
+    console().print(f"password of {username} set; run export and SIGHUP the broker")
 
 
 @mqtt_auth_app.command("revoke")
@@ -140,7 +138,7 @@ def revoke_account(username: Annotated[str, typer.Argument(help="the account")])
     """Delete an account; it is refused once the exported files reach the broker."""
     with _session() as (session, _):
         mqtt_auth.revoke(session, username)
-    console.print(f"revoked {username}; run export and SIGHUP the broker")
+    console().print(f"revoked {username}; run export and SIGHUP the broker")
 
 
 @mqtt_auth_app.command("export")
@@ -150,4 +148,4 @@ def export_command(
     """Write Mosquitto's password file and ACL (topic prefix from BINWATCH_TOPIC_PREFIX)."""
     with _session() as (session, settings):
         passwords, acl = mqtt_auth.export(session, directory, prefix=settings.topic_prefix)
-    console.print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to load them")
+    console().print(f"wrote {passwords} and {acl}; send Mosquitto a SIGHUP to load them")

@@ -12,6 +12,7 @@ from rich.console import Console
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from binwatch.output import console as make_console
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
@@ -78,7 +79,7 @@ def simulate(
 ) -> None:
     """Publish every registered bin's readings over MQTT until done or Ctrl-C."""
     settings = Settings()
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         injector = Injector([Fault.parse(spec) for spec in inject or []]) if inject else None
     except ValueError as exc:

@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from binwatch.commands.security import _session, console
+from binwatch.commands.security import _session
+from binwatch.output import console
 from security import passwords
 from security.users import (
     UserRole,
@@ -42,7 +43,7 @@ def _password(generate: bool, username: str) -> str:
 
 def _show(password: str, generate: bool) -> None:
     if generate:
-        console.print("password, shown once:")
+        console().print("password, shown once:")
         print(password)
 
 
@@ -72,7 +73,7 @@ def create_command(
             operator_id=operator,
             locale=locale,
         )
-    console.print(f"user {username} ({role.value}) created")
+    console().print(f"user {username} ({role.value}) created")
     _show(password, generate)
 
 
@@ -86,7 +87,7 @@ def list_command() -> None:
             table.add_row(
                 user.username, user.display_name, describe_scope(user), user.locale, state
             )
-    console.print(table)
+    console().print(table)
 
 
 @users_app.command("scope")
@@ -106,7 +107,7 @@ def scope_command(
             area_id=area,
             operator_id=operator,
         )
-        console.print(f"user {username} now {describe_scope(user)}")
+        console().print(f"user {username} now {describe_scope(user)}")
 
 
 @users_app.command("disable")
@@ -114,7 +115,7 @@ def disable_command(username: Annotated[str, typer.Argument(help="the login name
     """The user can no longer log in; their open sessions end."""
     with _session() as (session, _):
         disable_user(session, username, now=datetime.now(UTC))
-    console.print(f"user {username} disabled")
+    console().print(f"user {username} disabled")
 
 
 @users_app.command("reset-password")
@@ -126,5 +127,5 @@ def reset_command(
     password = _password(generate, username)
     with _session() as (session, _):
         reset_password(session, username, password, now=datetime.now(UTC))
-    console.print(f"password of {username} reset")
+    console().print(f"password of {username} reset")
     _show(password, generate)
