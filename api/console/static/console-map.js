@@ -100,21 +100,23 @@
         var encode = window.echarts.format.encodeHTML;  // names are data: never HTML
         return encode(item.data.name) + "<br>" + encode(item.data.label);
       } },
-      series: lines.map(function (line) {
-        return {
-          type: "line", name: line.name, data: line.points, symbol: "none", silent: true,
-          lineStyle: { color: line.colour, width: 3 }
-        };
-      }).concat([{
+      // The points first (series[0], as before the routes), drawn over the lines (z).
+      series: [{
         type: "scatter",
         symbolSize: 14,
+        z: 3,
         data: list.map(function (p) {
           return {
             value: [p.x, p.y], name: p.name, label: p.label, id: p.id,
             itemStyle: { color: COLOURS[p.state], borderColor: "#fff", borderWidth: 1.5 }
           };
         })
-      }])
+      }].concat(lines.map(function (line) {
+        return {
+          type: "line", name: line.name, data: line.points, symbol: "none", silent: true, z: 2,
+          lineStyle: { color: line.colour, width: 3 }
+        };
+      }))
     }, true);
   }
 
