@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from core.reasons import Reason
 from devices.contract import Stream
 
 # Kilograms per litre of bin contents, loose as it sits in the bin: a vehicle's `capacity_kg`
@@ -124,8 +125,16 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Unassigned:
+    """A job no route takes, and why: a message (core/reasons.py, so a dispatcher reads it in
+    their language), or the stored text of a plan from before the messages."""
+
     job: Job
-    reason: str
+    why: Reason | str
+
+    @property
+    def reason(self) -> str:
+        """The English text, as the API and the published plan say it."""
+        return self.why if isinstance(self.why, str) else self.why.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +163,21 @@ def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M")
 
 
-def why_unplannable(job: Job, vehicles: Sequence[VehicleDay], travel: Travel) -> str | None:
+def no_room(job: Job) -> Reason:
+    """Why a job that some vehicle could take is left out: the day is full."""
+    return Reason.of("route.no_room", stream=job.stream)
+
+
+def why_unplannable(job: Job, vehicles: Sequence[VehicleDay], travel: Travel) -> Reason | None:
     """Why no vehicle could take `job` even with an empty day (None: some could). Checked
     before solving, so every job the solver leaves out has a reason a dispatcher can act on."""
     carriers = [v for v in vehicles if job.stream in v.streams]
     if not carriers:
-        return f"no vehicle carries {job.stream.value}"
+        return Reason.of("route.no_carrier", stream=job.stream)
     fitting = [v for v in carriers if v.holds(job.load_l, job.load_kg)]
     if not fitting:
-        return (
-            f"its load ({job.load_l:.0f} L, {job.load_kg:.0f} kg) exceeds every "
-            f"{job.stream.value} vehicle's capacity"
+        return Reason.of(
+            "route.over_capacity", litres=job.load_l, kg=job.load_kg, stream=job.stream
         )
     reachable = []
     for v in fitting:
@@ -178,8 +191,8 @@ def why_unplannable(job: Job, vehicles: Sequence[VehicleDay], travel: Travel) ->
     if job.due is not None and all(
         v.start + timedelta(seconds=travel(v.depot, job.place).seconds) > job.due for v in fitting
     ):
-        return f"its deadline {_clock(job.due)} comes before any {job.stream.value} vehicle can reach it"
-    return f"no {job.stream.value} vehicle's shift is long enough to reach it and come back"
+        return Reason.of("route.deadline", clock=_clock(job.due), stream=job.stream)
+    return Reason.of("route.too_far", stream=job.stream)
 
 
 # --- re-planning: one urgent job into the remaining day -------------------------------------
@@ -278,8 +291,7 @@ def insert_job(
                 best = (added, Route(route.vehicle_id, timed))
     if best is not None:
         return best[1]
-    reason = why_unplannable(job, vehicles, travel)
-    return Unassigned(job, reason or f"no {job.stream.value} vehicle has room or time left today")
+    return Unassigned(job, why_unplannable(job, vehicles, travel) or no_room(job))
 
 
 def _inserted(stops: list[Stop], at: int, job: Job) -> list[Stop] | None:

@@ -39,6 +39,7 @@ from collection.rules import Evidence, FillPoint, forecast
 from collection.travel import travel_source
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
+from core.reasons import Reason, as_columns
 from core.settings import Settings
 from devices.contract import Stream
 from devices.fleet import minutes_of
@@ -297,6 +298,30 @@ def insert_request(
     return save_plan(session, request.operator_id, day, plan, now=now, actor=actor, note=note)
 
 
+def replan(
+    session: Session,
+    influx: InfluxClient,
+    operator_id: str,
+    day: date,
+    *,
+    settings: Settings,
+    now: datetime,
+    actor: str,
+    request_id: int | None = None,
+) -> RoutePlan:
+    """A dispatcher's re-plan, from the API or the console: without `request_id`, the rest of
+    the day planned again (waiting requests, and bins forecast over their threshold before the
+    next shift); with it, that urgent request inserted into the plan in force."""
+    if request_id is None:
+        fills = recent_fill_or_none(influx, now)
+        return plan_operator_day(
+            session, operator_id, day, settings=settings, now=now, actor=actor, fills=fills
+        )
+    return insert_request(
+        session, request_id, day, settings=settings, now=now, actor=actor, operator_id=operator_id
+    )
+
+
 def save_plan(
     session: Session,
     operator_id: str,
@@ -346,6 +371,9 @@ def _unassigned_json(item: Unassigned) -> dict[str, Any]:
         "service_s": job.service.total_seconds(),
         "due_at": job.due.isoformat() if job.due else None,
         "reason": item.reason,
+        # The reason as a message (core/reasons.py): the console writes it in the reader's
+        # language. Not in the published plan, whose contract has the English text.
+        "reason_msg": as_columns(item.why)[1],
     }
 
 
@@ -455,7 +483,7 @@ def _unassigned(plan: RoutePlan) -> list[Unassigned]:
                 datetime.fromisoformat(u["due_at"]) if u["due_at"] else None,
                 request_id=u["request_id"],
             ),
-            u["reason"],
+            Reason.load(u.get("reason_msg")) or u["reason"],
         )
         for u in plan.unassigned
     ]

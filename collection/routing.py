@@ -29,6 +29,7 @@ from collection.planning import (
     Stop,
     Unassigned,
     VehicleDay,
+    no_room,
     why_unplannable,
 )
 from collection.travel import Matrix, TravelSource
@@ -84,8 +85,7 @@ def plan_day(
     while pending and _round(days, pending, matrix, origin, unload, threads, exploration):
         pass
     for job in pending.values():
-        why = f"no {job.stream.value} vehicle has room or time left today"
-        unassigned.append(Unassigned(job, why))
+        unassigned.append(Unassigned(job, no_room(job)))
     routes = []
     for day in days:
         if len(day.stops) > 1:

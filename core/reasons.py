@@ -26,9 +26,10 @@ from typing import Any, Final, Literal, Protocol
 from core.texts import decimal, duration, list_of, with_offset
 
 Arg = str | int | float | list[dict[str, Any]]
-Kind = int | Literal["time", "duration", "type", "text", "parts"]
+Kind = int | Literal["time", "duration", "type", "stream", "text", "parts"]
 """A number's decimals, or what else a placeholder holds: a time, a duration (in seconds), an
-alert type's code, text as it is, or further reasons (stored as `Reason.dump`s) in a list."""
+alert type's code, a bin stream's code, text as it is, or further reasons (stored as
+`Reason.dump`s) in a list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,24 @@ MESSAGES: Final[Mapping[str, Message]] = {
         readings=0,
         span=1,
     ),
+    # Why a route plan leaves a job out (collection/planning.py); a clock is local HH:MM.
+    "route.no_carrier": _message("no vehicle carries %(stream)s", stream="stream"),
+    "route.over_capacity": _message(
+        "its load (%(litres)s L, %(kg)s kg) exceeds every %(stream)s vehicle's capacity",
+        litres=0,
+        kg=0,
+        stream="stream",
+    ),
+    "route.deadline": _message(
+        "its deadline %(clock)s comes before any %(stream)s vehicle can reach it",
+        clock="text",
+        stream="stream",
+    ),
+    "route.too_far": _message(
+        "no %(stream)s vehicle's shift is long enough to reach it and come back",
+        stream="stream",
+    ),
+    "route.no_room": _message("no %(stream)s vehicle has room or time left today", stream="stream"),
     # What an alert rule saw (alerts/rules.py), raising or clearing.
     "alert.event": _message("%(type)s reported at %(at)s", type="type", at="time"),
     "alert.event_detail": _message(
@@ -162,6 +181,7 @@ class Writer(Protocol):
     def time(self, moment: datetime, /) -> str: ...
     def duration(self, seconds: float, /) -> str: ...
     def alert_type(self, code: str, /) -> str: ...
+    def stream(self, code: str, /) -> str: ...
     def join(self, parts: list[str], /) -> str: ...
 
 
@@ -203,6 +223,8 @@ class Reason:
                 values[name] = writer.duration(float(value))
             elif kind == "type":
                 values[name] = writer.alert_type(str(value))
+            elif kind == "stream":
+                values[name] = writer.stream(str(value))
             elif kind == "text":
                 values[name] = str(value)
             else:
@@ -292,6 +314,9 @@ class PlainWriter:
     def alert_type(self, code: str) -> str:
         return code
 
+    def stream(self, code: str) -> str:
+        return code
+
     def join(self, parts: list[str]) -> str:
         return "; ".join(parts)
 
@@ -302,12 +327,14 @@ ENGLISH_TEXT: Final = PlainWriter()
 @dataclass(frozen=True, slots=True)
 class LocaleWriter:
     """A reader's writer from their parts: `template` gives a message's template in their
-    language (the English one when it has none)."""
+    language (the English one when it has none); `stream` names a bin stream (its code when
+    the reader has no names: the alerts' notes never hold one)."""
 
     template: Callable[[str, str], str]
     time: Callable[[datetime], str]
     alert_type: Callable[[str], str]
     locale: str
+    stream: Callable[[str], str] = str
 
     def number(self, value: float, digits: int) -> str:
         return decimal(value, digits, self.locale)

@@ -7,9 +7,10 @@ module: Mosquitto and InfluxDB (the session's), `binwatch ingest` (with its aler
   after a refresh, so the page waits a whole interval).
 - Map: ECharts draws every site, over the tiles of a tile server the test runs (the setting
   BINWATCH_CONSOLE_TILE_URL), and the tiles asked for are the ones under the sites.
-- Quality: every console page, for a manager and the admin, at 360 px and 1280 px: no JavaScript
-  error, a screenshot kept, no serious or critical axe-core violation, nothing wider than the
-  screen. The screenshots go to var/test-artifacts/console/ (printed)."""
+- Quality: every console page, for a manager and the admin (and the admin's dispatch page of a
+  planned day, its routes drawn as lines), at 360 px and 1280 px: no JavaScript error, a
+  screenshot kept, no serious or critical axe-core violation, nothing wider than the screen.
+  The screenshots go to var/test-artifacts/console/ (printed)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
@@ -33,13 +35,15 @@ from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
 from binwatch.servers import InfluxServer, MosquittoServer
+from collection import plans
 from core.settings import Settings
 from core.sql import make_engine
 from devices.contract import TopicKind, Topics
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
-from devices.models import Bin
+from devices.models import Bin, Site
 from security.users import UserRole, create_user
 from tests.api_process import ApiProcess
+from tests.collection_helpers import open_manual
 from tests.conftest import AttachedServer, count_points
 from tests.helpers import isolated_settings
 from tests.mqtt_helpers import publish_all
@@ -67,6 +71,7 @@ class LiveStack:
     browser: Browser
     bins: list[str]
     tiles: TileServer
+    dispatch: str  # the admin's dispatch page of a planned day
 
 
 def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -151,6 +156,20 @@ def live_stack(
                 site_ids=sites,
             )
         bins = list(session.scalars(select(Bin.id).where(Bin.site_id == SITE_A).order_by(Bin.id)))
+        operator = session.get_one(Site, SITE_A).operator_id
+        others = session.scalars(
+            select(Bin.id)
+            .join(Site, Bin.site_id == Site.id)
+            .where(Site.operator_id == operator, Site.id != SITE_A, Bin.stream == "residual")
+            .order_by(Bin.id)
+            .limit(3)
+        ).all()
+    # Tomorrow's routes of three other sites' bins (so SITE_A's pages are as before).
+    for bin_id in others:
+        open_manual(settings, bin_id, now)
+    day = (now + timedelta(days=1)).astimezone(ZoneInfo(settings.timezone)).date()
+    with Session(engine) as session:
+        plans.plan_operator_day(session, operator, day, settings=settings, now=now, actor="test")
     engine.dispose()
     ingest = IngestProcess(settings, folder / "ingest.log")
     ingest.start()
@@ -173,7 +192,8 @@ def live_stack(
         with ApiProcess(settings, folder / "api.log") as api, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=BROWSER, args=BROWSER_ARGS)
             try:
-                yield LiveStack(settings, api.url, browser, bins, tiles)
+                dispatch = f"/console/dispatch/{operator}?date={day.isoformat()}"
+                yield LiveStack(settings, api.url, browser, bins, tiles, dispatch)
             finally:
                 browser.close()
     finally:
@@ -320,19 +340,27 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
         context.close()
     for username in (MANAGER, ADMIN):
         context, watched = logged_in(live_stack, username, width)
+        pages = PAGES | ({"dispatch": live_stack.dispatch} if username == ADMIN else {})
         try:
-            for name, path in PAGES.items():
+            for name, path in pages.items():
                 problems += check_page(
                     watched,
                     f"{live_stack.url}{path}",
                     ARTIFACTS / f"{username}-{name}-{width}.png",
                     status=404 if name == "missing" else 200,
                 )
+            if username == ADMIN:  # the last page is the dispatch page: a line per vehicle
+                drawn = watched.page.evaluate(
+                    "echarts.getInstanceByDom(document.querySelector('#map .map-canvas'))"
+                    ".getOption().series.filter(s => s.type === 'line').length"
+                )
+                routes = json.loads(watched.page.text_content("#map-routes") or "")
+                assert drawn == len(routes) >= 1, (drawn, routes)
         finally:
             context.close()
     shots = sorted(ARTIFACTS.glob(f"*-{width}.png"))
     print(f"screenshots at {width} px: {ARTIFACTS} ({len(shots)} files)")
-    assert len(shots) == 1 + 2 * len(PAGES)
+    assert len(shots) == 1 + 2 * len(PAGES) + 1
     assert problems == []
 
 

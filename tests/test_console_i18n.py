@@ -89,6 +89,7 @@ def _sample(id: str) -> Reason:
         "time": at,
         "duration": timedelta(minutes=90),
         "type": "fire",
+        "stream": "kitchen",
         "text": "烟雾",
         "parts": told,
     }

@@ -20,6 +20,7 @@ from collection.planning import (
 )
 from collection.routing import plan_day
 from collection.travel import StraightLine, great_circle_m
+from core.reasons import Reason
 from devices.contract import Stream
 
 MORNING = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # 08:00 in the city
@@ -157,7 +158,7 @@ def test_a_deadline_is_met_or_the_job_is_unassigned_with_its_reason() -> None:
 )
 def test_jobs_no_vehicle_can_take_are_reported_with_why(unfit: Job, reason: str) -> None:
     plan = plan_day([unfit, job("a", 1)], [vehicle(hours=2)], STREET, unload=UNLOAD)
-    assert plan.unassigned == (Unassigned(unfit, reason),)
+    assert [(u.job, u.reason) for u in plan.unassigned] == [(unfit, reason)]
     assert [j.id for r in plan.routes for j in r.jobs] == ["a"]
 
 
@@ -242,7 +243,8 @@ def test_an_urgent_job_of_another_stream_is_a_load_of_its_own_or_unassigned() ->
     assert [len({j.stream for j in load}) for load in loads(placed)] == [1, 1]
     only_residual = vehicle("both")
     refused = insert_job(kitchen, [route], [only_residual], travel.leg, now=MORNING, unload=UNLOAD)
-    assert refused == Unassigned(kitchen, "no vehicle carries kitchen")
+    assert refused == Unassigned(kitchen, Reason.of("route.no_carrier", stream="kitchen"))
+    assert refused.reason == "no vehicle carries kitchen"
 
 
 def test_a_bin_passes_its_threshold_before_it_is_full_by_the_rate() -> None:

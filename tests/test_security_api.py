@@ -79,6 +79,10 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/reports/sites/{site_id}/{kind}"): "admin, grid",
     ("GET", "/console/map"): "admin, grid, manager, operator",
     ("GET", "/console/map/live"): "admin, grid, manager, operator",
+    # The dispatcher's screen (api/console/dispatch.py): an operator's own company, the admin any.
+    ("GET", "/console/dispatch"): "admin, operator",
+    ("GET", "/console/dispatch/{operator_id}"): "admin, operator",
+    ("POST", "/console/dispatch/{operator_id}/replan"): "admin, operator",
 }
 
 

@@ -59,15 +59,22 @@ class SiteOnMap:
 
     def point(self, gettext: Callable[[str], str]) -> dict[str, Any]:
         """What console-map.js draws: Web Mercator x/y in [0, 1] (tile space at zoom 0)."""
-        lat = math.radians(self.site.latitude)
+        x, y = tile_xy(self.site.latitude, self.site.longitude)
         return {
             "id": self.site.id,
             "name": self.site.name,
             "state": self.state,
             "label": gettext(STATES[self.state]),
-            "x": (self.site.longitude + 180) / 360,
-            "y": (1 - math.asinh(math.tan(lat)) / math.pi) / 2,
+            "x": x,
+            "y": y,
         }
+
+
+def tile_xy(latitude: float, longitude: float) -> tuple[float, float]:
+    """A place in Web Mercator tile space at zoom 0 (x, y in [0, 1]), as console-map.js and a
+    tile server count (the dispatch page's routes are drawn the same way)."""
+    lat = math.radians(latitude)
+    return (longitude + 180) / 360, (1 - math.asinh(math.tan(lat)) / math.pi) / 2
 
 
 def site_state(*, alert_types: list[str], fills: list[tuple[float | None, float]]) -> str:

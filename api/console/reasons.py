@@ -1,6 +1,6 @@
 """The reasons the system writes (core/reasons.py) in the reader's language: each message's
 English template is its msgid in the console's catalogs, numbers and times go through the
-reader's `Formats`, alert types are named as everywhere on the console. A row without a
+reader's `Formats`, alert types and streams are named as everywhere on the console. A row without a
 structured reason (a person's own note, a row from before) shows its stored text."""
 
 from __future__ import annotations
@@ -23,5 +23,6 @@ def explainer(fmt: Formats) -> Explain:
         time=fmt.time,
         alert_type=lambda code: gettext(labels.ALERT_TYPES[code]),
         locale=fmt.locale,
+        stream=lambda code: gettext(labels.STREAMS[code]),
     )
     return lambda stored, text: written(stored, text, writer)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from api.auth import Scope, ScopeDep, allow
 from api.deps import InfluxDep, SessionDep, SettingsDep
@@ -20,6 +21,7 @@ from api.routes.collections import Now
 from api.schemas import ID_REGEX
 from collection import plans
 from core.errors import NotFound
+from core.settings import Settings
 from devices.messages import RoutesPlanned
 from devices.models import MAX_ROW_ID, Operator
 from security.keys import ApiRole
@@ -43,15 +45,20 @@ class Replan(BaseModel):
     request_id: int | None = Field(None, ge=1, le=MAX_ROW_ID)
 
 
-def _own(caller: Scope, session: SessionDep, operator_id: str) -> None:
-    """Another company's routes answer as a missing operator's."""
+def own_operator(caller: Scope, session: Session, operator_id: str) -> None:
+    """Another company's routes answer as a missing operator's (the console's too)."""
     mine = caller.is_admin or caller.principal.operator_id == operator_id
     if not mine or session.get(Operator, operator_id) is None:
         raise NotFound(f"no operator with id {operator_id!r}")
 
 
 def _day(day: date | None, settings: SettingsDep, now: datetime) -> date:
-    return day or now.astimezone(ZoneInfo(settings.timezone)).date()
+    return day or local_day(settings, now)
+
+
+def local_day(settings: Settings, now: datetime) -> date:
+    """Today in the city's zone: the day a plan is for unless one is asked for."""
+    return now.astimezone(ZoneInfo(settings.timezone)).date()
 
 
 @router.get("", response_model=RoutesPlanned, dependencies=[_OPERATORS])
@@ -64,7 +71,7 @@ def day_routes(
     day: Day = None,
 ) -> RoutesPlanned:
     """The plan in force for the day: every vehicle's stops, and the requests that fit no route."""
-    _own(caller, session, operator_id)
+    own_operator(caller, session, operator_id)
     plan = plans.plan_or_404(session, operator_id, _day(day, settings, now))
     return plans.routes_message(plan)
 
@@ -80,7 +87,7 @@ def vehicle_route(
     day: Day = None,
 ) -> RoutesPlanned:
     """One vehicle's stops in the plan in force for the day."""
-    _own(caller, session, operator_id)
+    own_operator(caller, session, operator_id)
     plan = plans.plan_or_404(session, operator_id, _day(day, settings, now))
     plans.vehicle_stops(plan, vehicle_id)
     return plans.routes_message(plan, vehicle_id)
@@ -104,17 +111,9 @@ def replan(
 ) -> RoutesPlanned:
     """Plan the day again (from now: waiting requests, and bins forecast over their threshold
     before the next shift), or insert one urgent request; the new version is in force."""
-    _own(caller, session, operator_id)
-    when = _day(day, settings, now)
-    actor = caller.principal.actor
-    if body.request_id is None:
-        fills = plans.recent_fill_or_none(influx, now)  # bins forecast over their threshold
-        plan = plans.plan_operator_day(
-            session, operator_id, when, settings=settings, now=now, actor=actor, fills=fills
-        )
-    else:
-        plan = plans.insert_request(
-            session, body.request_id, when, settings=settings, now=now, actor=actor,
-            operator_id=operator_id,
-        )  # fmt: skip
+    own_operator(caller, session, operator_id)
+    plan = plans.replan(
+        session, influx, operator_id, _day(day, settings, now), settings=settings, now=now,
+        actor=caller.principal.actor, request_id=body.request_id,
+    )  # fmt: skip
     return plans.routes_message(plan)

@@ -1,11 +1,16 @@
-/* binwatch console: the map of the user's sites (api/console/map.py).
+/* binwatch console: the map of the user's sites (api/console/map.py), and the dispatch page's
+   routes (api/console/dispatch.py: #map-routes, one line per vehicle through its stops).
    The server sends each site in Web Mercator tile space at zoom 0 (x, y in [0, 1]); here they
    are drawn by ECharts as a scatter on hidden value axes scaled like a map at the largest whole
    zoom that fits them, so tiles (when data-tile-url names a server) line up under the points.
    After each 5 s refresh of #map-live (htmx) the points are read again and redrawn. */
 (function () {
   "use strict";
-  var COLOURS = { alert: "#c62828", offline: "#616161", full: "#ef6c00", ok: "#2e7d32", no_data: "#9e9e9e" };
+  var COLOURS = {
+    alert: "#c62828", offline: "#616161", full: "#ef6c00", ok: "#2e7d32", no_data: "#9e9e9e",
+    "stream-recyclable": "#1565c0", "stream-hazardous": "#c62828", "stream-kitchen": "#2e7d32",
+    "stream-residual": "#616161"
+  };
   var TILE = 256;
   var MAX_ZOOM = 18;
   var element = document.getElementById("map");
@@ -23,6 +28,11 @@
 
   function points() {
     var data = document.getElementById("map-points");
+    return data ? JSON.parse(data.textContent) : [];
+  }
+
+  function routes() {
+    var data = document.getElementById("map-routes");
     return data ? JSON.parse(data.textContent) : [];
   }
 
@@ -71,10 +81,14 @@
 
   function draw() {
     var list = points();
+    var lines = routes();
     var width = element.clientWidth, height = element.clientHeight;
+    var all = list.concat([].concat.apply([], lines.map(function (line) {
+      return line.points.map(function (xy) { return { x: xy[0], y: xy[1] }; });
+    })));
     chart.resize();
-    if (!list.length || !width || !height) { chart.clear(); return; }
-    var v = view(list, width, height);
+    if (!all.length || !width || !height) { chart.clear(); return; }
+    var v = view(all, width, height);
     drawTiles(v);
     var axis = { type: "value", show: false, scale: true };
     chart.setOption({
@@ -86,16 +100,23 @@
         var encode = window.echarts.format.encodeHTML;  // names are data: never HTML
         return encode(item.data.name) + "<br>" + encode(item.data.label);
       } },
+      // The points first (series[0], as before the routes), drawn over the lines (z).
       series: [{
         type: "scatter",
         symbolSize: 14,
+        z: 3,
         data: list.map(function (p) {
           return {
             value: [p.x, p.y], name: p.name, label: p.label, id: p.id,
             itemStyle: { color: COLOURS[p.state], borderColor: "#fff", borderWidth: 1.5 }
           };
         })
-      }]
+      }].concat(lines.map(function (line) {
+        return {
+          type: "line", name: line.name, data: line.points, symbol: "none", silent: true, z: 2,
+          lineStyle: { color: line.colour, width: 3 }
+        };
+      }))
     }, true);
   }
 

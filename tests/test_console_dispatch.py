@@ -1,0 +1,231 @@
+"""The dispatcher's screen over HTTP on the real stack (InfluxDB, the pilot registry, VROOM):
+an operator sees its own company's routes of the day (the API's plan, stop for stop), its
+waiting and overdue requests, the requests no route takes with why in the reader's language,
+and its scorecard (the API's operator report); another company's screen is the same 404 as a
+missing one; the admin picks any; the re-plan button stores a new plan through the API's code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from collection import plans
+from collection.models import CollectionRequest
+from core.influx import InfluxClient
+from core.settings import Settings
+from core.sql import make_engine
+from devices.models import Bin, Site
+from security.keys import ApiRole, create_key
+from security.users import UserRole, create_user
+from tests.collection_helpers import open_manual
+from tests.test_console_grid import _csrf, _login, _section
+
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.registry_backends(
+        "sqlite",
+        reason="the plans' registry code (collection/plans.py) runs on both backends in "
+        "test_routes.py; the console adds no query of its own",
+    ),
+]
+
+OPERATOR, OTHER = "op-lvyuan", "op-jiejing"
+DISPATCHER, OTHER_DISPATCHER, ADMIN = "lvyuan.desk", "jiejing.desk", "city.admin"
+PASSWORD = "green bins 2026"
+EARLY = time(6, 30)  # before any of the operator's shifts (07:00): no vehicle reaches it in time
+
+
+@dataclass(frozen=True)
+class World:
+    settings: Settings
+    day: date  # tomorrow: the whole shift is ahead whatever the time of the test
+    late: int  # overdue request
+    early: int  # due before any vehicle can reach it: not in any route
+    waiting: int  # due later: planned
+    api_key: str  # the operator's own API key, to compare with the API's answers
+
+    def client(self) -> TestClient:
+        return TestClient(create_app(self.settings), follow_redirects=False)
+
+    def page(self, username: str, path: str) -> tuple[int, str]:
+        with self.client() as client:
+            assert _login(client, username, PASSWORD).status_code == 303
+            answer = client.get(path)
+            return answer.status_code, answer.text
+
+
+def _bin(session: Session, operator_id: str, stream: str, n: int = 0) -> str:
+    return session.scalars(
+        select(Bin.id)
+        .join(Site, Bin.site_id == Site.id)
+        .where(Site.operator_id == operator_id, Bin.stream == stream)
+        .order_by(Bin.id)
+    ).all()[n]
+
+
+def _due(session: Session, request_id: int, due: datetime) -> None:
+    session.get_one(CollectionRequest, request_id).due_at = due
+    session.commit()
+
+
+@pytest.fixture(scope="module")
+def world(module_settings: Settings) -> Iterator[World]:
+    """Three waiting requests of the operator (created two hours ago, so the scorecard's
+    window holds them): one overdue, one due before any vehicle can reach it, one due later;
+    tomorrow's plan of them; the two companies' dispatchers (Chinese) and the admin (English)."""
+    settings = module_settings
+    zone = ZoneInfo(settings.timezone)
+    now = datetime.now(UTC)
+    day = (now.astimezone(zone) + timedelta(days=1)).date()
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    influx.close()
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        bins = [_bin(session, OPERATOR, s) for s in ("residual", "kitchen", "recyclable")]
+    created = now - timedelta(hours=2)
+    late, early, waiting = (open_manual(settings, b, created) for b in bins)
+    with Session(engine) as session:
+        _due(session, late, now - timedelta(hours=1))
+        _due(session, early, datetime.combine(day, EARLY, tzinfo=zone))
+        _due(session, waiting, datetime.combine(day, time(14), tzinfo=zone))
+        for username, role, operator_id, locale in (
+            (DISPATCHER, UserRole.operator, OPERATOR, "zh_CN"),
+            (OTHER_DISPATCHER, UserRole.operator, OTHER, "zh_CN"),
+            (ADMIN, UserRole.admin, None, "en"),
+        ):
+            create_user(
+                session, username=username, display_name=username, password=PASSWORD,
+                role=role, now=now, operator_id=operator_id, locale=locale,
+            )  # fmt: skip
+        key = create_key(
+            session, name="desk", role=ApiRole.operator, now=now, operator_id=OPERATOR
+        ).token
+        plans.plan_operator_day(session, OPERATOR, day, settings=settings, now=now, actor="test")
+    engine.dispose()
+    yield World(settings, day, late, early, waiting, key)
+
+
+def _stops(page: str) -> dict[str, list[str]]:
+    """Each vehicle's stops as the page lists them: the bins, in order."""
+    tables = re.findall(
+        r'<table class="bins stops" data-vehicle="([^"]+)">(.*?)</table>', page, re.S
+    )
+    return {
+        vehicle: re.findall(r'<tr class="stop-job">.*?<small>([^<]+)</small>', rows, re.S)
+        for vehicle, rows in tables
+    }
+
+
+def _requests(section: str) -> set[int]:
+    return {int(n) for n in re.findall(r'data-request="(\d+)"', section)}
+
+
+def test_the_operator_sees_its_days_routes_requests_and_scorecard_as_the_api_counts_them(
+    world: World,
+) -> None:
+    mine = {"Authorization": f"Bearer {world.api_key}"}
+    with world.client() as client:
+        assert _login(client, DISPATCHER, PASSWORD).status_code == 303
+        home = client.get("/console/dispatch")
+        assert home.headers["location"] == f"/console/dispatch/{OPERATOR}"
+        page = client.get(f"/console/dispatch/{OPERATOR}?date={world.day}").text
+        api = client.get(
+            f"/api/v1/operators/{OPERATOR}/routes?date={world.day}", headers=mine
+        ).json()
+        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        report = client.get(
+            f"/api/v1/compliance/operators/{OPERATOR}",
+            params={"start": (end - timedelta(days=30)).isoformat(), "end": end.isoformat()},
+            headers=mine,
+        ).json()["metrics"]
+    assert _stops(page) == {
+        v["vehicle_id"]: [s["bin_id"] for s in v["stops"] if s["kind"] == "job"]
+        for v in api["vehicles"]
+    }
+    assert api["vehicles"] and all(v["vehicle_id"].startswith("lvyuan-") for v in api["vehicles"])
+    assert _requests(_section(page, "unassigned")) == {world.early}
+    assert _requests(_section(page, "overdue")) == {world.late}
+    assert _requests(_section(page, "waiting")) == {world.early, world.waiting}
+    scorecard = _section(page, "scorecard")
+    shown = [int(n) for n in re.findall(r"<dd>(\d+)</dd>", scorecard)]
+    assert shown[:3] == [report["requests"], report["requests_on_time"], report["requests_missed"]]
+    assert (report["requests"], report["requests_missed"]) == (3, 1)  # the overdue one
+
+
+def test_another_companys_screen_is_a_missing_one_and_the_admin_picks_any(world: World) -> None:
+    other = world.page(OTHER_DISPATCHER, f"/console/dispatch/{OPERATOR}?date={world.day}")
+    missing = world.page(OTHER_DISPATCHER, "/console/dispatch/op-nobody")
+    assert other == missing
+    assert other[0] == 404
+    with world.client() as client:
+        assert _login(client, OTHER_DISPATCHER, PASSWORD).status_code == 303
+        posted = client.post(
+            f"/console/dispatch/{OPERATOR}/replan",
+            data={"csrf": _csrf(client.get("/console/dispatch/op-jiejing").text)},
+        )
+        assert posted.status_code == 404
+    status, page = world.page(ADMIN, f"/console/dispatch/{OTHER}?date={world.day}")
+    assert status == 200
+    assert f'href="/console/dispatch/{OPERATOR}?date={world.day}"' in page  # the picker
+    assert "No routes are planned for this day yet." in page
+    status, page = world.page(ADMIN, f"/console/dispatch/{OPERATOR}?date={world.day}")
+    assert set(_stops(page)) == set(
+        _stops(world.page(DISPATCHER, f"/console/dispatch/{OPERATOR}?date={world.day}")[1])
+    )
+    assert world.page(ADMIN, f"/console/dispatch/{OPERATOR}?date=tomorrow")[0] == 422
+
+
+def test_why_a_request_fits_no_route_in_chinese_and_english(world: World) -> None:
+    path = f"/console/dispatch/{OPERATOR}?date={world.day}"
+    chinese = _section(world.page(DISPATCHER, path)[1], "unassigned")
+    english = _section(world.page(ADMIN, path)[1], "unassigned")
+    assert "截止时间 06:30 早于任何厨余垃圾车辆能到达的时间" in chinese
+    assert "Due at 06:30, before any vehicle (Kitchen waste) can reach it" in english
+    assert "顺延到下一次计划" in chinese
+    assert "Rolls over to the next plan" in english
+
+
+def test_the_replan_button_stores_a_new_plan_and_inserts_an_urgent_request(world: World) -> None:
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        urgent_bin, first_bin = (_bin(session, OTHER, "residual", n) for n in (0, 1))
+    open_manual(world.settings, first_bin)  # so the day has a route to insert into
+    path, day = f"/console/dispatch/{OTHER}", str(world.day)
+    with world.client() as client:
+        assert _login(client, ADMIN, PASSWORD).status_code == 303
+        csrf = _csrf(client.get(f"{path}?date={day}").text)
+        assert client.post(f"{path}/replan", data={"date": day}).status_code == 403
+        planned = client.post(
+            f"{path}/replan", data={"csrf": csrf, "date": day}, headers={"HX-Request": "true"}
+        )
+        assert planned.status_code == 303
+        assert planned.headers["location"] == f"{path}?date={day}&notice=replanned"
+        page = client.get(planned.headers["location"]).text
+        assert "The day was planned again." in page
+        assert not any(urgent_bin in bins for bins in _stops(page).values())
+        urgent = open_manual(world.settings, urgent_bin)
+        inserted = client.post(
+            f"{path}/replan", data={"csrf": csrf, "date": day, "request_id": str(urgent)}
+        )
+        assert inserted.status_code == 303
+        page = client.get(inserted.headers["location"]).text
+        bad = client.post(f"{path}/replan", data={"csrf": csrf, "date": day, "request_id": "x"})
+        assert bad.status_code == 422
+    with Session(engine) as session:
+        stored = plans.latest_plan(session, OTHER, world.day)
+        assert stored is not None
+        assert (stored.version, stored.actor) == (2, f"admin user {ADMIN} ({ADMIN})")
+        vehicle = next(s.vehicle_id for s in stored.stops if s.request_id == urgent)
+        assert stored.note == f"request {urgent} inserted into {vehicle}'s route"
+    engine.dispose()
+    assert any(urgent_bin in bins for bins in _stops(page).values())
