@@ -128,7 +128,7 @@
     var button = event.submitter;
     var entry = {
       id: uuid(),
-      url: form.action,
+      url: form.getAttribute("action"), // not form.action: the buttons named "action" shadow it
       stop: form.closest(".crew-stop").dataset.stop,
       action: button && button.name === "action" ? button.value : "not_emptied",
       reason: button && button.name === "reason" ? button.value : "",
