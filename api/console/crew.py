@@ -18,6 +18,7 @@ from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from api.console.auth import PREFIX, CallerDep, PageError, PostCallerDep, console_allow
@@ -30,9 +31,11 @@ from collection.models import TAP_REASONS
 from collection.proof import PhotoRejected, photo_kind, store_photo
 from core.errors import NotFound
 from core.settings import Settings
+from devices.models import MAX_ROW_ID
 from security.keys import ApiRole
 
 router = APIRouter(prefix=f"{PREFIX}/crew", include_in_schema=False)
+StopId = Annotated[int, PathParam(ge=1, le=MAX_ROW_ID, description="a stop of the crew's route")]
 
 CREW = console_allow(ApiRole.crew)
 REASONS = {
@@ -109,7 +112,7 @@ def crew_stops(
 
 @router.post("/stops/{stop_id}/tap", dependencies=[CREW])
 def tap(
-    stop_id: int,
+    stop_id: StopId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
