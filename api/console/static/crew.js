@@ -104,7 +104,11 @@
       if (answer.redirected) { say(root.dataset.msgLogin, true); return false; }
       if (answer.status >= 500 || answer.status === 429) return false;
       var type = answer.headers.get("content-type") || "";
-      var body = type.indexOf("json") >= 0 ? answer.json() : Promise.resolve({});
+      // JSON from the tap itself; a console error page (its CSRF or scope check) says it in .problem
+      var body = type.indexOf("json") >= 0 ? answer.json() : answer.text().then(function (html) {
+        var problem = new DOMParser().parseFromString(html, "text/html").querySelector(".problem");
+        return { message: problem ? problem.textContent : "" };
+      });
       return body.then(function (said) {
         save(load().filter(function (e) { return e.id !== entry.id; }));
         if (answer.ok) say(said.message || "", false);
