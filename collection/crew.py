@@ -177,10 +177,8 @@ def take(
     now: datetime,
     photo: str | None = None,
 ) -> Tapped:
-    """Take the tap once: claim its id, act, record the outcome (a repeat answers that)."""
-    earlier = taken(session, tap, stop)
-    if earlier is not None:
-        return earlier
+    """Take the tap once: claim its id (insert it: the primary key refuses a second copy, even
+    one racing this from another worker), act, record the outcome; a copy answers that."""
     row = CrewTap(
         id=str(tap.id),
         stop_id=stop.id,
@@ -196,7 +194,7 @@ def take(
     session.add(row)
     try:
         session.commit()
-    except IntegrityError:  # the same tap, arriving twice at once: the other copy acts
+    except IntegrityError:  # taken before, or by a copy racing this one: that copy acts
         session.rollback()
         again = taken(session, tap, stop)
         if again is None:

@@ -101,7 +101,7 @@ def build(settings: Settings) -> CrewWorld:
     day = now.astimezone(ZoneInfo(settings.timezone)).date().isoformat()
     with Session(engine) as session:
         bins = {
-            MINE: _bins(session, "op-lvyuan", ("residual", "recyclable"), 3),
+            MINE: _bins(session, "op-lvyuan", ("residual", "recyclable"), 4),
             SIBLING: _bins(session, "op-lvyuan", ("kitchen",), 1),
             THEIRS: _bins(session, "op-jiejing", ("kitchen",), 1),
         }

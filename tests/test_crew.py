@@ -163,6 +163,29 @@ def _csrf(page: str) -> str:
 
 
 @pytest.mark.servers
+def test_the_same_tap_taken_twice_acts_once(world: World) -> None:
+    """Two copies of one tap, each in its own session (two API workers): the primary key lets
+    one claim it; the other answers what the first did."""
+    stop_id, tap = world.day.mine[3], crew.Tap(uuid.uuid4(), "emptied")
+    answers = []
+    for _copy in range(2):
+        with world.session() as session:
+            taken = crew.take(
+                session,
+                tap,
+                session.get_one(RouteStop, stop_id),
+                crew_vehicle=crew.vehicle(session, MINE),
+                actor_key="crew key test (truck)",
+                now=datetime.now(UTC),
+            )
+            answers.append((taken.repeated, taken.tap.outcome))
+    assert answers == [(False, "completed"), (True, "completed")]
+    assert world.taps(stop_id) == 1
+    moves = [e.to_status for e in world.events(world.day.requests[stop_id])]
+    assert moves == ["open", "acknowledged", "completed"]
+
+
+@pytest.mark.servers
 def test_a_crew_user_or_key_names_an_existing_vehicle(world: World) -> None:
     now = datetime.now(UTC)
     with world.session() as session:
