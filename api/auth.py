@@ -4,8 +4,9 @@ Every route declares a `Require` policy (the roles that may call it at all); a r
 fails tests/test_security_api.py. The caller's scope (`Scope`) is computed once per request from
 its key: admins see everything, managers the sites on their key, operators the sites their
 company serves, grid officials the sites of their district, street or community (and the
-areas at or under it), crews no site (only their vehicle's route of the day). Outside the scope an id gets exactly the answer of an id that does not exist
-(no existence oracle; tests/test_api_hardening.py walks every route with an id)."""
+areas at or under it), crews no site (only their vehicle's route of the day). Outside the scope
+an id gets exactly the answer of an id that does not exist (no existence oracle;
+tests/test_api_hardening.py walks every route with an id)."""
 
 from __future__ import annotations
 

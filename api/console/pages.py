@@ -1,5 +1,6 @@
 """The console's pages (issue 15): the login, a user's sites, and a site's page with its bins,
-open collection requests, the week's disputed ones and active alerts, refreshed in place every LIVE_EVERY_S (3 s) by htmx.
+open collection requests, the week's disputed ones and active alerts, refreshed in place every
+LIVE_EVERY_S (3 s) by htmx.
 
 Actions go through the API's own functions (api.routes.collections.open_manual,
 api.routes.alerts.acknowledge_alert), so the audit trail, the scope and the state rules are the

@@ -3,8 +3,8 @@ request (the whole remaining day, or one urgent request inserted into the plan i
 
 Scoped like the operator's compliance report: an operator key reads and re-plans only its own
 company's routes (another's answer exactly as a missing one), admins any; a crew key reads
-only its own vehicle's route (any other vehicle's, or another company's, answers as missing). A new plan is stored
-here and published by the collector (MQTT, webhook) on its next tick."""
+only its own vehicle's route (any other vehicle's, or another company's, answers as missing).
+A new plan is stored here and published by the collector (MQTT, webhook) on its next tick."""
 
 from __future__ import annotations
 
