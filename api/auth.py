@@ -4,8 +4,9 @@ Every route declares a `Require` policy (the roles that may call it at all); a r
 fails tests/test_security_api.py. The caller's scope (`Scope`) is computed once per request from
 its key: admins see everything, managers the sites on their key, operators the sites their
 company serves, grid officials the sites of their district, street or community (and the
-areas at or under it). Outside the scope an id gets exactly the answer of an id that does not exist
-(no existence oracle; tests/test_api_hardening.py walks every route with an id)."""
+areas at or under it), crews no site (only their vehicle's route of the day). Outside the scope
+an id gets exactly the answer of an id that does not exist (no existence oracle;
+tests/test_api_hardening.py walks every route with an id)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from core.errors import NotAllowed, NotFound
 from devices import registry
 from devices.models import Site
 from security.keys import ApiRole, Principal, authenticate
+from security.scopes import PEOPLE_WHO_READ
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `binwatch keys create`")
 _UNAUTHENTICATED = "a valid API key is required: Authorization: Bearer <key>"
@@ -117,7 +119,9 @@ def allow(*roles: ApiRole) -> Any:
 
 
 PUBLIC: Any = Depends(PublicPolicy())
-EVERYONE: Any = allow(*ApiRole)
+# Everyone who reads the registry within their scope; a crew key is not among them (it reads
+# only its vehicle's route: api/routes/routes.py, api/console/crew.py).
+EVERYONE: Any = allow(*PEOPLE_WHO_READ)
 ADMIN: Any = allow(ApiRole.admin)
 # Those who answer for a site's bins and may take an alert on; a grid official oversees (reads)
 # but does not handle devices, so an acknowledgement never hides an alert from the manager.
@@ -178,6 +182,9 @@ def scope_of(principal: Principal, session: Session) -> Scope:
     if principal.role is ApiRole.manager:
         release(session)
         return Scope(principal, principal.site_ids)
+    if principal.role is ApiRole.crew:  # no site: its vehicle's stops come with the route
+        release(session)
+        return Scope(principal, frozenset())
     served = frozenset(
         session.scalars(select(Site.id).where(Site.operator_id == principal.operator_id))
     )

@@ -62,11 +62,12 @@ class EventOut(_Out):
     """One entry of the audit trail; `from_status` is null for the creation. On an escalation,
     `webhook_*` say whether the area contact's webhook got it: attempts so far, when it was
     delivered, and when the next attempt is due (null once delivered or given up; the note
-    says which). Transitions, and escalations without a webhook, have 0 and nulls."""
+    says which). Transitions, and escalations without a webhook, have 0 and nulls. A `report`
+    is a crew's word that changes no status: it could not empty the bin, and why (`note`)."""
 
     at: UtcTime
     actor: str
-    kind: Literal["transition", "escalation"]
+    kind: Literal["transition", "escalation", "report"]
     from_status: Status | None
     to_status: Status
     escalation_level: int | None

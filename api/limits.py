@@ -28,19 +28,26 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    """Answers 413 with a message for bodies over `max_bytes`."""
+    """Answers 413 with a message for bodies over `max_bytes`, or over `larger`'s cap for paths
+    under its prefix (the crew's taps, which may carry a photo)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: tuple[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes
+        if self.larger is not None and scope["path"].startswith(self.larger[0]):
+            max_bytes = self.larger[1]
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                refused = BodyTooLarge(self.max_bytes)
+            if name == b"content-length" and (not value.isdigit() or int(value) > max_bytes):
+                refused = BodyTooLarge(max_bytes)
                 await answer(send, refused.status_code, refused.detail)
                 return
         seen = 0
@@ -49,8 +56,8 @@ class BodySizeLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
+            if seen > max_bytes:
+                raise BodyTooLarge(max_bytes)
             return message
 
         try:

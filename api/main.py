@@ -19,6 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from api.admission import BUSY, Admission, InfluxGate
 from api.auth import RateLimiter
 from api.console import mount_console
+from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
@@ -96,7 +97,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = with_declared_errors(app)  # type: ignore[method-assign]
     serve_docs(app)
     app.add_middleware(RepresentableJson)  # inside the size cap, which bounds what it reads
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api.max_body,
+        # a crew's tap may carry a photo: its own cap, and room for the form around it
+        larger=(PHOTO_PATHS, settings.route.photo_max_kb * 1024 + settings.api.max_body),
+    )
     app.add_middleware(
         Admission,
         limit=settings.api.max_concurrency,

@@ -34,7 +34,9 @@ REQUEST_STATUSES = (
 OPEN_STATUSES = ("open", "dispatched", "acknowledged")
 """A request in one of these still waits for a crew; at most one per bin (a partial index)."""
 REQUEST_RULES = ("threshold", "kitchen_daily", "forecast", "manual")
-EVENT_KINDS = ("transition", "escalation")
+EVENT_KINDS = ("transition", "escalation", "report")
+"""A `report` is a crew's word on the request that changes nothing (could not empty it, and
+why: `note_msg`); the dispatcher decides what comes next."""
 _OPEN_SQL = f"status IN {OPEN_STATUSES!r}"
 
 
@@ -182,3 +184,33 @@ class RouteStop(Base):
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     plan: Mapped[RoutePlan] = relationship(back_populates="stops")
+
+
+TAP_ACTIONS = ("emptied", "not_emptied")
+TAP_REASONS = ("blocked", "bin_damaged", "contaminated_refused", "no_access")
+
+
+class CrewTap(Base):
+    """One tap of a crew on a stop of its route (collection/crew.py): the id is the phone's own
+    (a UUID made when the tap was made), so a tap sent again after a lost answer, or replayed
+    from the phone's offline queue, finds its row and is one action. `outcome` is what the tap
+    did (completed the request, recorded the report, or refused: `refusal` says why) and is
+    what a repeat answers."""
+
+    __tablename__ = "crew_taps"
+    __table_args__ = (
+        CheckConstraint(f"action IN {TAP_ACTIONS!r}", name="ck_crew_taps_action"),
+        CheckConstraint(f"reason IS NULL OR reason IN {TAP_REASONS!r}", name="ck_crew_taps_reason"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    stop_id: Mapped[int] = mapped_column(ForeignKey("route_stops.id"), index=True)
+    vehicle_id: Mapped[str] = mapped_column(ForeignKey("vehicles.id"))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("collection_requests.id"))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    photo: Mapped[str | None] = mapped_column(String(200))  # under the photo folder
+    at: Mapped[datetime] = mapped_column(UtcDateTime())  # when the server took it
+    outcome: Mapped[str] = mapped_column(String(16))
+    refusal: Mapped[str | None] = mapped_column(Text)

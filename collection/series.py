@@ -92,8 +92,9 @@ def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint
 
 def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTags | None) -> str:
     """One `collections` point: the grid tags of the bin (as ingest writes them), the rule,
-    the status the event left the request in, and what happened (`event`: transition, or
-    escalation_1 / escalation_2). Time = the event's time, so re-exporting rewrites it.
+    the status the event left the request in, and what happened (`event`: transition,
+    escalation_1 / escalation_2, or report: a crew could not empty the bin). Time = the event's
+    time, so re-exporting rewrites it.
 
     Fields: `request_id`; `age_s` since the request was created; `deadline_s`, the time it was
     given (its stream's deadline); `escalation_level` on escalations. While it waits for a crew
@@ -109,7 +110,7 @@ def event_point(event: CollectionEvent, request: CollectionRequest, tags: BinTag
         "stream": request.stream,
         "operator": request.operator_id,
     }
-    what = "transition" if event.kind == "transition" else f"escalation_{event.escalation_level}"
+    what = event.kind if event.kind != "escalation" else f"escalation_{event.escalation_level}"
     labels = tag_set({**grid, "rule": request.rule, "status": event.to_status, "event": what})
     status = Status(event.to_status)
     deadline = request.due_at - request.created_at

@@ -154,6 +154,28 @@ def transition(
     return request
 
 
+def complete(
+    session: Session, request_id: int, *, actor: Actor, now: datetime, note: Reason | str = ""
+) -> CollectionRequest:
+    """The operator's crew emptied the bin (the API's complete, the crew's "emptied" tap): the
+    next readings verify or dispute it (collection/service.py)."""
+    return transition(
+        session, request_id, Status.completed, actor=actor, now=now, note=note, completed_at=now
+    )
+
+
+def report(
+    session: Session, request: CollectionRequest, *, actor: Actor, now: datetime, note: Reason
+) -> CollectionEvent:
+    """A crew's word on a request that changes nothing (it could not empty the bin, and why):
+    a `report` event, for the dispatcher to decide what comes next."""
+    status = Status(request.status)
+    event = _event(session, request, now, actor, status, status, note=note)
+    event.kind = "report"
+    session.commit()
+    return event
+
+
 def escalate(
     session: Session,
     request: CollectionRequest,

@@ -125,6 +125,11 @@ MESSAGES: Final[Mapping[str, Message]] = {
         window="duration",
         emptied=0,
     ),
+    # A crew's report that it could not empty a bin (collection/crew.py), one per reason.
+    "crew.blocked": _message("could not empty: the bin was blocked"),
+    "crew.bin_damaged": _message("could not empty: the bin is damaged"),
+    "crew.contaminated_refused": _message("could not empty: contaminated load refused"),
+    "crew.no_access": _message("could not empty: no access to the bin"),
     "escalation.community": _message(
         "level %(level)s: community %(area)s: %(told)s", level=0, area="text", told="parts"
     ),

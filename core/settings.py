@@ -309,6 +309,12 @@ class RouteSettings(_Group):
     solver_exploration: int = Field(
         3, ge=0, le=5, description="VROOM exploration level: higher plans better, slower"
     )
+    photo_dir: str = Field(
+        "var/photos", min_length=1, description="folder the crews' proof-of-service photos go to"
+    )
+    photo_max_kb: int = Field(
+        8192, ge=16, le=65536, description="largest proof-of-service photo a crew may send, KiB"
+    )
 
 
 class AlertSettings(_Group):

@@ -304,7 +304,8 @@ class Vehicle(Base):
 
 
 class Crew(Base):
-    """A crew of an operator, with the vehicle it usually drives (the crew's screen, later)."""
+    """A crew of an operator, with the vehicle it usually drives. The crew's console login is a
+    user of role `crew` naming the vehicle itself (security/scopes.py, api/console/crew.py)."""
 
     __tablename__ = "crews"
 

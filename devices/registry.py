@@ -13,7 +13,7 @@ from core.errors import NotFound
 from core.sql import paged
 from core.telemetry import TAGS
 from devices.grid import Grid, Place
-from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Operator, Site
+from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Operator, Site, Vehicle
 from devices.retirement import in_service
 
 
@@ -148,6 +148,10 @@ def site_names(session: Session, site_ids: Iterable[str] | None = None) -> dict[
 
 def operators(session: Session) -> list[Operator]:
     return list(session.scalars(select(Operator).order_by(Operator.id)))
+
+
+def vehicles(session: Session) -> list[Vehicle]:
+    return list(session.scalars(select(Vehicle).order_by(Vehicle.id)))
 
 
 def add_dead_letters(session: Session, letters: Iterable[DeadLetter]) -> None:

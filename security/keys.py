@@ -42,6 +42,7 @@ class Principal:
     name: str = ""
     kind: str = "key"
     area_id: str | None = None
+    vehicle_id: str | None = None
 
     @property
     def actor(self) -> str:
@@ -68,10 +69,11 @@ def create_key(
     site_ids: Sequence[str] = (),
     operator_id: str | None = None,
     area_id: str | None = None,
+    vehicle_id: str | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
     """A new key; its scope must fit its role (security.scopes.check_scope): registered sites
-    (manager), an operator (operator), a district, street or community (grid)."""
+    (manager), an operator (operator), a district, street or community (grid), a vehicle (crew)."""
     check_scope(
         session,
         role,
@@ -79,6 +81,7 @@ def create_key(
         site_ids=site_ids,
         area_id=area_id,
         operator_id=operator_id,
+        vehicle_id=vehicle_id,
     )
     if expires_at is not None and expires_at <= now:
         raise InvalidRequest("the expiry must be in the future")
@@ -92,6 +95,7 @@ def create_key(
         site_ids=" ".join(sorted(set(site_ids))),
         operator_id=operator_id,
         area_id=area_id,
+        vehicle_id=vehicle_id,
         created_at=now,
         expires_at=expires_at,
     )
@@ -136,4 +140,5 @@ def authenticate(
         key.operator_id,
         key.name,
         area_id=key.area_id,
+        vehicle_id=key.vehicle_id,
     )

@@ -11,14 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from devices.models import Base, UtcDateTime
 
-API_ROLES = ("admin", "manager", "grid", "operator")
+API_ROLES = ("admin", "manager", "grid", "operator", "crew")
 MQTT_KINDS = ("bin", "service", "manager", "admin")
 
 
 class ApiKey(Base):
     """One API key: `Authorization: Bearer bw_<id>_<secret>`; the id finds the row, the SHA-256
     of the whole token proves it. Managers are scoped to `site_ids` (space-separated), operators
-    to `operator_id`, grid officials to `area_id` (a district, street or community)."""
+    to `operator_id`, grid officials to `area_id` (a district, street or community), crews to
+    `vehicle_id` (an operator's vehicle)."""
 
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint(f"role IN {API_ROLES!r}", name="ck_api_keys_role"),)
@@ -30,6 +31,7 @@ class ApiKey(Base):
     site_ids: Mapped[str] = mapped_column(Text, default="")
     operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"))
     area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
+    vehicle_id: Mapped[str | None] = mapped_column(ForeignKey("vehicles.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -59,7 +61,8 @@ LOCALES = ("zh_CN", "en")
 class User(Base):
     """A person who logs in to the console (issue 15); machines keep using API keys. Managers
     are scoped to `site_ids` (space-separated), grid officials to `area_id` (a district, street
-    or community), operators to `operator_id`. Only the argon2 hash of the password is kept."""
+    or community), operators to `operator_id`, crews to `vehicle_id` (an operator's vehicle).
+    Only the argon2 hash of the password is kept."""
 
     __tablename__ = "users"
     __table_args__ = (
@@ -74,6 +77,7 @@ class User(Base):
     site_ids: Mapped[str] = mapped_column(Text, default="")
     area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
     operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"))
+    vehicle_id: Mapped[str | None] = mapped_column(ForeignKey("vehicles.id"))
     locale: Mapped[str] = mapped_column(String(8))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

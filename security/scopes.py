@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, no_such
-from devices.models import Area, Operator, Site
+from devices.models import Area, Operator, Site, Vehicle
 
 GRID_AREA_KINDS: Final = frozenset({"district", "street", "community"})
 
@@ -22,6 +22,7 @@ class Role(StrEnum):
     manager = "manager"  # a property manager: their sites
     grid = "grid"  # a grid official: the sites of their district, street or community
     operator = "operator"  # an operator company: the sites it serves, its own requests
+    crew = "crew"  # an operator's vehicle crew: that vehicle's stops of the day, nothing else
 
 
 class ScopeError(InvalidRequest):
@@ -34,8 +35,21 @@ class ScopeError(InvalidRequest):
 
 
 # Each role's kind of scope; admins have none (the whole city).
-_WANTED: Final = {Role.manager: "site", Role.grid: "area", Role.operator: "operator"}
-_NOUN: Final = {"site": "a site", "area": "an area", "operator": "an operator"}
+_WANTED: Final = {
+    Role.manager: "site",
+    Role.grid: "area",
+    Role.operator: "operator",
+    Role.crew: "vehicle",
+}
+_NOUN: Final = {
+    "site": "a site",
+    "area": "an area",
+    "operator": "an operator",
+    "vehicle": "a vehicle",
+}
+PEOPLE_WHO_READ: Final = (Role.admin, Role.grid, Role.manager, Role.operator)
+"""The roles that read the registry's sites, bins, requests and figures (within their scope); a
+crew sees only its vehicle's stops of the day (api/console/crew.py)."""
 
 
 def check_scope(
@@ -46,10 +60,16 @@ def check_scope(
     site_ids: Sequence[str] = (),
     area_id: str | None = None,
     operator_id: str | None = None,
+    vehicle_id: str | None = None,
 ) -> None:
     """Each role names exactly its own kind of scope, and it must exist; ScopeError otherwise.
     `holder` is what the message calls the scoped thing ("users", "keys")."""
-    given = {"site": bool(site_ids), "area": area_id is not None, "operator": bool(operator_id)}
+    given = {
+        "site": bool(site_ids),
+        "area": area_id is not None,
+        "operator": bool(operator_id),
+        "vehicle": bool(vehicle_id),
+    }
     for kind, present in given.items():
         if present and _WANTED.get(role) != kind:
             raise ScopeError(
@@ -71,3 +91,5 @@ def check_scope(
             )
     if operator_id and session.get(Operator, operator_id) is None:
         raise ScopeError(no_such("operator", [operator_id]), "no_operator", ids=operator_id)
+    if vehicle_id and session.get(Vehicle, vehicle_id) is None:
+        raise ScopeError(no_such("vehicle", [vehicle_id]), "no_vehicle", ids=vehicle_id)

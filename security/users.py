@@ -1,7 +1,7 @@
 """The console's people and their sessions, in the registry database (issue 15).
 
 A user has a role and a scope like an API key (managers: sites; grid officials: an area;
-operators: their company; admins: the city). A login opens a server-side session whose token
+operators: their company; crews: their vehicle; admins: the city). A login opens a server-side session whose token
 goes to the browser in a cookie; only the token's SHA-256 is stored, as for API keys, so the
 table cannot be replayed. Nothing here logs a password or a token."""
 
@@ -41,6 +41,7 @@ def create_user(
     site_ids: Sequence[str] = (),
     area_id: str | None = None,
     operator_id: str | None = None,
+    vehicle_id: str | None = None,
     locale: str = "zh_CN",
     actor: str = COMMAND_LINE,
 ) -> User:
@@ -65,6 +66,7 @@ def create_user(
         site_ids=site_ids,
         area_id=area_id,
         operator_id=operator_id,
+        vehicle_id=vehicle_id,
     )
     passwords.check_policy(password, username=username)
     user = User(
@@ -75,6 +77,7 @@ def create_user(
         site_ids=" ".join(sorted(set(site_ids))),
         area_id=area_id,
         operator_id=operator_id,
+        vehicle_id=vehicle_id,
         locale=locale,
         disabled=False,
         created_at=now,
@@ -103,6 +106,8 @@ def describe_scope(user: User) -> str:
         if user.area_id
         else f"operator {user.operator_id}"
         if user.operator_id
+        else f"vehicle {user.vehicle_id}"
+        if user.vehicle_id
         else "the whole city"
     )
     return f"{user.role}: {scope}"
@@ -134,6 +139,7 @@ def set_scope(
     site_ids: Sequence[str] = (),
     area_id: str | None = None,
     operator_id: str | None = None,
+    vehicle_id: str | None = None,
     actor: str = COMMAND_LINE,
 ) -> User:
     """A new scope of the user's own kind (their role stays); it applies from their next page,
@@ -147,9 +153,10 @@ def set_scope(
         site_ids=site_ids,
         area_id=area_id,
         operator_id=operator_id,
+        vehicle_id=vehicle_id,
     )
     user.site_ids = " ".join(sorted(set(site_ids)))
-    user.area_id, user.operator_id = area_id, operator_id
+    user.area_id, user.operator_id, user.vehicle_id = area_id, operator_id, vehicle_id
     user.updated_at = now
     _audit(session, user, "scope_changed", actor=actor, now=now)
     session.commit()

@@ -35,7 +35,7 @@ TABLES = {
     *("site_contacts", "alerts", "alert_events", "alert_deliveries", "bin_health"),
     *("api_keys", "mqtt_credentials", "users", "console_sessions"),
     "user_events",
-    *("depots", "vehicles", "crews", "route_plans", "route_stops"),
+    *("depots", "vehicles", "crews", "route_plans", "route_stops", "crew_taps"),
 }
 
 

@@ -49,13 +49,13 @@ POLICIES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/alerts/{alert_id}/ack"): "admin, manager, operator",
     ("GET", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
     ("POST", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
-    ("GET", "/api/v1/operators/{operator_id}/routes/{vehicle_id}"): "admin, operator",
+    ("GET", "/api/v1/operators/{operator_id}/routes/{vehicle_id}"): "admin, crew, operator",
     # The console (api/console): a session cookie instead of a key, the same roles and scope.
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
-    ("POST", "/console/logout"): "admin, grid, manager, operator",
-    ("POST", "/console/locale"): "admin, grid, manager, operator",
-    ("GET", "/console"): "admin, grid, manager, operator",
+    ("POST", "/console/logout"): "admin, crew, grid, manager, operator",
+    ("POST", "/console/locale"): "admin, crew, grid, manager, operator",
+    ("GET", "/console"): "admin, crew, grid, manager, operator",
     ("GET", "/console/sites/{site_id}"): "admin, grid, manager, operator",
     ("GET", "/console/sites/{site_id}/live"): "admin, grid, manager, operator",
     ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
@@ -83,6 +83,10 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/dispatch"): "admin, operator",
     ("GET", "/console/dispatch/{operator_id}"): "admin, operator",
     ("POST", "/console/dispatch/{operator_id}/replan"): "admin, operator",
+    # The crew's screen (api/console/crew.py): its vehicle's stops of the day, and its taps.
+    ("GET", "/console/crew"): "crew",
+    ("GET", "/console/crew/stops"): "crew",
+    ("POST", "/console/crew/stops/{stop_id}/tap"): "crew",
 }
 
 

@@ -57,9 +57,11 @@ PROBLEMS = {
     "scope_needs_site": N_("Choose at least one site for a property manager."),
     "scope_needs_area": N_("Choose the grid official's area."),
     "scope_needs_operator": N_("Choose the operator company."),
+    "scope_needs_vehicle": N_("Choose the crew's vehicle."),
     "no_site": N_("There is no such site: %(ids)s"),
     "no_area": N_("A grid official's area is a district, street or community: %(ids)s is none."),
     "no_operator": N_("There is no such operator: %(ids)s"),
+    "no_vehicle": N_("There is no such vehicle: %(ids)s"),
 }
 NO_SUCH_USER = N_("There is no such user.")
 
@@ -71,6 +73,7 @@ class ScopeForm:
     site_ids: list[str]
     area_id: str
     operator_id: str
+    vehicle_id: str = ""
 
     def of(self, role: str) -> dict[str, Any]:
         if role == ApiRole.manager:
@@ -79,6 +82,8 @@ class ScopeForm:
             return {"area_id": self.area_id or None}
         if role == ApiRole.operator:
             return {"operator_id": self.operator_id or None}
+        if role == ApiRole.crew:
+            return {"vehicle_id": self.vehicle_id or None}
         return {}
 
 
@@ -94,6 +99,7 @@ def _choices(session: Session) -> dict[str, Any]:
         "site_names": registry.site_names(session),
         "area_names": dict(areas),
         "operator_names": {o.id: o.name for o in registry.operators(session)},
+        "vehicle_names": {v.id: v.name for v in registry.vehicles(session)},
         "roles": list(ApiRole),
         "locales": LOCALES,
     }
@@ -154,10 +160,11 @@ def create(
     site_ids: Annotated[list[str] | None, Form()] = None,
     area_id: Annotated[str, Form()] = "",
     operator_id: Annotated[str, Form()] = "",
+    vehicle_id: Annotated[str, Form()] = "",
 ) -> Response:
     """A new user with a generated password, shown once on the answer."""
     form = {"username": username, "display_name": display_name, "role": role, "locale": locale}
-    scope = ScopeForm(site_ids or [], area_id, operator_id)
+    scope = ScopeForm(site_ids or [], area_id, operator_id, vehicle_id)
     if role not in {r.value for r in ApiRole} or locale not in LOCALES:
         return _list_page(
             request,
@@ -266,10 +273,11 @@ def change_scope(
     site_ids: Annotated[list[str] | None, Form()] = None,
     area_id: Annotated[str, Form()] = "",
     operator_id: Annotated[str, Form()] = "",
+    vehicle_id: Annotated[str, Form()] = "",
 ) -> Response:
     """A new scope of the user's own kind."""
     user = _user(session, username)
-    scope = ScopeForm(site_ids or [], area_id, operator_id)
+    scope = ScopeForm(site_ids or [], area_id, operator_id, vehicle_id)
     try:
         set_scope(
             session,

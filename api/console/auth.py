@@ -22,6 +22,7 @@ from api.deps import SessionDep, SettingsDep
 from core.settings import Settings
 from security.keys import ApiRole, Principal
 from security.models import User
+from security.scopes import PEOPLE_WHO_READ
 from security.session_rules import csrf_matches, csrf_token
 from security.users import UserRole, session_user
 
@@ -60,6 +61,7 @@ class Caller:
             user.display_name,
             kind="user",
             area_id=user.area_id,
+            vehicle_id=user.vehicle_id,
         )
 
 
@@ -109,7 +111,8 @@ def console_allow(*roles: ApiRole | UserRole) -> Any:
     return Depends(ConsolePolicy(frozenset(roles)))
 
 
-CONSOLE_EVERYONE: Any = console_allow(*ApiRole)
+# Everyone who reads sites (a crew has only its own screen: api/console/crew.py).
+CONSOLE_EVERYONE: Any = console_allow(*PEOPLE_WHO_READ)
 # What every person logged in may do wherever they are: log out, change language.
 CONSOLE_PEOPLE: Any = console_allow(*UserRole)
 # The reports and rankings (api/console/reports.py): grid officials for their area, the city's

@@ -94,6 +94,10 @@ class Formats:
             return "—"
         return format_datetime(moment, "short", tzinfo=self.timezone, locale=self.locale)
 
+    def clock(self, moment: datetime) -> str:
+        """The time of day in the city, hours and minutes: 14:05."""
+        return format_datetime(moment, "HH:mm", tzinfo=self.timezone, locale=self.locale)
+
     def number(self, value: float | None, digits: int = 0) -> str:
         if value is None:
             return "—"

@@ -62,6 +62,7 @@ USER_ROLES: Final = {
     "manager": N_("Property manager"),
     "grid": N_("Grid official"),
     "operator": N_("Operator staff"),
+    "crew": N_("Vehicle crew"),
 }
 ESCALATION_LEVELS: Final = {
     0: N_("Not escalated yet"),

@@ -1,5 +1,6 @@
 """The console's pages (issue 15): the login, a user's sites, and a site's page with its bins,
-open collection requests and active alerts, refreshed in place every LIVE_EVERY_S (3 s) by htmx.
+open collection requests, the week's disputed ones and active alerts, refreshed in place every
+LIVE_EVERY_S (3 s) by htmx.
 
 Actions go through the API's own functions (api.routes.collections.open_manual,
 api.routes.alerts.acknowledge_alert), so the audit trail, the scope and the state rules are the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -46,7 +47,7 @@ from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.routes.alerts import AlertId, acknowledge_alert
 from api.routes.collections import current_time, open_manual
 from collection import store as collection_store
-from collection.lifecycle import OPEN
+from collection.lifecycle import OPEN, Status
 from collection.models import CollectionRequest
 from core.errors import NotFound, SinkError
 from core.influx import InfluxClient
@@ -72,6 +73,10 @@ LIVE_EVERY_S = 3
 """How often a page's live part is fetched again: a new alert or request must show within 5 s,
 so one interval plus ingest's batch (0.25 s) and the render must stay under it, with room for a
 busy machine (tests/test_console_browser_checks.py measures it; 4 s left 0.5 s of room)."""
+DISPUTED_SHOWN = timedelta(days=7)
+DISPUTED_MAX = 20
+"""The site page shows the disputed requests (reported emptied, the bin's readings say not)
+raised in the last week, at most this many: enough to see a pattern, not an archive."""
 CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
 """Where the language switch may send the user back to: a console page, never another site."""
 
@@ -229,11 +234,14 @@ def choose_language(
     return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
 
 
-@router.get("", dependencies=[CONSOLE_EVERYONE])
+@router.get("", dependencies=[CONSOLE_PEOPLE])
 def my_sites(request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep) -> Response:
-    """The user's sites; a grid official starts at their area's figures instead."""
+    """The user's sites; a grid official starts at their area's figures instead, a crew at its
+    stops of the day."""
     if caller.user.role == ApiRole.grid:
         return RedirectResponse(f"{PREFIX}/grid", status.HTTP_303_SEE_OTHER)
+    if caller.user.role == ApiRole.crew:
+        return RedirectResponse(f"{PREFIX}/crew", status.HTTP_303_SEE_OTHER)
     sites, _total = registry.list_sites(
         session, site_type=None, community_id=None, limit=500, offset=0, visible=scope.sites
     )
@@ -278,6 +286,15 @@ def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) ->
             session, status=status_, site_id=site.id, visible_sites=scope.sites, limit=500
         )
         requests += page
+    # Emptied by a crew's word, not by the bin's readings: the newest, from the last days.
+    disputed, _total = collection_store.list_requests(
+        session,
+        status=Status.disputed,
+        site_id=site.id,
+        visible_sites=scope.sites,
+        start=datetime.now(UTC) - DISPUTED_SHOWN,
+        limit=DISPUTED_MAX,
+    )
     alerts: list[Alert]
     alerts, _total = alert_store.list_alerts(
         session, state="active", site_id=site.id, visible_sites=scope.sites, limit=500
@@ -287,6 +304,7 @@ def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) ->
         "rows": rows,
         "readings_missing": readings_missing,
         "requests": sorted(requests, key=lambda r: r.due_at),
+        "disputed": disputed,
         "alerts": alerts,
     }
 

@@ -6,6 +6,8 @@ own requests (403 otherwise); admins may act for anyone. The audit trail records
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -176,7 +178,9 @@ def complete(
 ) -> CollectionDetail:
     """The crew emptied the bin; the next readings verify it (or dispute it)."""
     actor = _operator(session, request_id, body.operator_id, caller)
-    return _move(session, request_id, Status.completed, actor, now, body.note, completed_at=now)
+    with _conflict():
+        store.complete(session, request_id, actor=actor, now=now, note=body.note)
+    return CollectionDetail.of_request(store.get_request(session, request_id))
 
 
 @router.post(
@@ -221,10 +225,16 @@ def _move(
     actor: Actor,
     now: datetime,
     note: str,
-    **changes: object,
 ) -> CollectionDetail:
+    with _conflict():
+        store.transition(session, request_id, to, actor=actor, now=now, note=note)
+    return CollectionDetail.of_request(store.get_request(session, request_id))
+
+
+@contextmanager
+def _conflict() -> Iterator[None]:
+    """A transition the state machine refuses, as a 409 that says why."""
     try:
-        store.transition(session, request_id, to, actor=actor, now=now, note=note, **changes)
+        yield
     except TransitionRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return CollectionDetail.of_request(store.get_request(session, request_id))

@@ -2,8 +2,9 @@
 request (the whole remaining day, or one urgent request inserted into the plan in force).
 
 Scoped like the operator's compliance report: an operator key reads and re-plans only its own
-company's routes (another's answer exactly as a missing one), admins any. A new plan is stored
-here and published by the collector (MQTT, webhook) on its next tick."""
+company's routes (another's answer exactly as a missing one), admins any; a crew key reads
+only its own vehicle's route (any other vehicle's, or another company's, answers as missing).
+A new plan is stored here and published by the collector (MQTT, webhook) on its next tick."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from collection import plans
 from core.errors import NotFound
 from core.settings import Settings
 from devices.messages import RoutesPlanned
-from devices.models import MAX_ROW_ID, Operator
+from devices.models import MAX_ROW_ID, Operator, Vehicle
 from security.keys import ApiRole
 
 router = APIRouter(prefix="/operators/{operator_id}/routes", tags=["routes"])
@@ -34,6 +35,7 @@ Day = Annotated[
     date | None, Query(alias="date", description="the local day, YYYY-MM-DD (default: today)")
 ]
 _OPERATORS = allow(ApiRole.admin, ApiRole.operator)
+_VEHICLE_READERS = allow(ApiRole.admin, ApiRole.operator, ApiRole.crew)
 
 
 class Replan(BaseModel):
@@ -76,7 +78,7 @@ def day_routes(
     return plans.routes_message(plan)
 
 
-@router.get("/{vehicle_id}", response_model=RoutesPlanned, dependencies=[_OPERATORS])
+@router.get("/{vehicle_id}", response_model=RoutesPlanned, dependencies=[_VEHICLE_READERS])
 def vehicle_route(
     operator_id: OperatorId,
     vehicle_id: VehicleId,
@@ -87,7 +89,14 @@ def vehicle_route(
     day: Day = None,
 ) -> RoutesPlanned:
     """One vehicle's stops in the plan in force for the day."""
-    own_operator(caller, session, operator_id)
+    if caller.principal.role is ApiRole.crew:
+        crews = (
+            session.get(Vehicle, vehicle_id) if vehicle_id == caller.principal.vehicle_id else None
+        )
+        if crews is None or crews.operator_id != operator_id:
+            raise NotFound(f"no operator with id {operator_id!r}")
+    else:
+        own_operator(caller, session, operator_id)
     plan = plans.plan_or_404(session, operator_id, _day(day, settings, now))
     plans.vehicle_stops(plan, vehicle_id)
     return plans.routes_message(plan, vehicle_id)

@@ -42,13 +42,14 @@ def _session() -> Iterator[tuple[Session, Settings]]:
 
 @keys_app.command("create")
 def create_command(
-    role: Annotated[ApiRole, typer.Option(help="admin, manager, grid or operator")],
+    role: Annotated[ApiRole, typer.Option(help="admin, manager, grid, operator or crew")],
     name: Annotated[str, typer.Option(help="who holds the key, for the list")],
     site: Annotated[list[str] | None, typer.Option(help="a manager's site (repeat)")] = None,
     operator: Annotated[str | None, typer.Option(help="an operator key's company")] = None,
     area: Annotated[
         str | None, typer.Option(help="a grid key's district, street or community")
     ] = None,
+    vehicle: Annotated[str | None, typer.Option(help="a crew key's vehicle")] = None,
     days: Annotated[float | None, typer.Option(help="valid for this many days")] = 365.0,
 ) -> None:
     """Create a key and print its token (only now: only its hash is kept)."""
@@ -62,6 +63,7 @@ def create_command(
             site_ids=site or (),
             operator_id=operator,
             area_id=area,
+            vehicle_id=vehicle,
             expires_at=now + timedelta(days=days) if days else None,
         )
     console().print(f"key {issued.key.id} ({role.value}); token, shown once:")
@@ -78,7 +80,7 @@ def list_command() -> None:
                 key.id,
                 key.name,
                 key.role,
-                key.site_ids or key.operator_id or key.area_id or "everything",
+                key.site_ids or key.operator_id or key.area_id or key.vehicle_id or "everything",
                 f"{key.created_at:%Y-%m-%d %H:%M}",
                 f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "never",
                 f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",

@@ -50,11 +50,12 @@ def _show(password: str, generate: bool) -> None:
 @users_app.command("create")
 def create_command(
     username: Annotated[str, typer.Argument(help="the login name (lower case)")],
-    role: Annotated[UserRole, typer.Option(help="admin, manager, grid or operator")],
+    role: Annotated[UserRole, typer.Option(help="admin, manager, grid, operator or crew")],
     name: Annotated[str, typer.Option(help="the name the console shows")] = "",
     site: Annotated[list[str] | None, typer.Option(help="a manager's site (repeat)")] = None,
     area: Annotated[str | None, typer.Option(help="a grid official's area id")] = None,
     operator: Annotated[str | None, typer.Option(help="an operator's company id")] = None,
+    vehicle: Annotated[str | None, typer.Option(help="a crew's vehicle id")] = None,
     locale: Annotated[str, typer.Option(help="zh_CN or en")] = "zh_CN",
     generate: Annotated[bool, _GENERATE] = False,
 ) -> None:
@@ -71,6 +72,7 @@ def create_command(
             site_ids=site or (),
             area_id=area,
             operator_id=operator,
+            vehicle_id=vehicle,
             locale=locale,
         )
     console().print(f"user {username} ({role.value}) created")
@@ -96,6 +98,7 @@ def scope_command(
     site: Annotated[list[str] | None, typer.Option(help="a manager's site (repeat)")] = None,
     area: Annotated[str | None, typer.Option(help="a grid official's area id")] = None,
     operator: Annotated[str | None, typer.Option(help="an operator's company id")] = None,
+    vehicle: Annotated[str | None, typer.Option(help="a crew's vehicle id")] = None,
 ) -> None:
     """A new scope of the user's own kind (the role stays); it applies from their next page."""
     with _session() as (session, _):
@@ -106,6 +109,7 @@ def scope_command(
             site_ids=site or (),
             area_id=area,
             operator_id=operator,
+            vehicle_id=vehicle,
         )
         console().print(f"user {username} now {describe_scope(user)}")
 

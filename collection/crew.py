@@ -1,0 +1,233 @@
+"""A crew's day (issue 16): the stops of its vehicle's route in force, and its taps on them.
+
+A tap is "emptied" or "could not empty" (with a reason) on one stop. Its id is made by the
+phone (a UUID), so the network may lose an answer or the phone replay its offline queue:
+the id is claimed first (the table's primary key, so two copies racing cannot both act),
+then the tap acts, and every later copy answers what the first did.
+
+- emptied: the stop's request is completed through the lifecycle like the API's complete
+  (acknowledged first when the dispatch has not been acknowledged yet: the crew at the bin is
+  the operator's answer), so the bin's next readings verify or dispute it;
+- could not empty: a `report` event on the request with the reason as a structured message
+  (core/reasons.py), and the request left waiting for the dispatcher.
+A stop without a request (a bin forecast to fill) has nothing to complete: the tap is kept.
+A tap the lifecycle refuses (the request was cancelled, or completed by someone else) is kept
+as refused with the reason, and answers so again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from collection import store
+from collection.lifecycle import OPEN, Actor, Role, Status, TransitionRefused
+from collection.models import TAP_REASONS, CollectionRequest, CrewTap, RoutePlan, RouteStop
+from collection.plans import latest_plan
+from core.errors import InvalidRequest, NotFound
+from core.reasons import Reason
+from devices.models import Site, Vehicle
+
+EMPTIED: Final = "emptied"
+NOT_EMPTIED: Final = "not_emptied"
+
+
+@dataclass(frozen=True, slots=True)
+class CrewStop:
+    """A job stop of the crew's route with its site, its request as it is now and the crew's
+    last tap on it."""
+
+    stop: RouteStop
+    site: Site | None
+    request: CollectionRequest | None
+    tap: CrewTap | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """What the phone sent: its id for the tap, what was done and, if not emptied, why."""
+
+    id: UUID
+    action: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, tap_id: str, action: str, reason: str) -> Tap:
+        """The tap from a form's fields (a reason alone is "could not empty": the screen has a
+        button per reason); TapError says what is wrong with them."""
+        if not action and reason:
+            action = NOT_EMPTIED
+        try:
+            parsed = UUID(tap_id)
+        except ValueError:
+            raise TapError(f"tap id {tap_id[:40]!r} is not a UUID", "bad_tap_id") from None
+        if action == EMPTIED:
+            return cls(parsed, action)
+        if action != NOT_EMPTIED:
+            raise TapError(
+                f"a tap is {EMPTIED} or {NOT_EMPTIED}, not {action[:40]!r}", "bad_action"
+            )
+        if reason not in TAP_REASONS:
+            raise TapError(
+                f"could not empty needs a reason: {', '.join(TAP_REASONS)}", "bad_reason"
+            )
+        return cls(parsed, action, reason)
+
+
+class TapError(InvalidRequest):
+    """A tap that cannot be taken; `code` lets the console say why in the reader's language."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Tapped:
+    tap: CrewTap
+    repeated: bool  # this id had been taken before: nothing was done again
+
+
+def vehicle(session: Session, vehicle_id: str | None) -> Vehicle:
+    found = session.get(Vehicle, vehicle_id) if vehicle_id else None
+    if found is None:
+        raise NotFound(f"no vehicle with id {vehicle_id!r}")
+    return found
+
+
+def day_stops(session: Session, crew_vehicle: Vehicle, day: date) -> list[CrewStop]:
+    """The job stops of the vehicle's route in the plan in force for `day`, in driving order
+    (none when nothing is planned)."""
+    plan = latest_plan(session, crew_vehicle.operator_id, day)
+    if plan is None:
+        return []
+    stops = [s for s in plan.stops if s.vehicle_id == crew_vehicle.id and s.kind == "job"]
+    taps = _last_taps(session, [s.id for s in stops])
+    requests = {
+        r.id: r
+        for r in session.scalars(
+            select(CollectionRequest).where(
+                CollectionRequest.id.in_([s.request_id for s in stops if s.request_id])
+            )
+        )
+    }
+    sites = {
+        site.id: site
+        for site in session.scalars(select(Site).where(Site.id.in_({s.site_id for s in stops})))
+    }
+    return [
+        CrewStop(
+            s,
+            sites.get(s.site_id or ""),
+            requests.get(s.request_id) if s.request_id else None,
+            taps.get(s.id),
+        )
+        for s in stops
+    ]
+
+
+def _last_taps(session: Session, stop_ids: list[int]) -> dict[int, CrewTap]:
+    taps: dict[int, CrewTap] = {}
+    query = select(CrewTap).where(CrewTap.stop_id.in_(stop_ids)).order_by(CrewTap.at)
+    for tap in session.scalars(query):
+        if tap.outcome != "refused" or tap.stop_id not in taps:
+            taps[tap.stop_id] = tap  # a refused tap does not hide one that acted
+    return taps
+
+
+def crew_stop(session: Session, crew_vehicle: Vehicle, stop_id: int, day: date) -> RouteStop:
+    """A job stop of this vehicle in any version of the day's plans (a tap queued offline may
+    name a stop of a plan re-planned since); NotFound for any other, existing or not."""
+    stop = session.get(RouteStop, stop_id)
+    plan = session.get(RoutePlan, stop.plan_id) if stop is not None else None
+    if (
+        stop is None
+        or plan is None
+        or stop.vehicle_id != crew_vehicle.id
+        or stop.kind != "job"
+        or plan.day != day.isoformat()
+    ):
+        raise NotFound(f"no stop with id {stop_id} on this vehicle's route today")
+    return stop
+
+
+def taken(session: Session, tap: Tap, stop: RouteStop) -> Tapped | None:
+    """The earlier copy of this tap, if it was taken already; TapError if its id was used for
+    another stop (a phone's UUIDs do not collide: this is someone replaying another's)."""
+    existing = session.get(CrewTap, str(tap.id))
+    if existing is None:
+        return None
+    if existing.stop_id != stop.id or existing.vehicle_id != stop.vehicle_id:
+        raise TapError(f"tap {tap.id} was taken on another stop", "tap_elsewhere")
+    return Tapped(existing, repeated=True)
+
+
+def take(
+    session: Session,
+    tap: Tap,
+    stop: RouteStop,
+    *,
+    crew_vehicle: Vehicle,
+    actor_key: str,
+    now: datetime,
+    photo: str | None = None,
+) -> Tapped:
+    """Take the tap once: claim its id (insert it: the primary key refuses a second copy, even
+    one racing this from another worker), act, record the outcome; a copy answers that."""
+    row = CrewTap(
+        id=str(tap.id),
+        stop_id=stop.id,
+        vehicle_id=stop.vehicle_id,
+        request_id=stop.request_id,
+        actor=actor_key,
+        action=tap.action,
+        reason=tap.reason,
+        photo=photo,
+        at=now,
+        outcome="pending",
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:  # taken before, or by a copy racing this one: that copy acts
+        session.rollback()
+        again = taken(session, tap, stop)
+        if again is None:
+            raise
+        return again
+    actor = Actor(Role.operator, crew_vehicle.operator_id, key=actor_key)
+    row.outcome, row.refusal = _act(session, tap, stop.request_id, actor, now)
+    if row.outcome != "refused" and stop.done_at is None:
+        stop.done_at = now
+    session.commit()
+    return Tapped(row, repeated=False)
+
+
+def _act(
+    session: Session, tap: Tap, request_id: int | None, actor: Actor, now: datetime
+) -> tuple[str, str | None]:
+    """What the tap does to the stop's request: its outcome and, if refused, why."""
+    if request_id is None:
+        return "noted", None
+    request = store.get_request(session, request_id)
+    try:
+        if tap.action == NOT_EMPTIED:
+            if Status(request.status) not in OPEN:
+                raise TransitionRefused(f"request {request_id} is {request.status}")
+            store.report(session, request, actor=actor, now=now, note=_reason(tap))
+            return "reported", None
+        if Status(request.status) in (Status.open, Status.dispatched):
+            store.transition(session, request_id, Status.acknowledged, actor=actor, now=now)
+        store.complete(session, request_id, actor=actor, now=now)
+    except TransitionRefused as exc:
+        return "refused", str(exc)
+    return "completed", None
+
+
+def _reason(tap: Tap) -> Reason:
+    return Reason.of(f"crew.{tap.reason}")
