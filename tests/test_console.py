@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -28,9 +29,11 @@ from alerts.rules import AlertType, Finding
 from api.main import create_app
 from collection import store as collection_store
 from collection.hook import ThresholdHook
+from collection.lifecycle import COLLECTOR, Status
 from collection.models import CollectionRequest
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import tag_set
+from core.reasons import Reason
 from core.settings import Settings
 from core.sql import make_engine
 from devices.contract import Reading, Topics
@@ -40,6 +43,7 @@ from ingest.decode import decode
 from security.models import ConsoleSession, User
 from security.users import UserRole, create_user
 from tests.api_process import ApiProcess
+from tests.collection_helpers import open_manual
 from tests.helpers import ADMIN_HEADERS
 
 PASSWORD = "green bins 2026"
@@ -426,6 +430,59 @@ def test_a_manager_acknowledges_an_alert_recorded_as_them(stack: Stack) -> None:
         acknowledged = session.get_one(Alert, mine_id)
         assert (acknowledged.state, acknowledged.acknowledged_by) == ("acknowledged", ACTOR)
         assert session.get_one(Alert, theirs_id).state == "active"
+
+
+def test_a_requests_and_an_alerts_history_in_the_users_language_and_scope(stack: Stack) -> None:
+    """Every event of a request (made by the manager, dispatched and escalated by the collector
+    with a structured note) and of an alert (raised, acknowledged), in local time, with who did
+    it, in Chinese; another site's request or alert is the same 404 as a missing one."""
+    with stack.client() as client:
+        _login(client)
+        page = client.get(f"/console/sites/{SITE_A}")
+        form = {"bin_id": stack.bin_a, "note": "桶盖坏了", "csrf": _csrf(page.text)}
+        assert client.post(f"/console/sites/{SITE_A}/collections", data=form).status_code == 303
+        now = datetime.now(UTC)
+        with stack.session() as session:
+            (mine,) = session.scalars(select(CollectionRequest)).all()
+            collection_store.transition(
+                session, mine.id, Status.dispatched, actor=COLLECTOR, now=now
+            )
+            note = Reason.of("escalation.community_unknown", level=1, area="xiaoba")
+            assert collection_store.escalate(
+                session, mine, level=1, now=now, actor=COLLECTOR, note=note
+            )
+            session.commit()
+            raised = alert_store.raise_alert(
+                session, stack.bin_a, Finding(AlertType.tilt, True), now=now, prefix="t"
+            )
+            session.commit()
+            assert raised is not None
+            mine_id, alert_id = mine.id, raised.id
+        theirs_id = open_manual(stack.settings, stack.bin_b)
+        assert f'href="/console/requests/{mine_id}"' in client.get(f"/console/sites/{SITE_A}").text
+        history = client.get(f"/console/requests/{mine_id}")
+        assert history.status_code == 200
+        rows = re.findall(r"<tr>(.*?)</tr>", history.text.split("<tbody>")[1], re.S)
+        assert len(rows) == 3, rows  # created, dispatched, escalated
+        assert "等待派发" in rows[0] and "李经理" in rows[0] and "桶盖坏了" in rows[0]
+        assert "已派发给运营单位" in rows[1] and "binwatch 自动处理" in rows[1]
+        assert "第 1 级：社区 xiaoba 未配置联系人" in rows[2]
+        local = now.astimezone(ZoneInfo(stack.settings.timezone)).strftime("%H:%M")
+        assert local in rows[2]
+        assert "level 1" not in history.text
+        missing = client.get("/console/requests/999999")
+        other = client.get(f"/console/requests/{theirs_id}")
+        assert other.status_code == missing.status_code == 404 and other.text == missing.text
+        csrf = _csrf(page.text)
+        assert (
+            client.post(f"/console/alerts/{alert_id}/ack", data={"csrf": csrf}).status_code == 303
+        )
+        alert_page = client.get(f"/console/alerts/{alert_id}").text
+        rows = re.findall(r"<tr>(.*?)</tr>", alert_page.split("<tbody>")[1], re.S)
+        assert (
+            len(rows) == 2 and "已发出" in rows[0] and "已确认" in rows[1] and "李经理" in rows[1]
+        )
+        assert client.get("/console/alerts/0").status_code == 422
 
 
 def test_reasons_the_system_wrote_read_in_the_users_language(stack: Stack) -> None:

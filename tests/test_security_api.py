@@ -57,6 +57,8 @@ POLICIES: dict[tuple[str, str], str] = {
     ("POST", "/console/locale"): "admin, crew, grid, manager, operator",
     ("GET", "/console"): "admin, crew, grid, manager, operator",
     ("GET", "/console/sites/{site_id}"): "admin, grid, manager, operator",
+    ("GET", "/console/requests/{request_id}"): "admin, grid, manager, operator",
+    ("GET", "/console/alerts/{alert_id}"): "admin, grid, manager, operator",
     ("GET", "/console/sites/{site_id}/live"): "admin, grid, manager, operator",
     ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
     ("POST", "/console/alerts/{alert_id}/ack"): "admin, manager, operator",

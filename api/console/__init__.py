@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from api.console import admin, crew, dispatch, grid
+from api.console import admin, crew, dispatch, grid, history
 from api.console.auth import PREFIX, PageError
 from api.console.map import router as map_router
 from api.console.pages import page_error, router
@@ -34,6 +34,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     app.include_router(map_router)
     app.include_router(dispatch.router)
     app.include_router(crew.router)
+    app.include_router(history.router)
     assets = GZipMiddleware(StaticFiles(directory=STATIC_DIR), minimum_size=GZIP_FROM_BYTES)
     app.mount(f"{PREFIX}/static", assets, name="console-static")
     app.add_exception_handler(PageError, page_error)

@@ -1,6 +1,6 @@
 """What the console calls the registry's codes, as catalog msgids (translated where shown): the
 four national streams (with their colours in console.css), site types, request statuses and
-rules, alert types and severities."""
+rules and the kinds of their history's events, alert types, states and severities."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ ALERT_TYPES: Final = {
     "full_too_long": N_("Full for too long"),
     "seq_gap": N_("Readings lost"),
     "clock_skew": N_("Clock wrong"),
+}
+# An alert's states and the events of its history (raised → active, acknowledged, cleared).
+ALERT_STATES: Final = {
+    "active": N_("Active"),
+    "raised": N_("Raised"),
+    "acknowledged": N_("Acknowledged"),
+    "cleared": N_("Cleared"),
+}
+REQUEST_EVENTS: Final = {
+    "transition": N_("Status changed"),
+    "escalation": N_("Escalated"),
+    "report": N_("Crew report"),
 }
 SEVERITIES: Final = {
     "minor": N_("Minor"),

@@ -1,0 +1,79 @@
+"""A collection request's and an alert's history on the console: every transition, escalation,
+crew report, acknowledgement and clearing, with its time in the city's zone, who made it, and its
+note in the reader's language (the structured reasons of core/reasons.py). The API answers the
+same trail as JSON (`GET /api/v1/collections/{id}`, `GET /api/v1/alerts/{id}`); here it is for
+the people who asked "why was this bin emptied, and who said so". Scoped like the site it belongs
+to: a request or alert of a site the caller does not see is the same 404 as a missing one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from alerts import store as alert_store
+from alerts.models import Alert
+from api.auth import Scope
+from api.console.auth import CONSOLE_EVERYONE, PREFIX, Caller, CallerDep, PageError, ScopeDep
+from api.console.i18n import N_
+from api.console.pages import render
+from api.deps import SessionDep
+from api.routes.alerts import AlertId
+from api.routes.collections import RequestId
+from collection import store as collection_store
+from collection.models import CollectionRequest
+from core.errors import NotFound
+from devices import registry
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+# Actors that are binwatch itself (`role:name` of the system role, collection.lifecycle.Actor);
+# people and keys are shown as the audit trail names them.
+AUTOMATIC = "system:"
+
+
+def _page(
+    request: Request,
+    session: Session,
+    caller: Caller,
+    scope: Scope,
+    subject: CollectionRequest | Alert,
+    missing: str,
+) -> Response:
+    if not scope.sees(subject.site_id):
+        raise PageError(status.HTTP_404_NOT_FOUND, missing)  # word for word as for a missing one
+    return render(
+        request,
+        "history.html",
+        locale=caller.user.locale,
+        me=caller,
+        site=registry.get_site(session, subject.site_id),
+        collection=subject if isinstance(subject, CollectionRequest) else None,
+        alert=subject if isinstance(subject, Alert) else None,
+        events=sorted(subject.events, key=lambda event: (event.at, event.id)),
+        automatic=AUTOMATIC,
+    )
+
+
+@router.get("/requests/{request_id}", dependencies=[CONSOLE_EVERYONE])
+def request_history(
+    request_id: RequestId, request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep
+) -> Response:
+    missing = N_("There is no such collection request.")
+    try:
+        found = collection_store.get_request(session, request_id)
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
+    return _page(request, session, caller, scope, found, missing)
+
+
+@router.get("/alerts/{alert_id}", dependencies=[CONSOLE_EVERYONE])
+def alert_history(
+    alert_id: AlertId, request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep
+) -> Response:
+    missing = N_("There is no such alert.")
+    try:
+        found = alert_store.get_alert(session, alert_id)
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
+    return _page(request, session, caller, scope, found, missing)
