@@ -1,6 +1,7 @@
 """The grid screens in Debian's chromium against `binwatch api` as a real process: a community
 official, a district official and the admin each log in and see exactly their part of the grid
-(other areas' sites absent from their pages, those URLs 404); the admin creates a user in the
+(other areas' sites absent from their pages and from the community official's map, those URLs
+404); the admin creates a user in the
 user screens and that user logs in with the password shown once. No JavaScript error."""
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ def test_each_grid_level_sees_its_area_and_the_admin_creates_a_user_who_logs_in(
             for path in (f"/console/sites/{elsewhere}", f"/console/grid/{world.street}"):
                 answer = community.goto(f"{api.url}{path}")
                 assert answer is not None and answer.status == 404, path
+            # The map (no tile layer here: coordinates alone) draws the area's sites, no more.
+            community.goto(f"{api.url}/console/map")
+            community.wait_for_selector("#map canvas")
+            drawn = community.evaluate(
+                "echarts.getInstanceByDom(document.querySelector('#map .map-canvas'))"
+                ".getOption().series[0].data.length"
+            )
+            listed = community.eval_on_selector_all(
+                ".map-sites li", "items => items.map(li => li.dataset.site)"
+            )
+            assert set(listed) == world.sites_under(world.community) and drawn == len(listed)
 
             district = _log_in(browser, api.url, DISTRICT_OFFICIAL, PASSWORD, errors)
             assert district.url.endswith(f"/console/grid/{world.district}")
