@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Select, Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, bindparam, false, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -274,8 +274,15 @@ def health(session: Session, bin_ids: Iterable[str]) -> dict[str, Remembered]:
     rows are locked until the transaction ends (in bin order, so two callers cannot deadlock
     on them): ingest workers judging readings of one bin at once would each start from the
     same memory and the last to write would lose the other's (a seq of an open gap filled by
-    one, still missing for the other). A row not there yet is not locked: `first_heard`."""
+    one, still missing for the other). A row not there yet is not locked: `first_heard`.
+
+    SQLite has no row locks and ignores FOR UPDATE, and its driver starts a transaction only at
+    the first write, so the read would see what another worker is about to overwrite. There a
+    write that changes nothing comes first: it takes the file's one write lock for the rest of
+    the transaction, so the workers judge their batches one after the other, as on PostgreSQL."""
     table = _table(BinHealth)
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(table).where(false()).values(bin_id=table.c.bin_id))
     rows = session.execute(
         select(table.c.bin_id, table.c.last_seen_at, *(table.c[c] for c in _MEMORY_COLUMNS))
         .where(table.c.bin_id.in_(sorted(bin_ids)))

@@ -4,6 +4,8 @@ batch, on each registry backend (no MQTT or InfluxDB): only what changed is writ
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,3 +82,36 @@ def test_remember_writes_what_changed_and_never_moves_seen_back(
 
     _remember(engine, {a: (newer, T0)})  # nothing new: nothing written
     assert _row(engine, a) == (newer, later)
+
+
+def test_a_second_worker_reads_a_bins_memory_only_after_the_first_has_stored_its_own(
+    registry: tuple[Engine, list[str]],
+) -> None:
+    """Two workers (their own connections) judge the same bin at once: the second one's
+    `health` waits until the first has committed what it remembers, then reads it. On
+    PostgreSQL that is FOR UPDATE; on SQLite, which ignores it, the write lock `health` takes."""
+    engine, bins = registry
+    bin_id = bins[2]
+    _remember(engine, {bin_id: (Memory(last_seq=1), T0)})
+    first_holds = threading.Event()
+    second_read: list[tuple[float, Memory]] = []
+
+    def second() -> None:
+        first_holds.wait(10)
+        with Session(engine) as session:
+            memory = store.health(session, [bin_id])[bin_id].memory
+            second_read.append((time.monotonic(), memory))
+            session.rollback()
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    with Session(engine) as session:
+        known = store.health(session, [bin_id])
+        first_holds.set()
+        time.sleep(0.5)  # the second worker reads now, unless it has to wait
+        store.remember(session, known, {bin_id: (Memory(last_seq=2), T0 + timedelta(seconds=1))})
+        committing = time.monotonic()
+        session.commit()
+    worker.join(30)
+    [(read_at, memory)] = second_read
+    assert memory.last_seq == 2 and read_at >= committing
