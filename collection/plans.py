@@ -298,6 +298,24 @@ def insert_request(
     return save_plan(session, request.operator_id, day, plan, now=now, actor=actor, note=note)
 
 
+PLAN_AHEAD_DAYS = 7
+"""How far ahead a dispatcher may plan: the requests and forecasts a plan is made of say
+nothing about next month."""
+
+
+class DayNotPlannable(InvalidRequest):
+    """A re-plan asked for a past day (a plan is what crews will do, never a rewrite of what
+    they did) or too far ahead."""
+
+
+def check_plannable(day: date, today: date) -> None:
+    last = today + timedelta(days=PLAN_AHEAD_DAYS)
+    if not today <= day <= last:
+        raise DayNotPlannable(
+            f"a plan can be made for today or a day ahead, {today} to {last}: not {day}"
+        )
+
+
 def replan(
     session: Session,
     influx: InfluxClient,
@@ -312,6 +330,7 @@ def replan(
     """A dispatcher's re-plan, from the API or the console: without `request_id`, the rest of
     the day planned again (waiting requests, and bins forecast over their threshold before the
     next shift); with it, that urgent request inserted into the plan in force."""
+    check_plannable(day, now.astimezone(ZoneInfo(settings.timezone)).date())
     if request_id is None:
         fills = recent_fill_or_none(influx, now)
         return plan_operator_day(

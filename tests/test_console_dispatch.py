@@ -221,6 +221,9 @@ def test_the_replan_button_stores_a_new_plan_and_inserts_an_urgent_request(world
         page = client.get(inserted.headers["location"]).text
         bad = client.post(f"{path}/replan", data={"csrf": csrf, "date": day, "request_id": "x"})
         assert bad.status_code == 422
+        past = client.post(f"{path}/replan", data={"csrf": csrf, "date": "2020-01-01"})
+        assert past.status_code == 422
+        assert "Only today and the next 7 days can be planned." in past.text
     with Session(engine) as session:
         stored = plans.latest_plan(session, OTHER, world.day)
         assert stored is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from time import sleep
 from typing import Any
@@ -144,6 +144,13 @@ def test_the_day_is_planned_read_and_an_urgent_request_inserted(
             client.get(f"/api/v1/operators/{OTHER}/routes", headers=ADMIN_HEADERS).status_code
             == 404
         )
+        # a plan is for today or a week ahead: never a past day's rewrite, nor next year's
+        for wrong in (date.today() - timedelta(days=2), date.today() + timedelta(days=30)):
+            refused = client.post(
+                f"/api/v1/operators/{OPERATOR}/routes?date={wrong}", json={}, headers=mine
+            )
+            assert refused.status_code == 422, refused.text
+            assert "a plan can be made for today or a day ahead" in refused.json()["detail"]
 
 
 def test_the_plan_arrives_to_the_operators_mqtt_account_only(

@@ -303,6 +303,12 @@ def replan(
             session, influx, operator_id, when, settings=settings, now=now,
             actor=caller.principal.actor, request_id=urgent,
         )  # fmt: skip
+    except plans.DayNotPlannable:
+        raise PageError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            N_("Only today and the next %(days)s days can be planned."),
+            days=str(plans.PLAN_AHEAD_DAYS),
+        ) from None
     except (NotFound, InvalidRequest):
         if urgent is not None:
             raise PageError(
