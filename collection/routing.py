@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from collection.planning import (
     Job,
+    Place,
     Plan,
     Route,
     Stop,
@@ -32,7 +33,7 @@ from collection.planning import (
     no_room,
     why_unplannable,
 )
-from collection.travel import Matrix, TravelSource
+from collection.travel import Matrix, TravelSource, great_circle_m
 from devices.contract import Stream
 
 # VROOM's amounts are integers: an unlimited dimension is this many litres or kilograms.
@@ -63,31 +64,42 @@ def plan_day(
     threads: int = 2,
     exploration: int = 3,
 ) -> Plan:
-    """Routes for `vehicles` over `jobs`; every job not in a route is in `unassigned` with why."""
+    """Routes for `vehicles` over `jobs`; every job not in a route is in `unassigned` with why.
+
+    A city's day is many districts, each with its depot. One problem of all of them costs the
+    rounds far more than the sum of its parts (every vehicle is offered every waiting job, and
+    the travel matrix grows with the square of the places: a 10,000-bin day took minutes), so
+    each depot's vehicles are first planned over the jobs nearest to that depot (of those a
+    vehicle there may carry), then every vehicle with time left is offered the jobs left over
+    anywhere. With one depot (the pilot's operators) that is one problem, as before."""
     started = time.perf_counter()
-    places = list(dict.fromkeys([v.depot for v in vehicles] + [j.place for j in jobs]))
-    matrix = source.matrix(places)
-    unassigned: list[Unassigned] = []
-    pending: dict[str, Job] = {}
-    for job in jobs:
-        reason = why_unplannable(job, vehicles, matrix.leg)
-        if reason is None:
-            pending[job.id] = job
-        else:
-            unassigned.append(Unassigned(job, reason))
-    days = [
-        _Day(v, v.start, [Stop("start", v.depot, v.start, v.start, 0.0, 0.0, 0.0, 0)])
+    days = {
+        v.id: _Day(v, v.start, [Stop("start", v.depot, v.start, v.start, 0.0, 0.0, 0.0, 0)])
         for v in vehicles
-    ]
-    for day in days:
+    }
+    for day in days.values():
         day.breaks = list(range(len(day.vehicle.breaks)))
-    origin = min((v.start for v in vehicles), default=datetime.now().astimezone())
-    while pending and _round(days, pending, matrix, origin, unload, threads, exploration):
-        pass
-    for job in pending.values():
-        unassigned.append(Unassigned(job, no_room(job)))
+    parts, left = _by_depot(jobs, vehicles)
+    for part_vehicles, part_jobs in parts:
+        pending, unplannable = _solve(
+            part_jobs, [days[v.id] for v in part_vehicles], source, unload, threads, exploration
+        )
+        left += [*pending.values(), *(missed.job for missed in unplannable)]
+    # The jobs left over, against the whole fleet: why none could take them, and (with more
+    # than one depot) another chance with the vehicles that still have time.
+    spare = [day for day in days.values() if day.free_at < day.vehicle.end]
+    pending, unplannable = _solve(
+        left,
+        spare if len(parts) > 1 else [],
+        source,
+        unload,
+        threads,
+        exploration,
+        judged_by=vehicles,
+    )
+    unassigned = [*unplannable, *(Unassigned(job, no_room(job)) for job in pending.values())]
     routes = []
-    for day in days:
+    for day in days.values():
         if len(day.stops) > 1:
             last = day.stops[-1]
             end = Stop(
@@ -102,6 +114,62 @@ def plan_day(
             )
             routes.append(Route(day.vehicle.id, (*day.stops, end)))
     return Plan(tuple(routes), tuple(unassigned), time.perf_counter() - started)
+
+
+def _by_depot(
+    jobs: Sequence[Job], vehicles: Sequence[VehicleDay]
+) -> tuple[list[tuple[list[VehicleDay], list[Job]]], list[Job]]:
+    """The vehicles of each depot with the jobs nearest to it (in a straight line) among the
+    depots with a vehicle that carries the job's stream and holds its load; and the jobs no
+    vehicle may carry, in no part."""
+    at: dict[Place, list[VehicleDay]] = {}
+    for vehicle in vehicles:
+        at.setdefault(vehicle.depot, []).append(vehicle)
+    near: dict[Place, list[Job]] = {depot: [] for depot in at}
+    nowhere: list[Job] = []
+    for job in jobs:
+        depots = [
+            depot
+            for depot, there in at.items()
+            if any(job.stream in v.streams and v.holds(job.load_l, job.load_kg) for v in there)
+        ]
+        if depots:
+            near[min(depots, key=lambda d: great_circle_m(d, job.place))].append(job)
+        else:
+            nowhere.append(job)
+    return [(at[depot], near[depot]) for depot in at if near[depot]], nowhere
+
+
+def _solve(
+    jobs: Sequence[Job],
+    days: Sequence[_Day],
+    source: TravelSource,
+    unload: timedelta,
+    threads: int,
+    exploration: int,
+    *,
+    judged_by: Sequence[VehicleDay] | None = None,
+) -> tuple[dict[str, Job], list[Unassigned]]:
+    """Rounds of `days` over `jobs`: the jobs still waiting after them, and those no vehicle of
+    `judged_by` (by default the days' own) could take even with an empty day, with why."""
+    judges = list(judged_by if judged_by is not None else [day.vehicle for day in days])
+    depots = [v.depot for v in judges] + [day.vehicle.depot for day in days]
+    matrix = source.matrix(list(dict.fromkeys(depots + [job.place for job in jobs])))
+    unplannable: list[Unassigned] = []
+    pending: dict[str, Job] = {}
+    for job in jobs:
+        reason = why_unplannable(job, judges, matrix.leg)
+        if reason is None:
+            pending[job.id] = job
+        else:
+            unplannable.append(Unassigned(job, reason))
+    origin = min((day.vehicle.start for day in days), default=datetime.now().astimezone())
+    rounds = list(days)
+    while (
+        pending and rounds and _round(rounds, pending, matrix, origin, unload, threads, exploration)
+    ):
+        pass
+    return pending, unplannable
 
 
 def _round(

@@ -3,6 +3,7 @@ from the depot, a bin every kilometre, driven at 36 km/h with no detour (1 km = 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -169,6 +170,29 @@ def test_jobs_beyond_the_days_room_are_unassigned_with_why() -> None:
     assert [u.reason for u in plan.unassigned] == [
         "no residual vehicle has room or time left today"
     ]
+
+
+def test_each_depot_serves_its_own_district_and_lends_spare_time_to_the_others() -> None:
+    """Two depots 50 km apart, a vehicle each. The north one has more bins than its short
+    shift holds; the south one has one bin and a long day, so it takes the north's leftovers
+    after its own; a kitchen bin near the north depot goes south, the only kitchen carrier."""
+    south = vehicle("south", (Stream.residual, Stream.kitchen), hours=8)
+    north_depot = at_km(50)
+    north = dataclasses.replace(
+        vehicle("north", hours=0.5, litres=240), depot=north_depot
+    )  # 30 min: two 1-km loads (200 s + 60 + 600 each), as above
+    near_north = [job(n, 51) for n in "abc"]
+    plan = plan_day(
+        [*near_north, job("s", 1), job("k", 51, Stream.kitchen)],
+        [south, north],
+        STREET,
+        unload=UNLOAD,
+    )
+    served = {route.vehicle_id: [j.id for j in route.jobs] for route in plan.routes}
+    assert len(served["north"]) == 2  # its own district's, as many as its shift holds
+    assert served["south"][0] == "s"  # its own district first, then the leftovers
+    assert sorted(served["north"] + served["south"][1:]) == ["a", "b", "c", "k"]
+    assert plan.unassigned == ()
 
 
 def _route(vehicle_id: str, kms: list[float], *, done: int) -> Route:
