@@ -50,7 +50,7 @@ from compliance import queries as reads
 from compliance.schemas import ComplianceReport
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
-from core.reasons import Reason
+from core.reasons import MESSAGES, Reason
 from core.settings import Settings
 from devices import registry
 from devices.messages import RoutesPlanned
@@ -303,15 +303,17 @@ def replan(
             session, influx, operator_id, when, settings=settings, now=now,
             actor=caller.principal.actor, request_id=urgent,
         )  # fmt: skip
-    except (NotFound, InvalidRequest):
-        if urgent is not None:
-            raise PageError(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                N_("Request %(id)s does not wait for a crew of this operator."),
-                id=urgent,
-            ) from None
+    except plans.NoVehicles as exc:
+        # The reason's English is its catalog msgid (core/reasons.py); its one argument is text.
+        reason = exc.reason
         raise PageError(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This operator has no vehicles to plan.")
+            status.HTTP_422_UNPROCESSABLE_CONTENT, MESSAGES[reason.id].text, **reason.args
+        ) from None
+    except (NotFound, InvalidRequest):
+        raise PageError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            N_("Request %(id)s does not wait for a crew of this operator."),
+            id=urgent,
         ) from None
     except SinkError:
         raise PageError(
