@@ -310,6 +310,8 @@ def replan(
             status.HTTP_422_UNPROCESSABLE_CONTENT, MESSAGES[reason.id].text, **reason.args
         ) from None
     except (NotFound, InvalidRequest):
+        if urgent is None:
+            raise  # a whole-day plan is refused only for want of vehicles (above)
         raise PageError(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             N_("Request %(id)s does not wait for a crew of this operator."),
