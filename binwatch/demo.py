@@ -29,6 +29,7 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.cells import cell_len
 from rich.live import Live
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from binwatch.demo_logins import demo_logins
@@ -38,14 +39,17 @@ from compliance.rollups import catch_up
 from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
-from core.sql import database_engine
-from devices.models import Bin
+from core.sql import database_engine, make_engine
+from devices.models import Bin, Operator
 from security import mqtt_auth
 from simulator.faults import KINDS
-from simulator.publisher import inject_fault
+from simulator.publisher import UNBOUNDED_BACKFILL, inject_fault
 
 # How often the status line is redrawn (and readings/s averaged over).
 STATUS_EVERY_S = 2.0
+# The demo plans the day this long after the simulator's history is replayed (real seconds).
+PLAN_AFTER_S = 15.0
+PLAN_TIMEOUT_S = 60.0
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 
@@ -99,6 +103,9 @@ def demo(
                 # The demo's receivers, if any, are on this machine (off by default: SSRF).
                 BINWATCH_WEBHOOK_ALLOW_PRIVATE="true",
                 BINWATCH_COLLECTOR_METRICS_PORT=str(free_port()),
+                # The collector plans each day from 06:00 (at once, on a later start); the
+                # demo plans again once the simulator has caught up (`_plan_when_caught_up`).
+                BINWATCH_ROUTE_PLAN_HOUR=env.get("BINWATCH_ROUTE_PLAN_HOUR", "6"),
                 BINWATCH_ALERTER_METRICS_PORT=str(free_port()),
             )
             logs = data_dir / "logs"
@@ -124,9 +131,12 @@ def demo(
             say(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
             say(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
             say(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
-            for login in demo_logins(env["BINWATCH_DATABASE_URL"]):
+            _plan_when_caught_up(stack, env, speed)
+            logins = demo_logins(env["BINWATCH_DATABASE_URL"])
+            width = max(cell_len(login.scope) for login in logins) + 2
+            for login in logins:
                 say(
-                    f"  {login.title:<19} {login.scope}{' ' * (14 - cell_len(login.scope))}"
+                    f"  {login.title:<19} {login.scope}{' ' * (width - cell_len(login.scope))}"
                     f"{login.username} / {login.password}",
                     soft_wrap=True,
                     markup=False,
@@ -136,6 +146,52 @@ def demo(
         error(exc)
         raise typer.Exit(1) from exc
     say("stopped; data kept in", data_dir)
+
+
+def _plan_when_caught_up(stack: ExitStack, env: dict[str, str], speed: float) -> None:
+    """Once the simulator has replayed its history (the requests it raised are waiting),
+    plan every operator's rest of the day through the API, as a dispatcher's re-plan: the
+    simulated crews then drive those routes, and the dispatcher's and the crew's screens show
+    them. A plan made outside the vehicles' shifts (local time) has no routes: the crews then
+    serve requests one by one."""
+    delay = PLAN_AFTER_S + (UNBOUNDED_BACKFILL.total_seconds() / speed if speed > 0 else 0)
+    stop = threading.Event()
+    stack.callback(stop.set)
+    url, headers = env["BINWATCH_API_URL"], {"Authorization": f"Bearer {env['BINWATCH_API_TOKEN']}"}
+
+    def plan() -> None:
+        if stop.wait(delay):
+            return
+        engine = make_engine(env["BINWATCH_DATABASE_URL"])
+        try:
+            with Session(engine) as session:
+                operators = list(session.scalars(select(Operator.id).order_by(Operator.id)))
+        finally:
+            engine.dispose()
+        for operator_id in operators:
+            try:
+                answer = httpx.post(
+                    f"{url}/api/v1/operators/{operator_id}/routes",
+                    json={},
+                    headers=headers,
+                    timeout=PLAN_TIMEOUT_S,
+                )
+            except httpx.HTTPError as exc:
+                say(f"could not plan {operator_id}'s routes: {exc}", markup=False)
+                continue
+            if answer.is_error:
+                say(f"could not plan {operator_id}'s routes: {answer.text}", markup=False)
+                continue
+            planned = answer.json()
+            stops = sum(v["jobs"] for v in planned["vehicles"])
+            say(
+                f"planned {operator_id}'s day (version {planned['version']}): "
+                f"{stops} stops on {len(planned['vehicles'])} vehicle(s), "
+                f"{len(planned['unassigned'])} left out",
+                markup=False,
+            )
+
+    threading.Thread(target=plan, name="demo-plan", daemon=True).start()
 
 
 def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """The demo's console logins, one per kind of person the pilot has: a compound's property
 manager, a community official and a district official (grid officials of the compound's own
-community and district, so the three see the same place at three levels) and the city admin.
+community and district, so the three see the same place at three levels), the city admin, and
+the operator serving the compound: its dispatcher and the crew of one of its vehicles.
 
 They are created on a demo's first run and get a new password on every run, printed like the
 run's admin key: a demo's passwords are worth nothing once it stops."""
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import BinwatchError
 from core.sql import make_engine
-from devices.models import Area, Bin, Site
+from devices.models import Area, Bin, Site, Vehicle
 from security import passwords
 from security.models import User
 from security.users import UserRole, create_user, reset_password
@@ -31,10 +32,12 @@ class DemoLogin:
     scope: str  # what it sees, said for the terminal: a site's or an area's name
     site_ids: tuple[str, ...] = ()
     area_id: str | None = None
+    operator_id: str | None = None
+    vehicle_id: str | None = None
 
 
 def demo_logins(database_url: str) -> list[DemoLogin]:
-    """The four logins for this run: created when missing, a fresh password each."""
+    """The six logins for this run: created when missing, a fresh password each."""
     engine = make_engine(database_url)
     try:
         with Session(engine) as session:
@@ -53,6 +56,8 @@ def demo_logins(database_url: str) -> list[DemoLogin]:
                     now=now,
                     site_ids=login.site_ids,
                     area_id=login.area_id,
+                    operator_id=login.operator_id,
+                    vehicle_id=login.vehicle_id,
                 )
     finally:
         engine.dispose()
@@ -61,7 +66,8 @@ def demo_logins(database_url: str) -> list[DemoLogin]:
 
 def _wanted(session: Session) -> list[DemoLogin]:
     """The fleet's biggest compound (most bins; in the pilot fleet 嘉州水岸小区), its community
-    and its district."""
+    and its district, its operator and that operator's first vehicle (by id) carrying residual
+    waste, the stream every site has (or its first vehicle)."""
     compound = session.scalars(
         select(Site)
         .join(Bin, Bin.site_id == Site.id)
@@ -75,6 +81,13 @@ def _wanted(session: Session) -> list[DemoLogin]:
     district: Area | None = community.parent.parent if community.parent else None
     if district is None or district.kind != "district":
         raise BinwatchError(f"community {community.id!r} does not hang under a street and district")
+    operator = compound.operator
+    vehicles = session.scalars(
+        select(Vehicle).where(Vehicle.operator_id == operator.id).order_by(Vehicle.id)
+    ).all()
+    if not vehicles:
+        raise BinwatchError(f"operator {operator.id!r} has no vehicle for the demo's crew login")
+    truck = next((v for v in vehicles if "residual" in v.streams), vehicles[0])
     return [
         DemoLogin(
             "property manager",
@@ -110,5 +123,23 @@ def _wanted(session: Session) -> list[DemoLogin]:
             UserRole.admin,
             "市管理员 (demo)",
             district.parent.name if district.parent else "the whole city",
+        ),
+        DemoLogin(
+            "dispatcher",
+            "demo.dispatcher",
+            passwords.generate(),
+            UserRole.operator,
+            "调度员 (demo)",
+            operator.name,
+            operator_id=operator.id,
+        ),
+        DemoLogin(
+            "crew",
+            "demo.crew",
+            passwords.generate(),
+            UserRole.crew,
+            "清运班组 (demo)",
+            truck.name,
+            vehicle_id=truck.id,
         ),
     ]

@@ -271,16 +271,18 @@ def insert_job(
     unload: timedelta,
 ) -> Route | Unassigned:
     """`routes` with an urgent `job` where it adds the least time to a vehicle's remaining day:
-    into a load of its stream, or as a load of its own before the vehicle goes home. Stops done
-    or reached by `now` stay where they are, and no other stop changes its order."""
+    into a load of its stream, or as a load of its own before the vehicle goes home; a vehicle
+    with no route yet (idle at its depot) starts one from there at `now` or its shift start.
+    Stops done or reached by `now` stay where they are, and no other stop changes its order."""
     by_id = {v.id: v for v in vehicles}
     best: tuple[timedelta, Route] | None = None
-    for route in routes:
+    for route in [*routes, *_idle_routes(routes, vehicles, now)]:
         vehicle = by_id.get(route.vehicle_id)
         if vehicle is None or job.stream not in vehicle.streams:
             continue
         stops = list(route.stops)
-        fixed = max((i for i, s in enumerate(stops) if s.done or s.arrival <= now), default=0)
+        # The end is never fixed: a route that is over can still go out again with a new load.
+        fixed = max((i for i, s in enumerate(stops[:-1]) if s.done or s.arrival <= now), default=0)
         for at in range(fixed, len(stops) - 1):
             candidate = _inserted(stops, at, job)
             timed = candidate and retimed(vehicle, candidate, travel, unload)
@@ -292,6 +294,21 @@ def insert_job(
     if best is not None:
         return best[1]
     return Unassigned(job, why_unplannable(job, vehicles, travel) or no_room(job))
+
+
+def _idle_routes(
+    routes: Sequence[Route], vehicles: Sequence[VehicleDay], now: datetime
+) -> list[Route]:
+    """An empty route (start, end at its depot) for each vehicle `routes` do not use."""
+    used = {route.vehicle_id for route in routes}
+    out = []
+    for vehicle in vehicles:
+        if vehicle.id in used:
+            continue
+        leaves = max(vehicle.start, now)
+        start = Stop("start", vehicle.depot, leaves, leaves, 0.0, 0.0, 0.0, 0)
+        out.append(Route(vehicle.id, (start, replace(start, kind="end"))))
+    return out
 
 
 def _inserted(stops: list[Stop], at: int, job: Job) -> list[Stop] | None:

@@ -49,6 +49,16 @@ from devices.retirement import retired_bin_ids
 
 log = logging.getLogger(__name__)
 
+
+class NoVehicles(InvalidRequest):
+    """Nothing can be planned for the operator: it has no vehicles. `reason` says so as a
+    message (core/reasons.py), for the console to write in the reader's language."""
+
+    def __init__(self, operator_id: str) -> None:
+        self.reason = Reason.of("route.no_vehicles", operator=operator_id)
+        super().__init__(self.reason.text)
+
+
 OVERDUE_PRIORITY = 100
 DUE_TODAY_PRIORITY = 50
 
@@ -224,7 +234,7 @@ def plan_operator_day(
     zone = ZoneInfo(settings.timezone)
     vehicles = vehicle_days(session, operator_id, day, zone=zone, now=now)
     if not vehicles:
-        raise InvalidRequest(f"operator {operator_id!r} has no vehicles in the fleet file")
+        raise NoVehicles(operator_id)
     jobs = request_jobs(session, operator_id, settings=settings, now=now)
     if fills:
         before = next_shift_start(session, operator_id, day, zone)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -270,7 +270,8 @@ def _keep(
     unload: timedelta,
     break_ids: dict[int, tuple[_Day, int]],
 ) -> None:
-    """Append one solved load to the vehicle's day: its jobs and breaks, then unloading."""
+    """Append one solved load to the vehicle's day: its jobs and breaks, then unloading; the
+    day's first load also sets when the vehicle leaves its depot (the solver's start)."""
     base = day.distance_m
     trip = day.stops[-1].trip + 1
     load_l = load_kg = 0.0
@@ -279,7 +280,11 @@ def _keep(
         begins = arrival + timedelta(seconds=step["waiting_time"])
         departs = begins + timedelta(seconds=step["service"] + step["setup"])
         distance = base + step["distance"]
-        if step["type"] == "job":
+        if step["type"] == "start" and len(day.stops) == 1:
+            # The day's first load: the vehicle leaves when the solver says, which may be
+            # later than its shift start (nothing to do sooner), not at the shift start.
+            day.stops[0] = replace(day.stops[0], arrival=arrival, departure=arrival)
+        elif step["type"] == "job":
             job = by_number[step["id"]]
             del pending[job.id]
             load_l, load_kg = load_l + job.load_l, load_kg + job.load_kg

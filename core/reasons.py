@@ -76,6 +76,10 @@ MESSAGES: Final[Mapping[str, Message]] = {
         stream="stream",
     ),
     "route.no_room": _message("no %(stream)s vehicle has room or time left today", stream="stream"),
+    # Why nothing can be planned at all (collection/plans.py).
+    "route.no_vehicles": _message(
+        "operator %(operator)s has no vehicles in the fleet file", operator="text"
+    ),
     # What an alert rule saw (alerts/rules.py), raising or clearing.
     "alert.event": _message("%(type)s reported at %(at)s", type="type", at="time"),
     "alert.event_detail": _message(

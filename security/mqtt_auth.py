@@ -10,7 +10,7 @@ people read the alerts of what they answer for:
 | `ingest`, `ingest-<n>` | read every bin's telemetry, event and status                     |
 | `collector`      | write every operator's dispatch and routes topics, and the grid's escalation topics |
 | `alerter`        | write `<prefix>/alerts/#`                                               |
-| `simulator`      | write every bin's topics and read the dispatches: it impersonates the   |
+| `simulator`      | write every bin's topics and read the dispatches and routes: it impersonates the |
 | (`-crews`,       | whole fleet and the operators' crews (demos, tests); read and write its |
 | `-inject`)       | faults topic (`binwatch demo --inject`)                                 |
 | `operator-<id>`  | read its operator's dispatch and routes topics and the alerts of the sites it serves |
@@ -168,6 +168,7 @@ def acl_text(session: Session, prefix: str) -> str:
         "simulator": [
             f"topic write {bins}/#",
             f"topic read {prefix}/operators/+/dispatch",
+            f"topic read {prefix}/operators/+/routes",
             f"topic readwrite {Topics(prefix).simulator_faults()}",
         ],
     }

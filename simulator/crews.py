@@ -1,16 +1,30 @@
-"""The operators' crews, simulated: they hear dispatches on `{prefix}/operators/+/dispatch`,
-acknowledge through the API, travel for a while (simulated time, scaled by the run's speed),
-empty the bin in the running fleet model and complete through the API.
+"""The operators' crews, simulated, in two ways.
+
+**Following the plan.** An operator whose routes of the day are planned (`RoutesPlanned` on
+`{prefix}/operators/+/routes`, as the collector publishes them) has its crews drive them: each
+vehicle goes through its job stops in the planned order at the planned pace in simulated time
+(a stop is reached `(its departure − the route's start) / speed` real seconds after the plan
+arrived), and reports each stop as done: acknowledge and complete through the API for a
+request's stop (the operator's actions, with the crews' API key: a crew key may only read its
+own route), the bin emptied in the fleet model in either case. A later version of the day's
+plan (a re-plan, an urgent request inserted) adds the stops new to it on the same clock.
+
+**Request by request**, for operators without a plan today, and for a request the plan in
+force does not hold (raised since, or left out): they hear dispatches on
+`{prefix}/operators/+/dispatch`, acknowledge through the API, travel for a while (simulated
+time, scaled by the run's speed), empty the bin and complete through the API.
 
 Some crews misbehave, so a demo shows escalations and disputes too: a `late_share` of jobs
-arrive only after the request has climbed the whole grid, and a `skip_share` report the job
-done without emptying the bin. Which job does what is drawn from `(seed, request id)`, so a
-run is repeatable. Emptying happens between two rounds of the model (`apply`), never while one
-is being computed.
+arrive only after the request has climbed the whole grid (a planned stop: `LATE_BY_S` after its
+planned time, out of the route's order), and a `skip_share` report the job done without
+emptying the bin. Which job does what is drawn from `(seed, request id)` (a forecast stop:
+its bin id), so a run is repeatable. Emptying happens between two rounds of the model
+(`apply`), never while one is being computed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
@@ -24,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import httpx
 import paho.mqtt.client as paho
@@ -32,7 +47,7 @@ from pydantic import ValidationError
 from core.mqtt import make_client, sub_account
 from core.settings import Settings
 from devices.contract import Topics
-from devices.messages import Dispatch
+from devices.messages import Dispatch, RoutesPlanned, VehicleRoute
 from simulator.model import FleetModel
 
 log = logging.getLogger(__name__)
@@ -66,15 +81,28 @@ def api_headers(settings: Settings) -> dict[str, str]:
 
 @dataclass(order=True)
 class _Job:
-    """An action a crew will take at `due` (the clock's seconds): "ack" or "complete"."""
+    """An action a crew will take at `due` (the clock's seconds): "ack", "complete", or
+    "empty" (a planned stop of a bin without a request: nothing to tell the API). `planned`:
+    a stop of a route, completed even when the request was acknowledged before."""
 
     due: float
     request_id: int = field(compare=True)
-    message: Dispatch = field(compare=False)
+    operator_id: str = field(compare=False)
+    bin_id: str = field(compare=False)
     empties: bool = field(compare=False)
     action: str = field(compare=False)
     travel_s: float = field(compare=False, default=0.0)
     tries: int = field(compare=False, default=0)
+    planned: bool = field(compare=False, default=False)
+
+
+@dataclass
+class _Drive:
+    """A vehicle following its route: its plan's time `origin` is reached at `began` (the
+    clock's seconds); simulated time runs from there at the run's speed."""
+
+    origin: datetime
+    began: float
 
 
 class Crews:
@@ -95,6 +123,7 @@ class Crews:
         if not 0 <= late_share + skip_share <= 1 or late_share < 0 or skip_share < 0:
             raise ValueError("late_share and skip_share must be shares adding up to at most 1")
         self._topics = Topics(settings.topic_prefix)
+        self._zone = ZoneInfo(settings.timezone)
         self._scale = 1 / speed if speed > 0 else 0.0
         self._seed, self._late, self._skip, self._travel_s = seed, late_share, skip_share, travel_s
         self._http = http or httpx.Client(
@@ -110,14 +139,18 @@ class Crews:
         )
         self._connection.client.on_connect = self._on_connect
         self._connection.client.on_message = self._on_message
-        self._inbox: queue.SimpleQueue[Dispatch] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Dispatch | RoutesPlanned] = queue.SimpleQueue()
         self._empties: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._jobs: list[_Job] = []
         self._seen: set[int] = set()
+        self._versions: dict[str, tuple[str, int]] = {}  # operator → (day, version) followed
+        self._planned: dict[str, set[int]] = {}  # operator → the requests its plan holds
+        self._drives: dict[tuple[str, str], _Drive] = {}  # (operator, vehicle) → its clock
+        self._stops: set[str] = set()  # planned stops taken: "request-N" or "bin-ID"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="crews", daemon=True)
         self.subscribed = threading.Event()
-        self.completed: list[int] = []
+        self.completed: list[int] = []  # requests completed, in the order they were
         self.retries = 0  # actions tried again after the API said when (Retry-After)
 
     def start(self) -> None:
@@ -144,18 +177,26 @@ class Crews:
     ) -> None:
         if not reason.is_failure:
             client.subscribe(self._topics.dispatch("+"), qos=1)
+            client.subscribe(self._topics.routes("+"), qos=1)
             self.subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         try:
-            self._inbox.put(Dispatch.model_validate_json(message.payload))
+            if message.topic.endswith("/routes"):
+                self._inbox.put(RoutesPlanned.model_validate_json(message.payload))
+            else:
+                self._inbox.put(Dispatch.model_validate_json(message.payload))
         except ValidationError as exc:
             log.warning("crews ignored a dispatch on %s: %s", message.topic, exc)
 
     def _work(self) -> None:
         while not self._stop.is_set():
             while not self._inbox.empty():
-                self._take(self._inbox.get())
+                arrived = self._inbox.get()
+                if isinstance(arrived, RoutesPlanned):
+                    self._follow(arrived)
+                else:
+                    self._take(arrived)
             if self._jobs and self._jobs[0].due <= self._clock():
                 self._do(heapq.heappop(self._jobs))
             else:
@@ -165,28 +206,102 @@ class Crews:
         """Plan the acknowledgement of a new job, due now; the crew sets off once it lands."""
         if message.request_id in self._seen:
             return  # QoS 1 may deliver a dispatch twice
+        if message.request_id in self._planned.get(message.operator_id, ()):
+            return  # a stop of the plan in force: its vehicle comes
         self._seen.add(message.request_id)
-        draw = random.Random(f"{self._seed}:{message.request_id}").random()
+        draw = self._draw(message.request_id)
         travel_s = self._travel_s
         if draw < self._late:
             late_s = (message.due_at - message.created_at).total_seconds() + LATE_BY_S
             travel_s = max(travel_s, late_s)
-        empties = draw >= self._late + self._skip or draw < self._late
-        job = _Job(self._clock(), message.request_id, message, empties, "ack", travel_s)
+        job = _Job(
+            self._clock(),
+            message.request_id,
+            message.operator_id,
+            message.bin_id,
+            self._empties_bin(draw),
+            "ack",
+            travel_s,
+        )
         heapq.heappush(self._jobs, job)
+
+    def _draw(self, key: object) -> float:
+        return random.Random(f"{self._seed}:{key}").random()
+
+    def _empties_bin(self, draw: float) -> bool:
+        """A skipping crew reports the job done without emptying; a late one does empty."""
+        return draw >= self._late + self._skip or draw < self._late
+
+    def _follow(self, plan: RoutesPlanned) -> None:
+        """Drive today's plan of an operator (a version newer than the one followed): each
+        vehicle's stops not taken yet, at their planned times on the vehicle's clock. Requests
+        the plan holds are no longer served one by one (their pending actions are dropped)."""
+        today = datetime.now(self._zone).date().isoformat()
+        followed = self._versions.get(plan.operator_id)
+        if plan.day != today or (followed is not None and followed >= (plan.day, plan.version)):
+            return
+        self._versions[plan.operator_id] = (plan.day, plan.version)
+        held = {
+            stop.request_id
+            for route in plan.vehicles
+            for stop in route.stops
+            if stop.kind == "job" and stop.request_id is not None
+        }
+        self._planned[plan.operator_id] = held
+        kept = [j for j in self._jobs if j.planned or j.request_id not in held]
+        if len(kept) != len(self._jobs):
+            self._jobs = kept
+            heapq.heapify(self._jobs)
+        for route in plan.vehicles:
+            self._drive(plan.operator_id, route)
+
+    def _drive(self, operator_id: str, route: VehicleRoute) -> None:
+        if not route.stops:
+            return
+        drive = self._drives.setdefault(
+            (operator_id, route.vehicle_id), _Drive(route.stops[0].departure_at, self._clock())
+        )
+        for stop in route.stops:
+            if stop.kind != "job" or stop.bin_id is None:
+                continue
+            key = f"request-{stop.request_id}" if stop.request_id else f"bin-{stop.bin_id}"
+            if key in self._stops:
+                continue
+            self._stops.add(key)
+            draw = self._draw(stop.request_id or stop.bin_id)
+            after_s = max(0.0, (stop.departure_at - drive.origin).total_seconds())
+            if draw < self._late:
+                after_s += LATE_BY_S
+            due = drive.began + after_s * self._scale
+            action = "ack" if stop.request_id else "empty"
+            job = _Job(
+                due,
+                stop.request_id or 0,
+                operator_id,
+                stop.bin_id,
+                self._empties_bin(draw),
+                action,
+                planned=True,
+            )
+            heapq.heappush(self._jobs, job)
 
     def _do(self, job: _Job) -> None:
         """Post the job's action; on success plan what follows, on 429/503 plan the same
         action again after Retry-After (bounded by `MAX_TRIES`), otherwise drop the job."""
-        if job.action == "complete" and job.empties and job.tries == 0:
-            self._empties.put(job.message.bin_id)  # once, however often the API is asked
-        response = self._post(job.message, job.action)
-        if response is not None and not response.is_error:
+        if job.action in ("complete", "empty") and job.empties and job.tries == 0:
+            self._empties.put(job.bin_id)  # once, however often the API is asked
+        if job.action == "empty":
+            return
+        response = self._post(job, job.action)
+        # A planned stop whose request was acknowledged already (by a crew serving it one
+        # by one before the plan came) is completed all the same.
+        acked_before = job.planned and response is not None and response.status_code == 409
+        if response is not None and (not response.is_error or acked_before):
             if job.action == "ack":
                 due = self._clock() + job.travel_s * self._scale
-                follow = _Job(due, job.request_id, job.message, job.empties, "complete")
+                follow = dataclasses.replace(job, due=due, action="complete", tries=0)
                 heapq.heappush(self._jobs, follow)
-            else:
+            elif not response.is_error:
                 self.completed.append(job.request_id)
             return
         if response is None or response.status_code not in _RETRYABLE:
@@ -204,21 +319,21 @@ class Crews:
         job.due = self._clock() + retry_after_s(response.headers.get("Retry-After"))
         heapq.heappush(self._jobs, job)
 
-    def _post(self, message: Dispatch, action: str) -> httpx.Response | None:
+    def _post(self, job: _Job, action: str) -> httpx.Response | None:
         """The API's answer (refusals logged); None when it could not be reached."""
         try:
             response = self._http.post(
-                f"/api/v1/collections/{message.request_id}/{action}",
-                json={"operator_id": message.operator_id, "note": "simulated crew"},
+                f"/api/v1/collections/{job.request_id}/{action}",
+                json={"operator_id": job.operator_id, "note": "simulated crew"},
             )
         except httpx.HTTPError as exc:
-            log.warning("crew could not %s request %d: %s", action, message.request_id, exc)
+            log.warning("crew could not %s request %d: %s", action, job.request_id, exc)
             return None
-        if response.is_error:
+        if response.is_error and not (job.planned and response.status_code == 409):
             log.warning(
                 "crew could not %s request %d: %s %s",
                 action,
-                message.request_id,
+                job.request_id,
                 response.status_code,
                 response.text,
             )

@@ -23,7 +23,7 @@ from collection.models import CollectionRequest
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
-from devices.models import Bin, Site
+from devices.models import Bin, Operator, Site
 from security.keys import ApiRole, create_key
 from security.users import UserRole, create_user
 from tests.collection_helpers import open_manual
@@ -232,3 +232,39 @@ def test_the_replan_button_stores_a_new_plan_and_inserts_an_urgent_request(world
         assert stored.note == f"request {urgent} inserted into {vehicle}'s route"
     engine.dispose()
     assert any(urgent_bin in bins for bins in _stops(page).values())
+
+
+def test_inserting_for_an_operator_without_vehicles_says_there_are_none(world: World) -> None:
+    """An operator with a waiting request but no vehicles and no plan: inserting the request
+    says the operator has no vehicles (not that the request waits for no crew). Last in the
+    module: it adds an operator the earlier tests' lists would show."""
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        model = session.get_one(
+            Site, session.get_one(Bin, _bin(session, OTHER, "residual")).site_id
+        )
+        session.add(Operator(id="op-empty", name="No trucks yet"))
+        session.add(
+            Site(
+                id="site-empty", name="Empty", site_type=model.site_type,
+                community_id=model.community_id, operator_id="op-empty", address="x",
+                latitude=model.latitude, longitude=model.longitude,
+            )
+        )  # fmt: skip
+        session.add(
+            Bin(id="bin-empty", site_id="site-empty", station="s1", stream="residual",
+                capacity_l=240, threshold_pct=80)
+        )  # fmt: skip
+        session.commit()
+    engine.dispose()
+    request_id = open_manual(world.settings, "bin-empty")
+    path, day = "/console/dispatch/op-empty", str(world.day)
+    with world.client() as client:
+        assert _login(client, ADMIN, PASSWORD).status_code == 303
+        csrf = _csrf(client.get(f"{path}?date={day}").text)
+        answer = client.post(
+            f"{path}/replan", data={"csrf": csrf, "date": day, "request_id": str(request_id)}
+        )
+    assert answer.status_code == 422
+    assert "Operator op-empty has no vehicles in the fleet file" in answer.text
+    assert "does not wait for a crew" not in answer.text

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collection.planning import (
+    Break,
     Job,
     Place,
     Route,
@@ -269,6 +270,40 @@ def test_an_urgent_job_of_another_stream_is_a_load_of_its_own_or_unassigned() ->
     refused = insert_job(kitchen, [route], [only_residual], travel.leg, now=MORNING, unload=UNLOAD)
     assert refused == Unassigned(kitchen, Reason.of("route.no_carrier", stream="kitchen"))
     assert refused.reason == "no vehicle carries kitchen"
+
+
+def test_an_urgent_job_starts_a_route_for_an_idle_vehicle_from_its_depot() -> None:
+    busy = vehicle("busy", (Stream.kitchen,))
+    idle = vehicle("idle")  # residual, and no route in the plan
+    route = _retimed(_route("busy", [1, 2], done=1), busy)
+    travel = StraightLine(1.0, 36).matrix([DEPOT, at_km(1), at_km(2), at_km(3)])
+    now = MORNING + timedelta(minutes=10)
+    placed = insert_job(job("u", 3), [route], [busy, idle], travel.leg, now=now, unload=UNLOAD)
+    assert isinstance(placed, Route)
+    assert placed.vehicle_id == "idle"
+    assert [s.kind for s in placed.stops] == ["start", "job", "unload", "end"]
+    # leaves at `now`; 300 s to km 3, 60 s there, 300 s back, 10 minutes unloading
+    offsets = [(s.arrival - now).total_seconds() for s in placed.stops]
+    assert offsets == pytest.approx([0, 300, 660, 1260], abs=0.01)
+    assert placed.distance_m == pytest.approx(6000, abs=2)
+
+
+def test_the_route_leaves_the_depot_when_the_solver_starts_it_not_at_the_shift_start() -> None:
+    lunch = Break(
+        MORNING + timedelta(hours=3),
+        MORNING + timedelta(hours=3, minutes=30),
+        timedelta(minutes=30),
+    )
+    with_lunch = dataclasses.replace(vehicle(), breaks=(lunch,))
+    plan = plan_day([job("a", 1)], [with_lunch], STREET, unload=UNLOAD)
+    (route,) = plan.routes
+    assert [s.kind for s in route.stops] == ["start", "job", "break", "unload", "end"]
+    # Nothing to do before lunch but one bin: 100 s out, 60 s there and 100 s on end at the
+    # break's opening, so the solver starts at 3 h - 260 s, and so does the route.
+    start = MORNING + timedelta(hours=3, seconds=-260)
+    assert (route.stops[0].arrival, route.stops[0].departure) == (start, start)
+    assert route.stops[1].arrival == start + timedelta(seconds=100)
+    assert route.duration == route.stops[-1].departure - start  # no idle morning counted
 
 
 def test_a_bin_passes_its_threshold_before_it_is_full_by_the_rate() -> None:

@@ -239,6 +239,8 @@ def test_the_demo_makes_one_login_per_role_and_renews_their_passwords_each_run(
         ("community official", "demo.community", "肖坝社区"),
         ("district official", "demo.district", "市中区"),
         ("city admin", "demo.admin", "乐山市"),
+        ("dispatcher", "demo.dispatcher", "乐山绿源环境服务有限公司"),
+        ("crew", "demo.crew", "Lvyuan compactor 1"),
     ]
     with Session(engine) as session:
         for old, new in zip(first, second, strict=True):
@@ -246,11 +248,16 @@ def test_the_demo_makes_one_login_per_role_and_renews_their_passwords_each_run(
             assert check_login(session, old.username, old.password) is None
             user = check_login(session, new.username, new.password)
             assert user is not None and user.role == new.role.value
-        scopes = {u.username: (u.site_ids, u.area_id) for u in session.query(User)}
+        scopes = {
+            u.username: (u.site_ids, u.area_id, u.operator_id, u.vehicle_id)
+            for u in session.query(User)
+        }
     assert scopes == {
-        "demo.manager": ("jiazhou-shuian", None),
-        "demo.community": ("", "xiaoba"),
-        "demo.district": ("", "shizhong"),
-        "demo.admin": ("", None),
+        "demo.manager": ("jiazhou-shuian", None, None, None),
+        "demo.community": ("", "xiaoba", None, None),
+        "demo.district": ("", "shizhong", None, None),
+        "demo.admin": ("", None, None, None),
+        "demo.dispatcher": ("", None, "op-lvyuan", None),
+        "demo.crew": ("", None, None, "lvyuan-dry-1"),
     }
     engine.dispose()

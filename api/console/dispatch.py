@@ -50,7 +50,7 @@ from compliance import queries as reads
 from compliance.schemas import ComplianceReport
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
-from core.reasons import Reason
+from core.reasons import MESSAGES, Reason
 from core.settings import Settings
 from devices import registry
 from devices.messages import RoutesPlanned
@@ -309,15 +309,19 @@ def replan(
             N_("Only today and the next %(days)s days can be planned."),
             days=str(plans.PLAN_AHEAD_DAYS),
         ) from None
-    except (NotFound, InvalidRequest):
-        if urgent is not None:
-            raise PageError(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                N_("Request %(id)s does not wait for a crew of this operator."),
-                id=urgent,
-            ) from None
+    except plans.NoVehicles as exc:
+        # The reason's English is its catalog msgid (core/reasons.py); its one argument is text.
+        reason = exc.reason
         raise PageError(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This operator has no vehicles to plan.")
+            status.HTTP_422_UNPROCESSABLE_CONTENT, MESSAGES[reason.id].text, **reason.args
+        ) from None
+    except (NotFound, InvalidRequest):
+        if urgent is None:
+            raise  # a whole-day plan is refused only for want of vehicles (above)
+        raise PageError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            N_("Request %(id)s does not wait for a crew of this operator."),
+            id=urgent,
         ) from None
     except SinkError:
         raise PageError(
