@@ -77,7 +77,9 @@ class BufferedClient(paho.Client):
     leaves the rest in the broker's queue (TCP back-pressure). MQTT 5's Receive Maximum should
     do that, but Mosquitto 2.0.11 stops honouring it once acknowledgements flow (measured here:
     Receive Maximum 100, 50 acks, and the other 900 queued messages arrived at once;
-    eclipse-mosquitto/mosquitto#2301)."""
+    eclipse-mosquitto/mosquitto#2301). It is asked before each packet read paho's way and
+    before each chunk handed to `on_publishes`, so a full buffer can take at most one chunk
+    more (`MAX_PACKETS_PER_READ`)."""
 
     read_paused: Callable[[], bool] | None = None
     # When set (MQTT 5, manual ack), the common PUBLISHes already in the read buffer are handed
