@@ -15,7 +15,6 @@ import logging
 from datetime import UTC, datetime
 
 from alerts import rules, store
-from alerts.models import Alert
 from core.settings import Settings
 from core.sql import database_engine, session_factory
 from devices.arrivals import Arrival
@@ -70,7 +69,7 @@ class AlertHook:
             for bin_id, kind in live:
                 live_kinds.setdefault(bin_id, set()).add(kind)
             after: dict[str, tuple[rules.Memory, datetime]] = {}
-            refreshed: dict[Alert, datetime] = {}
+            refreshed: dict[store.LiveAlert, datetime] = {}
             for bin_id, seen in seen_of.items():
                 known = remembered.get(bin_id)
                 memory = known.memory if known is not None else rules.Memory()
@@ -111,7 +110,7 @@ class AlertHook:
                     changed = store.apply(session, bin_id, finding, now=at, prefix=self._prefix)
                     if changed is not None:
                         if changed.state in store.LIVE_STATES:
-                            live[(bin_id, changed.type)] = changed
+                            live[(bin_id, changed.type)] = store.as_live(changed)
                         else:
                             live.pop((bin_id, changed.type), None)
                         log.info(

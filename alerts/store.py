@@ -117,12 +117,29 @@ def live_alert(session: Session, bin_id: str, kind: AlertType) -> Alert | None:
     )
 
 
-def live_alerts(session: Session, bin_ids: Iterable[str]) -> dict[tuple[str, str], Alert]:
+class LiveAlert(NamedTuple):
+    """What the alert hook reads of a live alert for every batch: plain values, since loading
+    each of a batch's bins' live alerts as an ORM object every few seconds cost more than the
+    rules themselves (`apply` loads the one it changes)."""
+
+    id: int
+    bin_id: str
+    type: str
+    last_seen_at: datetime
+
+
+def live_alerts(session: Session, bin_ids: Iterable[str]) -> dict[tuple[str, str], LiveAlert]:
     """The live alerts of these bins by (bin, type): one query for a whole batch."""
-    rows = session.scalars(
-        select(Alert).where(Alert.bin_id.in_(list(bin_ids)), Alert.state.in_(LIVE_STATES))
+    rows = session.execute(
+        select(Alert.id, Alert.bin_id, Alert.type, Alert.last_seen_at).where(
+            Alert.bin_id.in_(list(bin_ids)), Alert.state.in_(LIVE_STATES)
+        )
     )
-    return {(alert.bin_id, alert.type): alert for alert in rows}
+    return {(row.bin_id, row.type): LiveAlert(*row) for row in rows}
+
+
+def as_live(alert: Alert) -> LiveAlert:
+    return LiveAlert(alert.id, alert.bin_id, alert.type, alert.last_seen_at)
 
 
 def apply(
@@ -400,7 +417,7 @@ def remember_gap(session: Session, bin_id: str, memory: Memory) -> None:
     )
 
 
-def refresh_seen(session: Session, seen: dict[Alert, datetime]) -> None:
+def refresh_seen(session: Session, seen: dict[LiveAlert, datetime]) -> None:
     """Move live alerts' `last_seen_at` on (what keeps a held condition from clearing), in one
     executemany for a whole batch; `seen` holds only values later than the alerts' own."""
     if seen:

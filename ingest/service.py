@@ -44,7 +44,7 @@ from ingest.history import History, InfluxReadings
 from ingest.isolation import describe, find_refused, is_transient, isolate
 from ingest.letters import letters_for
 from ingest.metrics import IngestMetrics
-from ingest.paho_buffered import BufferedClient
+from ingest.paho_buffered import BufferedClient, RawPublish
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ class Ingestor:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publishes = self._on_publishes
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         self._failed_first_tries = 0
@@ -215,12 +216,25 @@ class Ingestor:
             log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        """A message paho read its own way (the first of each chunk read, or one the short
+        way does not take: see `BufferedClient.on_publishes`)."""
+        self._hold([self._pending_of(message._topic, message.payload, message.mid, message.qos)])  # noqa: SLF001  (the raw topic: decoded once, below)
+
+    def _on_publishes(self, messages: list[RawPublish]) -> None:
+        """The messages of a chunk read the short way, held under one lock."""
+        pending_of = self._pending_of
+        self._hold([pending_of(topic, payload, mid, qos) for topic, payload, mid, qos in messages])
+
+    def _pending_of(
+        self, raw_topic: bytes, payload: bytes | bytearray, mid: int, qos: int
+    ) -> _Pending:
         received = self._clock()
-        topic = message.topic  # paho decodes the topic on every access: once per message
+        # A broker sends UTF-8 topics only (MQTT 5, 1.5.4); anything else fails as a bad topic.
+        topic = raw_topic.decode("utf-8", "replace")
         try:
             decoded = decode(
                 topic,
-                message.payload,
+                payload,
                 round(received * 1000),
                 topics=self.topics,
                 tags_of=self._tags.get,
@@ -231,13 +245,14 @@ class Ingestor:
         except Exception as exc:
             # A bug must not kill paho's network thread or lose the message: keep it for replay.
             log.exception("ingest failed on a message from %s", topic)
-            decoded = Decoded(
-                rejections=[Rejection("ingest_error", repr(exc), bytes(message.payload))]
-            )
-        pending = _Pending(message.mid, message.qos, self._generation, topic, decoded, received)
+            decoded = Decoded(rejections=[Rejection("ingest_error", repr(exc), bytes(payload))])
+        return _Pending(mid, qos, self._generation, topic, decoded, received)
+
+    def _hold(self, held: list[_Pending]) -> None:
+        points = sum(len(pending.decoded.lines) for pending in held)
         with self._lock:
-            self._pending.append(pending)
-            self._pending_points += len(decoded.lines)
+            self._pending += held
+            self._pending_points += points
             if self._pending_points >= self.settings.ingest.batch_size:
                 self._lock.notify()
 

@@ -4,6 +4,7 @@ PUBACKs `ack` would have (the end-to-end and fault tests run both against a real
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -11,7 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.exception import MalformedPacket
 
-from ingest.paho_buffered import BufferedClient
+from ingest.paho_buffered import BufferedClient, _BufferedSocket
 
 
 def _client(*, manual_ack: bool = True) -> tuple[BufferedClient, list[paho.MQTTMessage]]:
@@ -98,3 +99,81 @@ def test_ack_many_does_nothing_without_manual_ack() -> None:
     client, _ = _client(manual_ack=False)
     client.ack_many([1, 2, 3])
     assert not client._out_packet  # noqa: SLF001  (paho's packet state: the path compared)
+
+
+class _Chunks:
+    """A socket whose `recv` serves the given chunks one at a time (never more than asked)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError
+        chunk = self.chunks[0]
+        data, self.chunks[0] = chunk[:bufsize], chunk[bufsize:]
+        if not self.chunks[0]:
+            self.chunks.pop(0)
+        return data
+
+
+def _packet(header: int, body: bytes) -> bytes:
+    length, size = b"", len(body)
+    while True:
+        size, byte = divmod(size, 128)
+        length += bytes([byte | (128 if size else 0)])
+        if not size:
+            return bytes([header]) + length + body
+
+
+def test_publishes_read_the_short_way_arrive_as_paho_would_deliver_them_in_order() -> None:
+    """A stream mixing what the short way takes (QoS 0 and 1, DUP and RETAIN set, payloads
+    needing 1–3 length bytes) with what it must leave to paho (properties, a PINGRESP), cut
+    into chunks that split packets anywhere: the same messages, in the same order, as paho's
+    own reader delivers them."""
+    topic = b"binwatch/v1/bins/b1/telemetry"
+    packets = []
+    for index in range(300):
+        header = (0x30, 0x32, 0x3A, 0x33)[index % 4]
+        qos = (header & 0x06) >> 1
+        props = b"\x02\x01\x01" if index % 37 == 5 else b"\x00"
+        payload = b"x" * (index * 7 if index % 50 else 20_000) + str(index).encode()
+        packets.append(
+            _packet(header, _publish(topic, payload, qos=qos, mid=index + 1, props=props))
+        )
+        if index % 61 == 0:
+            packets.append(b"\xd0\x00")  # PINGRESP
+    stream = b"".join(packets)
+    cuts = [0, 1, 2, 3, 500, 4_000, 70_000, 70_001, 90_000, 200_000, len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+
+    def run(client: paho.Client, sock: Any) -> list[tuple[bytes, bytes | bytearray, int, int]]:
+        got: list[tuple[bytes, bytes | bytearray, int, int]] = []
+        client.on_message = lambda _c, _u, m: got.append((m._topic, m.payload, m.mid, m.qos))  # noqa: SLF001  (the raw topic)
+        client._sock = sock  # noqa: SLF001  (paho's socket: the path compared)
+        inner = sock._sock if isinstance(sock, _BufferedSocket) else sock  # noqa: SLF001
+        for _ in range(10_000):
+            client.loop_read()
+            if not inner.chunks and not (isinstance(sock, _BufferedSocket) and sock.pending()):
+                break
+        client._sock = None  # noqa: SLF001  (nothing to close)
+        return got
+
+    ours, _ = _client()
+    short: list[int] = []
+
+    def on_publishes(messages: list[tuple[bytes, bytes, int, int]]) -> None:
+        short.append(len(messages))
+        assert ours.on_message is not None
+        for raw_topic, payload, mid, qos in messages:
+            message = paho.MQTTMessage(mid, raw_topic)
+            message.payload, message.qos = payload, qos
+            ours.on_message(ours, None, message)
+
+    ours.on_publishes = on_publishes
+    theirs = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    mine = run(ours, _BufferedSocket(_Chunks(list(chunks))))
+    paho_s = run(theirs, _Chunks(list(chunks)))
+    assert len(paho_s) == 300
+    assert mine == paho_s
+    assert sum(short) > 200  # most went the short way
