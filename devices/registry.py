@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.errors import NotFound
-from core.sql import paged
+from core.sql import Slice, paged
 from core.telemetry import TAGS
 from devices.grid import Grid, Place
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Operator, Site, Vehicle
@@ -81,9 +81,11 @@ def list_sites(
     limit: int,
     offset: int,
     visible: frozenset[str] | None = None,
-) -> tuple[list[Site], int]:
-    """A page of sites and the total matching, ordered by id; `visible` (None: all) is the
-    caller's scope."""
+    after: tuple[str] | None = None,
+    count: bool = True,
+) -> Slice[Site]:
+    """A page of sites and the total matching (`count`), ordered by id; `after` the id of the
+    last site of the previous page; `visible` (None: all) is the caller's scope."""
     query = select(Site)
     if visible is not None:
         query = query.where(Site.id.in_(visible))
@@ -94,9 +96,12 @@ def list_sites(
     return paged(
         session,
         query,
-        order_by=[Site.id],
+        keys=[Site.id],
+        descending=False,
         limit=limit,
         offset=offset,
+        after=after,
+        count=count,
         options=[selectinload(Site.bins)],
     )
 
