@@ -186,8 +186,8 @@ class SiteSummary(_Out):
     retired_at: Retired = None
 
     @classmethod
-    def of(cls, site: Site) -> SiteSummary:
-        return cls.model_validate({**_columns(site), "bin_count": len(site.bins)})
+    def of(cls, site: Site, bin_count: int) -> SiteSummary:
+        return cls.model_validate({**_columns(site), "bin_count": bin_count})
 
 
 NextPage = Annotated[

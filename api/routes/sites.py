@@ -45,8 +45,10 @@ def list_sites(
         visible=scope.sites,
         after=past,
         count=past is None,
+        with_bins=False,
     )
-    items = [SiteSummary.of(site) for site in page.rows]
+    counts = registry.bin_counts(session, [site.id for site in page.rows])
+    items = [SiteSummary.of(site, counts.get(site.id, 0)) for site in page.rows]
     last = page.rows[-1] if page.rows else None
     return SitePage(
         items=items,
