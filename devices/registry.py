@@ -114,7 +114,7 @@ def bin_counts(session: Session, site_ids: list[str]) -> dict[str, int]:
     rows = session.execute(
         select(Bin.site_id, func.count()).where(Bin.site_id.in_(site_ids)).group_by(Bin.site_id)
     )
-    return {site_id: n for site_id, n in rows.tuples()}
+    return {site_id: n for site_id, n in rows}
 
 
 def get_site(session: Session, site_id: str) -> Site:
