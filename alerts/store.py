@@ -29,7 +29,7 @@ from alerts.models import (
 from alerts.rules import SEVERITY, AlertType, Finding, Memory, Severity
 from core.errors import NotFound
 from core.reasons import Reason, as_columns
-from core.sql import paged
+from core.sql import Slice, paged
 from devices import notifications
 from devices.models import Area, AreaContact, Bin, ContactChannel, Notification, Operator, Site
 from devices.retirement import in_service
@@ -517,6 +517,10 @@ def unexported(session: Session, limit: int) -> list[AlertEvent]:
 # --- the API's reads ------------------------------------------------------------------------------
 
 
+ALERT_KEYS = (Alert.started_at, Alert.id)
+"""The order of the alert list, newest first (api.paging makes a cursor of an alert's)."""
+
+
 def list_alerts(
     session: Session,
     *,
@@ -528,9 +532,12 @@ def list_alerts(
     visible_sites: frozenset[str] | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[Alert], int]:
-    """A page of alerts, newest first, and the total matching the filters; `visible_sites`
-    (None: all) is the caller's scope."""
+    after: tuple[datetime, int] | None = None,
+    count: bool = True,
+) -> Slice[Alert]:
+    """A page of alerts, newest first (by `started_at`, then id), and the total matching the
+    filters (`count`); `after` the (started_at, id) of the last alert of the previous page;
+    `visible_sites` (None: all) is the caller's scope."""
     query = select(Alert)
     if visible_sites is not None:
         query = query.where(Alert.site_id.in_(visible_sites))
@@ -546,9 +553,12 @@ def list_alerts(
     return paged(
         session,
         query,
-        order_by=[Alert.started_at.desc(), Alert.id.desc()],
+        keys=ALERT_KEYS,
+        descending=True,
         limit=limit,
         offset=offset,
+        after=after,
+        count=count,
     )
 
 

@@ -27,7 +27,8 @@ from api.deps import SessionDep, SettingsDep, release
 from core.errors import NotAllowed, NotFound
 from devices import registry
 from devices.models import Site
-from security.keys import ApiRole, Principal, authenticate
+from security.hashing import token_hash
+from security.keys import ApiRole, Principal, Verified, authenticate
 from security.scopes import PEOPLE_WHO_READ
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `binwatch keys create`")
@@ -57,6 +58,42 @@ class RateLimiter:
             return (1 - tokens) / self._rate
 
 
+class KeyCache:
+    """Keys verified in the last `ttl_s` seconds, by the SHA-256 of their token (never the token
+    itself), in this process's memory: a request whose key is here skips the registry read
+    (issue 18's profile: one SQL read per request). A key revoked meanwhile still works until its
+    entry ages out, `BINWATCH_API_KEY_CACHE_S` at most; its expiry is checked at every request
+    all the same. Only valid keys are kept, so a wrong token is always looked up; at most
+    `size` entries (the oldest go first)."""
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self._ttl, self._size = ttl_s, size
+        self._entries: dict[str, tuple[float, Verified]] = {}
+        self._lock = threading.Lock()
+
+    def principal(
+        self, session: Session, token: str, *, admin_token: str | None
+    ) -> Principal | None:
+        """The principal of `token` as `security.keys.authenticate` finds it, from memory when
+        it was verified less than `ttl_s` ago."""
+        now = datetime.now(UTC)
+        digest = token_hash(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+        if entry is not None and time.monotonic() < entry[0]:
+            expires_at = entry[1].expires_at
+            return entry[1].principal if expires_at is None or now < expires_at else None
+        verified = authenticate(session, token, now=now, admin_token=admin_token)
+        with self._lock:
+            if verified is None or self._ttl <= 0:
+                self._entries.pop(digest, None)
+                return verified.principal if verified is not None else None
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[digest] = (time.monotonic() + self._ttl, verified)
+        return verified.principal
+
+
 def get_principal(
     request: Request,
     session: SessionDep,
@@ -65,8 +102,9 @@ def get_principal(
 ) -> Principal:
     """The authenticated caller (401 otherwise), within its rate (429 with Retry-After)."""
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    keys: KeyCache = request.app.state.keys
     principal = (
-        authenticate(session, credentials.credentials, now=datetime.now(UTC), admin_token=admin)
+        keys.principal(session, credentials.credentials, admin_token=admin)
         if credentials is not None
         else None
     )

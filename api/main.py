@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.admission import BUSY, Admission, InfluxGate
-from api.auth import RateLimiter
+from api.auth import KeyCache, RateLimiter
 from api.console import mount_console
 from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.sessions = session_factory(engine)
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
+        app.state.keys = KeyCache(settings.api.key_cache_s)
         try:
             yield
         finally:

@@ -186,8 +186,8 @@ class SiteSummary(_Out):
     retired_at: Retired = None
 
     @classmethod
-    def of(cls, site: Site) -> SiteSummary:
-        return cls.model_validate({**_columns(site), "bin_count": len(site.bins)})
+    def of(cls, site: Site, bin_count: int) -> SiteSummary:
+        return cls.model_validate({**_columns(site), "bin_count": bin_count})
 
 
 NextPage = Annotated[
@@ -200,7 +200,10 @@ class Page(BaseModel, Generic[Item]):
     """One page of a list and how many match in all (`total`), for the list routes' paging."""
 
     items: list[Item]
-    total: int
+    total: int | None = Field(
+        description="how many match the filters in all; counted on a first page (no `after`), "
+        "null on the pages `next` leads to"
+    )
     limit: int
     offset: int
     next: NextPage = None

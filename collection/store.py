@@ -23,7 +23,7 @@ from collection.models import CollectionEvent, CollectionRequest, RoutePlan
 from collection.rules import Policy, Rule
 from core.errors import NotFound
 from core.reasons import Reason, as_columns
-from core.sql import paged
+from core.sql import Slice, paged
 from devices.models import Area, AreaContact, Bin, Operator, Site, Vehicle
 from devices.retirement import in_service
 
@@ -303,8 +303,11 @@ def list_requests(
     visible_sites: frozenset[str] | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[CollectionRequest], int]:
-    """A page of requests, newest first, and the total matching; start/end bound `created_at`;
+    after: tuple[int] | None = None,
+    count: bool = True,
+) -> Slice[CollectionRequest]:
+    """A page of requests, newest first (by id), and the total matching (`count`); `after`
+    the id of the last request of the previous page; start/end bound `created_at`;
     `visible_sites` (None: all) is the caller's scope."""
     conditions: list[ColumnElement[bool]] = []
     if visible_sites is not None:
@@ -324,9 +327,12 @@ def list_requests(
     return paged(
         session,
         select(CollectionRequest).where(*conditions),
-        order_by=[CollectionRequest.id.desc()],
+        keys=[CollectionRequest.id],
+        descending=True,
         limit=limit,
         offset=offset,
+        after=after,
+        count=count,
     )
 
 

@@ -157,6 +157,14 @@ class ApiSettings(_Group):
     rate_burst: int = Field(
         100, ge=1, description="requests one API key may make at once before being slowed"
     )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="how long a verified API key is remembered in each API process without "
+        "reading the registry again: a revoked key still works this long at most (0: look "
+        "every request's key up)",
+    )
     max_body: int = Field(
         64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
     )

@@ -5,10 +5,10 @@ migrations' business: binwatch/database.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import SecretStr
-from sqlalchemy import Engine, Select, create_engine, event, func, select
+from sqlalchemy import Engine, Select, bindparam, create_engine, event, func, select, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,17 +110,47 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class Slice(NamedTuple, Generic[Row]):
+    """A page of rows; how many the query matches in all (None when not counted); whether rows
+    follow this page (read as one row more than the page, so `next` needs no count)."""
+
+    rows: list[Row]
+    total: int | None
+    more: bool
+
+
 def paged(
     session: Session,
     query: Select[Row],
     *,
-    order_by: Sequence[Any],
+    keys: Sequence[Any],
+    descending: bool,
     limit: int,
-    offset: int,
+    offset: int = 0,
+    after: Sequence[Any] | None = None,
+    count: bool = True,
     options: Sequence[ORMOption] = (),
-) -> tuple[list[Row], int]:
-    """One page of `query` in `order_by` order, and how many rows it matches in all (counted
-    over the same query, so the two always agree); `options` load what the page needs."""
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.options(*options).order_by(*order_by).limit(limit).offset(offset))
-    return list(page), total
+) -> Slice[Row]:
+    """One page of `query` ordered by the `keys` columns (the last one unique, so the order is
+    total, ties on the first broken by it), newest or greatest first when `descending`. `after`
+    (keyset paging) starts the page at the first row strictly past those key values, so a page
+    read through it neither repeats nor skips a row when rows are added or removed meanwhile,
+    and reads no rows it then throws away (an offset does); `count` also counts every match,
+    over the same query so the two always agree (issue 18: counting is skipped on the pages
+    a client reaches through `next`); `options` load what the page needs."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) if count else None
+    if after is not None:
+        # Each value bound with its column's type (a time as the registry stores it).
+        cursor = tuple_(
+            *(
+                bindparam(None, value, type_=key.type)
+                for key, value in zip(keys, after, strict=True)
+            )
+        )
+        past = tuple_(*keys) < cursor if descending else tuple_(*keys) > cursor
+        query = query.where(past)
+    order = [key.desc() if descending else key.asc() for key in keys]
+    rows = list(
+        session.scalars(query.options(*options).order_by(*order).limit(limit + 1).offset(offset))
+    )
+    return Slice(rows[:limit], total, len(rows) > limit)

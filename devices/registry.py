@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.errors import NotFound
-from core.sql import paged
+from core.sql import Slice, paged
 from core.telemetry import TAGS
 from devices.grid import Grid, Place
 from devices.models import Area, Bin, DeadLetter, DeadLetterTally, Operator, Site, Vehicle
@@ -81,9 +81,14 @@ def list_sites(
     limit: int,
     offset: int,
     visible: frozenset[str] | None = None,
-) -> tuple[list[Site], int]:
-    """A page of sites and the total matching, ordered by id; `visible` (None: all) is the
-    caller's scope."""
+    after: tuple[str] | None = None,
+    count: bool = True,
+    with_bins: bool = True,
+) -> Slice[Site]:
+    """A page of sites and the total matching (`count`), ordered by id; `after` the id of the
+    last site of the previous page; `visible` (None: all) is the caller's scope. `with_bins`
+    loads each site's bins along (without, `site.bins` would read them site by site: the API's
+    list needs only `bin_counts`)."""
     query = select(Site)
     if visible is not None:
         query = query.where(Site.id.in_(visible))
@@ -94,11 +99,22 @@ def list_sites(
     return paged(
         session,
         query,
-        order_by=[Site.id],
+        keys=[Site.id],
+        descending=False,
         limit=limit,
         offset=offset,
-        options=[selectinload(Site.bins)],
+        after=after,
+        count=count,
+        options=[selectinload(Site.bins)] if with_bins else [],
     )
+
+
+def bin_counts(session: Session, site_ids: list[str]) -> dict[str, int]:
+    """How many bins (retired ones too) each of `site_ids` has; a site without any is absent."""
+    rows = session.execute(
+        select(Bin.site_id, func.count()).where(Bin.site_id.in_(site_ids)).group_by(Bin.site_id)
+    )
+    return {site_id: n for site_id, n in rows}
 
 
 def get_site(session: Session, site_id: str) -> Site:

@@ -118,13 +118,24 @@ def revoke_key(session: Session, key_id: str, *, now: datetime) -> ApiKey:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A key found valid: who it stands for and until when (None: no expiry)."""
+
+    principal: Principal
+    expires_at: datetime | None
+
+
 def authenticate(
     session: Session, token: str, *, now: datetime, admin_token: str | None
-) -> Principal | None:
-    """The principal a bearer token stands for; None for an unknown, wrong, revoked or expired
-    one (the caller gets one answer for all four, so a probe learns nothing)."""
+) -> Verified | None:
+    """Who a bearer token stands for, and the key's expiry (api.auth.KeyCache remembers it a
+    while and must stop honouring the key at its expiry); None for an unknown, wrong, revoked
+    or expired one (the caller gets one answer for all four, so a probe learns nothing)."""
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(BOOTSTRAP_KEY_ID, ApiRole.admin, name="BINWATCH_ADMIN_TOKEN")
+        return Verified(
+            Principal(BOOTSTRAP_KEY_ID, ApiRole.admin, name="BINWATCH_ADMIN_TOKEN"), None
+        )
     key_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
     if not token.startswith(TOKEN_PREFIX) or not secret:
         return None
@@ -133,7 +144,7 @@ def authenticate(
         return None
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return None
-    return Principal(
+    principal = Principal(
         key.id,
         ApiRole(key.role),
         frozenset(key.site_ids.split()),
@@ -142,3 +153,4 @@ def authenticate(
         area_id=key.area_id,
         vehicle_id=key.vehicle_id,
     )
+    return Verified(principal, key.expires_at)

@@ -320,6 +320,42 @@ def _follow(client: TestClient, url: str, key: str) -> tuple[list[Any], int]:
     return items, pages
 
 
+def test_list_pages_through_next_neither_repeat_nor_skip_when_rows_arrive_between_pages(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """Keyset paging (issue 18): alerts that share their start time (ties broken by id), new
+    alerts raised between two pages, a manager following a cursor made from the admin's list
+    (scope kept), and cursors the API did not make (422)."""
+    with open_world(settings) as world:
+        site_a = world.site_a
+        in_a = sorted(b for b, t in pilot_bins.items() if t.site == site_a)[:2]
+        elsewhere = sorted(b for b, t in pilot_bins.items() if t.site != site_a)[:5]
+        _add_alerts(settings, [(b, pilot_bins[b].site) for b in in_a + elsewhere[:3]])  # 5 ties
+        admin, manager = _as(world, ADMIN), _as(world, MANAGER)
+        before = world.client.get("/api/v1/alerts?limit=500", headers=admin).json()
+        first = world.client.get("/api/v1/alerts?limit=2", headers=admin).json()
+        assert first["total"] == before["total"] == len(before["items"]) >= 5
+        _add_alerts(settings, [(b, pilot_bins[b].site) for b in elsewhere[3:]])  # newest now
+        items, next_url = first["items"], first["next"]
+        while next_url:
+            page = world.client.get(next_url, headers=admin).json()
+            assert page["total"] is None and len(page["items"]) <= 2
+            items, next_url = items + page["items"], page["next"]
+        assert [a["id"] for a in items] == [a["id"] for a in before["items"]]
+
+        mine = world.client.get(first["next"], headers=manager).json()["items"]
+        assert mine and {a["site_id"] for a in mine} == {site_a}
+        for url, query in (
+            ("/api/v1/alerts", "after=bm9wZQ"),
+            ("/api/v1/collections", "after=WyJ4Il0"),  # ["x"]: not an id
+            ("/api/v1/sites", f"after={first['next'].partition('after=')[2]}"),
+            ("/api/v1/sites", "after=WyJhIl0&offset=1"),
+        ):
+            answer = world.client.get(f"{url}?{query}", headers=admin)
+            assert answer.status_code == 422, (url, answer.text)
+            assert "after" in answer.text, answer.text
+
+
 def test_every_list_and_readings_route_is_capped_and_pages_through_everything(
     settings: Settings, pilot_bins: dict[str, BinTags]
 ) -> None:

@@ -3,12 +3,15 @@ who may and who may not; plus the rate limit, the body limit and InfluxQL inject
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -22,6 +25,7 @@ from core.settings import Settings
 from core.sql import make_engine
 from devices.models import Bin, Site
 from security.keys import ApiRole, create_key, revoke_key
+from tests.api_process import ApiProcess
 from tests.helpers import ADMIN_HEADERS
 
 ADMIN, MANAGER, OPERATOR = "admin", "manager", "operator"
@@ -289,6 +293,40 @@ class _Later(datetime):
     @classmethod
     def now(cls, tz: object = None) -> _Later:
         return cls.fromtimestamp(datetime.now(UTC).timestamp() + 5, UTC)
+
+
+KEY_CACHE_S = 3.0
+
+
+def test_a_revoked_key_stops_working_within_the_key_cache_bound(
+    settings: Settings, pilot_bins: object, tmp_path: Path
+) -> None:
+    """On a real `binwatch api` process: a key verified just before its revocation is still
+    remembered (the cache is used), and no request started BINWATCH_API_KEY_CACHE_S after the
+    revocation gets through, nor any after the first refusal."""
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        issued = create_key(session, name="cached", role=ApiRole.admin, now=datetime.now(UTC))
+        key_id = issued.key.id
+    cached = settings.model_copy(update={"api_key_cache_s": KEY_CACHE_S})
+    with (
+        ApiProcess(cached, tmp_path / "api.log") as api,
+        httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {issued.token}"}) as c,
+    ):
+        assert c.get("/api/v1/sites").status_code == 200  # verified: remembered from now on
+        with Session(engine) as session:
+            revoke_key(session, key_id, now=datetime.now(UTC))
+        revoked = time.monotonic()
+        seen: list[tuple[float, int]] = []
+        while not seen or seen[-1][0] < KEY_CACHE_S + 1:
+            started = time.monotonic() - revoked
+            seen.append((started, c.get("/api/v1/sites").status_code))
+            time.sleep(0.1)
+    engine.dispose()
+    assert seen[0][1] == 200, seen  # within the bound the remembered key still works
+    refused = next(i for i, (_, status) in enumerate(seen) if status == 401)
+    assert {status for _, status in seen[refused:]} == {401}, seen
+    assert all(status == 401 for at, status in seen if at >= KEY_CACHE_S), seen
 
 
 def test_rate_limit_answers_429_with_retry_after(settings: Settings, pilot_bins: object) -> None:

@@ -111,7 +111,7 @@ def _day(asked: str | None, settings: Settings, now: datetime) -> date:
 def _waiting(session: Session, operator_id: str) -> list[CollectionRequest]:
     found: list[CollectionRequest] = []
     for status_ in OPEN:
-        page, _total = collection_store.list_requests(
+        page, _total, _more = collection_store.list_requests(
             session, status=status_, operator_id=operator_id, limit=REQUESTS_SHOWN
         )
         found += page

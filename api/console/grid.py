@@ -130,7 +130,7 @@ def _waiting_requests(
         sites &= scope.sites
     found: list[CollectionRequest] = []
     for status_ in OPEN:
-        page, _total = collection_store.list_requests(
+        page, _total, _more = collection_store.list_requests(
             session, status=status_, visible_sites=sites, limit=REQUESTS_SHOWN
         )
         found += page

@@ -95,10 +95,10 @@ def sites_on_map(
     session: Session, influx: InfluxClient, scope: Scope
 ) -> tuple[list[SiteOnMap], bool]:
     """The caller's sites with their state; True when the fill levels could not be read."""
-    sites, _total = registry.list_sites(
+    sites, _total, _more = registry.list_sites(
         session, site_type=None, community_id=None, limit=SITES_MAX, offset=0, visible=scope.sites
     )
-    alerts, _total = alert_store.list_alerts(
+    alerts, _total, _more = alert_store.list_alerts(
         session, state="active", visible_sites=scope.sites, limit=SITES_MAX
     )
     alert_types: dict[str, list[str]] = defaultdict(list)

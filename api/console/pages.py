@@ -242,7 +242,7 @@ def my_sites(request: Request, session: SessionDep, caller: CallerDep, scope: Sc
         return RedirectResponse(f"{PREFIX}/grid", status.HTTP_303_SEE_OTHER)
     if caller.user.role == ApiRole.crew:
         return RedirectResponse(f"{PREFIX}/crew", status.HTTP_303_SEE_OTHER)
-    sites, _total = registry.list_sites(
+    sites, _total, _more = registry.list_sites(
         session, site_type=None, community_id=None, limit=500, offset=0, visible=scope.sites
     )
     return render(request, "sites.html", locale=caller.user.locale, me=caller, sites=sites)
@@ -282,12 +282,12 @@ def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) ->
         )
     requests: list[CollectionRequest] = []
     for status_ in OPEN:
-        page, _total = collection_store.list_requests(
+        page, _total, _more = collection_store.list_requests(
             session, status=status_, site_id=site.id, visible_sites=scope.sites, limit=500
         )
         requests += page
     # Emptied by a crew's word, not by the bin's readings: the newest, from the last days.
-    disputed, _total = collection_store.list_requests(
+    disputed, _total, _more = collection_store.list_requests(
         session,
         status=Status.disputed,
         site_id=site.id,
@@ -296,7 +296,7 @@ def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) ->
         limit=DISPUTED_MAX,
     )
     alerts: list[Alert]
-    alerts, _total = alert_store.list_alerts(
+    alerts, _total, _more = alert_store.list_alerts(
         session, state="active", site_id=site.id, visible_sites=scope.sites, limit=500
     )
     return {

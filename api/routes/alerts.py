@@ -14,7 +14,7 @@ from alerts.rules import AlertType, Severity
 from api.alert_schemas import AckRequest, AlertDetail, AlertOut, AlertPage, AlertState
 from api.auth import EVERYONE, RESPONDERS, Scope, ScopeDep
 from api.deps import SessionDep
-from api.paging import next_offset
+from api.paging import After, next_after, read_cursor
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
 from core.errors import NotFound
@@ -42,9 +42,11 @@ def list_alerts(
     bin_id: Annotated[str | None, Query(pattern=ID_REGEX, description="only this bin")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="alerts to skip")] = 0,
+    after: After = None,
 ) -> AlertPage:
     """A page of alerts, newest first, with the total matching the filters."""
-    page, total = store.list_alerts(
+    start = read_cursor(after, offset, datetime, int)
+    page = store.list_alerts(
         session,
         state=state,
         severity=severity,
@@ -54,14 +56,17 @@ def list_alerts(
         visible_sites=caller.sites,
         limit=limit,
         offset=offset,
+        after=start,
+        count=start is None,
     )
-    items = [AlertOut.model_validate(alert) for alert in page]
+    items = [AlertOut.model_validate(alert) for alert in page.rows]
+    last = page.rows[-1] if page.rows else None
     return AlertPage(
         items=items,
-        total=total,
+        total=page.total,
         limit=limit,
         offset=offset,
-        next=next_offset(request, offset=offset, limit=limit, total=total),
+        next=next_after(request, page.more, last.started_at, last.id) if last else None,
     )
 
 

@@ -24,7 +24,7 @@ from api.collection_schemas import (
     OperatorAction,
 )
 from api.deps import SessionDep, SettingsDep
-from api.paging import next_offset
+from api.paging import After, next_after, read_cursor
 from api.schemas import ID_REGEX, TimeParam
 from collection import store
 from collection.lifecycle import Actor, Role, Status, TransitionRefused
@@ -118,11 +118,13 @@ def list_requests(
     end: Annotated[TimeParam, Query(description="created before (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="requests to skip")] = 0,
+    after: After = None,
 ) -> CollectionPage:
     """A page of the caller's requests, newest first, with the total matching the filters."""
     if start is not None and end is not None and start >= end:
         raise InvalidRequest("start must be before end")
-    page, total = store.list_requests(
+    past = read_cursor(after, offset, int)
+    page = store.list_requests(
         session,
         status=status_,
         site_id=site_id,
@@ -133,14 +135,17 @@ def list_requests(
         visible_sites=caller.sites,
         limit=limit,
         offset=offset,
+        after=past,
+        count=past is None,
     )
-    items = [CollectionOut.of(request) for request in page]
+    items = [CollectionOut.of(row) for row in page.rows]
+    last = page.rows[-1] if page.rows else None
     return CollectionPage(
         items=items,
-        total=total,
+        total=page.total,
         limit=limit,
         offset=offset,
-        next=next_offset(request, offset=offset, limit=limit, total=total),
+        next=next_after(request, page.more, last.id) if last else None,
     )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from api import queries
 from api.auth import EVERYONE, ScopeDep
 from api.deps import InfluxDep, SessionDep, SiteId, release
-from api.paging import next_offset
+from api.paging import After, next_after, next_offset, read_cursor
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
 from devices import registry
 from devices.contract import SiteType
@@ -32,23 +32,30 @@ def list_sites(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="sites to skip")] = 0,
+    after: After = None,
 ) -> SitePage:
     """A page of the caller's sites ordered by id, with the total matching the filters."""
-    page, total = registry.list_sites(
+    past = read_cursor(after, offset, str)
+    page = registry.list_sites(
         session,
         site_type=site_type,
         community_id=community_id,
         limit=limit,
         offset=offset,
         visible=scope.sites,
+        after=past,
+        count=past is None,
+        with_bins=False,
     )
-    items = [SiteSummary.of(site) for site in page]
+    counts = registry.bin_counts(session, [site.id for site in page.rows])
+    items = [SiteSummary.of(site, counts.get(site.id, 0)) for site in page.rows]
+    last = page.rows[-1] if page.rows else None
     return SitePage(
         items=items,
-        total=total,
+        total=page.total,
         limit=limit,
         offset=offset,
-        next=next_offset(request, offset=offset, limit=limit, total=total),
+        next=next_after(request, page.more, last.id) if last else None,
     )
 
 
