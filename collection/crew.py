@@ -231,3 +231,34 @@ def _act(
 
 def _reason(tap: Tap) -> Reason:
     return Reason.of(f"crew.{tap.reason}")
+
+
+# --- the photos, for the people who check the crews' work -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Photo:
+    """A tap's photo: where it is under the photo folder, and the site it proves a visit to
+    (what decides who may see it)."""
+
+    tap: CrewTap
+    site_id: str
+
+
+def photo(session: Session, tap_id: UUID) -> Photo:
+    """The photo of tap `tap_id`; NotFound when there is no such tap or it has no photo."""
+    tap = session.get(CrewTap, str(tap_id))
+    stop = session.get(RouteStop, tap.stop_id) if tap is not None else None
+    if tap is None or tap.photo is None or stop is None or stop.site_id is None:
+        raise NotFound(f"no photo of tap {tap_id}")
+    return Photo(tap, stop.site_id)
+
+
+def photos_of(session: Session, request_id: int) -> list[CrewTap]:
+    """The taps on a request that carried a photo, oldest first."""
+    query = (
+        select(CrewTap)
+        .where(CrewTap.request_id == request_id, CrewTap.photo.is_not(None))
+        .order_by(CrewTap.at)
+    )
+    return list(session.scalars(query))

@@ -26,6 +26,7 @@ from collection.models import CollectionEvent, CrewTap, RouteStop
 from collection.proof import PhotoRejected, photo_kind, store_photo
 from core.settings import Settings
 from core.sql import make_engine
+from devices.models import Site
 from security.keys import ApiRole, create_key
 from security.scopes import ScopeError
 from security.users import UserRole, create_user
@@ -335,3 +336,26 @@ def test_photos_are_checked_by_their_bytes_and_kept_on_disk(world: World) -> Non
         photo = session.get_one(CrewTap, tap_id).photo
     assert photo is not None and (world.photos / photo).read_bytes() == PNG
     assert photo.endswith(f"{tap_id}.png")  # named by its content and the tap, not the file
+    # The site's manager sees it on the request's history; a manager of another site, or a tap
+    # without a photo, gets the same 404 as a photo that does not exist.
+    with world.session() as session:
+        site_id = session.get_one(RouteStop, stop).site_id or ""
+        elsewhere = session.scalars(select(Site.id).where(Site.id != site_id)).first() or ""
+        for username, site in (("manager.photo", site_id), ("manager.elsewhere", elsewhere)):
+            create_user(
+                session, username=username, display_name="", password=PASSWORD,
+                role=UserRole.manager, now=datetime.now(UTC), site_ids=[site],
+            )  # fmt: skip
+    world.log_in("manager.photo", f"/console/sites/{site_id}")
+    history = world.client.get(f"/console/requests/{world.day.requests[stop]}").text
+    assert f'<img src="/console/photos/{tap_id}"' in history and "清运班组拍摄的照片" in history
+    shown = world.client.get(f"/console/photos/{tap_id}")
+    assert shown.status_code == 200 and shown.content == PNG
+    assert shown.headers["content-type"] == "image/png"
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    missing = world.client.get(f"/console/photos/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    assert world.client.get("/console/photos/not-a-uuid").status_code == 422
+    world.log_in("manager.elsewhere", f"/console/sites/{elsewhere}")
+    hidden = world.client.get(f"/console/photos/{tap_id}")
+    assert hidden.status_code == 404 and hidden.text == world.client.get(missing.url).text

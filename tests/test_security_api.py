@@ -63,6 +63,7 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/console/sites/{site_id}"): "admin, grid, manager, operator",
     ("GET", "/console/requests/{request_id}"): "admin, grid, manager, operator",
     ("GET", "/console/alerts/{alert_id}"): "admin, grid, manager, operator",
+    ("GET", "/console/photos/{tap_id}"): "admin, grid, manager, operator",
     ("GET", "/console/sites/{site_id}/live"): "admin, grid, manager, operator",
     ("POST", "/console/sites/{site_id}/collections"): "admin, manager",
     ("POST", "/console/alerts/{alert_id}/ack"): "admin, manager, operator",

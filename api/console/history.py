@@ -7,8 +7,11 @@ to: a request or alert of a site the caller does not see is the same 404 as a mi
 
 from __future__ import annotations
 
+from pathlib import Path
+from uuid import UUID
+
 from fastapi import APIRouter, Request, status
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
@@ -17,9 +20,10 @@ from api.auth import Scope
 from api.console.auth import CONSOLE_EVERYONE, PREFIX, Caller, CallerDep, PageError, ScopeDep
 from api.console.i18n import N_
 from api.console.pages import render
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.routes.alerts import AlertId
 from api.routes.collections import RequestId
+from collection import crew
 from collection import store as collection_store
 from collection.models import CollectionRequest
 from core.errors import NotFound
@@ -52,6 +56,9 @@ def _page(
         alert=subject if isinstance(subject, Alert) else None,
         events=sorted(subject.events, key=lambda event: (event.at, event.id)),
         automatic=AUTOMATIC,
+        photos=crew.photos_of(session, subject.id)
+        if isinstance(subject, CollectionRequest)
+        else [],
     )
 
 
@@ -77,3 +84,30 @@ def alert_history(
     except NotFound:
         raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
     return _page(request, session, caller, scope, found, missing)
+
+
+# A photo is the crew's evidence, not a page: no other site may frame it, the browser may keep it
+# for the user alone (a tap's photo never changes), and it is shown only as the image it is.
+_PHOTO_HEADERS = {
+    "Cache-Control": "private, max-age=86400",
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+_PHOTO_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
+
+
+@router.get("/photos/{tap_id}", dependencies=[CONSOLE_EVERYONE])
+def tap_photo(
+    tap_id: UUID, session: SessionDep, settings: SettingsDep, scope: ScopeDep
+) -> Response:
+    """A crew's proof-of-service photo, for whoever sees the site it was taken at."""
+    missing = PageError(status.HTTP_404_NOT_FOUND, N_("There is no such photo."))
+    try:
+        found = crew.photo(session, tap_id)
+    except NotFound:
+        raise missing from None
+    folder = Path(settings.route.photo_dir).resolve()
+    path = (folder / str(found.tap.photo)).resolve()
+    if not scope.sees(found.site_id) or not path.is_relative_to(folder) or not path.is_file():
+        raise missing
+    return FileResponse(path, media_type=_PHOTO_TYPES.get(path.suffix), headers=_PHOTO_HEADERS)
