@@ -240,7 +240,7 @@ def test_the_demo_makes_one_login_per_role_and_renews_their_passwords_each_run(
         ("district official", "demo.district", "市中区"),
         ("city admin", "demo.admin", "乐山市"),
         ("dispatcher", "demo.dispatcher", "乐山绿源环境服务有限公司"),
-        ("crew", "demo.crew", "Lvyuan compactor 1"),
+        ("crew", "demo.crew", "绿源压缩车1号"),
     ]
     with Session(engine) as session:
         for old, new in zip(first, second, strict=True):

@@ -31,10 +31,6 @@ from devices import registry
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-# Actors that are binwatch itself (`role:name` of the system role, collection.lifecycle.Actor);
-# people and keys are shown as the audit trail names them.
-AUTOMATIC = "system:"
-
 
 def _page(
     request: Request,
@@ -55,7 +51,6 @@ def _page(
         collection=subject if isinstance(subject, CollectionRequest) else None,
         alert=subject if isinstance(subject, Alert) else None,
         events=sorted(subject.events, key=lambda event: (event.at, event.id)),
-        automatic=AUTOMATIC,
         photos=crew.photos_of(session, subject.id)
         if isinstance(subject, CollectionRequest)
         else [],

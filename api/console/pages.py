@@ -42,7 +42,7 @@ from api.console.auth import (
     set_cookie,
 )
 from api.console.i18n import LOCALES, N_, Formats, choose_locale, translations
-from api.console.reasons import explainer
+from api.console.reasons import actor_namer, explainer
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
 from api.routes.alerts import AlertId, acknowledge_alert
 from api.routes.collections import current_time, open_manual
@@ -108,6 +108,7 @@ def render(
     defaults = {
         "fmt": fmt,
         "explain": explainer(fmt),
+        "actor": actor_namer(locale),
         "labels": labels,
         "html_lang": locale.replace("_", "-"),
         "now": datetime.now(UTC),

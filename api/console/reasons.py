@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from api.console import labels
-from api.console.i18n import Formats, translations
+from api.console.i18n import N_, Formats, translations
 from core.reasons import LocaleWriter, written
 
 Explain = Callable[[Mapping[str, Any] | None, str], str]
@@ -26,3 +26,14 @@ def explainer(fmt: Formats) -> Explain:
         stream=lambda code: gettext(labels.STREAMS[code]),
     )
     return lambda stored, text: written(stored, text, writer)
+
+
+# Who binwatch itself is in an audit trail (`role:name` of the system role,
+# collection.lifecycle.Actor); people and keys are shown as the trail names them.
+_AUTOMATIC = "system:"
+
+
+def actor_namer(locale: str) -> Callable[[str], str]:
+    """`actor(name)` for templates: who made an event or a plan, as the reader reads it."""
+    automatic = translations(locale).gettext(N_("binwatch, automatically"))
+    return lambda name: automatic if name.startswith(_AUTOMATIC) else name
