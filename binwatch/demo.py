@@ -12,6 +12,7 @@ account, whose broker URL the demo keeps under its data folder (owner-only) whil
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -40,8 +41,9 @@ from core.errors import BinwatchError
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import database_engine, make_engine
-from devices.models import Bin, Operator
+from devices.models import Bin, Operator, Vehicle
 from security import mqtt_auth
+from security.keys import ApiRole, create_key, list_keys, revoke_key
 from simulator.faults import KINDS
 from simulator.publisher import UNBOUNDED_BACKFILL, inject_fault
 
@@ -50,6 +52,8 @@ STATUS_EVERY_S = 2.0
 # The demo plans the day this long after the simulator's history is replayed (real seconds).
 PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
+# The name of each vehicle's crew key the demo makes (the last run's are revoked).
+CREW_KEY_NAME = "demo crew of {vehicle}"
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 
@@ -110,6 +114,9 @@ def demo(
             )
             logs = data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
+            # Each vehicle's crew key, for the simulator only: its crews tap their planned
+            # stops as a crew's phone does.
+            crew_tokens = json.dumps(_crew_keys(env["BINWATCH_DATABASE_URL"]))
             simulate = ["simulate", "--crews", "--resume", "--listen-for-faults"]
             simulate += ["--speed", str(speed)]
             simulate += ["--interval", str(interval)]
@@ -117,7 +124,13 @@ def demo(
                 name: _run(
                     stack,
                     [sys.executable, "-m", "binwatch", *args],
-                    {**env, "BINWATCH_MQTT_URL": broker_urls.get(name, env["BINWATCH_MQTT_URL"])},
+                    {
+                        **env,
+                        "BINWATCH_MQTT_URL": broker_urls.get(name, env["BINWATCH_MQTT_URL"]),
+                        **(
+                            {"BINWATCH_API_CREW_TOKENS": crew_tokens} if name == "simulator" else {}
+                        ),
+                    },
                     log=logs / f"{name}.log",
                 )
                 for name, args in {
@@ -146,6 +159,31 @@ def demo(
         error(exc)
         raise typer.Exit(1) from exc
     say("stopped; data kept in", data_dir)
+
+
+def _crew_keys(database_url: str) -> dict[str, str]:
+    """A fresh crew key for each vehicle of the fleet (vehicle id → key), the last run's
+    revoked: a demo's keys, like its passwords, are worth nothing once it stops."""
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            now = datetime.now(UTC)
+            vehicles = list(session.scalars(select(Vehicle.id).order_by(Vehicle.id)))
+            for key in list_keys(session):
+                if key.name.startswith(CREW_KEY_NAME.format(vehicle="")) and key.revoked_at is None:
+                    revoke_key(session, key.id, now=now)
+            return {
+                vehicle: create_key(
+                    session,
+                    name=CREW_KEY_NAME.format(vehicle=vehicle),
+                    role=ApiRole.crew,
+                    now=now,
+                    vehicle_id=vehicle,
+                ).token
+                for vehicle in vehicles
+            }
+    finally:
+        engine.dispose()
 
 
 def _plan_when_caught_up(stack: ExitStack, env: dict[str, str], speed: float) -> None:

@@ -546,6 +546,7 @@ def routes_message(plan: RoutePlan, vehicle_id: str | None = None) -> RoutesPlan
                 jobs=sum(1 for s in stops if s.kind == "job"),
                 stops=[
                     PlannedStop(
+                        stop_id=s.id,
                         position=s.position,
                         trip=s.trip,
                         kind=s.kind,

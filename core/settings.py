@@ -9,6 +9,7 @@ compose files and docs need no change."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,6 +152,24 @@ class ApiSettings(_Group):
     token: SecretStr | None = Field(
         None, description="the API key the simulator's crews send (an operator or admin key)"
     )
+    crew_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="the crew keys the simulator's crews tap their planned stops with, as a "
+        'JSON object of vehicle id to key ({"lvyuan-dry-1": "bw_…"}); a vehicle without one '
+        "reports its stops with BINWATCH_API_TOKEN (acknowledge, complete)",
+    )
+
+    @field_validator("crew_tokens", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        """From the environment, a JSON object."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON object of vehicle id to crew key") from None
+        return value
+
     rate_per_s: float = Field(
         20, gt=0, description="requests per second one API key may make, sustained (per replica)"
     )

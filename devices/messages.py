@@ -114,8 +114,10 @@ class Escalation(_Message):
 class PlannedStop(_Message):
     """A stop of a vehicle's route: `kind` start, job (a bin to empty), break, unload (at the
     depot, ending load `trip`) or end; `load_l`/`load_kg` on board after it; `distance_m`
-    driven since the start."""
+    driven since the start; `stop_id` is the stop's id, what a crew's tap names
+    (`POST /api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps`)."""
 
+    stop_id: int
     position: int
     trip: int
     kind: str

@@ -4,10 +4,13 @@
 `{prefix}/operators/+/routes`, as the collector publishes them) has its crews drive them: each
 vehicle goes through its job stops in the planned order at the planned pace in simulated time
 (a stop is reached `(its departure − the route's start) / speed` real seconds after the plan
-arrived), and reports each stop as done: acknowledge and complete through the API for a
-request's stop (the operator's actions, with the crews' API key: a crew key may only read its
-own route), the bin emptied in the fleet model in either case. A later version of the day's
-plan (a re-plan, an urgent request inserted) adds the stops new to it on the same clock.
+arrived), and reports each stop as its crew's phone does: a tap "emptied" on
+`POST /api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps` with the
+vehicle's crew key (`BINWATCH_API_CREW_TOKENS`), which completes a request's stop and marks a
+forecast stop done on the crew's screen. A vehicle without a crew key reports a request's stop
+with the operator's actions instead (acknowledge, complete, with `BINWATCH_API_TOKEN`). The bin
+is emptied in the fleet model in every case. A later version of the day's plan (a re-plan, an
+urgent request inserted) adds the stops new to it on the same clock.
 
 **Request by request**, for operators without a plan today, and for a request the plan in
 force does not hold (raised since, or left out): they hear dispatches on
@@ -76,14 +79,25 @@ def api_headers(settings: Settings) -> dict[str, str]:
     every operator as the demo's crews do); without one the API answers 401."""
     if settings.api.token is None:
         return {}
-    return {"Authorization": f"Bearer {settings.api.token.get_secret_value()}"}
+    return _bearer(settings.api.token.get_secret_value())
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def tap_id(stop_id: int) -> str:
+    """The id of the simulated crew's tap on a stop: the same on every try and after a restart
+    of the simulator (the API answers a repeat with what the first did)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"binwatch-simulator/stops/{stop_id}"))
 
 
 @dataclass(order=True)
 class _Job:
-    """An action a crew will take at `due` (the clock's seconds): "ack", "complete", or
-    "empty" (a planned stop of a bin without a request: nothing to tell the API). `planned`:
-    a stop of a route, completed even when the request was acknowledged before."""
+    """An action a crew will take at `due` (the clock's seconds): "ack", "complete", "tap"
+    (a planned stop, by the vehicle's crew key: `stop_id`, `vehicle_id`), or "empty" (a planned
+    stop of a bin without a request, for a vehicle without a crew key: nothing to tell the API).
+    `planned`: a stop of a route, completed even when the request was acknowledged before."""
 
     due: float
     request_id: int = field(compare=True)
@@ -94,6 +108,8 @@ class _Job:
     travel_s: float = field(compare=False, default=0.0)
     tries: int = field(compare=False, default=0)
     planned: bool = field(compare=False, default=False)
+    stop_id: int = field(compare=False, default=0)
+    vehicle_id: str = field(compare=False, default="")
 
 
 @dataclass
@@ -130,6 +146,10 @@ class Crews:
             base_url=settings.api.url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
         )
         self._clock = clock
+        self._crew_keys = {
+            vehicle: _bearer(token.get_secret_value())
+            for vehicle, token in settings.api.crew_tokens.items()
+        }
         # Its own account (`simulator-crews`): the simulator's bins hold `simulator`, and the
         # broker allows one connection per account (client id = user name).
         self._connection = make_client(
@@ -151,6 +171,7 @@ class Crews:
         self._thread = threading.Thread(target=self._work, name="crews", daemon=True)
         self.subscribed = threading.Event()
         self.completed: list[int] = []  # requests completed, in the order they were
+        self.tapped: list[int] = []  # planned stops a crew key tapped, in the order they were
         self.retries = 0  # actions tried again after the API said when (Retry-After)
 
     def start(self) -> None:
@@ -273,7 +294,10 @@ class Crews:
             if draw < self._late:
                 after_s += LATE_BY_S
             due = drive.began + after_s * self._scale
-            action = "ack" if stop.request_id else "empty"
+            if route.vehicle_id in self._crew_keys:
+                action = "tap"
+            else:
+                action = "ack" if stop.request_id else "empty"
             job = _Job(
                 due,
                 stop.request_id or 0,
@@ -282,25 +306,32 @@ class Crews:
                 self._empties_bin(draw),
                 action,
                 planned=True,
+                stop_id=stop.stop_id,
+                vehicle_id=route.vehicle_id,
             )
             heapq.heappush(self._jobs, job)
 
     def _do(self, job: _Job) -> None:
         """Post the job's action; on success plan what follows, on 429/503 plan the same
         action again after Retry-After (bounded by `MAX_TRIES`), otherwise drop the job."""
-        if job.action in ("complete", "empty") and job.empties and job.tries == 0:
+        if job.action in ("complete", "empty", "tap") and job.empties and job.tries == 0:
             self._empties.put(job.bin_id)  # once, however often the API is asked
         if job.action == "empty":
             return
         response = self._post(job, job.action)
         # A planned stop whose request was acknowledged already (by a crew serving it one
-        # by one before the plan came) is completed all the same.
+        # by one before the plan came) is completed all the same; a tap refused (409: the
+        # request was cancelled or completed by someone else) is done with.
         acked_before = job.planned and response is not None and response.status_code == 409
         if response is not None and (not response.is_error or acked_before):
             if job.action == "ack":
                 due = self._clock() + job.travel_s * self._scale
                 follow = dataclasses.replace(job, due=due, action="complete", tries=0)
                 heapq.heappush(self._jobs, follow)
+            elif job.action == "tap" and not response.is_error:
+                self.tapped.append(job.stop_id)
+                if response.json().get("outcome") == "completed":
+                    self.completed.append(job.request_id)
             elif not response.is_error:
                 self.completed.append(job.request_id)
             return
@@ -308,9 +339,9 @@ class Crews:
             return  # refused for good, or unreachable: logged by _post
         if job.tries + 1 >= MAX_TRIES:
             log.warning(
-                "crew gave up to %s request %d after %d tries",
+                "crew gave up to %s %s after %d tries",
                 job.action,
-                job.request_id,
+                _what(job),
                 job.tries + 1,
             )
             return
@@ -322,22 +353,34 @@ class Crews:
     def _post(self, job: _Job, action: str) -> httpx.Response | None:
         """The API's answer (refusals logged); None when it could not be reached."""
         try:
-            response = self._http.post(
-                f"/api/v1/collections/{job.request_id}/{action}",
-                json={"operator_id": job.operator_id, "note": "simulated crew"},
-            )
+            if action == "tap":
+                response = self._http.post(
+                    f"/api/v1/operators/{job.operator_id}/routes/{job.vehicle_id}"
+                    f"/stops/{job.stop_id}/taps",
+                    json={"tap_id": tap_id(job.stop_id), "action": "emptied"},
+                    headers=self._crew_keys[job.vehicle_id],
+                )
+            else:
+                response = self._http.post(
+                    f"/api/v1/collections/{job.request_id}/{action}",
+                    json={"operator_id": job.operator_id, "note": "simulated crew"},
+                )
         except httpx.HTTPError as exc:
-            log.warning("crew could not %s request %d: %s", action, job.request_id, exc)
+            log.warning("crew could not %s %s: %s", action, _what(job), exc)
             return None
         if response.is_error and not (job.planned and response.status_code == 409):
             log.warning(
-                "crew could not %s request %d: %s %s",
+                "crew could not %s %s: %s %s",
                 action,
-                job.request_id,
+                _what(job),
                 response.status_code,
                 response.text,
             )
         return response
+
+
+def _what(job: _Job) -> str:
+    return f"stop {job.stop_id}" if job.action == "tap" else f"request {job.request_id}"
 
 
 def retry_after_s(header: str | None) -> float:

@@ -93,6 +93,8 @@ def outside(world: World, settings: Settings) -> dict[str, str]:
         "request_id": str(opened.json()["id"]),
         "alert_id": str(alert_id),
         "vehicle_id": _vehicle_of(settings, world.operator_b),
+        # No plan here: the operator (and the vehicle) decide before the stop is looked at.
+        "stop_id": "987653",
     }
 
 
@@ -110,7 +112,7 @@ def _vehicle_of(settings: Settings, operator_id: str) -> str:
 
 MISSING = {"site_id": "no-such-site", "bin_id": "no-such-bin", "area_id": "no-such-area",
            "operator_id": "no-such-op", "request_id": "987654", "alert_id": "987654",
-           "vehicle_id": "no-such-vehicle"}  # fmt: skip
+           "vehicle_id": "no-such-vehicle", "stop_id": "987654"}  # fmt: skip
 
 
 @pytest.mark.parametrize("role", [MANAGER, OPERATOR])
@@ -124,6 +126,7 @@ def test_a_missing_id_and_one_outside_the_scope_get_the_same_answer_on_every_rou
     routes = _path_routes(app)
     assert len(routes) >= 12, routes
     body = {"operator_id": world.operator_a, "note": "x"}
+    tap = {"tap_id": "5b0e7a52-8d5f-4e0b-9a3c-2f1d6c7e8a90", "action": "emptied"}
     compared = 0
     for method, path in routes:
         answers = []
@@ -135,7 +138,13 @@ def test_a_missing_id_and_one_outside_the_scope_get_the_same_answer_on_every_rou
                 method,
                 url,
                 headers=_as(world, role),
-                json=(body if path.endswith("/complete") or "collections" in path else {})
+                json=(
+                    tap
+                    if path.endswith("/taps")
+                    else body
+                    if path.endswith("/complete") or "collections" in path
+                    else {}
+                )
                 if method == "POST"
                 else None,
             )

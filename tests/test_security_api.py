@@ -54,6 +54,9 @@ POLICIES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
     ("POST", "/api/v1/operators/{operator_id}/routes"): "admin, operator",
     ("GET", "/api/v1/operators/{operator_id}/routes/{vehicle_id}"): "admin, crew, operator",
+    ("POST", "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps"): (
+        "admin, crew, operator"
+    ),
     # The console (api/console): a session cookie instead of a key, the same roles and scope.
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",

@@ -4,15 +4,20 @@ request (the whole remaining day, or one urgent request inserted into the plan i
 Scoped like the operator's compliance report: an operator key reads and re-plans only its own
 company's routes (another's answer exactly as a missing one), admins any; a crew key reads
 only its own vehicle's route (any other vehicle's, or another company's, answers as missing).
-A new plan is stored here and published by the collector (MQTT, webhook) on its next tick."""
+A new plan is stored here and published by the collector (MQTT, webhook) on its next tick.
+
+A crew's tap on a stop (emptied, or could not empty with a reason) goes through
+collection/crew.py, the same functions as the console's crew screen: a crew key taps only its
+own vehicle's stops, an operator key (or admin) taps for any of the company's vehicles."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -20,7 +25,8 @@ from api.auth import Scope, ScopeDep, allow
 from api.deps import InfluxDep, SessionDep, SettingsDep
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
-from collection import plans
+from collection import crew, plans
+from collection.models import TAP_REASONS
 from core.errors import NotFound
 from core.settings import Settings
 from devices.messages import RoutesPlanned
@@ -31,6 +37,9 @@ router = APIRouter(prefix="/operators/{operator_id}/routes", tags=["routes"])
 
 OperatorId = Annotated[str, Path(pattern=ID_REGEX, description="an operator id")]
 VehicleId = Annotated[str, Path(pattern=ID_REGEX, description="a vehicle id")]
+StopId = Annotated[
+    int, Path(ge=1, le=MAX_ROW_ID, description="a stop of the vehicle's route (`stop_id`)")
+]
 Day = Annotated[
     date | None, Query(alias="date", description="the local day, YYYY-MM-DD (default: today)")
 ]
@@ -45,6 +54,41 @@ class Replan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"request_id": 42}]})
     request_id: int | None = Field(None, ge=1, le=MAX_ROW_ID)
+
+
+class TapBody(BaseModel):
+    """A crew's tap on a stop: `tap_id` is made by the phone (a UUID: a tap sent again with the
+    same id is one action), `action` what was done, `reason` why not (could_not_empty only)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tap_id": "5b0e7a52-8d5f-4e0b-9a3c-2f1d6c7e8a90", "action": "emptied"},
+                {
+                    "tap_id": "0c7f3f1e-1b7e-4f43-a5b2-7f4c9d2e6b15",
+                    "action": "could_not_empty",
+                    "reason": "blocked",
+                },
+            ]
+        },
+    )
+    tap_id: UUID
+    action: Literal["emptied", "could_not_empty"]
+    reason: str | None = Field(
+        None, description=f"with could_not_empty, one of: {', '.join(TAP_REASONS)}"
+    )
+
+
+class TapAnswer(BaseModel):
+    """What the tap did: `completed` (its request, through the lifecycle), `reported` (could
+    not empty: the dispatcher decides), `noted` (a stop without a request); `repeated` when
+    this tap id was taken before and nothing was done again."""
+
+    tap_id: UUID
+    stop_id: int
+    outcome: str
+    repeated: bool
 
 
 def own_operator(caller: Scope, session: Session, operator_id: str) -> None:
@@ -90,11 +134,7 @@ def vehicle_route(
 ) -> RoutesPlanned:
     """One vehicle's stops in the plan in force for the day."""
     if caller.principal.role is ApiRole.crew:
-        crews = (
-            session.get(Vehicle, vehicle_id) if vehicle_id == caller.principal.vehicle_id else None
-        )
-        if crews is None or crews.operator_id != operator_id:
-            raise NotFound(f"no operator with id {operator_id!r}")
+        own_vehicle(caller, session, operator_id, vehicle_id)
     else:
         own_operator(caller, session, operator_id)
     plan = plans.plan_or_404(session, operator_id, _day(day, settings, now))
@@ -126,3 +166,56 @@ def replan(
         actor=caller.principal.actor, request_id=body.request_id,
     )  # fmt: skip
     return plans.routes_message(plan)
+
+
+@router.post(
+    "/{vehicle_id}/stops/{stop_id}/taps",
+    response_model=TapAnswer,
+    dependencies=[_VEHICLE_READERS],
+    responses={status.HTTP_409_CONFLICT: {"description": "the stop's request refused the tap"}},
+)
+def tap(
+    operator_id: OperatorId,
+    vehicle_id: VehicleId,
+    stop_id: StopId,
+    body: TapBody,
+    caller: ScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: Now,
+) -> TapAnswer:
+    """A crew's tap on a stop of today's route, as on the crew's screen: emptied completes the
+    stop's request, could_not_empty (with a reason) reports it; a repeated tap_id answers what
+    the first copy did (`repeated`), a tap the request's state refuses is a 409 (again too)."""
+    crew_vehicle = own_vehicle(caller, session, operator_id, vehicle_id)
+    taken = crew.Tap.of(
+        str(body.tap_id),
+        crew.NOT_EMPTIED if body.action == "could_not_empty" else crew.EMPTIED,
+        body.reason or "",
+    )
+    stop = crew.crew_stop(session, crew_vehicle, stop_id, local_day(settings, now))
+    tapped = crew.taken(session, taken, stop) or crew.take(
+        session, taken, stop, crew_vehicle=crew_vehicle, actor_key=caller.principal.actor, now=now
+    )
+    row = tapped.tap
+    if row.outcome == "refused":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"tap {row.id} refused: {row.refusal}")
+    return TapAnswer(
+        tap_id=UUID(row.id), stop_id=row.stop_id, outcome=row.outcome, repeated=tapped.repeated
+    )
+
+
+def own_vehicle(caller: Scope, session: Session, operator_id: str, vehicle_id: str) -> Vehicle:
+    """The vehicle a crew key acts for (only its own), or an operator key or admin for (any of
+    the company's); another vehicle or company answers as a missing operator, for a crew key."""
+    if caller.principal.role is ApiRole.crew:
+        mine = vehicle_id == caller.principal.vehicle_id
+        found = session.get(Vehicle, vehicle_id) if mine else None
+        if found is None or found.operator_id != operator_id:
+            raise NotFound(f"no operator with id {operator_id!r}")
+        return found
+    own_operator(caller, session, operator_id)
+    found = session.get(Vehicle, vehicle_id)
+    if found is None or found.operator_id != operator_id:
+        raise NotFound(f"no vehicle with id {vehicle_id!r}")
+    return found
