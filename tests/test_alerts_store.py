@@ -1,7 +1,8 @@
 """What the alert rules remember per bin (`bin_health`), written by `alerts.store.remember` once per
 batch, on each registry backend (no MQTT or InfluxDB): only what changed is written, and a bin's
 `last_seen_at` never moves back; and a batch's new alerts raised together (`raise_alerts`) with
-the rows one raise makes, once however many workers raise them."""
+the rows one raise makes, once however many workers raise them, and in order with what ends
+them within the same batch."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from alerts import store
+from alerts.hook import AlertHook
 from alerts.models import Alert, AlertDelivery, AlertEvent, BinHealth
 from alerts.rules import AlertType, Finding, Memory
 from binwatch.database import migrate
 from core.reasons import Reason
+from core.settings import Settings
 from core.sql import make_engine
+from devices.arrivals import Arrival
+from devices.contract import Status
 from devices.fleet import default_fleet_path, import_fleet, load_fleet
 from devices.models import Bin, Notification
 from devices.registry import bin_tags
@@ -219,3 +224,55 @@ def test_two_workers_raising_one_alert_at_once_raise_it_once(
         assert alert.last_seen_at == T0 + timedelta(seconds=3)
         events = session.scalars(select(AlertEvent.kind).where(AlertEvent.alert_id == alert.id))
         assert list(events) == ["raised"]
+
+
+def test_the_hook_raises_and_clears_within_one_batch_in_the_order_it_happened(
+    registry: tuple[Engine, list[str]],
+) -> None:
+    """A bin's will, its return and its will again in one batch: the first offline alert is
+    raised and then cleared (raised first, though a batch's new alerts are raised together at
+    its end), the second stays live."""
+    engine, (a, _, _) = registry
+    url = engine.url.render_as_string(hide_password=False)
+    hook = AlertHook(Settings(database_url=url, topic_prefix="t"))
+    t0 = T0.timestamp()
+    try:
+        hook(
+            [
+                Arrival(a, Status(ts=T0, online=online), t0 + offset)
+                for offset, online in ((1, False), (2, True), (3, False))
+            ]
+        )
+    finally:
+        hook.close()
+    with Session(engine) as session:
+        found = session.scalars(
+            select(Alert).where(Alert.bin_id == a, Alert.type == "offline").order_by(Alert.id)
+        ).all()
+        assert [(x.state, x.started_at, x.cleared_at) for x in found] == [
+            ("cleared", T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)),
+            ("active", T0 + timedelta(seconds=3), None),
+        ]
+        history = [
+            (event.alert_id, event.kind)
+            for event in session.scalars(
+                select(AlertEvent)
+                .where(AlertEvent.alert_id.in_([x.id for x in found]))
+                .order_by(AlertEvent.id)
+            )
+        ]
+        assert history == [
+            (found[0].id, "raised"),
+            (found[0].id, "cleared"),
+            (found[1].id, "raised"),
+        ]
+        notices = session.execute(
+            select(AlertDelivery.alert_id, AlertDelivery.notice).where(
+                AlertDelivery.alert_id.in_([x.id for x in found]), AlertDelivery.channel == "mqtt"
+            )
+        ).all()
+        assert sorted(notices) == [
+            (found[0].id, "cleared"),
+            (found[0].id, "raised"),
+            (found[1].id, "raised"),
+        ]
