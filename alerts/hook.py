@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import Session
+
 from alerts import rules, store
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -70,6 +72,7 @@ class AlertHook:
                 live_kinds.setdefault(bin_id, set()).add(kind)
             after: dict[str, tuple[rules.Memory, datetime]] = {}
             refreshed: dict[store.LiveAlert, datetime] = {}
+            raising: dict[tuple[str, rules.AlertType], store.Raise] = {}
             for bin_id, seen in seen_of.items():
                 known = remembered.get(bin_id)
                 memory = known.memory if known is not None else rules.Memory()
@@ -99,30 +102,47 @@ class AlertHook:
                 for finding, received in findings:
                     # Most findings confirm what is already so (a live alert still holding):
                     # settled here without a query per reading.
-                    current = live.get((bin_id, finding.kind))
+                    key = (bin_id, finding.kind)
+                    current = live.get(key)
+                    at = _at(received)
+                    if current is None and key in raising:
+                        if finding.present:
+                            raising[key] = raising[key]._replace(
+                                last_seen_at=max(at, raising[key].last_seen_at)
+                            )
+                            continue
+                        # Raised and over in one batch: raised first, as it happened.
+                        self._raised(session, [raising.pop(key)], live)
+                        current = live.get(key)
                     if not finding.present and current is None:
                         continue
-                    at = _at(received)
                     if finding.present and current is not None:
                         if at > refreshed.get(current, current.last_seen_at):
                             refreshed[current] = at
                         continue
+                    if finding.present:
+                        # New alerts are raised together after the batch's other findings.
+                        raising[key] = store.Raise(bin_id, finding, at, at)
+                        continue
                     changed = store.apply(session, bin_id, finding, now=at, prefix=self._prefix)
                     if changed is not None:
-                        if changed.state in store.LIVE_STATES:
-                            live[(bin_id, changed.type)] = store.as_live(changed)
-                        else:
-                            live.pop((bin_id, changed.type), None)
-                        log.info(
-                            "alert %s %s at %s: %s",
-                            finding.kind,
-                            changed.state,
-                            bin_id,
-                            finding.detail,
-                        )
+                        live.pop(key, None)
+                        log.info("alert %s cleared at %s: %s", finding.kind, bin_id, finding.detail)
+            self._raised(session, list(raising.values()), live)
             store.remember(session, remembered, after)
             store.refresh_seen(session, refreshed)
             session.commit()
+
+    def _raised(
+        self,
+        session: Session,
+        raises: list[store.Raise],
+        live: dict[tuple[str, str], store.LiveAlert],
+    ) -> None:
+        """Raise these new alerts together; those raised join `live`."""
+        for alert in store.raise_alerts(session, raises, prefix=self._prefix):
+            live[(alert.bin_id, alert.type)] = store.as_live(alert)
+            log.info("alert %s raised at %s: %s", alert.type, alert.bin_id, alert.detail)
 
 
 def _ts_of(item: tuple[Reading, float, bool]) -> datetime:

@@ -14,7 +14,6 @@ from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Select, Table, bindparam, false, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from alerts.messages import AlertNotice, alert_topic
@@ -165,27 +164,83 @@ def raise_alert(
         if now > existing.last_seen_at:
             existing.last_seen_at = now
         return None
-    site_id = session.get_one(Bin, bin_id).site_id
-    severity = SEVERITY[finding.kind]
-    alert = Alert(
-        bin_id=bin_id,
-        site_id=site_id,
-        type=finding.kind.value,
-        severity=severity.value,
-        state="active",
-        detail=finding.detail,
-        detail_msg=None if finding.reason is None else finding.reason.dump(),
-        started_at=now,
-        last_seen_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-            session.flush()
-    except IntegrityError:
-        return None  # someone else raised it in the meantime: theirs is the one
-    _record(session, alert, "raised", ALERTER, finding.reason or "", now, prefix)
-    return alert
+    raised = raise_alerts(session, [Raise(bin_id, finding, now, now)], prefix=prefix)
+    return session.get_one(Alert, raised[0].id) if raised else None
+
+
+class Raise(NamedTuple):
+    """An alert to raise: its bin and finding, when it started and when it was last seen (later
+    when more of the batch that raises it confirmed it)."""
+
+    bin_id: str
+    finding: Finding
+    at: datetime
+    last_seen_at: datetime
+
+
+RAISE_CHUNK: Final = 500
+"""Alerts per INSERT: 9 parameters each, well under SQLite's 32,766 per statement."""
+
+
+def raise_alerts(session: Session, raises: list[Raise], *, prefix: str) -> list[Alert]:
+    """Raise these alerts, at most one per (bin, type), together: one INSERT … ON CONFLICT DO
+    NOTHING, so the partial unique index decides as for one (an alert already live, or raised by
+    another worker meanwhile, wins, and only its `last_seen_at` moves on); then the history and
+    the deliveries of those raised, in bulk. The alerts raised, as detached objects (their
+    columns only). The caller commits."""
+    if not raises:
+        return []
+    sites = select(Bin.id, Bin.site_id).where(Bin.id.in_({r.bin_id for r in raises}))
+    site_of = {bin_id: site_id for bin_id, site_id in session.execute(sites)}
+    rows = [
+        {
+            "bin_id": r.bin_id,
+            "site_id": site_of[r.bin_id],
+            "type": r.finding.kind.value,
+            "severity": SEVERITY[r.finding.kind].value,
+            "state": "active",
+            "detail": r.finding.detail,
+            "detail_msg": None if r.finding.reason is None else r.finding.reason.dump(),
+            "started_at": r.at,
+            "last_seen_at": r.last_seen_at,
+        }
+        for r in raises
+    ]
+    table = _table(Alert)
+    won: dict[tuple[str, str], int] = {}
+    for start in range(0, len(rows), RAISE_CHUNK):
+        statement = (
+            _insert(session, table)
+            .values(rows[start : start + RAISE_CHUNK])
+            .on_conflict_do_nothing()
+            .returning(table.c.id, table.c.bin_id, table.c.type)
+        )
+        won.update({(bin_id, kind): id_ for id_, bin_id, kind in session.execute(statement)})
+    keys = [(r.bin_id, r.finding.kind.value) for r in raises]
+    lost = [
+        {"key_bin": bin_id, "key_type": kind, "seen": r.last_seen_at}
+        for (bin_id, kind), r in zip(keys, raises, strict=True)
+        if (bin_id, kind) not in won
+    ]
+    if lost:
+        session.execute(
+            update(table)
+            .where(
+                table.c.bin_id == bindparam("key_bin"),
+                table.c.type == bindparam("key_type"),
+                table.c.state.in_(LIVE_STATES),
+                table.c.last_seen_at < bindparam("seen"),
+            )
+            .values(last_seen_at=bindparam("seen")),
+            lost,
+        )
+    raised = [
+        (Alert(id=won[key], **row), r.finding.reason or "", r.at)
+        for key, row, r in zip(keys, rows, raises, strict=True)
+        if key in won
+    ]
+    _record(session, raised, "raised", ALERTER, prefix)
+    return [alert for alert, _, _ in raised]
 
 
 def clear(
@@ -200,7 +255,7 @@ def clear(
     ).rowcount  # type: ignore[attr-defined]
     if not changed:
         return None
-    _record(session, alert, "cleared", ALERTER, note, now, prefix)
+    _record(session, [(alert, note, now)], "cleared", ALERTER, prefix)
     return alert
 
 
@@ -228,52 +283,64 @@ def acknowledge(
 
 def _record(
     session: Session,
-    alert: Alert,
+    changes: list[tuple[Alert, Reason | str, datetime]],
     kind: str,
     actor: str,
-    note: Reason | str,
-    now: datetime,
     prefix: str,
 ) -> None:
-    text, message = as_columns(note)
-    session.add(
-        AlertEvent(
-            alert_id=alert.id,
-            at=now,
-            kind=kind,
-            actor=actor,
-            note=text,
-            note_msg=message,
-            exported=False,
+    """Append each change of `kind` (the alert, its note, when) to the history and queue its
+    notices to people and its deliveries, each in one executemany; who hears of an alert is
+    looked up once per site and severity."""
+    if not changes:
+        return
+    events: list[dict[str, Any]] = []
+    notices: list[notifications.Queued] = []
+    deliveries: list[dict[str, Any]] = []
+    people_of: dict[tuple[str, Severity], list[tuple[str, str, str]]] = {}
+    recipients_of: dict[tuple[str, Severity], list[Recipient]] = {}
+    for alert, note, now in changes:
+        text, message = as_columns(note)
+        events.append(
+            {
+                "alert_id": alert.id,
+                "at": now,
+                "kind": kind,
+                "actor": actor,
+                "note": text,
+                "note_msg": message,
+                "exported": False,
+            }
         )
-    )
-    severity = Severity(alert.severity)
-    for role, owner, owner_id in people(session, alert.site_id, severity):
-        notice = AlertNotice.of(alert, notice=kind, recipient=role).model_dump_json()
-        notifications.queue(
-            session,
-            owner=owner,
-            owner_id=owner_id,
-            source="alert",
-            subject=f"alert {alert.id} {kind} {role}",
-            message=notice,
-            now=now,
-        )
-    for recipient in recipients(session, alert.site_id, severity, prefix):
-        for channel, target in (("mqtt", recipient.mqtt_topic), ("webhook", recipient.webhook_url)):
-            if target:
-                session.add(
-                    AlertDelivery(
-                        alert_id=alert.id,
-                        notice=kind,
-                        recipient=recipient.role,
-                        recipient_id=recipient.id,
-                        channel=channel,
-                        target=target,
-                        attempts=0,
-                        done=False,
+        key = (alert.site_id, Severity(alert.severity))
+        if key not in people_of:
+            people_of[key] = people(session, *key)
+            recipients_of[key] = recipients(session, *key, prefix)
+        for role, owner, owner_id in people_of[key]:
+            notice = AlertNotice.of(alert, notice=kind, recipient=role).model_dump_json()
+            subject = f"alert {alert.id} {kind} {role}"
+            notices.append(notifications.Queued(owner, owner_id, subject, notice, now))
+        for recipient in recipients_of[key]:
+            for channel, target in (
+                ("mqtt", recipient.mqtt_topic),
+                ("webhook", recipient.webhook_url),
+            ):
+                if target:
+                    deliveries.append(
+                        {
+                            "alert_id": alert.id,
+                            "notice": kind,
+                            "recipient": recipient.role,
+                            "recipient_id": recipient.id,
+                            "channel": channel,
+                            "target": target,
+                            "attempts": 0,
+                            "done": False,
+                        }
                     )
-                )
+    session.execute(insert(_table(AlertEvent)), events)
+    notifications.queue_many(session, notices, source="alert")
+    if deliveries:
+        session.execute(insert(_table(AlertDelivery)), deliveries)
 
 
 # --- what the rules remember ----------------------------------------------------------------
@@ -319,7 +386,7 @@ def first_heard(session: Session, bin_ids: Iterable[str]) -> None:
         session.execute(_insert(session, BinHealth).on_conflict_do_nothing(), rows)
 
 
-def _insert(session: Session, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+def _insert(session: Session, model: type[Any] | Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that can be told to do nothing on a conflict, in the session's dialect."""
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

@@ -15,11 +15,12 @@ the other."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.chat_robots import Note, RobotSender
@@ -70,6 +71,44 @@ def queue(
             )
         )
     return [channel.kind for channel in channels]
+
+
+class Queued(NamedTuple):
+    """A message for each channel of one contact (`queue`'s arguments but the source)."""
+
+    owner: str
+    owner_id: str
+    subject: str
+    message: str
+    now: datetime
+
+
+def queue_many(session: Session, messages: Iterable[Queued], *, source: str) -> None:
+    """`queue` for many messages of one source in one executemany, each contact's channels
+    looked up once (the caller commits)."""
+    channels: dict[tuple[str, str], list[int]] = {}
+    rows: list[dict[str, Any]] = []
+    for owner, owner_id, subject, message, now in messages:
+        ids = channels.get((owner, owner_id))
+        if ids is None:
+            ids = channels[(owner, owner_id)] = [
+                channel.id for channel in channels_of(session, owner, owner_id)
+            ]
+        rows.extend(
+            {
+                "channel_id": channel_id,
+                "source": source,
+                "subject": subject,
+                "message": message,
+                "created_at": now,
+                "attempts": 0,
+                "done": False,
+            }
+            for channel_id in ids
+        )
+    if rows:
+        table: Table = Notification.__table__  # type: ignore[assignment]
+        session.execute(insert(table), rows)
 
 
 def addresses(channel: ContactChannel) -> list[str]:
