@@ -209,6 +209,13 @@ def test_several_nodes_on_one_postgresql_through_a_worker_kill_and_a_restart(
             timeout=30,
             what="ingest to meet the stopped registry",
         )
+        # Down until both APIs have answered too (each answer can take the connect timeout, and
+        # the watcher asks them in turn), so that what they say while it is down is known.
+        wait_for(
+            lambda: all(watch.said(i, "down").total() for i in range(len(apis))),
+            timeout=30,
+            what="both APIs to answer while the registry is down",
+        )
         server.start()
         watch.phase = "after"
 
