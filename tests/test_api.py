@@ -537,6 +537,7 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         *("/api/v1/alerts", "/api/v1/alerts/{alert_id}", "/api/v1/alerts/{alert_id}/ack"),
         "/api/v1/operators/{operator_id}/routes",
         "/api/v1/operators/{operator_id}/routes/{vehicle_id}",
+        "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps",
     }
 
 

@@ -3,6 +3,7 @@ stored twice (InfluxDB counts exactly what was published), memory stays within i
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -30,10 +31,12 @@ pytestmark = pytest.mark.registry_backends(
 # full within the first seconds and each second after is one more sample of a flat line, so 20 s
 # fails on the same growth a minute would (and keeps `make test` within CI's time).
 OUTAGE_S = 20
-# A stream a test kills something in the middle of: paced, so that 12,000 readings last 3 s
-# whether ingest keeps up at 4,000/s or at 15,000/s (unpaced, a fast run stored them all
-# before the kill, and a slow one had not started).
+# A stream a test kills something in the middle of (`Stream`): paced, so that ingest, at
+# 4,000/s or at 15,000/s, never stores faster than it arrives; it goes on STREAM_AFTER_S after
+# the kill, at most STREAM_MAX readings in all.
 STREAM_PER_S = 4_000
+STREAM_AFTER_S = 1.0
+STREAM_MAX = 60_000
 
 
 @pytest.fixture
@@ -62,17 +65,29 @@ def ingest_process(
     process.stop()
 
 
-def publish_in_background(
-    settings: Settings, messages: list[tuple[str, bytes]]
-) -> threading.Thread:
-    thread = threading.Thread(
-        target=publish_all,
-        args=(settings, messages),
-        kwargs={"per_second": STREAM_PER_S},
-        daemon=True,
-    )
-    thread.start()
-    return thread
+class Stream:
+    """Readings published at STREAM_PER_S in a thread until `end()`: a test kills something
+    while the stream still flows, however late a loaded machine lets it see the progress it
+    waits for (a stream of fixed length was sometimes all stored before the kill landed)."""
+
+    def __init__(self, settings: Settings, bins: list[str]) -> None:
+        self.published = 0
+        self._messages = readings(settings, bins, STREAM_MAX)
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
+        self._thread.start()
+
+    def _run(self, settings: Settings) -> None:
+        flowing = itertools.takewhile(lambda _m: not self._ended.is_set(), self._messages)
+        self.published = publish_all(settings, flowing, per_second=STREAM_PER_S)
+
+    def end(self) -> int:
+        """Let it flow a while longer, stop it: how many readings the broker acknowledged."""
+        time.sleep(STREAM_AFTER_S)
+        self._ended.set()
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "the publisher did not finish"
+        return self.published
 
 
 def wait_for_exactly(settings: Settings, expected: int, *, timeout: float) -> None:
@@ -83,16 +98,15 @@ def wait_for_exactly(settings: Settings, expected: int, *, timeout: float) -> No
 def test_ingest_killed_mid_stream_loses_nothing(
     settings: Settings, pilot_bins: dict[str, BinTags], ingest_process: IngestProcess
 ) -> None:
-    messages = readings(settings, sorted(pilot_bins), 12_000)
     ingest_process.start()
-    publisher = publish_in_background(settings, messages)
+    stream = Stream(settings, sorted(pilot_bins))
     wait_for(lambda: count_points(settings) >= 3_000, timeout=60, what="ingest to be mid-stream")
     ingest_process.kill()  # SIGKILL: whatever it held unacknowledged must come back
     stored_at_kill = count_points(settings)
-    publisher.join(120)
+    published = stream.end()
     ingest_process.start()
-    wait_for_exactly(settings, len(messages), timeout=120)
-    assert stored_at_kill < len(messages), "the kill came too late to test anything"
+    wait_for_exactly(settings, published, timeout=120)
+    assert stored_at_kill < published, "the kill came too late to test anything"
 
 
 def test_broker_restart_mid_stream_loses_nothing(
@@ -159,22 +173,21 @@ def test_influxdb_down_loses_nothing_and_memory_stays_bounded(
 def test_two_workers_one_killed_lose_nothing(
     settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
 ) -> None:
-    messages = readings(settings, sorted(pilot_bins), 12_000)
     workers = IngestProcess(settings, tmp_path / "workers.log", workers=2)
     try:
         workers.start()
-        publisher = publish_in_background(settings, messages)
+        stream = Stream(settings, sorted(pilot_bins))
         wait_for(
             lambda: count_points(settings) >= 3_000, timeout=60, what="both workers mid-stream"
         )
         victim = workers.worker_pids()[1]
         os.kill(victim, signal.SIGKILL)
-        publisher.join(120)
+        published = stream.end()
         wait_for(
             lambda: victim not in workers.worker_pids() and len(workers.worker_pids()) == 2,
             timeout=30,
             what="the supervisor to restart the killed worker",
         )
-        wait_for_exactly(settings, len(messages), timeout=120)
+        wait_for_exactly(settings, published, timeout=120)
     finally:
         workers.stop()
