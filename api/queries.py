@@ -7,7 +7,8 @@ durations as `{"duration": ...}`, the two forms InfluxDB binds without reparsing
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from api.schemas import Bucket, Reading, Window
@@ -20,17 +21,37 @@ from core.times import epoch_ns, from_epoch_ms
 # `*` would add as columns stay out of the readings.
 _FIELDS: Final = ", ".join(FIELDS)
 _IN_WINDOW: Final = "bin = $bin AND time >= $start AND time < $end"
+# How far back latest_by_bin looks for the bins that report; a bin silent for longer costs a
+# second query of its own.
+LATEST_WINDOW: Final = timedelta(days=1)
 
 
-def latest_by_bin(influx: InfluxClient, site_id: str) -> dict[str, Reading]:
-    """The newest reading of every bin of a site, in one query: GROUP BY bin with
-    ORDER BY time DESC LIMIT 1 returns one point per bin series."""
+def latest_by_bin(
+    influx: InfluxClient, site_id: str, bin_ids: Collection[str]
+) -> dict[str, Reading]:
+    """The newest reading of each of `bin_ids` at a site (absent: it never reported there).
+    One query over the last LATEST_WINDOW answers the bins that report (GROUP BY bin with ORDER
+    BY time DESC LIMIT 1 returns one point per bin series); only the bins it did not find are
+    then looked for further back, by name. With no time bound, every call read each bin series
+    in every shard of the raw retention (90 days by default; docs/performance.md)."""
+    since = epoch_ns(datetime.now(UTC) - LATEST_WINDOW)
     series = influx.query(
-        f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE site = $site GROUP BY bin "
-        "ORDER BY time DESC LIMIT 1",
-        params={"site": site_id},
+        f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE site = $site AND time >= $since "
+        "GROUP BY bin ORDER BY time DESC LIMIT 1",
+        params={"site": site_id, "since": since},
     )
-    return {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+    latest = {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+    silent = sorted(set(bin_ids) - latest.keys())
+    if silent:
+        named = " OR ".join(f"bin = $bin{n}" for n in range(len(silent)))
+        series = influx.query(
+            f"SELECT {_FIELDS} FROM {MEASUREMENT} WHERE site = $site AND ({named}) "
+            "AND time < $since GROUP BY bin ORDER BY time DESC LIMIT 1",
+            params={"site": site_id, "since": since}
+            | {f"bin{n}": bin_id for n, bin_id in enumerate(silent)},
+        )
+        latest |= {s.tags["bin"]: _reading(row) for s in series for row in s.rows()}
+    return latest
 
 
 def latest_fill_by_bin(

@@ -32,6 +32,8 @@ HOUR_MS = 3_600_000
 # Three whole hours ago: inside the default 24 h window and the 90 d retention, and on an hour
 # boundary (Asia/Shanghai is UTC+8, so local and UTC hour buckets coincide).
 BASE_MS = (int(datetime.now(UTC).timestamp() * 1000) // HOUR_MS - 3) * HOUR_MS
+DAY_MS = 24 * HOUR_MS
+SILENT_MS = BASE_MS - 40 * DAY_MS  # a bin silent since, well inside the 90 d retention
 BINS = ("a-kitchen", "a-residual", "a-recyclable", "b-kitchen")
 
 
@@ -194,7 +196,9 @@ def test_site_bins_carry_their_newest_reading(client: TestClient, write: Any) ->
         battery_pct=88.0,
         temp_c=21.5,
     )
-    write("a-residual", BASE_MS + 30_000, fill_pct=100.0, seq=7)
+    # Silent for 40 days: its last reading is found behind the recent window, not its older one.
+    write("a-residual", SILENT_MS - 10 * DAY_MS, fill_pct=10.0, seq=6)
+    write("a-residual", SILENT_MS, fill_pct=100.0, seq=7)
     write("b-kitchen", BASE_MS + 120_000, fill_pct=1.0)  # another site: must not leak in
 
     bins = {b["id"]: b for b in client.get("/api/v1/sites/site-a/bins").json()}
@@ -214,6 +218,7 @@ def test_site_bins_carry_their_newest_reading(client: TestClient, write: Any) ->
         "overflow": False,
         "over90": True,
     }
+    assert bins["a-residual"]["latest"]["time"] == iso(SILENT_MS)
     assert bins["a-residual"]["latest"]["overflow"] is True
     assert bins["a-residual"]["latest"]["deposits"] is None
     assert bins["a-recyclable"]["latest"] is None

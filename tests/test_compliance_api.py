@@ -150,6 +150,11 @@ def test_site_report_worked_by_hand(api: TestClient) -> None:
         assert parts["collection"]["value"] is None and parts["collection"]["points"] is None
         assert (m["requests"], m["completed_within_deadline"], m["disputes"]) == (0, None, 0)
         assert report["sites"] == [] and report["periods"] is None
+        # An hour's report: the kitchen bin's low battery at 23:30 is before it (not counted),
+        # but within its last 2 hours (the bin reported); only the hazardous bin reports in it.
+        hour = {"start": at(24).isoformat(), "end": at(25).isoformat(), "source": source}
+        m = api.get(f"/api/v1/compliance/sites/{X}", params=hour).json()["metrics"]
+        assert (m["bins_offline"], m["bins_low_battery"]) == (2, 0)
 
 
 def test_no_deposits_is_null_accuracy_and_weights_renormalise(api: TestClient) -> None:

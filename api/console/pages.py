@@ -266,7 +266,7 @@ def _live(session: Session, influx: InfluxClient, scope: Scope, site_id: str) ->
     except NotFound:
         raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such site.")) from None
     try:
-        latest = queries.latest_by_bin(influx, site.id)
+        latest = queries.latest_by_bin(influx, site.id, [bin_.id for bin_ in site.bins])
         readings_missing = False
     except SinkError:
         latest, readings_missing = {}, True

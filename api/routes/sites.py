@@ -88,5 +88,5 @@ def site_bins(
     if following := next_offset(request, offset=offset, limit=limit, total=len(everything)):
         response.headers["Link"] = f'<{following}>; rel="next"'
 
-    latest = queries.latest_by_bin(influx, site.id)
+    latest = queries.latest_by_bin(influx, site.id, [bin_.id for bin_ in bins])
     return [BinState.of(bin_, latest.get(bin_.id)) for bin_ in bins]
