@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.cells import cell_len
 from rich.live import Live
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from binwatch.demo_logins import demo_logins
@@ -54,6 +55,10 @@ PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
 # The name of each vehicle's crew key the demo makes (the last run's are revoked).
 CREW_KEY_NAME = "demo crew of {vehicle}"
+# The fleet file's shifts (07:00–16:00, the city's time) would leave the dispatcher's and the
+# crew's screens empty for most of a day's hours; the demo's vehicles work round the clock, so a
+# demo shows routes whenever it runs. A `binwatch fleet import` outside the demo keeps the file's.
+DEMO_SHIFT = ("00:00", "23:59")
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 
@@ -82,6 +87,7 @@ def demo(
     if inject is not None or bin_id is not None:
         _inject(data_dir, inject, bin_id)
         return
+    _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
             env = dict(os.environ)
@@ -89,6 +95,7 @@ def demo(
             _start_influx(stack, data_dir, env)
             _catch_up_rollups(env)
             _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            _round_the_clock(env["BINWATCH_DATABASE_URL"])
             broker_urls = _start_broker(stack, data_dir, env)
             keep_injector_url(
                 stack, data_dir, broker_urls.get("simulator", env["BINWATCH_MQTT_URL"])
@@ -155,10 +162,39 @@ def demo(
                     markup=False,
                 )
             _status_until_interrupted(metrics_port, children)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, SIGTERM or SIGHUP at any point: what had started is stopped above
     except BinwatchError as exc:
         error(exc)
         raise typer.Exit(1) from exc
     say("stopped; data kept in", data_dir)
+
+
+def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:
+    """A `kill`, a service manager or a closed terminal stops the demo as Ctrl-C does: its
+    broker, database and services stop with it. Python's default for these signals ends the
+    process at once, and the broker and database, children of their own, went on holding their
+    ports (the next demo then took others, blaming 'a system service')."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for number in signals:
+        signal.signal(number, interrupt)
+
+
+def _round_the_clock(database_url: str) -> None:
+    """Every vehicle on the demo's shift (`DEMO_SHIFT`), said once on the terminal."""
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            session.execute(
+                update(Vehicle).values(shift_start=DEMO_SHIFT[0], shift_end=DEMO_SHIFT[1])
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+    say(f"demo: the vehicles work {DEMO_SHIFT[0]}–{DEMO_SHIFT[1]}, so routes show at any hour")
 
 
 def _crew_keys(database_url: str) -> dict[str, str]:
@@ -190,8 +226,7 @@ def _plan_when_caught_up(stack: ExitStack, env: dict[str, str], speed: float) ->
     """Once the simulator has replayed its history (the requests it raised are waiting),
     plan every operator's rest of the day through the API, as a dispatcher's re-plan: the
     simulated crews then drive those routes, and the dispatcher's and the crew's screens show
-    them. A plan made outside the vehicles' shifts (local time) has no routes: the crews then
-    serve requests one by one."""
+    them (the demo's vehicles work round the clock: `DEMO_SHIFT`)."""
     delay = PLAN_AFTER_S + (UNBOUNDED_BACKFILL.total_seconds() / speed if speed > 0 else 0)
     stop = threading.Event()
     stack.callback(stop.set)
@@ -369,21 +404,18 @@ def _status_until_interrupted(
     previous, previous_at = 0.0, time.monotonic()
     idle = threading.Event()
     with Live(console=console(stderr=True), auto_refresh=False) as live:
-        try:
-            while not idle.wait(STATUS_EVERY_S):
-                dead = [name for name, p in children.items() if p.poll() is not None]
-                if dead:
-                    raise BinwatchError(f"{', '.join(dead)} exited; see its log under var/logs/")
-                stored, rejected = _ingest_counts(metrics_port)
-                now = time.monotonic()
-                rate = (stored - previous) / (now - previous_at)
-                previous, previous_at = stored, now
-                live.update(
-                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
-                    refresh=True,
-                )
-        except KeyboardInterrupt:
-            pass
+        while not idle.wait(STATUS_EVERY_S):
+            dead = [name for name, p in children.items() if p.poll() is not None]
+            if dead:
+                raise BinwatchError(f"{', '.join(dead)} exited; see its log under var/logs/")
+            stored, rejected = _ingest_counts(metrics_port)
+            now = time.monotonic()
+            rate = (stored - previous) / (now - previous_at)
+            previous, previous_at = stored, now
+            live.update(
+                f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                refresh=True,
+            )
 
 
 def _ingest_counts(port: int) -> tuple[float, float]:
