@@ -55,7 +55,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. Asked as the servers bind (Mosquitto,
+    influxd and uvicorn all set SO_REUSEADDR): a port whose last server stopped moments ago
+    still has its closed connections in TIME_WAIT for a minute, and is free all the same."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from binwatch.servers import port_is_free
@@ -18,6 +19,7 @@ from tests.helpers import wait_for
 
 # The demo's start: its servers, the fleet, the services; what it prints once all run.
 STARTED = "logins for this run:"
+RUNNING_S = 5.0
 
 
 def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
@@ -44,6 +46,7 @@ def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
         assert demo.poll() is None, started
         ports = [int(p) for p in re.findall(r"ready on 127\.0\.0\.1:(\d+)", started)]
         assert len(ports) == 2, started  # InfluxDB's and Mosquitto's
+        time.sleep(RUNNING_S)  # the services connected and at work, their connections open
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(60) == 0
     finally:
