@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import uuid4
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from fastapi import Path as PathParam
@@ -26,6 +25,7 @@ from api.console.i18n import N_, translations
 from api.console.pages import render
 from api.deps import SessionDep, SettingsDep
 from api.routes.collections import current_time
+from api.routes.routes import local_day
 from collection import crew
 from collection.models import TAP_REASONS
 from collection.proof import PhotoRejected, photo_kind, store_photo
@@ -68,10 +68,6 @@ PHOTO_PATHS = f"{PREFIX}/crew/stops/"
 """Where a request body may carry a photo: the body cap there is the photo's (api/main.py)."""
 
 
-def _today(settings: Settings, now: datetime) -> Any:
-    return now.astimezone(ZoneInfo(settings.timezone)).date()
-
-
 def _screen(
     template: str, request: Request, session: SessionDep, settings: Settings, caller: CallerDep
 ) -> Response:
@@ -86,7 +82,7 @@ def _screen(
         locale=caller.user.locale,
         me=caller,
         vehicle=vehicle,
-        stops=crew.day_stops(session, vehicle, _today(settings, datetime.now(UTC))),
+        stops=crew.day_stops(session, vehicle, local_day(settings, datetime.now(UTC))),
         reasons=REASONS,
         outcomes=OUTCOMES,
         new_tap_id=lambda: str(uuid4()),  # without JavaScript; crew.js makes its own
@@ -130,7 +126,7 @@ def tap(
     try:
         taken = crew.Tap.of(tap_id, action, reason)
         vehicle = crew.vehicle(session, caller.user.vehicle_id)
-        stop = crew.crew_stop(session, vehicle, stop_id, _today(settings, now))
+        stop = crew.crew_stop(session, vehicle, stop_id, local_day(settings, now))
         tapped = crew.taken(session, taken, stop)
         if tapped is None:
             stored = _kept_photo(photo, settings, taken, now)
@@ -179,7 +175,7 @@ def _kept_photo(
     return store_photo(
         Path(settings.route.photo_dir),
         tap_id=taken.id,
-        day=_today(settings, now),
+        day=local_day(settings, now),
         data=data,
         kind=photo_kind(data, max_bytes=limit),
     )

@@ -7,6 +7,7 @@ to: a request or alert of a site the caller does not see is the same 404 as a mi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
@@ -37,23 +38,28 @@ def _page(
     session: Session,
     caller: Caller,
     scope: Scope,
-    subject: CollectionRequest | Alert,
+    load: Callable[[], CollectionRequest | Alert],
     missing: str,
 ) -> Response:
+    """The history of what `load` finds; a missing one, or one of a site the caller does not
+    see, is the same 404 (`missing`)."""
+    try:
+        subject = load()
+    except NotFound:
+        raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
     if not scope.sees(subject.site_id):
-        raise PageError(status.HTTP_404_NOT_FOUND, missing)  # word for word as for a missing one
+        raise PageError(status.HTTP_404_NOT_FOUND, missing)
+    is_request = isinstance(subject, CollectionRequest)
     return render(
         request,
         "history.html",
         locale=caller.user.locale,
         me=caller,
         site=registry.get_site(session, subject.site_id),
-        collection=subject if isinstance(subject, CollectionRequest) else None,
-        alert=subject if isinstance(subject, Alert) else None,
+        collection=subject if is_request else None,
+        alert=None if is_request else subject,
         events=sorted(subject.events, key=lambda event: (event.at, event.id)),
-        photos=crew.photos_of(session, subject.id)
-        if isinstance(subject, CollectionRequest)
-        else [],
+        photos=crew.photos_of(session, subject.id) if is_request else [],
     )
 
 
@@ -61,24 +67,20 @@ def _page(
 def request_history(
     request_id: RequestId, request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep
 ) -> Response:
-    missing = N_("There is no such collection request.")
-    try:
-        found = collection_store.get_request(session, request_id)
-    except NotFound:
-        raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
-    return _page(request, session, caller, scope, found, missing)
+    def load() -> CollectionRequest:
+        return collection_store.get_request(session, request_id)
+
+    return _page(request, session, caller, scope, load, N_("There is no such collection request."))
 
 
 @router.get("/alerts/{alert_id}", dependencies=[CONSOLE_EVERYONE])
 def alert_history(
     alert_id: AlertId, request: Request, session: SessionDep, caller: CallerDep, scope: ScopeDep
 ) -> Response:
-    missing = N_("There is no such alert.")
-    try:
-        found = alert_store.get_alert(session, alert_id)
-    except NotFound:
-        raise PageError(status.HTTP_404_NOT_FOUND, missing) from None
-    return _page(request, session, caller, scope, found, missing)
+    def load() -> Alert:
+        return alert_store.get_alert(session, alert_id)
+
+    return _page(request, session, caller, scope, load, N_("There is no such alert."))
 
 
 # A photo is the crew's evidence, not a page: no other site may frame it, the browser may keep it
