@@ -107,15 +107,20 @@ def simulate(
 
 
 def buckets(
-    times: list[datetime], fills: list[float], now: datetime, history: timedelta
+    times: list[datetime],
+    fills: list[float],
+    now: datetime,
+    history: timedelta,
+    width: timedelta = BUCKET,
 ) -> list[rules.FillPoint]:
-    """What `series.recent_fill` returns for this bin at `now`: means per bucket aligned to the
-    epoch over [now − history, now), stamped with the bucket's start, with their counts."""
+    """What `series.recent_fill` returns for this bin at `now`: means per bucket of `width`
+    aligned to the epoch over [now − history, now), stamped with the bucket's start, with their
+    counts."""
     first = bisect.bisect_left(times, now - history)
     last = bisect.bisect_left(times, now)
     sums: dict[datetime, tuple[float, int]] = {}
     for at, fill in zip(times[first:last], fills[first:last], strict=True):
-        slot = EPOCH + (at - EPOCH) // BUCKET * BUCKET
+        slot = EPOCH + (at - EPOCH) // width * width
         total, count = sums.get(slot, (0.0, 0))
         sums[slot] = (total + fill, count + 1)
     return [rules.FillPoint(at, total / n, n) for at, (total, n) in sorted(sums.items())]

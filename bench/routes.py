@@ -41,7 +41,14 @@ from zoneinfo import ZoneInfo  # noqa: E402
 
 from bench.forecast import buckets  # noqa: E402
 from collection import rules, series  # noqa: E402
-from collection.planning import Break, Job, Place, Route, VehicleDay, threshold_at  # noqa: E402
+from collection.planning import (  # noqa: E402
+    Break,
+    Job,
+    Place,
+    Route,
+    VehicleDay,
+    due_before_next_shift,
+)
 from collection.routing import plan_day  # noqa: E402
 from collection.travel import StraightLine, great_circle_m  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -57,6 +64,7 @@ from devices.registry import BinTags  # noqa: E402
 from simulator.model import FleetModel  # noqa: E402
 
 FULL = 100.0
+DAY_BUCKET = timedelta(hours=int(series.DAY_BUCKET.removesuffix("h")))
 # Copies of the pilot are laid side by side this far apart (degrees), like districts of a city.
 COPY_STEP_DEG = 0.12
 
@@ -145,7 +153,8 @@ def _leg(a: Place, b: Place, travel: StraightLine) -> tuple[float, float]:
 def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespace) -> Tally:
     zone = ZoneInfo(settings.timezone)
     start = datetime.fromisoformat(args.start)
-    model = FleetModel(town.bins, seed=args.seed, start=start, interval_s=args.interval)
+    warm_up = start - timedelta(days=args.warm_up_days)
+    model = FleetModel(town.bins, seed=args.seed, start=warm_up, interval_s=args.interval)
     tags = {t.bin: t for t in town.bins}
     deadline = {
         b: timedelta(hours=settings.collection.deadline_h(t.stream)) for b, t in tags.items()
@@ -156,7 +165,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     taken: set[str] = set()
     emptyings: list[tuple[datetime, str]] = []
     history: dict[str, deque[tuple[datetime, float]]] = defaultdict(deque)
-    keep = series.FORECAST_HISTORY + timedelta(minutes=15)
+    keep = series.DAY_HISTORY + timedelta(hours=1)
     step_h = args.interval / 3600
     end = start + timedelta(days=args.days)
     planned_days: set[tuple[str, int]] = set()
@@ -176,6 +185,8 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
             if created is not None and at > created + deadline[bin_id]:
                 tally.late += 1
         round_ = model.step()
+        if warm_up < start <= round_.ts:  # the warm-up is over: count from here
+            warm_up, tally = start, Tally(solver_s=tally.solver_s)
         for bin_id, reading in round_.readings:
             fill = reading.fill_pct
             if fill >= FULL:
@@ -203,7 +214,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                     if max(round_.ts, free_at.get(v.id, v.start)) < v.end
                 ]
                 jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts, deadline,
-                             service, evidence)  # fmt: skip
+                             service, evidence, _next_shift(town, operator, day, zone))  # fmt: skip
                 jobs = [j for j in jobs if j.bin_id not in taken]
                 if not vehicles or not jobs:
                     continue
@@ -227,6 +238,14 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     final = model.next_ts
     tally.late += sum(1 for b, created in waiting.items() if final > created + deadline[b])
     return tally
+
+
+def _next_shift(
+    town: City, operator: str, day: datetime, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """When the operator's first shift starts and its last one ends on the day after `day`."""
+    fleet = shifts(town, day + timedelta(days=1), zone)[operator]
+    return min(v.start for v in fleet), max(v.end for v in fleet)
 
 
 def _plan_slot(policy: str, now: datetime, first_start: datetime, every_h: float) -> int | None:
@@ -260,6 +279,7 @@ def _jobs(
     deadline: dict[str, timedelta],
     service: timedelta,
     evidence: rules.Evidence,
+    next_shift: tuple[datetime, datetime],
 ) -> list[Job]:
     jobs = []
     for bin_id, t in tags.items():
@@ -278,14 +298,16 @@ def _jobs(
                 if not h:
                     continue
                 times, fills = [a for a, _f in h], [f for _a, f in h]
-                found = rules.forecast(
-                    buckets(times, fills, now, series.FORECAST_HISTORY), evidence
+                passes = due_before_next_shift(
+                    buckets(times, fills, now, series.FORECAST_HISTORY),
+                    buckets(times, fills, now, series.DAY_HISTORY, DAY_BUCKET),
+                    threshold_pct=town.threshold[bin_id],
+                    now=now,
+                    next_start=next_shift[0],
+                    next_end=next_shift[1],
+                    evidence=evidence,
                 )
-                if found is None:
-                    continue
-                passes = threshold_at(full_at=found.full_at, rate_pct_h=found.rate_pct_h,
-                                      threshold_pct=town.threshold[bin_id])  # fmt: skip
-                if passes >= now + timedelta(days=1):
+                if passes is None:
                     continue
                 priority = 10
         jobs.append(
@@ -366,17 +388,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="the fleet model's seed")
     parser.add_argument("--interval", type=float, default=300.0, help="reporting interval, s")
     parser.add_argument("--start", default="2026-11-23T00:00:00+08:00", help="a Monday")
+    parser.add_argument(
+        "--warm-up-days",
+        type=float,
+        default=2.0,
+        help="simulated days run before --start and not counted (the forecast needs a day)",
+    )
     parser.add_argument("--policies", default="fixed,requests,planned")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument(
-        "--replan-h", type=float, default=2.0, help="planned: re-plan the rest of the day every N h"
+        "--replan-h",
+        type=float,
+        default=24.0,
+        help="planned: re-plan the rest of the day every N h",
     )
     args = parser.parse_args()
     settings = Settings()
     town = city(args.copies)
     print(
         f"{len(town.bins)} bins, {len(town.vehicles)} vehicles, {args.days:g} days from "
-        f"{args.start}, a reading every {args.interval:g} s, seed {args.seed}; straight line × "
+        f"{args.start} after {args.warm_up_days:g} not counted, a reading every {args.interval:g} s, seed {args.seed}; straight line × "
         f"{settings.route.circuity} at {settings.route.speed_kmh:g} km/h; VROOM exploration "
         f"{settings.route.solver_exploration} on {settings.route.solver_threads} threads"
     )

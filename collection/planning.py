@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from collection.rules import Evidence, FillPoint, daily_gain, day_reaches, forecast
 from core.reasons import Reason
 from devices.contract import Stream
 
@@ -157,6 +158,41 @@ Travel = Callable[[Place, Place], Leg]
 def threshold_at(*, full_at: datetime, rate_pct_h: float, threshold_pct: float) -> datetime:
     """When a bin forecast full at `full_at`, filling at `rate_pct_h`, passes its threshold."""
     return full_at - timedelta(hours=(100 - threshold_pct) / rate_pct_h)
+
+
+def due_before_next_shift(
+    recent: Sequence[FillPoint],
+    day: Sequence[FillPoint],
+    *,
+    threshold_pct: float,
+    now: datetime,
+    next_start: datetime,
+    next_end: datetime,
+    evidence: Evidence,
+) -> datetime | None:
+    """When a bin without a request belongs on today's plan: when it passes its threshold,
+    if that is before the next shift starts or it is full before the next shift ends (which
+    may reach it too late); None when it can wait. Two estimates, the earlier wins: the line
+    through its `recent` points (`rules.forecast`) and the last `day`'s gain of hourly means
+    (`rules.daily_gain`), which a plan made at dawn needs since the line then sees the night."""
+    estimates: list[tuple[datetime, datetime]] = []
+    found = forecast(recent, evidence)
+    if found is not None:
+        passes = threshold_at(
+            full_at=found.full_at, rate_pct_h=found.rate_pct_h, threshold_pct=threshold_pct
+        )
+        estimates.append((passes, found.full_at))
+    gain = daily_gain(day, now)
+    if gain is not None:
+        fill = max(day).fill_pct
+        passes_by_day = day_reaches(
+            fill, gain, level_pct=threshold_pct, now=now, margin=evidence.day_margin
+        )
+        full_by_day = day_reaches(fill, gain, level_pct=100, now=now, margin=evidence.day_margin)
+        if passes_by_day is not None and full_by_day is not None:
+            estimates.append((passes_by_day, full_by_day))
+    due = [passes for passes, full in estimates if passes < next_start or full < next_end]
+    return min(due, default=None)
 
 
 def _clock(moment: datetime) -> str:

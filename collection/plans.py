@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,11 +32,11 @@ from collection.planning import (
     Stop,
     Unassigned,
     VehicleDay,
+    due_before_next_shift,
     insert_job,
-    threshold_at,
 )
 from collection.routing import plan_day
-from collection.rules import Evidence, FillPoint, forecast
+from collection.rules import Evidence, FillPoint
 from collection.travel import travel_source
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
@@ -150,15 +151,29 @@ def _job(
     )
 
 
-def recent_fill_or_none(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
-    """The bins' recent fill for the forecast part of a plan; with InfluxDB down (or its
-    database not made yet), none: a plan of the waiting requests beats no plan, and the
-    collector's forecast step reports the outage."""
+@dataclass(frozen=True, slots=True)
+class Fills:
+    """What the forecast part of a plan reads, by bin: the last hours in 15-minute means
+    (`recent`) and the last day in hourly means (`day`)."""
+
+    recent: Mapping[str, Sequence[FillPoint]]
+    day: Mapping[str, Sequence[FillPoint]]
+
+
+def fills_or_none(influx: InfluxClient, now: datetime) -> Fills | None:
+    """The bins' fill for the forecast part of a plan; with InfluxDB down (or its database
+    not made yet), none: a plan of the waiting requests beats no plan, and the collector's
+    forecast step reports the outage."""
     try:
-        return series.recent_fill(influx, now)
+        return Fills(
+            recent=series.recent_fill(influx, now),
+            day=series.recent_fill(
+                influx, now, history=series.DAY_HISTORY, bucket=series.DAY_BUCKET
+            ),
+        )
     except SinkError as exc:
         log.warning("planning routes without the forecast: %s", exc)
-        return {}
+        return None
 
 
 FORECAST_PRIORITY = 10  # below any request: a bin not yet due goes only where there is room
@@ -167,34 +182,39 @@ FORECAST_PRIORITY = 10  # below any request: a bin not yet due goes only where t
 def forecast_jobs(
     session: Session,
     operator_id: str,
-    fills: Mapping[str, Sequence[FillPoint]],
+    fills: Fills,
     *,
-    before: datetime,
+    now: datetime,
+    next_shift: tuple[datetime, datetime],
     settings: Settings,
     skip: set[str],
 ) -> list[Job]:
-    """The operator's bins without a request that are forecast, on enough evidence
-    (`collection.rules.forecast`), to pass their threshold `before` the next shift starts:
-    emptied on today's round instead of overflowing, or needing a trip of their own, tomorrow."""
+    """The operator's bins without a request that should be emptied today, on the forecast
+    (`collection.planning.due_before_next_shift`): over their threshold before the next
+    shift starts, or full before it ends, instead of overflowing or needing a trip of their
+    own tomorrow."""
     evidence = Evidence.of(settings.collection)
     retired = retired_bin_ids(session)
     rows = session.execute(
         select(Bin, Site)
         .join(Site, Bin.site_id == Site.id)
-        .where(Site.operator_id == operator_id, Bin.id.in_(list(fills)))
+        .where(Site.operator_id == operator_id, Bin.id.in_({*fills.recent, *fills.day}))
         .order_by(Bin.id)
     )
     jobs = []
     for bin_row, site in rows:
         if bin_row.id in skip or bin_row.id in retired:
             continue
-        found = forecast(fills[bin_row.id], evidence)
-        if found is None:
-            continue
-        passes = threshold_at(
-            full_at=found.full_at, rate_pct_h=found.rate_pct_h, threshold_pct=bin_row.threshold_pct
+        passes = due_before_next_shift(
+            fills.recent.get(bin_row.id, ()),
+            fills.day.get(bin_row.id, ()),
+            threshold_pct=bin_row.threshold_pct,
+            now=now,
+            next_start=next_shift[0],
+            next_end=next_shift[1],
+            evidence=evidence,
         )
-        if passes >= before:
+        if passes is None:
             continue
         jobs.append(
             Job(
@@ -212,10 +232,19 @@ def forecast_jobs(
     return jobs
 
 
-def next_shift_start(session: Session, operator_id: str, day: date, zone: ZoneInfo) -> datetime:
-    """When the operator's first shift starts on the day after `day` (shifts repeat daily)."""
-    starts = session.scalars(select(Vehicle.shift_start).where(Vehicle.operator_id == operator_id))
-    return _at(day + timedelta(days=1), min(starts, key=minutes_of), zone)
+def next_shift(
+    session: Session, operator_id: str, day: date, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """When the operator's first shift starts and its last shift ends on the day after `day`
+    (shifts repeat daily); ValueError when it has no vehicles."""
+    shifts = session.execute(
+        select(Vehicle.shift_start, Vehicle.shift_end).where(Vehicle.operator_id == operator_id)
+    ).all()
+    tomorrow = day + timedelta(days=1)
+    return (
+        _at(tomorrow, min((s for s, _e in shifts), key=minutes_of), zone),
+        _at(tomorrow, max((e for _s, e in shifts), key=minutes_of), zone),
+    )
 
 
 def plan_operator_day(
@@ -226,7 +255,7 @@ def plan_operator_day(
     settings: Settings,
     now: datetime,
     actor: str,
-    fills: Mapping[str, Sequence[FillPoint]] | None = None,
+    fills: Fills | None = None,
 ) -> RoutePlan:
     """Plan the operator's day from scratch (from `now` on) and store it as the next version:
     its waiting requests, and, given the bins' recent `fills`, the bins forecast to pass their
@@ -236,13 +265,13 @@ def plan_operator_day(
     if not vehicles:
         raise NoVehicles(operator_id)
     jobs = request_jobs(session, operator_id, settings=settings, now=now)
-    if fills:
-        before = next_shift_start(session, operator_id, day, zone)
+    if fills is not None:
         jobs += forecast_jobs(
             session,
             operator_id,
             fills,
-            before=before,
+            now=now,
+            next_shift=next_shift(session, operator_id, day, zone),
             settings=settings,
             skip={j.bin_id for j in jobs},
         )
@@ -342,7 +371,7 @@ def replan(
     next shift); with it, that urgent request inserted into the plan in force."""
     check_plannable(day, now.astimezone(ZoneInfo(settings.timezone)).date())
     if request_id is None:
-        fills = recent_fill_or_none(influx, now)
+        fills = fills_or_none(influx, now)
         return plan_operator_day(
             session, operator_id, day, settings=settings, now=now, actor=actor, fills=fills
         )

@@ -5,6 +5,7 @@ boundary is tested by passing the moment in question."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,12 +106,15 @@ class Evidence:
     least `min_span` and `min_readings` readings, a fitted rate that is positive and not above
     `max_rate_pct_h` (faster is a sensor jump, not waste), and a time to full no further ahead
     than `max_reach` times the span it was fitted over (fill rates follow the time of day, so a
-    line is trusted only about as far as it was measured; bench/forecast.py measured why)."""
+    line is trusted only about as far as it was measured; bench/forecast.py measured why).
+    `day_margin` scales the last day's gain when a plan looks a day ahead (`daily_gain`): days
+    vary, and a bin left off today's plan waits a whole day for the next."""
 
     min_span: timedelta
     min_readings: int
     max_rate_pct_h: float
     max_reach: float
+    day_margin: float = 1.0
 
     @classmethod
     def of(cls, settings: CollectionSettings) -> Evidence:
@@ -120,6 +124,7 @@ class Evidence:
             min_readings=settings.forecast_min_readings,
             max_rate_pct_h=settings.forecast_max_rate_pct_h,
             max_reach=settings.forecast_max_reach,
+            day_margin=settings.forecast_day_margin,
         )
 
 
@@ -204,6 +209,39 @@ def forecast(points: Sequence[FillPoint], evidence: Evidence) -> Forecast | None
         span=span,
         readings=readings,
     )
+
+
+# --- a day's gain: what a plan made before the day's deposits can see ------------------------
+
+# A plan is made before the day's deposits begin (BINWATCH_ROUTE_PLAN_HOUR, at dawn), when the
+# line through the last hours sees only the night's trickle. A day repeats the last one's rhythm
+# of meals and office hours, so the fill a bin gained over the last day says what the next one
+# will add. The day's points are hourly means; it needs most of a day of them.
+DAY: Final = timedelta(days=1)
+MIN_DAY_SPAN: Final = timedelta(hours=20)
+
+
+def daily_gain(points: Sequence[FillPoint], now: datetime) -> float | None:
+    """The fill (%) a bin gained over the day before `now`: the sum of the rises between
+    consecutive points, so an emptying in between takes nothing away from what came before it;
+    None when the points cover less than `MIN_DAY_SPAN` of that day."""
+    day = sorted(p for p in points if now - DAY <= p.at < now)
+    if len(day) < 2 or day[-1].at - day[0].at < MIN_DAY_SPAN:
+        return None
+    return sum(max(0.0, b.fill_pct - a.fill_pct) for a, b in itertools.pairwise(day))
+
+
+def day_reaches(
+    fill_pct: float, gain_pct: float, *, level_pct: float, now: datetime, margin: float
+) -> datetime | None:
+    """When a bin at `fill_pct` reaches `level_pct` if the next day adds `gain_pct` × `margin`,
+    spread evenly over it; None when it adds nothing and is not there yet."""
+    if fill_pct >= level_pct:
+        return now
+    rate = gain_pct * margin / 24
+    if rate <= 0:
+        return None
+    return now + timedelta(hours=(level_pct - fill_pct) / rate)
 
 
 def forecast_fires(

@@ -38,6 +38,9 @@ TS_SLACK: Final = timedelta(days=2)
 # trend, few enough rows for the whole fleet in one query.
 FORECAST_HISTORY: Final = timedelta(hours=3)
 FORECAST_BUCKET: Final = "15m"
+# A route plan also reads the last day in hourly means (`collection.rules.daily_gain`).
+DAY_HISTORY: Final = timedelta(hours=25)
+DAY_BUCKET: Final = "1h"
 
 
 def lowest_fill_after(
@@ -71,17 +74,23 @@ def last_kitchen_deposits(
     return {s.tags["bin"]: from_epoch_ms(s.values[0][0]) for s in series if s.values}
 
 
-def recent_fill(influx: InfluxClient, now: datetime) -> dict[str, list[FillPoint]]:
-    """Every bin's mean fill per bucket over the forecast history, with the number of readings
-    behind each mean, by bin."""
+def recent_fill(
+    influx: InfluxClient,
+    now: datetime,
+    *,
+    history: timedelta = FORECAST_HISTORY,
+    bucket: str = FORECAST_BUCKET,
+) -> dict[str, list[FillPoint]]:
+    """Every bin's mean fill per bucket over the `history` before `now`, with the number of
+    readings behind each mean, by bin."""
     series = influx.query(
         f"SELECT mean(fill_pct), count(fill_pct) FROM {TELEMETRY} WHERE time >= $since "
         f"AND time < $now "
         "GROUP BY time($every), bin fill(none)",
         params={
-            "since": epoch_ns(now - FORECAST_HISTORY),
+            "since": epoch_ns(now - history),
             "now": epoch_ns(now),
-            "every": {"duration": FORECAST_BUCKET},
+            "every": {"duration": bucket},
         },
     )
     return {

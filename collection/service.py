@@ -479,12 +479,13 @@ class Collector(TickingService):
         local = now.astimezone(ZoneInfo(self.settings.timezone))
         if hour is None or local.hour < hour or self._planned_day == local.date():
             return
-        fills: dict[str, list[rules.FillPoint]] | None = None
+        fills: plans.Fills | None = None
+        fetched = False
         with self.sessions() as session:
             for operator_id in store.operators_to_plan(session, local.date()):
                 with self.item("plan_routes", f"operator {operator_id}", session):
-                    if fills is None:
-                        fills = plans.recent_fill_or_none(self.influx, now)
+                    if not fetched:  # once for every operator, and not at all when none plans
+                        fills, fetched = plans.fills_or_none(self.influx, now), True
                     plan = plans.plan_operator_day(
                         session,
                         operator_id,

@@ -301,6 +301,12 @@ class CollectionSettings(_Group):
     forecast_max_reach: float = Field(
         2, gt=0, description="forecast: looks ahead at most this many times its history's span"
     )
+    forecast_day_margin: float = Field(
+        1.2,
+        ge=1,
+        le=3,
+        description="route plans: the next day's fill is taken as the last day's gain × this",
+    )
 
     def deadline_h(self, stream: str) -> float:
         """Hours from request to completion for a stream (`deadline_<stream>_h`)."""

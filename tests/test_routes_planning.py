@@ -4,6 +4,7 @@ from the depot, a bin every kilometre, driven at 36 km/h with no detour (1 km = 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,13 +17,16 @@ from collection.planning import (
     Stop,
     Unassigned,
     VehicleDay,
+    due_before_next_shift,
     insert_job,
     retimed,
     threshold_at,
 )
 from collection.routing import plan_day
+from collection.rules import Evidence, FillPoint, daily_gain
 from collection.travel import StraightLine, great_circle_m
 from core.reasons import Reason
+from core.settings import Settings
 from devices.contract import Stream
 
 MORNING = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # 08:00 in the city
@@ -310,3 +314,74 @@ def test_a_bin_passes_its_threshold_before_it_is_full_by_the_rate() -> None:
     full = MORNING + timedelta(hours=3)
     # 15 %/h, threshold 85 %: the last 15 points take an hour
     assert threshold_at(full_at=full, rate_pct_h=15, threshold_pct=85) == full - timedelta(hours=1)
+
+
+# --- which bins without a request a plan takes: due_before_next_shift --------------------------
+
+DAWN = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)  # 06:00 in the city, when the day is planned
+NEXT_START = DAWN + timedelta(days=1, hours=1)  # tomorrow 07:00
+NEXT_END = DAWN + timedelta(days=1, hours=10)  # tomorrow 16:00
+HOUR = timedelta(hours=1)
+EVIDENCE = Evidence.of(Settings().collection)  # day_margin 1.2
+QUARTER = timedelta(minutes=15)
+
+
+def hourly(fills: Sequence[float], *, until: datetime = DAWN) -> list[FillPoint]:
+    """Hourly means ending an hour before `until`, oldest first."""
+    return [FillPoint(until - (len(fills) - i) * HOUR, f, 60) for i, f in enumerate(fills)]
+
+
+def test_a_days_gain_adds_the_rises_and_an_emptying_takes_nothing_away() -> None:
+    # 10 → 70 (+60), emptied to 2, then 2 → 22 (+20): the day added 80 %, not 12
+    fills = [10 + 5 * i for i in range(13)] + [2] + [2 + 2 * i for i in range(1, 11)]
+    assert len(fills) == 24
+    assert daily_gain(hourly(fills), DAWN) == pytest.approx(80)
+    # points older than a day do not count; less than 20 h of the day is no estimate
+    assert daily_gain(hourly([0.0, *fills]), DAWN) == pytest.approx(80)
+    assert daily_gain(hourly(fills[-20:]), DAWN) is None
+
+
+def test_a_bin_the_night_hides_is_planned_on_its_last_days_gain() -> None:
+    # Rose 60 % during yesterday's day hours, quiet for the last 8 h at 30 %: the 3-hour line
+    # sees no rise, but 30 + 60 × 1.2 = 102 % by tomorrow's shift, past an 80 % threshold at
+    # 50 / 72 % a day: 16 h 40 min from now.
+    day = hourly([0] * 2 + [5 * i for i in range(1, 13)] + [60] + [30] * 9)
+    recent = [FillPoint(DAWN - QUARTER * (12 - i), 30.0, 15) for i in range(12)]
+    due = due_before_next_shift(
+        recent, day, threshold_pct=80, now=DAWN, next_start=NEXT_START, next_end=NEXT_END,
+        evidence=EVIDENCE,
+    )  # fmt: skip
+    assert due == DAWN + timedelta(hours=50 / 3)
+    # a bin that gained 30 % can wait: 30 + 36 = 66 % by tomorrow 07:00, and far from full
+    slow = hourly([0] * 2 + [30 / 12 * i for i in range(1, 13)] + [30] * 10)
+    assert due_before_next_shift(
+        recent, slow, threshold_pct=80, now=DAWN, next_start=NEXT_START, next_end=NEXT_END,
+        evidence=EVIDENCE,
+    ) is None  # fmt: skip
+
+
+def test_a_bin_full_before_the_next_shift_ends_is_planned_though_under_threshold_at_its_start() -> (
+    None
+):
+    # 10 % now, 60 % a day × 1.2 = 3 %/h: threshold 90 % at +26.7 h (after tomorrow's 07:00
+    # start, +25 h), but full at +30 h, before tomorrow's shift ends (+34 h)
+    day = hourly([0] * 2 + [5 * i for i in range(1, 13)] + [60] + [10] * 9)
+    due = due_before_next_shift(
+        [], day, threshold_pct=90, now=DAWN, next_start=NEXT_START, next_end=NEXT_END,
+        evidence=EVIDENCE,
+    )  # fmt: skip
+    assert due == DAWN + timedelta(hours=80 / 3)
+    assert due_before_next_shift(
+        [], day, threshold_pct=90, now=DAWN, next_start=NEXT_START,
+        next_end=DAWN + timedelta(hours=29), evidence=EVIDENCE,
+    ) is None  # fmt: skip
+
+
+def test_without_a_days_history_the_line_through_the_last_hours_decides_alone() -> None:
+    # 15 %/h over the last 2 h from 40 %: past 80 % within the hour, on no day's history
+    recent = [FillPoint(DAWN - QUARTER * (8 - i), 40 + 3.75 * i, 15) for i in range(9)]
+    due = due_before_next_shift(
+        recent, [], threshold_pct=80, now=DAWN, next_start=NEXT_START, next_end=NEXT_END,
+        evidence=EVIDENCE,
+    )  # fmt: skip
+    assert due is not None and DAWN <= due < DAWN + HOUR

@@ -131,7 +131,7 @@ def _left(session: Session, plan: RoutePlan) -> list[Left]:
 
 def _next_shift(session: Session, operator_id: str, day: date, zone: ZoneInfo) -> datetime | None:
     try:
-        return plans.next_shift_start(session, operator_id, day, zone)
+        return plans.next_shift(session, operator_id, day, zone)[0]
     except ValueError:  # no vehicles (any more): no next shift to name
         return None
 
