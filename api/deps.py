@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.admission import InfluxGate
 from api.schemas import EVERY_REGEX, ID_REGEX, EveryParam, TimeParam, Window
+from collection.photo_store import PhotoStore
 from core.influx import InfluxClient
 from core.settings import Settings
 
@@ -49,6 +50,12 @@ async def get_influx(request: Request) -> AsyncIterator[InfluxClient]:
         yield request.app.state.influx
 
 
+async def get_photos(request: Request) -> PhotoStore:
+    """Where the crews' photos are kept (a folder or an S3 bucket: collection/photo_store.py)."""
+    photos: PhotoStore = request.app.state.photos
+    return photos
+
+
 def release(session: Session) -> None:
     """End the session's read transaction so its registry connection goes back to the pool now,
     not when the response is sent: before an InfluxDB call, and between the steps of a request,
@@ -60,6 +67,7 @@ def release(session: Session) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 InfluxDep = Annotated[InfluxClient, Depends(get_influx)]
+PhotosDep = Annotated[PhotoStore, Depends(get_photos)]
 
 _ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 SiteId = Annotated[str, Path(pattern=ID_REGEX, description=f"a site id: {_ID_RULE}")]

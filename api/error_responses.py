@@ -53,7 +53,8 @@ ERRORS: dict[int, tuple[str, Any, dict[str, Any]]] = {
             "msg": "NaN is not a JSON number; send a finite number"}], {}),
     429: ("the key's rate limit is exceeded", "rate limit of 20 requests/s for this key exceeded",
           _RETRY_AFTER),
-    503: ("the API is full (retry after Retry-After), or InfluxDB or the registry is unavailable",
+    503: ("the API is full (retry after Retry-After), or InfluxDB, the registry or the photo "
+          "store is unavailable",
           "the API is serving as many requests as it can; retry after 1 s", _RETRY_AFTER),
 }  # fmt: skip
 

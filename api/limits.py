@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from fastapi import HTTPException, status
@@ -29,10 +30,10 @@ class BodyTooLarge(HTTPException):
 
 class BodySizeLimit:
     """Answers 413 with a message for bodies over `max_bytes`, or over `larger`'s cap for paths
-    under its prefix (the crew's taps, which may carry a photo)."""
+    its pattern matches from their start (the crew's taps and photos)."""
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, larger: tuple[str, int] | None = None
+        self, app: ASGIApp, *, max_bytes: int, larger: tuple[re.Pattern[str], int] | None = None
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -43,7 +44,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         max_bytes = self.max_bytes
-        if self.larger is not None and scope["path"].startswith(self.larger[0]):
+        if self.larger is not None and self.larger[0].match(scope["path"]):
             max_bytes = self.larger[1]
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > max_bytes):

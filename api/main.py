@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -23,13 +24,15 @@ from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
-from api.routes import api_router, health_router
+from api.routes import API_PHOTO_PATHS, api_router, health_router
+from collection.photo_store import photo_store
 from core.errors import (
     InvalidRequest,
     NotAllowed,
     NotFound,
     SinkRejected,
     SinkUnavailable,
+    StoreUnavailable,
 )
 from core.influx import InfluxClient
 from core.settings import Settings
@@ -50,6 +53,9 @@ readings in question (a ratio of sums), and null where there were no deposits.
 
 SINK_UNAVAILABLE = "InfluxDB unavailable, try again"
 REGISTRY_UNAVAILABLE = "registry database unavailable, try again"
+PHOTOS_UNAVAILABLE = (
+    "the photo store is unavailable: nothing was stored, send the photo again later"
+)
 # Retry-After of those two: a server that went away (a restart, a failover) is back within
 # seconds, and a client told when to come back does not hammer the replicas meanwhile.
 UNAVAILABLE_RETRY_S = 2
@@ -81,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         app.state.keys = KeyCache(settings.api.key_cache_s)
+        app.state.photos = photo_store(settings.route)
         try:
             yield
         finally:
@@ -102,7 +109,10 @@ def create_app(settings: Settings) -> FastAPI:
         BodySizeLimit,
         max_bytes=settings.api.max_body,
         # a crew's tap may carry a photo: its own cap, and room for the form around it
-        larger=(PHOTO_PATHS, settings.route.photo_max_kb * 1024 + settings.api.max_body),
+        larger=(
+            re.compile(f"{re.escape(PHOTO_PATHS)}|{API_PHOTO_PATHS}"),
+            settings.route.photo_max_kb * 1024 + settings.api.max_body,
+        ),
     )
     app.add_middleware(
         Admission,
@@ -137,6 +147,11 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
 async def _sink_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return _unavailable(SINK_UNAVAILABLE, retry_after_s=UNAVAILABLE_RETRY_S)
+
+
+async def _photos_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(PHOTOS_UNAVAILABLE, retry_after_s=UNAVAILABLE_RETRY_S)
 
 
 async def _registry_unavailable(request: Request, exc: Exception) -> Response:
@@ -199,6 +214,7 @@ _HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Respon
     InvalidRequest: _invalid,
     SinkUnavailable: _sink_unavailable,
     SinkRejected: _sink_rejected,
+    StoreUnavailable: _photos_unavailable,
     DBAPIError: _registry_unavailable,
     PoolTimeout: _pool_exhausted,
     RequestValidationError: _request_invalid,

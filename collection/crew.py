@@ -21,7 +21,7 @@ from datetime import date, datetime
 from typing import Final
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -238,7 +238,7 @@ def _reason(tap: Tap) -> Reason:
 
 @dataclass(frozen=True, slots=True)
 class Photo:
-    """A tap's photo: where it is under the photo folder, and the site it proves a visit to
+    """A tap's photo: its key in the photo store, and the site it proves a visit to
     (what decides who may see it)."""
 
     tap: CrewTap
@@ -252,6 +252,26 @@ def photo(session: Session, tap_id: UUID) -> Photo:
     if tap is None or tap.photo is None or stop is None or stop.site_id is None:
         raise NotFound(f"no photo of tap {tap_id}")
     return Photo(tap, stop.site_id)
+
+
+def tap_on(session: Session, tap_id: UUID, stop_id: int, crew_vehicle: Vehicle) -> CrewTap:
+    """A tap this vehicle took on this stop, on any day (its photo may follow it after
+    midnight); NotFound for any other, existing or not."""
+    tap = session.get(CrewTap, str(tap_id))
+    if tap is None or tap.stop_id != stop_id or tap.vehicle_id != crew_vehicle.id:
+        raise NotFound(f"no tap {tap_id} on stop {stop_id} of vehicle {crew_vehicle.id!r}")
+    return tap
+
+
+def attach_photo(session: Session, tap: CrewTap, key: str) -> bool:
+    """Give the tap its photo unless it has one: a photo is the crew's evidence and is never
+    replaced, not even by a copy of the same upload racing this one. Whether this one did."""
+    attached = session.execute(
+        update(CrewTap).where(CrewTap.id == tap.id, CrewTap.photo.is_(None)).values(photo=key)
+    )
+    session.commit()
+    session.refresh(tap)
+    return bool(attached.rowcount)  # type: ignore[attr-defined]
 
 
 def photos_of(session: Session, request_id: int) -> list[CrewTap]:

@@ -210,7 +210,7 @@ class CrewTap(Base):
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(32))
-    photo: Mapped[str | None] = mapped_column(String(200))  # under the photo folder
+    photo: Mapped[str | None] = mapped_column(String(200))  # its key in the photo store
     at: Mapped[datetime] = mapped_column(UtcDateTime())  # when the server took it
     outcome: Mapped[str] = mapped_column(String(16))
     refusal: Mapped[str | None] = mapped_column(Text)

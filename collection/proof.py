@@ -1,23 +1,24 @@
 """Proof of service: the photo a crew may add to a tap (issue 16). What a photo is comes from
 its first bytes (JPEG's and PNG's signatures), never from its name or the browser's content
-type, and its size is capped (`BINWATCH_ROUTE_PHOTO_MAX_KB`). Accepted photos are written to
-disk under `BINWATCH_ROUTE_PHOTO_DIR`, one folder per local day, named by the tap's id (the
-phone's own UUID, checked to be one: nothing the client sends becomes a path otherwise).
-An S3-compatible store is not done: docs/collection.md says so."""
+type, and its size is capped (`BINWATCH_ROUTE_PHOTO_MAX_KB`). Accepted photos are kept in the
+photo store (collection/photo_store.py: a folder or an S3 bucket) under one prefix per local
+day, named by the tap's id (the phone's own UUID, checked to be one: nothing the client sends
+becomes a key otherwise)."""
 
 from __future__ import annotations
 
-import os
 from datetime import date
-from pathlib import Path
 from typing import Final
 from uuid import UUID
 
+from collection.photo_store import PhotoStore
 from core.errors import InvalidRequest
 
 # The signatures: JPEG's SOI marker and the start of its first segment marker (ISO/IEC 10918-1
 # B.1.1.3), PNG's eight-byte signature (RFC 2083, 3.1).
 _SIGNATURES: Final = {b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
+MEDIA_TYPES: Final = {"jpg": "image/jpeg", "png": "image/png"}
+"""A kept photo's media type by its key's extension, as it is stored and served."""
 
 
 class PhotoRejected(InvalidRequest):
@@ -43,13 +44,11 @@ def photo_kind(data: bytes, *, max_bytes: int) -> str:
     raise PhotoRejected("the photo is neither a JPEG nor a PNG image", "photo_not_image")
 
 
-def store_photo(folder: Path, *, tap_id: UUID, day: date, data: bytes, kind: str) -> str:
-    """Write the photo (atomically: a half-written file never has the final name) and return
-    its path under `folder`, as the tap stores it."""
-    relative = Path(day.isoformat()) / f"{tap_id}.{kind}"
-    target = folder / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    os.replace(partial, target)
-    return relative.as_posix()
+def keep_photo(store: PhotoStore, data: bytes, *, tap_id: UUID, day: date, max_bytes: int) -> str:
+    """Check the photo and put it in the store; its key there (`YYYY-MM-DD/<tap id>.png`), as
+    the tap keeps it. PhotoRejected for a photo that is not acceptable, StoreUnavailable when
+    the store cannot take it now."""
+    kind = photo_kind(data, max_bytes=max_bytes)
+    key = f"{day.isoformat()}/{tap_id}.{kind}"
+    store.put(key, data, content_type=MEDIA_TYPES[kind])
+    return key

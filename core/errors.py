@@ -7,6 +7,7 @@ calls the library (`raise … from`), and the API maps them to status codes.
     ├── NotFound               an id the registry does not know            → 404
     ├── InvalidRequest         a request that cannot be answered as asked  → 422
     ├── NotAllowed             an action outside the caller's role or scope → 403
+    ├── StoreUnavailable       the photo store (folder, S3 bucket) cannot keep or give now → 503
     └── SinkError              InfluxDB trouble
         ├── SinkUnavailable    not reachable or 5xx: retry later           → 503
         └── SinkRejected       4xx: the data or query itself is wrong
@@ -39,6 +40,11 @@ class InvalidRequest(BinwatchError):
 
 class NotAllowed(BinwatchError):
     pass
+
+
+class StoreUnavailable(BinwatchError):
+    """A photo could not be written or read for the store's reason (disk full, bucket missing,
+    endpoint down), never the photo's: the same request may work later."""
 
 
 class SinkError(BinwatchError):

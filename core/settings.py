@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -342,12 +342,44 @@ class RouteSettings(_Group):
     solver_exploration: int = Field(
         3, ge=0, le=5, description="VROOM exploration level: higher plans better, slower"
     )
-    photo_dir: str = Field(
-        "var/photos", min_length=1, description="folder the crews' proof-of-service photos go to"
-    )
     photo_max_kb: int = Field(
         8192, ge=16, le=65536, description="largest proof-of-service photo a crew may send, KiB"
     )
+    photo_store: Literal["disk", "s3"] = Field(
+        "disk", description="where the crews' photos are kept: disk (PHOTO_DIR) or s3 (PHOTO_S3_*)"
+    )
+    photo_dir: str = Field(
+        "var/photos", min_length=1, description="folder the crews' proof-of-service photos go to"
+    )
+    photo_s3_url: str | None = Field(
+        None, description="S3-compatible endpoint, http(s)://host:port (unset: AWS's for REGION)"
+    )
+    photo_s3_bucket: str | None = Field(
+        None, description="bucket the crews' photos go to (PHOTO_STORE=s3); it must exist"
+    )
+    photo_s3_region: str = Field("us-east-1", description="the bucket's region (signing)")
+    photo_s3_access_key: str | None = Field(
+        None, description="S3 access key id (unset with SECRET_KEY: boto3's own credentials)"
+    )
+    photo_s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
+
+    @field_validator("photo_s3_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("an S3 endpoint is an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_store_is_complete(self) -> Self:
+        if self.photo_store == "s3" and not self.photo_s3_bucket:
+            raise ValueError("BINWATCH_ROUTE_PHOTO_STORE=s3 needs BINWATCH_ROUTE_PHOTO_S3_BUCKET")
+        if (self.photo_s3_access_key is None) != (self.photo_s3_secret_key is None):
+            raise ValueError(
+                "set both BINWATCH_ROUTE_PHOTO_S3_ACCESS_KEY and BINWATCH_ROUTE_PHOTO_S3_SECRET_KEY,"
+                " or neither"
+            )
+        return self
 
 
 class AlertSettings(_Group):

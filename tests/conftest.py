@@ -2,7 +2,8 @@
 pytest's temporary folder; each test gets its own database, topic prefix and registry, so
 assertions can be exact. Set BINWATCH_TEST_MQTT_URL / BINWATCH_TEST_INFLUX_URL to attach to
 servers already running instead (fault tests, which kill servers, then fail: they need their own).
-A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped. The
+A missing `mosquitto` or `influxd` fails the tests that need them; nothing is skipped. The photo
+store's tests also have an S3-compatible server (tests/s3_server.py, BINWATCH_TEST_S3_URL). The
 registry's PostgreSQL, and the running of registry tests on both backends, live in
 tests/registry_backends.py."""
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from binwatch.servers import InfluxServer, MosquittoServer, free_port
+from binwatch.servers import InfluxServer, MosquittoServer, _ChildServer, free_port
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
@@ -28,6 +29,7 @@ from devices.models import DeadLetter
 from devices.registry import BinTags
 from ingest.service import Ingestor
 from tests.helpers import isolated_settings, wait_for
+from tests.s3_server import S3Server
 
 # The registry on SQLite and on PostgreSQL: `registry_backend`, `registry_url`, `pilot_bins`
 # and the server.
@@ -49,34 +51,39 @@ class AttachedServer:
         return int(self.url.rsplit(":", 1)[1].rstrip("/"))
 
 
-@pytest.fixture(scope="session")
-def mqtt_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[MosquittoServer | AttachedServer]:
-    if url := os.environ.get("BINWATCH_TEST_MQTT_URL"):
-        yield AttachedServer(url)
-        return
-    server = MosquittoServer(tmp_path_factory.mktemp("mosquitto"), free_port())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def session_server(
+    variable: str, make: Callable[[pytest.TempPathFactory], _ChildServer]
+) -> Callable[[pytest.TempPathFactory], Iterator[_ChildServer | AttachedServer]]:
+    """A session fixture: the server `variable` names if it is set, else one `make` builds,
+    started here and stopped at the end (also when its start failed half-way)."""
+
+    @pytest.fixture(scope="session")
+    def server(
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[_ChildServer | AttachedServer]:
+        if url := os.environ.get(variable):
+            yield AttachedServer(url)
+            return
+        own = make(tmp_path_factory)
+        try:
+            own.start()
+            yield own
+        finally:
+            own.stop()
+
+    return server
 
 
-@pytest.fixture(scope="session")
-def influx_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[InfluxServer | AttachedServer]:
-    if url := os.environ.get("BINWATCH_TEST_INFLUX_URL"):
-        yield AttachedServer(url)
-        return
-    server = InfluxServer(tmp_path_factory.mktemp("influxdb"), free_port())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+mqtt_server = session_server(
+    "BINWATCH_TEST_MQTT_URL", lambda tmp: MosquittoServer(tmp.mktemp("mosquitto"), free_port())
+)
+influx_server = session_server(
+    "BINWATCH_TEST_INFLUX_URL", lambda tmp: InfluxServer(tmp.mktemp("influxdb"), free_port())
+)
+# An S3-compatible server (tests/s3_server.py), for the photo store's tests only.
+s3_server = session_server(
+    "BINWATCH_TEST_S3_URL", lambda tmp: S3Server(tmp.mktemp("s3"), free_port())
+)
 
 
 @pytest.fixture

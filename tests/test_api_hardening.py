@@ -95,6 +95,7 @@ def outside(world: World, settings: Settings) -> dict[str, str]:
         "vehicle_id": _vehicle_of(settings, world.operator_b),
         # No plan here: the operator (and the vehicle) decide before the stop is looked at.
         "stop_id": "987653",
+        "tap_id": "0c7f3f1e-1b7e-4f43-a5b2-7f4c9d2e6b15",  # nor a tap: the same holds
     }
 
 
@@ -112,7 +113,8 @@ def _vehicle_of(settings: Settings, operator_id: str) -> str:
 
 MISSING = {"site_id": "no-such-site", "bin_id": "no-such-bin", "area_id": "no-such-area",
            "operator_id": "no-such-op", "request_id": "987654", "alert_id": "987654",
-           "vehicle_id": "no-such-vehicle", "stop_id": "987654"}  # fmt: skip
+           "vehicle_id": "no-such-vehicle", "stop_id": "987654",
+           "tap_id": "5b0e7a52-8d5f-4e0b-9a3c-2f1d6c7e8a90"}  # fmt: skip
 
 
 @pytest.mark.parametrize("role", [MANAGER, OPERATOR])
@@ -263,11 +265,17 @@ def test_openapi_declares_every_error_with_its_schema_and_every_body_an_example(
                 expected.add("404")
             if "requestBody" in operation:
                 expected |= {"404", "408", "413"}
-                body = operation["requestBody"]["content"]["application/json"]
-                schema = _resolve(document, body["schema"])
-                assert schema.get("examples") or body.get("example"), (method, path)
-                example = (schema.get("examples") or [body.get("example")])[0]
-                assert set(example) <= set(schema["properties"]), (method, path, example)
+                content = operation["requestBody"]["content"]
+                if "application/json" in content:
+                    body = content["application/json"]
+                    schema = _resolve(document, body["schema"])
+                    assert schema.get("examples") or body.get("example"), (method, path)
+                    example = (schema.get("examples") or [body.get("example")])[0]
+                    assert set(example) <= set(schema["properties"]), (method, path, example)
+                else:  # a tap's photo: the image itself, no JSON around it
+                    assert set(content) == {"image/jpeg", "image/png"}, (method, path)
+                    binary = {"type": "string", "format": "binary"}
+                    assert all(c["schema"] == binary for c in content.values()), (method, path)
             assert expected <= set(responses), (method, path, sorted(responses))
             for code in expected | ({"409"} & set(responses)):
                 declared = responses[code]["content"]["application/json"]

@@ -7,6 +7,8 @@ stop shows on the crew's screen and the manager's site page."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -23,7 +25,9 @@ from api.main import create_app
 from collection import crew, store
 from collection.lifecycle import COLLECTOR, Status
 from collection.models import CollectionEvent, CrewTap, RouteStop
-from collection.proof import PhotoRejected, photo_kind, store_photo
+from collection.photo_store import DiskStore
+from collection.proof import PhotoRejected, keep_photo, photo_kind
+from core.errors import NotFound, StoreUnavailable
 from core.settings import Settings
 from core.sql import make_engine
 from devices.models import Site
@@ -55,10 +59,38 @@ def test_a_photo_is_what_its_bytes_say_and_is_kept_under_its_day(tmp_path: Path)
                 photo_kind(data, max_bytes=1024)
             assert caught.value.code == code, data[:10]
     tap_id = uuid.uuid4()
-    kept = store_photo(tmp_path, tap_id=tap_id, day=date(2026, 12, 2), data=PNG, kind="png")
+    disk = DiskStore(tmp_path)
+    kept = keep_photo(disk, PNG, tap_id=tap_id, day=date(2026, 12, 2), max_bytes=1024)
     assert kept == f"2026-12-02/{tap_id}.png"
-    assert (tmp_path / kept).read_bytes() == PNG
+    assert (tmp_path / kept).read_bytes() == disk.get(kept) == PNG
     assert [p.name for p in (tmp_path / "2026-12-02").iterdir()] == [f"{tap_id}.png"]
+    for outside in ("../../etc/passwd", "/etc/passwd", "2026-12-02", "2026-12-02/missing.png"):
+        with pytest.raises(NotFound):
+            disk.get(outside)
+
+
+def test_a_photo_folder_that_cannot_be_written_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """A folder that is a file (as root, a read-only folder would be written all the same):
+    StoreUnavailable, which the console and the API answer with a 503 that says so."""
+    (tmp_path / "photos").write_bytes(b"not a folder")
+    with pytest.raises(StoreUnavailable, match="photo folder"):
+        DiskStore(tmp_path / "photos").put("2026-12-02/x.png", PNG, content_type="image/png")
+
+
+def test_boto3_is_loaded_only_when_a_photo_goes_to_a_bucket() -> None:
+    """The API, ingest and the CLI, even with the S3 store chosen, load boto3 only at the first
+    photo (core/objects.py): a fresh interpreter, since this one may have it loaded already."""
+    program = (
+        "import sys, api.main, binwatch.cli, ingest.service\n"
+        "from collection.photo_store import photo_store\n"
+        "from core.settings import Settings\n"
+        "photo_store(Settings(route_photo_store='s3', route_photo_s3_bucket='b').route)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('boto3', 'botocore'))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stderr
 
 
 def test_a_tap_is_read_from_its_fields() -> None:

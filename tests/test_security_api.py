@@ -57,6 +57,10 @@ POLICIES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps"): (
         "admin, crew, operator"
     ),
+    (
+        "PUT",
+        "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps/{tap_id}/photo",
+    ): "admin, crew, operator",
     # The console (api/console): a session cookie instead of a key, the same roles and scope.
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",

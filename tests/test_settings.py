@@ -91,3 +91,36 @@ def test_the_database_group_lives_beside_the_flat_database_url(
     assert env["BINWATCH_DATABASE_POOL_SIZE"] == "3"
     with pytest.raises(ValidationError, match="pool_size"):
         Settings(database_pool_size=0)
+
+
+def test_the_s3_photo_store_needs_a_bucket_and_keeps_its_secret(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert Settings().route.photo_store == "disk"  # as before the store could be chosen
+    for variable, value in {
+        "BINWATCH_ROUTE_PHOTO_STORE": "s3",
+        "BINWATCH_ROUTE_PHOTO_S3_URL": "http://127.0.0.1:7480",
+        "BINWATCH_ROUTE_PHOTO_S3_BUCKET": "photos",
+        "BINWATCH_ROUTE_PHOTO_S3_ACCESS_KEY": "crew-photos",
+        "BINWATCH_ROUTE_PHOTO_S3_SECRET_KEY": "s3cret-key",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    settings = Settings()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings %s", settings)
+    assert "s3cret" not in repr(settings) + caplog.text
+    assert settings.route.photo_s3_secret_key is not None
+    assert settings.as_env()["BINWATCH_ROUTE_PHOTO_S3_SECRET_KEY"] == "s3cret-key"
+    refused = {
+        "BINWATCH_ROUTE_PHOTO_S3_BUCKET": "needs BINWATCH_ROUTE_PHOTO_S3_BUCKET",
+        "BINWATCH_ROUTE_PHOTO_S3_SECRET_KEY": "set both",
+    }
+    for variable, message in refused.items():
+        with monkeypatch.context() as changed:
+            changed.delenv(variable)
+            with pytest.raises(ValidationError, match=message):
+                Settings()
+    with pytest.raises(ValidationError, match="http:// or https://"):
+        Settings(route_photo_s3_url="127.0.0.1:7480")
+    with pytest.raises(ValidationError, match="photo_store"):
+        Settings(route_photo_store="ftp")

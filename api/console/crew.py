@@ -12,7 +12,6 @@ the session's CSRF token, as every console form does. Without JavaScript the for
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 from uuid import uuid4
 
@@ -23,13 +22,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from api.console.auth import PREFIX, CallerDep, PageError, PostCallerDep, console_allow
 from api.console.i18n import N_, translations
 from api.console.pages import render
-from api.deps import SessionDep, SettingsDep
+from api.deps import PhotosDep, SessionDep, SettingsDep, release
 from api.routes.collections import current_time
 from api.routes.routes import local_day
 from collection import crew
 from collection.models import TAP_REASONS
-from collection.proof import PhotoRejected, photo_kind, store_photo
-from core.errors import NotFound
+from collection.photo_store import PhotoStore
+from collection.proof import PhotoRejected, keep_photo
+from core.errors import NotFound, StoreUnavailable
 from core.settings import Settings
 from devices.models import MAX_ROW_ID
 from security.keys import ApiRole
@@ -62,6 +62,12 @@ PROBLEMS = {
     "photo_too_big": N_("The photo is too big: at most %(kb)s KB."),
     "photo_not_image": N_("The photo must be a JPEG or PNG image."),
 }
+# A photo store that cannot take the photo leaves the tap unrecorded: crew.js keeps it queued,
+# photo and all, and sends it again; a form without JavaScript is sent again by the crew.
+PHOTOS_DOWN_QUEUED = N_(
+    "The photo cannot be stored just now. The tap waits on this phone and will be sent again."
+)
+PHOTOS_DOWN = N_("The photo cannot be stored just now, so the tap was not recorded. Try again.")
 NO_STOP = N_("There is no such stop on your route today.")
 NO_VEHICLE = N_("Your vehicle is not in the fleet any more. Ask the dispatcher.")
 PHOTO_PATHS = f"{PREFIX}/crew/stops/"
@@ -113,13 +119,16 @@ def tap(
     session: SessionDep,
     settings: SettingsDep,
     caller: PostCallerDep,
+    photos: PhotosDep,
     tap_id: Annotated[str, Form()] = "",
     action: Annotated[str, Form()] = "",
     reason: Annotated[str, Form()] = "",
     photo: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     """One tap on a stop: emptied, or could not empty with a reason; a photo if given. A tap
-    whose id was taken before answers what it did then, and does nothing again."""
+    whose id was taken before answers what it did then, and does nothing again. The photo is
+    stored first: a store that cannot take it (503) leaves the tap untaken, for the phone to
+    send again whole, rather than a tap whose photo is lost."""
     gettext = translations(caller.user.locale).gettext
     wants_json = "application/json" in request.headers.get("accept", "")
     now = current_time()
@@ -129,7 +138,8 @@ def tap(
         stop = crew.crew_stop(session, vehicle, stop_id, local_day(settings, now))
         tapped = crew.taken(session, taken, stop)
         if tapped is None:
-            stored = _kept_photo(photo, settings, taken, now)
+            release(session)  # a slow store must not hold a registry connection
+            stored = _kept_photo(photo, photos, settings, taken, now)
             tapped = crew.take(
                 session,
                 taken,
@@ -141,6 +151,12 @@ def tap(
             )
     except NotFound:
         raise PageError(status.HTTP_404_NOT_FOUND, NO_STOP) from None
+    except StoreUnavailable:
+        unavailable = status.HTTP_503_SERVICE_UNAVAILABLE
+        if wants_json:
+            said = {"error": "photo_store_unavailable", "message": gettext(PHOTOS_DOWN_QUEUED)}
+            return JSONResponse(said, status_code=unavailable)
+        raise PageError(unavailable, PHOTOS_DOWN) from None
     except (crew.TapError, PhotoRejected) as exc:
         code = status.HTTP_413_CONTENT_TOO_LARGE if exc.code == "photo_too_big" else 422
         message = gettext(PROBLEMS[exc.code]) % {"kb": settings.route.photo_max_kb}
@@ -164,18 +180,12 @@ def tap(
 
 
 def _kept_photo(
-    photo: UploadFile | None, settings: Settings, taken: crew.Tap, now: datetime
+    photo: UploadFile | None, photos: PhotoStore, settings: Settings, taken: crew.Tap, now: datetime
 ) -> str | None:
-    """The tap's photo checked and written to disk (its path there); None without one (a form
-    without JavaScript sends an empty file part when none was chosen)."""
+    """The tap's photo checked and kept in the photo store (its key there); None without one
+    (a form without JavaScript sends an empty file part when none was chosen)."""
     limit = settings.route.photo_max_kb * 1024
     data = photo.file.read(limit + 1) if photo is not None else b""
     if photo is None or not (data or photo.filename):
         return None
-    return store_photo(
-        Path(settings.route.photo_dir),
-        tap_id=taken.id,
-        day=local_day(settings, now),
-        data=data,
-        kind=photo_kind(data, max_bytes=limit),
-    )
+    return keep_photo(photos, data, tap_id=taken.id, day=local_day(settings, now), max_bytes=limit)

@@ -8,11 +8,10 @@ to: a request or alert of a site the caller does not see is the same 404 as a mi
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from uuid import UUID
 
 from fastapi import APIRouter, Request, status
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
@@ -21,13 +20,14 @@ from api.auth import Scope
 from api.console.auth import CONSOLE_EVERYONE, PREFIX, Caller, CallerDep, PageError, ScopeDep
 from api.console.i18n import N_
 from api.console.pages import render
-from api.deps import SessionDep, SettingsDep
+from api.deps import PhotosDep, SessionDep, release
 from api.routes.alerts import AlertId
 from api.routes.collections import RequestId
 from collection import crew
 from collection import store as collection_store
 from collection.models import CollectionRequest
-from core.errors import NotFound
+from collection.proof import MEDIA_TYPES
+from core.errors import NotFound, StoreUnavailable
 from devices import registry
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -90,21 +90,23 @@ _PHOTO_HEADERS = {
     "Content-Security-Policy": "default-src 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-_PHOTO_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
 @router.get("/photos/{tap_id}", dependencies=[CONSOLE_EVERYONE])
-def tap_photo(
-    tap_id: UUID, session: SessionDep, settings: SettingsDep, scope: ScopeDep
-) -> Response:
+def tap_photo(tap_id: UUID, session: SessionDep, photos: PhotosDep, scope: ScopeDep) -> Response:
     """A crew's proof-of-service photo, for whoever sees the site it was taken at."""
     missing = PageError(status.HTTP_404_NOT_FOUND, N_("There is no such photo."))
     try:
         found = crew.photo(session, tap_id)
+        if not scope.sees(found.site_id):
+            raise missing
+        key = str(found.tap.photo)
+        release(session)  # a slow store must not hold a registry connection
+        data = photos.get(key)
     except NotFound:
         raise missing from None
-    folder = Path(settings.route.photo_dir).resolve()
-    path = (folder / str(found.tap.photo)).resolve()
-    if not scope.sees(found.site_id) or not path.is_relative_to(folder) or not path.is_file():
-        raise missing
-    return FileResponse(path, media_type=_PHOTO_TYPES.get(path.suffix), headers=_PHOTO_HEADERS)
+    except StoreUnavailable:
+        down = N_("The photo cannot be shown just now. Try again in a moment.")
+        raise PageError(status.HTTP_503_SERVICE_UNAVAILABLE, down) from None
+    media_type = MEDIA_TYPES.get(key.rpartition(".")[2], "application/octet-stream")
+    return Response(data, media_type=media_type, headers=_PHOTO_HEADERS)

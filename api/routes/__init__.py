@@ -3,6 +3,8 @@ look for it), everything else under the versioned prefix."""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter
 
 from api.routes import alerts, bins, collections, compliance, health, routes, sites
@@ -18,3 +20,8 @@ api_router.include_router(alerts.router)
 api_router.include_router(routes.router)
 
 health_router = health.router
+
+API_PHOTO_PATHS = (
+    re.sub(r"\{\w+\}", "[^/]+", API_PREFIX + routes.router.prefix + routes.PHOTO_PATH) + "$"
+)
+"""Where an API request body is a photo: the body cap there is the photo's (api/main.py)."""

@@ -8,7 +8,9 @@ A new plan is stored here and published by the collector (MQTT, webhook) on its 
 
 A crew's tap on a stop (emptied, or could not empty with a reason) goes through
 collection/crew.py, the same functions as the console's crew screen: a crew key taps only its
-own vehicle's stops, an operator key (or admin) taps for any of the company's vehicles."""
+own vehicle's stops, an operator key (or admin) taps for any of the company's vehicles. Its
+photo follows it in a PUT of the image itself (the tap stays plain JSON like every other body
+here, and a photo the store could not take is sent again alone, the tap already recorded)."""
 
 from __future__ import annotations
 
@@ -17,16 +19,17 @@ from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import Scope, ScopeDep, allow
-from api.deps import InfluxDep, SessionDep, SettingsDep
+from api.deps import InfluxDep, PhotosDep, SessionDep, SettingsDep, release
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
 from collection import crew, plans
 from collection.models import TAP_REASONS
+from collection.proof import MEDIA_TYPES, PhotoRejected, keep_photo
 from core.errors import NotFound
 from core.settings import Settings
 from devices.messages import RoutesPlanned
@@ -43,6 +46,8 @@ StopId = Annotated[
 Day = Annotated[
     date | None, Query(alias="date", description="the local day, YYYY-MM-DD (default: today)")
 ]
+TapId = Annotated[UUID, Path(description="the tap's `tap_id`, as it was sent with the tap")]
+PHOTO_PATH = "/{vehicle_id}/stops/{stop_id}/taps/{tap_id}/photo"
 _OPERATORS = allow(ApiRole.admin, ApiRole.operator)
 _VEHICLE_READERS = allow(ApiRole.admin, ApiRole.operator, ApiRole.crew)
 
@@ -89,6 +94,27 @@ class TapAnswer(BaseModel):
     stop_id: int
     outcome: str
     repeated: bool
+
+
+class PhotoAnswer(BaseModel):
+    """The photo is the tap's; `repeated` when the same photo had been sent before."""
+
+    tap_id: UUID
+    repeated: bool
+
+
+async def photo_body(request: Request) -> bytes:
+    """The request body, whole: the photo itself (the size cap around the app bounds it)."""
+    return await request.body()
+
+
+# The body of the photo's PUT in the OpenAPI document: the image itself, no JSON around it.
+_IMAGE_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA_TYPES.values()
+    },
+}
 
 
 def own_operator(caller: Scope, session: Session, operator_id: str) -> None:
@@ -203,6 +229,48 @@ def tap(
     return TapAnswer(
         tap_id=UUID(row.id), stop_id=row.stop_id, outcome=row.outcome, repeated=tapped.repeated
     )
+
+
+@router.put(
+    PHOTO_PATH,
+    response_model=PhotoAnswer,
+    dependencies=[_VEHICLE_READERS],
+    responses={status.HTTP_409_CONFLICT: {"description": "the tap has another photo already"}},
+    openapi_extra={"requestBody": _IMAGE_BODY},
+)
+def tap_photo(
+    operator_id: OperatorId,
+    vehicle_id: VehicleId,
+    stop_id: StopId,
+    tap_id: TapId,
+    photo: Annotated[bytes, Depends(photo_body)],
+    caller: ScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    photos: PhotosDep,
+) -> PhotoAnswer:
+    """The proof-of-service photo of a tap taken before (JPEG or PNG, known by its bytes, at
+    most BINWATCH_ROUTE_PHOTO_MAX_KB): kept once; the same photo again answers `repeated`,
+    another one is a 409 (a tap's photo is its evidence, never replaced)."""
+    row = crew.tap_on(
+        session, tap_id, stop_id, own_vehicle(caller, session, operator_id, vehicle_id)
+    )
+    release(session)  # a slow store must not hold a registry connection
+    if row.photo is None:
+        try:
+            key = keep_photo(
+                photos, photo, tap_id=tap_id, day=local_day(settings, row.at),
+                max_bytes=settings.route.photo_max_kb * 1024,
+            )  # fmt: skip
+        except PhotoRejected as exc:
+            too_big = exc.code == "photo_too_big"
+            code = status.HTTP_413_CONTENT_TOO_LARGE if too_big else 422
+            raise HTTPException(code, str(exc)) from None
+        if crew.attach_photo(session, row, key):
+            return PhotoAnswer(tap_id=tap_id, repeated=False)
+    if row.photo is None or photos.get(row.photo) != photo:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"tap {tap_id} has another photo already")
+    return PhotoAnswer(tap_id=tap_id, repeated=True)
 
 
 def own_vehicle(caller: Scope, session: Session, operator_id: str, vehicle_id: str) -> Vehicle:

@@ -92,6 +92,17 @@
     });
   }
 
+  // The server cannot take the tap now (its photo store is down, it is busy): the tap stays
+  // queued, and the crew reads why when the server said so.
+  function later(answer) {
+    var type = answer.headers.get("content-type") || "";
+    if (type.indexOf("json") < 0) return false;
+    return answer.json().then(function (said) {
+      if (said.message) say(said.message, true);
+      return false;
+    }, function () { return false; });
+  }
+
   // Sends the queue in order; stops at the first tap the network or the server could not take
   // now (it stays queued); a tap the server refused for good leaves the queue with its message.
   function flush() {
@@ -102,7 +113,7 @@
     var entry = queue[0];
     return send(entry).then(function (answer) {
       if (answer.redirected) { say(root.dataset.msgLogin, true); return false; }
-      if (answer.status >= 500 || answer.status === 429) return false;
+      if (answer.status >= 500 || answer.status === 429) return later(answer);
       var type = answer.headers.get("content-type") || "";
       // JSON from the tap itself; a console error page (its CSRF or scope check) says it in .problem
       var body = type.indexOf("json") >= 0 ? answer.json() : answer.text().then(function (html) {
