@@ -11,9 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # /data exists and belongs to that user in the image because Docker seeds an empty named volume
 # from the image's directory, ownership included: a SQLite registry there is then writable
 # (compose uses PostgreSQL; BINWATCH_DATABASE_URL=sqlite:////data/binwatch.db for one host).
-# /mqtt-auth likewise, for compose's volume of exported broker accounts (docker-compose.yml).
+# /mqtt-auth likewise, for compose's volume of exported broker accounts (docker-compose.yml),
+# and /data/photos for its volume of the crews' photos.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/binwatch binwatch \
-    && mkdir /data /mqtt-auth && chown binwatch:binwatch /data /mqtt-auth
+    && mkdir -p /data/photos /mqtt-auth \
+    && chown binwatch:binwatch /data /data/photos /mqtt-auth
 
 # The monthly report's PDF sets Chinese in WenQuanYi Micro Hei (api/console/report_pdf.py), the
 # same Debian package the Makefile installs for the tests.
