@@ -543,6 +543,7 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
         "/api/v1/operators/{operator_id}/routes",
         "/api/v1/operators/{operator_id}/routes/{vehicle_id}",
         "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps",
+        "/api/v1/operators/{operator_id}/routes/{vehicle_id}/stops/{stop_id}/taps/{tap_id}/photo",
     }
 
 
