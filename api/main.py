@@ -23,6 +23,7 @@ from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
+from api.report_cache import ReportCache
 from api.routes import api_router, health_router
 from core.errors import (
     InvalidRequest,
@@ -81,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         app.state.keys = KeyCache(settings.api.key_cache_s)
+        # The compliance routes' answers, keyed by route, subject and span (never the caller).
+        app.state.reports = ReportCache[object](settings.api.report_cache_s)
         try:
             yield
         finally:
