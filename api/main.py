@@ -82,7 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = session_factory(engine)
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         app.state.keys = KeyCache(settings.api.key_cache_s)
-        # The compliance routes' answers, keyed by route, subject and span (never the caller).
+        # The compliance routes' and the site list's answers, for a few seconds (the routes
+        # check the caller's scope before they look there).
         app.state.reports = ReportCache[object](settings.api.report_cache_s)
         try:
             yield

@@ -1,11 +1,13 @@
-"""The heavy read-only reports (a site's, an area's or an operator's compliance report, a
-ranking), remembered for a few seconds in this process: everyone opening their screens at nine
-asks for the same rankings and month reports, and each costs a dozen InfluxDB queries and a
-registry read (issue 18's profile: the slowest calls of the mix).
+"""The heavy read-only answers (a site's, an area's or an operator's compliance report, a
+ranking, the site list), remembered for a few seconds in this process: everyone opening their
+screens at nine asks for the same rankings, month reports and site overview; a report costs
+several InfluxDB queries and registry reads, the overview a registry page of ORM rows (issue 18's
+profiles: the slowest calls of the mix, then the largest route).
 
 An entry is keyed by everything that changes the answer (the route, its subject, the checked
-report span) and never by the caller: the routes check the caller's scope before they look
-here, so an answer is only ever served to callers who may see its subject. Identical misses
+report span; for the site list the caller's visible sites and the query) and never by the
+caller's identity: the routes check the caller's scope before they look here, so an answer is
+only ever served to callers who may see its subject. Identical misses
 that arrive while the report is being computed wait for that one computation (single flight)
 instead of starting their own. A failed computation is not remembered: its error goes to the
 callers that waited for it, and the next caller tries again.
@@ -20,6 +22,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from api.admission import InfluxGate
 
 Value = TypeVar("Value")
 
@@ -62,3 +70,27 @@ class ReportCache(Generic[Value]):
         while len(self._entries) >= self._size:
             del self._entries[next(iter(self._entries))]
         self._entries[key] = (began + self._ttl, done.result())
+
+
+async def remembered(
+    request: Request, key: Hashable, build: Callable[[Session], Value], *, reads_influx: bool
+) -> Value:
+    """`build`'s answer for `key` from the app's cache, or computed on a route thread with a
+    registry session of its own (the request that started it may go away while others wait for
+    it) and, when it `reads_influx`, one of the InfluxDB slots (api.admission.InfluxGate), which
+    callers served from the cache never take. The caller's scope is checked before."""
+    state = request.app.state
+
+    def compute() -> Value:
+        with state.sessions() as session:
+            return build(session)
+
+    async def run() -> Value:
+        if not reads_influx:
+            return await run_in_threadpool(compute)
+        gate: InfluxGate = state.influx_gate
+        async with gate.slot():
+            return await run_in_threadpool(compute)
+
+    cache: ReportCache[Value] = state.reports
+    return await cache.get(key, run)

@@ -9,14 +9,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.admission import InfluxGate
 from api.auth import EVERYONE, ScopeDep, allow
 from api.deps import SiteId, release
-from api.report_cache import ReportCache
+from api.report_cache import remembered
 from api.schemas import ID_REGEX, TimeParam
 from compliance import queries as reads
 from compliance.figures import (
@@ -130,25 +128,15 @@ async def _remembered(
     span: ReportSpan,
     build: Callable[[InfluxClient, Session, ReportWindow], Body],
 ) -> Body:
-    """`build`'s answer for `key` from the process's report cache (api.report_cache), or
-    computed on a route thread with a session of its own (the request that started it may go
-    away while others wait for it) and one of the InfluxDB slots (api.admission.InfluxGate),
-    which callers served from the cache never take. The caller's scope is checked before."""
-    state = request.app.state
-    settings: Settings = state.settings
+    """`build`'s answer over the planned `span` (api.report_cache.remembered: the caller's
+    scope is checked before)."""
+    settings: Settings = request.app.state.settings
+    influx: InfluxClient = request.app.state.influx
 
-    def compute() -> Body:
-        with state.sessions() as session:
-            now = datetime.now(UTC)
-            return build(state.influx, session, _planned(settings, state.influx, span, now))
+    def planned(session: Session) -> Body:
+        return build(influx, session, _planned(settings, influx, span, datetime.now(UTC)))
 
-    async def in_slot() -> Body:
-        gate: InfluxGate = state.influx_gate
-        async with gate.slot():
-            return await run_in_threadpool(compute)
-
-    cache: ReportCache[Body] = state.reports
-    return await cache.get((*key, span), in_slot)
+    return await remembered(request, (*key, span), planned, reads_influx=True)
 
 
 @router.get(
