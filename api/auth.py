@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -71,19 +72,28 @@ class KeyCache:
         self._entries: dict[str, tuple[float, Verified]] = {}
         self._lock = threading.Lock()
 
+    def known(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, its principal) for a key verified less than `ttl_s` ago, the principal None
+        once the key has expired; (False, None) when it must be looked up (`principal`).
+        No I/O, so the API asks on the event loop."""
+        with self._lock:
+            entry = self._entries.get(token_hash(token))
+        if entry is None or time.monotonic() >= entry[0]:
+            return False, None
+        expires_at = entry[1].expires_at
+        valid = expires_at is None or datetime.now(UTC) < expires_at
+        return True, entry[1].principal if valid else None
+
     def principal(
         self, session: Session, token: str, *, admin_token: str | None
     ) -> Principal | None:
         """The principal of `token` as `security.keys.authenticate` finds it, from memory when
         it was verified less than `ttl_s` ago."""
-        now = datetime.now(UTC)
+        known, principal = self.known(token)
+        if known:
+            return principal
+        verified = authenticate(session, token, now=datetime.now(UTC), admin_token=admin_token)
         digest = token_hash(token)
-        with self._lock:
-            entry = self._entries.get(digest)
-        if entry is not None and time.monotonic() < entry[0]:
-            expires_at = entry[1].expires_at
-            return entry[1].principal if expires_at is None or now < expires_at else None
-        verified = authenticate(session, token, now=now, admin_token=admin_token)
         with self._lock:
             if verified is None or self._ttl <= 0:
                 self._entries.pop(digest, None)
@@ -94,20 +104,25 @@ class KeyCache:
         return verified.principal
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The authenticated caller (401 otherwise), within its rate (429 with Retry-After)."""
-    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    """The authenticated caller (401 otherwise), within its rate (429 with Retry-After). A key
+    remembered by the KeyCache is answered on the event loop; only one to look up goes to a
+    route thread (a registry read), and its read transaction ends there: each thread hop costs
+    the event loop a round trip (docs/performance.md)."""
     keys: KeyCache = request.app.state.keys
-    principal = (
-        keys.principal(session, credentials.credentials, admin_token=admin)
-        if credentials is not None
-        else None
-    )
+    principal = None
+    if credentials is not None:
+        known, principal = keys.known(credentials.credentials)
+        if not known:
+            admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+            principal = await run_in_threadpool(
+                _looked_up, keys, session, credentials.credentials, admin
+            )
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -122,6 +137,14 @@ def get_principal(
             f"rate limit of {settings.api.rate_per_s:g} requests/s for this key exceeded",
             headers={"Retry-After": str(math.ceil(wait))},
         )
+    return principal
+
+
+def _looked_up(
+    keys: KeyCache, session: Session, token: str, admin_token: str | None
+) -> Principal | None:
+    principal = keys.principal(session, token, admin_token=admin_token)
+    release(session)
     return principal
 
 
@@ -201,7 +224,12 @@ class Scope:
             raise NotFound(f"no bin with id {bin_id!r}")
 
 
-def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
+async def get_scope(principal: PrincipalDep, session: SessionDep) -> Scope:
+    """The caller's scope: a grid official's and an operator's are read from the registry on a
+    route thread; the others need no I/O (the session holds no connection after
+    `get_principal`) and are made on the event loop."""
+    if principal.role in (ApiRole.grid, ApiRole.operator):
+        return await run_in_threadpool(scope_of, principal, session)
     return scope_of(principal, session)
 
 

@@ -24,6 +24,7 @@ from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
+from api.report_cache import ReportCache
 from api.routes import API_PHOTO_PATHS, api_router, health_router
 from collection.photo_store import photo_store
 from core.errors import (
@@ -88,6 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.limiter = RateLimiter(settings.api.rate_per_s, settings.api.rate_burst)
         app.state.keys = KeyCache(settings.api.key_cache_s)
         app.state.photos = photo_store(settings.route)
+        # The compliance routes' and the site list's answers, for a few seconds (the routes
+        # check the caller's scope before they look there).
+        app.state.reports = ReportCache[object](settings.api.report_cache_s)
         try:
             yield
         finally:

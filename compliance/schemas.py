@@ -34,6 +34,67 @@ AUTO_RAW_UP_TO: Final = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSpan:
+    """A report's checked range [start, end) on whole hours, its breakdown and the source that
+    will answer it: everything the client chose, nothing read yet. Two requests with the same
+    span (and subject) ask for the same report, so the API's report cache keys on it."""
+
+    start: datetime
+    end: datetime
+    every: Every | None
+    source: Source
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        every: Every | None,
+        source: SourceParam,
+        now: datetime,
+    ) -> ReportSpan:
+        """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
+        parameter; InvalidRequest (422) says what to send instead."""
+        end = end or now.replace(minute=0, second=0, microsecond=0)
+        start = start or end - DEFAULT_REPORT_RANGE
+        if start >= end:
+            raise InvalidRequest("start must be before end")
+        for name, moment in (("end", end), ("start", start)):  # the default start follows end
+            if moment != moment.replace(minute=0, second=0, microsecond=0):
+                raise InvalidRequest(
+                    f"{name} must be on a whole hour (reports add up hourly rollups), "
+                    f"e.g. {rfc3339(moment.replace(minute=0, second=0, microsecond=0))}"
+                )
+        span = end - start
+        if span > MAX_REPORT_RANGE:
+            raise InvalidRequest(
+                f"start..end spans {span / timedelta(days=1):.1f} days; reports cover at most 366"
+            )
+        if source == "raw" and span > MAX_RAW_RANGE:
+            raise InvalidRequest(
+                "source=raw covers at most 7 days: narrow start/end or use source=auto"
+            )
+        chosen: Source = (
+            source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
+        )
+        return cls(start, end, every, chosen)
+
+    def window(
+        self, *, now: datetime, timezone: str, coverage: Callable[[datetime, datetime], Coverage]
+    ) -> ReportWindow:
+        """The window, planned: `coverage(start, end)` says what the rollups hold of it
+        (core.coverage.read_coverage)."""
+        held = coverage(self.start, self.end)
+        segments = plan(
+            self.start, self.end, tier=self.source, timezone=timezone, now=now, coverage=held
+        )
+        return ReportWindow(
+            self.start, self.end, self.every, self.source, timezone, segments, now, held
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ReportWindow:
     """A checked report range [start, end) on whole hours, the source that will answer it (and
     which tier answers which part of it, given what the rollups cover at `now`), and the
@@ -58,47 +119,6 @@ class ReportWindow:
     @property
     def hours(self) -> int:
         return (self.end - self.start) // HOUR
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        start: datetime | None,
-        end: datetime | None,
-        every: Every | None,
-        source: SourceParam,
-        now: datetime,
-        timezone: str,
-        coverage: Callable[[datetime, datetime], Coverage],
-    ) -> ReportWindow:
-        """Defaults (the 7 days up to the last whole hour) and the checks that need more than one
-        parameter; InvalidRequest (422) says what to send instead. `coverage(start, end)` says
-        what the rollups hold of the window (core.coverage.read_coverage)."""
-        end = end or now.replace(minute=0, second=0, microsecond=0)
-        start = start or end - DEFAULT_REPORT_RANGE
-        if start >= end:
-            raise InvalidRequest("start must be before end")
-        for name, moment in (("end", end), ("start", start)):  # the default start follows end
-            if moment != moment.replace(minute=0, second=0, microsecond=0):
-                raise InvalidRequest(
-                    f"{name} must be on a whole hour (reports add up hourly rollups), "
-                    f"e.g. {rfc3339(moment.replace(minute=0, second=0, microsecond=0))}"
-                )
-        span = end - start
-        if span > MAX_REPORT_RANGE:
-            raise InvalidRequest(
-                f"start..end spans {span / timedelta(days=1):.1f} days; reports cover at most 366"
-            )
-        if source == "raw" and span > MAX_RAW_RANGE:
-            raise InvalidRequest(
-                "source=raw covers at most 7 days: narrow start/end or use source=auto"
-            )
-        chosen: Source = (
-            source if source != "auto" else ("raw" if span <= AUTO_RAW_UP_TO else "daily")
-        )
-        held = coverage(start, end)
-        segments = plan(start, end, tier=chosen, timezone=timezone, now=now, coverage=held)
-        return cls(start, end, every, chosen, timezone, segments, now, held)
 
 
 class Metrics(BaseModel):

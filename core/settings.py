@@ -184,6 +184,14 @@ class ApiSettings(_Group):
         "reading the registry again: a revoked key still works this long at most (0: look "
         "every request's key up)",
     )
+    report_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="how long each API process remembers a compliance report, ranking or page "
+        "of the site list it computed, serving it again without reading InfluxDB or the "
+        "registry: an answer reflects the data of at most this long ago (0: compute each)",
+    )
     max_body: int = Field(
         64 * 1024, ge=1024, description="largest request body the API accepts, bytes"
     )

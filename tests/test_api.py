@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,8 @@ from devices.contract import Topics
 from devices.models import MAX_ROW_ID, Area, Bin, Operator, Site
 from devices.registry import bin_tags
 from ingest.decode import decode
-from tests.helpers import ADMIN_HEADERS
+from security.keys import ApiRole, create_key
+from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.registry_backends import prepare_registry
 
 pytestmark = pytest.mark.servers
@@ -171,6 +173,47 @@ def test_sites_are_paginated_and_filtered(client: TestClient) -> None:
     assert first["next"].startswith("/api/v1/sites?limit=1&after=") and second["next"] is None
     following = client.get(first["next"]).json()  # keyset: the same rows, uncounted
     assert following["items"] == second["items"] and following["total"] is None
+
+
+LIST_CACHE_S = 2.0
+
+
+def test_a_remembered_site_list_reaches_only_callers_who_see_the_same_sites(
+    settings: Settings, registry: dict[str, str], influx: InfluxClient
+) -> None:
+    """The site list is remembered for BINWATCH_API_REPORT_CACHE_S, keyed by the sites the
+    caller may see and the query: a manager never gets the admin's page, a changed query is
+    another page, and a bin added shows in the counts once the entry is that old."""
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        token = create_key(
+            session, name="m", role=ApiRole.manager, now=datetime.now(UTC), site_ids=["site-a"]
+        ).token
+    manager = {"Authorization": f"Bearer {token}"}
+    short = settings.model_copy(update={"api_report_cache_s": LIST_CACHE_S})
+    with TestClient(create_app(short), headers=ADMIN_HEADERS) as client:
+        began = time.monotonic()
+        everything = client.get("/api/v1/sites").json()
+        assert [(s["id"], s["bin_count"]) for s in everything["items"]] == [
+            ("site-a", 3), ("site-b", 1)
+        ]  # fmt: skip
+        mine = client.get("/api/v1/sites", headers=manager).json()
+        assert [s["id"] for s in mine["items"]] == ["site-a"] and mine["total"] == 1
+        with session_factory(engine)() as session:
+            session.add(Bin(id="a-spare", site_id="site-a", station="gate", stream="residual",
+                            capacity_l=240, threshold_pct=80.0))  # fmt: skip
+            session.commit()
+        assert client.get("/api/v1/sites").json() == everything  # remembered
+        assert time.monotonic() - began < LIST_CACHE_S, "too slow to show the cache"
+        one = client.get("/api/v1/sites", params={"limit": 1}).json()  # another query
+        assert [(s["id"], s["bin_count"]) for s in one["items"]] == [("site-a", 4)]
+        wait_for(
+            lambda: client.get("/api/v1/sites").json()["items"][0]["bin_count"] == 4,
+            timeout=LIST_CACHE_S + 2,
+            what="the new bin in the remembered site list",
+        )
+        assert time.monotonic() - began >= LIST_CACHE_S
+    engine.dispose()
 
 
 def test_site_detail_names_its_place_in_the_grid(client: TestClient) -> None:

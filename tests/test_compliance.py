@@ -31,7 +31,7 @@ from compliance.figures import (
 )
 from compliance.ranking import ranked, rule
 from compliance.requests import request_sums
-from compliance.schemas import Ranking, ReportWindow, SiteRow
+from compliance.schemas import Ranking, ReportSpan, ReportWindow, SiteRow
 from core.coverage import Coverage, Covered
 from core.errors import InvalidRequest
 from core.sql import make_engine
@@ -170,13 +170,12 @@ def test_totals_add_up() -> None:
 
 
 def window(**overrides: object) -> ReportWindow:
-    args: dict[str, object] = {
-        "start": None, "end": None, "every": None, "source": "auto",
-        "now": datetime(2026, 3, 10, 8, 41, tzinfo=UTC), "timezone": "Asia/Shanghai",
-        "coverage": lambda _start, _end: Coverage((Covered(datetime(2026, 1, 1, tzinfo=UTC), None),)),
-    }  # fmt: skip
+    args: dict[str, object] = {"start": None, "end": None, "every": None, "source": "auto"}
     args.update(overrides)
-    return ReportWindow.build(**args)  # type: ignore[arg-type]
+    now = datetime(2026, 3, 10, 8, 41, tzinfo=UTC)
+    span = ReportSpan.check(now=now, **args)  # type: ignore[arg-type]
+    covered = Coverage((Covered(datetime(2026, 1, 1, tzinfo=UTC), None),))
+    return span.window(now=now, timezone="Asia/Shanghai", coverage=lambda _start, _end: covered)
 
 
 def test_report_window_defaults_and_source() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
+from api.routes import compliance as compliance_routes
 from compliance.rollups import backfill
 from core.influx import InfluxClient
 from core.settings import Settings
@@ -27,6 +30,7 @@ from core.telemetry import ensure_rollups
 from devices.contract import Reading, TopicKind, Topics
 from devices.registry import BinTags
 from ingest.service import Ingestor
+from security.keys import ApiRole, create_key
 from tests.conftest import count_points
 from tests.helpers import ADMIN_HEADERS, wait_for
 from tests.mqtt_helpers import publish_all
@@ -498,3 +502,116 @@ def test_daily_tier_gives_the_same_figures_as_the_bin_hours(api: TestClient) -> 
                 answers[source] = body
             assert answers["daily"] == answers["hourly"] == answers["raw"]
             assert answers["daily"]["metrics"]["deposits"] == 202
+
+
+# --- the report cache (api.report_cache) ---------------------------------------------------------
+
+CACHE_S = 3.0
+
+
+@pytest.fixture
+def cached(settings: Settings, api: TestClient) -> Iterator[TestClient]:
+    """An app over the `api` fixture's data that remembers reports for CACHE_S."""
+    short = settings.model_copy(update={"api_report_cache_s": CACHE_S})
+    with TestClient(create_app(short), headers=ADMIN_HEADERS) as client:
+        yield client
+
+
+def _key(settings: Settings, role: ApiRole, **scope: Any) -> dict[str, str]:
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            issued = create_key(session, name=role.value, role=role, now=datetime.now(UTC), **scope)
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+def test_a_remembered_report_is_served_only_within_the_callers_scope(
+    settings: Settings, cached: TestClient
+) -> None:
+    """The admin's answers are in the cache; a key outside their subject gets exactly the 404 of
+    an id that does not exist (or its role's 403), a key inside it the admin's answer."""
+    site, area, operator = (
+        f"/api/v1/compliance/sites/{Y}",
+        "/api/v1/compliance/areas/xiaoba",
+        "/api/v1/compliance/operators/op-lvyuan",
+    )
+    remembered = {path: get(cached, path) for path in (site, area, operator)}
+    missing = {
+        site: f"no site with id {Y!r}",
+        area: "no area with id 'xiaoba'",
+        operator: "no operator with id 'op-lvyuan'",
+    }
+    outsiders = [  # each: its key, and the answer to each path
+        (_key(settings, ApiRole.manager, site_ids=[X]), {site: 404, area: 403, operator: 403}),
+        (_key(settings, ApiRole.grid, area_id="lvxin-road"), {site: 404, area: 404, operator: 403}),
+        (
+            _key(settings, ApiRole.operator, operator_id="op-jiejing"),
+            {site: 404, area: 403, operator: 404},
+        ),
+    ]
+    for headers, codes in outsiders:
+        for path, code in codes.items():
+            answer = cached.get(path, params=window(), headers=headers)
+            assert answer.status_code == code, (path, answer.text)
+            if code == 404:
+                assert answer.json() == {"detail": missing[path]}
+    insiders = {
+        site: _key(settings, ApiRole.manager, site_ids=[Y]),
+        area: _key(settings, ApiRole.grid, area_id="xiaoba"),
+        operator: _key(settings, ApiRole.operator, operator_id="op-lvyuan"),
+    }
+    for path, headers in insiders.items():
+        answer = cached.get(path, params=window(), headers=headers)
+        assert (answer.status_code, answer.json()) == (200, remembered[path])
+
+
+def test_a_changed_parameter_is_another_report_and_new_data_shows_after_the_ttl(
+    settings: Settings, cached: TestClient
+) -> None:
+    path = f"/api/v1/compliance/sites/{X}"
+    began = time.monotonic()
+    assert get(cached, path, source="hourly")["metrics"]["requests"] == 0
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            add_request(session, KITCHEN, created=at(13), due=at(25), status="verified",
+                        completed=at(13, 45))  # fmt: skip
+    finally:
+        engine.dispose()
+    assert get(cached, path, source="hourly")["metrics"]["requests"] == 0  # remembered
+    assert time.monotonic() - began < CACHE_S, "too slow to show the cache: the test says nothing"
+    # Any parameter that changes the answer is another entry, computed from what is stored now.
+    assert get(cached, path, source="raw")["metrics"]["requests"] == 1
+    assert get(cached, path, source="hourly", every="1d")["metrics"]["requests"] == 1
+    assert get(cached, f"/api/v1/compliance/sites/{Y}", source="hourly")["metrics"]["requests"] == 0
+    # Once the entry is CACHE_S old the next request computes it again.
+    wait_for(
+        lambda: get(cached, path, source="hourly")["metrics"]["requests"] == 1,
+        timeout=CACHE_S + 2,
+        what="the new request in the remembered report",
+    )
+    assert time.monotonic() - began >= CACHE_S
+
+
+def test_identical_requests_at_once_compute_the_report_once(
+    cached: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten callers asking for the same ranking while it is computed: one computation, the
+    same answer for all (on the route threads the app runs reports on)."""
+    built: list[float] = []
+    build = compliance_routes.build_ranking
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        built.append(time.monotonic())
+        time.sleep(0.5)  # long enough for the others to arrive meanwhile
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(compliance_routes, "build_ranking", slow_build)
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(
+            pool.map(lambda _: get(cached, "/api/v1/rankings", site_type="agency"), range(10))
+        )
+    assert len(built) == 1
+    assert all(answer == answers[0] for answer in answers)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from compliance.rollups import SETTLED, backfill, catch_up
-from compliance.schemas import ReportWindow
+from compliance.schemas import ReportSpan
 from core.coverage import read_coverage
 from core.influx import InfluxClient
 from core.settings import Settings
@@ -68,7 +68,9 @@ def test_reports_read_raw_where_the_rollups_do_not_reach(
     ]  # fmt: skip
     _publish(settings, readings)
     deposits = sum(r.deposits or 0 for _, r in readings)
-    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as api:
+    # Each report below must read what is stored at that moment: no report cache.
+    fresh = settings.model_copy(update={"api_report_cache_s": 0})
+    with TestClient(create_app(fresh), headers=ADMIN_HEADERS) as api:
         raw = _figures(api, source="raw", **window)
         assert raw[0] == deposits
         # Asked at once: every source answers what the raw readings say (the default, too).
@@ -82,10 +84,8 @@ def test_reports_read_raw_where_the_rollups_do_not_reach(
         finally:
             influx.close()
         # Backfilled: settled hours now come from the rollup tiers, with the same figures.
-        planned = ReportWindow.build(
-            start=None, end=None, every=None, source="auto", now=now,
-            timezone=settings.timezone, coverage=lambda _s, _e: coverage,
-        )  # fmt: skip
+        span = ReportSpan.check(start=None, end=None, every=None, source="auto", now=now)
+        planned = span.window(now=now, timezone=settings.timezone, coverage=lambda _s, _e: coverage)
         assert {"site_hour"} <= {s.tier for s in planned.segments}
         for source in ("hourly", "daily", "auto"):
             assert _figures(api, source=source, **window) == raw, source

@@ -4,7 +4,7 @@ collection per site, area and operator, and the published rankings; every report
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -13,7 +13,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.auth import EVERYONE, ScopeDep, allow
-from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId, release
+from api.deps import SiteId, release
+from api.report_cache import remembered
 from api.schemas import ID_REGEX, TimeParam
 from compliance import queries as reads
 from compliance.figures import (
@@ -38,6 +39,7 @@ from compliance.schemas import (
     Every,
     Period,
     Ranking,
+    ReportSpan,
     ReportWindow,
     SiteRow,
     SourceParam,
@@ -45,6 +47,7 @@ from compliance.schemas import (
 from core.coverage import read_coverage
 from core.errors import NotFound
 from core.influx import InfluxClient
+from core.settings import Settings
 from devices.contract import SiteType
 from security.keys import ApiRole
 
@@ -61,11 +64,10 @@ Format = Annotated[
     Literal["json", "csv"] | None,
     Query(description="csv for a CSV table (as does Accept: text/csv); default JSON"),
 ]
+Body = TypeVar("Body", ComplianceReport, Ranking)
 
 
-def report_window(
-    settings: SettingsDep,
-    influx: InfluxDep,
+async def report_span(
     start: Annotated[
         TimeParam,
         Query(description="RFC 3339 on a whole hour (URL-encode '+' as %2B); default end − 7 days"),
@@ -85,20 +87,56 @@ def report_window(
             "site-hour rollups where settled (daily), or auto: raw up to 1 day, else daily"
         ),
     ] = "auto",
+) -> ReportSpan:
+    """The checked span of a report request; InvalidRequest (422) when it cannot be served.
+    No I/O: checked on the event loop, before the report cache is asked."""
+    return ReportSpan.check(start=start, end=end, every=every, source=source, now=datetime.now(UTC))
+
+
+ReportSpanDep = Annotated[ReportSpan, Depends(report_span)]
+
+
+def report_window(
+    settings: Settings,
+    influx: InfluxClient,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    every: Every | None = None,
+    source: SourceParam = "auto",
 ) -> ReportWindow:
-    """The checked report window; InvalidRequest (422) when it cannot be served."""
-    return ReportWindow.build(
-        start=start,
-        end=end,
-        every=every,
-        source=source,
-        now=datetime.now(UTC),
+    """The checked and planned window of a report the console shows (no cache: a page shows
+    what is stored now)."""
+    now = datetime.now(UTC)
+    span = ReportSpan.check(start=start, end=end, every=every, source=source, now=now)
+    return _planned(settings, influx, span, now)
+
+
+def _planned(
+    settings: Settings, influx: InfluxClient, span: ReportSpan, now: datetime
+) -> ReportWindow:
+    return span.window(
+        now=now,
         timezone=settings.timezone,
         coverage=lambda first, last: read_coverage(influx, first, last),
     )
 
 
-ReportWindowDep = Annotated[ReportWindow, Depends(report_window)]
+async def _remembered(
+    request: Request,
+    key: tuple[Hashable, ...],
+    span: ReportSpan,
+    build: Callable[[InfluxClient, Session, ReportWindow], Body],
+) -> Body:
+    """`build`'s answer over the planned `span` (api.report_cache.remembered: the caller's
+    scope is checked before)."""
+    settings: Settings = request.app.state.settings
+    influx: InfluxClient = request.app.state.influx
+
+    def planned(session: Session) -> Body:
+        return build(influx, session, _planned(settings, influx, span, datetime.now(UTC)))
+
+    return await remembered(request, (*key, span), planned, reads_influx=True)
 
 
 @router.get(
@@ -107,19 +145,21 @@ ReportWindowDep = Annotated[ReportWindow, Depends(report_window)]
     responses=_CSV_RESPONSE,
     dependencies=[EVERYONE],
 )
-def site_report(
+async def site_report(
     site_id: SiteId,
     caller: ScopeDep,
-    window: ReportWindowDep,
-    session: SessionDep,
-    influx: InfluxDep,
+    span: ReportSpanDep,
     request: Request,
     format: Format = None,
 ) -> ComplianceReport | Response:
     """A site's accuracy, participation, overflow, device health, collection and score."""
     caller.site(site_id)
-    scope = reads.site_scope(session, site_id)
-    return _answer(request, format, build_report(influx, session, scope, window, list_sites=False))
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> ComplianceReport:
+        scope = reads.site_scope(session, site_id)
+        return build_report(influx, session, scope, window, list_sites=False)
+
+    return _answer(request, format, await _remembered(request, ("site", site_id), span, build))
 
 
 @router.get(
@@ -128,20 +168,21 @@ def site_report(
     responses=_CSV_RESPONSE,
     dependencies=[allow(ApiRole.admin, ApiRole.grid)],
 )
-def area_report(
+async def area_report(
     area_id: AreaId,
     caller: ScopeDep,
-    window: ReportWindowDep,
-    session: SessionDep,
-    influx: InfluxDep,
+    span: ReportSpanDep,
     request: Request,
     format: Format = None,
 ) -> ComplianceReport | Response:
     """A community's, street's, district's or the city's figures, with its sites ranked (a grid
     key: its own area and those under it)."""
     caller.area(area_id)
-    report = area_compliance(influx, session, area_id, window, list_sites=True)
-    return _answer(request, format, report)
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> ComplianceReport:
+        return area_compliance(influx, session, area_id, window, list_sites=True)
+
+    return _answer(request, format, await _remembered(request, ("area", area_id), span, build))
 
 
 def area_compliance(
@@ -163,35 +204,40 @@ def area_compliance(
     responses=_CSV_RESPONSE,
     dependencies=[allow(ApiRole.admin, ApiRole.operator)],
 )
-def operator_report(
+async def operator_report(
     operator_id: OperatorId,
     caller: ScopeDep,
-    window: ReportWindowDep,
-    session: SessionDep,
-    influx: InfluxDep,
+    span: ReportSpanDep,
     request: Request,
     format: Format = None,
 ) -> ComplianceReport | Response:
     """The figures of every site an operator serves, with those sites ranked."""
     if not caller.is_admin and caller.principal.operator_id != operator_id:
         raise NotFound(f"no operator with id {operator_id!r}")
-    scope = reads.operator_scope(session, operator_id)
-    return _answer(request, format, build_report(influx, session, scope, window, list_sites=True))
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> ComplianceReport:
+        scope = reads.operator_scope(session, operator_id)
+        return build_report(influx, session, scope, window, list_sites=True)
+
+    key = ("operator", operator_id)
+    return _answer(request, format, await _remembered(request, key, span, build))
 
 
 @router.get("/rankings", response_model=Ranking, responses=_CSV_RESPONSE, dependencies=[EVERYONE])
-def rankings(
+async def rankings(
     site_type: Annotated[SiteType, Query(description="rank the sites of this type")],
-    window: ReportWindowDep,
-    session: SessionDep,
-    influx: InfluxDep,
+    span: ReportSpanDep,
     request: Request,
     format: Format = None,
 ) -> Ranking | Response:
     """The sites of a type with enough evidence, cleanest first, each with its score and the
     parts behind it; then those without enough evidence, with the reason."""
-    scope = reads.type_scope(session, site_type.value)
-    return _answer(request, format, build_ranking(influx, session, scope, window, site_type))
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> Ranking:
+        scope = reads.type_scope(session, site_type.value)
+        return build_ranking(influx, session, scope, window, site_type)
+
+    return _answer(request, format, await _remembered(request, ("ranking", site_type), span, build))
 
 
 def build_ranking(
@@ -356,9 +402,6 @@ def build_report(
         periods=breakdown,
         sites=rows if list_sites else [],
     )
-
-
-Body = TypeVar("Body", ComplianceReport, Ranking)
 
 
 def _answer(request: Request, format: str | None, body: Body) -> Body | Response:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
 from api.deps import InfluxDep, SessionDep, SiteId, release
 from api.paging import After, next_after, next_offset, read_cursor
+from api.report_cache import remembered
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
 from devices import registry
 from devices.contract import SiteType
@@ -22,8 +24,7 @@ MAX_OFFSET = 1_000_000_000
 
 
 @router.get("", response_model=SitePage, dependencies=[EVERYONE])
-def list_sites(
-    session: SessionDep,
+async def list_sites(
     scope: ScopeDep,
     request: Request,
     site_type: Annotated[SiteType | None, Query(description="only sites of this type")] = None,
@@ -36,27 +37,34 @@ def list_sites(
 ) -> SitePage:
     """A page of the caller's sites ordered by id, with the total matching the filters."""
     past = read_cursor(after, offset, str)
-    page = registry.list_sites(
-        session,
-        site_type=site_type,
-        community_id=community_id,
-        limit=limit,
-        offset=offset,
-        visible=scope.sites,
-        after=past,
-        count=past is None,
-        with_bins=False,
-    )
-    counts = registry.bin_counts(session, [site.id for site in page.rows])
-    items = [SiteSummary.of(site, counts.get(site.id, 0)) for site in page.rows]
-    last = page.rows[-1] if page.rows else None
-    return SitePage(
-        items=items,
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_after(request, page.more, last.id) if last else None,
-    )
+
+    def build(session: Session) -> SitePage:
+        page = registry.list_sites(
+            session,
+            site_type=site_type,
+            community_id=community_id,
+            limit=limit,
+            offset=offset,
+            visible=scope.sites,
+            after=past,
+            count=past is None,
+            with_bins=False,
+        )
+        counts = registry.bin_counts(session, [site.id for site in page.rows])
+        items = [SiteSummary.of(site, counts.get(site.id, 0)) for site in page.rows]
+        last = page.rows[-1] if page.rows else None
+        return SitePage(
+            items=items,
+            total=page.total,
+            limit=limit,
+            offset=offset,
+            next=next_after(request, page.more, last.id) if last else None,
+        )
+
+    # The answer depends on the sites the caller may see and on the query (path and query
+    # string make the `next` link): callers who see the same sites share it.
+    key = ("sites", scope.sites, request.url.path, request.url.query)
+    return await remembered(request, key, build, reads_influx=False)
 
 
 @router.get("/{site_id}", response_model=SiteDetail, dependencies=[EVERYONE])
