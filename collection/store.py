@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -124,6 +124,11 @@ def open_request(
     return Opened(request, created=True)
 
 
+# Each lost race means another writer moved the request; a request has only a few states to
+# move through, so a few attempts settle it.
+TRANSITION_ATTEMPTS: Final = 3
+
+
 def transition(
     session: Session,
     request_id: int,
@@ -135,23 +140,35 @@ def transition(
     **changes: Any,
 ) -> CollectionRequest:
     """Move a request to `to` if the state machine lets `actor` do it; `TransitionRefused` says
-    why not. `changes` are further columns set in the same UPDATE."""
-    request = get_request(session, request_id)
-    status = Status(request.status)
-    check(request_id=request.id, status=status, operator_id=request.operator_id, to=to, actor=actor)
-    moved = session.execute(
-        update(CollectionRequest)
-        .where(CollectionRequest.id == request_id, CollectionRequest.status == status.value)
-        .values(status=to.value, updated_at=now, **changes)
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        raise TransitionRefused(f"request {request_id} changed while this was asked; try again")
-    _event(session, request, now, actor, status, to, note=note)
-    session.commit()
-    session.refresh(request)
-    return request
+    why not. `changes` are further columns set in the same UPDATE.
+
+    Optimistic: the UPDATE holds only while the status is still the one checked. When another
+    writer moved it in between (the collector dispatching a request as its operator
+    acknowledges it, on another node), the state machine is asked again on the new status, so
+    an action that is still allowed is not refused for a race the caller cannot see."""
+    for _attempt in range(TRANSITION_ATTEMPTS):
+        request = get_request(session, request_id)
+        status = Status(request.status)
+        check(
+            request_id=request.id,
+            status=status,
+            operator_id=request.operator_id,
+            to=to,
+            actor=actor,
+        )
+        moved = session.execute(
+            update(CollectionRequest)
+            .where(CollectionRequest.id == request_id, CollectionRequest.status == status.value)
+            .values(status=to.value, updated_at=now, **changes)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            _event(session, request, now, actor, status, to, note=note)
+            session.commit()
+            session.refresh(request)
+            return request
+        session.rollback()  # and read the request again
+    raise TransitionRefused(f"request {request_id} changed while this was asked; try again")
 
 
 def complete(

@@ -10,19 +10,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
 from api.main import create_app
 from binwatch.servers import free_port
 from collection import rules, series, store
-from collection.lifecycle import COLLECTOR, Actor, Role, Status
+from collection.lifecycle import COLLECTOR, Actor, Role, Status, TransitionRefused
 from collection.models import CollectionEvent, CollectionRequest
 from core.influx import InfluxClient
 from core.lineprotocol import tag_set
@@ -445,6 +446,38 @@ def test_kitchen_bins_with_deposits_are_cleared_daily(
     kitchen = requests_of(settings, status=None)
     made = [(r.bin_id, r.rule) for r in kitchen if r.rule == "kitchen_daily"]
     assert made == [(used, "kitchen_daily")]
+
+
+def test_an_acknowledgement_that_races_the_dispatch_is_taken_on_the_new_status(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """The operator read the request open; the collector dispatched it before the operator's
+    UPDATE: acknowledging a dispatched request is allowed too, so it is not refused."""
+    request_id = open_manual(settings, KITCHEN)
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    crew = Actor(Role.operator, OPERATOR)
+    raced: list[bool] = []
+
+    def dispatch_first(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        """Just before the operator's first UPDATE (its read said open), the collector
+        dispatches the request from a session of its own."""
+        if statement.startswith("UPDATE collection_requests") and not raced:
+            raced.append(True)
+            with Session(engine) as collector:
+                store.transition(collector, request_id, Status.dispatched, actor=COLLECTOR, now=now)
+
+    event.listen(engine, "before_cursor_execute", dispatch_first)
+    with Session(engine) as operator, Session(engine) as collector:
+        acked = store.transition(operator, request_id, Status.acknowledged, actor=crew, now=now)
+        assert raced
+        assert acked.status == "acknowledged"
+        moves = [(e.from_status, e.to_status) for e in acked.events]
+        assert moves == [(None, "open"), ("open", "dispatched"), ("dispatched", "acknowledged")]
+        # a move the new status no longer allows is still refused, with its reason
+        with pytest.raises(TransitionRefused, match="acknowledged"):
+            store.transition(collector, request_id, Status.dispatched, actor=COLLECTOR, now=now)
+    engine.dispose()
 
 
 def test_forecast_asks_early_for_a_bin_that_fills_before_the_next_working_day(
