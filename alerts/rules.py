@@ -80,6 +80,11 @@ def hold(limits: Limits, kind: AlertType) -> timedelta:
 # The seqs an open gap remembers: a jump that would leave more missing is a loss at once (a
 # bin reporting every minute would need an hour of readings overtaken by later ones).
 MAX_MISSING: Final = 64
+# A rise smaller than this between two readings is the thermometer's noise and its 0.1 °C
+# rounding, however fast a rate it makes over seconds (readings a second apart, a buffered
+# batch): 0.1 °C in one second is already 6 °C/min. A real fire climbs past it within a reading
+# or two at any reporting interval, and 60 °C (`temp_raise_c`) catches it regardless.
+MIN_RISE_C: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +358,7 @@ def _temperature(
         return
     if memory.last_temp_c is not None and memory.last_ts is not None:
         minutes = (ts - memory.last_ts).total_seconds() / 60
-        if minutes > 0:
+        if minutes > 0 and temp - memory.last_temp_c >= MIN_RISE_C:
             rise = (temp - memory.last_temp_c) / minutes
             if rise >= limits.temp_rise_c_per_min:
                 findings.append(

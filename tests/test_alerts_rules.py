@@ -70,6 +70,21 @@ def test_temperature_over_the_level_or_rising_fast_is_overheat() -> None:
     assert "rising" in rising[0].detail
 
 
+def test_a_thermometers_noise_between_readings_seconds_apart_is_no_rise() -> None:
+    second = 1 / 60
+    # 0.1–1.9 °C a second (6–114 °C/min) is noise and rounding, not a fire: never an overheat
+    steps = _run(
+        AlertType.overheat,
+        *(_r(i * second, temp_c=t) for i, t in enumerate([20.0, 20.1, 20.0, 21.9, 20.3, 20.4])),
+    )
+    assert {(kind, present) for step in steps for kind, present in _kinds(step)} == {
+        (AlertType.overheat, False)
+    }
+    # 2 °C in a second is a rise, at any interval
+    _, jump = _run(AlertType.overheat, _r(0, temp_c=20.0), _r(second, temp_c=22.0))
+    assert _kinds(jump) == [(AlertType.overheat, True)]
+
+
 def test_full_too_long_after_the_limit_and_cleared_when_emptied() -> None:
     limit = LIMITS.full_for.total_seconds() / 60
     steps = _run(
