@@ -82,8 +82,9 @@ def hold(limits: Limits, kind: AlertType) -> timedelta:
 MAX_MISSING: Final = 64
 # A rise smaller than this between two readings is the thermometer's noise and its 0.1 °C
 # rounding, however fast a rate it makes over seconds (readings a second apart, a buffered
-# batch): 0.1 °C in one second is already 6 °C/min. A real fire climbs past it within a reading
-# or two at any reporting interval, and 60 °C (`temp_raise_c`) catches it regardless.
+# batch): 0.1 °C in one second is already 6 °C/min. At the minutes apart bins report, a fire's
+# climb passes it between two readings; for a bin reporting every few seconds the rate rule then
+# stays quiet, and the level (`temp_raise_c`, 60 °C) is what raises the alert.
 MIN_RISE_C: Final = 2.0
 
 
