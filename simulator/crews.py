@@ -10,7 +10,8 @@ vehicle's crew key (`BINWATCH_API_CREW_TOKENS`), which completes a request's sto
 forecast stop done on the crew's screen. A vehicle without a crew key reports a request's stop
 with the operator's actions instead (acknowledge, complete, with `BINWATCH_API_TOKEN`). The bin
 is emptied in the fleet model in every case. A later version of the day's plan (a re-plan, an
-urgent request inserted) adds the stops new to it on the same clock.
+urgent request inserted) is driven as it says, on the same clocks: a stop not reached yet goes
+with the vehicle and time the new version gives it, stops reached stay done, new ones are added.
 
 **Request by request**, for operators without a plan today, and for a request the plan in
 force does not hold (raised since, or left out): they hear dispatches on
@@ -121,6 +122,16 @@ class _Drive:
     began: float
 
 
+# What a planned stop's crew does first on reaching it (a tap, an acknowledgement, or only
+# emptying the bin); a "complete" follows an acknowledgement already made.
+FIRST_ACTIONS: Final = frozenset({"tap", "ack", "empty"})
+
+
+def _stop_key(request_id: int | None, bin_id: str) -> str:
+    """A planned stop across plan versions: its request, or its bin when it has none."""
+    return f"request-{request_id}" if request_id else f"bin-{bin_id}"
+
+
 class Crews:
     """`start()` subscribes; pass `apply` to `run_simulation(between_rounds=...)`; `stop()`."""
 
@@ -212,16 +223,30 @@ class Crews:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            while not self._inbox.empty():
-                arrived = self._inbox.get()
-                if isinstance(arrived, RoutesPlanned):
-                    self._follow(arrived)
-                else:
-                    self._take(arrived)
-            if self._jobs and self._jobs[0].due <= self._clock():
-                self._do(heapq.heappop(self._jobs))
-            else:
+            if not self.work_once():
                 self._stop.wait(IDLE_S)
+
+    def work_once(self) -> bool:
+        """Take in what arrived, then act on the first job due, if one is; whether one was.
+        The crews' thread runs this; a test may run it on a clock of its own instead."""
+        while not self._inbox.empty():
+            arrived = self._inbox.get()
+            if isinstance(arrived, RoutesPlanned):
+                self._follow(arrived)
+            else:
+                self._take(arrived)
+        if self._jobs and self._jobs[0].due <= self._clock():
+            self._do(heapq.heappop(self._jobs))
+            return True
+        return False
+
+    def receive(self, message: Dispatch | RoutesPlanned) -> None:
+        """A dispatch or a plan, as if it had arrived over MQTT."""
+        self._inbox.put(message)
+
+    def upcoming(self) -> list[tuple[str, str, int]]:
+        """The planned stops not reached yet, in the order they are due: (bin, vehicle, stop)."""
+        return [(j.bin_id, j.vehicle_id, j.stop_id) for j in sorted(self._jobs) if j.planned]
 
     def _take(self, message: Dispatch) -> None:
         """Plan the acknowledgement of a new job, due now; the crew sets off once it lands."""
@@ -270,6 +295,25 @@ class Crews:
         }
         self._planned[plan.operator_id] = held
         kept = [j for j in self._jobs if j.planned or j.request_id not in held]
+        # A stop not reached yet is driven as this version says (its vehicle, its time): its
+        # pending first action is dropped here and scheduled again below. Stops reached stay done.
+        in_plan = {
+            _stop_key(stop.request_id, stop.bin_id)
+            for route in plan.vehicles
+            for stop in route.stops
+            if stop.kind == "job" and stop.bin_id is not None
+        }
+
+        def moved(job: _Job) -> bool:
+            return (
+                job.planned
+                and job.tries == 0
+                and job.action in FIRST_ACTIONS
+                and _stop_key(job.request_id, job.bin_id) in in_plan
+            )
+
+        self._stops -= {_stop_key(j.request_id, j.bin_id) for j in self._jobs if moved(j)}
+        kept = [j for j in self._jobs if (j.planned or j.request_id not in held) and not moved(j)]
         if len(kept) != len(self._jobs):
             self._jobs = kept
             heapq.heapify(self._jobs)
@@ -285,7 +329,7 @@ class Crews:
         for stop in route.stops:
             if stop.kind != "job" or stop.bin_id is None:
                 continue
-            key = f"request-{stop.request_id}" if stop.request_id else f"bin-{stop.bin_id}"
+            key = _stop_key(stop.request_id, stop.bin_id)
             if key in self._stops:
                 continue
             self._stops.add(key)
