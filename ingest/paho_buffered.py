@@ -73,15 +73,15 @@ class _BufferedSocket:
 
 
 class BufferedClient(paho.Client):
-    """Also stops reading while `read_paused()` says so: a subscriber whose own buffer is full
-    leaves the rest in the broker's queue (TCP back-pressure). MQTT 5's Receive Maximum should
-    do that, but Mosquitto 2.0.11 stops honouring it once acknowledgements flow (measured here:
-    Receive Maximum 100, 50 acks, and the other 900 queued messages arrived at once;
-    eclipse-mosquitto/mosquitto#2301). It is asked before each packet read paho's way and
-    before each chunk handed to `on_publishes`, so a full buffer can take at most one chunk
-    more (`MAX_PACKETS_PER_READ`)."""
+    """Also reads no more messages than `read_room()` says the subscriber can hold now: one
+    whose own buffer is full leaves the rest in the broker's queue (TCP back-pressure). MQTT 5's
+    Receive Maximum should do that, but Mosquitto 2.0.11 stops honouring it once
+    acknowledgements flow (measured here: Receive Maximum 100, 50 acks, and the other 900 queued
+    messages arrived at once; eclipse-mosquitto/mosquitto#2301). It is asked before each packet
+    read paho's way and before each chunk handed to `on_publishes`, and a chunk is cut to the
+    room left, so the buffer never holds more than its bound."""
 
-    read_paused: Callable[[], bool] | None = None
+    read_room: Callable[[], int] | None = None
     # When set (MQTT 5, manual ack), the common PUBLISHes already in the read buffer are handed
     # over together, as `RawPublish` tuples in arrival order, instead of one `on_message` each:
     # see `_read_publishes`. Every other packet, and the first of each chunk read, still goes
@@ -97,7 +97,8 @@ class BufferedClient(paho.Client):
             self.on_publishes is not None and self._manual_ack and self._protocol == paho.MQTTv5
         )
         for _ in range(MAX_PACKETS_PER_READ):
-            if self.read_paused is not None and self.read_paused():
+            room = MAX_PACKETS_PER_READ if self.read_room is None else self.read_room()
+            if room <= 0:
                 time.sleep(PAUSED_POLL_S)  # paho's loop calls again at once: do not spin
                 break
             sock = self._sock
@@ -105,7 +106,7 @@ class BufferedClient(paho.Client):
                 short_way
                 and isinstance(sock, _BufferedSocket)
                 and self._in_packet["command"] == 0  # no packet half read by paho
-                and self._read_publishes(sock)
+                and self._read_publishes(sock, min(room, MAX_PACKETS_PER_READ))
             ):
                 if not sock.pending():
                     break
@@ -118,10 +119,10 @@ class BufferedClient(paho.Client):
                 break
         return rc
 
-    def _read_publishes(self, sock: _BufferedSocket) -> int:
+    def _read_publishes(self, sock: _BufferedSocket, most: int) -> int:
         """Hand the whole PUBLISHes at the head of the read buffer (MQTT 5, QoS 0 or 1, no
         properties: what a broker sends a subscriber without topic aliases) to `on_publishes`
-        in one call, at most `MAX_PACKETS_PER_READ`; how many. paho spends ~15 µs of Python
+        in one call, at most `most`; how many. paho spends ~15 µs of Python
         per message on them (the packet state dict, three buffered `recv`s, two locks, the
         MQTTMessage and its Properties, the callback lock). It stops at the first packet that
         is anything else or not wholly read yet, which paho's own path then reads as ever.
@@ -131,7 +132,7 @@ class BufferedClient(paho.Client):
         end = len(buffer)
         pos = 0
         out: list[RawPublish] = []
-        while pos < end and len(out) < MAX_PACKETS_PER_READ:
+        while pos < end and len(out) < most:
             header = buffer[pos] & ~_DUP_AND_RETAIN
             if header != _PUBLISH_QOS1 and header != _PUBLISH_QOS0:
                 break

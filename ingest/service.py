@@ -136,7 +136,7 @@ class Ingestor:
             client_class=BufferedClient,
         )
         self._client = client = cast(BufferedClient, self._mqtt.client)
-        client.read_paused = self._buffer_full
+        client.read_room = self._buffer_room
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -145,8 +145,10 @@ class Ingestor:
         client.on_connect_fail = self._on_connect_fail
         self._failed_first_tries = 0
 
-    def _buffer_full(self) -> bool:
-        return len(self._pending) + self._writing >= self.settings.ingest.buffer
+    def _buffer_room(self) -> int:
+        """Messages the buffer can take now. Only paho's thread adds to it (what it reads
+        after asking this), so the answer can only grow before that thread reads again."""
+        return self.settings.ingest.buffer - len(self._pending) - self._writing
 
     # --- paho's thread -------------------------------------------------------------------
 

@@ -177,3 +177,28 @@ def test_publishes_read_the_short_way_arrive_as_paho_would_deliver_them_in_order
     assert len(paho_s) == 300
     assert mine == paho_s
     assert sum(short) > 200  # most went the short way
+
+
+def test_a_full_subscriber_is_handed_no_more_than_its_room() -> None:
+    """300 PUBLISHes already in the read buffer, a subscriber with room for 7 more (and then,
+    its writer having freed 5, for 5): it is handed exactly that, never a whole chunk more; the
+    rest stays in the buffer (and behind it, in the broker's queue)."""
+    topic = b"binwatch/v1/bins/b1/telemetry"
+    stream = b"".join(
+        _packet(0x32, _publish(topic, b"{}", qos=1, mid=n, props=b"\x00")) for n in range(1, 301)
+    )
+    client, got = _client()
+    bound = 7
+    client.on_publishes = lambda messages: got.extend(messages)  # type: ignore[arg-type]
+    client.read_room = lambda: bound - len(got)
+    sock = _BufferedSocket(_Chunks([stream]))
+    client._sock = sock  # noqa: SLF001  (paho's socket: the path tested)
+    for _ in range(20):
+        client.loop_read()
+    assert len(got) == bound
+    bound += 5  # the writer stored five: room for five more
+    for _ in range(20):
+        client.loop_read()
+    assert len(got) == 12
+    assert sock.pending()  # the rest is still waiting, unread by the subscriber
+    client._sock = None  # noqa: SLF001  (nothing to close)
