@@ -215,9 +215,9 @@ class Crews:
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         try:
             if message.topic.endswith("/routes"):
-                self._inbox.put(RoutesPlanned.model_validate_json(message.payload))
+                self.receive(RoutesPlanned.model_validate_json(message.payload))
             else:
-                self._inbox.put(Dispatch.model_validate_json(message.payload))
+                self.receive(Dispatch.model_validate_json(message.payload))
         except ValidationError as exc:
             log.warning("crews ignored a dispatch on %s: %s", message.topic, exc)
 
