@@ -8,6 +8,7 @@ NotFound for a key it does not hold."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -29,13 +30,19 @@ class DiskStore:
         self.folder = folder
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
-        """Write atomically: a half-written file never has the final name."""
+        """Write atomically: a half-written file never has the final name, and each writer has
+        its own partial file, so two uploads of one photo at once both succeed."""
         target = self._path(key)
-        partial = target.with_suffix(".part")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(data)
-            os.replace(partial, target)
+            handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(partial, target)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         except OSError as exc:  # disk full, folder not writable
             raise StoreUnavailable(f"photo folder {self.folder}: {exc.strerror}") from exc
 

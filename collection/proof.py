@@ -3,10 +3,12 @@ its first bytes (JPEG's and PNG's signatures), never from its name or the browse
 type, and its size is capped (`BINWATCH_ROUTE_PHOTO_MAX_KB`). Accepted photos are kept in the
 photo store (collection/photo_store.py: a folder or an S3 bucket) under one prefix per local
 day, named by the tap's id (the phone's own UUID, checked to be one: nothing the client sends
-becomes a key otherwise)."""
+becomes a key otherwise) and by a digest of the photo, so that two different photos of one tap
+sent at once never share a key: the one the tap keeps is exactly the one stored under it."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Final
 from uuid import UUID
@@ -45,10 +47,11 @@ def photo_kind(data: bytes, *, max_bytes: int) -> str:
 
 
 def keep_photo(store: PhotoStore, data: bytes, *, tap_id: UUID, day: date, max_bytes: int) -> str:
-    """Check the photo and put it in the store; its key there (`YYYY-MM-DD/<tap id>.png`), as
-    the tap keeps it. PhotoRejected for a photo that is not acceptable, StoreUnavailable when
+    """Check the photo and put it in the store; its key there
+    (`YYYY-MM-DD/<tap id>-<16 hex digits of its SHA-256>.png`), as the tap keeps it. PhotoRejected for a photo that is not acceptable, StoreUnavailable when
     the store cannot take it now."""
     kind = photo_kind(data, max_bytes=max_bytes)
-    key = f"{day.isoformat()}/{tap_id}.{kind}"
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    key = f"{day.isoformat()}/{tap_id}-{digest}.{kind}"
     store.put(key, data, content_type=MEDIA_TYPES[kind])
     return key

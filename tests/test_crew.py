@@ -6,11 +6,13 @@ stop shows on the crew's screen and the manager's site page."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -61,12 +63,32 @@ def test_a_photo_is_what_its_bytes_say_and_is_kept_under_its_day(tmp_path: Path)
     tap_id = uuid.uuid4()
     disk = DiskStore(tmp_path)
     kept = keep_photo(disk, PNG, tap_id=tap_id, day=date(2026, 12, 2), max_bytes=1024)
-    assert kept == f"2026-12-02/{tap_id}.png"
+    assert kept == f"2026-12-02/{tap_id}-{hashlib.sha256(PNG).hexdigest()[:16]}.png"
     assert (tmp_path / kept).read_bytes() == disk.get(kept) == PNG
-    assert [p.name for p in (tmp_path / "2026-12-02").iterdir()] == [f"{tap_id}.png"]
+    assert [p.name for p in (tmp_path / "2026-12-02").iterdir()] == [kept.split("/")[1]]
     for outside in ("../../etc/passwd", "/etc/passwd", "2026-12-02", "2026-12-02/missing.png"):
         with pytest.raises(NotFound):
             disk.get(outside)
+
+
+def test_two_photos_of_one_tap_sent_at_once_never_share_a_key(tmp_path: Path) -> None:
+    """Both uploads are kept before either is attached to the tap (the API releases the
+    registry while the store is slow); whichever the tap keeps must be the photo under its key.
+    The same photo from many threads at once (a phone retrying) is one file and no error."""
+    disk, tap_id, day = DiskStore(tmp_path), uuid.uuid4(), date(2026, 12, 2)
+    first = keep_photo(disk, PNG, tap_id=tap_id, day=day, max_bytes=1024)
+    second = keep_photo(disk, JPEG, tap_id=tap_id, day=day, max_bytes=1024)
+    assert first != second and disk.get(first) == PNG and disk.get(second) == JPEG
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(
+            pool.map(
+                lambda _n: keep_photo(disk, PNG, tap_id=tap_id, day=day, max_bytes=1024), range(64)
+            )
+        )
+    assert keys == {first} and disk.get(first) == PNG
+    assert sorted(p.name for p in (tmp_path / "2026-12-02").iterdir()) == sorted(
+        k.split("/")[1] for k in (first, second)
+    )  # no partial file left behind
 
 
 def test_a_photo_folder_that_cannot_be_written_is_unavailable_not_a_crash(tmp_path: Path) -> None:
@@ -367,7 +389,9 @@ def test_photos_are_checked_by_their_bytes_and_kept_on_disk(world: World) -> Non
     with world.session() as session:
         photo = session.get_one(CrewTap, tap_id).photo
     assert photo is not None and (world.photos / photo).read_bytes() == PNG
-    assert photo.endswith(f"{tap_id}.png")  # named by its content and the tap, not the file
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\d/{tap_id}-[0-9a-f]{{16}}\.png", photo
+    )  # not the file's name
     # The site's manager sees it on the request's history; a manager of another site, or a tap
     # without a photo, gets the same 404 as a photo that does not exist.
     with world.session() as session:

@@ -166,7 +166,11 @@ def test_a_console_tap_keeps_its_photo_in_the_bucket_and_the_history_serves_it(
     kept = world.console_tap(world.client, stop, csrf, tap_id, PNG)
     assert kept.status_code == 200 and kept.json()["outcome"] == "completed", kept.text
     row = world.tap_row(tap_id)
-    assert row is not None and row.photo is not None and row.photo.endswith(f"/{tap_id}.png")
+    assert (
+        row is not None
+        and row.photo is not None
+        and row.photo.split("/")[1].startswith(f"{tap_id}-")
+    )
     assert world.objects() == {row.photo: PNG}
     stored = world.s3.head_object(Bucket=world.bucket, Key=row.photo)
     assert stored["ContentType"] == "image/png"
@@ -200,7 +204,12 @@ def test_an_api_tap_takes_its_photo_once_in_a_put_of_the_image(world: World) -> 
     assert first.json() == {"tap_id": tap_id, "repeated": False}
     assert again.json() == {"tap_id": tap_id, "repeated": True}
     row = world.tap_row(tap_id)
-    assert row is not None and row.photo is not None and row.photo.endswith(f"/{tap_id}.jpg")
+    assert (
+        row is not None
+        and row.photo is not None
+        and row.photo.endswith(".jpg")
+        and f"/{tap_id}-" in row.photo
+    )
     assert world.objects()[row.photo] == JPEG
     other = world.put_photo(world.client, stop, tap_id, PNG)
     assert other.status_code == 409
