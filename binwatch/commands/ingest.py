@@ -179,7 +179,8 @@ def settle_gc() -> None:
     after start-up (modules, models, the registry's mappers) out of its reach, and a young
     generation of GC_YOUNG_OBJECTS lets most of a batch die by reference counting before a
     pass sees it.
-    Cycles are still collected, only later; nothing ingest keeps per message is cyclic."""
+    Cycles are still collected, only later; nothing ingest keeps per message is cyclic (an
+    InfluxDB answer was, with the body it sent, until core/influx.py broke httpx's cycle)."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
