@@ -195,6 +195,50 @@ def due_before_next_shift(
     return min(due, default=None)
 
 
+# --- while the crew is there: the other bins of a stop ---------------------------------------
+
+ALONG_PRIORITY: Final = 5
+"""Below a forecast bin's priority (10) and any request's: a bin that only comes along is the
+first the solver leaves out when the day is short of room or time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """A bin that nothing puts on the plan by itself (no request, not due before the next
+    shift), as the job it would be, with its fill now."""
+
+    job: Job
+    fill_pct: float
+
+
+def latest_fill(recent: Sequence[FillPoint], day: Sequence[FillPoint]) -> float | None:
+    """A bin's fill as a plan sees it: its newest mean (None: no reading in the history)."""
+    newest = max((*recent, *day), default=None)
+    return None if newest is None else newest.fill_pct
+
+
+def along(chosen: Sequence[Job], spare: Sequence[Spare], *, level_pct: float) -> list[Job]:
+    """The `spare` bins a crew empties while it is there: at least `level_pct` full, at a site
+    some `chosen` job already stops at for the same stream (a stop of another stream is
+    another load, so it brings none), at `ALONG_PRIORITY`.
+
+    Why: the bins of one stream at one site fill out of step, so a site whose bins are each
+    emptied only when due is visited for that stream on many days, one bin at a time. Emptied
+    together they stay in step, and the site needs one visit where it needed several. The bins
+    of a site share its place, so a bin that comes along costs its service time and its room
+    in the load, no driving."""
+    stops = {(job.site_id, job.stream) for job in chosen}
+    return [
+        replace(
+            bin_.job,
+            priority=ALONG_PRIORITY,
+            why=f"along: {bin_.fill_pct:.0f} % full at a stop for {bin_.job.stream.value}",
+        )
+        for bin_ in spare
+        if (bin_.job.site_id, bin_.job.stream) in stops and bin_.fill_pct >= level_pct
+    ]
+
+
 def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M")
 

@@ -315,6 +315,12 @@ class CollectionSettings(_Group):
         le=3,
         description="route plans: the next day's fill is taken as the last day's gain × this",
     )
+    top_up_pct: float = Field(
+        50,
+        ge=0,
+        le=100,
+        description="route plans: a bin this full comes along when its site is a stop for its stream",
+    )
 
     def deadline_h(self, stream: str) -> float:
         """Hours from request to completion for a stream (`deadline_<stream>_h`)."""

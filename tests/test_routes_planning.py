@@ -10,15 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collection.planning import (
+    ALONG_PRIORITY,
     Break,
     Job,
     Place,
     Route,
+    Spare,
     Stop,
     Unassigned,
     VehicleDay,
+    along,
     due_before_next_shift,
     insert_job,
+    latest_fill,
     retimed,
     threshold_at,
 )
@@ -385,3 +389,64 @@ def test_without_a_days_history_the_line_through_the_last_hours_decides_alone() 
         evidence=EVIDENCE,
     )  # fmt: skip
     assert due is not None and DAWN <= due < DAWN + HOUR
+
+
+# --- while the crew is there: collection.planning.along ---------------------------------------
+
+
+def at_site(name: str, site: str, stream: Stream = Stream.recyclable, *, km: float = 1) -> Job:
+    """A bin of `site`: the bins of a site share its place."""
+    return Job(name, f"bin-{name}", site, stream, at_km(km), 240, SERVICE, priority=10)
+
+
+def test_the_bins_of_a_stop_at_the_level_come_along_and_the_lower_ones_do_not() -> None:
+    # A school's three paper bins: p1 is due; p2 at 60 % and p3 at exactly 50 % come along at
+    # a level of 50 %, p4 at 49 % waits for its own day.
+    due = at_site("p1", "school")
+    spare = [
+        Spare(at_site("p2", "school"), 60.0),
+        Spare(at_site("p3", "school"), 50.0),
+        Spare(at_site("p4", "school"), 49.0),
+    ]
+    came = along([due], spare, level_pct=50)
+    assert [j.id for j in came] == ["p2", "p3"]
+    assert {j.priority for j in came} == {ALONG_PRIORITY}
+    assert ALONG_PRIORITY < 10  # below a forecast bin's: the first the solver leaves out
+    assert came[0].why == "along: 60 % full at a stop for recyclable"
+    # nothing comes along where nothing stops
+    assert along([], spare, level_pct=50) == []
+
+
+def test_another_stream_at_the_stop_or_the_same_stream_elsewhere_never_comes_along() -> None:
+    due = at_site("p1", "school")
+    residual = Spare(at_site("r1", "school", Stream.residual), 95.0)  # another load
+    elsewhere = Spare(at_site("p9", "agency", km=2), 95.0)  # another stop
+    assert along([due], [residual, elsewhere], level_pct=50) == []
+    # a stop for residual there brings the residual bin, still not the other site's paper
+    assert [j.id for j in along([due, at_site("r0", "school", Stream.residual)],
+                                [residual, elsewhere], level_pct=50)] == ["r1"]  # fmt: skip
+
+
+def test_a_plan_short_of_room_leaves_out_the_bins_that_only_came_along() -> None:
+    # One load of two 240 L bins fits the day (15 min: 200 s out and back and 2 min at the
+    # bins, then 10 min unloading, past the shift's end): the request and the forecast bin go,
+    # the companion waits.
+    request = dataclasses.replace(at_site("a", "compound", Stream.residual), priority=50)
+    forecast = at_site("b", "agency", Stream.residual)
+    (companion,) = along(
+        [request, forecast], [Spare(at_site("c", "compound", Stream.residual), 70.0)], level_pct=50
+    )
+    small = vehicle(litres=480, hours=15 / 60)
+    plan = plan_day([companion, request, forecast], [small], STREET, unload=UNLOAD)
+    assert sorted(j.id for r in plan.routes for j in r.jobs) == ["a", "b"]
+    assert [(u.job.id, u.reason) for u in plan.unassigned] == [
+        ("c", "no residual vehicle has room or time left today")
+    ]
+
+
+def test_a_bins_fill_now_is_its_newest_mean() -> None:
+    day = hourly([10.0, 20.0, 30.0])  # the last at 05:00
+    recent = [FillPoint(DAWN - QUARTER * 2, 33.0, 15), FillPoint(DAWN - QUARTER, 35.0, 15)]
+    assert latest_fill(recent, day) == 35.0
+    assert latest_fill([], day) == 30.0
+    assert latest_fill([], []) is None
