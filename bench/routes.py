@@ -48,16 +48,15 @@ from collection.planning import (  # noqa: E402
     Job,
     Place,
     Route,
-    Spare,
     VehicleDay,
     along,
     due_before_next_shift,
-    latest_fill,
+    spare,
 )
 from collection.plans import DUE_TODAY_PRIORITY, FORECAST_PRIORITY, OVERDUE_PRIORITY  # noqa: E402
 from collection.routing import plan_day  # noqa: E402
 from collection.travel import StraightLine, great_circle_m  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import CollectionSettings, Settings  # noqa: E402
 from devices.contract import Stream  # noqa: E402
 from devices.fleet import (  # noqa: E402
     Fleet,
@@ -221,7 +220,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                 ]
                 jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts, deadline,
                              service, evidence, _next_shift(town, operator, day, zone),
-                             settings.collection.top_up_pct)  # fmt: skip
+                             settings.collection)  # fmt: skip
                 jobs = [j for j in jobs if j.bin_id not in taken]
                 if not vehicles or not jobs:
                     continue
@@ -287,12 +286,12 @@ def _jobs(
     service: timedelta,
     evidence: rules.Evidence,
     next_shift: tuple[datetime, datetime],
-    top_up_pct: float,
+    settings: CollectionSettings,
 ) -> list[Job]:
     """Fixed rounds: every bin of the operator. Planned: the bins waiting, the bins due before
     the next shift, and the bins that come along at their stops (`collection.planning.along`),
     as the collector's plans take them (collection/plans.py)."""
-    jobs, spare = [], []
+    jobs, spares = [], []
     for bin_id, t in tags.items():
         if t.operator != operator:
             continue
@@ -323,13 +322,20 @@ def _jobs(
                     evidence=evidence,
                 )
                 if passes is None:
-                    fill = latest_fill(recent, day)
-                    if fill is not None:
-                        spare.append(Spare(job, fill))
+                    bin_ = spare(job, recent, day, threshold_pct=town.threshold[bin_id], now=now,
+                                 next_shift=next_shift, evidence=evidence)  # fmt: skip
+                    if bin_ is not None:
+                        spares.append(bin_)
                     continue
                 job = replace(job, priority=FORECAST_PRIORITY)
         jobs.append(job)
-    return jobs + along(jobs, spare, level_pct=top_up_pct)
+    return jobs + along(
+        jobs,
+        spares,
+        level_pct=settings.top_up_pct,
+        reach_m=settings.top_up_reach_m,
+        distance_m=great_circle_m,
+    )
 
 
 @dataclass

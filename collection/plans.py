@@ -32,18 +32,17 @@ from collection.planning import (
     Place,
     Plan,
     Route,
-    Spare,
     Stop,
     Unassigned,
     VehicleDay,
     along,
     due_before_next_shift,
     insert_job,
-    latest_fill,
+    spare,
 )
 from collection.routing import plan_day
 from collection.rules import Evidence, FillPoint
-from collection.travel import travel_source
+from collection.travel import great_circle_m, travel_source
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
 from core.reasons import Reason, as_columns
@@ -198,8 +197,9 @@ def forecast_jobs(
     """The operator's bins without a request that should be emptied today: on the forecast
     (`collection.planning.due_before_next_shift`), over their threshold before the next
     shift starts, or full before it ends, instead of overflowing or needing a trip of their
-    own tomorrow; and, at the stops these and the `requests` make, the bins of the same stream
-    at least `BINWATCH_COLLECTION_TOP_UP_PCT` full (`collection.planning.along`)."""
+    own tomorrow; and, at the stops these and the `requests` make (or within
+    `BINWATCH_COLLECTION_TOP_UP_REACH_M` of one), the bins of the same stream at least
+    `BINWATCH_COLLECTION_TOP_UP_PCT` full (`collection.planning.along`)."""
     evidence = Evidence.of(settings.collection)
     retired = retired_bin_ids(session)
     skip = {job.bin_id for job in requests}
@@ -209,7 +209,7 @@ def forecast_jobs(
         .where(Site.operator_id == operator_id, Bin.id.in_({*fills.recent, *fills.day}))
         .order_by(Bin.id)
     )
-    jobs, spare = [], []
+    jobs, spares = [], []
     for bin_row, site in rows:
         if bin_row.id in skip or bin_row.id in retired:
             continue
@@ -236,9 +236,25 @@ def forecast_jobs(
         if passes is not None:
             why = f"forecast: passes {bin_row.threshold_pct:.0f} % at {passes.isoformat(timespec='minutes')}"
             jobs.append(replace(job, why=why))
-        elif (fill := latest_fill(recent, day)) is not None:
-            spare.append(Spare(job, fill))
-    return jobs + along([*requests, *jobs], spare, level_pct=settings.collection.top_up_pct)
+        elif (
+            bin_ := spare(
+                job,
+                recent,
+                day,
+                threshold_pct=bin_row.threshold_pct,
+                now=now,
+                next_shift=next_shift,
+                evidence=evidence,
+            )
+        ) is not None:
+            spares.append(bin_)
+    return jobs + along(
+        [*requests, *jobs],
+        spares,
+        level_pct=settings.collection.top_up_pct,
+        reach_m=settings.collection.top_up_reach_m,
+        distance_m=great_circle_m,
+    )
 
 
 def next_shift(

@@ -319,7 +319,13 @@ class CollectionSettings(_Group):
         50,
         ge=0,
         le=100,
-        description="route plans: a bin this full comes along when its site is a stop for its stream",
+        description="route plans: a bin this full comes along with a stop for its stream nearby",
+    )
+    top_up_reach_m: float = Field(
+        500,
+        ge=0,
+        le=2000,
+        description="route plans: how near (m, straight line) a stop brings bins along (0: same site)",
     )
 
     def deadline_h(self, stream: str) -> float:
