@@ -284,7 +284,7 @@ def plan_operator_day(
 ) -> RoutePlan:
     """Plan the operator's day from scratch (from `now` on) and store it as the next version:
     its waiting requests, and, given the bins' recent `fills`, the bins forecast to pass their
-    threshold before the next shift."""
+    threshold before the next shift and the bins that come along at the stops of all these."""
     zone = ZoneInfo(settings.timezone)
     vehicles = vehicle_days(session, operator_id, day, zone=zone, now=now)
     if not vehicles:
@@ -394,8 +394,8 @@ def replan(
     request_id: int | None = None,
 ) -> RoutePlan:
     """A dispatcher's re-plan, from the API or the console: without `request_id`, the rest of
-    the day planned again (waiting requests, and bins forecast over their threshold before the
-    next shift); with it, that urgent request inserted into the plan in force."""
+    the day planned again (waiting requests, bins forecast over their threshold before the next
+    shift, and the bins along at their stops); with it, that urgent request inserted into the plan in force."""
     check_plannable(day, now.astimezone(ZoneInfo(settings.timezone)).date())
     if request_id is None:
         fills = fills_or_none(influx, now)
