@@ -11,8 +11,10 @@ side (devices/default_fleet.yaml), travel the straight line × circuity at the u
    vehicle of the operator that carries the stream takes the oldest waiting request when it is
    free, drives there from where it is, and unloads at its depot when the next bin would not fit;
 3. **planned with the forecast**: at shift start, `collection.routing.plan_day` over the bins
-   waiting (over their threshold) and the bins the forecast rule says will pass it before the
-   next shift (the same 15-minute means of the last 3 h the collector reads).
+   waiting (over their threshold), the bins the forecast rule says will pass it before the
+   next shift (the same 15-minute means of the last 3 h and hourly means of the last day the
+   collector reads), and the bins that come along at the stops these make
+   (`collection.planning.along`, `BINWATCH_COLLECTION_TOP_UP_PCT`).
 
 Printed per policy: kilometres driven, vehicle-hours (depot to depot), overflow-hours (bin-hours
 at 100 %), requests served after their deadline (or never), and the planner's solver time per
@@ -47,11 +49,14 @@ from collection.planning import (  # noqa: E402
     Place,
     Route,
     VehicleDay,
+    along,
     due_before_next_shift,
+    spare,
 )
+from collection.plans import DUE_TODAY_PRIORITY, FORECAST_PRIORITY, OVERDUE_PRIORITY  # noqa: E402
 from collection.routing import plan_day  # noqa: E402
 from collection.travel import StraightLine, great_circle_m  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import CollectionSettings, Settings  # noqa: E402
 from devices.contract import Stream  # noqa: E402
 from devices.fleet import (  # noqa: E402
     Fleet,
@@ -214,7 +219,8 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                     if max(round_.ts, free_at.get(v.id, v.start)) < v.end
                 ]
                 jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts, deadline,
-                             service, evidence, _next_shift(town, operator, day, zone))  # fmt: skip
+                             service, evidence, _next_shift(town, operator, day, zone),
+                             settings.collection)  # fmt: skip
                 jobs = [j for j in jobs if j.bin_id not in taken]
                 if not vehicles or not jobs:
                     continue
@@ -280,27 +286,35 @@ def _jobs(
     service: timedelta,
     evidence: rules.Evidence,
     next_shift: tuple[datetime, datetime],
+    settings: CollectionSettings,
 ) -> list[Job]:
-    jobs = []
+    """Fixed rounds: every bin of the operator. Planned: the bins waiting, the bins due before
+    the next shift, and the bins that come along at their stops (`collection.planning.along`),
+    as the collector's plans take them (collection/plans.py)."""
+    jobs, spares = [], []
     for bin_id, t in tags.items():
         if t.operator != operator:
             continue
-        due: datetime | None = None
-        priority = 0
+        job = Job(bin_id, bin_id, t.site, Stream(t.stream), town.places[bin_id],
+                  town.capacity[bin_id], service)  # fmt: skip
         if policy == "planned":
             if bin_id in waiting:
                 due = waiting[bin_id] + deadline[bin_id]
-                priority = 50
-                if due <= now:
-                    due, priority = None, 100
+                job = (
+                    replace(job, due=due, priority=DUE_TODAY_PRIORITY)
+                    if due > now
+                    else replace(job, priority=OVERDUE_PRIORITY)
+                )
             else:
                 h = history.get(bin_id)
                 if not h:
                     continue
                 times, fills = [a for a, _f in h], [f for _a, f in h]
+                recent = buckets(times, fills, now, series.FORECAST_HISTORY)
+                day = buckets(times, fills, now, series.DAY_HISTORY, DAY_BUCKET)
                 passes = due_before_next_shift(
-                    buckets(times, fills, now, series.FORECAST_HISTORY),
-                    buckets(times, fills, now, series.DAY_HISTORY, DAY_BUCKET),
+                    recent,
+                    day,
                     threshold_pct=town.threshold[bin_id],
                     now=now,
                     next_start=next_shift[0],
@@ -308,13 +322,20 @@ def _jobs(
                     evidence=evidence,
                 )
                 if passes is None:
+                    bin_ = spare(job, recent, day, threshold_pct=town.threshold[bin_id], now=now,
+                                 next_shift=next_shift, evidence=evidence)  # fmt: skip
+                    if bin_ is not None:
+                        spares.append(bin_)
                     continue
-                priority = 10
-        jobs.append(
-            Job(bin_id, bin_id, t.site, Stream(t.stream), town.places[bin_id],
-                town.capacity[bin_id], service, due, priority)
-        )  # fmt: skip
-    return jobs
+                job = replace(job, priority=FORECAST_PRIORITY)
+        jobs.append(job)
+    return jobs + along(
+        jobs,
+        spares,
+        level_pct=settings.top_up_pct,
+        reach_m=settings.top_up_reach_m,
+        distance_m=great_circle_m,
+    )
 
 
 @dataclass

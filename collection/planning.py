@@ -9,12 +9,13 @@ clock of its own, so the unit tests pin it with hand-checkable cases.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from collection.rules import Evidence, FillPoint, daily_gain, day_reaches, forecast
+from collection.rules import DAY, Evidence, FillPoint, daily_gain, day_reaches, forecast
 from core.reasons import Reason
 from devices.contract import Stream
 
@@ -193,6 +194,108 @@ def due_before_next_shift(
             estimates.append((passes_by_day, full_by_day))
     due = [passes for passes, full in estimates if passes < next_start or full < next_end]
     return min(due, default=None)
+
+
+# --- while the crew is there: the other bins of a stop ---------------------------------------
+
+ALONG_PRIORITY: Final = 5
+"""Below a forecast bin's priority (10) and any request's: a bin that only comes along is the
+first the solver leaves out when the day is short of room or time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """A bin that nothing puts on the plan by itself (no request, not due before the next
+    shift), as the job it would be, with its fill now and whether it is due before the shift
+    after next (`due_soon`)."""
+
+    job: Job
+    fill_pct: float
+    due_soon: bool = False
+
+
+def spare(
+    job: Job,
+    recent: Sequence[FillPoint],
+    day: Sequence[FillPoint],
+    *,
+    threshold_pct: float,
+    now: datetime,
+    next_shift: tuple[datetime, datetime],
+    evidence: Evidence,
+) -> Spare | None:
+    """A bin not due before the next shift as `along` weighs it: its newest mean, and whether
+    `due_before_next_shift` takes it a day later (shifts repeat daily), when a stop nearby
+    today spares it a visit of its own tomorrow; None with no reading in the history."""
+    newest = max((*recent, *day), default=None)
+    if newest is None:
+        return None
+    after_next = due_before_next_shift(
+        recent,
+        day,
+        threshold_pct=threshold_pct,
+        now=now,
+        next_start=next_shift[0] + DAY,
+        next_end=next_shift[1] + DAY,
+        evidence=evidence,
+    )
+    return Spare(job, newest.fill_pct, due_soon=after_next is not None)
+
+
+# A degree of latitude is 111,195 m on the haversine's sphere (travel.EARTH_RADIUS_M); a little
+# less here, so the band `along` measures in is never narrower than its reach.
+METRES_PER_DEGREE_LAT: Final = 111_000.0
+
+
+def along(
+    chosen: Sequence[Job],
+    spares: Sequence[Spare],
+    *,
+    level_pct: float,
+    reach_m: float,
+    distance_m: Callable[[Place, Place], float],
+) -> list[Job]:
+    """The `spares` a crew empties while it is there: at least `level_pct` full or due
+    before the shift after next, of the stream of some `chosen` job that stops at their site or
+    within `reach_m` of it (a stop of another stream is another load, so it brings none), at
+    `ALONG_PRIORITY`.
+
+    Why: the bins of one stream at one site fill out of step, and so do neighbouring sites, so
+    a street whose bins are each emptied only when due is visited for that stream on many days,
+    one bin at a time. Emptied together they stay in step, and the street needs one visit where
+    it needed several. The bins of a site share its place, so a bin there costs its service
+    time and its room in the load, no driving; a neighbour `reach_m` away a short detour.
+    `distance_m` is never shorter than the great circle (travel.great_circle_m is)."""
+    sites = {(job.site_id, job.stream) for job in chosen}
+    # Each stream's stop places by latitude: only those within reach north-south are measured.
+    stops: dict[Stream, list[Place]] = {}
+    for place, stream in sorted({(job.place, job.stream) for job in chosen}, key=_by_lat):
+        stops.setdefault(stream, []).append(place)
+    lats = {stream: [place.lat for place in places] for stream, places in stops.items()}
+    band = reach_m / METRES_PER_DEGREE_LAT
+
+    def on_the_way(job: Job) -> bool:
+        if (job.site_id, job.stream) in sites:
+            return True
+        if job.stream not in stops:
+            return False
+        first = bisect_left(lats[job.stream], job.place.lat - band)
+        last = bisect_right(lats[job.stream], job.place.lat + band)
+        return any(distance_m(p, job.place) <= reach_m for p in stops[job.stream][first:last])
+
+    return [
+        replace(
+            bin_.job,
+            priority=ALONG_PRIORITY,
+            why=f"along: {bin_.fill_pct:.0f} % full, at or near a stop for {bin_.job.stream.value}",
+        )
+        for bin_ in spares
+        if (bin_.fill_pct >= level_pct or bin_.due_soon) and on_the_way(bin_.job)
+    ]
+
+
+def _by_lat(item: tuple[Place, Stream]) -> float:
+    return item[0].lat
 
 
 def _clock(moment: datetime) -> str:

@@ -6,14 +6,16 @@ and reading plans back. The SQL boundary of planning; the planning itself is
 Jobs are the operator's requests still waiting for a crew, whatever raised them: the threshold,
 the kitchen daily clearing (日产日清), the forecast (a bin full before the next working day) or
 a person. A deadline inside the day becomes the job's time window; a request already overdue
-gets none and the highest priority, so it is planned first, as soon as a vehicle can.
+gets none and the highest priority, so it is planned first, as soon as a vehicle can. Then,
+with the bins' fill at hand, the bins due before the next shift, and the bins that come along
+at the stops all these make (`forecast_jobs`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 from collection import series
 from collection.models import OPEN_STATUSES, CollectionRequest, RoutePlan, RouteStop
 from collection.planning import (
+    ALONG_PRIORITY,
     Break,
     Job,
     Place,
@@ -32,12 +35,14 @@ from collection.planning import (
     Stop,
     Unassigned,
     VehicleDay,
+    along,
     due_before_next_shift,
     insert_job,
+    spare,
 )
 from collection.routing import plan_day
 from collection.rules import Evidence, FillPoint
-from collection.travel import travel_source
+from collection.travel import great_circle_m, travel_source
 from core.errors import InvalidRequest, NotFound, SinkError
 from core.influx import InfluxClient
 from core.reasons import Reason, as_columns
@@ -187,49 +192,69 @@ def forecast_jobs(
     now: datetime,
     next_shift: tuple[datetime, datetime],
     settings: Settings,
-    skip: set[str],
+    requests: Sequence[Job],
 ) -> list[Job]:
-    """The operator's bins without a request that should be emptied today, on the forecast
-    (`collection.planning.due_before_next_shift`): over their threshold before the next
+    """The operator's bins without a request that should be emptied today: on the forecast
+    (`collection.planning.due_before_next_shift`), over their threshold before the next
     shift starts, or full before it ends, instead of overflowing or needing a trip of their
-    own tomorrow."""
+    own tomorrow; and, at the stops these and the `requests` make (or within
+    `BINWATCH_COLLECTION_TOP_UP_REACH_M` of one), the bins of the same stream at least
+    `BINWATCH_COLLECTION_TOP_UP_PCT` full (`collection.planning.along`)."""
     evidence = Evidence.of(settings.collection)
     retired = retired_bin_ids(session)
+    skip = {job.bin_id for job in requests}
     rows = session.execute(
         select(Bin, Site)
         .join(Site, Bin.site_id == Site.id)
         .where(Site.operator_id == operator_id, Bin.id.in_({*fills.recent, *fills.day}))
         .order_by(Bin.id)
     )
-    jobs = []
+    jobs, spares = [], []
     for bin_row, site in rows:
         if bin_row.id in skip or bin_row.id in retired:
             continue
+        recent, day = fills.recent.get(bin_row.id, ()), fills.day.get(bin_row.id, ())
+        job = Job(
+            id=f"forecast-{bin_row.id}",
+            bin_id=bin_row.id,
+            site_id=site.id,
+            stream=Stream(bin_row.stream),
+            place=Place(site.latitude, site.longitude),
+            load_l=float(bin_row.capacity_l),
+            service=timedelta(seconds=settings.route.service_s),
+            priority=FORECAST_PRIORITY,
+        )
         passes = due_before_next_shift(
-            fills.recent.get(bin_row.id, ()),
-            fills.day.get(bin_row.id, ()),
+            recent,
+            day,
             threshold_pct=bin_row.threshold_pct,
             now=now,
             next_start=next_shift[0],
             next_end=next_shift[1],
             evidence=evidence,
         )
-        if passes is None:
-            continue
-        jobs.append(
-            Job(
-                id=f"forecast-{bin_row.id}",
-                bin_id=bin_row.id,
-                site_id=site.id,
-                stream=Stream(bin_row.stream),
-                place=Place(site.latitude, site.longitude),
-                load_l=float(bin_row.capacity_l),
-                service=timedelta(seconds=settings.route.service_s),
-                priority=FORECAST_PRIORITY,
-                why=f"forecast: passes {bin_row.threshold_pct:.0f} % at {passes.isoformat(timespec='minutes')}",
+        if passes is not None:
+            why = f"forecast: passes {bin_row.threshold_pct:.0f} % at {passes.isoformat(timespec='minutes')}"
+            jobs.append(replace(job, why=why))
+        elif (
+            bin_ := spare(
+                job,
+                recent,
+                day,
+                threshold_pct=bin_row.threshold_pct,
+                now=now,
+                next_shift=next_shift,
+                evidence=evidence,
             )
-        )
-    return jobs
+        ) is not None:
+            spares.append(bin_)
+    return jobs + along(
+        [*requests, *jobs],
+        spares,
+        level_pct=settings.collection.top_up_pct,
+        reach_m=settings.collection.top_up_reach_m,
+        distance_m=great_circle_m,
+    )
 
 
 def next_shift(
@@ -259,7 +284,7 @@ def plan_operator_day(
 ) -> RoutePlan:
     """Plan the operator's day from scratch (from `now` on) and store it as the next version:
     its waiting requests, and, given the bins' recent `fills`, the bins forecast to pass their
-    threshold before the next shift."""
+    threshold before the next shift and the bins that come along at the stops of all these."""
     zone = ZoneInfo(settings.timezone)
     vehicles = vehicle_days(session, operator_id, day, zone=zone, now=now)
     if not vehicles:
@@ -273,7 +298,7 @@ def plan_operator_day(
             now=now,
             next_shift=next_shift(session, operator_id, day, zone),
             settings=settings,
-            skip={j.bin_id for j in jobs},
+            requests=jobs,
         )
     plan = plan_day(
         jobs,
@@ -283,10 +308,12 @@ def plan_operator_day(
         threads=settings.route.solver_threads,
         exploration=settings.route.solver_exploration,
     )
-    forecast_count = sum(1 for j in jobs if j.request_id is None)
+    along_count = sum(1 for j in jobs if j.priority == ALONG_PRIORITY)
+    forecast_count = sum(1 for j in jobs if j.request_id is None) - along_count
     note = (
-        f"{len(jobs) - forecast_count} waiting request(s) and {forecast_count} bin(s) forecast "
-        f"over their threshold before the next shift, on {len(vehicles)} vehicle(s)"
+        f"{len(jobs) - forecast_count - along_count} waiting request(s) and {forecast_count} "
+        f"bin(s) forecast over their threshold before the next shift, {along_count} bin(s) "
+        f"along at their stops, on {len(vehicles)} vehicle(s)"
     )
     return save_plan(session, operator_id, day, plan, now=now, actor=actor, note=note)
 
@@ -367,8 +394,8 @@ def replan(
     request_id: int | None = None,
 ) -> RoutePlan:
     """A dispatcher's re-plan, from the API or the console: without `request_id`, the rest of
-    the day planned again (waiting requests, and bins forecast over their threshold before the
-    next shift); with it, that urgent request inserted into the plan in force."""
+    the day planned again (waiting requests, bins forecast over their threshold before the next
+    shift, and the bins along at their stops); with it, that urgent request inserted into the plan in force."""
     check_plannable(day, now.astimezone(ZoneInfo(settings.timezone)).date())
     if request_id is None:
         fills = fills_or_none(influx, now)

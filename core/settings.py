@@ -315,6 +315,18 @@ class CollectionSettings(_Group):
         le=3,
         description="route plans: the next day's fill is taken as the last day's gain × this",
     )
+    top_up_pct: float = Field(
+        50,
+        ge=0,
+        le=100,
+        description="route plans: a bin this full comes along with a stop for its stream nearby",
+    )
+    top_up_reach_m: float = Field(
+        500,
+        ge=0,
+        le=2000,
+        description="route plans: how near (m, straight line) a stop brings bins along (0: same site)",
+    )
 
     def deadline_h(self, stream: str) -> float:
         """Hours from request to completion for a stream (`deadline_<stream>_h`)."""

@@ -217,6 +217,18 @@ def _last_day(now: datetime) -> list[tuple[str, datetime, float, int]]:
     return points
 
 
+def _plan_tomorrow(settings: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The operator's plan for tomorrow through the API, and its job stops."""
+    day = (datetime.now(ZoneInfo(settings.timezone)) + timedelta(days=1)).date()
+    with TestClient(create_app(settings)) as client:
+        made = client.post(
+            f"/api/v1/operators/{OPERATOR}/routes?date={day}", json={}, headers=ADMIN_HEADERS
+        )
+    assert made.status_code == 201, made.text
+    plan: dict[str, Any] = made.json()
+    return plan, [s for v in plan["vehicles"] for s in v["stops"] if s["kind"] == "job"]
+
+
 @pytest.mark.parametrize("history", [_last_hours, _last_day], ids=["last hours", "last day"])
 def test_bins_forecast_over_their_threshold_before_the_next_shift_are_planned_too(
     settings: Settings,
@@ -224,16 +236,33 @@ def test_bins_forecast_over_their_threshold_before_the_next_shift_are_planned_to
     history: Callable[[datetime], list[tuple[str, datetime, float, int]]],
 ) -> None:
     write_fills(settings, pilot_bins, history(datetime.now(UTC)))
-    day = (datetime.now(ZoneInfo(settings.timezone)) + timedelta(days=1)).date()
-    with TestClient(create_app(settings)) as client:
-        made = client.post(
-            f"/api/v1/operators/{OPERATOR}/routes?date={day}", json={}, headers=ADMIN_HEADERS
-        )
-    assert made.status_code == 201, made.text
-    plan = made.json()
-    stops = [s for v in plan["vehicles"] for s in v["stops"] if s["kind"] == "job"]
+    plan, stops = _plan_tomorrow(settings)
     assert [(s["bin_id"], s["request_id"]) for s in stops] == [(FAST, None)]
     assert "0 waiting request(s) and 1 bin(s) forecast" in plan["note"]
+
+
+NEIGHBOUR = "sz-civil-affairs-bureau-s1-recyclable"  # about 300 m from FAST's site
+FAR = "sz-finance-bureau-s1-recyclable"  # about 750 m from it
+
+
+def test_bins_near_a_stop_come_along_at_the_level_and_others_wait(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """FAST is due; its neighbour's paper at 60 % comes along (within 500 m, over 50 %), the
+    farther site's at 70 % and the residual bin beside FAST at 52 % do not."""
+    now = datetime.now(UTC)
+    flat = [
+        (bin_id, now - timedelta(hours=2) + i * timedelta(minutes=5), fill, 1)
+        for i in range(25)
+        for bin_id, fill in [(NEIGHBOUR, 60.0), (FAR, 70.0)]
+    ]
+    write_fills(settings, pilot_bins, _last_hours(now) + flat)
+    plan, stops = _plan_tomorrow(settings)
+    assert sorted(s["bin_id"] for s in stops) == [NEIGHBOUR, FAST]
+    assert (
+        "1 bin(s) forecast over their threshold before the next shift, 1 bin(s) along"
+        in (plan["note"])
+    )
 
 
 def test_the_collector_plans_each_operators_day_once_from_the_planning_hour(

@@ -10,16 +10,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collection.planning import (
+    ALONG_PRIORITY,
     Break,
     Job,
     Place,
     Route,
+    Spare,
     Stop,
     Unassigned,
     VehicleDay,
+    along,
     due_before_next_shift,
     insert_job,
     retimed,
+    spare,
     threshold_at,
 )
 from collection.routing import plan_day
@@ -385,3 +389,114 @@ def test_without_a_days_history_the_line_through_the_last_hours_decides_alone() 
         evidence=EVIDENCE,
     )  # fmt: skip
     assert due is not None and DAWN <= due < DAWN + HOUR
+
+
+# --- while the crew is there: collection.planning.along ---------------------------------------
+
+
+def at_site(name: str, site: str, stream: Stream = Stream.recyclable, *, km: float = 1) -> Job:
+    """A bin of `site`: the bins of a site share its place."""
+    return Job(name, f"bin-{name}", site, stream, at_km(km), 240, SERVICE, priority=10)
+
+
+def came_along(
+    chosen: Sequence[Job], spare: Sequence[Spare], *, level: float = 50, reach_m: float = 0
+) -> list[str]:
+    jobs = along(chosen, spare, level_pct=level, reach_m=reach_m, distance_m=great_circle_m)
+    assert {j.priority for j in jobs} <= {ALONG_PRIORITY}
+    return [j.id for j in jobs]
+
+
+def test_the_bins_of_a_stop_at_the_level_come_along_and_the_lower_ones_do_not() -> None:
+    # A school's three paper bins: p1 is due; p2 at 60 % and p3 at exactly 50 % come along at
+    # a level of 50 %, p4 at 49 % waits for its own day.
+    due = at_site("p1", "school")
+    spare = [
+        Spare(at_site("p2", "school"), 60.0),
+        Spare(at_site("p3", "school"), 50.0),
+        Spare(at_site("p4", "school"), 49.0),
+    ]
+    assert came_along([due], spare) == ["p2", "p3"]
+    (p2, _p3) = along([due], spare, level_pct=50, reach_m=0, distance_m=great_circle_m)
+    assert p2 == dataclasses.replace(
+        spare[0].job,
+        priority=ALONG_PRIORITY,
+        why="along: 60 % full, at or near a stop for recyclable",
+    )
+    assert ALONG_PRIORITY < 10  # below a forecast bin's: the first the solver leaves out
+    # nothing comes along where nothing stops
+    assert came_along([], spare) == []
+
+
+def test_another_stream_at_the_stop_or_the_same_stream_elsewhere_never_comes_along() -> None:
+    due = at_site("p1", "school")
+    residual = Spare(at_site("r1", "school", Stream.residual), 95.0)  # another load
+    elsewhere = Spare(at_site("p9", "agency", km=1.2), 95.0)  # another stop, 200 m on
+    assert came_along([due], [residual, elsewhere]) == []
+    # a stop for residual there brings the residual bin, still not the other site's paper
+    residual_stop = at_site("r0", "school", Stream.residual)
+    assert came_along([due, residual_stop], [residual, elsewhere]) == ["r1"]
+
+
+def test_a_neighbour_within_reach_comes_along_like_the_stops_own_bins() -> None:
+    due = at_site("p1", "school")  # 1 km up the street
+    spare = [
+        Spare(at_site("p8", "agency", km=1.2), 60.0),  # 200 m on
+        Spare(at_site("p9", "compound", km=0.7), 60.0),  # 300 m back: just within
+        Spare(at_site("p7", "office", km=1.5), 90.0),  # 500 m on
+        Spare(at_site("p6", "hall", km=1.1), 40.0),  # 100 m on, under the level
+        Spare(at_site("r8", "agency", Stream.residual, km=1.2), 90.0),  # another stream
+    ]
+    assert came_along([due], spare, reach_m=300.5) == ["p8", "p9"]
+    assert came_along([due], spare, reach_m=150) == []
+    assert came_along([due], spare, reach_m=0) == []
+
+
+def test_a_plan_short_of_room_leaves_out_the_bins_that_only_came_along() -> None:
+    # One load of two 240 L bins fits the day (15 min: 200 s out and back and 2 min at the
+    # bins, then 10 min unloading, past the shift's end): the request and the forecast bin go,
+    # the companion waits.
+    request = dataclasses.replace(at_site("a", "compound", Stream.residual), priority=50)
+    forecast = at_site("b", "agency", Stream.residual)
+    (companion,) = along(
+        [request, forecast],
+        [Spare(at_site("c", "compound", Stream.residual), 70.0)],
+        level_pct=50,
+        reach_m=0,
+        distance_m=great_circle_m,
+    )
+    small = vehicle(litres=480, hours=15 / 60)
+    plan = plan_day([companion, request, forecast], [small], STREET, unload=UNLOAD)
+    assert sorted(j.id for r in plan.routes for j in r.jobs) == ["a", "b"]
+    assert [(u.job.id, u.reason) for u in plan.unassigned] == [
+        ("c", "no residual vehicle has room or time left today")
+    ]
+
+
+def test_a_spare_bin_has_its_newest_mean_and_whether_it_is_due_a_day_later() -> None:
+    # 10 % now, gained 30 % yesterday: × 1.2 = 1.5 %/h, 80 % at +46.7 h, before the shift
+    # after next starts (+49 h) though not before the next one (+25 h)
+    day = hourly([0] * 2 + [2.5 * i for i in range(1, 13)] + [30] + [10] * 9)
+    recent = [FillPoint(DAWN - QUARTER * 2, 9.0, 15), FillPoint(DAWN - QUARTER, 10.0, 15)]
+    assert due_before_next_shift(
+        recent, day, threshold_pct=80, now=DAWN, next_start=NEXT_START, next_end=NEXT_END,
+        evidence=EVIDENCE,
+    ) is None  # fmt: skip
+    bin_ = at_site("p1", "school")
+
+    def as_spare(recent: Sequence[FillPoint], day: Sequence[FillPoint]) -> Spare | None:
+        return spare(bin_, recent, day, threshold_pct=80, now=DAWN,
+                     next_shift=(NEXT_START, NEXT_END), evidence=EVIDENCE)  # fmt: skip
+
+    assert as_spare(recent, day) == Spare(bin_, 10.0, due_soon=True)
+    # gained 10 %: 80 % only in 5 days; its newest mean is the last hourly one without `recent`
+    slow = hourly([0] * 2 + [10 / 12 * i for i in range(1, 13)] + [10] * 10)
+    assert as_spare([], slow) == Spare(bin_, 10.0, due_soon=False)
+    assert as_spare([], []) is None  # no reading: no fill
+
+
+def test_a_bin_due_before_the_shift_after_next_comes_along_under_the_level() -> None:
+    due = at_site("p1", "school")
+    soon = Spare(at_site("p2", "school"), 20.0, due_soon=True)
+    assert came_along([due], [soon]) == ["p2"]
+    assert came_along([at_site("x", "agency", km=3)], [soon]) == []  # no stop there: it waits
