@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 Value = TypeVar("Value")
 
-# A hit on an entry this near its end (a share of the TTL: the last 1.25 s of the default 5 s,
-# longer than a report takes under load, docs/performance.md) starts its next computation.
+# A hit on an entry this near its end (a share of the TTL: the last 1.25 s of the default 5 s;
+# a site report alone takes ~30 ms, a ranking ~200 ms, but on a saturated machine a ranking took
+# longer than this: docs/performance.md, fourth round) starts its next computation.
 REFRESH_SHARE = 0.25
 # Background computations at once per process: each may hold a registry connection and an
 # InfluxDB slot that no admitted request accounts for.
