@@ -199,7 +199,8 @@ class ApiSettings(_Group):
         16,
         ge=1,
         le=1000,
-        description="requests the API serves at once (and registry connections it keeps); "
+        description="requests the API serves at once (and registry connections it keeps, with "
+        "2 more for the report cache's background refreshes); "
         "more wait up to BINWATCH_API_QUEUE_WAIT_S, then get 503 with Retry-After",
     )
     queue_wait_s: float = Field(
