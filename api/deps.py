@@ -3,10 +3,9 @@ signature, and everything comes from the app state built once in `api.main`'s li
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,9 +19,6 @@ from core.settings import Settings
 
 # Dependencies that neither block nor do I/O are `async def`: FastAPI runs a plain `def` on its
 # thread pool, and each such hop costs the event loop a round trip (issue 18's profile).
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -58,33 +54,6 @@ async def get_photos(request: Request) -> PhotoStore:
     """Where the crews' photos are kept (a folder or an S3 bucket: collection/photo_store.py)."""
     photos: PhotoStore = request.app.state.photos
     return photos
-
-
-def on_one_thread(handler: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """A blocking route handler, run on the thread pool in one hop, the registry sessions it
-    was given closed on that thread when it is done, and its answer checked against the
-    response model on the event loop. FastAPI runs a plain `def` handler on the thread pool,
-    then checks its answer there in a second hop, and `get_session` closes a session still in
-    its transaction in a third: each hop is a hand-off the event loop pays for (issue 18's
-    profile: ~5 % of the API's time in its thread queue's notify) and, on a busy machine, a
-    wait for the GIL that the request's latency pays. Closing on the handler's thread is what
-    `get_session` would do later (its rollback); the answer is built by then. FastAPI reads
-    the handler's parameters (its dependencies) through `functools.wraps`; decorate below
-    the route decorator."""
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return handler(*args, **kwargs)
-        finally:
-            for value in kwargs.values():
-                if isinstance(value, Session) and value.in_transaction():
-                    value.close()
-
-    @functools.wraps(handler)
-    async def route(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await run_in_threadpool(run, *args, **kwargs)
-
-    return route
 
 
 def release(session: Session) -> None:

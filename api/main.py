@@ -24,7 +24,7 @@ from api.console.crew import PHOTO_PATHS
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
-from api.report_cache import REFRESHES, ReportCache
+from api.report_cache import ReportCache
 from api.routes import API_PHOTO_PATHS, api_router, health_router
 from collection.photo_store import photo_store
 from core.errors import (
@@ -67,13 +67,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One connection per admitted request, and one per answer the report cache refreshes
-        # in the background: none ever waits for the pool (api.admission); should one all the
-        # same, it gets a 503 after 2 s rather than hanging. The database group's pool figures
-        # are for the other processes; its timeouts hold here too.
+        # One connection per admitted request: none ever waits for the pool (api.admission);
+        # should one all the same, it gets a 503 after 2 s rather than hanging. The database
+        # group's pool figures are for the other processes; its timeouts hold here too.
         engine = make_engine(
             settings.database_url,
-            pool_size=settings.api.max_concurrency + REFRESHES,
+            pool_size=settings.api.max_concurrency,
             max_overflow=0,
             pool_timeout=2,
             connect_timeout=settings.database.connect_timeout_s,

@@ -12,22 +12,13 @@ that arrive while the report is being computed wait for that one computation (si
 instead of starting their own. A failed computation is not remembered: its error goes to the
 callers that waited for it, and the next caller tries again.
 
-Refreshed ahead: a hit on an entry in the last REFRESH_SHARE of its life starts the next
-computation in the background and is answered from the entry meanwhile, so a key asked for
-often never makes a caller wait for a miss (issue 18: the rankings' misses, one per key every
-TTL in each process, were the slowest calls of the load test). At most `refreshes` run at once
-per process (the registry pool has room for them: api.main); a hit finding them all busy
-starts none, and its key is computed on the next miss as before.
-
 Staleness: an answer is computed from data read at most `ttl_s` before it is served (the entry's
-age counts from when its computation began, and an entry is never served past its TTL, being
-refreshed or not), or, for a caller that joined a computation in flight, from data read since
-that computation began. 0 turns the cache off."""
+age counts from when its computation began), or, for a caller that joined a computation in
+flight, from data read since that computation began. 0 turns the cache off."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -38,28 +29,17 @@ from sqlalchemy.orm import Session
 
 from api.admission import InfluxGate
 
-log = logging.getLogger(__name__)
-
 Value = TypeVar("Value")
-
-# A hit on an entry this near its end (a share of the TTL: the last 1.25 s of the default 5 s;
-# a site report alone takes ~30 ms, a ranking ~200 ms, but on a saturated machine a ranking took
-# longer than this: docs/performance.md, fourth round) starts its next computation.
-REFRESH_SHARE = 0.25
-# Background computations at once per process: each may hold a registry connection and an
-# InfluxDB slot that no admitted request accounts for.
-REFRESHES = 2
 
 
 class ReportCache(Generic[Value]):
     """At most `size` answers (the oldest go first), each for `ttl_s` seconds. Used on the
     event loop only: no locks."""
 
-    def __init__(self, ttl_s: float, size: int = 256, refreshes: int = REFRESHES) -> None:
-        self._ttl, self._size, self._refreshes = ttl_s, size, refreshes
+    def __init__(self, ttl_s: float, size: int = 256) -> None:
+        self._ttl, self._size = ttl_s, size
         self._entries: dict[Hashable, tuple[float, Value]] = {}
         self._pending: dict[Hashable, asyncio.Future[Value]] = {}
-        self._refreshing = 0
 
     async def get(self, key: Hashable, compute: Callable[[], Awaitable[Value]]) -> Value:
         """The answer remembered for `key`, or the one `compute()` gives (awaited once however
@@ -69,37 +49,19 @@ class ReportCache(Generic[Value]):
         began = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and began < entry[0]:
-            near_end = began >= entry[0] - self._ttl * REFRESH_SHARE
-            if near_end and key not in self._pending and self._refreshing < self._refreshes:
-                self._refreshing += 1
-                self._start(key, compute, began, refresh=True)
             return entry[1]
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._start(key, compute, began, refresh=False)
+            # A task of its own, so that a caller who goes away (a closed connection cancels its
+            # request) does not cancel the answer the others wait for.
+            pending = asyncio.ensure_future(compute())
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._settle(key, began, done))
         return await asyncio.shield(pending)
 
-    def _start(
-        self, key: Hashable, compute: Callable[[], Awaitable[Value]], began: float, *, refresh: bool
-    ) -> asyncio.Future[Value]:
-        # A task of its own, so that a caller who goes away (a closed connection cancels its
-        # request) does not cancel the answer the others wait for.
-        pending = asyncio.ensure_future(compute())
-        self._pending[key] = pending
-        pending.add_done_callback(lambda done: self._settle(key, began, done, refresh=refresh))
-        return pending
-
-    def _settle(
-        self, key: Hashable, began: float, done: asyncio.Future[Value], *, refresh: bool
-    ) -> None:
+    def _settle(self, key: Hashable, began: float, done: asyncio.Future[Value]) -> None:
         del self._pending[key]
-        if refresh:
-            self._refreshing -= 1
-        if done.cancelled():
-            return
-        if (error := done.exception()) is not None:
-            if refresh:  # nobody awaits it: its error would go unseen (and asyncio would warn)
-                log.warning("refreshing the remembered answer %r failed: %s", key, error)
+        if done.cancelled() or done.exception() is not None:
             return
         now = time.monotonic()
         for stale in [k for k, (expires, _) in self._entries.items() if expires <= now]:

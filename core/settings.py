@@ -199,8 +199,7 @@ class ApiSettings(_Group):
         16,
         ge=1,
         le=1000,
-        description="requests the API serves at once (and registry connections it keeps, with "
-        "2 more for the report cache's background refreshes); "
+        description="requests the API serves at once (and registry connections it keeps); "
         "more wait up to BINWATCH_API_QUEUE_WAIT_S, then get 503 with Retry-After",
     )
     queue_wait_s: float = Field(

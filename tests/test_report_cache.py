@@ -1,18 +1,17 @@
 """api.report_cache on its own: one computation per key however many ask at once, answers kept
-for the TTL and no longer, refreshed ahead near their end without a caller waiting, failures
-never kept, a caller that goes away cancels nothing for the others. The routes' use of it (scope first, keys, new data after the TTL) is tested on real
+for the TTL and no longer, failures never kept, a caller that goes away cancels nothing for
+the others. The routes' use of it (scope first, keys, new data after the TTL) is tested on real
 servers in tests/test_compliance_api.py."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from api.report_cache import REFRESH_SHARE, ReportCache
+from api.report_cache import ReportCache
 
 
 class Counted:
@@ -109,73 +108,5 @@ def test_at_most_size_answers_the_oldest_go_first(size: int) -> None:
             await cache.get(key, compute)
         assert await cache.get(size, compute) == size + 1  # the newest: kept
         assert await cache.get(0, compute) == size + 2  # the oldest: dropped, computed again
-
-    run(body)
-
-
-def test_a_hit_near_the_end_is_answered_at_once_and_refreshes_in_the_background() -> None:
-    """An entry asked for in the last REFRESH_SHARE of its TTL is served as it is while the
-    next one is computed; after the old entry's TTL the new one is there, nobody having waited
-    for a miss, and no answer was older than the TTL."""
-
-    async def body() -> None:
-        ttl, clock = 0.4, time.monotonic
-        cache, compute = ReportCache[int](ttl), Counted(seconds=0.05)
-        began = clock()
-        assert await cache.get("k", compute) == 1
-        await asyncio.sleep(began + ttl * (1 - REFRESH_SHARE) + 0.01 - clock())
-        asked = clock()
-        assert await cache.get("k", compute) == 1  # served from the entry at once …
-        assert clock() - asked < 0.01
-        await asyncio.sleep(0)
-        assert compute.runs == 2  # … while its successor is computed
-        assert await cache.get("k", compute) == 1  # one refresh at a time
-        await asyncio.sleep(began + ttl - clock())
-        asked = clock()
-        assert await cache.get("k", compute) == 2  # the first entry's TTL is over: the refresh
-        assert clock() - asked < 0.01 and compute.runs == 2
-
-    run(body)
-
-
-def test_a_hit_before_the_end_share_refreshes_nothing() -> None:
-    async def body() -> None:
-        cache, compute = ReportCache[int](60), Counted(seconds=0)
-        assert [await cache.get("k", compute) for _ in range(3)] == [1, 1, 1]
-        assert compute.runs == 1
-
-    run(body)
-
-
-def test_at_most_refreshes_background_computations_at_once() -> None:
-    async def body() -> None:
-        ttl = 0.4
-        cache, compute = ReportCache[int](ttl, refreshes=1), Counted(seconds=0.1)
-        await asyncio.gather(cache.get("a", compute), cache.get("b", compute))
-        await asyncio.sleep(ttl * (1 - REFRESH_SHARE) - 0.05)
-        assert {await cache.get("a", compute), await cache.get("b", compute)} == {1, 2}
-        await asyncio.sleep(0)
-        assert compute.runs == 3  # a refreshes; b finds the one refresh slot taken
-        await asyncio.sleep(0.2)  # both old entries are over; a's refresh is in
-        assert await cache.get("a", compute) == 3 and compute.runs == 3
-        assert await cache.get("b", compute) == 4  # b missed, computed on demand
-
-    run(body)
-
-
-def test_a_failed_refresh_is_not_kept_and_the_entry_serves_out_its_ttl() -> None:
-    async def body() -> None:
-        ttl = 0.4
-        cache = ReportCache[int](ttl)
-        assert await cache.get("k", Counted(seconds=0)) == 1
-        await asyncio.sleep(ttl * (1 - REFRESH_SHARE) + 0.01)
-        failing = Counted(seconds=0, fail=True)
-        assert await cache.get("k", failing) == 1  # served; the refresh fails unseen
-        await asyncio.sleep(0.01)
-        assert failing.runs == 1
-        assert await cache.get("k", failing) == 1  # still within the TTL: served, and tried again
-        await asyncio.sleep(ttl * REFRESH_SHARE)
-        with pytest.raises(LookupError):  # over: the failure is not an entry, the miss computes
-            await cache.get("k", failing)
 
     run(body)

@@ -13,7 +13,7 @@ from alerts import store
 from alerts.rules import AlertType, Severity
 from api.alert_schemas import AckRequest, AlertDetail, AlertOut, AlertPage, AlertState
 from api.auth import EVERYONE, RESPONDERS, Scope, ScopeDep
-from api.deps import SessionDep, on_one_thread
+from api.deps import SessionDep
 from api.paging import After, next_after, read_cursor
 from api.routes.collections import Now
 from api.schemas import ID_REGEX
@@ -31,7 +31,6 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("", response_model=AlertPage, dependencies=[EVERYONE])
-@on_one_thread
 def list_alerts(
     session: SessionDep,
     caller: ScopeDep,
@@ -72,7 +71,6 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, dependencies=[EVERYONE])
-@on_one_thread
 def get_alert(alert_id: AlertId, session: SessionDep, caller: ScopeDep) -> AlertDetail:
     """An alert with its history (raised, acknowledged, cleared) and its deliveries."""
     if not caller.sees(store.get_alert(session, alert_id).site_id):
@@ -83,7 +81,6 @@ def get_alert(alert_id: AlertId, session: SessionDep, caller: ScopeDep) -> Alert
 @router.post(
     "/{alert_id}/ack", response_model=AlertDetail, responses=_CONFLICT, dependencies=[RESPONDERS]
 )
-@on_one_thread
 def acknowledge(
     alert_id: AlertId, body: AckRequest, session: SessionDep, now: Now, caller: ScopeDep
 ) -> AlertDetail:

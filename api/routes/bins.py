@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
-from api.deps import BinId, InfluxDep, SessionDep, WindowDep, on_one_thread, release
+from api.deps import BinId, InfluxDep, SessionDep, WindowDep, release
 from api.paging import MAX_ROWS, RowLimit, next_start
 from api.schemas import BinDetail, ReadingSeries
 from devices import registry
@@ -15,7 +15,6 @@ router = APIRouter(prefix="/bins", tags=["bins"])
 
 
 @router.get("/{bin_id}", response_model=BinDetail, dependencies=[EVERYONE])
-@on_one_thread
 def get_bin(bin_id: BinId, session: SessionDep, influx: InfluxDep, scope: ScopeDep) -> BinDetail:
     """A bin, the site it stands at, and its latest reading (null if it never reported)."""
     bin_ = registry.get_bin(session, bin_id)
@@ -25,7 +24,6 @@ def get_bin(bin_id: BinId, session: SessionDep, influx: InfluxDep, scope: ScopeD
 
 
 @router.get("/{bin_id}/readings", response_model=ReadingSeries, dependencies=[EVERYONE])
-@on_one_thread
 def bin_readings(
     bin_id: BinId,
     window: WindowDep,

@@ -23,7 +23,7 @@ from api.collection_schemas import (
     ManualRequest,
     OperatorAction,
 )
-from api.deps import SessionDep, SettingsDep, on_one_thread
+from api.deps import SessionDep, SettingsDep
 from api.paging import After, next_after, read_cursor
 from api.schemas import ID_REGEX, TimeParam
 from collection import store
@@ -64,7 +64,6 @@ _OPERATORS = allow(ApiRole.admin, ApiRole.operator)
     responses=_CONFLICT,
     dependencies=[allow(ApiRole.admin, ApiRole.manager)],
 )
-@on_one_thread
 def create(
     body: ManualRequest, session: SessionDep, settings: SettingsDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
@@ -105,7 +104,6 @@ def open_manual(
 
 
 @router.get("", response_model=CollectionPage, dependencies=[EVERYONE])
-@on_one_thread
 def list_requests(
     session: SessionDep,
     caller: ScopeDep,
@@ -152,7 +150,6 @@ def list_requests(
 
 
 @router.get("/{request_id}", response_model=CollectionDetail, dependencies=[EVERYONE])
-@on_one_thread
 def get_request(request_id: RequestId, session: SessionDep, caller: ScopeDep) -> CollectionDetail:
     """A request with its audit trail (every transition and escalation, with time and actor)."""
     request = store.get_request(session, request_id)
@@ -167,7 +164,6 @@ def get_request(request_id: RequestId, session: SessionDep, caller: ScopeDep) ->
     responses=_CONFLICT,
     dependencies=[_OPERATORS],
 )
-@on_one_thread
 def acknowledge(
     request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
@@ -182,7 +178,6 @@ def acknowledge(
     responses=_CONFLICT,
     dependencies=[_OPERATORS],
 )
-@on_one_thread
 def complete(
     request_id: RequestId, body: OperatorAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:
@@ -199,7 +194,6 @@ def complete(
     responses=_CONFLICT,
     dependencies=[ADMIN],
 )
-@on_one_thread
 def cancel(
     request_id: RequestId, body: CancelAction, session: SessionDep, now: Now, caller: ScopeDep
 ) -> CollectionDetail:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api import queries
 from api.auth import EVERYONE, ScopeDep
-from api.deps import InfluxDep, SessionDep, SiteId, on_one_thread, release
+from api.deps import InfluxDep, SessionDep, SiteId, release
 from api.paging import After, next_after, next_offset, read_cursor
 from api.report_cache import remembered
 from api.schemas import ID_REGEX, BinState, SiteDetail, SitePage, SiteSummary
@@ -68,7 +68,6 @@ async def list_sites(
 
 
 @router.get("/{site_id}", response_model=SiteDetail, dependencies=[EVERYONE])
-@on_one_thread
 def get_site(site_id: SiteId, session: SessionDep, scope: ScopeDep) -> SiteDetail:
     """A site with its place in the grid (community, street, district) and its operator."""
     scope.site(site_id)
@@ -77,7 +76,6 @@ def get_site(site_id: SiteId, session: SessionDep, scope: ScopeDep) -> SiteDetai
 
 
 @router.get("/{site_id}/bins", response_model=list[BinState], dependencies=[EVERYONE])
-@on_one_thread
 def site_bins(
     site_id: SiteId,
     session: SessionDep,
