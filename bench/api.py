@@ -19,6 +19,10 @@ every call. (2) closed loop at each of `--clients`: no errors, throughput at the
 clients honour. The rate limit is raised out of the way. The load generator (bench/_load.py)
 runs in this process on the same 2 cores as the API and InfluxDB: its CPU is printed.
 
+`--only cost`: each call alone, one client in a closed loop for `--cost-seconds`: answered calls
+per second and the API's and InfluxDB's CPU per answered call, so that a profile's shares can be
+read as milliseconds (the manual request is followed by its cancel, counted as one call).
+
 Then (`--only memory`) the API's RSS under 20 clients of maximal raw readings pages plus 5
 clients that never read (issue 13's figure).
 
@@ -354,12 +358,46 @@ def figures(
                 verdicts.append(f"[{'met' if met else 'NOT MET'}] closed loop, {workers} worker(s): "
                                 f"no errors ({errors}), {most} clients hold {held:.0%} of the best "
                                 f"throughput (≥ {HOLD_TARGET:.0%})")  # fmt: skip
+            if "cost" in args.only:
+                results[f"cost-{workers}"] = costs(api, influx, stack, pick, follow, args)
             if "memory" in args.only:
                 memory(api, stack, args.readings)
     print("\ntargets:")
     for verdict in verdicts:
         print(f"  {verdict}")
     return results
+
+
+def costs(
+    api: ApiProcess,
+    influx: InfluxServer,
+    stack: Stack,
+    pick: Callable[[random.Random], Call],
+    follow: FollowUp,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    """Each call of the mix alone, one client: CPU per answered call (`--only cost`)."""
+    print(f"\ncost of each call alone, one client, {args.cost_seconds:.0f} s each:")
+    print(f"  {'call':<12} {'ok/s':>6} {'API ms':>7} {'influxd ms':>10} {'p50 ms':>7}")
+    figures: dict[str, object] = {}
+    for name in MIX:
+
+        def only(rng: random.Random, name: str = name) -> Call:
+            while (call := pick(rng)).name != name:
+                pass
+            return call
+
+        run, cpu = measured(api, influx, functools.partial(
+            closed_loop, "127.0.0.1", api.port, stack.token, only, follow, clients=1,
+            seconds=args.cost_seconds,
+        ))  # fmt: skip
+        ok = run.tally(name).ok
+        per = {who: 1000 * seconds / max(ok, 1) for who, seconds in cpu.items()}
+        p50 = run.tally(name).percentile(50)
+        print(f"  {name:<12} {ok / run.seconds:6.1f} {per['API']:7.2f} {per['influxd']:10.2f} "
+              f"{(p50 or 0) * 1000:7.1f}")  # fmt: skip
+        figures[name] = {"ok_per_s": ok / run.seconds, "cpu_ms": per, "p50_ms": p50 and p50 * 1000}
+    return figures
 
 
 def memory(api: ApiProcess, stack: Stack, readings: int) -> None:
@@ -419,7 +457,7 @@ def memory(api: ApiProcess, stack: Stack, readings: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="open,closed", help="open, closed, memory")
+    parser.add_argument("--only", default="open,closed", help="open, closed, cost, memory")
     parser.add_argument("--workers", default="1", help="API worker processes, e.g. 1,2")
     parser.add_argument("--registry", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--days", type=int, default=365, help="days of rollups and records")
@@ -430,6 +468,7 @@ def main() -> None:
     parser.add_argument("--open-seconds", type=float, default=60)
     parser.add_argument("--clients", default="50,100,200,400", help="closed-loop client counts")
     parser.add_argument("--seconds", type=float, default=20, help="per closed-loop figure")
+    parser.add_argument("--cost-seconds", type=float, default=10, help="per call, cost figure")
     parser.add_argument("--readings", type=int, default=200_000, help="for the memory figure")
     args = parser.parse_args()
     started = datetime.now(UTC)
