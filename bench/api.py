@@ -19,6 +19,9 @@ every call. (2) closed loop at each of `--clients`: no errors, throughput at the
 clients honour. The rate limit is raised out of the way. The load generator (bench/_load.py)
 runs in this process on the same 2 cores as the API and InfluxDB: its CPU is printed.
 
+`--trees A,B [--rounds N]`: the same figures for the API of each checkout in turn (an exported
+tree, with this one's .venv), on the one stack loaded once: an A/B comparison back to back.
+
 `--only cost`: each call alone, one client in a closed loop for `--cost-seconds`: answered calls
 per second and the API's and InfluxDB's CPU per answered call, so that a profile's shares can be
 read as milliseconds (the manual request is followed by its cancel, counted as one call).
@@ -28,6 +31,7 @@ clients that never read (issue 13's figure).
 
     .venv/bin/python bench/api.py [--only open,closed] [--workers 1,2] [--days 365]
         [--users 200] [--gap 2] [--open-seconds 60] [--clients 50,100,200,400] [--seconds 20]
+        [--cost-seconds 10] [--trees A,B] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -319,52 +323,79 @@ def measured(
 def figures(
     stack: Stack, influx: InfluxServer, args: argparse.Namespace, tmp: Path
 ) -> dict[str, object]:
-    pick, follow = mix(stack)
+    """Each figure for each worker count and, with `--trees`, each tree in turn, all of it
+    `--rounds` times, on the same stack: back to back, so that two versions or worker counts
+    meet the same data and, as nearly as these shared cores allow, the same machine."""
     results: dict[str, object] = {}
     verdicts: list[str] = []
-    for workers in (int(n) for n in args.workers.split(",")):
-        roll_up_since_end(stack)
-        with ApiProcess(stack.settings, tmp / f"api-{workers}.log", workers=workers) as api:
-            host, port, token = "127.0.0.1", api.port, stack.token
-            closed_loop(host, port, token, pick, follow, clients=20, seconds=3)  # warm every route
-            if "open" in args.only:
-                run, cpu = measured(api, influx, functools.partial(
-                    open_loop, host, port, token, pick, follow, users=args.users,
-                    mean_gap_s=args.gap, seconds=args.open_seconds,
-                ))  # fmt: skip
-                label = (f"open loop, {workers} API worker(s): {args.users} users, a call every "
-                         f"{args.gap:g} s each on average, {args.open_seconds:.0f} s")  # fmt: skip
-                figure = report(label, run, cpu)
-                results[f"open-{workers}"] = figure
-                slow = [n for n, t in run.tallies.items() if (t.percentile(95) or 0) > P95_TARGET_S]
-                met = run.errors == 0 and not slow
-                verdicts.append(f"[{'met' if met else 'NOT MET'}] open loop, {workers} worker(s): "
-                                f"no errors ({run.errors}), p95 < 300 ms for every call"
-                                + (f" (over: {', '.join(slow)})" if slow else ""))  # fmt: skip
-            if "closed" in args.only:
-                rates = {}
-                for clients in (int(n) for n in args.clients.split(",")):
-                    run, cpu = measured(api, influx, functools.partial(
-                        closed_loop, host, port, token, pick, follow, clients=clients,
-                        seconds=args.seconds,
-                    ))  # fmt: skip
-                    label = f"closed loop, {workers} API worker(s): {clients} clients, {args.seconds:.0f} s"
-                    results[f"closed-{workers}-{clients}"] = report(label, run, cpu)
-                    rates[clients] = (run.ok_per_s, run.errors)
-                most = max(rates)
-                held = rates[most][0] / max(rate for rate, _ in rates.values())
-                errors = sum(e for _, e in rates.values())
-                met = errors == 0 and held >= HOLD_TARGET
-                verdicts.append(f"[{'met' if met else 'NOT MET'}] closed loop, {workers} worker(s): "
-                                f"no errors ({errors}), {most} clients hold {held:.0%} of the best "
-                                f"throughput (≥ {HOLD_TARGET:.0%})")  # fmt: skip
-            if "cost" in args.only:
-                results[f"cost-{workers}"] = costs(api, influx, stack, pick, follow, args)
-            if "memory" in args.only:
-                memory(api, stack, args.readings)
+    trees = [Path(t).resolve() for t in args.trees.split(",")] if args.trees else [None]
+    for turn in range(args.rounds):
+        for workers in (int(n) for n in args.workers.split(",")):
+            for tree in trees:
+                name = (
+                    f"{workers}"
+                    + (f"-{tree.name}" if tree else "")
+                    + (f"-round{turn + 1}" if args.rounds > 1 else "")
+                )
+                print(f"\n=== {workers} worker(s)" + (f", code {tree}" if tree else "")
+                      + f", round {turn + 1} of {args.rounds}", flush=True)  # fmt: skip
+                roll_up_since_end(stack)
+                with ApiProcess(stack.settings, tmp / f"api-{name}.log", workers=workers,
+                                code=tree) as api:  # fmt: skip
+                    results.update(one_api(api, influx, stack, args, name, verdicts))
     print("\ntargets:")
     for verdict in verdicts:
         print(f"  {verdict}")
+    return results
+
+
+def one_api(
+    api: ApiProcess,
+    influx: InfluxServer,
+    stack: Stack,
+    args: argparse.Namespace,
+    name: str,
+    verdicts: list[str],
+) -> dict[str, object]:
+    """The figures of `--only` against one running API (`name`: its workers, tree and round)."""
+    pick, follow = mix(stack)
+    results: dict[str, object] = {}
+    host, port, token = "127.0.0.1", api.port, stack.token
+    closed_loop(host, port, token, pick, follow, clients=20, seconds=3)  # warm every route
+    if "open" in args.only:
+        run, cpu = measured(api, influx, functools.partial(
+            open_loop, host, port, token, pick, follow, users=args.users,
+            mean_gap_s=args.gap, seconds=args.open_seconds,
+        ))  # fmt: skip
+        label = (f"open loop, {name}: {args.users} users, a call every "
+                 f"{args.gap:g} s each on average, {args.open_seconds:.0f} s")  # fmt: skip
+        results[f"open-{name}"] = report(label, run, cpu)
+        slow = [n for n, t in run.tallies.items() if (t.percentile(95) or 0) > P95_TARGET_S]
+        met = run.errors == 0 and not slow
+        verdicts.append(f"[{'met' if met else 'NOT MET'}] open loop, {name}: "
+                        f"no errors ({run.errors}), p95 < 300 ms for every call"
+                        + (f" (over: {', '.join(slow)})" if slow else ""))  # fmt: skip
+    if "closed" in args.only:
+        rates = {}
+        for clients in (int(n) for n in args.clients.split(",")):
+            run, cpu = measured(api, influx, functools.partial(
+                closed_loop, host, port, token, pick, follow, clients=clients,
+                seconds=args.seconds,
+            ))  # fmt: skip
+            label = f"closed loop, {name}: {clients} clients, {args.seconds:.0f} s"
+            results[f"closed-{name}-{clients}"] = report(label, run, cpu)
+            rates[clients] = (run.ok_per_s, run.errors)
+        most = max(rates)
+        held = rates[most][0] / max(rate for rate, _ in rates.values())
+        errors = sum(e for _, e in rates.values())
+        met = errors == 0 and held >= HOLD_TARGET
+        verdicts.append(f"[{'met' if met else 'NOT MET'}] closed loop, {name}: "
+                        f"no errors ({errors}), {most} clients hold {held:.0%} of the best "
+                        f"throughput (≥ {HOLD_TARGET:.0%})")  # fmt: skip
+    if "cost" in args.only:
+        results[f"cost-{name}"] = costs(api, influx, stack, pick, follow, args)
+    if "memory" in args.only:
+        memory(api, stack, args.readings)
     return results
 
 
@@ -470,6 +501,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="per closed-loop figure")
     parser.add_argument("--cost-seconds", type=float, default=10, help="per call, cost figure")
     parser.add_argument("--readings", type=int, default=200_000, help="for the memory figure")
+    parser.add_argument(
+        "--trees", default="", help="checkouts whose API to compare, e.g. /tmp/main,/tmp/branch"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times to run them all, in turn")
     args = parser.parse_args()
     started = datetime.now(UTC)
     print(f"bench/api.py at {rfc3339(started)}: {args}; {os.cpu_count()} cores, load average "

@@ -18,13 +18,17 @@ from tests.processes import BinwatchChild
 
 
 class ApiProcess(BinwatchChild):
-    """`python -m binwatch api --port P [--workers N]` with the test's settings."""
+    """`python -m binwatch api --port P [--workers N]` with the test's settings; `code`: the
+    checkout whose binwatch runs (`-m` imports from the working folder; a benchmark compares
+    two), this one by default."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, *, workers: int = 1, code: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = ["api", "--port", str(self.port), "--workers", str(workers)]
-        super().__init__(settings, command, log_path, {})
+        super().__init__(settings, command, log_path, {}, cwd=code)
 
     def ready(self) -> bool:
         """It answers /health (503 too: InfluxDB may have no database yet)."""

@@ -32,10 +32,16 @@ class BinwatchChild:
     `log_path`: started, waited for, stopped, whatever the command."""
 
     def __init__(
-        self, settings: Settings, argv: list[str], log_path: Path, env: dict[str, str]
+        self,
+        settings: Settings,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        cwd: Path | None = None,
     ) -> None:
         self.argv = argv
         self.log_path = log_path
+        self.cwd = cwd
         self.env = {**os.environ, **settings.as_env(), **env}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +51,7 @@ class BinwatchChild:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "binwatch", *self.argv],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
