@@ -80,7 +80,10 @@ class Connection:
             await writer.drain()
         except ConnectionError:
             raise _ClosedBeforeAnswer from None
-        first = await reader.readline()
+        try:
+            first = await reader.readline()
+        except ConnectionResetError:  # closed by the server as the request arrived: unread
+            raise _ClosedBeforeAnswer from None
         if not first:
             raise _ClosedBeforeAnswer
         try:
@@ -163,7 +166,8 @@ class Run:
 
 FollowUp = Callable[[Call, Answer], Call | None]
 """What a client sends right after an answer, timed as a call of its own (e.g. cancelling the
-manual request it just raised, so the bin can be asked for again), or None."""
+manual request it just raised, so the bin can be asked for again), or None. It is also told
+how each try of its follow-up went (what it returns then is not sent)."""
 
 
 async def _timed(conn: Connection, call: Call, run: Run, since: float) -> Answer | None:
@@ -200,7 +204,10 @@ async def _call(conn: Connection, call: Call, run: Run, since: float, follow: Fo
     for _ in range(FOLLOW_UP_TRIES if after is not None else 0):
         assert after is not None
         followed = await _timed(conn, after, run, time.monotonic())
-        if followed is None or followed.status != 503:
+        if followed is None:
+            break
+        follow(after, followed)  # how its follow-up went, for the mix to know (it returns None)
+        if followed.status != 503:
             break
         await asyncio.sleep(followed.retry_after or 1.0)  # a follow-up refused is tried again
     return 0.0
