@@ -152,6 +152,31 @@ def test_a_deadline_is_met_or_the_job_is_unassigned_with_its_reason() -> None:
     ]
 
 
+def test_priorities_leave_out_the_least_urgent_and_do_not_order_a_day_that_fits() -> None:
+    """Two overdue bins 5 km north and south of the depot, and a bin that can wait beside each;
+    two bins a load. Loads made by priority would take the overdue pair first, 20 km, and the
+    other pair after, 20 km more; the day takes all four, so each load is one side, 10 km."""
+    jobs = [
+        dataclasses.replace(job(name, km), priority=100 if name.endswith("1") else 10)
+        for name, km in [("n1", 5), ("n2", 5), ("s1", -5), ("s2", -5)]
+    ]
+    plan = plan_day(jobs, [vehicle(litres=480)], STREET, unload=UNLOAD)
+    assert plan.unassigned == ()
+    (route,) = plan.routes
+    assert sorted(sorted(j.id for j in load) for load in loads(route)) == [
+        ["n1", "n2"],
+        ["s1", "s2"],
+    ]
+    assert route.distance_m == pytest.approx(20_000, abs=4)
+    # A day with room for one load only (back at the depot by its end: the overdue pair is
+    # 2,000 s driving and 2 min at the bins; a side's pair 1,120 s, 10 min unloading, and one
+    # bin more 1,060 s): the overdue pair goes, whatever it costs, and the others are left.
+    short = vehicle(litres=480, hours=2750 / 3600)
+    plan = plan_day(jobs, [short], STREET, unload=UNLOAD)
+    assert sorted(j.id for r in plan.routes for j in r.jobs) == ["n1", "s1"]
+    assert sorted(u.job.id for u in plan.unassigned) == ["n2", "s2"]
+
+
 @pytest.mark.parametrize(
     ("unfit", "reason"),
     [
