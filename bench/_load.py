@@ -66,7 +66,11 @@ class Connection:
             except _ClosedBeforeAnswer:
                 self.close()
         self._streams = await asyncio.open_connection(self.host, self.port)
-        return await self._exchange(call)
+        try:
+            return await self._exchange(call)
+        except _ClosedBeforeAnswer:  # on a new connection: an error like any other
+            self.close()
+            raise ConnectionResetError("closed before an answer on a new connection") from None
 
     async def _exchange(self, call: Call) -> Answer:
         assert self._streams is not None
