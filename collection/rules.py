@@ -269,6 +269,7 @@ class Policy:
     """The collection settings as the rules use them."""
 
     deadlines: dict[Stream, timedelta]
+    kitchen_daily: timedelta
     escalate_after: timedelta
     verify_window: timedelta
     emptied_pct: float
@@ -280,12 +281,20 @@ class Policy:
             deadlines={
                 stream: timedelta(hours=settings.deadline_h(stream.value)) for stream in Stream
             },
+            kitchen_daily=timedelta(hours=settings.deadline_kitchen_daily_h),
             escalate_after=timedelta(hours=settings.escalate_after_h),
             verify_window=timedelta(minutes=settings.verify_window_min),
             emptied_pct=settings.emptied_pct,
         )
 
-    def due_at(self, created_at: datetime, stream: str) -> datetime:
+    def due_at(self, created_at: datetime, stream: str, rule: Rule | None = None) -> datetime:
+        """The stream's deadline; the kitchen round's own for its requests. That round comes
+        after the day's last meal, when the operators' day shifts are over, so its requests
+        are due by the next round, not `deadline_kitchen_h` later (at dawn, before any crew
+        works: every one of them would be overdue and escalated each morning). A kitchen bin
+        that fills up still gets the stream's deadline from the threshold rule."""
+        if rule is Rule.kitchen_daily:
+            return created_at + self.kitchen_daily
         return created_at + self.deadlines[Stream(stream)]
 
     def escalation_level(self, *, due_at: datetime, now: datetime) -> int:

@@ -102,7 +102,7 @@ def open_request(
         reason_msg=message,
         status=Status.open.value,
         created_at=now,
-        due_at=policy.due_at(now, bin_.stream),
+        due_at=policy.due_at(now, bin_.stream, rule),
         updated_at=now,
         trigger_fill_pct=fill_pct,
         escalation_level=0,

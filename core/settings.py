@@ -270,6 +270,12 @@ class CollectionSettings(_Group):
     deadline_kitchen_h: float = Field(
         12, gt=0, description="hours from request to completion for kitchen waste"
     )
+    deadline_kitchen_daily_h: float = Field(
+        24,
+        gt=0,
+        description="hours from the kitchen round's request to completion (to the next round: "
+        "crews on day shifts clear the day's kitchen waste the next day)",
+    )
     deadline_hazardous_h: float = Field(
         24, gt=0, description="hours from request to completion for hazardous waste"
     )

@@ -444,8 +444,10 @@ def test_kitchen_bins_with_deposits_are_cleared_daily(
         collector.tick(round_at + timedelta(minutes=1))
 
     kitchen = requests_of(settings, status=None)
-    made = [(r.bin_id, r.rule) for r in kitchen if r.rule == "kitchen_daily"]
-    assert made == [(used, "kitchen_daily")]
+    made = [r for r in kitchen if r.rule == "kitchen_daily"]
+    assert [(r.bin_id, r.rule) for r in made] == [(used, "kitchen_daily")]
+    # Due by the next round, not 12 h later at dawn, before any day shift could clear it.
+    assert made[0].due_at - made[0].created_at == timedelta(hours=24)
 
 
 def test_an_acknowledgement_that_races_the_dispatch_is_taken_on_the_new_status(

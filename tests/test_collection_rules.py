@@ -17,6 +17,7 @@ from collection.rules import (
     FillPoint,
     Forecast,
     Policy,
+    Rule,
     forecast,
     forecast_fires,
     kitchen_needs_clearing,
@@ -224,6 +225,15 @@ def test_deadlines_by_stream() -> None:
     policy = _policy()
     assert policy.due_at(ROUND, Stream.kitchen) == ROUND + timedelta(hours=12)
     assert policy.due_at(ROUND, "recyclable") == ROUND + timedelta(hours=48)
+
+
+def test_the_kitchen_round_is_due_by_the_next_round_other_kitchen_requests_sooner() -> None:
+    policy = _policy()
+    assert policy.due_at(ROUND, Stream.kitchen, Rule.kitchen_daily) == ROUND + timedelta(hours=24)
+    for rule in (Rule.threshold, Rule.forecast, Rule.manual):
+        assert policy.due_at(ROUND, Stream.kitchen, rule) == ROUND + timedelta(hours=12)
+    other = Policy.of(Settings(collection_deadline_kitchen_daily_h=20).collection)
+    assert other.due_at(ROUND, "kitchen", Rule.kitchen_daily) == ROUND + timedelta(hours=20)
 
 
 def test_escalation_levels_at_their_times() -> None:
