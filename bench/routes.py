@@ -122,6 +122,19 @@ def city(copies: int) -> City:
     return City(bins, places, capacity, threshold, vehicles)
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A bin's open request: when the rule raised it, and when it is due (as the collector
+    stores it: the stream's deadline, the kitchen round's own for its requests)."""
+
+    created: datetime
+    due: datetime
+
+    @classmethod
+    def of(cls, policy: rules.Policy, now: datetime, bin_: BinTags, rule: rules.Rule) -> Waiting:
+        return cls(now, policy.due_at(now, bin_.stream, rule))
+
+
 @dataclass
 class Tally:
     km: float = 0.0
@@ -130,6 +143,42 @@ class Tally:
     late: int = 0
     requests: int = 0
     solver_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class KitchenRound:
+    """The collector's kitchen round (日产日清, `CollectionService.kitchen_daily`): once a local
+    day at `BINWATCH_COLLECTION_KITCHEN_HOUR`, a request for every kitchen bin used since the
+    round before and not emptied since, unless one is already waiting."""
+
+    bins: list[BinTags]
+    done: datetime | None = None
+    last_deposit: dict[str, datetime] = field(default_factory=dict)
+    last_emptied: dict[str, datetime] = field(default_factory=dict)
+
+    def run(
+        self,
+        now: datetime,
+        waiting: dict[str, Waiting],
+        tally: Tally,
+        settings: Settings,
+        policy: rules.Policy,
+    ) -> None:
+        """The round due at `now`, if not done yet; called before `now`'s readings are seen,
+        as the collector reads the deposits at the hour."""
+        round_at = rules.last_local_hour(
+            now, hour=settings.collection.kitchen_hour, timezone=settings.timezone
+        )
+        if self.done is not None and round_at != self.done:  # none before the simulation began
+            for bin_ in self.bins:
+                if bin_.bin not in waiting and rules.kitchen_needs_clearing(
+                    last_deposit_at=self.last_deposit.get(bin_.bin),
+                    last_emptied_at=self.last_emptied.get(bin_.bin),
+                    round_at=round_at,
+                ):
+                    waiting[bin_.bin] = Waiting.of(policy, now, bin_, rules.Rule.kitchen_daily)
+                    tally.requests += 1
+        self.done = round_at
 
 
 def shifts(town: City, day: datetime, zone: ZoneInfo) -> dict[str, list[VehicleDay]]:
@@ -161,12 +210,10 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     warm_up = start - timedelta(days=args.warm_up_days)
     model = FleetModel(town.bins, seed=args.seed, start=warm_up, interval_s=args.interval)
     tags = {t.bin: t for t in town.bins}
-    deadline = {
-        b: timedelta(hours=settings.collection.deadline_h(t.stream)) for b, t in tags.items()
-    }
+    rules_policy = rules.Policy.of(settings.collection)
     travel = StraightLine(settings.route.circuity, settings.route.speed_kmh)
     tally = Tally()
-    waiting: dict[str, datetime] = {}
+    waiting: dict[str, Waiting] = {}  # a bin's open request
     taken: set[str] = set()
     emptyings: list[tuple[datetime, str]] = []
     history: dict[str, deque[tuple[datetime, float]]] = defaultdict(deque)
@@ -179,25 +226,32 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     service = timedelta(seconds=settings.route.service_s)
     unload = timedelta(minutes=settings.route.unload_min)
     evidence = rules.Evidence.of(settings.collection)
+    kitchen = KitchenRound([t for t in town.bins if t.stream == Stream.kitchen.value])
     while model.next_ts < end:
         ts = model.next_ts
         emptyings.sort()
         while emptyings and emptyings[0][0] <= ts:
             at, bin_id = emptyings.pop(0)
             model.empty(bin_id)
-            created = waiting.pop(bin_id, None)
+            kitchen.last_emptied[bin_id] = at
+            request = waiting.pop(bin_id, None)
             taken.discard(bin_id)
-            if created is not None and at > created + deadline[bin_id]:
+            if request is not None and at > request.due:
                 tally.late += 1
         round_ = model.step()
         if warm_up < start <= round_.ts:  # the warm-up is over: count from here
             warm_up, tally = start, Tally(solver_s=tally.solver_s)
+        kitchen.run(round_.ts, waiting, tally, settings, rules_policy)
         for bin_id, reading in round_.readings:
             fill = reading.fill_pct
+            if reading.deposits:
+                kitchen.last_deposit[bin_id] = round_.ts
             if fill >= FULL:
                 tally.overflow_h += step_h
             if fill >= town.threshold[bin_id] and bin_id not in waiting:
-                waiting[bin_id] = round_.ts
+                waiting[bin_id] = Waiting.of(
+                    rules_policy, round_.ts, tags[bin_id], rules.Rule.threshold
+                )
                 tally.requests += 1
             if policy == "planned":
                 h = history[bin_id]
@@ -218,7 +272,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                     for v in fleet
                     if max(round_.ts, free_at.get(v.id, v.start)) < v.end
                 ]
-                jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts, deadline,
+                jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts,
                              service, evidence, _next_shift(town, operator, day, zone),
                              settings.collection)  # fmt: skip
                 jobs = [j for j in jobs if j.bin_id not in taken]
@@ -242,7 +296,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
             _serve_requests(fleets, crews, town, tags, waiting, taken, emptyings, tally, round_.ts,
                             travel, service, unload)  # fmt: skip
     final = model.next_ts
-    tally.late += sum(1 for b, created in waiting.items() if final > created + deadline[b])
+    tally.late += sum(1 for request in waiting.values() if final > request.due)
     return tally
 
 
@@ -279,10 +333,9 @@ def _jobs(
     operator: str,
     town: City,
     tags: dict[str, BinTags],
-    waiting: dict[str, datetime],
+    waiting: dict[str, Waiting],
     history: dict[str, deque[tuple[datetime, float]]],
     now: datetime,
-    deadline: dict[str, timedelta],
     service: timedelta,
     evidence: rules.Evidence,
     next_shift: tuple[datetime, datetime],
@@ -299,7 +352,7 @@ def _jobs(
                   town.capacity[bin_id], service)  # fmt: skip
         if policy == "planned":
             if bin_id in waiting:
-                due = waiting[bin_id] + deadline[bin_id]
+                due = waiting[bin_id].due
                 job = (
                     replace(job, due=due, priority=DUE_TODAY_PRIORITY)
                     if due > now
@@ -355,7 +408,7 @@ def _serve_requests(
     crews: dict[str, Crew],
     town: City,
     tags: dict[str, BinTags],
-    waiting: dict[str, datetime],
+    waiting: dict[str, Waiting],
     taken: set[str],
     emptyings: list[tuple[datetime, str]],
     tally: Tally,
@@ -365,7 +418,7 @@ def _serve_requests(
     unload: timedelta,
 ) -> None:
     """Each free vehicle takes the oldest waiting request it may carry, from where it is."""
-    queue = sorted((created, b) for b, created in waiting.items() if b not in taken)
+    queue = sorted((w.created, b) for b, w in waiting.items() if b not in taken)
     for operator, vehicles in fleets.items():
         for v in vehicles:
             crew = crews.setdefault(f"{v.id}@{v.start.date()}", Crew(v.depot, v.start))
