@@ -17,11 +17,18 @@ side (devices/default_fleet.yaml), travel the straight line × circuity at the u
    (`collection.planning.along`, `BINWATCH_COLLECTION_TOP_UP_PCT`).
 
 Printed per policy: kilometres driven, vehicle-hours (depot to depot), overflow-hours (bin-hours
-at 100 %), requests served after their deadline (or never), and the planner's solver time per
-day. `--copies N` tiles the pilot N times into a synthetic city (each copy its own sites, depots
+at 100 %), requests served after their deadline (or never), extra depot trips, and the planner's
+solver time per day; then each vehicle's kilometres and trips with their mean real load.
+
+Loads (`--load`): fixed and planned jobs are loaded as full bins, as the planner loads them
+(`full`), or by the bin's expected fill at the visit (`expected`, `expected_fill_pct` plus
+`--load-margin-pct` points). Either way the real-load check (`RealLoads`) puts each bin's real
+litres and kilograms into its trip when it is emptied, and a bin that does not fit costs an extra
+depot trip, there and back plus unloading, in kilometres and vehicle-hours. `--copies N` tiles the pilot N times into a synthetic city (each copy its own sites, depots
 and vehicles, 433 bins each: 23 copies ≈ 10,000 bins).
 
     .venv/bin/python bench/routes.py [--days 7] [--copies 1] [--policies fixed,requests,planned]
+        [--load full|expected] [--load-margin-pct 10]
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict, deque  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import datetime, timedelta  # noqa: E402
+from itertools import pairwise  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 from bench.forecast import buckets  # noqa: E402
@@ -142,7 +151,11 @@ class Tally:
     overflow_h: float = 0.0
     late: int = 0
     requests: int = 0
+    extra_trips: int = 0
     solver_s: list[float] = field(default_factory=list)
+    # the real load of each planned trip at unloading (litres, kg) by (vehicle, route, trip)
+    loads: dict[tuple[str, int, int], list[float]] = field(default_factory=dict)
+    km_by_vehicle: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 @dataclass
@@ -215,7 +228,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     tally = Tally()
     waiting: dict[str, Waiting] = {}  # a bin's open request
     taken: set[str] = set()
-    emptyings: list[tuple[datetime, str]] = []
+    emptyings: list[Emptying] = []
     history: dict[str, deque[tuple[datetime, float]]] = defaultdict(deque)
     keep = series.DAY_HISTORY + timedelta(hours=1)
     step_h = args.interval / 3600
@@ -227,11 +240,16 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     unload = timedelta(minutes=settings.route.unload_min)
     evidence = rules.Evidence.of(settings.collection)
     kitchen = KitchenRound([t for t in town.bins if t.stream == Stream.kitchen.value])
+    check = RealLoads(town, travel, unload)
+    latest: dict[str, tuple[float, float]] = {}  # a bin's newest reading: litres, kg
     while model.next_ts < end:
         ts = model.next_ts
         emptyings.sort()
-        while emptyings and emptyings[0][0] <= ts:
-            at, bin_id = emptyings.pop(0)
+        while emptyings and emptyings[0].at <= ts:
+            at, bin_id = emptyings[0].at, emptyings[0].bin_id
+            if emptyings[0].trip is not None:
+                check.load(emptyings[0], tally, *latest[bin_id])
+            emptyings.pop(0)
             model.empty(bin_id)
             kitchen.last_emptied[bin_id] = at
             request = waiting.pop(bin_id, None)
@@ -246,6 +264,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
             fill = reading.fill_pct
             if reading.deposits:
                 kitchen.last_deposit[bin_id] = round_.ts
+            latest[bin_id] = (fill / 100 * town.capacity[bin_id], reading.weight_kg or 0.0)
             if fill >= FULL:
                 tally.overflow_h += step_h
             if fill >= town.threshold[bin_id] and bin_id not in waiting:
@@ -253,7 +272,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                     rules_policy, round_.ts, tags[bin_id], rules.Rule.threshold
                 )
                 tally.requests += 1
-            if policy == "planned":
+            if policy == "planned" or args.load != "full":
                 h = history[bin_id]
                 h.append((round_.ts, fill))
                 while h and h[0][0] < round_.ts - keep:
@@ -275,6 +294,10 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                 jobs = _jobs(policy, operator, town, tags, waiting, history, round_.ts,
                              service, evidence, _next_shift(town, operator, day, zone),
                              settings.collection)  # fmt: skip
+                if args.load == "expected":
+                    until = max(v.end for v in fleet)
+                    jobs = [_sized(j, history, round_.ts, until, args.load_margin_pct)
+                            for j in jobs]  # fmt: skip
                 jobs = [j for j in jobs if j.bin_id not in taken]
                 if not vehicles or not jobs:
                     continue
@@ -290,7 +313,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                         flush=True,
                     )
                 for route in plan.routes:
-                    _drive(route, tally, emptyings, taken)
+                    _drive(route, tally, emptyings, taken, check)
                     free_at[route.vehicle_id] = route.stops[-1].departure
         if policy == "requests":
             _serve_requests(fleets, crews, town, tags, waiting, taken, emptyings, tally, round_.ts,
@@ -319,13 +342,118 @@ def _plan_slot(policy: str, now: datetime, first_start: datetime, every_h: float
 
 
 def _drive(
-    route: Route, tally: Tally, emptyings: list[tuple[datetime, str]], taken: set[str]
+    route: Route, tally: Tally, emptyings: list[Emptying], taken: set[str], check: RealLoads
 ) -> None:
     tally.km += route.distance_m / 1000
+    tally.km_by_vehicle[route.vehicle_id] += route.distance_m / 1000
     tally.vehicle_h += route.duration.total_seconds() / 3600
-    for job in route.jobs:
-        emptyings.append((next(s.arrival for s in route.stops if s.job is job), job.bin_id))
-        taken.add(job.bin_id)
+    first = check.routes
+    check.routes += 1
+    for stop in route.stops:
+        if stop.job is not None:
+            trip = (first, stop.trip)
+            emptyings.append(Emptying(stop.arrival, stop.job.bin_id, route.vehicle_id, trip))
+            taken.add(stop.job.bin_id)
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class Emptying:
+    """A bin emptied at `at`; on a planned route, by which vehicle on which of its trips."""
+
+    at: datetime
+    bin_id: str
+    vehicle_id: str = ""
+    trip: tuple[int, int] | None = None
+
+
+@dataclass
+class RealLoads:
+    """The real-load check of the planned routes: at each emptying the bin's real litres (its
+    newest reading's fill × capacity) and kilograms (the simulator's weight) go into the
+    vehicle's trip; a bin that does not fit counts an extra depot trip (from the bin to the
+    depot and back, plus unloading) in kilometres and vehicle-hours, and the trip goes on from
+    empty with that bin. The extra trip's time does not move the route's later stops."""
+
+    town: City
+    travel: StraightLine
+    unload: timedelta
+    routes: int = 0
+    vehicles: dict[str, tuple[VehicleSpec, Place]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.vehicles = {v.id: (v, depot) for _op, v, depot in self.town.vehicles}
+
+    def load(self, emptying: Emptying, tally: Tally, litres: float, kg: float) -> None:
+        assert emptying.trip is not None
+        vehicle, depot = self.vehicles[emptying.vehicle_id]
+        on_board = tally.loads.setdefault((emptying.vehicle_id, *emptying.trip), [0.0, 0.0])
+        litres_on, kg_on = on_board[0] + litres, on_board[1] + kg
+        if (vehicle.capacity_l is not None and litres_on > vehicle.capacity_l + 1e-9) or (
+            vehicle.capacity_kg is not None and kg_on > vehicle.capacity_kg + 1e-9
+        ):
+            seconds, metres = _leg(self.town.places[emptying.bin_id], depot, self.travel)
+            tally.extra_trips += 1
+            tally.km += 2 * metres / 1000
+            tally.km_by_vehicle[emptying.vehicle_id] += 2 * metres / 1000
+            tally.vehicle_h += (2 * seconds + self.unload.total_seconds()) / 3600
+            litres_on, kg_on = litres, kg
+        on_board[:] = [litres_on, kg_on]
+
+
+def _means(
+    h: deque[tuple[datetime, float]], now: datetime
+) -> tuple[list[rules.FillPoint], list[rules.FillPoint]]:
+    """A bin's 15-minute means of the last hours and hourly means of the last day at `now`, as
+    the collector reads them (series.recent_fill)."""
+    times, fills = [a for a, _f in h], [f for _a, f in h]
+    return (
+        buckets(times, fills, now, series.FORECAST_HISTORY),
+        buckets(times, fills, now, series.DAY_HISTORY, DAY_BUCKET),
+    )
+
+
+def expected_fill_pct(
+    recent: Sequence[rules.FillPoint],
+    day: Sequence[rules.FillPoint],
+    *,
+    now: datetime,
+    until: datetime,
+    margin_pct: float,
+) -> float:
+    """What a bin will hold (% of its capacity) at a visit between `now` and `until` (the end
+    of the shift): its newest mean, plus what it gained over the same hours the day before (the
+    rises of the last `day`'s hourly means from `now` − 1 day to `until` − 1 day, added up as
+    `rules.daily_gain` adds them), plus `margin_pct` points, at most 100; 100 (planned full)
+    when its history does not cover the day `daily_gain` needs.
+
+    Why the same hours the day before and not the day's gain spread evenly: bins fill at meals
+    and office hours, so a day shift's hours gain far more than their share of the day. Why
+    the end of the shift: the visit's time is what the plan decides, and a load sized for the
+    latest visit is never short of room for an earlier one. Why a margin: days vary; a bin
+    that holds more than planned costs the crew a trip to the depot (`RealLoads` counts them).
+    Measured and not kept in the product (docs/performance.md, "loads sized by the expected
+    fill, measured again"): the planner loads every bin full."""
+    newest = max((*recent, *day), default=None)
+    if newest is None or rules.daily_gain(day, now) is None:
+        return 100.0
+    since, to = now - rules.DAY, min(until, now + rules.DAY) - rules.DAY
+    window = sorted(p for p in day if since <= p.at <= to)
+    gain = sum(max(0.0, b.fill_pct - a.fill_pct) for a, b in pairwise(window))
+    return max(0.0, min(100.0, newest.fill_pct + gain + margin_pct))
+
+
+def _sized(
+    job: Job,
+    history: dict[str, deque[tuple[datetime, float]]],
+    now: datetime,
+    until: datetime,
+    margin_pct: float,
+) -> Job:
+    """`job` loaded by its bin's expected fill at the visit (`collection.planning.expected_fill_pct`
+    over the same means the collector reads), not full."""
+    recent, day = _means(history.get(job.bin_id) or deque(), now)
+    pct = expected_fill_pct(recent, day, now=now, until=until, margin_pct=margin_pct)
+    return replace(job, load_l=job.load_l * pct / 100)
 
 
 def _jobs(
@@ -362,9 +490,7 @@ def _jobs(
                 h = history.get(bin_id)
                 if not h:
                     continue
-                times, fills = [a for a, _f in h], [f for _a, f in h]
-                recent = buckets(times, fills, now, series.FORECAST_HISTORY)
-                day = buckets(times, fills, now, series.DAY_HISTORY, DAY_BUCKET)
+                recent, day = _means(h, now)
                 passes = due_before_next_shift(
                     recent,
                     day,
@@ -410,7 +536,7 @@ def _serve_requests(
     tags: dict[str, BinTags],
     waiting: dict[str, Waiting],
     taken: set[str],
-    emptyings: list[tuple[datetime, str]],
+    emptyings: list[Emptying],
     tally: Tally,
     now: datetime,
     travel: StraightLine,
@@ -440,7 +566,7 @@ def _serve_requests(
                 if arrival + service + timedelta(seconds=back_s) + unload > v.end:
                     break
                 tally.km += (moved_m + go_m) / 1000
-                emptyings.append((arrival, pick))
+                emptyings.append(Emptying(arrival, pick))
                 taken.add(pick)
                 crew.at, crew.free, crew.used = job.place, arrival + service, True
                 crew.load_l += job.load_l
@@ -471,6 +597,16 @@ def main() -> None:
     parser.add_argument("--policies", default="fixed,requests,planned")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument(
+        "--load",
+        choices=("full", "expected"),
+        default="full",
+        help="fixed and planned: a job's load is its bin's capacity (full), or its expected fill "
+        "at the visit (collection.planning.expected_fill_pct) plus --load-margin-pct",
+    )
+    parser.add_argument(
+        "--load-margin-pct", type=float, default=10.0, help="--load expected: points added"
+    )
+    parser.add_argument(
         "--replan-h",
         type=float,
         default=24.0,
@@ -486,9 +622,14 @@ def main() -> None:
         f"{settings.route.solver_exploration} on {settings.route.solver_threads} threads"
     )
     print(
-        "| policy | km | vehicle-h | overflow bin-h | requests | late or never | solver s per plan, mean (max) | run s |"
+        f"loads: {args.load}"
+        + (f", margin {args.load_margin_pct:g} points" if args.load == "expected" else "")
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| policy | km | vehicle-h | overflow bin-h | requests | late or never | extra depot trips | solver s per plan, mean (max) | run s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    loads: list[tuple[str, Tally]] = []
     for policy in args.policies.split(","):
         began = time.perf_counter()
         t = simulate(policy, town, settings, args)
@@ -497,11 +638,30 @@ def main() -> None:
             if t.solver_s
             else "–"
         )
+        loads.append((policy, t))
         print(
             f"| {policy} | {t.km:,.0f} | {t.vehicle_h:,.1f} | {t.overflow_h:,.1f} | {t.requests:,} | "
-            f"{t.late:,} | {solver} | {time.perf_counter() - began:,.0f} |",
+            f"{t.late:,} | {t.extra_trips:,} | {solver} | {time.perf_counter() - began:,.0f} |",
             flush=True,
         )
+    for policy, t in loads:
+        print(_loads(policy, t, town))
+
+
+def _loads(policy: str, tally: Tally, town: City) -> str:
+    """Each vehicle's planned trips and their mean real load at unloading (the fuller of litres
+    and kilograms, % of capacity)."""
+    specs = {v.id: v for _op, v, _depot in town.vehicles}
+    by_vehicle: dict[str, list[float]] = defaultdict(list)
+    for (vehicle_id, _route, _trip), (litres, kg) in sorted(tally.loads.items()):
+        v = specs[vehicle_id]
+        by_vehicle[vehicle_id].append(
+            max(litres / (v.capacity_l or math.inf), kg / (v.capacity_kg or math.inf))
+        )
+    return f"{policy}, per vehicle: km, trips (mean real load at unloading): " + ", ".join(
+        f"{vid} {tally.km_by_vehicle[vid]:,.0f} km, {len(f)} ({100 * sum(f) / len(f):.0f} %)"
+        for vid, f in sorted(by_vehicle.items())
+    )
 
 
 if __name__ == "__main__":
