@@ -449,8 +449,8 @@ def _sized(
     until: datetime,
     margin_pct: float,
 ) -> Job:
-    """`job` loaded by its bin's expected fill at the visit (`collection.planning.expected_fill_pct`
-    over the same means the collector reads), not full."""
+    """`job` loaded by its bin's expected fill at the visit (`expected_fill_pct` over the
+    same means the collector reads), not full."""
     recent, day = _means(history.get(job.bin_id) or deque(), now)
     pct = expected_fill_pct(recent, day, now=now, until=until, margin_pct=margin_pct)
     return replace(job, load_l=job.load_l * pct / 100)
@@ -601,7 +601,7 @@ def main() -> None:
         choices=("full", "expected"),
         default="full",
         help="fixed and planned: a job's load is its bin's capacity (full), or its expected fill "
-        "at the visit (collection.planning.expected_fill_pct) plus --load-margin-pct",
+        "at the visit (expected_fill_pct in this file) plus --load-margin-pct",
     )
     parser.add_argument(
         "--load-margin-pct", type=float, default=10.0, help="--load expected: points added"
