@@ -17,7 +17,15 @@ from datetime import timedelta
 from typing import Any, Final, Literal, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -57,10 +65,41 @@ class MqttEndpoint:
     password: str | None = field(repr=False)
 
 
-class _Group(BaseModel):
-    """One part's settings; validated like the rest, unknown names refused."""
+# A span of time a setting gives (`…_s`, `…_min`, `…_h`, `…_days`; rates such as `…_per_s` or
+# `…_rate_pct_h` are not spans) is added to dates: more than this would overflow them at run
+# time (a deadline of 1e9 hours fails the request it dates, inf the process), so it is refused
+# at start with the setting's name.
+SPAN_UNITS: Final = {"s": 1.0, "min": 60.0, "h": 3600.0, "days": 86400.0}
+LONGEST_SPAN: Final = timedelta(days=3650)
 
-    model_config = ConfigDict(extra="forbid")
+
+def span_unit(name: str) -> str | None:
+    """The unit of a setting that is a span of time, by its name; None for any other."""
+    unit = name.rpartition("_")[2]
+    if unit not in SPAN_UNITS or "_per_" in name or "rate" in name:
+        return None
+    return unit
+
+
+def _fits_the_calendar(value: Any, info: ValidationInfo) -> Any:
+    unit = span_unit(info.field_name or "")
+    if unit is not None and isinstance(value, int | float):
+        longest = LONGEST_SPAN.total_seconds() / SPAN_UNITS[unit]
+        if value > longest:
+            raise ValueError(
+                f"at most {longest:,.0f} {unit} (10 years): a longer span does not fit the "
+                "dates it is added to"
+            )
+    return value
+
+
+class _Group(BaseModel):
+    """One part's settings; validated like the rest, unknown names refused, no infinite or
+    NaN number, no span of time past the calendar."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _spans_fit = field_validator("*")(_fits_the_calendar)
 
 
 class DatabaseSettings(_Group):
@@ -583,7 +622,8 @@ def _fold(flat: Mapping[str, Any], into: Mapping[str, Any]) -> dict[str, Any]:
 class Settings(BaseSettings):
     """Every knob binwatch has, read from `BINWATCH_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", allow_inf_nan=False)
+    _spans_fit = field_validator("*")(_fits_the_calendar)
     mqtt_url: SecretUrl = Field(
         SecretUrl("mqtt://127.0.0.1:1883"), description="mqtt://user:pass@host:port"
     )

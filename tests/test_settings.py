@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings, env_names, reveal
+from core.settings import LONGEST_SPAN, SPAN_UNITS, Settings, env_names, reveal, span_unit
 from core.sql import make_engine
 
 MQTT = "mqtt://ingest:s3cret-mqtt@127.0.0.1:1883"
@@ -124,3 +125,47 @@ def test_the_s3_photo_store_needs_a_bucket_and_keeps_its_secret(
         Settings(route_photo_s3_url="127.0.0.1:7480")
     with pytest.raises(ValidationError, match="photo_store"):
         Settings(route_photo_store="ftp")
+
+
+def test_spans_of_time_past_the_calendar_are_refused_at_start_with_their_name() -> None:
+    """A span is added to dates (a deadline to a request's creation): 1e9 hours passed
+    validation and then failed every request it dated, `inf` the process. Every span setting,
+    in every group and at the top, is refused beyond 10 years, and no number may be infinite."""
+    spans = {name: span_unit(name) for name in env_names() if span_unit(name) is not None}
+    assert {"collection_deadline_kitchen_daily_h", "dead_letter_retention_days"} <= spans.keys()
+    assert {"api_rate_per_s", "collection_forecast_max_rate_pct_h"}.isdisjoint(spans)
+    unbounded = [n for n in spans if not any(hasattr(m, "le") for m in env_names()[n].metadata)]
+    assert "collection_deadline_kitchen_daily_h" in unbounded
+    for name in unbounded:
+        unit = spans[name]
+        assert unit is not None
+        longest = LONGEST_SPAN.total_seconds() / SPAN_UNITS[unit]
+        Settings(**_one(name, longest))  # ten years is still a span (an int field takes it whole)
+        with pytest.raises(ValidationError, match=f"(?s){name.partition('_')[2]}.*10 years"):
+            Settings(**_one(name, longest * 1.01))
+    floats = [name for name, info in env_names().items() if info.annotation in (float, "float")]
+    assert "alert_temp_raise_c" in floats
+    for name in floats:
+        for value in ("inf", "nan"):
+            with pytest.raises(ValidationError, match="finite number"):
+                Settings(**_one(name, value))
+
+
+def test_names_that_end_in_a_unit_are_spans_unless_they_are_rates() -> None:
+    """The rule is by name, so a new rate must say so (`_per_`, `rate`) or be taken for a span:
+    this lists every name ending in a unit that is not a span."""
+    not_spans = sorted(
+        name
+        for name in env_names()
+        if name.rpartition("_")[2] in SPAN_UNITS and span_unit(name) is None
+    )
+    assert not_spans == [
+        "alert_temp_rise_c_per_min",
+        "api_rate_per_s",
+        "collection_forecast_max_rate_pct_h",
+    ]
+
+
+def _one(name: str, value: object) -> dict[str, Any]:
+    """One setting by its flat name, as keyword arguments."""
+    return {name: value}
