@@ -234,6 +234,35 @@ def test_the_replan_button_stores_a_new_plan_and_inserts_an_urgent_request(world
     assert any(urgent_bin in bins for bins in _stops(page).values())
 
 
+def test_days_at_the_calendars_edges_are_answered_never_a_server_error(world: World) -> None:
+    """The first and last days a date can hold, and days past them, on the screen and the
+    re-plan: a page (nothing planned) or a 422 that says what to write, never a 500 from
+    arithmetic past the calendar (the day after, the scorecard's window)."""
+    path = f"/console/dispatch/{OPERATOR}"
+    for day in ("0001-01-01", "9999-12-31"):
+        status, page = world.page(ADMIN, f"{path}?date={day}")
+        assert status == 200, page[:300]
+        assert "No routes are planned for this day yet." in page
+    for day in ("10000-01-01", "0000-12-31", "2026-02-30"):
+        assert world.page(ADMIN, f"{path}?date={day}")[0] == 422
+    with world.client() as client:
+        assert _login(client, ADMIN, PASSWORD).status_code == 303
+        csrf = _csrf(client.get(path).text)
+        for day in ("0001-01-01", "9999-12-31"):
+            answer = client.post(f"{path}/replan", data={"csrf": csrf, "date": day})
+            assert answer.status_code == 422, answer.text[:300]
+            assert "Only today and the next 7 days can be planned." in answer.text
+    mine = {"Authorization": f"Bearer {world.api_key}"}
+    with TestClient(create_app(world.settings)) as client:
+        for day in ("0001-01-01", "9999-12-31"):
+            url = f"/api/v1/operators/{OPERATOR}/routes?date={day}"
+            answer = client.get(url, headers=mine)
+            assert answer.status_code == 404, answer.text[:300]
+            answer = client.post(url, headers=mine, json={})
+            assert answer.status_code == 422, answer.text[:300]
+            assert answer.json()["detail"]
+
+
 def test_inserting_for_an_operator_without_vehicles_says_there_are_none(world: World) -> None:
     """An operator with a waiting request but no vehicles and no plan: inserting the request
     says the operator has no vehicles (not that the request waits for no crew). Last in the

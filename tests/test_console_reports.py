@@ -308,6 +308,29 @@ def test_a_grid_official_reaches_only_their_area(world: World) -> None:
     assert grid.get("/console/rankings", params=outside).status_code == 404
 
 
+def test_months_at_the_calendars_edges_are_a_422_that_says_why(world: World) -> None:
+    """December 9999 (no month after it to end at), a month far ahead, before 2000 or
+    unwritable: every report page, file and the ranking answer 422 with the reason, never a
+    500 from date arithmetic past the calendar."""
+    admin = world.client(ADMIN)
+    paths = [
+        *(f"/console/reports/areas/{AREA}{s}" for s in ("", "/pdf", "/csv", "/xlsx")),
+        f"/console/reports/sites/{world.site_a}",
+        "/console/rankings",
+    ]
+    for month, why in (
+        ("9999-12", "This month has not begun yet."),
+        ("3000-01", "This month has not begun yet."),
+        ("0001-01", "There is no such month."),
+        ("2026-13", "There is no such month."),
+        ("99999-01", "There is no such month."),
+    ):
+        for path in paths:
+            answer = admin.get(path, params={"month": month})
+            assert answer.status_code == 422, (path, month, answer.text[:200])
+            assert why in answer.text, (path, month)
+
+
 def test_the_pdf_font_is_installed_by_make_and_by_the_image() -> None:
     repo = Path(__file__).parents[1]
     package = "fonts-wqy-microhei"

@@ -90,14 +90,19 @@ def reach_of(session: Session, caller: Caller) -> Reach:
 
 def _month(month: str | None, settings: Settings) -> date:
     """`YYYY-MM`, by default the city's month of the last whole hour (the current one, but
-    in a month's first hour the one before: a report needs a whole hour)."""
+    in a month's first hour the one before: a report needs a whole hour). A month after the
+    current one is refused here, before its bounds are computed: December 9999 has no month
+    after it to end at."""
+    last_hour = datetime.now(ZoneInfo(settings.timezone)) - timedelta(hours=1)
     if month is None:
-        last_hour = datetime.now(ZoneInfo(settings.timezone)) - timedelta(hours=1)
         return last_hour.date().replace(day=1)
     found = MONTH.fullmatch(month)
     if found is None or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) < 2000:
         raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("There is no such month."))
-    return date(int(found.group(1)), int(found.group(2)), 1)
+    chosen = date(int(found.group(1)), int(found.group(2)), 1)
+    if chosen > last_hour.date() + timedelta(days=1):
+        raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This month has not begun yet."))
+    return chosen
 
 
 def _window(
