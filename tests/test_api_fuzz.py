@@ -212,3 +212,61 @@ def test_unrepresentable_json_in_every_post_body_is_4xx_with_a_detail(
                         failures.append(f"POST {url} {text}: {problem}")
     assert tries >= 5 * 7 * 3
     assert not failures, f"{len(failures)} bad answers of {tries}:\n" + "\n".join(failures)
+
+
+EDGE_MOMENTS = {
+    "date": ["0001-01-01", "9999-12-31"],
+    "date-time": ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00",
+                  "9999-12-31T23:59:59-12:00"],
+}  # fmt: skip
+"""The first and last moments a date or time can hold: arithmetic past them (the day after,
+a window around them, a shift into the city's zone) must end in a 4xx, never a 500."""
+
+
+def _formats(schema: dict[str, Any]) -> set[str]:
+    found = {schema["format"]} if "format" in schema else set()
+    for option in schema.get("anyOf", []):
+        found |= _formats(option)
+    return found
+
+
+def test_dates_at_the_calendars_edges_in_every_query_are_answered_or_4xx_with_a_detail(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    influx = InfluxClient(settings)
+    influx.ensure_database(settings.raw_retention)
+    ensure_rollups(influx, settings.timezone)
+    tags = pilot_bins[min(pilot_bins)]
+    known = {
+        "site_id": tags.site,
+        "bin_id": tags.bin,
+        "area_id": tags.community,
+        "operator_id": tags.operator,
+    }
+    failures: list[str] = []
+    sent = 0
+    try:
+        app = create_app(settings)
+        with TestClient(app, base_url=BASE_URL, headers=ADMIN_HEADERS) as client:
+            for path, item in app.openapi()["paths"].items():
+                parameters = item.get("get", {}).get("parameters", [])
+                url = path
+                for parameter in parameters:
+                    if parameter["in"] == "path":
+                        url = url.replace(
+                            f"{{{parameter['name']}}}", known.get(parameter["name"], "1")
+                        )
+                for parameter in parameters:
+                    if parameter["in"] != "query":
+                        continue
+                    for fmt in _formats(parameter["schema"]) & EDGE_MOMENTS.keys():
+                        for value in EDGE_MOMENTS[fmt]:
+                            sent += 1
+                            response = client.get(url, params={parameter["name"]: value})
+                            if problem := _problem(response):
+                                failures.append(f"GET {url}?{parameter['name']}={value}: {problem}")
+    finally:
+        influx.query(f"DROP DATABASE {quote_ident(settings.influx.db)}", database=False)
+        influx.close()
+    assert sent >= 10, sent  # the document has date and time parameters, and they were sent
+    assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures)
