@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -71,6 +72,9 @@ class MqttEndpoint:
 # at start with the setting's name.
 SPAN_UNITS: Final = {"s": 1.0, "min": 60.0, "h": 3600.0, "days": 86400.0}
 LONGEST_SPAN: Final = timedelta(days=3650)
+# `raw_retention`, an InfluxQL duration literal (the units a retention policy takes).
+RETENTION_UNITS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+RETENTION: Final = re.compile(r"(\d{1,9})([wdhms])")
 
 
 def span_unit(name: str) -> str | None:
@@ -661,6 +665,23 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+
+    @field_validator("raw_retention")
+    @classmethod
+    def _retention_is_an_influxql_duration(cls, value: str) -> str:
+        """It is written into InfluxDB's `CREATE RETENTION POLICY` as it is: anything but a
+        duration literal would fail there, at the first start, in InfluxDB's words (or run as
+        more InfluxQL), and InfluxDB keeps nothing for less than an hour."""
+        if value.upper() == "INF":
+            return value
+        found = RETENTION.fullmatch(value)
+        if found is None:
+            raise ValueError(
+                "an InfluxQL duration such as 90d, 52w or 2160h (one of w d h m s), or INF"
+            )
+        if int(found.group(1)) * RETENTION_UNITS[found.group(2)] < 3600:
+            raise ValueError("at least 1h (InfluxDB keeps nothing for less), or INF to keep all")
+        return value
 
     @field_validator("topic_prefix")
     @classmethod

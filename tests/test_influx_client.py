@@ -39,3 +39,34 @@ def test_an_answer_and_the_body_it_was_sent_are_freed_without_the_cyclic_collect
         gc.garbage.clear()
         client.close()
     assert not left & {"httpx", "httpcore"}
+
+
+def test_every_retention_the_settings_accept_is_one_influxdb_takes(
+    influx_server: InfluxServer | AttachedServer, tmp_path: Path
+) -> None:
+    """`BINWATCH_RAW_RETENTION` is checked at start (core/settings.py) and written into
+    InfluxDB's retention policy as it is: each form the check lets through, from the shortest,
+    is one InfluxDB creates and alters to, with the duration it means."""
+    settings = isolated_settings(
+        "mqtt://127.0.0.1:1", influx_server.url, f"sqlite:///{tmp_path}/r.db"
+    )
+    client = InfluxClient(settings)
+    try:
+        for retention, duration in (
+            ("3600s", "1h0m0s"),
+            ("60m", "1h0m0s"),
+            ("2160h", "2160h0m0s"),
+            ("90d", "2160h0m0s"),
+            ("52w", "8736h0m0s"),
+            ("INF", "0s"),
+        ):
+            client.ensure_database(
+                settings.model_copy(update={"raw_retention": retention}).raw_retention
+            )
+            [policies] = client.query(
+                f"SHOW RETENTION POLICIES ON {settings.influx.db}", database=False
+            )
+            raw = next(row for row in policies.rows() if row["name"] == "raw")
+            assert raw["duration"] == duration, retention
+    finally:
+        client.close()

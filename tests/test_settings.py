@@ -169,3 +169,21 @@ def test_names_that_end_in_a_unit_are_spans_unless_they_are_rates() -> None:
 def _one(name: str, value: object) -> dict[str, Any]:
     """One setting by its flat name, as keyword arguments."""
     return {name: value}
+
+
+def test_the_raw_retention_is_an_influxql_duration_of_an_hour_or_more() -> None:
+    """It goes into InfluxDB's CREATE RETENTION POLICY as written: a typo would fail there at
+    the first start in InfluxDB's words, and anything after a duration would run as InfluxQL."""
+    for good in ("90d", "52w", "2160h", "3600s", "INF"):
+        assert Settings(raw_retention=good).raw_retention == good
+    for bad, why in (
+        ("90d; DROP DATABASE binwatch", "an InfluxQL duration"),
+        ("90 d", "an InfluxQL duration"),
+        ("1h30m", "an InfluxQL duration"),
+        ("90D", "an InfluxQL duration"),
+        ("", "an InfluxQL duration"),
+        ("30m", "at least 1h"),
+        ("0d", "at least 1h"),
+    ):
+        with pytest.raises(ValidationError, match=f"(?s)raw_retention.*{why}"):
+            Settings(raw_retention=bad)
