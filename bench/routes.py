@@ -347,11 +347,11 @@ def _drive(
     tally.km += route.distance_m / 1000
     tally.km_by_vehicle[route.vehicle_id] += route.distance_m / 1000
     tally.vehicle_h += route.duration.total_seconds() / 3600
-    first = check.routes
+    route_no = check.routes  # numbers the routes, so that each trip of each is its own load
     check.routes += 1
     for stop in route.stops:
         if stop.job is not None:
-            trip = (first, stop.trip)
+            trip = (route_no, stop.trip)
             emptyings.append(Emptying(stop.arrival, stop.job.bin_id, route.vehicle_id, trip))
             taken.add(stop.job.bin_id)
 

@@ -100,7 +100,7 @@ def _month(month: str | None, settings: Settings) -> date:
     if found is None or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) < 2000:
         raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("There is no such month."))
     chosen = date(int(found.group(1)), int(found.group(2)), 1)
-    if chosen > last_hour.date() + timedelta(days=1):
+    if chosen > last_hour.date():  # its first day is after the last whole hour
         raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This month has not begun yet."))
     return chosen
 
