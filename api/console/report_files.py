@@ -20,6 +20,7 @@ from openpyxl.utils import get_column_letter
 from api.console import labels
 from api.console.i18n import N_, Formats
 from api.console.report_model import FIGURES, MonthlyReport, not_ranked_reason
+from compliance.figures import csv_cell
 from compliance.schemas import Metrics, Score
 
 Cell = str | int | float | None
@@ -86,7 +87,7 @@ def report_csv(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
     return (BOM + out.getvalue()).encode("utf-8")
 
 
@@ -101,6 +102,9 @@ def report_xlsx(found: MonthlyReport, gettext: Gettext, fmt: Formats) -> bytes:
         cell.font = Font(bold=True)
     for row in rows:
         sheet.append(row)
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"  # openpyxl writes a text that starts with "=" as a formula
     sheet.freeze_panes = "A2"
     for column, width in zip(_columns(sheet.max_column), _widths(header, rows), strict=True):
         sheet.column_dimensions[column].width = width
