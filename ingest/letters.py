@@ -50,8 +50,10 @@ def _letter(
             payload = b"\n".join(rejection.payload for rejection in group)
         else:
             payload = b"[" + b",".join(rejection.payload for rejection in group) + b"]"
-    # A detail may quote what a bin sent; whatever it holds, the database must take it.
-    detail = detail.encode("utf-8", "backslashreplace").decode()
+    # A detail may quote what a bin sent (a key, an exception naming a value); whatever it
+    # holds, the database must take it: lone surrogates and NULs (PostgreSQL refuses both in
+    # text, and the letter was dropped) are written as escapes.
+    detail = detail.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     log.warning("dead-lettered %s from %s: %s", reason, topic, detail[:200])
     return DeadLetter(
         received_at=datetime.fromtimestamp(received_at, tz=UTC),
