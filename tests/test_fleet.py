@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -337,3 +338,73 @@ def test_a_reimport_that_changes_every_kind_of_row_updates_them_all(session: Ses
     # The same file once more: nothing left to change.
     settled = import_fleet(session, changed)
     assert (settled.created, settled.updated) == (0, 0)
+
+
+# --- hostile files: each refused in a line that says why, quickly, never a traceback -------------
+
+
+def _laughs(levels: int) -> str:
+    """The "billion laughs": each line a list of nine aliases of the one before (9**levels
+    values in a few hundred bytes)."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * 9)}]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # 400 bytes, 43 million values: checking them took 8 s, one level more 70 s.
+        (_laughs(8), "the file holds over 1,000,000 values with its aliases repeated"),
+        # Aliases shaped like the fleet, each area valid: 60**3 communities in 900 bytes (a 3 s
+        # check and a 216,000-line answer before; at 200 a level, 8 million).
+        (
+            "districts: [&d {id: d1, name: D, streets: [&s {id: s1, name: S, communities: "
+            "[&c {id: c1, name: C}" + ", *c" * 59 + "]}" + ", *s" * 59 + "]}" + ", *d" * 59 + "]\n",
+            "the file holds over 1,000,000 values with its aliases repeated",
+        ),
+        # An alias inside its own anchor's part: a RecursionError traceback before.
+        ("districts: &a [*a]\n", ":1: an alias inside the part its anchor names repeats it"),
+        ("city: &a {id: leshan, name: *a}\n", ":1: an alias inside the part its anchor names"),
+        # 5,000 levels of brackets: a RecursionError traceback before.
+        ("districts: " + "[" * 5000 + "]" * 5000 + "\n", "YAML nested too deep"),
+        # Over the size bound: read whole (and /dev/zero without end) before.
+        ("#" + " " * (8 * 1024 * 1024) + "\n", "the file is over 8 MiB"),
+    ],
+    ids=["laughs", "fleet-shaped-laughs", "endless-list", "endless-mapping", "deep", "huge"],
+)
+def test_a_hostile_file_is_refused_quickly_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str
+) -> None:
+    path = _write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(FleetError) as rejected:
+        load_fleet(path)
+    assert time.monotonic() - started < 2.0
+    assert said in str(rejected.value)
+    assert len(str(rejected.value)) < 500
+    # The CLI says it in one line and exits 1 (no registry: the file alone is checked).
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
+    refused = CliRunner().invoke(fleet_app, ["import", str(path)])
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert said in refused.stderr
+
+
+def test_anchors_and_merge_keys_that_override_a_key_are_not_a_key_given_twice(
+    tmp_path: Path,
+) -> None:
+    """A merged key overridden is what `<<:` is for; the check looked after the merge, and
+    refused it as a key given twice."""
+    shared = MINI.replace(
+        "  - {id: op-lvyuan, name: Lvyuan Environmental Services}\n",
+        "  - &lvyuan {id: op-lvyuan, name: Lvyuan Environmental Services}\n"
+        "  - {<<: *lvyuan, id: op-lvyuan-north}\n",
+    )
+    fleet = load_fleet(_write(tmp_path, shared))
+    assert [(o.id, o.name) for o in fleet.operators] == [
+        ("op-lvyuan", "Lvyuan Environmental Services"),
+        ("op-lvyuan-north", "Lvyuan Environmental Services"),
+    ]
+    twice = shared.replace("id: op-lvyuan-north}", "id: op-lvyuan-north, id: op-x}")
+    with pytest.raises(FleetError, match=r":11: id: key appears twice in this mapping"):
+        load_fleet(_write(tmp_path, twice))
