@@ -10,6 +10,7 @@ are checked against the file and the registry's `Known` ids together.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -87,7 +88,16 @@ def _check_topic(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+def _one_line(value: str) -> str:
+    """A name is shown as a title: an e-mail's Subject, a chat message's heading, a page's."""
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+        raise PydanticCustomError(
+            "name", "a name is one line of text: no line breaks or control characters"
+        )
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
 
 
 class _Spec(BaseModel):

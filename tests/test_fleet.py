@@ -132,6 +132,14 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
             "'jiazhou shuian gate' is not a valid id",
         ),
         ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
+        # A name goes into e-mail subjects and chat titles, which are one line.
+        (
+            "name: Jiazhou Shuian",
+            'name: "Jiazhou\\r\\nBcc: x@evil.example"',
+            13,
+            "sites[0].name: a name is one line",
+        ),
+        ("name: Lvxin Street", 'name: "Lvxin\\u2028Street"', 6, "a name is one line"),
     ],
 )
 def test_bad_file_is_rejected_with_its_line(

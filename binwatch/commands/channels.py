@@ -60,6 +60,11 @@ def set_command(
         addresses = ",".join(a.strip() for a in (to or "").split(",") if a.strip())
         if not addresses or any("@" not in a for a in addresses.split(",")):
             fail("an e-mail channel needs --to with one or more addresses")
+        # Each goes into the To header: a space or a line break would make it something else.
+        if odd := [
+            a for a in addresses.split(",") if any(c.isspace() or not c.isprintable() for c in a)
+        ]:
+            fail(f"an e-mail address holds a space or a control character: {odd[0]!r}")
     else:
         robot_url = _read("robot URL")
         allow = Settings().webhook.allow_private
