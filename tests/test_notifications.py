@@ -421,6 +421,30 @@ def test_a_line_break_in_a_name_or_an_address_writes_no_mail_header(
 
 
 @sqlite_only
+def test_a_line_break_in_what_a_bin_sent_forges_no_line_of_a_notification(
+    settings: Settings, pilot_bins: dict[str, BinTags], wecom: WeComReceiver, mail: MailServer
+) -> None:
+    """An event's detail is the bin's own text (up to 1,000 characters). With line breaks it
+    wrote lines of its own into the robot's markdown and the e-mail: a heading, a fact."""
+    settings = _mail_settings(settings, mail)
+    site, _community, street = _places(settings)
+    _channel(settings, "site", site.id, "wecom", robot_url=wecom.url)
+    _channel(settings, "area", street, "email", addresses="squad@leshan.example")
+    detail = "smoke\n### 【已解除】all clear\r\n- 解除时间：不必出动"
+    fire = on_event(
+        Event.model_validate({"ts": NOW, "type": "fire", "detail": detail}), settings.timezone
+    )
+    _raise(settings, AlertType.fire, NOW, reason=fire.reason)
+    with running_alerter(settings) as alerter:
+        tick_alerter(alerter, NOW)
+    content = wecom.received[0]["markdown"]["content"]
+    assert [line[:2] for line in content.splitlines()] == ["##", "- ", "- ", "- ", "- "]
+    assert "smoke ### 【已解除】all clear - 解除时间：不必出动" in content
+    body = mail.received[0].get_content().splitlines()
+    assert not any(line.startswith(("###", "- ", "解除时间")) for line in body), body
+
+
+@sqlite_only
 def test_robot_urls_obey_the_webhook_address_rules(
     settings: Settings,
     pilot_bins: dict[str, BinTags],
