@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import FleetError
+from core.topic_names import topic_problem
 from core.webhook_targets import url_problem
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
@@ -76,14 +77,13 @@ def _check_id(value: str) -> str:
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
-_PUBLISHABLE = re.compile(r"[^#+\s]+")
 
 
 def _check_topic(value: str) -> str:
-    if not _PUBLISHABLE.fullmatch(value):
+    if problem := topic_problem(value):
         raise PydanticCustomError(
-            "topic", "'{value}' cannot be published to: no MQTT wildcards (+, #) or spaces",
-            {"value": value},
+            "topic", "{value} cannot be published to: {problem}",
+            {"value": repr(value), "problem": problem},
         )  # fmt: skip
     return value
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import paho.mqtt.client as paho
 import pytest
 import yaml
 from sqlalchemy import select
@@ -222,12 +225,51 @@ def test_area_contacts_come_from_the_file_and_keep_their_secret(
     )
 
 
-def test_a_contact_topic_with_a_wildcard_is_refused_with_its_line(tmp_path: Path) -> None:
-    path = _write(tmp_path, CONTACTS.replace("city/lvxin/squad", "city/+/squad"))
+# Topics the broker cannot take: (as written in the file, as read, what the refusal says).
+UNPUBLISHABLE = [
+    ("city/+/squad", "city/+/squad", "wildcard"),
+    ('"city/lvxin\\0squad"', "city/lvxin\0squad", "control character ('\\x00')"),
+    ('"city/lvxin\\x01squad"', "city/lvxin\x01squad", "control character ('\\x01')"),
+    ('"city/lvxin\\x7fsquad"', "city/lvxin\x7fsquad", "control character ('\\x7f')"),
+    ('"city/lvxin\\x85squad"', "city/lvxin\x85squad", "control character ('\\x85')"),
+    ("$SYS/lvxin", "$SYS/lvxin", "the broker's own"),
+]
+
+
+@pytest.mark.parametrize(("written", "topic", "why"), UNPUBLISHABLE)
+def test_a_contact_topic_the_broker_cannot_take_is_refused_with_its_line(
+    tmp_path: Path, written: str, topic: str, why: str
+) -> None:
+    path = _write(tmp_path, CONTACTS.replace("city/lvxin/squad", written))
     with pytest.raises(FleetError) as rejected:
         load_fleet(path)
     assert f"{path}:7: " in str(rejected.value)
-    assert "contact.mqtt_topic: 'city/+/squad' cannot be published to" in str(rejected.value)
+    assert f"contact.mqtt_topic: {topic!r} cannot be published to" in str(rejected.value)
+    assert why in str(rejected.value)
+
+
+def test_the_broker_drops_a_connection_that_publishes_to_a_refused_topic(
+    mqtt_server: Any,
+) -> None:
+    """Why the control characters are refused: Mosquitto answers such a PUBLISH by closing the
+    connection (the collector's, whose paho sends the message again after each reconnect)."""
+    for _written, topic, _why in [*UNPUBLISHABLE[1:5], ("", "city/肖坝/whistle", "")]:
+        dropped = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.on_disconnect = lambda *_args, event=dropped: event.set()
+        broker = urlsplit(mqtt_server.url)
+        client.connect(broker.hostname or "127.0.0.1", broker.port or 1883)
+        client.loop_start()
+        try:
+            info = client.publish(topic, b"{}", qos=1)
+            if topic.startswith("city/肖坝"):  # a topic the file accepts: taken
+                info.wait_for_publish(5)
+                assert info.is_published() and not dropped.is_set()
+            else:
+                assert dropped.wait(5), f"the broker took {topic!r}"
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
 
 @pytest.mark.parametrize(
