@@ -13,11 +13,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy import Select, select
 
 from binwatch.commands.fleet import _registry
-from binwatch.output import console, fail
+from binwatch.output import PlainTable, console, fail
 from core.chat_robots import shown_url
 from core.settings import Settings
 from core.webhook_targets import url_problem
@@ -110,7 +109,7 @@ def remove_command(
 @channels_app.command("list")
 def list_command(site: SiteOption = None, area: AreaOption = None) -> None:
     """The channels (of one contact, or all): robots by host only, secrets never shown."""
-    table = Table("id", "contact", "kind", "language", "to")
+    table = PlainTable("id", "contact", "kind", "language", "to")
     with _registry() as session:
         query = select(ContactChannel)
         if site or area:
