@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -119,13 +120,25 @@ def record_attempt(
     return final
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One attempt: delivered, or the reason it was not and whether trying again can help."""
+    """One attempt: delivered, or the reason it was not and whether trying again can help.
+    The error often quotes the other side (a receiver's answer, a robot's errmsg, an SMTP
+    reply) and is stored in a text column and shown: its control characters are written as
+    escapes. A NUL failed the write on PostgreSQL, so the attempt was never recorded and was
+    made again every tick."""
 
     delivered: bool
     error: str | None = None
     retryable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            shown = _CONTROL.sub(lambda found: repr(found[0])[1:-1], self.error)
+            object.__setattr__(self, "error", shown)
 
 
 class _GuardedTransport(httpx.HTTPTransport):
