@@ -11,6 +11,7 @@ and the tests set it). The pure checks are what the fleet import uses to refuse 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Final
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import httpcore
 
 ALLOW_SETTING: Final = "BINWATCH_WEBHOOK_ALLOW_PRIVATE"
+_UNSENDABLE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 class AddressRefused(httpcore.ConnectError):
@@ -37,6 +39,14 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
         return f"{url!r} is not an http(s) URL with a host"
     if parts.username is not None or parts.password is not None:
         return f"{url!r} carries credentials: the receiver checks the signature instead"
+    # What the sender cannot send to (core/webhooks.py refuses it per attempt), refused here so
+    # a fleet file says so with its line: urlsplit drops tabs and line breaks without a word.
+    if _UNSENDABLE.search(url):
+        return f"{url!r} holds a space or a control character"
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        return f"{url!r} names no host: a label of it is empty or over 63 characters"
     if allow_private:
         return None
     if parts.scheme != "https":

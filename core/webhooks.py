@@ -206,6 +206,12 @@ class WebhookSender:
                 return Outcome(False, f"refused: {exc.__cause__}")
             why = str(exc).replace(url, shown) or type(exc).__name__
             return Outcome(False, f"{shown} unreachable: {why}", True)
+        # A URL the address check passes but httpx cannot send to: a control character in it
+        # (InvalidURL), a host IDNA cannot encode (`a..b`, a label over 63 characters, `xn--`).
+        # Raised, the attempt was never recorded, and was made again on every tick.
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            why = str(exc).replace(url, shown) or type(exc).__name__
+            return Outcome(False, f"refused: {shown} cannot be called: {why}")
         return code, said
 
 

@@ -78,6 +78,9 @@ def test_allowing_private_opens_http_and_loopback_but_not_nonsense() -> None:
     assert url_problem("http://127.0.0.1:9/x", allow_private=True) is None
     assert url_problem("ftp://127.0.0.1/x", allow_private=True) is not None
     assert url_problem("http://u:p@127.0.0.1/x", allow_private=True) is not None
+    # What httpx cannot send to (the sender refuses it per attempt): said before any attempt.
+    for unsendable in ("http://a..b/x", f"http://{'a' * 64}.example/x", "http://h.example/\x01"):
+        assert url_problem(unsendable, allow_private=True) is not None, unsendable
 
 
 @pytest.mark.parametrize(

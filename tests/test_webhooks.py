@@ -207,6 +207,35 @@ def test_a_receivers_answer_holding_a_nul_is_recorded_and_not_retried(
     )
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a..b/hook",  # an empty label: IDNA cannot encode the host (UnicodeError)
+        "http://" + "a" * 64 + ".example/hook",  # a label over 63 characters
+        "http://xn--/hook",  # an A-label with nothing in it (idna.IDNAError)
+        "http://127.0.0.1:9/hook?\x01",  # a control character (httpx.InvalidURL)
+    ],
+)
+def test_a_url_that_cannot_be_called_gives_up_once_saying_why(
+    settings: Settings, pilot_bins: dict[str, BinTags], url: str
+) -> None:
+    """The address check passed these (it looked at the scheme, the host and its address),
+    and the POST raised instead of answering an outcome: the attempt was never recorded and
+    was made again on every tick, never giving up, the request showing nothing. Now the check
+    refuses what it can tell (a fleet file then says so with its line), the sender the rest."""
+    _point_operator_at(settings, url)
+    now = datetime.now(UTC)
+    open_manual(settings, BIN, now)
+    with running_collector(settings) as collector:
+        for minutes in (0, 1, 5):
+            tick(collector, now + timedelta(minutes=minutes))
+    [request] = requests_of(settings)
+    assert request.webhook_attempts == settings.collection.webhook_attempts  # none are left
+    assert (request.dispatch_error or "").startswith(
+        "webhook: gave up after 1 attempt(s): refused:"
+    )
+
+
 # --- escalation webhooks ---------------------------------------------------------------------
 
 
