@@ -8,7 +8,6 @@ of every table (`PlainTable`), which show what bins and files sent."""
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any, NoReturn
 
@@ -16,6 +15,8 @@ import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from core.printable import escape_controls
 
 # Wide enough for any line binwatch prints; Rich lays a table out to its content, not this width.
 _PIPED_WIDTH = 10_000
@@ -28,15 +29,12 @@ def console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else _PIPED_WIDTH)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def plain(value: object) -> Text:
     """`value` as it is: never read as markup, and its control characters written as escapes.
     What the tables show comes from outside (a dead letter's detail quotes the JSON key a bin
     sent, names come from the fleet file): `[/x]` in it stopped the command with a MarkupError,
     `[link=…]` drew a link, and an ESC sequence reached the terminal (its title, the screen)."""
-    return Text(_CONTROL.sub(lambda found: repr(found[0])[1:-1], str(value)))
+    return Text(escape_controls(str(value)))
 
 
 class PlainTable(Table):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from typing import Final, Protocol
 import httpcore
 import httpx
 
+from core.printable import escape_controls
 from core.settings import Settings
 from core.webhook_targets import AddressRefused, GuardedBackend, url_problem
 
@@ -120,9 +120,6 @@ def record_attempt(
     return final
 
 
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One attempt: delivered, or the reason it was not and whether trying again can help.
@@ -137,8 +134,7 @@ class Outcome:
 
     def __post_init__(self) -> None:
         if self.error is not None:
-            shown = _CONTROL.sub(lambda found: repr(found[0])[1:-1], self.error)
-            object.__setattr__(self, "error", shown)
+            object.__setattr__(self, "error", escape_controls(self.error))
 
 
 class _GuardedTransport(httpx.HTTPTransport):
