@@ -2,7 +2,7 @@
 declared Content-Length over the cap is refused at once, a chunked body is counted as it streams
 in) and JSON that can be represented at all (no NaN, no ±Infinity, no number beyond a float, no
 lone UTF-16 surrogate: Python's json module accepts all four, and nothing after it can store or
-echo them)."""
+echo them; and no NUL in a string, which PostgreSQL's text cannot hold)."""
 
 from __future__ import annotations
 
@@ -129,10 +129,10 @@ def unrepresentable(body: bytes) -> str | None:
         return str(exc)
     except ValueError:
         return None
-    return _surrogate(value)
+    return _unstorable_string(value)
 
 
-def _surrogate(value: Any) -> str | None:
+def _unstorable_string(value: Any) -> str | None:
     strings: list[str] = []
     stack = [value]
     while stack:
@@ -149,6 +149,9 @@ def _surrogate(value: Any) -> str | None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode"
+        # PostgreSQL's text holds no NUL: a manual request's reason with one was a 500 there.
+        if "\x00" in text:
+            return "a string holds a NUL character (\\u0000), which stored text cannot hold; leave it out"
     return None
 
 

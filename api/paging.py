@@ -64,7 +64,9 @@ def read_cursor(text: str | None, offset: int, *kinds: type) -> tuple[Any, ...] 
         if not isinstance(values, list) or len(values) != len(kinds):
             raise ValueError(text)
         return tuple(_typed(value, kind) for value, kind in zip(values, kinds, strict=True))
-    except ValueError as error:  # binascii.Error and JSONDecodeError are ValueErrors
+    # binascii.Error and JSONDecodeError are ValueErrors; OverflowError: a time at the
+    # calendar's edge whose offset takes its UTC past it (9999-12-31T23:59:59-23:59).
+    except (ValueError, OverflowError) as error:
         raise InvalidRequest(
             "after is not a cursor of this list: use the next URL of a page as given"
         ) from error
@@ -75,7 +77,9 @@ def _typed(value: object, kind: type) -> Any:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
             raise ValueError(value)
-        return moment
+        # In UTC as `cursor` wrote it: the registry's columns compare UTC, and a time that has
+        # none fails here rather than in the query (a 500).
+        return moment.astimezone(UTC)
     if kind is int and type(value) is int and 0 <= value <= MAX_ROW_ID:
         return value
     if kind is str and isinstance(value, str) and re.fullmatch(ID_REGEX, value):

@@ -3,15 +3,20 @@ a table or a `file:line:` error piped into grep, a log or a test came out cut; a
 at import time keeps the width of that moment. Here a console is made when printing, as wide as
 its terminal, and as wide as its lines when the output is not a terminal (whatever COLUMNS
 says). Errors are printed as text, not markup: a message that contains `[…]` (a pydantic
-location, a topic filter) is shown as it is instead of breaking the print."""
+location, a topic filter) is shown as it is instead of breaking the print; so are the cells
+of every table (`PlainTable`), which show what bins and files sent."""
 
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from core.printable import escape_controls
 
 # Wide enough for any line binwatch prints; Rich lays a table out to its content, not this width.
 _PIPED_WIDTH = 10_000
@@ -22,6 +27,30 @@ def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Piped, COLUMNS is not this output's width (pytest-xdist, for one, sets it to 80).
     return Console(stderr=stderr, width=None if stream.isatty() else _PIPED_WIDTH)
+
+
+def plain(value: object) -> Text:
+    """`value` as it is: never read as markup, and its control characters written as escapes.
+    What the tables show comes from outside (a dead letter's detail quotes the JSON key a bin
+    sent, names come from the fleet file): `[/x]` in it stopped the command with a MarkupError,
+    `[link=…]` drew a link, and an ESC sequence reached the terminal (its title, the screen)."""
+    return Text(escape_controls(str(value)))
+
+
+class PlainTable(Table):
+    """A Rich table whose text cells and title are `plain`."""
+
+    def __init__(self, *headers: str, title: str | None = None, **options: Any) -> None:
+        super().__init__(*headers, title=None if title is None else plain(title), **options)
+
+    def add_row(
+        self,
+        *renderables: RenderableType | None,
+        style: Any = None,
+        end_section: bool = False,
+    ) -> None:
+        cells = [plain(cell) if isinstance(cell, str) else cell for cell in renderables]
+        super().add_row(*cells, style=style, end_section=end_section)
 
 
 def error(message: object) -> None:

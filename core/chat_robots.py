@@ -48,9 +48,16 @@ class Note:
 
     @classmethod
     def of(cls, title: str, lines: list[str]) -> Note:
-        """A title over lines of facts: a markdown list for the robots, plain lines for mail."""
+        """A title over lines of facts: a markdown list for the robots, plain lines for mail.
+        Each on one line: the facts quote text from outside (a bin's event detail, a site's
+        name), whose line breaks wrote headings and facts of their own."""
+        title, lines = _one_line(title), [_one_line(line) for line in lines]
         markdown = "\n".join(f"- {line}" for line in lines)
         return cls(title=title, markdown=markdown, plain="\n".join([title, "", *lines]))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def shown_url(url: str) -> str:

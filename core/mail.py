@@ -38,9 +38,15 @@ class MailSender:
         if not mail.host:
             return Outcome(False, NOT_CONFIGURED)
         message = EmailMessage()
-        message["From"] = mail.sender
-        message["To"] = ", ".join(to)
-        message["Subject"] = subject
+        try:
+            message["From"] = mail.sender
+            message["To"] = ", ".join(to)
+            # A subject is one line. Its text comes from the registry (a site's or an area's
+            # name): a line break in it would start a header of its own, which the e-mail
+            # package refuses by raising, and an attempt that raises is never recorded.
+            message["Subject"] = " ".join(subject.split())
+        except ValueError as exc:  # an address holding a line break: no try can write it
+            return Outcome(False, f"cannot write the e-mail's headers: {exc}")
         message["Date"] = formatdate()
         message["Message-ID"] = make_msgid(domain=mail.sender.rpartition("@")[2] or None)
         message.set_content(text)

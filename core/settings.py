@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.topic_names import topic_problem
 
 ENV_PREFIX: Final = "BINWATCH_"
 
@@ -686,14 +687,10 @@ class Settings(BaseSettings):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_has_no_wildcards(cls, value: str) -> str:
-        if (
-            not value
-            or any(c in value for c in "#+")
-            or value.startswith("/")
-            or value.endswith("/")
-        ):
+        if topic_problem(value) or value.startswith("/") or value.endswith("/"):
             raise ValueError(
-                "topic prefix must be a plain topic like binwatch/v1 (no wildcards, no edge '/')"
+                "topic prefix must be a plain topic like binwatch/v1 (no wildcards, spaces or"
+                " control characters, no edge '/', not '$…')"
             )
         return value
 

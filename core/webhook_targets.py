@@ -11,6 +11,7 @@ and the tests set it). The pure checks are what the fleet import uses to refuse 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Final
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import httpcore
 
 ALLOW_SETTING: Final = "BINWATCH_WEBHOOK_ALLOW_PRIVATE"
+_UNSENDABLE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 class AddressRefused(httpcore.ConnectError):
@@ -37,6 +39,14 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
         return f"{url!r} is not an http(s) URL with a host"
     if parts.username is not None or parts.password is not None:
         return f"{url!r} carries credentials: the receiver checks the signature instead"
+    # What the sender cannot send to (core/webhooks.py refuses it per attempt), refused here so
+    # a fleet file says so with its line: urlsplit drops tabs and line breaks without a word.
+    if _UNSENDABLE.search(url):
+        return f"{url!r} holds a space or a control character"
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        return f"{url!r} names no host: a label of it is empty or over 63 characters"
     if allow_private:
         return None
     if parts.scheme != "https":
@@ -51,14 +61,33 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
     return address_problem(str(literal), allow_private=False)
 
 
+# IPv6 addresses whose last 32 bits are an IPv4 address that the host or a gateway on its way
+# reaches: IPv4-mapped and SIIT's IPv4-translated (RFC 4291, 2765), IPv4-compatible (deprecated,
+# RFC 4291) and NAT64's well-known prefix (RFC 6052), which a DNS64 network's gateway turns into
+# IPv4 (`64:ff9b::a9fe:a9fe` is 169.254.169.254, the cloud's metadata). Python calls them
+# global; they are as public as the IPv4 address they carry.
+_CARRY_IPV4: Final = tuple(
+    ipaddress.IPv6Network(net)
+    for net in ("::ffff:0:0/96", "::ffff:0:0:0/96", "::/96", "64:ff9b::/96")
+)
+# NAT64's local-use prefix (RFC 8215): any prefix length within it, so where the IPv4 address
+# sits is the network's choice; never public.
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def address_problem(address: str, *, allow_private: bool) -> str | None:
-    """Why binwatch will not connect to this IP address, or None."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if allow_private or (ip.is_global and not ip.is_multicast):
+    """Why binwatch will not connect to this IP address, or None. An IPv6 address that carries
+    an IPv4 one (above; 6to4's `2002:<ipv4>::`, RFC 3056) is judged by that."""
+    given = ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address):
+        if int(ip) > 1 and any(ip in net for net in _CARRY_IPV4):  # :: and ::1 are themselves
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+    if allow_private or (ip.is_global and not ip.is_multicast and given not in _LOCAL_NAT64):
         return None
-    return f"{ip} is not a public address (set {ALLOW_SETTING}=true to allow it)"
+    carried = f" (carrying {ip})" if ip is not given else ""
+    return f"{given}{carried} is not a public address (set {ALLOW_SETTING}=true to allow it)"
 
 
 class GuardedBackend(httpcore.NetworkBackend):

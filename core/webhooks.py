@@ -26,6 +26,7 @@ from typing import Final, Protocol
 import httpcore
 import httpx
 
+from core.printable import escape_controls
 from core.settings import Settings
 from core.webhook_targets import AddressRefused, GuardedBackend, url_problem
 
@@ -121,11 +122,19 @@ def record_attempt(
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One attempt: delivered, or the reason it was not and whether trying again can help."""
+    """One attempt: delivered, or the reason it was not and whether trying again can help.
+    The error often quotes the other side (a receiver's answer, a robot's errmsg, an SMTP
+    reply) and is stored in a text column and shown: its control characters are written as
+    escapes. A NUL failed the write on PostgreSQL, so the attempt was never recorded and was
+    made again every tick."""
 
     delivered: bool
     error: str | None = None
     retryable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", escape_controls(self.error))
 
 
 class _GuardedTransport(httpx.HTTPTransport):
@@ -193,6 +202,12 @@ class WebhookSender:
                 return Outcome(False, f"refused: {exc.__cause__}")
             why = str(exc).replace(url, shown) or type(exc).__name__
             return Outcome(False, f"{shown} unreachable: {why}", True)
+        # A URL the address check passes but httpx cannot send to: a control character in it
+        # (InvalidURL), a host IDNA cannot encode (`a..b`, a label over 63 characters, `xn--`).
+        # Raised, the attempt was never recorded, and was made again on every tick.
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            why = str(exc).replace(url, shown) or type(exc).__name__
+            return Outcome(False, f"refused: {shown} cannot be called: {why}")
         return code, said
 
 

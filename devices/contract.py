@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from core.times import epoch_ms
 
@@ -61,6 +69,8 @@ def parse_ts(value: Any) -> datetime:
             raise ValueError(f"ts {value} is not epoch milliseconds between 2000 and 2100")
         return datetime.fromtimestamp(value / 1000, tz=UTC)
     if isinstance(value, str):
+        if "\x00" in value:  # fromisoformat reads up to a NUL and ignores what follows it
+            raise ValueError(f"ts {value[:40]!r} holds a NUL character")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -124,12 +134,25 @@ class Reading(_Wire):
         return self
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character, which no PostgreSQL text can hold")
+    return value
+
+
+# A string a bin sends may reach the registry (an event's detail becomes its alert's): a NUL in
+# it failed every write of it on PostgreSQL, as a lone surrogate would on any store. The length
+# bound stays inside, beside the check: pydantic refuses lone surrogates only in a constrained
+# string.
+Detail = Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)]
+
+
 class Event(_Wire):
     """Something that happened at a bin, on `…/bins/{bin_id}/event`."""
 
     ts: Timestamp
     type: Literal["fire", "tilt", "lid_open", "fault"]
-    detail: str | None = Field(None, max_length=1000)
+    detail: Detail | None = None
 
 
 class Status(_Wire):

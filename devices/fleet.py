@@ -10,6 +10,7 @@ are checked against the file and the registry's `Known` ids together.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import FleetError
+from core.topic_names import topic_problem
 from core.webhook_targets import url_problem
 from devices.contract import BIN_ID_PATTERN, SiteType, Stream
 from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
@@ -49,6 +51,17 @@ DEFAULT_THRESHOLDS: Final[Mapping[Stream, float]] = MappingProxyType(
 DEFAULT_CAPACITY_L: Final = 240  # the standard wheeled bin at Chinese sorting stations
 MAX_STATIONS: Final = 99  # generated bin ids `<site>-s<n>-<stream>`: n has two digits at most
 
+# A fleet file is read whole and every value of it checked, so both are bounded: a wrong file
+# (a log, a dump, /dev/zero) or one written to hurt must not take the machine's memory or
+# minutes of CPU. 8 MiB is ~470 times the pilot's file (68 sites, 433 bins: 17.9 KB); PyYAML
+# read a 1.9 MB file in 3.7 s at 136 MiB peak RSS here, so the largest takes ~16 s.
+MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+# Values (YAML nodes) with each alias counted as often as it is used: what the checks and the
+# import walk. A few aliases can repeat a part of the file without end ("billion laughs": a
+# 900-byte file of them made 216,000 communities and took 3 s; one more level, minutes), so
+# the bound is what MAX_FILE_BYTES of plain YAML could hold (the pilot's file: 1,627 values).
+MAX_VALUES: Final = 1_000_000
+
 Loc = tuple[str | int, ...]
 _ID = re.compile(BIN_ID_PATTERN)
 _ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -64,19 +77,27 @@ def _check_id(value: str) -> str:
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
-_PUBLISHABLE = re.compile(r"[^#+\s]+")
 
 
 def _check_topic(value: str) -> str:
-    if not _PUBLISHABLE.fullmatch(value):
+    if problem := topic_problem(value):
         raise PydanticCustomError(
-            "topic", "'{value}' cannot be published to: no MQTT wildcards (+, #) or spaces",
-            {"value": value},
+            "topic", "{value} cannot be published to: {problem}",
+            {"value": repr(value), "problem": problem},
         )  # fmt: skip
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+def _one_line(value: str) -> str:
+    """A name is shown as a title: an e-mail's Subject, a chat message's heading, a page's."""
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+        raise PydanticCustomError(
+            "name", "a name is one line of text: no line breaks or control characters"
+        )
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
 
 
 class _Spec(BaseModel):
@@ -348,15 +369,21 @@ def load_fleet(
     (the registry the file will be imported into; None: an empty one)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)  # a bounded read: a size stat() cannot promise
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FleetError(f"{path}: cannot read the fleet file: {exc}") from exc
-    root, data = _parse(path, text)
+    if len(raw) > MAX_FILE_BYTES:
+        raise FleetError(
+            f"{path}: the file is over {MAX_FILE_BYTES // 2**20} MiB; a fleet file is not"
+        )
+    root, data, duplicates = _parse(path, text)
 
     def line_of(loc: Loc) -> int:
         return _line_of(root, loc)
 
-    problems = list(_duplicate_keys(root))
+    problems = duplicates
     try:
         fleet = Fleet.model_validate(
             data, context={"allow_private_webhooks": allow_private_webhooks}
@@ -373,14 +400,31 @@ def load_fleet(
     return fleet
 
 
-def _parse(path: Path, text: str) -> tuple[yaml.Node, Any]:
-    """The YAML node tree (it knows the lines) and the plain data built from it."""
+def _parse(path: Path, text: str) -> tuple[yaml.Node, Any, list[tuple[int, str, str]]]:
+    """The YAML node tree (it knows the lines), the plain data built from it, and its keys given
+    twice. The tree is sized and its keys compared before the data is built, since building
+    it merges `<<: *anchor` keys into the mappings (an overridden key is not given twice)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             raise FleetError(f"{path}:1: the file is empty; see default_fleet.yaml for the layout")
-        return root, loader.construct_document(root)
+        try:
+            values = _values(root)
+        except _EndlessAlias as exc:
+            raise FleetError(
+                f"{path}:{exc.line}: an alias inside the part its anchor names repeats it"
+                " without end"
+            ) from None
+        if values > MAX_VALUES:
+            raise FleetError(
+                f"{path}: the file holds over {MAX_VALUES:,} values with its aliases repeated;"
+                " a fleet file does not"
+            )
+        duplicates = list(_duplicate_keys(root))
+        return root, loader.construct_document(root), duplicates
+    except RecursionError:  # PyYAML composes and builds nested parts recursively
+        raise FleetError(f"{path}: YAML nested too deep; a fleet file nests a few levels") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"{mark.line + 1}:" if mark else ""
@@ -413,18 +457,65 @@ def _line_of(root: yaml.Node, loc: Loc) -> int:
     return line + 1
 
 
-def _duplicate_keys(node: yaml.Node) -> Iterator[tuple[int, str, str]]:
-    """YAML silently keeps the last of two equal keys; an editor meant one of them."""
+class _EndlessAlias(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        seen: set[object] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                yield key.start_mark.line + 1, str(key.value), "key appears twice in this mapping"
-            seen.add(key.value)
-            yield from _duplicate_keys(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _duplicate_keys(item)
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _values(root: yaml.Node) -> int:
+    """How many values the document holds, each alias counted as often as it is used (the
+    node an alias names is the same object wherever it is used, so each is sized once);
+    `_EndlessAlias` for an alias inside its own anchor's part, which is endless. Walked without
+    recursion, a size capped just over MAX_VALUES."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose parts are being sized: an alias to one is endless
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, sized = stack.pop()
+        key = id(node)
+        if sized:
+            sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            open_.discard(key)
+        elif key in open_:
+            raise _EndlessAlias(node.start_mark.line + 1)
+        elif key not in sizes:
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)]
+
+
+def _duplicate_keys(root: yaml.Node) -> Iterator[tuple[int, str, str]]:
+    """YAML silently keeps the last of two equal keys; an editor meant one of them. Each node
+    once, however many aliases use it."""
+    done: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in done:
+            continue
+        done.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue  # a list or mapping as key: building the data refuses it
+                if key.value in seen:
+                    yield (
+                        key.start_mark.line + 1,
+                        str(key.value),
+                        "key appears twice in this mapping",
+                    )
+                seen.add(key.value)
+        stack.extend(_children(node))
 
 
 def _where(loc: Loc) -> str:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from core.printable import escape_controls
 from devices.models import DEAD_LETTER_TOPIC_MAX, DeadLetter
 from ingest.decode import Rejection
 
@@ -50,9 +51,12 @@ def _letter(
             payload = b"\n".join(rejection.payload for rejection in group)
         else:
             payload = b"[" + b",".join(rejection.payload for rejection in group) + b"]"
-    # A detail may quote what a bin sent; whatever it holds, the database must take it.
-    detail = detail.encode("utf-8", "backslashreplace").decode()
-    log.warning("dead-lettered %s from %s: %s", reason, topic, detail[:200])
+    # A detail may quote what a bin sent (a key, an exception naming a value); whatever it
+    # holds, the database must take it: lone surrogates and NULs (PostgreSQL refuses both in
+    # text, and the letter was dropped) are written as escapes.
+    detail = detail.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    # The log shows it escaped: a line break in a bin's key forged log lines of its own.
+    log.warning("dead-lettered %s from %s: %s", reason, topic, escape_controls(detail[:200]))
     return DeadLetter(
         received_at=datetime.fromtimestamp(received_at, tz=UTC),
         topic=topic[:DEAD_LETTER_TOPIC_MAX],

@@ -23,7 +23,7 @@ from security.models import LOCALES, ConsoleSession, User, UserEvent
 from security.scopes import Role, check_scope
 from security.session_rules import is_expired
 
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,63}")
 DISPLAY_NAME_MAX = 200  # users.display_name
 UserRole = Role  # people and keys share one list of roles (security.scopes)
 COMMAND_LINE = "command line (binwatch users)"
@@ -47,7 +47,7 @@ def create_user(
 ) -> User:
     """A new user; InvalidRequest saying what to fix for a bad name, password, scope or locale
     (a ScopeError for the scope, UserError for the rest, each with a code for the console)."""
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):  # match: '$' also matches before a final line break
         raise UserError(
             "a user name is 2–64 lower-case letters, digits, '_', '.' or '-', "
             "starting with a letter or digit",

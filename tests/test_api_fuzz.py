@@ -164,7 +164,9 @@ def test_fuzzed_requests_never_5xx_and_every_4xx_has_a_detail(
     assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures)
 
 
-UNREPRESENTABLE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", '"\\ud800"', '"a\\udfffb"']
+UNREPRESENTABLE = [
+    "NaN", "Infinity", "-Infinity", "1e999", "-1e999", '"\\ud800"', '"a\\udfffb"', '"a\\u0000b"'
+]  # fmt: skip
 """JSON texts Python's json module reads but nothing after it can store or echo."""
 
 
@@ -212,6 +214,24 @@ def test_unrepresentable_json_in_every_post_body_is_4xx_with_a_detail(
                         failures.append(f"POST {url} {text}: {problem}")
     assert tries >= 5 * 7 * 3
     assert not failures, f"{len(failures)} bad answers of {tries}:\n" + "\n".join(failures)
+
+
+def test_a_nul_in_a_body_is_a_422_that_says_so_never_a_500(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """PostgreSQL's text holds no NUL: a valid manual request whose reason held one was a 500
+    there (and stored as sent on SQLite)."""
+    bin_id = min(pilot_bins)
+    with TestClient(create_app(settings), base_url=BASE_URL, headers=ADMIN_HEADERS) as client:
+        for body in (
+            {"bin_id": bin_id, "reason": "bags\u0000 beside the bin"},
+            {"bin_id": bin_id, "reason": "bags beside the bin", "\u0000": 1},
+        ):
+            answer = client.post("/api/v1/collections", json=body)
+            assert answer.status_code == 422, answer.text
+            assert "NUL character" in answer.json()["detail"][0]["msg"]
+        fine = client.post("/api/v1/collections", json={"bin_id": bin_id, "reason": "bags"})
+        assert fine.status_code == 201, fine.text
 
 
 EDGE_MOMENTS = {

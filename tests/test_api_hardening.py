@@ -3,7 +3,9 @@ cap, the existence oracle, the audit trail's actor, the offline docs and the Ope
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -422,3 +424,33 @@ def test_every_list_and_readings_route_is_capped_and_pages_through_everything(
             found = re.match(r'<([^>]+)>; rel="next"', answer.headers.get("link", ""))
             link = found.group(1) if found else None
         assert chained == all_bins
+
+
+def _cursor(*values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def test_a_cursor_made_by_hand_is_a_422_that_says_so_on_every_keyset_list(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """`after` is opaque, but anyone can decode and rewrite it. A time at the calendar's edge
+    with an offset that takes it past the edge (9999-12-31T23:59:59-23:59) was a 500: the
+    registry's column converts it to UTC, and there is no such UTC time."""
+    forged = {
+        "/api/v1/alerts": [
+            _cursor("9999-12-31T23:59:59-23:59", 1),
+            _cursor("0001-01-01T00:00:00+23:59", 1),
+            _cursor("2026-12-01T00:00:00", 1),  # no offset
+            _cursor("2026-12-01T00:00:00+00:00", 2**63),
+            _cursor("2026-12-01T00:00:00+00:00", "1"),
+            _cursor(1),
+        ],
+        "/api/v1/collections": [_cursor(-1), _cursor(2**31), _cursor(1.5), _cursor("1")],
+        "/api/v1/sites": [_cursor("../x"), _cursor("x" * 65), _cursor(1), "not base64!"],
+    }
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as client:
+        for path, cursors in forged.items():
+            for after in cursors:
+                answer = client.get(path, params={"after": after})
+                assert answer.status_code == 422, (path, after, answer.text)
+                assert "after is not a cursor of this list" in answer.json()["detail"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import paho.mqtt.client as paho
 import pytest
 import yaml
 from sqlalchemy import select
@@ -131,6 +135,14 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
             "'jiazhou shuian gate' is not a valid id",
         ),
         ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
+        # A name goes into e-mail subjects and chat titles, which are one line.
+        (
+            "name: Jiazhou Shuian",
+            'name: "Jiazhou\\r\\nBcc: x@evil.example"',
+            13,
+            "sites[0].name: a name is one line",
+        ),
+        ("name: Lvxin Street", 'name: "Lvxin\\u2028Street"', 6, "a name is one line"),
     ],
 )
 def test_bad_file_is_rejected_with_its_line(
@@ -213,12 +225,51 @@ def test_area_contacts_come_from_the_file_and_keep_their_secret(
     )
 
 
-def test_a_contact_topic_with_a_wildcard_is_refused_with_its_line(tmp_path: Path) -> None:
-    path = _write(tmp_path, CONTACTS.replace("city/lvxin/squad", "city/+/squad"))
+# Topics the broker cannot take: (as written in the file, as read, what the refusal says).
+UNPUBLISHABLE = [
+    ("city/+/squad", "city/+/squad", "wildcard"),
+    ('"city/lvxin\\0squad"', "city/lvxin\0squad", "control character ('\\x00')"),
+    ('"city/lvxin\\x01squad"', "city/lvxin\x01squad", "control character ('\\x01')"),
+    ('"city/lvxin\\x7fsquad"', "city/lvxin\x7fsquad", "control character ('\\x7f')"),
+    ('"city/lvxin\\x85squad"', "city/lvxin\x85squad", "control character ('\\x85')"),
+    ("$SYS/lvxin", "$SYS/lvxin", "the broker's own"),
+]
+
+
+@pytest.mark.parametrize(("written", "topic", "why"), UNPUBLISHABLE)
+def test_a_contact_topic_the_broker_cannot_take_is_refused_with_its_line(
+    tmp_path: Path, written: str, topic: str, why: str
+) -> None:
+    path = _write(tmp_path, CONTACTS.replace("city/lvxin/squad", written))
     with pytest.raises(FleetError) as rejected:
         load_fleet(path)
     assert f"{path}:7: " in str(rejected.value)
-    assert "contact.mqtt_topic: 'city/+/squad' cannot be published to" in str(rejected.value)
+    assert f"contact.mqtt_topic: {topic!r} cannot be published to" in str(rejected.value)
+    assert why in str(rejected.value)
+
+
+def test_the_broker_drops_a_connection_that_publishes_to_a_refused_topic(
+    mqtt_server: Any,
+) -> None:
+    """Why the control characters are refused: Mosquitto answers such a PUBLISH by closing the
+    connection (the collector's, whose paho sends the message again after each reconnect)."""
+    for _written, topic, _why in [*UNPUBLISHABLE[1:5], ("", "city/肖坝/whistle", "")]:
+        dropped = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.on_disconnect = lambda *_args, event=dropped: event.set()
+        broker = urlsplit(mqtt_server.url)
+        client.connect(broker.hostname or "127.0.0.1", broker.port or 1883)
+        client.loop_start()
+        try:
+            info = client.publish(topic, b"{}", qos=1)
+            if topic.startswith("city/肖坝"):  # a topic the file accepts: taken
+                info.wait_for_publish(5)
+                assert info.is_published() and not dropped.is_set()
+            else:
+                assert dropped.wait(5), f"the broker took {topic!r}"
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
 
 @pytest.mark.parametrize(
@@ -337,3 +388,73 @@ def test_a_reimport_that_changes_every_kind_of_row_updates_them_all(session: Ses
     # The same file once more: nothing left to change.
     settled = import_fleet(session, changed)
     assert (settled.created, settled.updated) == (0, 0)
+
+
+# --- hostile files: each refused in a line that says why, quickly, never a traceback -------------
+
+
+def _laughs(levels: int) -> str:
+    """The "billion laughs": each line a list of nine aliases of the one before (9**levels
+    values in a few hundred bytes)."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * 9)}]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # 400 bytes, 43 million values: checking them took 8 s, one level more 70 s.
+        (_laughs(8), "the file holds over 1,000,000 values with its aliases repeated"),
+        # Aliases shaped like the fleet, each area valid: 60**3 communities in 900 bytes (a 3 s
+        # check and a 216,000-line answer before; at 200 a level, 8 million).
+        (
+            "districts: [&d {id: d1, name: D, streets: [&s {id: s1, name: S, communities: "
+            "[&c {id: c1, name: C}" + ", *c" * 59 + "]}" + ", *s" * 59 + "]}" + ", *d" * 59 + "]\n",
+            "the file holds over 1,000,000 values with its aliases repeated",
+        ),
+        # An alias inside its own anchor's part: a RecursionError traceback before.
+        ("districts: &a [*a]\n", ":1: an alias inside the part its anchor names repeats it"),
+        ("city: &a {id: leshan, name: *a}\n", ":1: an alias inside the part its anchor names"),
+        # 5,000 levels of brackets: a RecursionError traceback before.
+        ("districts: " + "[" * 5000 + "]" * 5000 + "\n", "YAML nested too deep"),
+        # Over the size bound: read whole (and /dev/zero without end) before.
+        ("#" + " " * (8 * 1024 * 1024) + "\n", "the file is over 8 MiB"),
+    ],
+    ids=["laughs", "fleet-shaped-laughs", "endless-list", "endless-mapping", "deep", "huge"],
+)
+def test_a_hostile_file_is_refused_quickly_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str
+) -> None:
+    path = _write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(FleetError) as rejected:
+        load_fleet(path)
+    assert time.monotonic() - started < 2.0
+    assert said in str(rejected.value)
+    assert len(str(rejected.value)) < 500
+    # The CLI says it in one line and exits 1 (no registry: the file alone is checked).
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
+    refused = CliRunner().invoke(fleet_app, ["import", str(path)])
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert said in refused.stderr
+
+
+def test_anchors_and_merge_keys_that_override_a_key_are_not_a_key_given_twice(
+    tmp_path: Path,
+) -> None:
+    """A merged key overridden is what `<<:` is for; the check looked after the merge, and
+    refused it as a key given twice."""
+    shared = MINI.replace(
+        "  - {id: op-lvyuan, name: Lvyuan Environmental Services}\n",
+        "  - &lvyuan {id: op-lvyuan, name: Lvyuan Environmental Services}\n"
+        "  - {<<: *lvyuan, id: op-lvyuan-north}\n",
+    )
+    fleet = load_fleet(_write(tmp_path, shared))
+    assert [(o.id, o.name) for o in fleet.operators] == [
+        ("op-lvyuan", "Lvyuan Environmental Services"),
+        ("op-lvyuan-north", "Lvyuan Environmental Services"),
+    ]
+    twice = shared.replace("id: op-lvyuan-north}", "id: op-lvyuan-north, id: op-x}")
+    with pytest.raises(FleetError, match=r":11: id: key appears twice in this mapping"):
+        load_fleet(_write(tmp_path, twice))

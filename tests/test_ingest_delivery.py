@@ -97,6 +97,42 @@ def test_a_flood_with_ten_percent_bad_input_never_stalls_a_small_buffer(
     assert count_points(small) == len(good)
 
 
+def test_dead_letters_list_shows_what_a_bin_sent_as_text(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    ingest: Ingestor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead letter's detail quotes the JSON key a bin sent. The table read it as Rich markup:
+    `[/x]` stopped `deadletters list` with a MarkupError, a `[link=…]` drew a link, and an ESC
+    sequence went to the admin's terminal as it came (its title, a cleared screen). Ingest's
+    log line of the letter showed a line break as it came: a line of its own, forged."""
+    topic = Topics(settings.topic_prefix).bin(sorted(pilot_bins)[0], TopicKind.telemetry)
+    ts = int(NOW.timestamp() * 1000)
+    keys = [
+        "[/x]",
+        "[link=https://evil.example]click[/link]",
+        "\u001b]0;pwned\u0007\u001b[2J",
+        "lid\nERROR ingest.service: forged",
+    ]
+    publish_all(
+        settings, [(topic, json.dumps({"ts": ts, "fill_pct": 5, k: 1}).encode()) for k in keys]
+    )
+    wait_for(
+        lambda: ingest.metrics.value("binwatch_ingest_rejected_total", reason="unknown_field") == 4,
+        timeout=15,
+        what="four unknown-field dead letters",
+    )
+    listed = CliRunner().invoke(app, ["deadletters", "list"], env=settings.as_env())
+    assert listed.exit_code == 0, listed.output
+    assert "[/x] is not a field of contract v1" in listed.output
+    assert "[link=https://evil.example]click[/link] is not a field" in listed.output
+    assert "\x1b" not in listed.output and "\\x1b]0;pwned\\x07\\x1b[2J is not" in listed.output
+    assert "lid\\nERROR ingest.service: forged is not" in listed.output
+    logged = [r.getMessage() for r in caplog.records if r.name == "ingest.letters"]
+    assert len(logged) == 4 and not any("\n" in line or "\x1b" in line for line in logged)
+
+
 def test_dead_letters_of_an_unregistered_bin_are_replayed_once_it_is_registered(
     settings: Settings, pilot_bins: dict[str, BinTags], ingest: Ingestor
 ) -> None:

@@ -133,6 +133,31 @@ HOSTILE: list[tuple[str, TopicKind, bytes, bool, dict[str, int]]] = [
         {"missing_field": 1},
     ),
     ("retained nesting", TopicKind.event, b"[" * 5000, True, {"malformed_json": 1}),
+    # NUL: no PostgreSQL text holds it, so no string a bin sends may carry it into the registry
+    # (an event's detail becomes its alert's), and a dead letter's detail that quotes one is
+    # still kept, on either database.
+    ("NUL in a key", TopicKind.telemetry, _raw(**{"lid\\u0000": "1"}), False, {"unknown_field": 1}),
+    (
+        "NUL in a buffered reading's key",
+        TopicKind.telemetry,
+        b"[" + _raw(**{"\\u0000": "1"}) + b"]",
+        False,
+        {"unknown_field": 1},
+    ),
+    (
+        "NUL in an event's detail",
+        TopicKind.event,
+        json.dumps({"ts": TS, "type": "fire", "detail": "smoke\u0000"}).encode(),
+        False,
+        {"wrong_type": 1},
+    ),
+    (
+        "NUL after ts",  # datetime.fromisoformat read up to the NUL: the time was stored
+        TopicKind.telemetry,
+        _raw(ts=f'"{NOW:%Y-%m-%dT%H:%M:%S}Z\\u0000junk"'),
+        False,
+        {"bad_timestamp": 1},
+    ),
 ]
 
 

@@ -305,9 +305,12 @@ def test_unicode_in_telemetry_is_refused_with_its_reason(
 
 
 def test_unicode_in_an_event_detail_is_stored_or_refused_but_never_breaks_a_line() -> None:
-    detail = '火灾 🔥 "quoted" \\ back\nslash \u0000 end'
+    detail = '火灾 🔥 "quoted" \\ back\nslash\r end'
     (line,), _ = _decode(json.dumps({"ts": TS, "type": "fire", "detail": detail}).encode(), "event")
     assert line.count("\n") == 0 and "火灾 🔥" in line
+    # A NUL no PostgreSQL text holds (the detail becomes its alert's): refused.
+    nul = json.dumps({"ts": TS, "type": "fire", "detail": "smoke \u0000"}).encode()
+    assert _decode(nul, "event") == ([], ["wrong_type"])
     surrogate = json.dumps({"ts": TS, "type": "fire", "detail": "\ud800"}).encode()
     assert _decode(surrogate, "event") == ([], ["wrong_type"])
     assert _decode(json.dumps({"ts": TS, "type": "火"}).encode(), "event") == ([], ["wrong_type"])

@@ -255,6 +255,12 @@ def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
                 ("ingest-3", (), InvalidRequest),  # a sub-account shares its service's password
                 (bin_id, (site,), InvalidRequest),  # only managers have sites
                 ("admin-", (), NotFound),
+                # A name holding a line break or ':' wrote lines of its own into the password
+                # file and the ACL: here the ingest account's password, and a rule for it.
+                ("admin-x\ningest", (), InvalidRequest),
+                ("manager-li\nuser ingest\ntopic readwrite #", (site,), InvalidRequest),
+                ("admin-ops:team", (), InvalidRequest),
+                ("admin-ops team", (), InvalidRequest),
             ]:
                 with pytest.raises(error):
                     mqtt_auth.issue(session, name, now=now, site_ids=sites)

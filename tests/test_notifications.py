@@ -383,6 +383,68 @@ def test_a_receiver_that_never_answers_delays_no_other_channel(
 
 
 @sqlite_only
+def test_a_line_break_in_a_name_or_an_address_writes_no_mail_header(
+    settings: Settings, pilot_bins: dict[str, BinTags], mail: MailServer
+) -> None:
+    """A site's name is free text from the fleet file, and goes into the Subject. With a line
+    break in it the e-mail package refused the header: the attempt raised, was never recorded,
+    and was tried again every tick, never delivered. An address with one (a channel set by hand)
+    did the same."""
+    settings = _mail_settings(settings, mail)
+    site, _community, street = _places(settings)
+    forged = "Jiazhou\r\nBcc: intruder@evil.example\r\n\r\nforged body"
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            session.get_one(Site, site.id).name = forged
+            session.commit()
+    finally:
+        engine.dispose()
+    _channel(settings, "site", site.id, "email", addresses="manager@leshan.example")
+    _channel(
+        settings, "area", street, "email",
+        addresses="squad@leshan.example\r\nBcc: intruder@evil.example",
+    )  # fmt: skip
+    _raise(settings, AlertType.fire, NOW)  # critical: the manager and the squad have e-mail
+    with running_alerter(settings) as alerter:
+        tick_alerter(alerter, NOW)
+        tick_alerter(alerter, NOW + timedelta(minutes=1))
+    delivered, refused = sorted(_rows(settings), key=lambda row: row.error is not None)
+    assert delivered.done and delivered.delivered_at is not None and delivered.attempts == 1
+    (message,) = mail.received
+    assert message["Subject"] == "【紧急告警】Jiazhou Bcc: intruder@evil.example forged body：火情"
+    assert message["Bcc"] is None and "intruder" not in str(message.keys())
+    assert [envelope.rcpt_tos for envelope in mail.envelopes] == [["manager@leshan.example"]]
+    # The address cannot be written as a header: final, said, not tried again.
+    assert refused.done and refused.delivered_at is None and refused.attempts == 1
+    assert "cannot write the e-mail's headers" in (refused.error or ""), refused.error
+
+
+@sqlite_only
+def test_a_line_break_in_what_a_bin_sent_forges_no_line_of_a_notification(
+    settings: Settings, pilot_bins: dict[str, BinTags], wecom: WeComReceiver, mail: MailServer
+) -> None:
+    """An event's detail is the bin's own text (up to 1,000 characters). With line breaks it
+    wrote lines of its own into the robot's markdown and the e-mail: a heading, a fact."""
+    settings = _mail_settings(settings, mail)
+    site, _community, street = _places(settings)
+    _channel(settings, "site", site.id, "wecom", robot_url=wecom.url)
+    _channel(settings, "area", street, "email", addresses="squad@leshan.example")
+    detail = "smoke\n### 【已解除】all clear\r\n- 解除时间：不必出动"
+    fire = on_event(
+        Event.model_validate({"ts": NOW, "type": "fire", "detail": detail}), settings.timezone
+    )
+    _raise(settings, AlertType.fire, NOW, reason=fire.reason)
+    with running_alerter(settings) as alerter:
+        tick_alerter(alerter, NOW)
+    content = wecom.received[0]["markdown"]["content"]
+    assert [line[:2] for line in content.splitlines()] == ["##", "- ", "- ", "- ", "- "]
+    assert "smoke ### 【已解除】all clear - 解除时间：不必出动" in content
+    body = mail.received[0].get_content().splitlines()
+    assert not any(line.startswith(("###", "- ", "解除时间")) for line in body), body
+
+
+@sqlite_only
 def test_robot_urls_obey_the_webhook_address_rules(
     settings: Settings,
     pilot_bins: dict[str, BinTags],
@@ -475,6 +537,11 @@ def test_channels_are_set_from_stdin_and_listed_without_secrets(
         app, ["channels", "set", "wecom", "--area", community], input=local, env=env
     )
     assert refused.exit_code == 1 and "plain http" in refused.output
+    # An address with a line break or a space would write another header or another address.
+    for odd in ("a@leshan.example\r\nBcc: x@evil.example", "a@leshan.example b@evil.example"):
+        args = ["channels", "set", "email", "--area", community, "--to", odd]
+        bad = runner.invoke(app, args, env=env)
+        assert bad.exit_code == 1 and "holds a space or a control character" in bad.output
     listed = runner.invoke(app, ["channels", "list"], env=env)
     assert listed.exit_code == 0
     assert "qyapi.weixin.qq.com" in listed.output and "a@leshan.example" in listed.output

@@ -187,3 +187,14 @@ def test_the_raw_retention_is_an_influxql_duration_of_an_hour_or_more() -> None:
     ):
         with pytest.raises(ValidationError, match=f"(?s)raw_retention.*{why}"):
             Settings(raw_retention=bad)
+
+
+def test_the_topic_prefix_is_a_topic_the_broker_takes_and_one_line_of_the_acl() -> None:
+    """It starts every topic binwatch publishes to and every rule `mqtt-auth export` writes:
+    a line break in it wrote ACL lines of its own, a control character made every publish
+    one the broker drops the connection for (tests/test_fleet.py shows Mosquitto doing so)."""
+    for good in ("binwatch/v1", "city/垃圾分类/v1"):
+        assert Settings(topic_prefix=good).topic_prefix == good
+    for bad in ("", "a/+", "a/#", "/a", "a/", "a b", "a\nuser ingest", "a\x00", "a\x85", "$SYS"):
+        with pytest.raises(ValidationError, match=r"(?s)topic_prefix.*a plain topic"):
+            Settings(topic_prefix=bad)

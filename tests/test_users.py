@@ -104,6 +104,9 @@ def test_names_locales_and_weak_passwords_are_refused_saying_why(registry: Sessi
         _manager(registry)
     with pytest.raises(InvalidRequest, match="lower-case letters"):
         _manager(registry, "Li Manager")
+    # '$' matched before a final line break: a user nobody could log in as (login strips it).
+    with pytest.raises(InvalidRequest, match="lower-case letters"):
+        _manager(registry, "li.manager2\n")
     with pytest.raises(InvalidRequest, match="at least 10 characters"):
         create_user(
             registry, username="u2", display_name="", password="short", role=UserRole.admin, now=NOW

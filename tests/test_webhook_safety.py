@@ -57,6 +57,7 @@ def healthy() -> Iterator[Receiver]:
         "https://169.254.169.254/latest/meta-data/",
         "https://[::1]/x",
         "https://[::ffff:127.0.0.1]/x",
+        "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
         "https://0.0.0.0/x",
         "https://203.0.113.7:8443/x",  # documentation range (TEST-NET-3)
         "https://user:pw@hooks.example.com/x",
@@ -77,16 +78,30 @@ def test_allowing_private_opens_http_and_loopback_but_not_nonsense() -> None:
     assert url_problem("http://127.0.0.1:9/x", allow_private=True) is None
     assert url_problem("ftp://127.0.0.1/x", allow_private=True) is not None
     assert url_problem("http://u:p@127.0.0.1/x", allow_private=True) is not None
+    # What httpx cannot send to (the sender refuses it per attempt): said before any attempt.
+    for unsendable in ("http://a..b/x", f"http://{'a' * 64}.example/x", "http://h.example/\x01"):
+        assert url_problem(unsendable, allow_private=True) is not None, unsendable
 
 
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "169.254.169.254",
-     "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.1"],
+     "0.0.0.0", "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.1",
+     # IPv6 carrying a private IPv4 address, which Python calls global: NAT64 (a DNS64
+     # network's gateway translates it: the cloud's metadata), 6to4, IPv4-compatible, SIIT;
+     # and NAT64's local-use prefix, where the network chooses where the IPv4 address sits.
+     "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:a9fe:a9fe::1", "2002:7f00:1::1",
+     "::127.0.0.1", "::ffff:0:a00:1", "64:ff9b:1::808:808"],
 )  # fmt: skip
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert "is not a public address" in (address_problem(address, allow_private=False) or "")
     assert address_problem(address, allow_private=True) is None
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"])
+def test_ipv6_carrying_a_public_ipv4_address_passes(address: str) -> None:
+    """An IPv6-only host reaches public IPv4 receivers through NAT64: that stays allowed."""
+    assert address_problem(address, allow_private=False) is None
 
 
 def test_a_name_resolving_to_loopback_is_refused_when_connecting(healthy: Receiver) -> None:

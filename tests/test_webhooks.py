@@ -43,7 +43,7 @@ BIN = "sz-peoples-government-s1-kitchen"
 class Receiver:
     """An HTTP server answering with the scripted statuses in turn (the last one repeats)."""
 
-    def __init__(self, statuses: list[int]) -> None:
+    def __init__(self, statuses: list[int], answer: bytes = b"busy") -> None:
         self.statuses = statuses
         self.received: list[tuple[bytes, str | None]] = []
         receiver = self
@@ -55,7 +55,7 @@ class Receiver:
                 index = min(len(receiver.received), len(receiver.statuses)) - 1
                 self.send_response(receiver.statuses[index])
                 self.end_headers()
-                self.wfile.write(b"busy")
+                self.wfile.write(answer)
 
             def log_message(self, *_args: object) -> None:
                 pass
@@ -182,6 +182,58 @@ def test_a_refusing_receiver_is_not_retried(
     assert len(receiver.received) == 1
     [request] = requests_of(settings)
     assert (request.dispatch_error or "").startswith("webhook: gave up after 1 attempt(s)")
+
+
+def test_a_receivers_answer_holding_a_nul_is_recorded_and_not_retried(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """An error quotes the receiver's answer, and lands in a text column. A NUL in the answer
+    (the operator's server, or a chat robot service, is outside binwatch) failed that write
+    on PostgreSQL: the attempt was never recorded, so a refusal was POSTed again every tick."""
+    receiver = Receiver([400], answer=b"bad request\x00 \x1b[2J")
+    try:
+        _point_operator_at(settings, receiver.url)
+        now = datetime.now(UTC)
+        open_manual(settings, BIN, now)
+        with running_collector(settings) as collector:
+            for minutes in (0, 1, 5, 30):
+                tick(collector, now + timedelta(minutes=minutes))
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 1
+    [request] = requests_of(settings)
+    assert "answered 400: bad request\\x00 \\x1b[2J" in (request.dispatch_error or ""), (
+        request.dispatch_error
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a..b/hook",  # an empty label: IDNA cannot encode the host (UnicodeError)
+        "http://" + "a" * 64 + ".example/hook",  # a label over 63 characters
+        "http://xn--/hook",  # an A-label with nothing in it (idna.IDNAError)
+        "http://127.0.0.1:9/hook?\x01",  # a control character (httpx.InvalidURL)
+    ],
+)
+def test_a_url_that_cannot_be_called_gives_up_once_saying_why(
+    settings: Settings, pilot_bins: dict[str, BinTags], url: str
+) -> None:
+    """The address check passed these (it looked at the scheme, the host and its address),
+    and the POST raised instead of answering an outcome: the attempt was never recorded and
+    was made again on every tick, never giving up, the request showing nothing. Now the check
+    refuses what it can tell (a fleet file then says so with its line), the sender the rest."""
+    _point_operator_at(settings, url)
+    now = datetime.now(UTC)
+    open_manual(settings, BIN, now)
+    with running_collector(settings) as collector:
+        for minutes in (0, 1, 5):
+            tick(collector, now + timedelta(minutes=minutes))
+    [request] = requests_of(settings)
+    assert request.webhook_attempts == settings.collection.webhook_attempts  # none are left
+    assert (request.dispatch_error or "").startswith(
+        "webhook: gave up after 1 attempt(s): refused:"
+    )
 
 
 # --- escalation webhooks ---------------------------------------------------------------------

@@ -13,11 +13,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy import Select, select
 
 from binwatch.commands.fleet import _registry
-from binwatch.output import console, fail
+from binwatch.output import PlainTable, console, fail
 from core.chat_robots import shown_url
 from core.settings import Settings
 from core.webhook_targets import url_problem
@@ -60,6 +59,11 @@ def set_command(
         addresses = ",".join(a.strip() for a in (to or "").split(",") if a.strip())
         if not addresses or any("@" not in a for a in addresses.split(",")):
             fail("an e-mail channel needs --to with one or more addresses")
+        # Each goes into the To header: a space or a line break would make it something else.
+        if odd := [
+            a for a in addresses.split(",") if any(c.isspace() or not c.isprintable() for c in a)
+        ]:
+            fail(f"an e-mail address holds a space or a control character: {odd[0]!r}")
     else:
         robot_url = _read("robot URL")
         allow = Settings().webhook.allow_private
@@ -105,7 +109,7 @@ def remove_command(
 @channels_app.command("list")
 def list_command(site: SiteOption = None, area: AreaOption = None) -> None:
     """The channels (of one contact, or all): robots by host only, secrets never shown."""
-    table = Table("id", "contact", "kind", "language", "to")
+    table = PlainTable("id", "contact", "kind", "language", "to")
     with _registry() as session:
         query = select(ContactChannel)
         if site or area:

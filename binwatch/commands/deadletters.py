@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy.orm import Session
 
-from binwatch.output import console, fail
+from binwatch.output import PlainTable, console, fail
 from core.influx import InfluxClient
 from core.mqtt import make_client
 from core.settings import Settings
@@ -32,7 +31,7 @@ def counts() -> None:
     engine = database_engine(Settings())
     with Session(engine) as session:
         by_reason = dead_letter_counts(session)
-    table = Table("reason", "count", "kept", "pruned")
+    table = PlainTable("reason", "count", "kept", "pruned")
     for reason, count in sorted(by_reason.items(), key=lambda item: -item[1].kept - item[1].pruned):
         table.add_row(reason, str(count.kept + count.pruned), str(count.kept), str(count.pruned))
     console().print(table if by_reason else "no dead letters")
@@ -48,7 +47,7 @@ def list_command(
     engine = database_engine(Settings())
     with Session(engine) as session:
         letters = list_dead_letters(session, reason=reason, limit=limit, bin_id=bin_id)
-    table = Table("id", "received", "topic", "reason", "readings", "detail", "bytes")
+    table = PlainTable("id", "received", "topic", "reason", "readings", "detail", "bytes")
     for letter in letters:
         table.add_row(
             str(letter.id),

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.output import console, fail
+from binwatch.output import PlainTable, console, fail
 from core.errors import BinwatchError, FleetError
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -68,7 +67,7 @@ def import_command(file: FleetFile = None) -> None:
         fleet = _load_or_exit(file, known_ids(session))
         summary = import_fleet(session, fleet)
         url = session.get_bind().engine.url
-    table = Table("kind", "created", "updated", "unchanged", title=f"imported into {url!r}")
+    table = PlainTable("kind", "created", "updated", "unchanged", title=f"imported into {url!r}")
     for kind, counts in summary.by_kind().items():
         table.add_row(kind, str(counts.created), str(counts.updated), str(counts.unchanged))
     console().print(table)
@@ -96,7 +95,7 @@ def show_command(file: FleetFile = None) -> None:
     references are looked up in it)."""
     with _registry(migrated=False) as session:
         fleet = _load_or_exit(file, _known_if_any(session))
-    table = Table("what", "count", title=(file or default_fleet_path()).name)
+    table = PlainTable("what", "count", title=(file or default_fleet_path()).name)
     for what, count in _counts(fleet).items():
         table.add_row(what, str(count))
     console().print(table)
@@ -144,7 +143,7 @@ def history_command(
     ] = None,
 ) -> None:
     """The audit trail of retirements and reinstatements, oldest first."""
-    table = Table("at (UTC)", "action", "what", "by", "note")
+    table = PlainTable("at (UTC)", "action", "what", "by", "note")
     with _registry() as session:
         for entry in retirement.history(session, target_id):
             what = f"{entry.target} {entry.target_id}"

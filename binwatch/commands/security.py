@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.output import console, fail
+from binwatch.output import PlainTable, console, fail
 from core.errors import BinwatchError
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -73,7 +72,7 @@ def create_command(
 @keys_app.command("list")
 def list_command() -> None:
     """Every key with its role, scope, expiry and revocation (never a token)."""
-    table = Table("id", "name", "role", "scope", "created", "expires", "revoked")
+    table = PlainTable("id", "name", "role", "scope", "created", "expires", "revoked")
     with _session() as (session, _):
         for key in list_keys(session):
             table.add_row(

@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from binwatch.commands.security import _session
-from binwatch.output import console
+from binwatch.output import PlainTable, console
 from security import passwords
 from security.users import (
     UserRole,
@@ -82,7 +81,7 @@ def create_command(
 @users_app.command("list")
 def list_command() -> None:
     """Every user with role, scope and state (never a password)."""
-    table = Table("user", "name", "scope", "locale", "state")
+    table = PlainTable("user", "name", "scope", "locale", "state")
     with _session() as (session, _):
         for user in list_users(session):
             state = "disabled" if user.disabled else "active"
