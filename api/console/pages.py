@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
@@ -135,6 +135,20 @@ async def page_error(request: Request, exc: Exception) -> Response:
     return render(
         request, "error.html", locale=locale, status_code=exc.status_code, message=message
     )
+
+
+NUL_IN_TEXT = N_("The text may not contain the NUL character (U+0000). Remove it and send again.")
+
+
+async def text_refused(request: Request, exc: Exception) -> Response:
+    """Text the registry cannot hold (core.sql.refuse_nul_text) is the sender's to fix: on the
+    console a page in the reader's language, elsewhere the API's JSON 422."""
+    path = request.url.path
+    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+        return await page_error(
+            request, PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, NUL_IN_TEXT)
+        )
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 @router.get("/login", dependencies=[PUBLIC])

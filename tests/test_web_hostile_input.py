@@ -1,0 +1,96 @@
+"""What an outside attacker sends to the console and the API, against the real stack: input the
+registry cannot hold is a 4xx that says what to fix, never a 500, and nothing of it is stored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from alerts import store as alert_store
+from alerts.rules import AlertType, Finding
+from collection.models import CollectionRequest
+from security.models import User
+from security.users import UserRole, create_user
+from tests.helpers import ADMIN_HEADERS
+from tests.test_console import (  # noqa: F401
+    MANAGER,
+    PASSWORD,
+    SITE_A,
+    Stack,
+    _csrf,
+    _login,
+    _problem,
+    stack,
+)
+
+NUL = "\x00"
+
+
+def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -> None:  # noqa: F811
+    """PostgreSQL's text columns cannot hold U+0000: psycopg refused the statement and every
+    form, JSON body or cookie that carried one to the registry was a 500 (SQLite stored it)."""
+    with stack.session() as session:
+        create_user(
+            session,
+            username="city.admin",
+            display_name="",
+            password=PASSWORD,
+            role=UserRole.admin,
+            now=datetime.now(UTC),
+        )
+        alert = alert_store.raise_alert(
+            session, stack.bin_a, Finding(AlertType.tilt, True), now=datetime.now(UTC), prefix="t"
+        )
+        session.commit()
+        assert alert is not None
+        alert_id = alert.id
+    with stack.client(**{"Accept-Language": "en"}) as client:
+        # A cookie's quoted value may spell a NUL as \000 (RFC 2109 quoting, which Starlette
+        # reads): a session nobody opened, so the login page, as for any other.
+        forged = client.get("/console", headers={"Cookie": 'binwatch_session="\\000_x"'})
+        assert forged.status_code == 303 and forged.headers["location"] == "/console/login"
+        form = client.get("/console/login")
+        for name in (f"li{NUL}manager", "x" * 5000):  # no user can have it: the same 401
+            wrong = client.post(
+                "/console/login",
+                data={"username": name, "password": PASSWORD, "csrf": _csrf(form.text)},
+            )
+            assert wrong.status_code == 401
+            assert _problem(wrong.text) == "Wrong user name or password."
+        _login(client)
+        csrf = _csrf(client.get(f"/console/sites/{SITE_A}").text)
+        noted = client.post(
+            f"/console/sites/{SITE_A}/collections",
+            data={"bin_id": stack.bin_a, "note": f"gate{NUL}code", "csrf": csrf},
+        )
+        assert noted.status_code == 422
+        assert _problem(noted.text) == "文本不能包含空字符（U+0000），请删除后重新提交。"
+        for path, body in (
+            ("/api/v1/collections", {"bin_id": stack.bin_a, "reason": f"full{NUL}"}),
+            (f"/api/v1/alerts/{alert_id}/ack", {"note": f"on it{NUL}"}),
+        ):
+            refused = client.post(path, json=body, headers=ADMIN_HEADERS)
+            assert refused.status_code == 422, path
+            assert refused.json() == {
+                "detail": "text may not contain the NUL character (U+0000): remove it and send again"
+            }
+    with stack.client(**{"Accept-Language": "en"}) as admin:
+        _login(admin, "city.admin")
+        csrf = _csrf(admin.get("/console/users").text)
+        new = {"csrf": csrf, "username": "new.one", "locale": "en", "display_name": "New"}
+        for fields in (
+            {"role": "admin", "display_name": f"New{NUL}"},
+            {"role": "manager", "site_ids": [f"{SITE_A}{NUL}"]},
+            {"role": "grid", "area_id": f"xiaoba{NUL}"},
+            {"role": "operator", "operator_id": f"op-lvyuan{NUL}"},
+            {"role": "crew", "vehicle_id": f"lvyuan-dry-1{NUL}"},
+        ):
+            refused = admin.post("/console/users", data=new | fields)
+            assert refused.status_code == 422, fields
+            assert _problem(refused.text) == "文本不能包含空字符（U+0000），请删除后重新提交。"
+    with stack.session() as session:
+        assert session.scalars(select(CollectionRequest)).all() == []
+        assert session.get(User, "new.one") is None
+        assert alert_store.get_alert(session, alert_id).acknowledged_at is None
+        assert session.get_one(User, MANAGER).locale == "zh_CN"
