@@ -4,7 +4,10 @@ registry cannot hold is a 4xx that says what to fix, never a 500, and nothing of
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
+import pytest
 from sqlalchemy import select
 
 from alerts import store as alert_store
@@ -12,6 +15,7 @@ from alerts.rules import AlertType, Finding
 from collection.models import CollectionRequest
 from security.models import User
 from security.users import UserRole, create_user
+from tests.api_process import ApiProcess
 from tests.helpers import ADMIN_HEADERS
 from tests.test_console import (  # noqa: F401
     MANAGER,
@@ -94,3 +98,44 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
         assert session.get(User, "new.one") is None
         assert alert_store.get_alert(session, alert_id).acknowledged_at is None
         assert session.get_one(User, MANAGER).locale == "zh_CN"
+
+
+PROXY = "127.0.0.2"
+"""The reverse proxy's address as `binwatch api` sees it: another loopback address than the
+127.0.0.1 uvicorn trusts by default, as a TLS proxy on another machine, or compose's published
+port (the API container sees the network's gateway), would be."""
+
+
+@pytest.mark.registry_backends(
+    "sqlite", reason="the failed logins are counted in the API process's memory"
+)
+def test_behind_a_trusted_proxy_a_guesser_locks_out_their_own_address_only(
+    stack: Stack,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Failed logins are counted per client address. Behind a proxy whose X-Forwarded-For the
+    server did not trust, every person had the proxy's address: a few wrong passwords from
+    anywhere locked the whole city out of the console (429 for everyone, for 15 minutes)."""
+    settings = stack.settings
+    proxied = settings.model_copy(
+        update={
+            "api": settings.api.model_copy(update={"trusted_proxies": PROXY}),
+            "console": settings.console.model_copy(update={"address_failures": 3}),
+        }
+    )
+    transport = httpx.HTTPTransport(local_address=PROXY)  # connect as the proxy does
+    with (
+        ApiProcess(proxied, tmp_path / "api.log") as api,
+        httpx.Client(base_url=api.url, transport=transport) as client,
+    ):
+
+        def log_in(client_address: str, username: str, password: str) -> int:
+            forwarded = {"X-Forwarded-For": client_address}
+            form = client.get("/console/login", headers=forwarded)
+            data = {"username": username, "password": password, "csrf": _csrf(form.text)}
+            return client.post("/console/login", data=data, headers=forwarded).status_code
+
+        guesser, manager = "203.0.113.7", "198.51.100.20"
+        assert [log_in(guesser, f"guess.{n}", "wrong password!") for n in range(3)] == [401] * 3
+        assert log_in(guesser, MANAGER, PASSWORD) == 429  # the guesser's address waits
+        assert log_in(manager, MANAGER, PASSWORD) == 303  # everyone else logs in
