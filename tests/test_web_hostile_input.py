@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from alerts import store as alert_store
 from alerts.rules import AlertType, Finding
+from api.paging import cursor
 from collection.models import CollectionRequest
 from security.models import User
 from security.users import UserRole, create_user
@@ -98,6 +99,30 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
         assert session.get(User, "new.one") is None
         assert alert_store.get_alert(session, alert_id).acknowledged_at is None
         assert session.get_one(User, MANAGER).locale == "zh_CN"
+
+
+@pytest.mark.registry_backends(
+    "sqlite", reason="refused before any query: the cursor is read first, on both the same"
+)
+def test_a_forged_cursor_at_the_calendars_edges_is_a_422_like_any_other_forged_one(
+    stack: Stack,  # noqa: F811
+) -> None:
+    """`after` is the one time a client can send that TimeParam did not check: a cursor the
+    client wrote itself with a moment UTC cannot hold (0001-01-01 east of Greenwich, 9999-12-31
+    west of it) was a 500 (OverflowError) where any other forged cursor is a 422."""
+    with stack.client() as client:
+        for moment in (
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "0001-01-01T00:00:00+00:00",
+            "9999-12-31T23:59:59+00:00",
+        ):
+            forged = cursor(moment, 1)
+            answer = client.get("/api/v1/alerts", params={"after": forged}, headers=ADMIN_HEADERS)
+            assert answer.status_code == 422, (moment, answer.text)
+            assert answer.json() == {
+                "detail": "after is not a cursor of this list: use the next URL of a page as given"
+            }
 
 
 PROXY = "127.0.0.2"
