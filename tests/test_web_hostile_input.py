@@ -102,6 +102,20 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
 
 
 @pytest.mark.registry_backends(
+    "sqlite", reason="what the answers' headers say; the pages' queries run on both elsewhere"
+)
+def test_no_other_origin_may_frame_a_console_page(stack: Stack) -> None:  # noqa: F811
+    with stack.client() as client:
+        pages = [client.get("/console/login")]
+        _login(client)
+        pages += [client.get(path) for path in ("/console", f"/console/sites/{SITE_A}")]
+        pages.append(client.get("/console/sites/no-such-site"))  # an error page too
+        for page in pages:
+            assert page.headers["x-frame-options"] == "DENY", page.url
+            assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+@pytest.mark.registry_backends(
     "sqlite", reason="refused before any query: the cursor is read first, on both the same"
 )
 def test_a_forged_cursor_at_the_calendars_edges_is_a_422_like_any_other_forged_one(

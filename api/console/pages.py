@@ -81,6 +81,17 @@ CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
 """Where the language switch may send the user back to: a console page, never another site."""
 
 
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # No page of another origin may frame the console and lay its own under the buttons
+    # (disable a user, reset a password, re-plan a day): SameSite=Lax keeps the session out
+    # of another site's frame, not out of another origin of the same site (another port of the
+    # host, such as Grafana's). Both headers: old browsers read only the first.
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
+
+
 def _environment(locale: str) -> jinja2.Environment:
     if locale not in _environments:
         environment = jinja2.Environment(
@@ -119,7 +130,7 @@ def render(
         "other_locale_name": Locale.parse(other).language_name,  # in its own language
     }
     page = _environment(locale).get_template(template).render(defaults | context)
-    return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(page, status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _locale(request: Request) -> str:
