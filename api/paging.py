@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Query, Request
 from starlette.datastructures import URL
 
-from api.schemas import ID_REGEX
+from api.schemas import EARLIEST, ID_REGEX, LATEST
 from core.errors import InvalidRequest
 from core.times import rfc3339
 from devices.models import MAX_ROW_ID
@@ -74,11 +74,11 @@ def read_cursor(text: str | None, offset: int, *kinds: type) -> tuple[Any, ...] 
 
 def _typed(value: object, kind: type) -> Any:
     if kind is datetime and isinstance(value, str):
+        # Only what cursor() writes: an aware time in the API's range (TimeParam's), in UTC. A
+        # forged 0001-01-01T00:00:00+14:00 was a 500: UTC has no such moment (OverflowError).
         moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
+        if moment.tzinfo is None or not EARLIEST <= moment < LATEST:
             raise ValueError(value)
-        # In UTC as `cursor` wrote it: the registry's columns compare UTC, and a time that has
-        # none fails here rather than in the query (a 500).
         return moment.astimezone(UTC)
     if kind is int and type(value) is int and 0 <= value <= MAX_ROW_ID:
         return value

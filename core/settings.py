@@ -9,6 +9,7 @@ compose files and docs need no change."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -212,6 +213,25 @@ class ApiSettings(_Group):
                 return json.loads(value)
             except ValueError:
                 raise ValueError("must be a JSON object of vehicle id to crew key") from None
+        return value
+
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="the reverse proxies whose X-Forwarded-For names the client: addresses or "
+        "networks, comma-separated, or * for any peer (uvicorn's forwarded_allow_ips)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        """Each an IP address or network: a typo would trust nobody, silently, and every person
+        behind the proxy would share its address for the console's login lockout."""
+        for part in value.split(","):
+            if part.strip() != "*":
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{part.strip()!r} is not an IP address or network") from None
         return value
 
     rate_per_s: float = Field(

@@ -24,6 +24,7 @@ from security.scopes import Role, check_scope
 from security.session_rules import is_expired
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,63}")
+SESSION_ID = re.compile(r"[0-9a-f]{16}")  # open_session's token_hex(8), before the "_"
 DISPLAY_NAME_MAX = 200  # users.display_name
 UserRole = Role  # people and keys share one list of roles (security.scopes)
 COMMAND_LINE = "command line (binwatch users)"
@@ -211,7 +212,9 @@ def set_locale(session: Session, username: str, locale: str, *, now: datetime) -
 def check_login(session: Session, username: str, password: str) -> User | None:
     """The user these credentials are for; None for an unknown name, a wrong password or a
     disabled account alike (an unknown name costs a hash too, so timing tells nothing)."""
-    user = session.get(User, username.strip().lower())
+    name = username.strip().lower()
+    # A name no user can have (a NUL, 5,000 characters) is unknown without asking the database.
+    user = session.get(User, name) if USERNAME.fullmatch(name) else None
     if user is None:
         passwords.verify(password, passwords.DUMMY_HASH)
         return None
@@ -247,8 +250,8 @@ def session_user(
     """The user of a live session (its last-seen time moves to now); None for an unknown,
     forged or ended session, and for a user disabled since (an ended session is deleted)."""
     session_id, _, secret = token.partition("_")
-    if not secret:
-        return None
+    if not secret or not SESSION_ID.fullmatch(session_id):
+        return None  # not a cookie we made: nothing of it goes to the database
     row = session.get(ConsoleSession, session_id)
     if row is None or not same_hash(token, row.token_hash):
         return None
@@ -275,7 +278,7 @@ def session_user(
 def close_session(session: Session, token: str) -> None:
     """Logout: the session is gone (an unknown token is ignored)."""
     session_id = token.partition("_")[0]
-    row = session.get(ConsoleSession, session_id)
+    row = session.get(ConsoleSession, session_id) if SESSION_ID.fullmatch(session_id) else None
     if row is not None and same_hash(token, row.token_hash):
         session.delete(row)
         session.commit()

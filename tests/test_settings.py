@@ -198,3 +198,13 @@ def test_the_topic_prefix_is_a_topic_the_broker_takes_and_one_line_of_the_acl() 
     for bad in ("", "a/+", "a/#", "/a", "a/", "a b", "a\nuser ingest", "a\x00", "a\x85", "$SYS"):
         with pytest.raises(ValidationError, match=r"(?s)topic_prefix.*a plain topic"):
             Settings(topic_prefix=bad)
+
+
+def test_the_trusted_proxies_are_addresses_or_networks() -> None:
+    """A typo would trust nobody, and every person behind the proxy would share its address for
+    the console's login lockout: refused at start."""
+    for good in ("127.0.0.1,::1", "10.0.0.0/8, 192.168.1.5", "*"):
+        assert Settings(api_trusted_proxies=good).api.trusted_proxies == good
+    for bad in ("proxy.internal", "10.0.0.300", "127.0.0.1;10.0.0.1", ""):
+        with pytest.raises(ValidationError, match=r"(?s)trusted_proxies.*not an IP address"):
+            Settings(api_trusted_proxies=bad)

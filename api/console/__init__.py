@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from api.console import admin, crew, dispatch, grid, history
 from api.console.auth import PREFIX, PageError
 from api.console.map import router as map_router
-from api.console.pages import page_error, router
+from api.console.pages import page_error, router, text_refused
 from api.console.reports import router as reports_router
 from core.settings import Settings
+from core.sql import NulInText
 from security.throttle import LoginThrottle
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -38,6 +39,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     assets = GZipMiddleware(StaticFiles(directory=STATIC_DIR), minimum_size=GZIP_FROM_BYTES)
     app.mount(f"{PREFIX}/static", assets, name="console-static")
     app.add_exception_handler(PageError, page_error)
+    app.add_exception_handler(NulInText, text_refused)
     app.state.login_throttle = LoginThrottle(
         account_limit=settings.console.account_failures,
         address_limit=settings.console.address_failures,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from alerts import store as alert_store
@@ -81,6 +81,17 @@ CONSOLE_PAGE = re.compile(rf"{PREFIX}(/(?!\.+(/|$))[A-Za-z0-9_.-]+)*")
 """Where the language switch may send the user back to: a console page, never another site."""
 
 
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # No page of another origin may frame the console and lay its own under the buttons
+    # (disable a user, reset a password, re-plan a day): SameSite=Lax keeps the session out
+    # of another site's frame, not out of another origin of the same site (another port of the
+    # host, such as Grafana's). Both headers: old browsers read only the first.
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
+
+
 def _environment(locale: str) -> jinja2.Environment:
     if locale not in _environments:
         environment = jinja2.Environment(
@@ -119,7 +130,7 @@ def render(
         "other_locale_name": Locale.parse(other).language_name,  # in its own language
     }
     page = _environment(locale).get_template(template).render(defaults | context)
-    return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(page, status_code=status_code, headers=PAGE_HEADERS)
 
 
 def _locale(request: Request) -> str:
@@ -135,6 +146,20 @@ async def page_error(request: Request, exc: Exception) -> Response:
     return render(
         request, "error.html", locale=locale, status_code=exc.status_code, message=message
     )
+
+
+NUL_IN_TEXT = N_("The text may not contain the NUL character (U+0000). Remove it and send again.")
+
+
+async def text_refused(request: Request, exc: Exception) -> Response:
+    """Text the registry cannot hold (core.sql.refuse_nul_text) is the sender's to fix: on the
+    console a page in the reader's language, elsewhere the API's JSON 422."""
+    path = request.url.path
+    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+        return await page_error(
+            request, PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, NUL_IN_TEXT)
+        )
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 @router.get("/login", dependencies=[PUBLIC])

@@ -32,4 +32,7 @@ def api(
         port=port or settings.api.port,
         log_level="info",
         http="api.server:HeadTimeoutProtocol",
+        # The client behind the TLS proxy, for the console's failed logins counted per address:
+        # without it every person would have the proxy's address (docs/deployment.md).
+        forwarded_allow_ips=settings.api.trusted_proxies,
     )
