@@ -122,6 +122,12 @@ def stack(settings: Settings, pilot_bins: dict[str, BinTags]) -> Iterator[Stack]
     engine.dispose()
 
 
+def add_city_admin(session: Session) -> None:
+    """`city.admin`, an admin with the tests' PASSWORD."""
+    create_user(session, username="city.admin", display_name="", password=PASSWORD,
+                role=UserRole.admin, now=datetime.now(UTC))  # fmt: skip
+
+
 def _csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, "no CSRF token in the page"

@@ -16,8 +16,7 @@ from alerts import store as alert_store
 from alerts.rules import AlertType, Finding
 from api.console.map import site_state
 from devices.models import Bin, Site
-from security.users import UserRole, create_user
-from tests.test_console import PASSWORD, SITE_A, Stack, _login, stack  # noqa: F401
+from tests.test_console import SITE_A, Stack, _login, add_city_admin, stack  # noqa: F401
 
 pytestmark = pytest.mark.registry_backends(
     "sqlite", reason="the map reads the registry through list_sites/list_alerts, tested on both"
@@ -41,14 +40,7 @@ def test_a_manager_sees_their_site_and_the_admin_every_site_coloured_by_state(
     with stack.session() as session:
         threshold = session.get_one(Bin, stack.bin_a).threshold_pct
         sites = set(session.scalars(select(Site.id)))
-        create_user(
-            session,
-            username="city.admin",
-            display_name="",
-            password=PASSWORD,
-            role=UserRole.admin,
-            now=datetime.now(UTC),
-        )
+        add_city_admin(session)
     expected = "full" if threshold <= 73.4 else "ok"  # the stack's one reading, at bin_a
     with stack.client() as client:
         _login(client)
