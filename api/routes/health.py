@@ -1,7 +1,12 @@
 """`/health`: asks InfluxDB and the registry database for real, so a load balancer or compose
-health gate sees what a user would, and reports how far behind ingest is."""
+health gate sees what a user would, and reports how far behind ingest is. It needs no key, so
+a failure is named by its kind only (`unavailable`, `error`, `unavailable: OperationalError`): the
+servers' own error texts, which carry internal addresses, database and user names, go to the
+API's log."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
@@ -12,10 +17,11 @@ from api import queries
 from api.auth import PUBLIC
 from api.deps import InfluxDep, SessionDep
 from api.schemas import Health, IngestHealth
-from core.errors import SinkError
+from core.errors import SinkError, SinkUnavailable
 from core.influx import InfluxClient
 from core.times import from_epoch_ms
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 OK = "ok"
@@ -50,7 +56,9 @@ def _check_influx(influx: InfluxClient) -> tuple[str, IngestHealth]:
         influx.ping(timeout=PING_TIMEOUT_S)
         beat = queries.last_heartbeat(influx, timeout=HEARTBEAT_TIMEOUT_S)
     except SinkError as exc:
-        return str(exc), IngestHealth(last_write=None, lag_ms=None)
+        log.warning("health: InfluxDB: %s", exc)
+        trouble = "unavailable" if isinstance(exc, SinkUnavailable) else "error"
+        return trouble, IngestHealth(last_write=None, lag_ms=None)
     if beat is None:
         return OK, IngestHealth(last_write=None, lag_ms=None)
     return OK, IngestHealth(last_write=from_epoch_ms(beat[0]), lag_ms=beat[1])
@@ -60,5 +68,6 @@ def _check_database(session: Session) -> str:
     try:
         session.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        return f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        log.warning("health: registry database: %s", str(exc).splitlines()[0])
+        return f"unavailable: {type(exc).__name__}"
     return OK
