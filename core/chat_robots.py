@@ -52,12 +52,20 @@ class Note:
         Each on one line: the facts quote text from outside (a bin's event detail, a site's
         name), whose line breaks wrote headings and facts of their own."""
         title, lines = _one_line(title), [_one_line(line) for line in lines]
-        markdown = "\n".join(f"- {line}" for line in lines)
+        markdown = "\n".join(f"- {_inert(line)}" for line in lines)
         return cls(title=title, markdown=markdown, plain="\n".join([title, "", *lines]))
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _inert(text: str) -> str:
+    """`text` as the robots' markdown shows it and does not act on: a bin's detail saying
+    `[打开处理](https://…)` drew a link into the officials' group under binwatch's name (an
+    image, `![](…)`, made every phone fetch it), and `<@all>` or `<font …>` are WeCom's tags
+    (a mention of everyone, a colour). Our own texts hold neither a `](` nor a `<`."""
+    return text.replace("](", "] (").replace("<", "＜").replace(">", "＞")
 
 
 def shown_url(url: str) -> str:
@@ -79,12 +87,12 @@ def dingtalk_signed_url(url: str, secret: str, timestamp_ms: int) -> str:
 
 
 def wecom_body(note: Note) -> bytes:
-    content = _cut(f"### {note.title}\n{note.markdown}", MARKDOWN_BYTES)
+    content = _cut(f"### {_inert(note.title)}\n{note.markdown}", MARKDOWN_BYTES)
     return _json({"msgtype": "markdown", "markdown": {"content": content}})
 
 
 def dingtalk_body(note: Note) -> bytes:
-    text = _cut(f"### {note.title}\n{note.markdown}", MARKDOWN_BYTES)
+    text = _cut(f"### {_inert(note.title)}\n{note.markdown}", MARKDOWN_BYTES)
     return _json({"msgtype": "markdown", "markdown": {"title": note.title, "text": text}})
 
 

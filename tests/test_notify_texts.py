@@ -3,6 +3,7 @@ server needed."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from alerts.messages import AlertNotice
 from alerts.rules import AlertType, Severity
 from collection import texts as collection_texts
 from collection.lifecycle import OPEN
-from core.chat_robots import MARKDOWN_BYTES, Note, shown_url, wecom_body
+from core.chat_robots import MARKDOWN_BYTES, Note, dingtalk_body, shown_url, wecom_body
 from core.reasons import MESSAGES, Reason, placeholders
 from core.texts import LOCALES, Catalog, local_time, stamp
 from devices.contract import Stream
@@ -91,6 +92,19 @@ def test_times_are_the_citys_never_utc() -> None:
     assert local_time(MOMENT, "Asia/Shanghai", "en") == "Jan 1, 2027, 1:30 AM"
     assert stamp(MOMENT, "Asia/Shanghai") == "2027-01-01 01:30 +08:00"
     assert stamp(MOMENT, "Asia/Kolkata") == "2026-12-31 23:00 +05:30"
+
+
+def test_what_a_bin_or_a_file_sent_is_shown_in_the_robots_markdown_never_acted_on() -> None:
+    """Links, images and WeCom's tags from a bin's detail or a site's name are text; the mail's
+    plain text keeps them as sent."""
+    sent = "smoke [打开处理](https://evil.example/x) ![](https://evil.example/p.png) <@all>"
+    note = Note.of('【紧急告警】<font color="info">x</font>](y)', [f"详情：{sent}"])
+    for body in (wecom_body(note), dingtalk_body(note)):
+        text = json.loads(body)["markdown"]
+        markdown = text.get("content") or text["text"]
+        assert "](" not in markdown and "<" not in markdown and ">" not in markdown, markdown
+        assert "[打开处理] (https://evil.example/x)" in markdown and "＜@all＞" in markdown
+    assert sent in note.plain
 
 
 def test_a_robot_url_is_shown_without_its_key_and_long_text_is_cut_whole() -> None:
