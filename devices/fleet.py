@@ -61,6 +61,10 @@ MAX_FILE_BYTES: Final = 8 * 1024 * 1024
 # 900-byte file of them made 216,000 communities and took 3 s; one more level, minutes), so
 # the bound is what MAX_FILE_BYTES of plain YAML could hold (the pilot's file: 1,627 values).
 MAX_VALUES: Final = 1_000_000
+# Bins one file may plan: a hundred times the 10,000-bin city. `stations` multiplies (99 of
+# them make 396 bins a site), so 3,000 sites in a small file would plan over a million, each
+# checked and inserted before anything said no.
+MAX_BINS: Final = 1_000_000
 
 Loc = tuple[str | int, ...]
 _ID = re.compile(BIN_ID_PATTERN)
@@ -312,6 +316,16 @@ class Fleet(_Spec):
     vehicles: list[VehicleSpec] = []
     crews: list[CrewSpec] = []
 
+    @model_validator(mode="after")
+    def _within_the_bins_one_import_takes(self) -> Fleet:
+        bins = sum(site.stations * len(Stream) + len(site.bins) for site in self.sites)
+        if bins > MAX_BINS:
+            raise ValueError(
+                f"the file plans {bins:,} bins, over the {MAX_BINS:,} one import takes:"
+                " split it into files of fewer sites (a partial file adds to the registry)"
+            )
+        return self
+
     def areas(self, city_id: str | None = None) -> Iterator[tuple[Loc, AreaSpec, str, str | None]]:
         """(where, area, kind, parent id) for every area, parents before their children; the
         districts hang under the file's city, or else under `city_id` (the registry's)."""
@@ -529,7 +543,7 @@ def _reason(error: ErrorDetails) -> str:
         return "required field is missing"
     if error["type"] == "extra_forbidden":
         return "unknown field (misspelt, or indented under the wrong parent?)"
-    return error["msg"]
+    return error["msg"].removeprefix("Value error, ")  # pydantic's, before our own words
 
 
 def _rejected(path: Path, problems: list[tuple[int, str, str]]) -> FleetError:

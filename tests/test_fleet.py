@@ -418,10 +418,25 @@ def _laughs(levels: int) -> str:
         ("city: &a {id: leshan, name: *a}\n", ":1: an alias inside the part its anchor names"),
         # 5,000 levels of brackets: a RecursionError traceback before.
         ("districts: " + "[" * 5000 + "]" * 5000 + "\n", "YAML nested too deep"),
+        # 2,601 sites of 99 stations in 100 KB: 1,029,996 bins, each checked (and its site's
+        # id reported twice, 2,600 times) before anything said no.
+        (
+            "sites: [&s {id: x, name: X, type: compound, community: c1, operator: o, address: A, "
+            "lat: 1, lon: 1, stations: 99}" + ", *s" * 2600 + "]\n",
+            "the file plans 1,029,996 bins, over the 1,000,000 one import takes",
+        ),
         # Over the size bound: read whole (and /dev/zero without end) before.
         ("#" + " " * (8 * 1024 * 1024) + "\n", "the file is over 8 MiB"),
     ],
-    ids=["laughs", "fleet-shaped-laughs", "endless-list", "endless-mapping", "deep", "huge"],
+    ids=[
+        "laughs",
+        "fleet-shaped-laughs",
+        "endless-list",
+        "endless-mapping",
+        "deep",
+        "stations",
+        "huge",
+    ],
 )
 def test_a_hostile_file_is_refused_quickly_with_a_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str

@@ -74,7 +74,7 @@ def test_a_good_operator_side_loads(tmp_path: Path) -> None:
         (
             ("    capacity_l: 6000\n", ""),
             8,
-            "vehicles[0]: Value error, give capacity_l, capacity_kg or both",
+            "vehicles[0]: give capacity_l, capacity_kg or both",
         ),
         (("[kitchen]", "[kitchen, glass]"), 12, "vehicles[0].streams[1]: Input should be"),
         (('end: "15:00"', 'end: "06:00"'), 14, "the shift ends (06:00) before it starts (07:00)"),
