@@ -31,7 +31,10 @@ Crews (`--late-share`, `--skip-share`, 0 by default) misbehave as the simulator'
 policy alike and drawn by the same rule (`simulator.crews.Conduct`: by the bin's waiting
 request, else by the bin): a late crew empties the bin `LATE_BY_S` after reaching it and its
 request counts late; a skipping one drives there and spends the service time but empties
-nothing, so the bin's fill and request stay for a later plan, round or crew.
+nothing, and reports the request done: it counts as never served, and the bin, still full,
+raises a new one at its next reading (the collector: once the completion is disputed, an hour
+later), for a later plan, round or crew. Why not leave the request waiting: the same request
+would draw the same skip at every visit, and its bin would never be emptied.
 
     .venv/bin/python bench/routes.py [--days 7] [--copies 1] [--policies fixed,requests,planned]
         [--load full|expected] [--load-margin-pct 10] [--late-share 0] [--skip-share 0]
@@ -269,15 +272,15 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
             done = emptyings.pop(0)
             at, bin_id = done.at, done.bin_id
             taken.discard(bin_id)
+            request = waiting.pop(bin_id, None)  # done, as the crew reports it
+            if request is not None and (at > request.due or done.conduct in ("late", "skip")):
+                tally.late += 1
             if done.conduct == "skip":
                 continue
             if done.trip is not None:
                 check.load(done, tally, *latest[bin_id])
             model.empty(bin_id)
             kitchen.last_emptied[bin_id] = at
-            request = waiting.pop(bin_id, None)
-            if request is not None and (at > request.due or done.conduct == "late"):
-                tally.late += 1
         round_ = model.step()
         if warm_up < start <= round_.ts:  # the warm-up is over: count from here
             warm_up, tally = start, Tally(solver_s=tally.solver_s)
