@@ -27,8 +27,17 @@ litres and kilograms into its trip when it is emptied, and a bin that does not f
 depot trip, there and back plus unloading, in kilometres and vehicle-hours. `--copies N` tiles the pilot N times into a synthetic city (each copy its own sites, depots
 and vehicles, 433 bins each: 23 copies ≈ 10,000 bins).
 
+Crews (`--late-share`, `--skip-share`, 0 by default) misbehave as the simulator's do, in every
+policy alike and drawn by the same rule (`simulator.crews.Conduct`: by the bin's waiting
+request, else by the bin): a late crew empties the bin `LATE_BY_S` after reaching it and its
+request counts late; a skipping one drives there and spends the service time but empties
+nothing, and reports the request done: it counts as never served, and the bin, still full,
+raises a new one at its next reading (the collector: once the completion is disputed, an hour
+later), for a later plan, round or crew. Why not leave the request waiting: the same request
+would draw the same skip at every visit, and its bin would never be emptied.
+
     .venv/bin/python bench/routes.py [--days 7] [--copies 1] [--policies fixed,requests,planned]
-        [--load full|expected] [--load-margin-pct 10]
+        [--load full|expected] [--load-margin-pct 10] [--late-share 0] [--skip-share 0]
 """
 
 from __future__ import annotations
@@ -41,10 +50,11 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
     sys.path[0] = str(_HERE.parent)
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict, deque  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import datetime, timedelta  # noqa: E402
 from itertools import pairwise  # noqa: E402
@@ -75,6 +85,7 @@ from devices.fleet import (  # noqa: E402
     minutes_of,
 )
 from devices.registry import BinTags  # noqa: E402
+from simulator.crews import LATE_BY_S, Conduct  # noqa: E402
 from simulator.model import FleetModel  # noqa: E402
 
 FULL = 100.0
@@ -134,14 +145,23 @@ def city(copies: int) -> City:
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """A bin's open request: when the rule raised it, and when it is due (as the collector
-    stores it: the stream's deadline, the kitchen round's own for its requests)."""
+    stores it: the stream's deadline, the kitchen round's own for its requests); `id` numbers
+    the requests in the order they were raised, as the collector's table does, for `Conduct`."""
 
     created: datetime
     due: datetime
+    id: int
 
     @classmethod
-    def of(cls, policy: rules.Policy, now: datetime, bin_: BinTags, rule: rules.Rule) -> Waiting:
-        return cls(now, policy.due_at(now, bin_.stream, rule))
+    def of(
+        cls,
+        policy: rules.Policy,
+        now: datetime,
+        bin_: BinTags,
+        rule: rules.Rule,
+        ids: Iterator[int],
+    ) -> Waiting:
+        return cls(now, policy.due_at(now, bin_.stream, rule), next(ids))
 
 
 @dataclass
@@ -176,6 +196,7 @@ class KitchenRound:
         tally: Tally,
         settings: Settings,
         policy: rules.Policy,
+        ids: Iterator[int],
     ) -> None:
         """The round due at `now`, if not done yet; called before `now`'s readings are seen,
         as the collector reads the deposits at the hour."""
@@ -189,7 +210,7 @@ class KitchenRound:
                     last_emptied_at=self.last_emptied.get(bin_.bin),
                     round_at=round_at,
                 ):
-                    waiting[bin_.bin] = Waiting.of(policy, now, bin_, rules.Rule.kitchen_daily)
+                    waiting[bin_.bin] = Waiting.of(policy, now, bin_, rules.Rule.kitchen_daily, ids)
                     tally.requests += 1
         self.done = round_at
 
@@ -227,6 +248,8 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
     travel = StraightLine(settings.route.circuity, settings.route.speed_kmh)
     tally = Tally()
     waiting: dict[str, Waiting] = {}  # a bin's open request
+    ids = itertools.count(1)
+    conduct = Conduct(args.seed, args.late_share, args.skip_share)
     taken: set[str] = set()
     emptyings: list[Emptying] = []
     history: dict[str, deque[tuple[datetime, float]]] = defaultdict(deque)
@@ -246,20 +269,22 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
         ts = model.next_ts
         emptyings.sort()
         while emptyings and emptyings[0].at <= ts:
-            at, bin_id = emptyings[0].at, emptyings[0].bin_id
-            if emptyings[0].trip is not None:
-                check.load(emptyings[0], tally, *latest[bin_id])
-            emptyings.pop(0)
+            done = emptyings.pop(0)
+            at, bin_id = done.at, done.bin_id
+            taken.discard(bin_id)
+            request = waiting.pop(bin_id, None)  # done, as the crew reports it
+            if request is not None and (at > request.due or done.conduct in ("late", "skip")):
+                tally.late += 1
+            if done.conduct == "skip":
+                continue
+            if done.trip is not None:
+                check.load(done, tally, *latest[bin_id])
             model.empty(bin_id)
             kitchen.last_emptied[bin_id] = at
-            request = waiting.pop(bin_id, None)
-            taken.discard(bin_id)
-            if request is not None and at > request.due:
-                tally.late += 1
         round_ = model.step()
         if warm_up < start <= round_.ts:  # the warm-up is over: count from here
             warm_up, tally = start, Tally(solver_s=tally.solver_s)
-        kitchen.run(round_.ts, waiting, tally, settings, rules_policy)
+        kitchen.run(round_.ts, waiting, tally, settings, rules_policy, ids)
         for bin_id, reading in round_.readings:
             fill = reading.fill_pct
             if reading.deposits:
@@ -269,7 +294,7 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                 tally.overflow_h += step_h
             if fill >= town.threshold[bin_id] and bin_id not in waiting:
                 waiting[bin_id] = Waiting.of(
-                    rules_policy, round_.ts, tags[bin_id], rules.Rule.threshold
+                    rules_policy, round_.ts, tags[bin_id], rules.Rule.threshold, ids
                 )
                 tally.requests += 1
             if policy == "planned" or args.load != "full":
@@ -313,11 +338,11 @@ def simulate(policy: str, town: City, settings: Settings, args: argparse.Namespa
                         flush=True,
                     )
                 for route in plan.routes:
-                    _drive(route, tally, emptyings, taken, check)
+                    _drive(route, tally, emptyings, taken, check, waiting, conduct)
                     free_at[route.vehicle_id] = route.stops[-1].departure
         if policy == "requests":
             _serve_requests(fleets, crews, town, tags, waiting, taken, emptyings, tally, round_.ts,
-                            travel, service, unload)  # fmt: skip
+                            travel, service, unload, conduct)  # fmt: skip
     final = model.next_ts
     tally.late += sum(1 for request in waiting.values() if final > request.due)
     return tally
@@ -342,7 +367,13 @@ def _plan_slot(policy: str, now: datetime, first_start: datetime, every_h: float
 
 
 def _drive(
-    route: Route, tally: Tally, emptyings: list[Emptying], taken: set[str], check: RealLoads
+    route: Route,
+    tally: Tally,
+    emptyings: list[Emptying],
+    taken: set[str],
+    check: RealLoads,
+    waiting: dict[str, Waiting],
+    conduct: Conduct,
 ) -> None:
     tally.km += route.distance_m / 1000
     tally.km_by_vehicle[route.vehicle_id] += route.distance_m / 1000
@@ -352,18 +383,39 @@ def _drive(
     for stop in route.stops:
         if stop.job is not None:
             trip = (route_no, stop.trip)
-            emptyings.append(Emptying(stop.arrival, stop.job.bin_id, route.vehicle_id, trip))
+            emptyings.append(
+                Emptying.by(conduct, waiting, stop.arrival, stop.job.bin_id, route.vehicle_id, trip)
+            )
             taken.add(stop.job.bin_id)
 
 
 @dataclass(order=True, frozen=True, slots=True)
 class Emptying:
-    """A bin emptied at `at`; on a planned route, by which vehicle on which of its trips."""
+    """A bin emptied at `at`; on a planned route, by which vehicle on which of its trips;
+    `conduct`: the crew's, "late", "skip" (nothing emptied) or "" (`Conduct`)."""
 
     at: datetime
     bin_id: str
     vehicle_id: str = ""
     trip: tuple[int, int] | None = None
+    conduct: str = ""
+
+    @classmethod
+    def by(
+        cls,
+        conduct: Conduct,
+        waiting: dict[str, Waiting],
+        at: datetime,
+        bin_id: str,
+        vehicle_id: str = "",
+        trip: tuple[int, int] | None = None,
+    ) -> Emptying:
+        """The crew reaching `bin_id` at `at`, drawn as the simulator's crews draw (by the
+        bin's waiting request, else by the bin): a late one empties it `LATE_BY_S` later."""
+        request = waiting.get(bin_id)
+        how = conduct.of(request.id if request is not None else bin_id)
+        late = timedelta(seconds=LATE_BY_S if how == "late" else 0)
+        return cls(at + late, bin_id, vehicle_id, trip, how)
 
 
 @dataclass
@@ -542,6 +594,7 @@ def _serve_requests(
     travel: StraightLine,
     service: timedelta,
     unload: timedelta,
+    conduct: Conduct,
 ) -> None:
     """Each free vehicle takes the oldest waiting request it may carry, from where it is."""
     queue = sorted((w.created, b) for b, w in waiting.items() if b not in taken)
@@ -566,7 +619,7 @@ def _serve_requests(
                 if arrival + service + timedelta(seconds=back_s) + unload > v.end:
                     break
                 tally.km += (moved_m + go_m) / 1000
-                emptyings.append(Emptying(arrival, pick))
+                emptyings.append(Emptying.by(conduct, waiting, arrival, pick))
                 taken.add(pick)
                 crew.at, crew.free, crew.used = job.place, arrival + service, True
                 crew.load_l += job.load_l
@@ -607,6 +660,12 @@ def main() -> None:
         "--load-margin-pct", type=float, default=10.0, help="--load expected: points added"
     )
     parser.add_argument(
+        "--late-share", type=float, default=0.0, help="jobs a crew does LATE_BY_S late"
+    )
+    parser.add_argument(
+        "--skip-share", type=float, default=0.0, help="jobs a crew reports without emptying"
+    )
+    parser.add_argument(
         "--replan-h",
         type=float,
         default=24.0,
@@ -624,6 +683,7 @@ def main() -> None:
     print(
         f"loads: {args.load}"
         + (f", margin {args.load_margin_pct:g} points" if args.load == "expected" else "")
+        + f"; crews: {args.late_share:g} late, {args.skip_share:g} skipped"
     )
     print(
         "| policy | km | vehicle-h | overflow bin-h | requests | late or never | extra depot trips | solver s per plan, mean (max) | run s |"

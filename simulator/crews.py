@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -127,6 +127,29 @@ class _Drive:
 FIRST_ACTIONS: Final = frozenset({"tap", "ack", "empty"})
 
 
+@dataclass(frozen=True, slots=True)
+class Conduct:
+    """Which jobs a misbehaving crew does late (`late_share`) or reports done without emptying
+    the bin (`skip_share`): drawn from `(seed, key)`, a request id or, for a stop without a
+    request, its bin id, so a run repeats. One rule for the simulator's crews and for
+    bench/routes.py, so the bench's shares are the demo's."""
+
+    seed: int = 1
+    late_share: float = 0.0
+    skip_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.late_share < 0 or self.skip_share < 0 or self.late_share + self.skip_share > 1:
+            raise ValueError("late_share and skip_share must be shares adding up to at most 1")
+
+    def of(self, key: object) -> Literal["late", "skip", ""]:
+        """What the crew does with the job `key`: "late", "skip", or "" (on time, emptied)."""
+        draw = random.Random(f"{self.seed}:{key}").random()
+        if draw < self.late_share:
+            return "late"
+        return "skip" if draw < self.late_share + self.skip_share else ""
+
+
 def _stop_key(request_id: int | None, bin_id: str) -> str:
     """A planned stop across plan versions: its request, or its bin when it has none."""
     return f"request-{request_id}" if request_id else f"bin-{bin_id}"
@@ -147,12 +170,11 @@ class Crews:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= late_share + skip_share <= 1 or late_share < 0 or skip_share < 0:
-            raise ValueError("late_share and skip_share must be shares adding up to at most 1")
+        self._conduct = Conduct(seed, late_share, skip_share)
         self._topics = Topics(settings.topic_prefix)
         self._zone = ZoneInfo(settings.timezone)
         self._scale = 1 / speed if speed > 0 else 0.0
-        self._seed, self._late, self._skip, self._travel_s = seed, late_share, skip_share, travel_s
+        self._travel_s = travel_s
         self._http = http or httpx.Client(
             base_url=settings.api.url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
         )
@@ -255,9 +277,9 @@ class Crews:
         if message.request_id in self._planned.get(message.operator_id, ()):
             return  # a stop of the plan in force: its vehicle comes
         self._seen.add(message.request_id)
-        draw = self._draw(message.request_id)
+        conduct = self._conduct.of(message.request_id)
         travel_s = self._travel_s
-        if draw < self._late:
+        if conduct == "late":
             late_s = (message.due_at - message.created_at).total_seconds() + LATE_BY_S
             travel_s = max(travel_s, late_s)
         job = _Job(
@@ -265,18 +287,11 @@ class Crews:
             message.request_id,
             message.operator_id,
             message.bin_id,
-            self._empties_bin(draw),
+            conduct != "skip",
             "ack",
             travel_s,
         )
         heapq.heappush(self._jobs, job)
-
-    def _draw(self, key: object) -> float:
-        return random.Random(f"{self._seed}:{key}").random()
-
-    def _empties_bin(self, draw: float) -> bool:
-        """A skipping crew reports the job done without emptying; a late one does empty."""
-        return draw >= self._late + self._skip or draw < self._late
 
     def _follow(self, plan: RoutesPlanned) -> None:
         """Drive today's plan of an operator (a version newer than the one followed): each
@@ -333,9 +348,9 @@ class Crews:
             if key in self._stops:
                 continue
             self._stops.add(key)
-            draw = self._draw(stop.request_id or stop.bin_id)
+            conduct = self._conduct.of(stop.request_id or stop.bin_id)
             after_s = max(0.0, (stop.departure_at - drive.origin).total_seconds())
-            if draw < self._late:
+            if conduct == "late":
                 after_s += LATE_BY_S
             due = drive.began + after_s * self._scale
             if route.vehicle_id in self._crew_keys:
@@ -347,7 +362,7 @@ class Crews:
                 stop.request_id or 0,
                 operator_id,
                 stop.bin_id,
-                self._empties_bin(draw),
+                conduct != "skip",
                 action,
                 planned=True,
                 stop_id=stop.stop_id,
