@@ -29,7 +29,7 @@ and vehicles, 433 bins each: 23 copies ≈ 10,000 bins).
 
 Crews (`--late-share`, `--skip-share`, 0 by default) misbehave as the simulator's do, in every
 policy alike and drawn by the same rule (`simulator.crews.Conduct`: by the bin's waiting
-request, else by the bin): a late crew empties the bin `LATE_BY_S` after reaching it and its
+request, else by the bin and the day): a late crew empties the bin `LATE_BY_S` after reaching it and its
 request counts late; a skipping one drives there and spends the service time but empties
 nothing, and reports the request done: it counts as never served, and the bin, still full,
 raises a new one at its next reading (the collector: once the completion is disputed, an hour
@@ -410,10 +410,13 @@ class Emptying:
         vehicle_id: str = "",
         trip: tuple[int, int] | None = None,
     ) -> Emptying:
-        """The crew reaching `bin_id` at `at`, drawn as the simulator's crews draw (by the
-        bin's waiting request, else by the bin): a late one empties it `LATE_BY_S` later."""
+        """The crew reaching `bin_id` at `at`, drawn as the simulator's crews draw: by the
+        bin's waiting request, else by the bin and the day (the simulator's plan is of one
+        day; over a week, by the bin alone, a bin drawn "skip" was skipped on every round
+        without a request, which is no share of the jobs). A late one empties it `LATE_BY_S`
+        later."""
         request = waiting.get(bin_id)
-        how = conduct.of(request.id if request is not None else bin_id)
+        how = conduct.of(request.id if request is not None else f"{bin_id}@{at:%Y-%m-%d}")
         late = timedelta(seconds=LATE_BY_S if how == "late" else 0)
         return cls(at + late, bin_id, vehicle_id, trip, how)
 
