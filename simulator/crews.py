@@ -22,7 +22,7 @@ Some crews misbehave, so a demo shows escalations and disputes too: a `late_shar
 arrive only after the request has climbed the whole grid (a planned stop: `LATE_BY_S` after its
 planned time, out of the route's order), and a `skip_share` report the job done without
 emptying the bin. Which job does what is drawn from `(seed, request id)` (a forecast stop:
-its bin id), so a run is repeatable. Emptying happens between two rounds of the model
+its bin id and the plan's day), so a run is repeatable. Emptying happens between two rounds of the model
 (`apply`), never while one is being computed.
 """
 
@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -169,6 +169,7 @@ class Crews:
         travel_s: float = TRAVEL_S,
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self._conduct = Conduct(seed, late_share, skip_share)
         self._topics = Topics(settings.topic_prefix)
@@ -179,6 +180,7 @@ class Crews:
             base_url=settings.api.url, timeout=HTTP_TIMEOUT_S, headers=api_headers(settings)
         )
         self._clock = clock
+        self._today = today or (lambda: datetime.now(self._zone).date())
         self._crew_keys = {
             vehicle: _bearer(token.get_secret_value())
             for vehicle, token in settings.api.crew_tokens.items()
@@ -199,7 +201,8 @@ class Crews:
         self._versions: dict[str, tuple[str, int]] = {}  # operator → (day, version) followed
         self._planned: dict[str, set[int]] = {}  # operator → the requests its plan holds
         self._drives: dict[tuple[str, str], _Drive] = {}  # (operator, vehicle) → its clock
-        self._stops: set[str] = set()  # planned stops taken: "request-N" or "bin-ID"
+        self._stops: set[str] = set()  # planned stops taken today: "request-N" or "bin-ID"
+        self._day = ""  # the day of the plans followed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="crews", daemon=True)
         self.subscribed = threading.Event()
@@ -297,10 +300,13 @@ class Crews:
         """Drive today's plan of an operator (a version newer than the one followed): each
         vehicle's stops not taken yet, at their planned times on the vehicle's clock. Requests
         the plan holds are no longer served one by one (their pending actions are dropped)."""
-        today = datetime.now(self._zone).date().isoformat()
+        today = self._today().isoformat()
         followed = self._versions.get(plan.operator_id)
         if plan.day != today or (followed is not None and followed >= (plan.day, plan.version)):
             return
+        if plan.day != self._day:  # a new day: yesterday's stops no longer say "done"
+            self._stops.clear()  # (a bin's forecast stop is keyed by the bin alone)
+            self._day = plan.day
         self._versions[plan.operator_id] = (plan.day, plan.version)
         held = {
             stop.request_id
@@ -333,9 +339,9 @@ class Crews:
             self._jobs = kept
             heapq.heapify(self._jobs)
         for route in plan.vehicles:
-            self._drive(plan.operator_id, route)
+            self._drive(plan.operator_id, route, plan.day)
 
-    def _drive(self, operator_id: str, route: VehicleRoute) -> None:
+    def _drive(self, operator_id: str, route: VehicleRoute, day: str) -> None:
         if not route.stops:
             return
         drive = self._drives.setdefault(
@@ -348,7 +354,7 @@ class Crews:
             if key in self._stops:
                 continue
             self._stops.add(key)
-            conduct = self._conduct.of(stop.request_id or stop.bin_id)
+            conduct = self._conduct.of(stop.request_id or f"{stop.bin_id}@{day}")
             after_s = max(0.0, (stop.departure_at - drive.origin).total_seconds())
             if conduct == "late":
                 after_s += LATE_BY_S

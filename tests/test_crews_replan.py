@@ -64,3 +64,25 @@ def test_a_replan_moves_the_stops_not_reached_yet_and_keeps_those_reached() -> N
         crews.receive(_plan(1, now, _route("truck-a", ["b1", "b2", "b3"], 100, now)))
         crews.work_once()
         assert crews.upcoming() == [("b3", "truck-b", 302), ("b2", "truck-a", 201)]
+
+
+def test_a_bin_planned_again_the_next_day_is_driven_again() -> None:
+    """A forecast stop is known by its bin; the stops taken were kept for the whole run, so a
+    bin emptied by yesterday's plan was never driven by today's (a demo left over midnight)."""
+    now = datetime.now(ZONE)
+    day = [now.date()]
+    clock = [0.0]
+    with httpx.Client() as http:
+        crews = Crews(SETTINGS, speed=SPEED, clock=lambda: clock[0], http=http,
+                      today=lambda: day[0])  # fmt: skip
+        crews.receive(_plan(1, now, _route("truck-a", ["b1", "b2"], 100, now)))
+        crews.work_once()
+        clock[0] = 30.0  # both reached
+        while crews.work_once():
+            pass
+        assert crews.upcoming() == []
+        tomorrow = now + timedelta(days=1)
+        day[0] = tomorrow.date()
+        crews.receive(_plan(1, tomorrow, _route("truck-a", ["b2", "b3"], 500, tomorrow)))
+        crews.work_once()
+        assert crews.upcoming() == [("b2", "truck-a", 501), ("b3", "truck-a", 502)]
