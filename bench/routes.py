@@ -675,6 +675,10 @@ def main() -> None:
         help="planned: re-plan the rest of the day every N h",
     )
     args = parser.parse_args()
+    try:  # refused before the week is simulated, in the simulator's words
+        Conduct(args.seed, args.late_share, args.skip_share)
+    except ValueError as exc:
+        parser.error(str(exc))
     settings = Settings()
     town = city(args.copies)
     print(
