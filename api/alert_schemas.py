@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from alerts.rules import AlertType, Severity
 from api.schemas import Page
+from core.printable import check_text
 from core.times import UtcTime
 
 AlertState = Literal["active", "acknowledged", "cleared"]
@@ -22,7 +23,7 @@ class AckRequest(BaseModel):
         json_schema_extra={"examples": [{"note": "Wang from the crew checks the tilt sensor"}]},
     )
 
-    note: Annotated[str, Field(max_length=1000)] = ""
+    note: Annotated[str, Field(max_length=1000), AfterValidator(check_text)] = ""
 
 
 class _Out(BaseModel):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.schemas import ID_REGEX, Page
 from collection.lifecycle import Status
 from collection.models import CollectionRequest
 from collection.rules import Rule
+from core.printable import check_text
 from core.times import UtcTime
 from devices.contract import Stream
 
 Id = Annotated[str, Field(pattern=ID_REGEX)]
-Note = Annotated[str, Field(max_length=1000)]
+Note = Annotated[str, Field(max_length=1000), AfterValidator(check_text)]
 
 
 class ManualRequest(BaseModel):
@@ -27,7 +28,7 @@ class ManualRequest(BaseModel):
     )
 
     bin_id: Id
-    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    reason: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_text)]
 
 
 class OperatorAction(BaseModel):

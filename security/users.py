@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
+from core.printable import control_character
 from security import passwords
 from security.hashing import new_secret, same_hash, token_hash
 from security.models import LOCALES, ConsoleSession, User, UserEvent
@@ -58,6 +59,8 @@ def create_user(
         raise UserError(f"user {username!r} exists already", "exists")
     if len(display_name) > DISPLAY_NAME_MAX:
         raise UserError(f"a display name has at most {DISPLAY_NAME_MAX} characters", "long_name")
+    if problem := control_character(display_name, lines=False):
+        raise UserError(f"a display name {problem}", "bad_display_name")
     if locale not in LOCALES:
         raise InvalidRequest(f"locale must be one of {', '.join(LOCALES)}, not {locale!r}")
     check_scope(

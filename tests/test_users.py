@@ -4,6 +4,7 @@ user is created, logins, sessions that end, and `binwatch users …` as a person
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -111,6 +112,14 @@ def test_names_locales_and_weak_passwords_are_refused_saying_why(registry: Sessi
         create_user(
             registry, username="u2", display_name="", password="short", role=UserRole.admin, now=NOW
         )
+    # A display name is one line of what a screen, a PDF and a chat show: no ESC sequence, no
+    # line break, no NUL (PostgreSQL refuses it).
+    for name, shown in (("\x1b[31mLi", "\\x1b"), ("Li\nWang", "\\n"), ("Li\x00", "\\x00")):
+        with pytest.raises(
+            InvalidRequest, match=re.escape(f"name holds a control character, {shown},")
+        ):
+            create_user(registry, username="u4", display_name=name, password=PASSWORD,
+                        role=UserRole.admin, now=NOW)  # fmt: skip
     with pytest.raises(InvalidRequest, match="locale must be one of zh_CN, en"):
         create_user(
             registry,

@@ -62,8 +62,8 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
             f"/console/sites/{SITE_A}/collections",
             data={"bin_id": stack.bin_a, "note": f"gate{NUL}code", "csrf": csrf},
         )
-        assert noted.status_code == 422
-        assert _problem(noted.text) == "文本不能包含空字符（U+0000），请删除后重新提交。"
+        assert noted.status_code == 422  # a typed text is checked first (core/printable.py)
+        assert _problem(noted.text) == "备注包含控制字符；请删除后重新提交。"
         for path, body in (
             ("/api/v1/collections", {"bin_id": stack.bin_a, "reason": f"full{NUL}"}),
             (f"/api/v1/alerts/{alert_id}/ack", {"note": f"on it{NUL}"}),
@@ -77,8 +77,12 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
         _login(admin, "city.admin")
         csrf = _csrf(admin.get("/console/users").text)
         new = {"csrf": csrf, "username": "new.one", "locale": "en", "display_name": "New"}
-        for fields in (
-            {"role": "admin", "display_name": f"New{NUL}"},
+        named = admin.post(
+            "/console/users", data=new | {"role": "admin", "display_name": f"N{NUL}"}
+        )
+        assert named.status_code == 422
+        assert _problem(named.text) == "姓名包含控制字符；请写在一行内。"
+        for fields in (  # ids reach the registry's guard (core/sql.py)
             {"role": "manager", "site_ids": [f"{SITE_A}{NUL}"]},
             {"role": "grid", "area_id": f"xiaoba{NUL}"},
             {"role": "operator", "operator_id": f"op-lvyuan{NUL}"},
@@ -92,6 +96,39 @@ def test_a_nul_character_anywhere_is_a_4xx_saying_so_never_a_500(stack: Stack) -
         assert session.get(User, "new.one") is None
         assert alert_store.get_alert(session, alert_id).acknowledged_at is None
         assert session.get_one(User, MANAGER).locale == "zh_CN"
+
+
+def test_a_typed_note_keeps_its_lines_and_holds_no_other_control_character(
+    stack: Stack,  # noqa: F811
+) -> None:
+    """An ESC sequence or a bell in a note is nothing any screen, PDF or chat shows (and an
+    ESC reaches a terminal as a command): refused with the character named; line breaks and
+    tabs are a note's own."""
+    with stack.client() as client:
+        for path, body in (
+            ("/api/v1/collections", {"bin_id": stack.bin_a, "reason": "gate\x1b[2J code"}),
+            ("/api/v1/alerts/1/ack", {"note": "on it\x07"}),
+        ):
+            refused = client.post(path, json=body, headers=ADMIN_HEADERS)
+            assert refused.status_code == 422, path
+            (problem,) = refused.json()["detail"]
+            assert "holds a control character" in problem["msg"], problem
+        _login(client)
+        csrf = _csrf(client.get(f"/console/sites/{SITE_A}").text)
+        noted = client.post(
+            f"/console/sites/{SITE_A}/collections",
+            data={"bin_id": stack.bin_a, "note": "gate\x0bcode", "csrf": csrf},
+        )
+        assert noted.status_code == 422
+        assert _problem(noted.text) == "备注包含控制字符；请删除后重新提交。"
+        with stack.session() as session:
+            assert session.scalars(select(CollectionRequest)).all() == []
+        kept = "bags by the gate\r\n\tsecond line"
+        created = client.post(
+            "/api/v1/collections", json={"bin_id": stack.bin_a, "reason": kept},
+            headers=ADMIN_HEADERS,
+        )  # fmt: skip
+        assert created.status_code == 201 and created.json()["reason"] == kept
 
 
 @pytest.mark.registry_backends(

@@ -54,6 +54,7 @@ PROBLEMS = {
     ),
     "exists": N_("There is already a user with this name."),
     "long_name": N_("The name is too long: at most 200 characters."),
+    "bad_display_name": N_("The name holds a control character; write it on one line."),
     "scope_needs_site": N_("Choose at least one site for a property manager."),
     "scope_needs_area": N_("Choose the grid official's area."),
     "scope_needs_operator": N_("Choose the operator company."),

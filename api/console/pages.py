@@ -51,6 +51,7 @@ from collection.lifecycle import OPEN, Status
 from collection.models import CollectionRequest
 from core.errors import NotFound, SinkError
 from core.influx import InfluxClient
+from core.printable import control_character
 from core.settings import Settings
 from devices import registry
 from devices.models import Bin
@@ -419,6 +420,8 @@ def request_collection(
         problem = N_("Write a note for the crew.")
     elif len(note.strip()) > NOTE_MAX:
         problem = N_("The note is too long: at most 1000 characters.")
+    elif control_character(note):
+        problem = N_("The note holds a control character; remove it and send it again.")
     elif bin_id not in {b.id for b in registry.get_site(session, site_id).bins}:
         problem = N_("Choose a bin of this site.")
     view = SiteView(request, session, influx, caller, scope)
