@@ -52,6 +52,12 @@ class TopicKind(StrEnum):
 BIN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _BIN_ID = re.compile(BIN_ID_PATTERN)
 
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the form of every id of the registry (bins, sites, areas, accounts)."""
+    return _BIN_ID.fullmatch(value) is not None
+
+
 # Device clocks before 2000 or after 2100 are not clocks; a value in that range read as seconds
 # instead of milliseconds is the commonest firmware mistake, so it gets its own message.
 _EPOCH_MS_MIN = 946_684_800_000
@@ -205,7 +211,7 @@ class Topics:
         if len(parts) != 2:
             raise ValueError("topic must be <prefix>/bins/<bin_id>/<telemetry|event|status>")
         bin_id, kind = parts
-        if not _BIN_ID.fullmatch(bin_id):
+        if not is_id(bin_id):
             raise ValueError(f"bin id {bin_id[:70]!r} must match {BIN_ID_PATTERN}")
         try:
             return BinTopic(bin_id, TopicKind(kind))

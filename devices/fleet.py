@@ -9,7 +9,6 @@ are checked against the file and the registry's `Known` ids together.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -34,7 +33,7 @@ from sqlalchemy.orm import Session
 from core.errors import FleetError
 from core.topic_names import topic_problem
 from core.webhook_targets import url_problem
-from devices.contract import BIN_ID_PATTERN, SiteType, Stream
+from devices.contract import SiteType, Stream, is_id
 from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
 
 # Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
@@ -67,13 +66,12 @@ MAX_VALUES: Final = 1_000_000
 MAX_BINS: Final = 1_000_000
 
 Loc = tuple[str | int, ...]
-_ID = re.compile(BIN_ID_PATTERN)
 _ID_RULE = "1–64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
 def _check_id(value: str) -> str:
     """Every id ends up in MQTT topics or InfluxDB tags, so all follow the bin-id rule."""
-    if not _ID.fullmatch(value):
+    if not is_id(value):
         raise PydanticCustomError(
             "id", "'{value}' is not a valid id: use {rule}", {"value": value, "rule": _ID_RULE}
         )
@@ -590,7 +588,7 @@ def _reference_problems(
             yield (*loc, "operator"), f"unknown operator {site.operator!r} ({why})"
         for planned in site.planned_bins():
             origin = (*loc, *planned.origin)
-            if not _ID.fullmatch(planned.id):
+            if not is_id(planned.id):
                 yield origin, f"bin id {planned.id!r} is not valid: use {_ID_RULE}"
             elif problem := duplicate("bin", planned.id, origin):
                 yield origin, problem

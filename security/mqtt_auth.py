@@ -31,7 +31,6 @@ Mosquitto reads both files at start and on SIGHUP; `export` writes them atomical
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
-from devices.contract import BIN_ID_PATTERN, Topics
+from devices.contract import Topics, is_id
 from devices.models import AreaContact, Bin, Operator, Site
 from devices.retirement import retired_bin_ids
 from security.hashing import mosquitto_hash, new_secret
@@ -58,7 +57,6 @@ SUB_ACCOUNTS: Final = {
 OPERATOR_PREFIX: Final = "operator-"
 MANAGER_PREFIX: Final = "manager-"
 ADMIN_PREFIX: Final = "admin-"
-_ID: Final = re.compile(BIN_ID_PATTERN)
 PASSWORD_FILE: Final = "passwords"
 ACL_FILE: Final = "acl"
 
@@ -109,7 +107,7 @@ def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str
     # The name of a person's account is free, and goes into Mosquitto's line-based files as it
     # is: a line break (or a ':' in the password file) wrote lines of its own, e.g. another
     # account's password. So it follows the id rule, like every other account's name.
-    if person and len(username) > len(person) and not _ID.fullmatch(username.removeprefix(person)):
+    if person and len(username) > len(person) and not is_id(username.removeprefix(person)):
         raise InvalidRequest(
             f"{username[:80]!r}: after {person!r} an account's name is 1–64 letters, digits,"
             " '_', '.' or '-', starting with a letter or digit"
