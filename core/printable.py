@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROLS: Final = r"\x00-\x1f\x7f-\x9f"  # Unicode's Cc (C0, DEL, C1), inside a [] class
+_CONTROL: Final = re.compile(f"[{CONTROLS}]")
 
 
 def escape_controls(text: str) -> str:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-_REFUSED = re.compile(r"[#+\s\x00-\x1f\x7f-\x9f]")
+from core.printable import CONTROLS
+
+_REFUSED = re.compile(rf"[#+\s{CONTROLS}]")
 
 
 def topic_problem(topic: str) -> str | None:

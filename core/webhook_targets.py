@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from core.printable import CONTROLS
+
 ALLOW_SETTING: Final = "BINWATCH_WEBHOOK_ALLOW_PRIVATE"
-_UNSENDABLE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_UNSENDABLE: Final = re.compile(rf"[\s{CONTROLS}]")
 
 
 class AddressRefused(httpcore.ConnectError):

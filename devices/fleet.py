@@ -9,7 +9,6 @@ are checked against the file and the registry's `Known` ids together.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import FleetError
+from core.printable import control_character
 from core.topic_names import topic_problem
 from core.webhook_targets import url_problem
 from devices.contract import SiteType, Stream, is_id
@@ -92,7 +92,8 @@ def _check_topic(value: str) -> str:
 
 def _one_line(value: str) -> str:
     """A name is shown as a title: an e-mail's Subject, a chat message's heading, a page's."""
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+    # Unicode's line and paragraph separators (Zl, Zp) break a line as well as a control does.
+    if control_character(value, lines=False) or "\u2028" in value or "\u2029" in value:
         raise PydanticCustomError(
             "name", "a name is one line of text: no line breaks or control characters"
         )
