@@ -410,13 +410,12 @@ class Emptying:
         vehicle_id: str = "",
         trip: tuple[int, int] | None = None,
     ) -> Emptying:
-        """The crew reaching `bin_id` at `at`, drawn as the simulator's crews draw: by the
-        bin's waiting request, else by the bin and the day (the simulator's plan is of one
-        day; over a week, by the bin alone, a bin drawn "skip" was skipped on every round
-        without a request, which is no share of the jobs). A late one empties it `LATE_BY_S`
-        later."""
+        """The crew reaching `bin_id` at `at`, drawn as the simulator's crews draw (by the bin's
+        waiting request, else by the bin and the day: `Conduct.stop_key`). A late one empties
+        it `LATE_BY_S` later."""
         request = waiting.get(bin_id)
-        how = conduct.of(request.id if request is not None else f"{bin_id}@{at:%Y-%m-%d}")
+        key = Conduct.stop_key(None if request is None else request.id, bin_id, at.date())
+        how = conduct.of(key)
         late = timedelta(seconds=LATE_BY_S if how == "late" else 0)
         return cls(at + late, bin_id, vehicle_id, trip, how)
 

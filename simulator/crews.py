@@ -22,8 +22,8 @@ Some crews misbehave, so a demo shows escalations and disputes too: a `late_shar
 arrive only after the request has climbed the whole grid (a planned stop: `LATE_BY_S` after its
 planned time, out of the route's order), and a `skip_share` report the job done without
 emptying the bin. Which job does what is drawn from `(seed, request id)` (a forecast stop:
-its bin id and the plan's day), so a run is repeatable. Emptying happens between two rounds of the model
-(`apply`), never while one is being computed.
+its bin id and the plan's day), so a run is repeatable. Emptying happens between two rounds of
+the model (`apply`), never while one is being computed.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ FIRST_ACTIONS: Final = frozenset({"tap", "ack", "empty"})
 class Conduct:
     """Which jobs a misbehaving crew does late (`late_share`) or reports done without emptying
     the bin (`skip_share`): drawn from `(seed, key)`, a request id or, for a stop without a
-    request, its bin id, so a run repeats. One rule for the simulator's crews and for
+    request, its bin id and day (`stop_key`), so a run repeats. One rule for the simulator's crews and for
     bench/routes.py, so the bench's shares are the demo's."""
 
     seed: int = 1
@@ -141,6 +141,12 @@ class Conduct:
     def __post_init__(self) -> None:
         if self.late_share < 0 or self.skip_share < 0 or self.late_share + self.skip_share > 1:
             raise ValueError("late_share and skip_share must be shares adding up to at most 1")
+
+    @staticmethod
+    def stop_key(request_id: int | None, bin_id: str, day: date) -> object:
+        """A job's key: its request, or its bin on that day (by the bin alone, a bin drawn
+        "skip" would be skipped on every day's plan)."""
+        return request_id or f"{bin_id}@{day.isoformat()}"
 
     def of(self, key: object) -> Literal["late", "skip", ""]:
         """What the crew does with the job `key`: "late", "skip", or "" (on time, emptied)."""
@@ -339,9 +345,9 @@ class Crews:
             self._jobs = kept
             heapq.heapify(self._jobs)
         for route in plan.vehicles:
-            self._drive(plan.operator_id, route, plan.day)
+            self._drive(plan.operator_id, route, date.fromisoformat(plan.day))
 
-    def _drive(self, operator_id: str, route: VehicleRoute, day: str) -> None:
+    def _drive(self, operator_id: str, route: VehicleRoute, day: date) -> None:
         if not route.stops:
             return
         drive = self._drives.setdefault(
@@ -354,7 +360,7 @@ class Crews:
             if key in self._stops:
                 continue
             self._stops.add(key)
-            conduct = self._conduct.of(stop.request_id or f"{stop.bin_id}@{day}")
+            conduct = self._conduct.of(Conduct.stop_key(stop.request_id, stop.bin_id, day))
             after_s = max(0.0, (stop.departure_at - drive.origin).total_seconds())
             if conduct == "late":
                 after_s += LATE_BY_S
