@@ -64,9 +64,7 @@ def read_cursor(text: str | None, offset: int, *kinds: type) -> tuple[Any, ...] 
         if not isinstance(values, list) or len(values) != len(kinds):
             raise ValueError(text)
         return tuple(_typed(value, kind) for value, kind in zip(values, kinds, strict=True))
-    # binascii.Error and JSONDecodeError are ValueErrors; OverflowError: a time at the
-    # calendar's edge whose offset takes its UTC past it (9999-12-31T23:59:59-23:59).
-    except (ValueError, OverflowError) as error:
+    except ValueError as error:  # binascii.Error and JSONDecodeError are ValueErrors
         raise InvalidRequest(
             "after is not a cursor of this list: use the next URL of a page as given"
         ) from error
