@@ -149,6 +149,29 @@ def test_a_bin_subscribed_to_everything_hears_nothing_of_others(secured: Secured
             client.loop_stop()
 
 
+@pytest.mark.parametrize("suffix", ["junk/1", "status/extra", "cmd"])
+def test_a_bin_publishes_only_its_contract_topics(secured: Secured, suffix: str) -> None:
+    """Under `bins/<id>/#` a bin retained 1 MB on each of 20 topics of its own making (the
+    broker's memory grew by 21 MB and kept it after the bin left) and wrote its own `cmd`, which
+    it reads: now anything but its telemetry, event and status closes its connection."""
+    first = sorted(u for u in secured.passwords if u != "ingest")[0]
+    topics = Topics(secured.settings.topic_prefix)
+    client, _ = _client(secured, first, secured.passwords[first])
+    try:
+        status = topics.bin(first, TopicKind.status)
+        client.publish(status, b'{"ts": 1764547200000, "online": true}', 1, True).wait_for_publish(
+            10
+        )
+        assert client.is_connected()
+        client.publish(
+            f"{secured.settings.topic_prefix}/bins/{first}/{suffix}", b"x" * 1000, 1, True
+        )
+        wait_for(lambda: not client.is_connected(), timeout=10, what="the broker to refuse")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 @pytest.mark.parametrize("who", ["bin", "nobody"])
 def test_wrong_or_missing_credentials_are_refused(secured: Secured, who: str) -> None:
     first = sorted(u for u in secured.passwords if u != "ingest")[0]
