@@ -16,6 +16,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from binwatch.servers import LISTENER_LIMITS
 from core.settings import Settings, env_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,6 +176,15 @@ def test_mosquitto_includes_the_mounted_shared_config(compose: dict[str, Any]) -
         if target.rstrip("/") == include_dir
     ]
     assert sources == [Path("binwatch/mosquitto/conf.d")], f"{include_dir} mounts {sources}"
+
+
+def test_mosquittos_listener_has_the_limits_of_the_tests_broker() -> None:
+    # A listener's own settings (max_qos) cannot come from conf.d: compose's listener must carry
+    # what binwatch/servers.py gives the tests' and the demo's (docs/security.md, QoS 0 and 1).
+    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
+    after_listener = text[text.index("\nlistener ") :]
+    for line in LISTENER_LIMITS:
+        assert f"\n{line}\n" in after_listener, f"{MOSQUITTO_CONF} lacks {line!r}"
 
 
 def test_datasource_provisioning() -> None:

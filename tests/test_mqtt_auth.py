@@ -3,7 +3,9 @@ speaks only for itself, and what the broker refuses never reaches InfluxDB."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -32,6 +34,7 @@ from security import mqtt_auth
 from security.hashing import mosquitto_verify
 from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for
+from tests.mqtt_helpers import mqtt_packet
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,41 @@ def test_a_bin_publishes_only_its_contract_topics(secured: Secured, suffix: str)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _field(text: str) -> bytes:
+    """An MQTT UTF-8 string: its length in two bytes, then the bytes."""
+    return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+
+@pytest.mark.parametrize("level", [4, 5])  # MQTT 3.1.1, 5
+def test_a_bin_cannot_make_the_broker_hold_qos2_messages(secured: Secured, level: int) -> None:
+    """A QoS 2 message stays in the broker from its PUBLISH to the client's PUBREL, which a
+    hostile bin never sends: 150 of 1 MB made Mosquitto 144 MB larger, up to 65,535 of them.
+    Now its first QoS 2 PUBLISH closes the connection, unanswered."""
+    first = sorted(u for u in secured.passwords if u != "ingest")[0]
+    topic = Topics(secured.settings.topic_prefix).bin(first, TopicKind.telemetry)
+    properties = b"\x00" if level == 5 else b""  # MQTT 5: an empty property list
+    connect = _field("MQTT") + bytes([level, 0xC2]) + (60).to_bytes(2, "big") + properties
+    connect += _field(first) + _field(first) + _field(secured.passwords[first])
+    reading = json.dumps({"ts": int(time.time() * 1000), "fill_pct": 1.0}).encode()
+    with socket.create_connection(("127.0.0.1", secured.broker.port), timeout=10) as sock:
+        sock.sendall(mqtt_packet(0x10, connect))
+        connack = sock.recv(64)
+        assert connack[0] == 0x20 and connack[3] == 0, connack  # accepted
+        if level == 5:
+            assert b"\x24\x01" in connack  # Maximum QoS: 1, told at once
+        received = b""
+        # The broker may reset the connection; without the limit it stays open (time out).
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            for packet_id in range(1, 4):
+                body = _field(topic) + packet_id.to_bytes(2, "big") + properties + reading
+                sock.sendall(mqtt_packet(0x34, body))  # PUBLISH, QoS 2
+            sock.settimeout(3)
+            while chunk := sock.recv(64):
+                received += chunk
+    # Without the limit: a PUBREC (0x50) per message, and the connection stays open.
+    assert not received.startswith(b"\x50"), received
 
 
 @pytest.mark.parametrize("who", ["bin", "nobody"])
