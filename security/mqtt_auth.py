@@ -42,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
-from devices.contract import TopicKind, Topics, is_id
+from devices.contract import TopicKind, Topics, account_name_problem, is_id
 from devices.models import AreaContact, Bin, Operator, Site
 from devices.retirement import retired_bin_ids
 from security.hashing import mosquitto_hash, new_secret
@@ -115,6 +115,9 @@ def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str
             f"{username[:80]!r}: after {person!r} an account's name is 1–64 letters, digits,"
             " '_', '.' or '-', starting with a letter or digit"
         )
+    if session.get(Bin, username) is not None and (clash := account_name_problem(username)):
+        # Registered before the fleet import refused such ids: neither a bin nor the account.
+        raise InvalidRequest(f"{clash}; rename the bin in the fleet file")
     if site_ids and not username.startswith(MANAGER_PREFIX):
         raise InvalidRequest(f"only manager-<name> accounts have sites, not {username!r}")
     if username in SERVICES:

@@ -4,6 +4,7 @@ speaks only for itself, and what the broker refuses never reaches InfluxDB."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import subprocess
@@ -28,10 +29,12 @@ from core.errors import InvalidRequest, NotFound
 from core.mqtt import make_client, sub_account
 from core.settings import Settings, reveal
 from core.sql import make_engine
-from devices.contract import TopicKind, Topics
+from devices.contract import TopicKind, Topics, account_name_problem
+from devices.models import Bin
 from devices.registry import BinTags
 from security import mqtt_auth
 from security.hashing import mosquitto_verify
+from security.models import MqttCredential
 from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for
 from tests.mqtt_helpers import mqtt_packet
@@ -338,6 +341,43 @@ def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
     assert {passwords[name] for name in workers} == {passwords["ingest"]}
     assert f"user manager-li\ntopic read p/alerts/{site}\n" in acl
     assert "user ingest-31\ntopic read p/bins/+/telemetry\n" in acl
+
+
+def test_a_bin_named_like_an_account_gets_neither_a_bins_nor_the_accounts_credential(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """Bins registered before the fleet import refused such ids (devices/contract.py): a bin of
+    a site `admin-centre` was issued an account reading every alert of the city, and a bin
+    `collector` took the collector's password."""
+    site = next(iter(pilot_bins.values())).site
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session:
+            collector = mqtt_auth.issue(session, "collector", now=now)
+            for name in ("admin-centre-s1-kitchen", "collector"):
+                session.add(
+                    Bin(
+                        id=name, site_id=site, station="s1", stream="kitchen",
+                        capacity_l=240, threshold_pct=80,
+                    )
+                )  # fmt: skip
+                session.commit()
+                with pytest.raises(InvalidRequest, match="is the name of a broker account"):
+                    mqtt_auth.issue_missing_bins(session, now=now)
+                with pytest.raises(InvalidRequest, match="rename the bin"):
+                    mqtt_auth.issue(session, name, now=now)
+            acl = mqtt_auth.acl_text(session, "p")
+            stored = session.get(MqttCredential, "collector")
+            assert stored is not None and mosquitto_verify(collector.password, stored.password_hash)
+    finally:
+        engine.dispose()
+    assert "user admin-centre" not in acl
+    # Every account name `issue` gives out is one that no bin may take.
+    for name in (*mqtt_auth.SERVICES, *itertools.chain(*mqtt_auth.SUB_ACCOUNTS.values())):
+        assert account_name_problem(name), name
+    for prefix in (mqtt_auth.OPERATOR_PREFIX, mqtt_auth.MANAGER_PREFIX, mqtt_auth.ADMIN_PREFIX):
+        assert account_name_problem(f"{prefix}x"), prefix
 
 
 def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(
