@@ -304,6 +304,49 @@ def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -
     assert reconnects == [0, 0], "an ingest worker lost its connection to the attacker"
 
 
+SHARE_READINGS = 300
+
+
+def test_a_bin_joining_ingests_shared_subscription_cannot_cost_a_reading(
+    secured: Secured,
+) -> None:
+    """Mosquitto hands each message of a shared subscription's group to one member in turn and
+    checks that member's read access only then. A bin subscribed to ingest's group beside two
+    workers (any account may subscribe to anything) was handed a third of the readings, which
+    its ACL refused: 200 of 300 stored. The group's name is now a digest of ingest's password."""
+    first, second = sorted(u for u in secured.passwords if u != "ingest")
+    settings = secured.settings.model_copy(update={"mqtt_url": secured.url("ingest")})
+    topics = Topics(settings.topic_prefix)
+    start_ms = int(time.time() * 1000) - SHARE_READINGS
+    with (
+        running_ingest(settings, worker_index=0, shared=True),
+        running_ingest(settings, worker_index=1, shared=True),
+    ):
+        thief, codes = _client(secured, second, secured.passwords[second])
+        heard: list[str] = []
+        thief.on_message = lambda _c, _u, message: heard.append(message.topic)
+        # Every group name it could know: the setting's, and the one the docs show.
+        groups = (settings.ingest.share_group, "binwatch-ingest")
+        thief.subscribe([(f"$share/{g}/{f}", 1) for g in groups for f in topics.inbound_filters()])
+        wait_for(lambda: len(codes) >= 7, timeout=10, what="SUBACKs")
+        publisher, _ = _client(secured, first, secured.passwords[first])
+        try:
+            topic = topics.bin(first, TopicKind.telemetry)
+            for index in range(SHARE_READINGS):
+                _publish(publisher, topic, start_ms + index)
+            wait_for(
+                lambda: count_points(settings) >= SHARE_READINGS,
+                timeout=30,
+                what="every reading stored",
+            )
+        finally:
+            for client in (publisher, thief):
+                client.disconnect()
+                client.loop_stop()
+    assert count_points(settings) == SHARE_READINGS
+    assert heard == [] and not any(code.is_failure for code in codes)  # type: ignore[attr-defined]
+
+
 def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
     settings: Settings, pilot_bins: dict[str, BinTags]
 ) -> None:
