@@ -157,6 +157,10 @@ def issue_missing_bins(session: Session, *, now: datetime) -> list[Issued]:
     ]
 
 
+def exists(session: Session, username: str) -> bool:
+    return session.get(MqttCredential, username) is not None
+
+
 def revoke(session: Session, username: str) -> None:
     credential = session.get(MqttCredential, username)
     if credential is None:
