@@ -58,6 +58,26 @@ def is_id(value: str) -> bool:
     return _BIN_ID.fullmatch(value) is not None
 
 
+# A bin logs in to the broker as its id, beside the services', operators' and people's accounts
+# (security/mqtt_auth.py), whose names say which they are: a bin may not have one of those
+# names. A site called `admin-centre` made its bins `admin-centre-s1-kitchen` …, each issued an
+# account that read every alert of the city and could not publish; a bin `collector` took the
+# collector's password; `manager-…` and `operator-…` bins stopped `mqtt-auth issue` for the fleet.
+ACCOUNT_NAMES = ("ingest", "collector", "alerter", "simulator")
+ACCOUNT_PREFIXES = ("ingest-", "simulator-", "operator-", "manager-", "admin-")
+
+
+def account_name_problem(bin_id: str) -> str | None:
+    """Why `bin_id` cannot be a bin's (its MQTT account's) name, or None."""
+    if bin_id in ACCOUNT_NAMES or bin_id.startswith(ACCOUNT_PREFIXES):
+        return (
+            f"bin id {bin_id!r} is the name of a broker account (a bin logs in as its id):"
+            f" a bin's id is none of {', '.join(ACCOUNT_NAMES)} and starts with none of"
+            f" {', '.join(ACCOUNT_PREFIXES)}"
+        )
+    return None
+
+
 # Device clocks before 2000 or after 2100 are not clocks; a value in that range read as seconds
 # instead of milliseconds is the commonest firmware mistake, so it gets its own message.
 _EPOCH_MS_MIN = 946_684_800_000

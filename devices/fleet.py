@@ -33,7 +33,7 @@ from core.errors import FleetError
 from core.printable import control_character
 from core.topic_names import topic_problem
 from core.webhook_targets import url_problem
-from devices.contract import SiteType, Stream, is_id
+from devices.contract import SiteType, Stream, account_name_problem, is_id
 from devices.models import Area, AreaContact, Bin, Crew, Depot, Operator, Site, Vehicle
 
 # Fill level (%) at which a bin asks to be emptied, when the file does not set one. Kitchen
@@ -591,6 +591,8 @@ def _reference_problems(
             origin = (*loc, *planned.origin)
             if not is_id(planned.id):
                 yield origin, f"bin id {planned.id!r} is not valid: use {_ID_RULE}"
+            elif clash := account_name_problem(planned.id):
+                yield origin, clash
             elif problem := duplicate("bin", planned.id, origin):
                 yield origin, problem
     yield from _operator_side_problems(fleet, known, duplicate)

@@ -12,6 +12,8 @@ bounded by the protocol itself: while InfluxDB is down the broker holds the rest
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -76,6 +78,20 @@ class _Pending:
 
 class IngestError(RuntimeError):
     """Ingest cannot go on (refused credentials); the message says what to fix."""
+
+
+def share_group(settings: Settings) -> str:
+    """The shared subscription's group of ingest's workers: `BINWATCH_INGEST_SHARE_GROUP`, then,
+    on a broker with accounts, a digest of ingest's password, so that only who holds it can name
+    the group. Mosquitto hands each message of a group to one member in turn and checks that
+    member's read access only then: a bin that joined `$share/binwatch-ingest/…` (any account may
+    subscribe to anything, docs/security.md) was handed a third of every bin's readings beside two
+    workers, which its ACL then refused to deliver, and they were lost."""
+    password = settings.mqtt_endpoint().password
+    if not password:
+        return settings.ingest.share_group  # no accounts: anyone may read everything anyway
+    digest = hmac.new(password.encode(), b"binwatch ingest share group", hashlib.sha256)
+    return f"{settings.ingest.share_group}-{digest.hexdigest()[:32]}"
 
 
 class Ingestor:
@@ -171,12 +187,23 @@ class Ingestor:
             # The broker redelivers everything unacknowledged on the new connection, so what
             # the old one left here would only be held twice: memory stays within one buffer.
             self._pending, self._pending_points = [], 0
-        filters = self.topics.inbound_filters()
+        filters = topics = self.topics.inbound_filters()
+        guessable: list[str] = []
         if self._shared:
-            filters = [f"$share/{self.settings.ingest.share_group}/{f}" for f in filters]
+            group = share_group(self.settings)
+            if group != self.settings.ingest.share_group:
+                guessable = [f"$share/{self.settings.ingest.share_group}/{f}" for f in filters]
+            filters = [f"$share/{group}/{f}" for f in filters]
         # Subscribing on every connect renews the subscriptions even if the broker lost them.
         client.subscribe([(f, _options(f)) for f in filters])
-        log.info("connected to MQTT, subscribing to %s", ", ".join(filters))
+        if guessable:
+            # A persistent session of an earlier version holds the group anyone could name:
+            # leave it, once in the new one (the broker answers "no subscription existed" when
+            # there was none).
+            client.unsubscribe(guessable)
+        # Not the group's name: who reads it could join the group (share_group).
+        shared = " (a shared subscription)" if self._shared else ""
+        log.info("connected to MQTT, subscribing to %s%s", ", ".join(topics), shared)
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
         if self._generation:

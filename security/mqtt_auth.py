@@ -1,8 +1,9 @@
 """MQTT credentials and the broker's password and ACL files.
 
 Every bin logs in as its own id with a random password issued once (only Mosquitto's `$7$` hash
-is kept), and the ACL lets it publish only under `<prefix>/bins/<its id>/` and read only its own
-`cmd` topic, so a bin cannot speak for another. The services get exactly what they need, and
+is kept), and the ACL lets it publish only its own `<prefix>/bins/<its id>/telemetry`, `event`
+and `status` and read only its own `cmd` topic, so a bin cannot speak for another, nor retain
+messages on topics of its own making. The services get exactly what they need, and
 people read the alerts of what they answer for:
 
 | account          | may                                                                    |
@@ -41,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
-from devices.contract import Topics, is_id
+from devices.contract import TopicKind, Topics, account_name_problem, is_id
 from devices.models import AreaContact, Bin, Operator, Site
 from devices.retirement import retired_bin_ids
 from security.hashing import mosquitto_hash, new_secret
@@ -58,6 +59,8 @@ OPERATOR_PREFIX: Final = "operator-"
 MANAGER_PREFIX: Final = "manager-"
 ADMIN_PREFIX: Final = "admin-"
 PASSWORD_FILE: Final = "passwords"
+# What a bin may publish (docs/device-contract.md): these topics of its own and nothing else.
+BIN_PUBLISHES: Final = (TopicKind.telemetry, TopicKind.event, TopicKind.status)
 ACL_FILE: Final = "acl"
 
 
@@ -112,6 +115,9 @@ def _kind(session: Session, username: str, site_ids: Sequence[str]) -> tuple[str
             f"{username[:80]!r}: after {person!r} an account's name is 1–64 letters, digits,"
             " '_', '.' or '-', starting with a letter or digit"
         )
+    if session.get(Bin, username) is not None and (clash := account_name_problem(username)):
+        # Registered before the fleet import refused such ids: neither a bin nor the account.
+        raise InvalidRequest(f"{clash}; rename the bin in the fleet file")
     if site_ids and not username.startswith(MANAGER_PREFIX):
         raise InvalidRequest(f"only manager-<name> accounts have sites, not {username!r}")
     if username in SERVICES:
@@ -149,6 +155,10 @@ def issue_missing_bins(session: Session, *, now: datetime) -> list[Issued]:
         for b in session.scalars(select(Bin.id).order_by(Bin.id))
         if b not in have
     ]
+
+
+def exists(session: Session, username: str) -> bool:
+    return session.get(MqttCredential, username) is not None
 
 
 def revoke(session: Session, username: str) -> None:
@@ -189,7 +199,14 @@ def acl_text(session: Session, prefix: str) -> str:
     for credential in _enabled(session):
         name = credential.username
         if credential.kind == "bin":
-            sections[name] = [f"topic write {bins}/{name}/#", f"topic read {bins}/{name}/cmd"]
+            # Exactly the contract's three topics, never `{bins}/{name}/#`: under a wildcard a
+            # bin could retain a message on as many topics of its own as it liked (each up to
+            # the broker's message size, kept in memory and in the persistence file for good),
+            # and write its own `cmd`, which it also reads.
+            sections[name] = [
+                *(f"topic write {bins}/{name}/{kind.value}" for kind in BIN_PUBLISHES),
+                f"topic read {bins}/{name}/{TopicKind.cmd.value}",
+            ]
         elif credential.kind == "manager":
             sections[name] = [f"topic read {alerts}/{site}" for site in credential.site_ids.split()]
         elif credential.kind == "admin":

@@ -1,4 +1,5 @@
-"""A plain publisher for tests: paho with QoS 1, waiting for every PUBACK."""
+"""A plain publisher for tests: paho with QoS 1, waiting for every PUBACK; and raw MQTT
+control packets, for what no client library sends."""
 
 from __future__ import annotations
 
@@ -54,3 +55,14 @@ def wait_acknowledged(infos: Iterable[paho.MQTTMessageInfo]) -> None:
     for info in infos:
         info.wait_for_publish(timeout=30)
         assert info.is_published(), f"broker did not acknowledge message {info.mid}"
+
+
+def mqtt_packet(header: int, body: bytes) -> bytes:
+    """An MQTT control packet: the header byte, the remaining length (a variable byte
+    integer), the body."""
+    length, size = b"", len(body)
+    while True:
+        size, byte = divmod(size, 128)
+        length += bytes([byte | (128 if size else 0)])
+        if not size:
+            return bytes([header]) + length + body

@@ -7,7 +7,10 @@ the schema cannot see (Settings names, health gates, loopback-only ports, mounte
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from binwatch.servers import LISTENER_LIMITS
 from core.settings import Settings, env_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +31,7 @@ DASHBOARD_PROVIDER_FILE = REPO / "dashboards/provisioning/dashboards/binwatch.ya
 MOSQUITTO_CONF = REPO / "deploy/mosquitto/mosquitto.conf"
 
 ENV_PREFIX = "BINWATCH_"
+SERVICE_NAMES = ("INGEST", "COLLECTOR", "ALERTER")
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +180,49 @@ def test_mosquitto_includes_the_mounted_shared_config(compose: dict[str, Any]) -
         if target.rstrip("/") == include_dir
     ]
     assert sources == [Path("binwatch/mosquitto/conf.d")], f"{include_dir} mounts {sources}"
+
+
+def test_mosquittos_listener_has_the_limits_of_the_tests_broker() -> None:
+    # A listener's own settings (max_qos) cannot come from conf.d: compose's listener must carry
+    # what binwatch/servers.py gives the tests' and the demo's (docs/security.md, QoS 0 and 1).
+    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
+    after_listener = text[text.index("\nlistener ") :]
+    for line in LISTENER_LIMITS:
+        assert f"\n{line}\n" in after_listener, f"{MOSQUITTO_CONF} lacks {line!r}"
+
+
+def test_an_up_without_the_simulators_password_leaves_no_simulator_account(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """`mqtt-accounts`' own script, run with the real CLI on a registry of its own, as two `up`s
+    would: one of the demo profile, then one without it. The simulator may publish for every
+    bin; its account, set by the first, stayed in the registry and was exported by every later
+    `up` with the demo's password."""
+    script = services(compose)["mqtt-accounts"]["command"][0].replace("$$", "$")
+    script = script.replace("/mqtt-auth", str(tmp_path / "auth"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        **{f"MQTT_{name}_PASSWORD": f"{name.lower()}-password-long" for name in SERVICE_NAMES},
+    }
+    shell = f'binwatch() {{ "{sys.executable}" -m binwatch "$@"; }}\n{script}'
+    for simulator, accounts in (("demo-password-long", {"simulator"}), ("", set())):
+        done = subprocess.run(
+            ["sh", "-ec", shell],
+            cwd=REPO,
+            env=env | {"MQTT_SIMULATOR_PASSWORD": simulator},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        exported = (tmp_path / "auth" / "passwords").read_text().splitlines()
+        names = {line.split(":", 1)[0] for line in exported}
+        assert {"ingest", "collector", "alerter"} <= names
+        assert names & {"simulator", "simulator-crews", "simulator-inject"} == (
+            accounts | {f"{a}-crews" for a in accounts} | {f"{a}-inject" for a in accounts}
+        )
 
 
 def test_datasource_provisioning() -> None:

@@ -10,7 +10,7 @@ import pytest
 from core.errors import InvalidRequest
 from security import passwords
 from security.session_rules import csrf_matches, csrf_token, is_expired
-from security.throttle import LoginThrottle
+from security.throttle import LoginThrottle, counted
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -71,6 +71,21 @@ def test_an_address_locks_across_accounts_and_a_success_does_not_clear_it() -> N
     throttle.succeeded(account="user4")
     assert throttle.locked_for(account="fresh", address="10.0.0.7", now=T0) == timedelta(minutes=15)
     assert throttle.locked_for(account="fresh", address="10.0.0.8", now=T0) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # the same IPv4 client, written as IPv6
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_ipv6_client_is_counted_by_its_64(address: str, key: str) -> None:
+    assert counted(address) == key
 
 
 def test_a_success_clears_the_accounts_failures() -> None:

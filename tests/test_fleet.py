@@ -135,6 +135,9 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
             "'jiazhou shuian gate' is not a valid id",
         ),
         ("lon: 117.0\n", "lon: 117.0\n    lat: 36.7\n", 20, "lat: key appears twice"),
+        # A bin logs in to the broker as its id: never a service's, an operator's or a person's.
+        ("id: jiazhou-shuian-gate", "id: collector", 22, "'collector' is the name of a broker"),
+        ("id: jiazhou-shuian\n", "id: admin-centre\n", 20, "'admin-centre-s1-"),
         # A name goes into e-mail subjects and chat titles, which are one line.
         (
             "name: Jiazhou Shuian",

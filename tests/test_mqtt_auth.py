@@ -3,7 +3,10 @@ speaks only for itself, and what the broker refuses never reaches InfluxDB."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -26,12 +29,15 @@ from core.errors import InvalidRequest, NotFound
 from core.mqtt import make_client, sub_account
 from core.settings import Settings, reveal
 from core.sql import make_engine
-from devices.contract import TopicKind, Topics
+from devices.contract import TopicKind, Topics, account_name_problem
+from devices.models import Bin
 from devices.registry import BinTags
 from security import mqtt_auth
 from security.hashing import mosquitto_verify
+from security.models import MqttCredential
 from tests.conftest import count_points, running_ingest
 from tests.helpers import wait_for
+from tests.mqtt_helpers import mqtt_packet
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,64 @@ def test_a_bin_subscribed_to_everything_hears_nothing_of_others(secured: Secured
             client.loop_stop()
 
 
+@pytest.mark.parametrize("suffix", ["junk/1", "status/extra", "cmd"])
+def test_a_bin_publishes_only_its_contract_topics(secured: Secured, suffix: str) -> None:
+    """Under `bins/<id>/#` a bin retained 1 MB on each of 20 topics of its own making (the
+    broker's memory grew by 21 MB and kept it after the bin left) and wrote its own `cmd`, which
+    it reads: now anything but its telemetry, event and status closes its connection."""
+    first = sorted(u for u in secured.passwords if u != "ingest")[0]
+    topics = Topics(secured.settings.topic_prefix)
+    client, _ = _client(secured, first, secured.passwords[first])
+    try:
+        status = topics.bin(first, TopicKind.status)
+        client.publish(status, b'{"ts": 1764547200000, "online": true}', 1, True).wait_for_publish(
+            10
+        )
+        assert client.is_connected()
+        client.publish(
+            f"{secured.settings.topic_prefix}/bins/{first}/{suffix}", b"x" * 1000, 1, True
+        )
+        wait_for(lambda: not client.is_connected(), timeout=10, what="the broker to refuse")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _field(text: str) -> bytes:
+    """An MQTT UTF-8 string: its length in two bytes, then the bytes."""
+    return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+
+@pytest.mark.parametrize("level", [4, 5])  # MQTT 3.1.1, 5
+def test_a_bin_cannot_make_the_broker_hold_qos2_messages(secured: Secured, level: int) -> None:
+    """A QoS 2 message stays in the broker from its PUBLISH to the client's PUBREL, which a
+    hostile bin never sends: 150 of 1 MB made Mosquitto 144 MB larger, up to 65,535 of them.
+    Now its first QoS 2 PUBLISH closes the connection, unanswered."""
+    first = sorted(u for u in secured.passwords if u != "ingest")[0]
+    topic = Topics(secured.settings.topic_prefix).bin(first, TopicKind.telemetry)
+    properties = b"\x00" if level == 5 else b""  # MQTT 5: an empty property list
+    connect = _field("MQTT") + bytes([level, 0xC2]) + (60).to_bytes(2, "big") + properties
+    connect += _field(first) + _field(first) + _field(secured.passwords[first])
+    reading = json.dumps({"ts": int(time.time() * 1000), "fill_pct": 1.0}).encode()
+    with socket.create_connection(("127.0.0.1", secured.broker.port), timeout=10) as sock:
+        sock.sendall(mqtt_packet(0x10, connect))
+        connack = sock.recv(64)
+        assert connack[0] == 0x20 and connack[3] == 0, connack  # accepted
+        if level == 5:
+            assert b"\x24\x01" in connack  # Maximum QoS: 1, told at once
+        received = b""
+        # The broker may reset the connection; without the limit it stays open (time out).
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            for packet_id in range(1, 4):
+                body = _field(topic) + packet_id.to_bytes(2, "big") + properties + reading
+                sock.sendall(mqtt_packet(0x34, body))  # PUBLISH, QoS 2
+            sock.settimeout(3)
+            while chunk := sock.recv(64):
+                received += chunk
+    # Without the limit: a PUBREC (0x50) per message, and the connection stays open.
+    assert not received.startswith(b"\x50"), received
+
+
 @pytest.mark.parametrize("who", ["bin", "nobody"])
 def test_wrong_or_missing_credentials_are_refused(secured: Secured, who: str) -> None:
     first = sorted(u for u in secured.passwords if u != "ingest")[0]
@@ -240,6 +304,49 @@ def test_a_bin_using_ingests_client_id_cannot_cost_a_reading(secured: Secured) -
     assert reconnects == [0, 0], "an ingest worker lost its connection to the attacker"
 
 
+SHARE_READINGS = 300
+
+
+def test_a_bin_joining_ingests_shared_subscription_cannot_cost_a_reading(
+    secured: Secured,
+) -> None:
+    """Mosquitto hands each message of a shared subscription's group to one member in turn and
+    checks that member's read access only then. A bin subscribed to ingest's group beside two
+    workers (any account may subscribe to anything) was handed a third of the readings, which
+    its ACL refused: 200 of 300 stored. The group's name is now a digest of ingest's password."""
+    first, second = sorted(u for u in secured.passwords if u != "ingest")
+    settings = secured.settings.model_copy(update={"mqtt_url": secured.url("ingest")})
+    topics = Topics(settings.topic_prefix)
+    start_ms = int(time.time() * 1000) - SHARE_READINGS
+    with (
+        running_ingest(settings, worker_index=0, shared=True),
+        running_ingest(settings, worker_index=1, shared=True),
+    ):
+        thief, codes = _client(secured, second, secured.passwords[second])
+        heard: list[str] = []
+        thief.on_message = lambda _c, _u, message: heard.append(message.topic)
+        # Every group name it could know: the setting's, and the one the docs show.
+        groups = (settings.ingest.share_group, "binwatch-ingest")
+        thief.subscribe([(f"$share/{g}/{f}", 1) for g in groups for f in topics.inbound_filters()])
+        wait_for(lambda: len(codes) >= 7, timeout=10, what="SUBACKs")
+        publisher, _ = _client(secured, first, secured.passwords[first])
+        try:
+            topic = topics.bin(first, TopicKind.telemetry)
+            for index in range(SHARE_READINGS):
+                _publish(publisher, topic, start_ms + index)
+            wait_for(
+                lambda: count_points(settings) >= SHARE_READINGS,
+                timeout=30,
+                what="every reading stored",
+            )
+        finally:
+            for client in (publisher, thief):
+                client.disconnect()
+                client.loop_stop()
+    assert count_points(settings) == SHARE_READINGS
+    assert heard == [] and not any(code.is_failure for code in codes)  # type: ignore[attr-defined]
+
+
 def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
     settings: Settings, pilot_bins: dict[str, BinTags]
 ) -> None:
@@ -277,6 +384,43 @@ def test_accounts_export_with_sub_accounts_and_refuse_what_cannot_be(
     assert {passwords[name] for name in workers} == {passwords["ingest"]}
     assert f"user manager-li\ntopic read p/alerts/{site}\n" in acl
     assert "user ingest-31\ntopic read p/bins/+/telemetry\n" in acl
+
+
+def test_a_bin_named_like_an_account_gets_neither_a_bins_nor_the_accounts_credential(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """Bins registered before the fleet import refused such ids (devices/contract.py): a bin of
+    a site `admin-centre` was issued an account reading every alert of the city, and a bin
+    `collector` took the collector's password."""
+    site = next(iter(pilot_bins.values())).site
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session:
+            collector = mqtt_auth.issue(session, "collector", now=now)
+            for name in ("admin-centre-s1-kitchen", "collector"):
+                session.add(
+                    Bin(
+                        id=name, site_id=site, station="s1", stream="kitchen",
+                        capacity_l=240, threshold_pct=80,
+                    )
+                )  # fmt: skip
+                session.commit()
+                with pytest.raises(InvalidRequest, match="is the name of a broker account"):
+                    mqtt_auth.issue_missing_bins(session, now=now)
+                with pytest.raises(InvalidRequest, match="rename the bin"):
+                    mqtt_auth.issue(session, name, now=now)
+            acl = mqtt_auth.acl_text(session, "p")
+            stored = session.get(MqttCredential, "collector")
+            assert stored is not None and mosquitto_verify(collector.password, stored.password_hash)
+    finally:
+        engine.dispose()
+    assert "user admin-centre" not in acl
+    # Every account name `issue` gives out is one that no bin may take.
+    for name in (*mqtt_auth.SERVICES, *itertools.chain(*mqtt_auth.SUB_ACCOUNTS.values())):
+        assert account_name_problem(name), name
+    for prefix in (mqtt_auth.OPERATOR_PREFIX, mqtt_auth.MANAGER_PREFIX, mqtt_auth.ADMIN_PREFIX):
+        assert account_name_problem(f"{prefix}x"), prefix
 
 
 def test_set_takes_the_password_from_stdin_and_refuses_a_weak_one(

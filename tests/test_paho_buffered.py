@@ -13,6 +13,7 @@ import pytest
 from paho.mqtt.exception import MalformedPacket
 
 from ingest.paho_buffered import BufferedClient, _BufferedSocket
+from tests.mqtt_helpers import mqtt_packet
 
 
 def _client(*, manual_ack: bool = True) -> tuple[BufferedClient, list[paho.MQTTMessage]]:
@@ -117,15 +118,6 @@ class _Chunks:
         return data
 
 
-def _packet(header: int, body: bytes) -> bytes:
-    length, size = b"", len(body)
-    while True:
-        size, byte = divmod(size, 128)
-        length += bytes([byte | (128 if size else 0)])
-        if not size:
-            return bytes([header]) + length + body
-
-
 def test_publishes_read_the_short_way_arrive_as_paho_would_deliver_them_in_order() -> None:
     """A stream mixing what the short way takes (QoS 0 and 1, DUP and RETAIN set, payloads
     needing 1–3 length bytes) with what it must leave to paho (properties, a PINGRESP), cut
@@ -139,7 +131,7 @@ def test_publishes_read_the_short_way_arrive_as_paho_would_deliver_them_in_order
         props = b"\x02\x01\x01" if index % 37 == 5 else b"\x00"
         payload = b"x" * (index * 7 if index % 50 else 20_000) + str(index).encode()
         packets.append(
-            _packet(header, _publish(topic, payload, qos=qos, mid=index + 1, props=props))
+            mqtt_packet(header, _publish(topic, payload, qos=qos, mid=index + 1, props=props))
         )
         if index % 61 == 0:
             packets.append(b"\xd0\x00")  # PINGRESP
@@ -185,7 +177,8 @@ def test_a_full_subscriber_is_handed_no_more_than_its_room() -> None:
     rest stays in the buffer (and behind it, in the broker's queue)."""
     topic = b"binwatch/v1/bins/b1/telemetry"
     stream = b"".join(
-        _packet(0x32, _publish(topic, b"{}", qos=1, mid=n, props=b"\x00")) for n in range(1, 301)
+        mqtt_packet(0x32, _publish(topic, b"{}", qos=1, mid=n, props=b"\x00"))
+        for n in range(1, 301)
     )
     client, got = _client()
     bound = 7

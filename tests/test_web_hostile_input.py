@@ -208,3 +208,10 @@ def test_behind_a_trusted_proxy_a_guesser_locks_out_their_own_address_only(
         assert [log_in(guesser, f"guess.{n}", "wrong password!") for n in range(3)] == [401] * 3
         assert log_in(guesser, MANAGER, PASSWORD) == 429  # the guesser's address waits
         assert log_in(manager, MANAGER, PASSWORD) == 303  # everyone else logs in
+        # An IPv6 guesser holds a /64 (2⁶⁴ addresses) and tried from a fresh one each time:
+        # every address had its own count, so it sprayed passwords over the accounts for ever.
+        block = "2001:db8:7:7"
+        tries = [log_in(f"{block}::{n:x}", f"spray.{n}", "wrong password!") for n in range(1, 4)]
+        assert tries == [401] * 3
+        assert log_in(f"{block}:ffff:ffff:ffff:ffff", MANAGER, PASSWORD) == 429
+        assert log_in("2001:db8:7:8::1", MANAGER, PASSWORD) == 303  # the next /64 is another's

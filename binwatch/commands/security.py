@@ -135,9 +135,17 @@ def set_command(
 
 
 @mqtt_auth_app.command("revoke")
-def revoke_account(username: Annotated[str, typer.Argument(help="the account")]) -> None:
+def revoke_account(
+    username: Annotated[str, typer.Argument(help="the account")],
+    missing_ok: Annotated[
+        bool, typer.Option("--missing-ok", help="no error when there is no such account")
+    ] = False,
+) -> None:
     """Delete an account; it is refused once the exported files reach the broker."""
     with _session() as (session, _):
+        if missing_ok and not mqtt_auth.exists(session, username):
+            console().print(f"no account {username}")
+            return
         mqtt_auth.revoke(session, username)
     console().print(f"revoked {username}; run export and SIGHUP the broker")
 
