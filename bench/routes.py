@@ -19,6 +19,11 @@ side (devices/default_fleet.yaml), travel the straight line × circuity at the u
 Printed per policy: kilometres driven, vehicle-hours (depot to depot), overflow-hours (bin-hours
 at 100 %), requests served after their deadline (or never), extra depot trips, and the planner's
 solver time per day; then each vehicle's kilometres and trips with their mean real load.
+The same seed does not give quite the same fixed and planned figures twice: for the same input
+VROOM returns either of two routes of the same cost, one the other reversed (the straight-line
+matrix is symmetric), even on one thread, and a reversed route empties its bins at other times
+(docs/performance.md, "2026-12-03, evening: why the same seed does not give the same figures").
+Request by request, which does not solve, repeats exactly.
 
 Loads (`--load`): fixed and planned jobs are loaded as full bins, as the planner loads them
 (`full`), or by the bin's expected fill at the visit (`expected`, `expected_fill_pct` plus
