@@ -74,6 +74,11 @@ def downgrade() -> None:
     with op.batch_alter_table("collection_events") as batch:
         batch.drop_constraint("ck_collection_events_kind", type_="check")
         batch.create_check_constraint("ck_collection_events_kind", _KINDS_BEFORE)
+    # Said, not left to ON DELETE CASCADE: SQLite migrates with its foreign keys off (env.py).
+    op.execute(
+        "DELETE FROM console_sessions WHERE username IN"
+        " (SELECT username FROM users WHERE role = 'crew')"
+    )
     for table in ("users", "api_keys"):
         op.execute(f"DELETE FROM {table} WHERE role = 'crew'")
         with op.batch_alter_table(table) as batch:
