@@ -1,0 +1,112 @@
+"""Mistakes a new user makes with `binwatch`, run as a user runs it (a subprocess): a wrong
+BINWATCH_* value, a registry that does not answer, a file that cannot be written, an option
+out of range, a port another process has. Each ends with what is wrong and what to change,
+exit status 1 (2 for a wrong option), never a traceback and never a hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from binwatch.servers import free_port
+
+# What Python's and Rich's tracebacks print; neither may reach a user.
+TRACEBACK_MARKS = ("Traceback", "╭─", "│ ❱")
+
+
+def _binwatch(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "binwatch", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
+    for mark in TRACEBACK_MARKS:
+        assert mark not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("BINWATCH_API_PORT", "abc", "valid integer"),
+        ("BINWATCH_MQTT_URL", "127.0.0.1:1883", "mqtt://"),
+        ("BINWATCH_MQTT_URL", "mqtt://svc:pw-hidden@127.0.0.1:18x3", "Port"),
+        ("BINWATCH_INFLUX_URL", "localhost:8086", "http://"),
+        ("BINWATCH_API_URL", "127.0.0.1:8000", "http://"),
+        ("BINWATCH_ROUTE_OSRM_URL", "osrm:5000", "http://"),
+        ("BINWATCH_DATABASE_URL", "postgres://bw:pw-hidden@db.example/registry", "PostgreSQL"),
+        ("BINWATCH_DATABASE_URL", "var/binwatch.db", "sqlite:///"),
+        ("BINWATCH_DATABASE_URL", "mysql://bw@db.example/registry", "SQLite or PostgreSQL"),
+        ("BINWATCH_TIMEZONE", "Asia/Shanghia", "IANA time zone"),
+    ],
+)
+def test_a_wrong_setting_is_named_with_what_it_accepts(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}", variable: value}
+    done = _binwatch("keys", "list", env=env)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert f"{variable}=" in done.stderr
+    assert said in done.stderr
+    assert "pw-hidden" not in done.stderr  # a URL's password never shows
+    assert not (tmp_path / "registry.db").exists()  # refused before anything was touched
+
+
+def test_every_wrong_setting_is_listed_at_once(tmp_path: Path) -> None:
+    env = {
+        "BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        "BINWATCH_INFLUX_URL": "influxdb:8086",
+        "BINWATCH_ROUTE_PHOTO_STORE": "s3",  # without its bucket: the group's own check
+    }
+    done = _binwatch("users", "list", env=env)
+    assert done.returncode == 1
+    _no_traceback(done)
+    assert "BINWATCH_INFLUX_URL='influxdb:8086'" in done.stderr
+    assert "BINWATCH_ROUTE_PHOTO_S3_BUCKET" in done.stderr
+
+
+def test_a_registry_that_does_not_answer_is_said_in_one_line() -> None:
+    url = f"postgresql+psycopg://bw:pw-hidden@127.0.0.1:{free_port()}/registry"
+    done = _binwatch("users", "list", env={"BINWATCH_DATABASE_URL": url})
+    assert done.returncode == 1
+    _no_traceback(done)
+    assert "the registry database does not answer" in done.stderr
+    assert "BINWATCH_DATABASE_URL" in done.stderr
+    assert "pw-hidden" not in done.stderr
+
+
+def test_a_file_that_cannot_be_written_names_the_file(registry_url: str, tmp_path: Path) -> None:
+    """`fleet export` into a folder that does not exist, `mqtt-auth export` into a file's
+    place: the path and the system's reason, as for a file that cannot be read."""
+    env = {"BINWATCH_DATABASE_URL": registry_url}
+    assert _binwatch("fleet", "import", env=env).returncode == 0
+    missing = tmp_path / "no-such-folder" / "fleet.yaml"
+    done = _binwatch("fleet", "export", str(missing), env=env)
+    assert done.returncode == 1
+    _no_traceback(done)
+    assert done.stderr.strip() == f"{missing}: No such file or directory"
+    (tmp_path / "a-file").write_text("")
+    done = _binwatch("mqtt-auth", "export", str(tmp_path / "a-file" / "broker"), env=env)
+    assert done.returncode == 1
+    _no_traceback(done)
+    assert str(tmp_path / "a-file") in done.stderr
+
+
+def test_the_help_shows_every_default_as_a_user_would_write_it() -> None:
+    done = _binwatch("--help")
+    assert done.returncode == 0
+    assert "PydanticUndefined" not in done.stdout
+    assert "BINWATCH_API_CREW_TOKENS" in done.stdout
