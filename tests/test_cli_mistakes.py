@@ -6,13 +6,17 @@ exit status 1 (2 for a wrong option), never a traceback and never a hang."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from binwatch.servers import free_port
+from core.settings import Settings
+from devices.registry import BinTags
 
 # What Python's and Rich's tracebacks print; neither may reach a user.
 TRACEBACK_MARKS = ("Traceback", "╭─", "│ ❱")
@@ -110,3 +114,37 @@ def test_the_help_shows_every_default_as_a_user_would_write_it() -> None:
     assert done.returncode == 0
     assert "PydanticUndefined" not in done.stdout
     assert "BINWATCH_API_CREW_TOKENS" in done.stdout
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process's socket listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [
+        ("ingest", "BINWATCH_INGEST_METRICS_PORT"),
+        ("collector", "BINWATCH_COLLECTOR_METRICS_PORT"),
+        ("alerter", "BINWATCH_ALERTER_METRICS_PORT"),
+    ],
+)
+def test_a_metrics_port_taken_names_its_setting_and_the_service_exits(
+    settings: Settings,
+    pilot_bins: dict[str, BinTags],
+    taken_port: int,
+    command: str,
+    variable: str,
+) -> None:
+    """Ingest printed the socket's traceback and then hung (its threads were up); the
+    collector and alerter printed it too."""
+    env = {**settings.as_env(), variable: str(taken_port)}
+    done = _binwatch(command, env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert f"127.0.0.1:{taken_port}" in done.stderr
+    assert variable in done.stderr
