@@ -67,9 +67,12 @@ def demo(
     data_dir: Annotated[
         Path, typer.Option(help="where broker, database and registry keep their data")
     ] = Path("var"),
-    speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 60.0,
+    speed: Annotated[
+        float,
+        typer.Option(min=0, help="simulated seconds per real second; 0: as fast as it can"),
+    ] = 60.0,
     interval: Annotated[
-        float, typer.Option(help="each bin's reporting interval, simulated seconds")
+        float, typer.Option(min=0.001, help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
     inject: Annotated[
         str | None,

@@ -109,6 +109,36 @@ def test_a_file_that_cannot_be_written_names_the_file(registry_url: str, tmp_pat
     assert str(tmp_path / "a-file") in done.stderr
 
 
+@pytest.mark.parametrize("days", ["inf", "nan", "1e12", "-1", "3651"])
+def test_a_key_lasts_a_number_of_days_that_makes_a_date(tmp_path: Path, days: str) -> None:
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("keys", "create", "--role", "admin", "--name", "ops", "--days", days, env=env)
+    assert done.returncode == 2, done.stderr
+    _no_traceback(done)
+    assert "--days" in done.stderr
+
+
+def test_a_key_of_zero_days_lasts_until_revoked(tmp_path: Path) -> None:
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("keys", "create", "--role", "admin", "--name", "ops", "--days", "0", env=env)
+    assert done.returncode == 0, done.stderr
+    listed = _binwatch("keys", "list", env=env)
+    assert "ops" in listed.stdout
+    assert "until revoked" in _binwatch("keys", "create", "--help", env=env).stdout
+
+
+@pytest.mark.parametrize(("option", "value"), [("--speed", "-1"), ("--interval", "0")])
+def test_the_demo_refuses_a_speed_or_interval_the_simulator_would(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    """Before, the demo started broker, database and every service, and only then reported
+    'simulator exited; see its log'."""
+    done = _binwatch("demo", "--data-dir", str(tmp_path / "var"), option, value, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr
+    assert not (tmp_path / "var").exists()
+
+
 def test_the_help_shows_every_default_as_a_user_would_write_it() -> None:
     done = _binwatch("--help")
     assert done.returncode == 0
