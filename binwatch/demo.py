@@ -53,6 +53,9 @@ STATUS_EVERY_S = 2.0
 # The demo plans the day this long after the simulator's history is replayed (real seconds).
 PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
+# The longest the demo waits for its API to answer before it gives up (a loaded machine took
+# a minute).
+API_START_TIMEOUT_S = 300.0
 # The name of each vehicle's crew key the demo makes (the last run's are revoked).
 CREW_KEY_NAME = "demo crew of {vehicle}"
 # The fleet file's shifts (07:00–16:00, the city's time) would leave the dispatcher's and the
@@ -105,7 +108,7 @@ def demo(
             )
             _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
             metrics_port = free_port()
-            api_port = 8000 if port_is_free(8000) else free_port()
+            api_port = _port_or_free(8000, "API", guess="another web server?")
             # A fresh admin key each run, for the crews and for whoever watches the demo.
             token = env.get("BINWATCH_ADMIN_TOKEN") or secrets.token_urlsafe(32)
             env.update(
@@ -151,6 +154,7 @@ def demo(
                     "simulator": simulate,
                 }.items()
             }
+            _wait_for_the_api(env["BINWATCH_API_URL"], children["api"], logs)
             say(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
             say(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
             say(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
@@ -164,7 +168,7 @@ def demo(
                     soft_wrap=True,
                     markup=False,
                 )
-            _status_until_interrupted(metrics_port, children)
+            _status_until_interrupted(metrics_port, children, logs)
     except KeyboardInterrupt:
         pass  # Ctrl-C, SIGTERM or SIGHUP at any point: what had started is stopped above
     except BinwatchError as exc:
@@ -362,12 +366,33 @@ def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
     say(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
 
 
-def _port_or_free(port: int, what: str) -> int:
+def _port_or_free(port: int, what: str, *, guess: str = "") -> int:
     if port_is_free(port):
         return port
     other = free_port()
-    say(f"port {port} is taken (a system {what} service?): the demo's {what} uses {other}")
+    guess = guess or f"a system {what} service?"
+    say(f"port {port} is taken ({guess}): the demo's {what} uses {other}")
     return other
+
+
+def _wait_for_the_api(url: str, api: subprocess.Popen[bytes], logs: Path) -> None:
+    """Until the API answers: its address and the logins are printed for use at once (on a
+    busy machine the API took a minute to listen, and a `curl` of the address printed got
+    'connection refused'). Said while it waits, so the wait is not a silent one."""
+    say("waiting for the API to answer…")
+    deadline = time.monotonic() + API_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise BinwatchError(f"api exited; see its log, {logs / 'api.log'}")
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise BinwatchError(
+        f"the API did not answer within {API_START_TIMEOUT_S:.0f} s; see its log, "
+        f"{logs / 'api.log'}"
+    )
 
 
 def _run(
@@ -402,7 +427,7 @@ def _run(
 
 
 def _status_until_interrupted(
-    metrics_port: int, children: dict[str, subprocess.Popen[bytes]]
+    metrics_port: int, children: dict[str, subprocess.Popen[bytes]], logs: Path
 ) -> None:
     previous, previous_at = 0.0, time.monotonic()
     idle = threading.Event()
@@ -410,8 +435,11 @@ def _status_until_interrupted(
         while not idle.wait(STATUS_EVERY_S):
             dead = [name for name, p in children.items() if p.poll() is not None]
             if dead:
-                raise BinwatchError(f"{', '.join(dead)} exited; see its log under var/logs/")
-            stored, rejected = _ingest_counts(metrics_port)
+                raise BinwatchError(f"{', '.join(dead)} exited; see the logs in {logs}/")
+            counts = _ingest_counts(metrics_port)
+            if counts is None:
+                continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
+            stored, rejected = counts
             now = time.monotonic()
             rate = (stored - previous) / (now - previous_at)
             previous, previous_at = stored, now
@@ -421,11 +449,12 @@ def _status_until_interrupted(
             )
 
 
-def _ingest_counts(port: int) -> tuple[float, float]:
+def _ingest_counts(port: int) -> tuple[float, float] | None:
+    """Ingest's stored and rejected readings, None when its /metrics does not answer."""
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except httpx.HTTPError:
-        return 0.0, 0.0
+        return None
     stored = rejected = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
-from binwatch.servers import port_is_free
+import httpx
+
+from binwatch.demo import _ingest_counts
+from binwatch.servers import free_port, port_is_free
 from tests.helpers import wait_for
 
 # The demo's start: its servers, the fleet, the services; what it prints once all run.
@@ -22,13 +28,28 @@ STARTED = "logins for this run:"
 RUNNING_S = 5.0
 
 
+@contextmanager
+def port_8000_taken() -> Iterator[None]:
+    """Port 8000, the API's, held by another process (here, unless another has it already)."""
+    with socket.socket() as holder:
+        with suppress(OSError):
+            holder.bind(("127.0.0.1", 8000))
+            holder.listen()
+        yield
+
+
 def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
+    """Also: with port 8000 taken the demo says which port its API took, as it does for the
+    broker's and the database's (it took another in silence), and the API answers at the
+    address printed as soon as it is printed (it was printed before the API listened)."""
     log = tmp_path / "demo.log"
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("BINWATCH_")  # the demo's own servers and registry, not any test's
     }
+    held = ExitStack()
+    held.enter_context(port_8000_taken())  # until the demo has chosen its ports
     with log.open("wb") as output:
         demo = subprocess.Popen(
             [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")],
@@ -46,11 +67,27 @@ def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
         assert demo.poll() is None, started
         ports = [int(p) for p in re.findall(r"ready on 127\.0\.0\.1:(\d+)", started)]
         assert len(ports) == 2, started  # InfluxDB's and Mosquitto's
+        taken = re.search(r"port 8000 is taken \(.*\): the demo's API uses (\d+)", started)
+        assert taken, started
+        printed = re.search(r"API: http://127\.0\.0\.1:(\d+)/docs", started)
+        assert printed and printed.group(1) == taken.group(1), started
+        assert httpx.get(f"http://127.0.0.1:{taken.group(1)}/health", timeout=10).status_code in (
+            200,
+            503,
+        )
         time.sleep(RUNNING_S)  # the services connected and at work, their connections open
+        held.close()
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(60) == 0
     finally:
+        held.close()
         if demo.poll() is None:
             demo.kill()
     wait_for(lambda: all(port_is_free(p) for p in ports), timeout=15, what="the ports back")
     assert "stopped; data kept in" in log.read_text(errors="replace")
+
+
+def test_the_status_line_skips_a_count_ingest_did_not_give() -> None:
+    """Ingest's /metrics not answering (busy, restarting) read as 0 readings stored, and the
+    status line showed a rate of minus everything stored so far."""
+    assert _ingest_counts(free_port()) is None
