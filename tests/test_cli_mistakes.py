@@ -178,3 +178,22 @@ def test_a_metrics_port_taken_names_its_setting_and_the_service_exits(
     _no_traceback(done)
     assert f"127.0.0.1:{taken_port}" in done.stderr
     assert variable in done.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--url", "grafana.example.org"],
+        ["--url", "http://127.0.0.1:3000", "--influx-url", "influxdb:8086"],
+    ],
+)
+def test_grafana_push_refuses_an_address_without_its_scheme(
+    tmp_path: Path, options: list[str]
+) -> None:
+    """Before: "Grafana unreachable: Invalid URL '://None/grafana.example.orgapi/folders'"."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("grafana", "push", "--token", "t", *options, env=env)
+    assert done.returncode == 2, done.stderr
+    _no_traceback(done)
+    assert "http:// or https://" in done.stderr
+    assert options[-2] in done.stderr
