@@ -12,6 +12,7 @@ account, whose broker URL the demo keeps under its data folder (owner-only) whil
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -64,6 +65,8 @@ CREW_KEY_NAME = "demo crew of {vehicle}"
 DEMO_SHIFT = ("00:00", "23:59")
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
+# Under the data folder: held locked by the demo that uses the folder (`_hold_the_data_dir`).
+DEMO_LOCK_FILE = "demo.lock"
 
 
 def demo(
@@ -96,6 +99,7 @@ def demo(
     _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
+            _hold_the_data_dir(stack, data_dir)
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
             _start_influx(stack, data_dir, env)
@@ -175,6 +179,28 @@ def demo(
         error(exc)
         raise typer.Exit(1) from exc
     say("stopped; data kept in", data_dir)
+
+
+def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> None:
+    """One demo per data folder: a second `make demo` in the same checkout started a second
+    InfluxDB on the first's files, gave the services new broker passwords and the logins new
+    passwords (the first demo's printed ones stopped working) and revoked its crews' keys.
+    The lock is the kernel's: it goes with the process, however that ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / DEMO_LOCK_FILE).open("a+")
+    stack.callback(lock.close)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        raise BinwatchError(
+            f"another demo (process {holder}) is running with its data in {data_dir}: stop it "
+            "first, or give this one a --data-dir of its own"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
 
 
 def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:

@@ -6,6 +6,7 @@ exit status 1 (2 for a wrong option), never a traceback and never a hang."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,15 +26,23 @@ TRACEBACK_MARKS = ("Traceback", "╭─", "│ ❱")
 def _binwatch(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    """`binwatch ARGS`; one still running after `timeout` is stopped as Ctrl-C stops it (a
+    SIGKILL would leave the servers a demo started running) and fails the test."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
-    return subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "binwatch", *args],
         env={**clean, **(env or {})},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=60)
+            pytest.fail(f"binwatch {' '.join(args)} still ran after {timeout} s: {stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:

@@ -81,8 +81,12 @@ def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
         assert demo.wait(60) == 0
     finally:
         held.close()
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # the test failed before its SIGTERM: stop it as a user would
+            demo.send_signal(signal.SIGTERM)
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
     wait_for(lambda: all(port_is_free(p) for p in ports), timeout=15, what="the ports back")
     assert "stopped; data kept in" in log.read_text(errors="replace")
 
@@ -91,3 +95,30 @@ def test_the_status_line_skips_a_count_ingest_did_not_give() -> None:
     """Ingest's /metrics not answering (busy, restarting) read as 0 readings stored, and the
     status line showed a rate of minus everything stored so far."""
     assert _ingest_counts(free_port()) is None
+
+
+def test_a_second_demo_in_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    """Before, it started a second InfluxDB on the first's files, new broker and login
+    passwords (the first demo's printed logins stopped working) and revoked its crews' keys."""
+    log = tmp_path / "first.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
+    with log.open("wb") as output:
+        first = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(
+            lambda: "influxdb ready" in log.read_text(errors="replace") or first.poll() is not None,
+            timeout=180,
+            what="the first demo's database",
+        )
+        assert first.poll() is None, log.read_text(errors="replace")
+        second = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"another demo (process {first.pid}) is running" in second.stderr
+        assert str(tmp_path / "var") in second.stderr
+        assert first.poll() is None  # the first goes on
+    finally:
+        first.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
+        first.wait(60)
