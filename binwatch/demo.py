@@ -158,7 +158,7 @@ def demo(
                     "simulator": simulate,
                 }.items()
             }
-            _wait_for_the_api(env["BINWATCH_API_URL"], children["api"], logs)
+            _wait_for_the_api(env["BINWATCH_API_URL"], token, children["api"], logs)
             say(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
             say(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
             say(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
@@ -401,24 +401,49 @@ def _port_or_free(port: int, what: str, *, guess: str = "") -> int:
     return other
 
 
-def _wait_for_the_api(url: str, api: subprocess.Popen[bytes], logs: Path) -> None:
-    """Until the API answers: its address and the logins are printed for use at once (on a
-    busy machine the API took a minute to listen, and a `curl` of the address printed got
-    'connection refused'). Said while it waits, so the wait is not a silent one."""
+def _wait_for_the_api(url: str, token: str, api: subprocess.Popen[bytes], logs: Path) -> None:
+    """Until the demo's API answers with this run's key: its address and the logins are
+    printed for use at once (on a busy machine the API took a minute to listen, and a `curl`
+    of the address printed got 'connection refused'). Said while it waits, so the wait is not
+    a silent one. Only the run's own key tells its API from another server that took the port
+    between the demo's look at it and its API's bind (another demo starting at the same
+    moment): that one's /health answers too."""
     say("waiting for the API to answer…")
     deadline = time.monotonic() + API_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if api.poll() is not None:
-            raise BinwatchError(f"api exited; see its log, {logs / 'api.log'}")
-        try:
-            httpx.get(f"{url}/health", timeout=2)
+            raise BinwatchError(f"api exited: {_last_line(logs / 'api.log')} (its log: {logs}/)")
+        if _answers_with_our_key(url, token):
             return
-        except httpx.HTTPError:
-            time.sleep(0.5)
+        time.sleep(0.5)
     raise BinwatchError(
         f"the API did not answer within {API_START_TIMEOUT_S:.0f} s; see its log, "
         f"{logs / 'api.log'}"
     )
+
+
+def _answers_with_our_key(url: str, token: str) -> bool:
+    try:
+        answer = httpx.get(
+            f"{url}/api/v1/sites",
+            params={"limit": 1},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=2,
+        )
+        return answer.status_code == 200 and isinstance(answer.json().get("items"), list)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _last_line(path: Path) -> str:
+    """Why a service exited, most often: its log's last error line, else its last line
+    (uvicorn logs its shutdown after the error that caused it)."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors or lines or ["nothing in its log"])[-1].strip()
 
 
 def _run(

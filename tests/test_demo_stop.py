@@ -12,15 +12,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pytest
 
-from binwatch.demo import _ingest_counts
+from binwatch.demo import _ingest_counts, _wait_for_the_api
 from binwatch.servers import free_port, port_is_free
+from core.errors import BinwatchError
 from tests.helpers import wait_for
 
 # The demo's start: its servers, the fleet, the services; what it prints once all run.
@@ -122,3 +126,41 @@ def test_a_second_demo_in_the_same_data_folder_is_refused(tmp_path: Path) -> Non
     finally:
         first.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
         first.wait(60)
+
+
+class _OtherApi(BaseHTTPRequestHandler):
+    """Another binwatch API on the port: /health answers, this run's key is unknown to it."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"status": "ok"}' if self.path == "/health" else b'{"detail": "no"}')
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_demo_waits_for_its_own_api_not_a_server_that_took_its_port(tmp_path: Path) -> None:
+    """Two demos starting at once both found 8000 free; the other's API bound it first, the
+    demo's /health check was answered by that one, and the demo printed the other's address
+    with a key it refused (401). Now the demo asks with its own key, and says why its API
+    exited (uvicorn's error line)."""
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _OtherApi)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "api.log").write_text(
+        "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000)\n"
+        "INFO:     Application shutdown complete.\n"
+    )
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2); exit(1)"])
+    try:
+        with pytest.raises(BinwatchError, match=r"api exited: ERROR: .*Errno 98"):
+            _wait_for_the_api(
+                f"http://127.0.0.1:{other.server_address[1]}", "this-run's-key", ours, logs
+            )
+    finally:
+        ours.wait(10)
+        other.shutdown()
+        other.server_close()
