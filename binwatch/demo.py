@@ -482,22 +482,27 @@ def _status_until_interrupted(
 ) -> None:
     previous, previous_at = 0.0, time.monotonic()
     idle = threading.Event()
-    with Live(console=console(stderr=True), auto_refresh=False) as live:
-        while not idle.wait(STATUS_EVERY_S):
-            dead = [name for name, p in children.items() if p.poll() is not None]
-            if dead:
-                raise BinwatchError(f"{', '.join(dead)} exited; see the logs in {logs}/")
-            counts = _ingest_counts(metrics_port)
-            if counts is None:
-                continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
-            stored, rejected = counts
-            now = time.monotonic()
-            rate = (stored - previous) / (now - previous_at)
-            previous, previous_at = stored, now
-            live.update(
-                f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
-                refresh=True,
-            )
+    status = console(stderr=True)
+    try:
+        with Live(console=status, auto_refresh=False) as live:
+            while not idle.wait(STATUS_EVERY_S):
+                dead = [name for name, p in children.items() if p.poll() is not None]
+                if dead:
+                    raise BinwatchError(f"{', '.join(dead)} exited; see the logs in {logs}/")
+                counts = _ingest_counts(metrics_port)
+                if counts is None:
+                    continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
+                stored, rejected = counts
+                now = time.monotonic()
+                rate = (stored - previous) / (now - previous_at)
+                previous, previous_at = stored, now
+                live.update(
+                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                    refresh=True,
+                )
+    finally:
+        if not status.is_terminal:  # a log: Rich ends the last line only on a terminal
+            status.line()
 
 
 def _ingest_counts(port: int) -> tuple[float, float] | None:
