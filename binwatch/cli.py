@@ -29,6 +29,7 @@ from binwatch.grafana import grafana_app
 from binwatch.output import error
 from core.errors import BinwatchError
 from core.settings import ENV_PREFIX, GROUPS, env_names, redact_url
+from core.sql import is_not_migrated
 
 
 def _shown(default: object) -> str:
@@ -88,8 +89,15 @@ class _Cli(typer.Typer):
             )
         except BinwatchError as exc:
             _stop(str(exc))
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError) as exc:
             first = str(exc.orig or exc).strip().splitlines()[0]
+            if is_not_migrated(exc):
+                _stop(
+                    f"the registry has no tables yet ({first}): run `binwatch db migrate`, or "
+                    "check that BINWATCH_DATABASE_URL names the registry"
+                )
+            if isinstance(exc, sa_exc.ProgrammingError):
+                raise
             _stop(f"the registry database does not answer ({first}); check BINWATCH_DATABASE_URL")
         except OSError as exc:
             if exc.filename is None:

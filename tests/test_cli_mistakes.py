@@ -206,3 +206,24 @@ def test_grafana_push_refuses_an_address_without_its_scheme(
     _no_traceback(done)
     assert "http:// or https://" in done.stderr
     assert options[-2] in done.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "replay"])
+def test_a_misspelt_dead_letter_reason_lists_the_reasons(tmp_path: Path, command: str) -> None:
+    """Before: an empty table, or "replayed 0 dead letters", as if there were none."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("deadletters", command, "--reason", "unknwon_bin", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "'unknwon_bin' is not a reason" in done.stderr
+    assert "unknown_bin" in done.stderr.split("the reasons:")[1]
+
+
+def test_a_registry_without_tables_says_to_migrate_it(registry_url: str) -> None:
+    """`deadletters` reads the registry without migrating it: on one nobody migrated (or a
+    BINWATCH_DATABASE_URL naming another database) it showed SQLite's or PostgreSQL's
+    traceback."""
+    done = _binwatch("deadletters", "counts", env={"BINWATCH_DATABASE_URL": registry_url})
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert "the registry has no tables yet" in done.stderr
+    assert "binwatch db migrate" in done.stderr
