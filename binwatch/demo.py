@@ -24,7 +24,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
@@ -288,16 +288,27 @@ def _plan_when_caught_up(stack: ExitStack, env: dict[str, str], speed: float) ->
             if answer.is_error:
                 say(f"could not plan {operator_id}'s routes: {answer.text}", markup=False)
                 continue
-            planned = answer.json()
-            stops = sum(v["jobs"] for v in planned["vehicles"])
-            say(
-                f"planned {operator_id}'s day (version {planned['version']}): "
-                f"{stops} stops on {len(planned['vehicles'])} vehicle(s), "
-                f"{len(planned['unassigned'])} left out",
-                markup=False,
-            )
+            say(plan_summary(operator_id, answer.json()), markup=False)
 
     threading.Thread(target=plan, name="demo-plan", daemon=True).start()
+
+
+def plan_summary(operator_id: str, planned: dict[str, Any]) -> str:
+    """What the demo says of an operator's plan (the API's answer to a re-plan). A plan with
+    nothing in it said "0 stops on 0 vehicle(s), 0 left out", which reads as a fault (the
+    fleet has vehicles); a first run's two hours of history seldom fill a bin past its
+    threshold, so that is the common case."""
+    stops = sum(vehicle["jobs"] for vehicle in planned["vehicles"])
+    head = f"planned {operator_id}'s day (version {planned['version']})"
+    if not stops and not planned["unassigned"]:
+        return (
+            f"{head}: nothing to collect yet (no request waiting, no bin forecast over its "
+            "threshold); the routes fill as requests come"
+        )
+    return (
+        f"{head}: {stops} stops on {len(planned['vehicles'])} vehicle(s), "
+        f"{len(planned['unassigned'])} left out"
+    )
 
 
 def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from binwatch.demo import _ingest_counts, _wait_for_the_api
+from binwatch.demo import _ingest_counts, _wait_for_the_api, plan_summary
 from binwatch.servers import free_port, port_is_free
 from core.errors import BinwatchError
 from tests.helpers import wait_for
@@ -166,3 +166,14 @@ def test_the_demo_waits_for_its_own_api_not_a_server_that_took_its_port(tmp_path
         ours.wait(10)
         other.shutdown()
         other.server_close()
+
+
+def test_an_empty_plan_is_said_as_nothing_to_collect() -> None:
+    """The demo said "0 stops on 0 vehicle(s), 0 left out" of every plan of its first runs,
+    which reads as a fault: the fleet has six vehicles."""
+    empty = {"version": 2, "vehicles": [], "unassigned": []}
+    said = plan_summary("op-lvyuan", empty)
+    assert "0 vehicle(s)" not in said
+    assert said.startswith("planned op-lvyuan's day (version 2): nothing to collect yet")
+    some = {"version": 3, "vehicles": [{"jobs": 4}, {"jobs": 2}], "unassigned": [{"id": 9}]}
+    assert plan_summary("op-lvyuan", some).endswith(": 6 stops on 2 vehicle(s), 1 left out")
