@@ -12,6 +12,7 @@ account, whose broker URL the demo keeps under its data folder (owner-only) whil
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
@@ -53,6 +54,9 @@ STATUS_EVERY_S = 2.0
 # The demo plans the day this long after the simulator's history is replayed (real seconds).
 PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
+# The longest the demo waits for its API to answer before it gives up (a loaded machine took
+# a minute).
+API_START_TIMEOUT_S = 300.0
 # The name of each vehicle's crew key the demo makes (the last run's are revoked).
 CREW_KEY_NAME = "demo crew of {vehicle}"
 # The fleet file's shifts (07:00–16:00, the city's time) would leave the dispatcher's and the
@@ -61,15 +65,20 @@ CREW_KEY_NAME = "demo crew of {vehicle}"
 DEMO_SHIFT = ("00:00", "23:59")
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
+# Under the data folder: held locked by the demo that uses the folder (`_hold_the_data_dir`).
+DEMO_LOCK_FILE = "demo.lock"
 
 
 def demo(
     data_dir: Annotated[
         Path, typer.Option(help="where broker, database and registry keep their data")
     ] = Path("var"),
-    speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 60.0,
+    speed: Annotated[
+        float,
+        typer.Option(min=0, help="simulated seconds per real second; 0: as fast as it can"),
+    ] = 60.0,
     interval: Annotated[
-        float, typer.Option(help="each bin's reporting interval, simulated seconds")
+        float, typer.Option(min=0.001, help="each bin's reporting interval, simulated seconds")
     ] = 60.0,
     inject: Annotated[
         str | None,
@@ -90,6 +99,7 @@ def demo(
     _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
+            _hold_the_data_dir(stack, data_dir)
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
             _start_influx(stack, data_dir, env)
@@ -102,7 +112,7 @@ def demo(
             )
             _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
             metrics_port = free_port()
-            api_port = 8000 if port_is_free(8000) else free_port()
+            api_port = _port_or_free(8000, "API", guess="another web server?")
             # A fresh admin key each run, for the crews and for whoever watches the demo.
             token = env.get("BINWATCH_ADMIN_TOKEN") or secrets.token_urlsafe(32)
             env.update(
@@ -148,6 +158,7 @@ def demo(
                     "simulator": simulate,
                 }.items()
             }
+            _wait_for_the_api(env["BINWATCH_API_URL"], token, children["api"], logs)
             say(f"API: http://127.0.0.1:{api_port}/docs   logs: {logs}/   Ctrl-C stops")
             say(f"admin key for this run: Authorization: Bearer {token}", soft_wrap=True)
             say(f"console: http://127.0.0.1:{api_port}/console   logins for this run:")
@@ -161,13 +172,35 @@ def demo(
                     soft_wrap=True,
                     markup=False,
                 )
-            _status_until_interrupted(metrics_port, children)
+            _status_until_interrupted(metrics_port, children, logs)
     except KeyboardInterrupt:
         pass  # Ctrl-C, SIGTERM or SIGHUP at any point: what had started is stopped above
     except BinwatchError as exc:
         error(exc)
         raise typer.Exit(1) from exc
     say("stopped; data kept in", data_dir)
+
+
+def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> None:
+    """One demo per data folder: a second `make demo` in the same checkout started a second
+    InfluxDB on the first's files, gave the services new broker passwords and the logins new
+    passwords (the first demo's printed ones stopped working) and revoked its crews' keys.
+    The lock is the kernel's: it goes with the process, however that ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / DEMO_LOCK_FILE).open("a+")
+    stack.callback(lock.close)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        raise BinwatchError(
+            f"another demo (process {holder}) is running with its data in {data_dir}: stop it "
+            "first, or give this one a --data-dir of its own"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
 
 
 def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:
@@ -255,16 +288,27 @@ def _plan_when_caught_up(stack: ExitStack, env: dict[str, str], speed: float) ->
             if answer.is_error:
                 say(f"could not plan {operator_id}'s routes: {answer.text}", markup=False)
                 continue
-            planned = answer.json()
-            stops = sum(v["jobs"] for v in planned["vehicles"])
-            say(
-                f"planned {operator_id}'s day (version {planned['version']}): "
-                f"{stops} stops on {len(planned['vehicles'])} vehicle(s), "
-                f"{len(planned['unassigned'])} left out",
-                markup=False,
-            )
+            say(plan_summary(operator_id, answer.json()), markup=False)
 
     threading.Thread(target=plan, name="demo-plan", daemon=True).start()
+
+
+def plan_summary(operator_id: str, planned: dict[str, Any]) -> str:
+    """What the demo says of an operator's plan (the API's answer to a re-plan). A plan with
+    nothing in it said "0 stops on 0 vehicle(s), 0 left out", which reads as a fault (the
+    fleet has vehicles); a first run's two hours of history seldom fill a bin past its
+    threshold, so that is the common case."""
+    stops = sum(vehicle["jobs"] for vehicle in planned["vehicles"])
+    head = f"planned {operator_id}'s day (version {planned['version']})"
+    if not stops and not planned["unassigned"]:
+        return (
+            f"{head}: nothing to collect yet (no request waiting, no bin forecast over its "
+            "threshold); the routes fill as requests come"
+        )
+    return (
+        f"{head}: {stops} stops on {len(planned['vehicles'])} vehicle(s), "
+        f"{len(planned['unassigned'])} left out"
+    )
 
 
 def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:
@@ -359,12 +403,58 @@ def _inject(data_dir: Path, kind: str | None, bin_id: str | None) -> None:
     say(f"{kind} injected at {bin_id}: its alert shows in GET /api/v1/alerts")
 
 
-def _port_or_free(port: int, what: str) -> int:
+def _port_or_free(port: int, what: str, *, guess: str = "") -> int:
     if port_is_free(port):
         return port
     other = free_port()
-    say(f"port {port} is taken (a system {what} service?): the demo's {what} uses {other}")
+    guess = guess or f"a system {what} service?"
+    say(f"port {port} is taken ({guess}): the demo's {what} uses {other}")
     return other
+
+
+def _wait_for_the_api(url: str, token: str, api: subprocess.Popen[bytes], logs: Path) -> None:
+    """Until the demo's API answers with this run's key: its address and the logins are
+    printed for use at once (on a busy machine the API took a minute to listen, and a `curl`
+    of the address printed got 'connection refused'). Said while it waits, so the wait is not
+    a silent one. Only the run's own key tells its API from another server that took the port
+    between the demo's look at it and its API's bind (another demo starting at the same
+    moment): that one's /health answers too."""
+    say("waiting for the API to answer…")
+    deadline = time.monotonic() + API_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise BinwatchError(f"api exited: {_last_line(logs / 'api.log')} (its log: {logs}/)")
+        if _answers_with_our_key(url, token):
+            return
+        time.sleep(0.5)
+    raise BinwatchError(
+        f"the API did not answer within {API_START_TIMEOUT_S:.0f} s; see its log, "
+        f"{logs / 'api.log'}"
+    )
+
+
+def _answers_with_our_key(url: str, token: str) -> bool:
+    try:
+        answer = httpx.get(
+            f"{url}/api/v1/sites",
+            params={"limit": 1},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=2,
+        )
+        return answer.status_code == 200 and isinstance(answer.json().get("items"), list)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _last_line(path: Path) -> str:
+    """Why a service exited, most often: its log's last error line, else its last line
+    (uvicorn logs its shutdown after the error that caused it)."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors or lines or ["nothing in its log"])[-1].strip()
 
 
 def _run(
@@ -399,30 +489,39 @@ def _run(
 
 
 def _status_until_interrupted(
-    metrics_port: int, children: dict[str, subprocess.Popen[bytes]]
+    metrics_port: int, children: dict[str, subprocess.Popen[bytes]], logs: Path
 ) -> None:
     previous, previous_at = 0.0, time.monotonic()
     idle = threading.Event()
-    with Live(console=console(stderr=True), auto_refresh=False) as live:
-        while not idle.wait(STATUS_EVERY_S):
-            dead = [name for name, p in children.items() if p.poll() is not None]
-            if dead:
-                raise BinwatchError(f"{', '.join(dead)} exited; see its log under var/logs/")
-            stored, rejected = _ingest_counts(metrics_port)
-            now = time.monotonic()
-            rate = (stored - previous) / (now - previous_at)
-            previous, previous_at = stored, now
-            live.update(
-                f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
-                refresh=True,
-            )
+    status = console(stderr=True)
+    try:
+        with Live(console=status, auto_refresh=False) as live:
+            while not idle.wait(STATUS_EVERY_S):
+                dead = [name for name, p in children.items() if p.poll() is not None]
+                if dead:
+                    raise BinwatchError(f"{', '.join(dead)} exited; see the logs in {logs}/")
+                counts = _ingest_counts(metrics_port)
+                if counts is None:
+                    continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
+                stored, rejected = counts
+                now = time.monotonic()
+                rate = (stored - previous) / (now - previous_at)
+                previous, previous_at = stored, now
+                live.update(
+                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                    refresh=True,
+                )
+    finally:
+        if not status.is_terminal:  # a log: Rich ends the last line only on a terminal
+            status.line()
 
 
-def _ingest_counts(port: int) -> tuple[float, float]:
+def _ingest_counts(port: int) -> tuple[float, float] | None:
+    """Ingest's stored and rejected readings, None when its /metrics does not answer."""
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except httpx.HTTPError:
-        return 0.0, 0.0
+        return None
     stored = rejected = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from core.errors import BinwatchError, SinkError
 from core.influx import InfluxClient, quote_ident
 from core.lineprotocol import FieldValue, point, tag_set
-from core.settings import Settings
+from core.settings import Settings, url_problem
 from core.sql import database_engine
 from core.telemetry import RAW_RP, ROLLUP_RP, SITE_TAG_KEYS
 from devices.models import Site
@@ -312,6 +312,9 @@ def push_command(
 ) -> None:
     """Create or update the folder, the datasource and the dashboards in a running Grafana;
     print what was created, updated or left unchanged."""
+    for option, address in (("--url", url), ("--influx-url", influx_url)):
+        if address is not None and (problem := url_problem(address, ("http", "https"))):
+            raise typer.BadParameter(f"{address!r}: {problem}", param_hint=option)
     if dashboards is None:
         if not REPO_DASHBOARDS.is_dir():  # an installed binwatch does not carry them
             raise typer.BadParameter(

@@ -69,3 +69,12 @@ def no_such(kind: str, ids: Collection[str]) -> str:
     `no site with id 'x'`, `no sites with ids 'x', 'y'`."""
     names = ", ".join(repr(i) for i in sorted(ids))
     return f"no {kind} with id {names}" if len(ids) == 1 else f"no {kind}s with ids {names}"
+
+
+def metrics_port_error(port: int, setting: str, exc: OSError) -> ConfigError:
+    """A service's /metrics port it cannot listen on (another process has it): the setting to
+    change, instead of the socket's traceback (ingest then hung, its threads still up)."""
+    return ConfigError(
+        f"cannot serve /metrics on 127.0.0.1:{port} ({exc.strerror or exc}): set {setting} to a "
+        "free port, or to 0 for no /metrics"
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from core.errors import ConfigError
 from core.topic_names import topic_problem
@@ -58,6 +61,27 @@ def redact_url(url: str) -> str:
 def reveal(value: str | SecretStr) -> str:
     """The plain text of a setting that may be a secret (a caller may pass a plain URL)."""
     return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` is not a `scheme://host[:port]` address of one of `schemes`, or None: a
+    setting's URL is checked when a command starts, not at its first use (`localhost:8086`
+    failed there as "unsupported protocol 'localhost://'", a typo'd port as a traceback)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number, or out of range)
+    except ValueError as exc:
+        return f"{exc}; expected {schemes[0]}://host:port"
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"expected {' or '.join(s + '://' for s in schemes)}host:port"
+    return None
+
+
+def _http_url(value: str | None) -> str | None:
+    """A validator: an http(s)://host[:port] URL, or unset."""
+    if value is not None and (problem := url_problem(value, ("http", "https"))):
+        raise ValueError(problem)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +162,8 @@ class InfluxSettings(_Group):
     password: SecretStr | None = Field(None, description="InfluxDB 1.x password")
     token: SecretStr | None = Field(None, description="InfluxDB 2/3 token (Authorization: Token)")
 
+    _url_is_http = field_validator("url")(_http_url)
+
 
 class IngestSettings(_Group):
     """Ingest's MQTT session, batching, buffer and what it accepts (`BINWATCH_INGEST_*`)."""
@@ -194,6 +220,9 @@ class ApiSettings(_Group):
     url: str = Field(
         "http://127.0.0.1:8000", description="where the API answers (the simulator's crews call it)"
     )
+
+    _url_is_http = field_validator("url")(_http_url)
+
     token: SecretStr | None = Field(
         None, description="the API key the simulator's crews send (an operator or admin key)"
     )
@@ -416,6 +445,9 @@ class RouteSettings(_Group):
     osrm_url: str | None = Field(
         None, description="an OSRM-compatible table service for travel times (unset: straight line)"
     )
+
+    _osrm_url_is_http = field_validator("osrm_url")(_http_url)
+
     service_s: int = Field(
         120, ge=0, le=3600, description="seconds at a bin: wheel it out, tip it, put it back"
     )
@@ -702,6 +734,46 @@ class Settings(BaseSettings):
             )
         if int(found.group(1)) * RETENTION_UNITS[found.group(2)] < 3600:
             raise ValueError("at least 1h (InfluxDB keeps nothing for less), or INF to keep all")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: SecretUrl) -> SecretUrl:
+        if problem := url_problem(value.get_secret_value(), ("mqtt", "tcp")):
+            raise ValueError(f"{problem}, e.g. mqtt://user:pass@127.0.0.1:1883")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretUrl) -> SecretUrl:
+        """A SQLAlchemy URL of a backend the registry runs on, whose driver is installed:
+        `postgres://` (Heroku's spelling) or a path alone failed in SQLAlchemy at the first
+        query, as a traceback."""
+        accepted = (
+            "a SQLAlchemy URL of SQLite or PostgreSQL, such as sqlite:///var/binwatch.db or "
+            "postgresql+psycopg://user:pass@host:5432/binwatch"
+        )
+        try:
+            url = make_url(value.get_secret_value())
+            backend = url.get_backend_name()
+            if backend not in ("sqlite", "postgresql"):
+                raise ValueError(f"{backend!r} is not SQLite or PostgreSQL")
+            url.get_dialect().import_dbapi()
+        except ImportError as exc:
+            raise ValueError(f"its driver is not installed ({exc}); expected {accepted}") from None
+        except (ValueError, sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
+            raise ValueError(f"{exc}; expected {accepted}") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone, such as Asia/Shanghai or UTC"
+            ) from None
         return value
 
     @field_validator("topic_prefix")

@@ -116,6 +116,16 @@ def database_engine(settings: Settings) -> Engine:
 _NOT_MIGRATED = frozenset({"42P01", "3F000"})  # undefined table, invalid schema name
 
 
+def is_not_migrated(error: BaseException) -> bool:
+    """Whether `error` says the registry lacks a table the code expects: a database nobody has
+    migrated (`binwatch db migrate`), or a BINWATCH_DATABASE_URL naming another one."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if getattr(error.orig, "sqlstate", None) in _NOT_MIGRATED:
+        return True
+    return isinstance(error, sa_exc.OperationalError) and "no such table" in str(error.orig)
+
+
 def is_transient_failure(error: BaseException) -> bool:
     """Whether `error`, raised by a registry call, is worth retrying: the one place that reads
     SQLAlchemy's and the drivers' (psycopg, sqlite3) exceptions for it, so ingest, the

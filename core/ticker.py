@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.errors import BinwatchError
+from core.errors import BinwatchError, metrics_port_error
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.signals import stop_on_signals
@@ -58,9 +58,13 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on loopback (Prometheus scrapes it from the same host or a sidecar)."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, setting: str = "the metrics port") -> None:
+        """Expose /metrics on loopback (Prometheus scrapes it from the same host or a sidecar);
+        `setting` names where the port comes from, for the error when it is taken."""
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        except OSError as exc:
+            raise metrics_port_error(port, setting, exc) from None
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value, for tests."""
@@ -140,7 +144,7 @@ def serve(
     try:
         service, close_own = build(resources)
         if port := metrics_port(settings):
-            service.metrics.serve(port)
+            service.metrics.serve(port, f"BINWATCH_{name.upper()}_METRICS_PORT")
         service.run(stop, lambda: datetime.now(UTC))
     except BinwatchError as exc:
         log.error("%s stopped: %s", name, exc)

@@ -12,6 +12,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from core.errors import metrics_port_error
+
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 """Whether the worker is healthy, and what its `/health` says: read from memory only, so the
 answer never waits on InfluxDB or the broker."""
@@ -83,7 +85,10 @@ class IngestMetrics:
             start_response(status, [("Content-Type", "application/json")])
             return [json.dumps(body).encode()]
 
-        server = make_server("127.0.0.1", port, app, ThreadingWSGIServer, _QuietHandler)
+        try:
+            server = make_server("127.0.0.1", port, app, ThreadingWSGIServer, _QuietHandler)
+        except OSError as exc:
+            raise metrics_port_error(port, "BINWATCH_INGEST_METRICS_PORT", exc) from None
         threading.Thread(target=server.serve_forever, name="ingest-http", daemon=True).start()
 
     def value(self, name: str, **labels: str) -> float:

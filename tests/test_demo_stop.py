@@ -9,12 +9,22 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from binwatch.servers import port_is_free
+import httpx
+import pytest
+
+from binwatch.demo import _ingest_counts, _wait_for_the_api, plan_summary
+from binwatch.servers import free_port, port_is_free
+from core.errors import BinwatchError
 from tests.helpers import wait_for
 
 # The demo's start: its servers, the fleet, the services; what it prints once all run.
@@ -22,13 +32,28 @@ STARTED = "logins for this run:"
 RUNNING_S = 5.0
 
 
+@contextmanager
+def port_8000_taken() -> Iterator[None]:
+    """Port 8000, the API's, held by another process (here, unless another has it already)."""
+    with socket.socket() as holder:
+        with suppress(OSError):
+            holder.bind(("127.0.0.1", 8000))
+            holder.listen()
+        yield
+
+
 def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
+    """Also: with port 8000 taken the demo says which port its API took, as it does for the
+    broker's and the database's (it took another in silence), and the API answers at the
+    address printed as soon as it is printed (it was printed before the API listened)."""
     log = tmp_path / "demo.log"
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("BINWATCH_")  # the demo's own servers and registry, not any test's
     }
+    held = ExitStack()
+    held.enter_context(port_8000_taken())  # until the demo has chosen its ports
     with log.open("wb") as output:
         demo = subprocess.Popen(
             [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")],
@@ -46,11 +71,109 @@ def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
         assert demo.poll() is None, started
         ports = [int(p) for p in re.findall(r"ready on 127\.0\.0\.1:(\d+)", started)]
         assert len(ports) == 2, started  # InfluxDB's and Mosquitto's
+        taken = re.search(r"port 8000 is taken \(.*\): the demo's API uses (\d+)", started)
+        assert taken, started
+        printed = re.search(r"API: http://127\.0\.0\.1:(\d+)/docs", started)
+        assert printed and printed.group(1) == taken.group(1), started
+        assert httpx.get(f"http://127.0.0.1:{taken.group(1)}/health", timeout=10).status_code in (
+            200,
+            503,
+        )
         time.sleep(RUNNING_S)  # the services connected and at work, their connections open
+        held.close()
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(60) == 0
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        held.close()
+        if demo.poll() is None:  # the test failed before its SIGTERM: stop it as a user would
+            demo.send_signal(signal.SIGTERM)
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
     wait_for(lambda: all(port_is_free(p) for p in ports), timeout=15, what="the ports back")
-    assert "stopped; data kept in" in log.read_text(errors="replace")
+    stopped = log.read_text(errors="replace")
+    # On a line of its own: in a log the status line ran into it ("rejected      0stopped; …").
+    assert re.search(r"^stopped; data kept in", stopped, re.MULTILINE), stopped
+
+
+def test_the_status_line_skips_a_count_ingest_did_not_give() -> None:
+    """Ingest's /metrics not answering (busy, restarting) read as 0 readings stored, and the
+    status line showed a rate of minus everything stored so far."""
+    assert _ingest_counts(free_port()) is None
+
+
+def test_a_second_demo_in_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    """Before, it started a second InfluxDB on the first's files, new broker and login
+    passwords (the first demo's printed logins stopped working) and revoked its crews' keys."""
+    log = tmp_path / "first.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
+    with log.open("wb") as output:
+        first = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(
+            lambda: "influxdb ready" in log.read_text(errors="replace") or first.poll() is not None,
+            timeout=180,
+            what="the first demo's database",
+        )
+        assert first.poll() is None, log.read_text(errors="replace")
+        second = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"another demo (process {first.pid}) is running" in second.stderr
+        assert str(tmp_path / "var") in second.stderr
+        assert first.poll() is None  # the first goes on
+    finally:
+        first.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
+        first.wait(60)
+
+
+class _OtherApi(BaseHTTPRequestHandler):
+    """Another binwatch API on the port: /health answers, this run's key is unknown to it."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"status": "ok"}' if self.path == "/health" else b'{"detail": "no"}')
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_demo_waits_for_its_own_api_not_a_server_that_took_its_port(tmp_path: Path) -> None:
+    """Two demos starting at once both found 8000 free; the other's API bound it first, the
+    demo's /health check was answered by that one, and the demo printed the other's address
+    with a key it refused (401). Now the demo asks with its own key, and says why its API
+    exited (uvicorn's error line)."""
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _OtherApi)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "api.log").write_text(
+        "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000)\n"
+        "INFO:     Application shutdown complete.\n"
+    )
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2); exit(1)"])
+    try:
+        with pytest.raises(BinwatchError, match=r"api exited: ERROR: .*Errno 98"):
+            _wait_for_the_api(
+                f"http://127.0.0.1:{other.server_address[1]}", "this-run's-key", ours, logs
+            )
+    finally:
+        ours.wait(10)
+        other.shutdown()
+        other.server_close()
+
+
+def test_an_empty_plan_is_said_as_nothing_to_collect() -> None:
+    """The demo said "0 stops on 0 vehicle(s), 0 left out" of every plan of its first runs,
+    which reads as a fault: the fleet has six vehicles."""
+    empty = {"version": 2, "vehicles": [], "unassigned": []}
+    said = plan_summary("op-lvyuan", empty)
+    assert "0 vehicle(s)" not in said
+    assert said.startswith("planned op-lvyuan's day (version 2): nothing to collect yet")
+    some = {"version": 3, "vehicles": [{"jobs": 4}, {"jobs": 2}], "unassigned": [{"id": 9}]}
+    assert plan_summary("op-lvyuan", some).endswith(": 6 stops on 2 vehicle(s), 1 left out")

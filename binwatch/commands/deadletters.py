@@ -16,10 +16,21 @@ from core.settings import Settings
 from core.sql import database_engine
 from devices.models import DeadLetter
 from devices.registry import dead_letter_counts, delete_dead_letters, list_dead_letters
+from ingest.decode import REASONS
 
 deadletters_app = typer.Typer(
     help="List, count and replay what ingest could not store.", no_args_is_help=True
 )
+
+
+def _known_reason(reason: str | None) -> str | None:
+    """A reason ingest gives: a misspelt one listed (and replayed) nothing, as if there were no
+    such letters."""
+    if reason is not None and reason not in REASONS:
+        raise typer.BadParameter(f"{reason!r} is not a reason; the reasons: {', '.join(REASONS)}")
+    return reason
+
+
 # A replayed message waits this long for the broker's PUBACK before the replay is called failed.
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -39,7 +50,9 @@ def counts() -> None:
 
 @deadletters_app.command("list")
 def list_command(
-    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="only this reason", callback=_known_reason)
+    ] = None,
     bin_id: Annotated[str | None, typer.Option("--bin", help="only this bin's")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
@@ -63,7 +76,9 @@ def list_command(
 
 @deadletters_app.command("replay")
 def replay(
-    reason: Annotated[str, typer.Option(help="replay the dead letters of this reason")],
+    reason: Annotated[
+        str, typer.Option(help="replay the dead letters of this reason", callback=_known_reason)
+    ],
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
 ) -> None:
     """Send dead letters through again: MQTT messages to their topic, refused points to InfluxDB."""

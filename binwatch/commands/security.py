@@ -39,6 +39,10 @@ def _session() -> Iterator[tuple[Session, Settings]]:
         engine.dispose()
 
 
+# The longest a key may be made valid for: an expiry must be a date (`--days 1e12` overflowed).
+KEY_DAYS_MAX = 3650
+
+
 @keys_app.command("create")
 def create_command(
     role: Annotated[ApiRole, typer.Option(help="admin, manager, grid, operator or crew")],
@@ -49,7 +53,14 @@ def create_command(
         str | None, typer.Option(help="a grid key's district, street or community")
     ] = None,
     vehicle: Annotated[str | None, typer.Option(help="a crew key's vehicle")] = None,
-    days: Annotated[float | None, typer.Option(help="valid for this many days")] = 365.0,
+    days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=KEY_DAYS_MAX,
+            help="valid for this many days (0: until revoked)",
+        ),
+    ] = 365.0,
 ) -> None:
     """Create a key and print its token (only now: only its hash is kept)."""
     now = datetime.now(UTC)
