@@ -155,12 +155,55 @@ NUL_IN_TEXT = N_("The text may not contain the NUL character (U+0000). Remove it
 async def text_refused(request: Request, exc: Exception) -> Response:
     """Text the registry cannot hold (core.sql.refuse_nul_text) is the sender's to fix: on the
     console a page in the reader's language, elsewhere the API's JSON 422."""
-    path = request.url.path
-    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+    if wants_page(request):
         return await page_error(
             request, PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, NUL_IN_TEXT)
         )
     return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+# What a person reads when the API's own handlers answer a console address (api/main.py): an
+# address nothing serves, one whose figures or dates do not parse, a store that does not answer.
+PROBLEMS_BY_STATUS: dict[int, str] = {
+    status.HTTP_404_NOT_FOUND: N_(
+        "There is no such page. Check the address, or start again from your own page."
+    ),
+    status.HTTP_405_METHOD_NOT_ALLOWED: N_(
+        "There is no such page. Check the address, or start again from your own page."
+    ),
+    status.HTTP_422_UNPROCESSABLE_CONTENT: N_(
+        "This address has a value the console cannot read (a number, a date or a month)."
+        " Go back and choose it with the page's own links and forms."
+    ),
+    status.HTTP_502_BAD_GATEWAY: N_(
+        "This page's figures cannot be read right now. Try again in a minute; if it keeps"
+        " happening, tell the city's administrator."
+    ),
+    status.HTTP_503_SERVICE_UNAVAILABLE: N_(
+        "This page's figures cannot be read right now: a part of binwatch is busy or not"
+        " answering. Try again in a minute; if it keeps happening, tell the city's administrator."
+    ),
+}
+
+
+def wants_page(request: Request) -> bool:
+    """A console address asked for by a browser (not a script asking for JSON: the crew's
+    taps, api/console/static/crew.js)."""
+    path = request.url.path
+    console = path == PREFIX or path.startswith(f"{PREFIX}/")
+    return console and "application/json" not in request.headers.get("accept", "")
+
+
+async def as_page(request: Request, answer: Response) -> Response:
+    """The API's answer to a console address as a console page in the reader's language (its
+    status and Retry-After kept); other answers, and statuses without a page, as they are."""
+    message = PROBLEMS_BY_STATUS.get(answer.status_code)
+    if message is None or not wants_page(request):
+        return answer
+    page = await page_error(request, PageError(answer.status_code, message))
+    if "retry-after" in answer.headers:
+        page.headers["Retry-After"] = answer.headers["retry-after"]
+    return page
 
 
 @router.get("/login", dependencies=[PUBLIC])
