@@ -24,7 +24,7 @@ from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
 from devices.models import Bin, Operator, Site
-from security.keys import ApiRole, create_key
+from security.keys import BOOTSTRAP_KEY_ID, ApiRole, Principal, create_key
 from security.users import UserRole, create_user
 from tests.collection_helpers import open_manual
 from tests.test_console_grid import _csrf, _login, _section
@@ -297,3 +297,32 @@ def test_inserting_for_an_operator_without_vehicles_says_there_are_none(world: W
     assert answer.status_code == 422
     assert "Operator op-empty has no vehicles in the fleet file" in answer.text
     assert "does not wait for a crew" not in answer.text
+
+
+def test_who_made_a_plan_is_said_in_words_never_the_audit_trails_codes(world: World) -> None:
+    """A plan made with the server's admin key (as `binwatch demo` plans its days) and one
+    re-planned by the admin on the console read, on the Chinese dispatcher's screen, as the
+    admin key and the admin's name with their role, not `admin key bootstrap-admin
+    (BINWATCH_ADMIN_TOKEN)` or `admin user city.admin (city.admin)`."""
+    server_key = Principal(BOOTSTRAP_KEY_ID, ApiRole.admin, name="BINWATCH_ADMIN_TOKEN").actor
+    later = world.day + timedelta(days=1)
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        plans.plan_operator_day(
+            session, OPERATOR, later, settings=world.settings, now=datetime.now(UTC),
+            actor=server_key,
+        )  # fmt: skip
+    engine.dispose()
+    path = f"/console/dispatch/{OPERATOR}?date={later}"
+    status, page = world.page(DISPATCHER, path)
+    assert status == 200
+    assert "由 服务器配置中的管理员密钥 制定" in page, page
+    assert "BINWATCH_ADMIN_TOKEN" not in page and "bootstrap-admin" not in page
+    with world.client() as client:
+        assert _login(client, ADMIN, PASSWORD).status_code == 303
+        csrf = _csrf(client.get(path).text)
+        replan = f"/console/dispatch/{OPERATOR}/replan"
+        assert client.post(replan, data={"csrf": csrf, "date": str(later)}).status_code == 303
+    status, page = world.page(DISPATCHER, path)
+    assert f"由 {ADMIN}（市级管理员） 制定" in page, page
+    assert "admin user" not in page

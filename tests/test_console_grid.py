@@ -424,7 +424,7 @@ def test_scope_disable_and_reset_end_sessions_where_the_command_does(stack: Stac
             == []
         )
         assert not session.get_one(User, ADMIN).disabled
-    assert history.count("admin user city.admin") == 3
+    assert history.count(f"{ADMIN}（市级管理员）") == 3 and "admin user" not in history
 
 
 def test_the_command_and_the_screens_share_one_scope_change(
