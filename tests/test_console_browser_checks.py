@@ -62,6 +62,8 @@ PAGES = {
     "map": "/console/map",
     "missing": "/console/sites/no-such-site",
 }
+# The admin's too: the city's monthly report (its charts and tables) and the rankings.
+ADMIN_PAGES = {"report": "/console/reports", "rankings": "/console/rankings"}
 
 
 @dataclass
@@ -340,7 +342,9 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
         context.close()
     for username in (MANAGER, ADMIN):
         context, watched = logged_in(live_stack, username, width)
-        pages = PAGES | ({"dispatch": live_stack.dispatch} if username == ADMIN else {})
+        pages = PAGES | (
+            ADMIN_PAGES | {"dispatch": live_stack.dispatch} if username == ADMIN else {}
+        )
         try:
             for name, path in pages.items():
                 problems += check_page(
@@ -360,7 +364,7 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
             context.close()
     shots = sorted(ARTIFACTS.glob(f"*-{width}.png"))
     print(f"screenshots at {width} px: {ARTIFACTS} ({len(shots)} files)")
-    assert len(shots) == 1 + 2 * len(PAGES) + 1
+    assert len(shots) == 1 + 2 * len(PAGES) + len(ADMIN_PAGES) + 1
     assert problems == []
 
 
@@ -395,3 +399,42 @@ def test_the_map_draws_the_admins_sites_on_a_canvas_over_the_tiles_under_them(
     (zoom,) = zooms
     under = {(zoom, math.floor(p["x"] * 2**zoom), math.floor(p["y"] * 2**zoom)) for p in points}
     assert under <= live_stack.tiles.asked, (under, live_stack.tiles.asked)
+
+
+def test_the_report_on_a_phone_draws_its_charts_and_scrolls_its_tables_inside_the_page(
+    live_stack: LiveStack,
+) -> None:
+    """At 360 px the stylesheet's rules for reports reach the page (they once sat inside a
+    desktop-only media query left open): a chart is as wide as its figure on a white ground,
+    a bar in the kitchen-waste green (not the browser's black), and each table scrolls inside
+    its own box, so the page is no wider than the phone."""
+    context, watched = logged_in(live_stack, ADMIN, 360)
+    try:
+        page = watched.page
+        page.goto(f"{live_stack.url}/console/reports")
+        page.wait_for_selector(".chart svg")
+        drawn = page.evaluate(
+            """() => {
+                const svg = document.querySelector('.chart svg');
+                const bar = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+                bar.setAttribute('class', 'bar');
+                svg.appendChild(bar);  // a bar, whether or not the month has data yet
+                const wrapped = [...document.querySelectorAll('main table')]
+                    .every(t => getComputedStyle(t.parentElement).overflowX === 'auto');
+                return {svg: Math.round(svg.getBoundingClientRect().width),
+                        figure: Math.round(svg.parentElement.getBoundingClientRect().width),
+                        ground: getComputedStyle(svg).backgroundColor,
+                        bar: getComputedStyle(bar).fill, wrapped,
+                        page: document.documentElement.scrollWidth};
+            }"""
+        )
+    finally:
+        context.close()
+    assert drawn == {
+        "svg": drawn["figure"],
+        "figure": drawn["figure"],
+        "ground": "rgb(255, 255, 255)",
+        "bar": "rgb(46, 125, 50)",
+        "wrapped": True,
+        "page": 360,
+    }, drawn
