@@ -425,6 +425,10 @@ def test_scope_disable_and_reset_end_sessions_where_the_command_does(stack: Stac
         )
         assert not session.get_one(User, ADMIN).disabled
     assert history.count(f"{ADMIN}（市级管理员）") == 3 and "admin user" not in history
+    # each event's scope in the admin's words, as the list of users names it (the trail's note
+    # stays `grid: area …` for the command line)
+    moved_to = world.grid.places[world.other_district].name
+    assert f"网格员 · {moved_to}</small>" in history and "grid: area" not in history
 
 
 def test_the_command_and_the_screens_share_one_scope_change(
