@@ -396,13 +396,20 @@ def test_scope_disable_and_reset_end_sessions_where_the_command_does(stack: Stac
         forged = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": "x"})
         assert forged.status_code == 403
         assert official.get("/console/grid").status_code == 303  # still logged in (to its area)
-        gone = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf})
+        page = admin.get(f"/console/users/{COMMUNITY_OFFICIAL}").text
+        assert "此操作无法撤销" in page and 'name="confirm" value="yes" required' in page
+        unticked = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf})
+        assert unticked.status_code == 422 and "请勾选确认" in _problem(unticked.text)
+        assert official.get("/console/grid").status_code == 303  # not disabled
+        gone = admin.post(
+            f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf, "confirm": "yes"}
+        )
         assert gone.status_code == 303
         assert "该用户已停用" in admin.get(gone.headers["location"]).text
         assert official.get("/console/grid").headers["location"] == "/console/login"
         with stack.client() as anyone:
             assert _login(anyone, COMMUNITY_OFFICIAL, password).status_code == 401
-        own = admin.post(f"/console/users/{ADMIN}/disable", data={"csrf": csrf})
+        own = admin.post(f"/console/users/{ADMIN}/disable", data={"csrf": csrf, "confirm": "yes"})
         assert own.status_code == 409
         assert admin.get("/console/users/nobody").status_code == 404
         history = admin.get(f"/console/users/{COMMUNITY_OFFICIAL}").text

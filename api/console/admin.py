@@ -340,10 +340,15 @@ def change_scope(
 
 @router.post("/{username}/disable", dependencies=[ADMINS])
 def disable(
-    username: Username, request: Request, session: SessionDep, caller: PostCallerDep
+    username: Username,
+    request: Request,
+    session: SessionDep,
+    caller: PostCallerDep,
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     """The user can no longer log in; their sessions end now (not the admin's own account:
-    the last admin would lock the city out)."""
+    the last admin would lock the city out). For good (no command enables an account again),
+    so only with the form's box ticked."""
     _user(session, username)
     if username == caller.user.username:
         return _user_page(
@@ -353,6 +358,15 @@ def disable(
             username,
             status_code=status.HTTP_409_CONFLICT,
             problem=N_("You cannot disable your own account."),
+        )
+    if confirm != "yes":
+        return _user_page(
+            request,
+            session,
+            caller,
+            username,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            problem=N_("Nothing was changed. Tick the box to confirm: disabling cannot be undone."),
         )
     disable_user(session, username, now=current_time(), actor=caller.principal.actor)
     return _done(username, "disabled")
