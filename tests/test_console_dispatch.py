@@ -6,6 +6,7 @@ missing one; the admin picks any; the re-plan button stores a new plan through t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from collection.models import CollectionRequest
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
-from devices.models import Bin, Operator, Site
+from devices.models import Bin, Operator, Site, Vehicle
 from security.keys import BOOTSTRAP_KEY_ID, ApiRole, Principal, create_key
 from security.users import UserRole, create_user
 from tests.collection_helpers import open_manual
@@ -153,6 +154,23 @@ def test_the_operator_sees_its_days_routes_requests_and_scorecard_as_the_api_cou
         for v in api["vehicles"]
     }
     assert api["vehicles"] and all(v["vehicle_id"].startswith("lvyuan-") for v in api["vehicles"])
+    # each vehicle by the name the fleet gives it (as on the crew's screen), on the page, in the
+    # map's legend and beside a request its route holds; its id stays out of sight
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        names = {v.id: v.name for v in session.scalars(select(Vehicle))}
+    engine.dispose()
+    for vehicle in api["vehicles"]:
+        vehicle_id = vehicle["vehicle_id"]
+        assert f'<h3 id="vehicle-{vehicle_id}">{names[vehicle_id]}</h3>' in page
+    legend = json.loads(re.findall(r'id="map-routes">(.*?)</script>', page, re.S)[0])
+    assert {line["name"] for line in legend} == {names[v["vehicle_id"]] for v in api["vehicles"]}
+    (holder,) = (
+        v["vehicle_id"]
+        for v in api["vehicles"]
+        if any(s.get("request_id") == world.waiting for s in v["stops"])
+    )
+    assert f"已排入 {names[holder]} 的路线" in _section(page, "waiting")
     assert _requests(_section(page, "unassigned")) == {world.early}
     assert _requests(_section(page, "overdue")) == {world.late}
     assert _requests(_section(page, "waiting")) == {world.early, world.waiting}
