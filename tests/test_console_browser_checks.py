@@ -315,6 +315,14 @@ def check_page(watched: Watched, url: str, shot: Path, *, status: int = 200) -> 
         f"{shot.stem}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
         for v in axe_violations(page)
     ]
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('header.top a, header.top button')]
+            .map(e => [e.innerText, e.getBoundingClientRect()])
+            .filter(([_, r]) => r.width > 0 && (r.width < 24 || r.height < 24))
+            .map(([text, r]) => `${text} ${Math.round(r.width)}×${Math.round(r.height)}`)"""
+    )
+    if small:  # WCAG 2.5.8: a target at least 24 × 24 px (the top bar's, tapped on every page)
+        problems.append(f"{shot.stem}: top bar targets under 24 px: {small}")
     width = page.evaluate("document.documentElement.scrollWidth")
     viewport = page.viewport_size
     assert viewport is not None
