@@ -490,6 +490,7 @@ def test_a_requests_and_an_alerts_history_in_the_users_language_and_scope(stack:
         assert (
             len(rows) == 2 and "已发出" in rows[0] and "已确认" in rows[1] and "李经理" in rows[1]
         )
+        assert "binwatch 自动处理" in rows[0] and "alerter" not in alert_page  # who raised it
         assert client.get("/console/alerts/0").status_code == 422
 
 

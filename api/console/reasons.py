@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from alerts.store import ALERTER
 from api.console import labels
 from api.console.i18n import N_, Formats, translations
 from core.reasons import LocaleWriter, written
@@ -32,7 +33,7 @@ def explainer(fmt: Formats) -> Explain:
 
 
 # Who binwatch itself is in an audit trail (`role:name` of the system role,
-# collection.lifecycle.Actor); a person or a key as `Principal.actor` writes them
+# collection.lifecycle.Actor; the alerter, alerts.store.ALERTER); a person or a key as `Principal.actor` writes them
 # (`<role> <user|key> <id> (<name>)`); `binwatch users` on the server as security.users writes it.
 _AUTOMATIC = "system:"
 _PRINCIPAL = re.compile(r"(?P<role>\w+) (?P<kind>user|key) (?P<id>\S+) \((?P<name>.*)\)", re.S)
@@ -45,7 +46,7 @@ def actor_namer(locale: str) -> Callable[[str], str]:
     gettext = translations(locale).gettext
 
     def name(actor: str) -> str:
-        if actor.startswith(_AUTOMATIC):
+        if actor.startswith(_AUTOMATIC) or actor == ALERTER:
             return gettext(N_("binwatch, automatically"))
         if actor == COMMAND_LINE:
             return gettext(N_("a server administrator, on the command line"))
