@@ -18,7 +18,13 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_skeleton, format_timedelta
+from babel.dates import (
+    format_date,
+    format_datetime,
+    format_skeleton,
+    format_timedelta,
+    get_timezone_name,
+)
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_percent
@@ -93,6 +99,10 @@ class Formats:
         if moment is None:
             return "—"
         return format_datetime(moment, "short", tzinfo=self.timezone, locale=self.locale)
+
+    def zone_name(self) -> str:
+        """The city's zone as the reader names it (中国时间, China Time), not its id."""
+        return get_timezone_name(self.timezone, locale=self.locale)
 
     def clock(self, moment: datetime) -> str:
         """The time of day in the city, hours and minutes: 14:05."""
