@@ -22,7 +22,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -446,3 +446,23 @@ def test_the_report_on_a_phone_draws_its_charts_and_scrolls_its_tables_inside_th
         "wrapped": True,
         "page": 360,
     }, drawn
+
+
+def test_a_day_without_routes_shows_no_empty_map(live_stack: LiveStack) -> None:
+    """A day no plan holds: no blank map box filling a phone's screen (the page says no routes
+    are planned); a planned day still draws its map."""
+    context, watched = logged_in(live_stack, ADMIN, 360)
+    try:
+        page = watched.page
+        path, planned = live_stack.dispatch.split("?date=")
+        unplanned = f"{path}?date={date.fromisoformat(planned) + timedelta(days=1)}"
+        page.goto(f"{live_stack.url}{unplanned}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#map").is_hidden()
+        assert "这一天还没有规划路线。" in page.inner_text("#plan")
+        page.goto(f"{live_stack.url}{live_stack.dispatch}")
+        page.wait_for_selector("#map canvas")
+        assert page.locator("#map").is_visible()
+    finally:
+        context.close()
+    assert watched.errors == []
