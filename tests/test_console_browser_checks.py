@@ -429,10 +429,14 @@ def test_the_report_on_a_phone_draws_its_charts_and_scrolls_its_tables_inside_th
                 svg.appendChild(bar);  // a bar, whether or not the month has data yet
                 const wrapped = [...document.querySelectorAll('main table')]
                     .every(t => getComputedStyle(t.parentElement).overflowX === 'auto');
+                // a box that scrolls is reached by the keyboard too (axe: scrollable-region-
+                // focusable, serious, once an English report's day table overflowed a phone)
+                const reachable = [...document.querySelectorAll('main .scroll')]
+                    .every(d => d.tabIndex >= 0 || d.querySelector('a, button, input, select'));
                 return {svg: Math.round(svg.getBoundingClientRect().width),
                         figure: Math.round(svg.parentElement.getBoundingClientRect().width),
                         ground: getComputedStyle(svg).backgroundColor,
-                        bar: getComputedStyle(bar).fill, wrapped,
+                        bar: getComputedStyle(bar).fill, wrapped, reachable,
                         page: document.documentElement.scrollWidth};
             }"""
         )
@@ -444,6 +448,7 @@ def test_the_report_on_a_phone_draws_its_charts_and_scrolls_its_tables_inside_th
         "ground": "rgb(255, 255, 255)",
         "bar": "rgb(46, 125, 50)",
         "wrapped": True,
+        "reachable": True,
         "page": 360,
     }, drawn
 
