@@ -520,3 +520,13 @@ def test_a_console_address_that_fails_is_a_page_in_the_readers_language(stack: S
     assert answer.headers["content-type"].startswith("text/html"), answer.text
     assert "暂时无法读取本页的数据" in _problem(answer.text)
     assert api.status_code == 503 and api.headers["content-type"] == "application/json"
+    # the user's own language, not the browser's, though no login check ran on these addresses
+    with stack.login(COMMUNITY_OFFICIAL) as client:
+        page = client.get("/console/grid")
+        csrf = _csrf(client.get(page.headers["location"]).text)
+        assert client.post(
+            "/console/locale", data={"csrf": csrf, "locale": "en"}
+        ).status_code == 303  # fmt: skip
+        for path in ("/console/no-such-page", f"/console/grid/{world.community}?days=many"):
+            answer = client.get(path, headers={"Accept-Language": "zh-CN"})
+            assert '<html lang="en">' in answer.text, (path, answer.text)

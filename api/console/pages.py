@@ -18,7 +18,9 @@ import jinja2
 from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from alerts import store as alert_store
 from alerts.models import Alert
@@ -58,7 +60,7 @@ from devices.models import Bin
 from security.keys import ApiRole
 from security.session_rules import csrf_matches, csrf_token
 from security.throttle import LoginThrottle
-from security.users import check_login, close_session, open_session, set_locale
+from security.users import check_login, close_session, open_session, session_user, set_locale
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -194,12 +196,37 @@ def wants_page(request: Request) -> bool:
     return console and "application/json" not in request.headers.get("accept", "")
 
 
+def _session_locale(request: Request) -> str | None:
+    """The language of the user whose live session the request carries; None without one, or
+    when the registry cannot say (the page then follows the browser)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    settings: Settings = request.app.state.settings
+    try:
+        with request.app.state.sessions() as session:
+            user = session_user(
+                session,
+                token,
+                now=datetime.now(UTC),
+                idle=settings.console.idle,
+                max_age=settings.console.max_age,
+            )
+            return user.locale if user is not None else None
+    except SQLAlchemyError:
+        return None
+
+
 async def as_page(request: Request, answer: Response) -> Response:
     """The API's answer to a console address as a console page in the reader's language (its
     status and Retry-After kept); other answers, and statuses without a page, as they are."""
     message = PROBLEMS_BY_STATUS.get(answer.status_code)
     if message is None or not wants_page(request):
         return answer
+    if getattr(request.state, "console_locale", None) is None and answer.status_code < 500:
+        # An address no route took, or whose values did not parse, ran no login check: the
+        # user's own language, from their session, rather than the browser's.
+        request.state.console_locale = await run_in_threadpool(_session_locale, request)
     page = await page_error(request, PageError(answer.status_code, message))
     if "retry-after" in answer.headers:
         page.headers["Retry-After"] = answer.headers["retry-after"]
