@@ -9,18 +9,22 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from api.admission import BUSY, Admission, InfluxGate
 from api.auth import KeyCache, RateLimiter
 from api.console import mount_console
 from api.console.crew import PHOTO_PATHS
+from api.console.pages import as_page
 from api.docs_pages import serve_docs
 from api.error_responses import with_declared_errors
 from api.limits import BodySizeLimit, RepresentableJson
@@ -129,8 +133,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api_router)
     mount_console(app, settings)
     for error, handler in _HANDLERS.items():
-        app.add_exception_handler(error, handler)
+        app.add_exception_handler(error, _console_aware(handler))
+    # An address nothing serves: the API's JSON, on the console a page (api.console.pages).
+    app.add_exception_handler(HTTPException, _console_aware(http_exception_handler))
     return app
+
+
+def _console_aware(
+    handler: Callable[[Request, Any], Awaitable[Response]],
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """`handler`'s answer, except that a person on a console page reads it as a page in their
+    language that says what to do, not the API's JSON (api.console.pages.as_page)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return await as_page(request, await handler(request, exc))
+
+    return handle
 
 
 def _detail(code: int, message: str) -> JSONResponse:

@@ -471,6 +471,8 @@ def test_a_requests_and_an_alerts_history_in_the_users_language_and_scope(stack:
         rows = re.findall(r"<tr>(.*?)</tr>", history.text.split("<tbody>")[1], re.S)
         assert len(rows) == 3, rows  # created, dispatched, escalated
         assert "等待派发" in rows[0] and "李经理" in rows[0] and "桶盖坏了" in rows[0]
+        # who, in the reader's words: the person and their role, not the audit trail's codes
+        assert "李经理（物业经理）" in rows[0] and "manager user" not in history.text
         assert "已派发给运营单位" in rows[1] and "binwatch 自动处理" in rows[1]
         assert "第 1 级：社区 xiaoba 未配置联系人" in rows[2]
         local = now.astimezone(ZoneInfo(stack.settings.timezone)).strftime("%H:%M")
@@ -488,6 +490,7 @@ def test_a_requests_and_an_alerts_history_in_the_users_language_and_scope(stack:
         assert (
             len(rows) == 2 and "已发出" in rows[0] and "已确认" in rows[1] and "李经理" in rows[1]
         )
+        assert "binwatch 自动处理" in rows[0] and "alerter" not in alert_page  # who raised it
         assert client.get("/console/alerts/0").status_code == 422
 
 

@@ -22,7 +22,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ PAGES = {
     "map": "/console/map",
     "missing": "/console/sites/no-such-site",
 }
+# The admin's too: the city's monthly report (its charts and tables) and the rankings.
+ADMIN_PAGES = {"report": "/console/reports", "rankings": "/console/rankings"}
 
 
 @dataclass
@@ -313,6 +315,14 @@ def check_page(watched: Watched, url: str, shot: Path, *, status: int = 200) -> 
         f"{shot.stem}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
         for v in axe_violations(page)
     ]
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('header.top a, header.top button')]
+            .map(e => [e.innerText, e.getBoundingClientRect()])
+            .filter(([_, r]) => r.width > 0 && (r.width < 24 || r.height < 24))
+            .map(([text, r]) => `${text} ${Math.round(r.width)}×${Math.round(r.height)}`)"""
+    )
+    if small:  # WCAG 2.5.8: a target at least 24 × 24 px (the top bar's, tapped on every page)
+        problems.append(f"{shot.stem}: top bar targets under 24 px: {small}")
     width = page.evaluate("document.documentElement.scrollWidth")
     viewport = page.viewport_size
     assert viewport is not None
@@ -340,7 +350,9 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
         context.close()
     for username in (MANAGER, ADMIN):
         context, watched = logged_in(live_stack, username, width)
-        pages = PAGES | ({"dispatch": live_stack.dispatch} if username == ADMIN else {})
+        pages = PAGES | (
+            ADMIN_PAGES | {"dispatch": live_stack.dispatch} if username == ADMIN else {}
+        )
         try:
             for name, path in pages.items():
                 problems += check_page(
@@ -360,7 +372,7 @@ def test_every_console_page_has_no_js_error_and_no_serious_accessibility_violati
             context.close()
     shots = sorted(ARTIFACTS.glob(f"*-{width}.png"))
     print(f"screenshots at {width} px: {ARTIFACTS} ({len(shots)} files)")
-    assert len(shots) == 1 + 2 * len(PAGES) + 1
+    assert len(shots) == 1 + 2 * len(PAGES) + len(ADMIN_PAGES) + 1
     assert problems == []
 
 
@@ -395,3 +407,67 @@ def test_the_map_draws_the_admins_sites_on_a_canvas_over_the_tiles_under_them(
     (zoom,) = zooms
     under = {(zoom, math.floor(p["x"] * 2**zoom), math.floor(p["y"] * 2**zoom)) for p in points}
     assert under <= live_stack.tiles.asked, (under, live_stack.tiles.asked)
+
+
+def test_the_report_on_a_phone_draws_its_charts_and_scrolls_its_tables_inside_the_page(
+    live_stack: LiveStack,
+) -> None:
+    """At 360 px the stylesheet's rules for reports reach the page (they once sat inside a
+    desktop-only media query left open): a chart is as wide as its figure on a white ground,
+    a bar in the kitchen-waste green (not the browser's black), and each table scrolls inside
+    its own box, so the page is no wider than the phone."""
+    context, watched = logged_in(live_stack, ADMIN, 360)
+    try:
+        page = watched.page
+        page.goto(f"{live_stack.url}/console/reports")
+        page.wait_for_selector(".chart svg")
+        drawn = page.evaluate(
+            """() => {
+                const svg = document.querySelector('.chart svg');
+                const bar = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+                bar.setAttribute('class', 'bar');
+                svg.appendChild(bar);  // a bar, whether or not the month has data yet
+                const wrapped = [...document.querySelectorAll('main table')]
+                    .every(t => getComputedStyle(t.parentElement).overflowX === 'auto');
+                // a box that scrolls is reached by the keyboard too (axe: scrollable-region-
+                // focusable, serious, once an English report's day table overflowed a phone)
+                const reachable = [...document.querySelectorAll('main .scroll')]
+                    .every(d => d.tabIndex >= 0 || d.querySelector('a, button, input, select'));
+                return {svg: Math.round(svg.getBoundingClientRect().width),
+                        figure: Math.round(svg.parentElement.getBoundingClientRect().width),
+                        ground: getComputedStyle(svg).backgroundColor,
+                        bar: getComputedStyle(bar).fill, wrapped, reachable,
+                        page: document.documentElement.scrollWidth};
+            }"""
+        )
+    finally:
+        context.close()
+    assert drawn == {
+        "svg": drawn["figure"],
+        "figure": drawn["figure"],
+        "ground": "rgb(255, 255, 255)",
+        "bar": "rgb(46, 125, 50)",
+        "wrapped": True,
+        "reachable": True,
+        "page": 360,
+    }, drawn
+
+
+def test_a_day_without_routes_shows_no_empty_map(live_stack: LiveStack) -> None:
+    """A day no plan holds: no blank map box filling a phone's screen (the page says no routes
+    are planned); a planned day still draws its map."""
+    context, watched = logged_in(live_stack, ADMIN, 360)
+    try:
+        page = watched.page
+        path, planned = live_stack.dispatch.split("?date=")
+        unplanned = f"{path}?date={date.fromisoformat(planned) + timedelta(days=1)}"
+        page.goto(f"{live_stack.url}{unplanned}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#map").is_hidden()
+        assert "这一天还没有规划路线。" in page.inner_text("#plan")
+        page.goto(f"{live_stack.url}{live_stack.dispatch}")
+        page.wait_for_selector("#map canvas")
+        assert page.locator("#map").is_visible()
+    finally:
+        context.close()
+    assert watched.errors == []

@@ -6,6 +6,7 @@ missing one; the admin picks any; the re-plan button stores a new plan through t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from collection.models import CollectionRequest
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
-from devices.models import Bin, Operator, Site
-from security.keys import ApiRole, create_key
+from devices.models import Bin, Operator, Site, Vehicle
+from security.keys import BOOTSTRAP_KEY_ID, ApiRole, Principal, create_key
 from security.users import UserRole, create_user
 from tests.collection_helpers import open_manual
 from tests.test_console_grid import _csrf, _login, _section
@@ -153,6 +154,23 @@ def test_the_operator_sees_its_days_routes_requests_and_scorecard_as_the_api_cou
         for v in api["vehicles"]
     }
     assert api["vehicles"] and all(v["vehicle_id"].startswith("lvyuan-") for v in api["vehicles"])
+    # each vehicle by the name the fleet gives it (as on the crew's screen), on the page, in the
+    # map's legend and beside a request its route holds; its id stays out of sight
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        names = {v.id: v.name for v in session.scalars(select(Vehicle))}
+    engine.dispose()
+    for vehicle in api["vehicles"]:
+        vehicle_id = vehicle["vehicle_id"]
+        assert f'<h3 id="vehicle-{vehicle_id}">{names[vehicle_id]}</h3>' in page
+    legend = json.loads(re.findall(r'id="map-routes">(.*?)</script>', page, re.S)[0])
+    assert {line["name"] for line in legend} == {names[v["vehicle_id"]] for v in api["vehicles"]}
+    (holder,) = (
+        v["vehicle_id"]
+        for v in api["vehicles"]
+        if any(s.get("request_id") == world.waiting for s in v["stops"])
+    )
+    assert f"已排入 {names[holder]} 的路线" in _section(page, "waiting")
     assert _requests(_section(page, "unassigned")) == {world.early}
     assert _requests(_section(page, "overdue")) == {world.late}
     assert _requests(_section(page, "waiting")) == {world.early, world.waiting}
@@ -297,3 +315,32 @@ def test_inserting_for_an_operator_without_vehicles_says_there_are_none(world: W
     assert answer.status_code == 422
     assert "Operator op-empty has no vehicles in the fleet file" in answer.text
     assert "does not wait for a crew" not in answer.text
+
+
+def test_who_made_a_plan_is_said_in_words_never_the_audit_trails_codes(world: World) -> None:
+    """A plan made with the server's admin key (as `binwatch demo` plans its days) and one
+    re-planned by the admin on the console read, on the Chinese dispatcher's screen, as the
+    admin key and the admin's name with their role, not `admin key bootstrap-admin
+    (BINWATCH_ADMIN_TOKEN)` or `admin user city.admin (city.admin)`."""
+    server_key = Principal(BOOTSTRAP_KEY_ID, ApiRole.admin, name="BINWATCH_ADMIN_TOKEN").actor
+    later = world.day + timedelta(days=1)
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        plans.plan_operator_day(
+            session, OPERATOR, later, settings=world.settings, now=datetime.now(UTC),
+            actor=server_key,
+        )  # fmt: skip
+    engine.dispose()
+    path = f"/console/dispatch/{OPERATOR}?date={later}"
+    status, page = world.page(DISPATCHER, path)
+    assert status == 200
+    assert "由 服务器配置中的管理员密钥 制定" in page, page
+    assert "BINWATCH_ADMIN_TOKEN" not in page and "bootstrap-admin" not in page
+    with world.client() as client:
+        assert _login(client, ADMIN, PASSWORD).status_code == 303
+        csrf = _csrf(client.get(path).text)
+        replan = f"/console/dispatch/{OPERATOR}/replan"
+        assert client.post(replan, data={"csrf": csrf, "date": str(later)}).status_code == 303
+    status, page = world.page(DISPATCHER, path)
+    assert f"由 {ADMIN}（市级管理员） 制定" in page, page
+    assert "admin user" not in page

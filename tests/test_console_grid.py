@@ -6,6 +6,7 @@ user action goes through security.users with CSRF, an audit trail and ended sess
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -395,13 +396,20 @@ def test_scope_disable_and_reset_end_sessions_where_the_command_does(stack: Stac
         forged = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": "x"})
         assert forged.status_code == 403
         assert official.get("/console/grid").status_code == 303  # still logged in (to its area)
-        gone = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf})
+        page = admin.get(f"/console/users/{COMMUNITY_OFFICIAL}").text
+        assert "此操作无法撤销" in page and 'name="confirm" value="yes" required' in page
+        unticked = admin.post(f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf})
+        assert unticked.status_code == 422 and "请勾选确认" in _problem(unticked.text)
+        assert official.get("/console/grid").status_code == 303  # not disabled
+        gone = admin.post(
+            f"/console/users/{COMMUNITY_OFFICIAL}/disable", data={"csrf": csrf, "confirm": "yes"}
+        )
         assert gone.status_code == 303
         assert "该用户已停用" in admin.get(gone.headers["location"]).text
         assert official.get("/console/grid").headers["location"] == "/console/login"
         with stack.client() as anyone:
             assert _login(anyone, COMMUNITY_OFFICIAL, password).status_code == 401
-        own = admin.post(f"/console/users/{ADMIN}/disable", data={"csrf": csrf})
+        own = admin.post(f"/console/users/{ADMIN}/disable", data={"csrf": csrf, "confirm": "yes"})
         assert own.status_code == 409
         assert admin.get("/console/users/nobody").status_code == 404
         history = admin.get(f"/console/users/{COMMUNITY_OFFICIAL}").text
@@ -423,7 +431,11 @@ def test_scope_disable_and_reset_end_sessions_where_the_command_does(stack: Stac
             == []
         )
         assert not session.get_one(User, ADMIN).disabled
-    assert history.count("admin user city.admin") == 3
+    assert history.count(f"{ADMIN}（市级管理员）") == 3 and "admin user" not in history
+    # each event's scope in the admin's words, as the list of users names it (the trail's note
+    # stays `grid: area …` for the command line)
+    moved_to = world.grid.places[world.other_district].name
+    assert f"网格员 · {moved_to}</small>" in history and "grid: area" not in history
 
 
 def test_the_command_and_the_screens_share_one_scope_change(
@@ -470,3 +482,51 @@ def test_only_the_admin_reaches_the_user_screens(stack: Stack) -> None:
     with stack.session() as session:
         assert session.get(User, "sneaky") is None
         assert session.scalars(select(Site)).first() is not None
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_console_address_that_fails_is_a_page_in_the_readers_language(stack: Stack) -> None:
+    """A person who edits an address, follows an old link, or opens a page while InfluxDB does
+    not answer reads a console page in their language that says what to do (a 404, a 422, a
+    503 with its Retry-After), never the API's English JSON; the API's own addresses still
+    answer JSON."""
+    world = stack.world
+    with stack.login(COMMUNITY_OFFICIAL) as client:
+        for path, code, said in (
+            ("/console/no-such-page", 404, "没有这个页面"),
+            (f"/console/grid/{world.community}?days=many", 422, "网址中有无法识别的值"),
+            ("/console/requests/not-a-number", 422, "网址中有无法识别的值"),
+        ):
+            answer = client.get(path)
+            assert answer.status_code == code, (path, answer.text)
+            assert answer.headers["content-type"].startswith("text/html"), (path, answer.text)
+            assert '<html lang="zh-CN">' in answer.text and said in _problem(answer.text)
+        assert client.get("/api/v1/no-such-thing").json() == {"detail": "Not Found"}
+    down = stack.settings.model_copy(
+        update={"influx_url": f"http://127.0.0.1:{_closed_port()}", "api_influx_timeout_s": 1}
+    )
+    with TestClient(create_app(down), follow_redirects=False) as client:
+        assert _login(client, COMMUNITY_OFFICIAL, PASSWORD).status_code == 303
+        answer = client.get(f"/console/grid/{world.community}")
+        api = client.get(f"/api/v1/compliance/areas/{world.community}", headers=ADMIN_HEADERS)
+    assert answer.status_code == 503 and "Retry-After" in answer.headers, answer.text
+    assert answer.headers["content-type"].startswith("text/html"), answer.text
+    assert "暂时无法读取本页的数据" in _problem(answer.text)
+    assert api.status_code == 503 and api.headers["content-type"] == "application/json"
+    # the user's own language, not the browser's, though no login check ran on these addresses
+    with stack.login(COMMUNITY_OFFICIAL) as client:
+        page = client.get("/console/grid")
+        csrf = _csrf(client.get(page.headers["location"]).text)
+        assert client.post(
+            "/console/locale", data={"csrf": csrf, "locale": "en"}
+        ).status_code == 303  # fmt: skip
+        for path in ("/console/no-such-page", f"/console/grid/{world.community}?days=many"):
+            answer = client.get(path, headers={"Accept-Language": "zh-CN"})
+            assert '<html lang="en">' in answer.text, (path, answer.text)

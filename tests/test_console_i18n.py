@@ -119,7 +119,7 @@ def test_every_reason_is_written_in_the_readers_language(locale: str) -> None:
         explain(event.dump(), event.text)
         == {
             "zh_CN": "火情，设备于 2026/12/2 07:30 上报",
-            "en": "Fire reported at 12/2/26, 7:30\u202fAM",
+            "en": "Fire reported at Dec 2, 2026, 7:30\u202fAM",
         }[locale]
     )
     # A person's note, or a row from before reasons were structured: its text as stored.
@@ -201,7 +201,9 @@ def test_times_are_the_citys_and_numbers_the_locales() -> None:
     chinese = Formats("zh_CN", ZoneInfo("Asia/Shanghai"))
     english = Formats("en", ZoneInfo("Asia/Shanghai"))
     assert chinese.time(moment) == "2026/12/2 07:30"
-    assert english.time(moment) == "12/2/26, 7:30\u202fAM"
+    # English: the month in words, never the American 12/2/26 a reader in China may misread
+    assert english.time(moment) == "Dec 2, 2026, 7:30\u202fAM"
+    assert english.day(moment.date()) == "Dec 1, 2026" and chinese.day(moment.date()) == "2026/12/1"
     assert chinese.percent(87.4) == "87%"
     assert english.number(12345.6, 1) == "12,345.6"
     assert chinese.until(moment + timedelta(hours=2), moment) == "2小时后"

@@ -181,6 +181,7 @@ def test_the_pages_rank_with_evidence_show_scores_and_draw_charts(world: World) 
     year, month = world.month.split("-")
     assert f"{AREA_NAME} {year}年{int(month)}月 月度报告" in text  # Chinese: the user's locale
     assert NAME_A in text and NAME_B in text
+    assert "（中国时间）" in text and "Asia/Shanghai" not in text  # the zone by its name
     assert "95.0%" in text  # site A's accuracy
     # B is listed, unranked, with its count and the bar it missed.
     assert "未排名：" in text and "已检测投放 44 次，至少需要" in text

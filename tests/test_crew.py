@@ -290,6 +290,8 @@ def test_a_crew_sees_and_taps_only_its_own_vehicles_stops(world: World) -> None:
         first = session.get_one(RouteStop, world.day.mine[0]).arrival_at
     local = first.astimezone(ZoneInfo(world.settings.timezone)).strftime("%H:%M")
     assert f'class="eta" title="预计到达">{local}<' in page
+    # a stop is a 清运点 (a place to empty), not a 站点 (a site: the managers' "my sites")
+    assert "<h1>今日清运点</h1>" in page and ">我的清运点</a>" in page and "站点" not in page
     for path in ("/console/map", "/console/sites/jiazhou-shuian"):
         assert world.client.get(path).status_code == 403, path
     refused = [
@@ -297,7 +299,7 @@ def test_a_crew_sees_and_taps_only_its_own_vehicles_stops(world: World) -> None:
         for stop in (world.day.sibling, world.day.theirs, 2_000_000_000)
     ]
     assert {(a.status_code, _problem(a.text)) for a in refused} == {
-        (404, "您今天的路线上没有这个站点。")
+        (404, "您今天的路线上没有这个清运点。")
     }
     no_csrf = world.tap(world.day.mine[2], "forged", str(uuid.uuid4()), action="emptied")
     assert no_csrf.status_code == 403
@@ -327,7 +329,7 @@ def test_a_tap_sent_twice_is_one_action_and_a_disputed_stop_shows(world: World) 
     assert {e.actor for e in world.events(request_id)[1:]} == {"crew user wang.crew (wang.crew)"}
     elsewhere = world.tap(world.day.mine[1], csrf, tap_id, action="emptied")
     assert elsewhere.status_code == 422
-    assert elsewhere.json()["message"] == "该操作已用于另一个站点。"
+    assert elsewhere.json()["message"] == "该操作已用于另一个清运点。"
     # another tap (a new id) on a stop whose request is completed is refused, and says why
     late = world.tap(stop, csrf, str(uuid.uuid4()), action="not_emptied", reason="blocked")
     assert late.status_code == 409 and late.json()["outcome"] == "refused"

@@ -33,6 +33,7 @@ from tests.api_process import ApiProcess
 from tests.crew_world import CREW, PASSWORD, build
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, s3_client
 from tests.test_console import BROWSER, BROWSER_ARGS
+from tests.test_console_browser_checks import axe_violations
 from tests.test_crew import PNG
 
 pytestmark = pytest.mark.registry_backends(
@@ -132,6 +133,8 @@ def test_a_crew_taps_through_a_lost_answer_and_an_offline_spell(
             page.wait_for_selector(f"#stop-{second}.done", timeout=15_000)
             assert page.is_hidden("#crew-queue")
             assert "被堵挡" in page.inner_text(f"#stop-{second}")
+            # stops done stay readable (they were faded below the contrast a phone needs)
+            assert axe_violations(page) == []
             page.screenshot(path=str(tmp_path / "crew-back-online.png"))
         finally:
             browser.close()

@@ -186,6 +186,7 @@ def test_a_console_tap_keeps_its_photo_in_the_bucket_and_the_history_serves_it(
     world.log_in(world.client, "manager.s3", f"/console/sites/{site_id}")
     history = world.client.get(f"/console/requests/{world.day.requests[stop]}").text
     assert f'<img src="/console/photos/{tap_id}"' in history
+    assert "· 绿源压缩车1号</span>" in history and MINE not in history  # the vehicle by its name
     shown = world.client.get(f"/console/photos/{tap_id}")
     assert shown.status_code == 200 and shown.content == PNG
     assert shown.headers["content-type"] == "image/png"

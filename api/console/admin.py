@@ -7,6 +7,7 @@ once, on the answer to the form; only its hash is kept."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Form, Path, Request, status
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from api.console import labels
 from api.console.auth import PREFIX, Caller, CallerDep, PageError, PostCallerDep, console_allow
 from api.console.i18n import LOCALES, N_
 from api.console.pages import render
@@ -104,6 +106,39 @@ def _choices(session: Session) -> dict[str, Any]:
         "roles": list(ApiRole),
         "locales": LOCALES,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeNote:
+    """A user event's note read back (`security.users.describe_scope` writes it for the
+    audit trail and the command line: `grid: area xiaoba`), shaped like a user so the page
+    names the role and the scope in the admin's language, as the list of users does."""
+
+    role: str
+    site_ids: str = ""
+    area_id: str | None = None
+    operator_id: str | None = None
+    vehicle_id: str | None = None
+
+
+_SCOPE_NOTE = re.compile(
+    r"(?P<role>\w+): (?:sites (?P<sites>.+)|area (?P<area>\S+)|operator (?P<operator>\S+)"
+    r"|vehicle (?P<vehicle>\S+)|the whole city)"
+)
+
+
+def scope_note(note: str) -> ScopeNote | None:
+    """The note as a role and a scope; None for a note of another shape (shown as stored)."""
+    found = _SCOPE_NOTE.fullmatch(note)
+    if found is None or found["role"] not in labels.USER_ROLES:
+        return None
+    return ScopeNote(
+        found["role"],
+        site_ids=" ".join((found["sites"] or "").split(", ")),
+        area_id=found["area"],
+        operator_id=found["operator"],
+        vehicle_id=found["vehicle"],
+    )
 
 
 def _path_name(path: list[Place] | None) -> str:
@@ -246,6 +281,7 @@ def _user_page(
         me=caller,
         user=_user(session, username),
         events=user_events(session, username),
+        scope_note=scope_note,
         notice=NOTICES.get(notice or ""),
         problem=problem,
         problem_values=values or {},
@@ -304,10 +340,15 @@ def change_scope(
 
 @router.post("/{username}/disable", dependencies=[ADMINS])
 def disable(
-    username: Username, request: Request, session: SessionDep, caller: PostCallerDep
+    username: Username,
+    request: Request,
+    session: SessionDep,
+    caller: PostCallerDep,
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     """The user can no longer log in; their sessions end now (not the admin's own account:
-    the last admin would lock the city out)."""
+    the last admin would lock the city out). For good (no command enables an account again),
+    so only with the form's box ticked."""
     _user(session, username)
     if username == caller.user.username:
         return _user_page(
@@ -317,6 +358,15 @@ def disable(
             username,
             status_code=status.HTTP_409_CONFLICT,
             problem=N_("You cannot disable your own account."),
+        )
+    if confirm != "yes":
+        return _user_page(
+            request,
+            session,
+            caller,
+            username,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            problem=N_("Nothing was changed. Tick the box to confirm: disabling cannot be undone."),
         )
     disable_user(session, username, now=current_time(), actor=caller.principal.actor)
     return _done(username, "disabled")

@@ -152,15 +152,17 @@ def _scorecard(
         return None
 
 
-def _map(routes: RoutesPlanned | None, names: dict[str, str]) -> tuple[list[Any], list[Any]]:
-    """What console-map.js draws: each vehicle's route as a line through its stops in order,
-    and its bins' stops as points (coloured by stream)."""
+def _map(
+    routes: RoutesPlanned | None, names: dict[str, str], vehicles: dict[str, str]
+) -> tuple[list[Any], list[Any]]:
+    """What console-map.js draws: each vehicle's route as a line through its stops in order
+    (named as the fleet names the vehicle), and its bins' stops as points (coloured by stream)."""
     lines: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
     for number, vehicle in enumerate(routes.vehicles if routes else []):
         lines.append(
             {
-                "name": vehicle.vehicle_id,
+                "name": vehicles.get(vehicle.vehicle_id, vehicle.vehicle_id),
                 "colour": ROUTE_COLOURS[number % len(ROUTE_COLOURS)],
                 "points": [tile_xy(s.lat, s.lon) for s in vehicle.stops],
             }
@@ -173,7 +175,8 @@ def _map(routes: RoutesPlanned | None, names: dict[str, str]) -> tuple[list[Any]
                     {
                         "id": stop.site_id,
                         "name": name,
-                        "label": f"{vehicle.vehicle_id} · {stop.bin_id}",
+                        "label": f"{vehicles.get(vehicle.vehicle_id, vehicle.vehicle_id)}"
+                        f" · {stop.bin_id}",
                         "state": f"stream-{stop.stream}",
                         "x": x,
                         "y": y,
@@ -205,9 +208,11 @@ class DispatchView:
         if routes is not None:
             site_ids |= {s.site_id for v in routes.vehicles for s in v.stops if s.site_id}
         names = registry.site_names(session, site_ids)
-        lines, points = _map(routes, names)
-        planned = {  # request → the vehicle whose route holds it
-            s.request_id: v.vehicle_id
+        # a vehicle as the fleet file names it (绿源压缩车1号), as the crew's screen does
+        vehicles = {v.id: v.name for v in registry.vehicles(session)}
+        lines, points = _map(routes, names, vehicles)
+        planned = {  # request → the vehicle whose route holds it, by name
+            s.request_id: vehicles.get(v.vehicle_id, v.vehicle_id)
             for v in (routes.vehicles if routes else [])
             for s in v.stops
             if s.request_id is not None
@@ -229,6 +234,7 @@ class DispatchView:
             overdue=late,
             soon=soon,
             site_names=names,
+            vehicle_names=vehicles,
             planned=planned,
             scorecard=_scorecard(self.settings, self.influx, session, operator_id),
             scorecard_days=SCORECARD_DAYS,

@@ -60,6 +60,7 @@ def _page(
         alert=None if is_request else subject,
         events=sorted(subject.events, key=lambda event: (event.at, event.id)),
         photos=crew.photos_of(session, subject.id) if is_request else [],
+        vehicle_names={v.id: v.name for v in registry.vehicles(session)} if is_request else {},
     )
 
 

@@ -18,7 +18,15 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_skeleton, format_timedelta
+from babel.dates import (
+    format_date,
+    format_datetime,
+    format_skeleton,
+    format_time,
+    format_timedelta,
+    get_datetime_format,
+    get_timezone_name,
+)
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_percent
@@ -82,6 +90,12 @@ def _by_quality(header: str) -> list[str]:
     return [tag for _, _, tag in sorted(ranked)]
 
 
+# Locales whose short date cannot be misread (Chinese: year first, 2026/12/3). English's short date
+# is the American 12/3/26, which a reader in China may take for the 12th of March: English gets
+# the month in words (Dec 3, 2026) instead.
+SHORT_DATES: Final = frozenset({"zh_CN"})
+
+
 @dataclass(frozen=True, slots=True)
 class Formats:
     """Numbers and times as the reader's locale writes them, times in the city's zone."""
@@ -90,9 +104,20 @@ class Formats:
     timezone: ZoneInfo
 
     def time(self, moment: datetime | None) -> str:
+        """A moment in the city's time: 2026/12/2 07:30, Dec 2, 2026, 7:30 AM."""
         if moment is None:
             return "—"
-        return format_datetime(moment, "short", tzinfo=self.timezone, locale=self.locale)
+        if self.locale in SHORT_DATES:
+            return format_datetime(moment, "short", tzinfo=self.timezone, locale=self.locale)
+        local = moment.astimezone(self.timezone)
+        return str(get_datetime_format("short", locale=self.locale)).format(
+            format_time(local, "short", locale=self.locale),
+            format_date(local, "medium", locale=self.locale),
+        )
+
+    def zone_name(self) -> str:
+        """The city's zone as the reader names it (中国时间, China Time), not its id."""
+        return get_timezone_name(self.timezone, locale=self.locale)
 
     def clock(self, moment: datetime) -> str:
         """The time of day in the city, hours and minutes: 14:05."""
@@ -111,8 +136,9 @@ class Formats:
         return format_percent(value / 100, pattern, locale=self.locale)
 
     def day(self, day: date) -> str:
-        """A calendar day, short: 2026/11/3, 11/3/26."""
-        return format_date(day, "short", locale=self.locale)
+        """A calendar day: 2026/11/3, Nov 3, 2026."""
+        width = "short" if self.locale in SHORT_DATES else "medium"
+        return format_date(day, width, locale=self.locale)
 
     def month(self, month: date) -> str:
         """A calendar month: 2026年11月, November 2026."""

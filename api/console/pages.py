@@ -18,7 +18,9 @@ import jinja2
 from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from alerts import store as alert_store
 from alerts.models import Alert
@@ -58,7 +60,7 @@ from devices.models import Bin
 from security.keys import ApiRole
 from security.session_rules import csrf_matches, csrf_token
 from security.throttle import LoginThrottle
-from security.users import check_login, close_session, open_session, set_locale
+from security.users import check_login, close_session, open_session, session_user, set_locale
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -155,12 +157,80 @@ NUL_IN_TEXT = N_("The text may not contain the NUL character (U+0000). Remove it
 async def text_refused(request: Request, exc: Exception) -> Response:
     """Text the registry cannot hold (core.sql.refuse_nul_text) is the sender's to fix: on the
     console a page in the reader's language, elsewhere the API's JSON 422."""
-    path = request.url.path
-    if path == PREFIX or path.startswith(f"{PREFIX}/"):
+    if wants_page(request):
         return await page_error(
             request, PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, NUL_IN_TEXT)
         )
     return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+# What a person reads when the API's own handlers answer a console address (api/main.py): an
+# address nothing serves, one whose figures or dates do not parse, a store that does not answer.
+PROBLEMS_BY_STATUS: dict[int, str] = {
+    status.HTTP_404_NOT_FOUND: N_(
+        "There is no such page. Check the address, or start again from your own page."
+    ),
+    status.HTTP_405_METHOD_NOT_ALLOWED: N_(
+        "There is no such page. Check the address, or start again from your own page."
+    ),
+    status.HTTP_422_UNPROCESSABLE_CONTENT: N_(
+        "This address has a value the console cannot read (a number, a date or a month)."
+        " Go back and choose it with the page's own links and forms."
+    ),
+    status.HTTP_502_BAD_GATEWAY: N_(
+        "This page's figures cannot be read right now. Try again in a minute; if it keeps"
+        " happening, tell the city's administrator."
+    ),
+    status.HTTP_503_SERVICE_UNAVAILABLE: N_(
+        "This page's figures cannot be read right now: a part of binwatch is busy or not"
+        " answering. Try again in a minute; if it keeps happening, tell the city's administrator."
+    ),
+}
+
+
+def wants_page(request: Request) -> bool:
+    """A console address asked for by a browser (not a script asking for JSON: the crew's
+    taps, api/console/static/crew.js)."""
+    path = request.url.path
+    console = path == PREFIX or path.startswith(f"{PREFIX}/")
+    return console and "application/json" not in request.headers.get("accept", "")
+
+
+def _session_locale(request: Request) -> str | None:
+    """The language of the user whose live session the request carries; None without one, or
+    when the registry cannot say (the page then follows the browser)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    settings: Settings = request.app.state.settings
+    try:
+        with request.app.state.sessions() as session:
+            user = session_user(
+                session,
+                token,
+                now=datetime.now(UTC),
+                idle=settings.console.idle,
+                max_age=settings.console.max_age,
+            )
+            return user.locale if user is not None else None
+    except SQLAlchemyError:
+        return None
+
+
+async def as_page(request: Request, answer: Response) -> Response:
+    """The API's answer to a console address as a console page in the reader's language (its
+    status and Retry-After kept); other answers, and statuses without a page, as they are."""
+    message = PROBLEMS_BY_STATUS.get(answer.status_code)
+    if message is None or not wants_page(request):
+        return answer
+    if getattr(request.state, "console_locale", None) is None and answer.status_code < 500:
+        # An address no route took, or whose values did not parse, ran no login check: the
+        # user's own language, from their session, rather than the browser's.
+        request.state.console_locale = await run_in_threadpool(_session_locale, request)
+    page = await page_error(request, PageError(answer.status_code, message))
+    if "retry-after" in answer.headers:
+        page.headers["Retry-After"] = answer.headers["retry-after"]
+    return page
 
 
 @router.get("/login", dependencies=[PUBLIC])

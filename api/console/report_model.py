@@ -227,7 +227,7 @@ def period_text(report: ComplianceReport, gettext: Callable[[str], str], fmt: Fo
     return gettext(PERIOD) % {
         "start": fmt.time(report.start),
         "end": fmt.time(report.end),
-        "zone": report.timezone,
+        "zone": fmt.zone_name(),  # 中国时间 / China Time, not the zone's id (Asia/Shanghai)
     }
 
 

@@ -82,12 +82,16 @@
   function draw() {
     var list = points();
     var lines = routes();
-    var width = element.clientWidth, height = element.clientHeight;
     var all = list.concat([].concat.apply([], lines.map(function (line) {
       return line.points.map(function (xy) { return { x: xy[0], y: xy[1] }; });
     })));
+    // Nothing to draw (a day without routes, a user without sites): no empty box filling the
+    // screen; the lists below say why. It comes back when a re-plan or a refresh brings points.
+    element.hidden = !all.length;
+    if (!all.length) { chart.clear(); return; }
+    var width = element.clientWidth, height = element.clientHeight;
     chart.resize();
-    if (!all.length || !width || !height) { chart.clear(); return; }
+    if (!width || !height) { chart.clear(); return; }
     var v = view(all, width, height);
     drawTiles(v);
     var axis = { type: "value", show: false, scale: true };
