@@ -35,6 +35,7 @@ from rich.live import Live
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from binwatch.commands.simulate import INTERVAL_MAX_S, SPEED_MAX
 from binwatch.demo_logins import demo_logins
 from binwatch.output import console, error, say
 from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
@@ -75,10 +76,15 @@ def demo(
     ] = Path("var"),
     speed: Annotated[
         float,
-        typer.Option(min=0, help="simulated seconds per real second; 0: as fast as it can"),
+        typer.Option(
+            min=0, max=SPEED_MAX, help="simulated seconds per real second; 0: as fast as it can"
+        ),
     ] = 60.0,
     interval: Annotated[
-        float, typer.Option(min=0.001, help="each bin's reporting interval, simulated seconds")
+        float,
+        typer.Option(
+            min=0.001, max=INTERVAL_MAX_S, help="each bin's reporting interval, simulated seconds"
+        ),
     ] = 60.0,
     inject: Annotated[
         str | None,

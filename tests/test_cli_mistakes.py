@@ -136,7 +136,10 @@ def test_a_key_of_zero_days_lasts_until_revoked(tmp_path: Path) -> None:
     assert "until revoked" in _binwatch("keys", "create", "--help", env=env).stdout
 
 
-@pytest.mark.parametrize(("option", "value"), [("--speed", "-1"), ("--interval", "0")])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--speed", "-1"), ("--interval", "0"), ("--speed", "inf"), ("--interval", "inf")],
+)
 def test_the_demo_refuses_a_speed_or_interval_the_simulator_would(
     tmp_path: Path, option: str, value: str
 ) -> None:
@@ -227,3 +230,12 @@ def test_a_registry_without_tables_says_to_migrate_it(registry_url: str) -> None
     _no_traceback(done)
     assert "the registry has no tables yet" in done.stderr
     assert "binwatch db migrate" in done.stderr
+
+
+@pytest.mark.parametrize("option", ["--interval", "--speed", "--duration", "--rate"])
+def test_the_simulator_refuses_an_endless_number(tmp_path: Path, option: str) -> None:
+    """click takes `inf` for a float, and only a bound refuses it."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("simulate", option, "inf", env=env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr

@@ -27,15 +27,29 @@ from simulator.resume import stored_ends
 
 NO_BINS = "no bins in the registry: run `binwatch fleet import` first"
 
+# Upper bounds, so that `inf` (which click takes for a float) is a usage error, not a traceback
+# from a date or a sleep it cannot make; `binwatch demo` takes the same.
+INTERVAL_MAX_S = 86_400.0  # a bin reporting once a day
+SPEED_MAX = 1_000_000.0  # simulated seconds per real second
+DURATION_MAX_S = 366 * 86_400.0
+RATE_MAX = 1_000_000.0  # readings per second
+
 
 def simulate(
     interval: Annotated[
-        float, typer.Option(min=0.001, help="each bin's reporting interval, in simulated seconds")
+        float,
+        typer.Option(
+            min=0.001,
+            max=INTERVAL_MAX_S,
+            help="each bin's reporting interval, in simulated seconds",
+        ),
     ] = 60.0,
     speed: Annotated[
         float,
         typer.Option(
-            min=0, help="simulated seconds per real second; 0: as fast as the broker allows"
+            min=0,
+            max=SPEED_MAX,
+            help="simulated seconds per real second; 0: as fast as the broker allows",
         ),
     ] = 60.0,
     seed: Annotated[int, typer.Option(help="same seed, same fleet, same readings")] = 1,
@@ -43,11 +57,14 @@ def simulate(
         int | None, typer.Option(min=1, help="stop after this many readings per bin")
     ] = None,
     duration: Annotated[
-        float | None, typer.Option(min=0.001, help="stop after this many real seconds")
+        float | None,
+        typer.Option(min=0.001, max=DURATION_MAX_S, help="stop after this many real seconds"),
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option(min=1, help="flood mode: readings per second, steady, ignoring --speed"),
+        typer.Option(
+            min=1, max=RATE_MAX, help="flood mode: readings per second, steady, ignoring --speed"
+        ),
     ] = None,
     crews: Annotated[
         bool, typer.Option(help="also play the operators' crews (needs the API and collector)")
