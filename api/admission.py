@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.limits import answer
@@ -53,8 +54,19 @@ class _AnswerStalled(Exception):
 class Admission:
     """An ASGI middleware around the app: a semaphore with a bounded wait, and bounded stalls."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float, stall_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        wait_s: float,
+        stall_s: float,
+        page: Callable[[Request, Response], Awaitable[Response]] | None = None,
+    ) -> None:
+        """`page`: how an answer reaches a person (the console's `as_page`: a page in their
+        language for a console address, the answer itself for the API's)."""
         self.app = app
+        self.page = page
         self.limit = limit
         self.wait_s = wait_s
         self.stall_s = stall_s
@@ -69,7 +81,7 @@ class Admission:
         if self._slots is None or self._loop is not loop:  # a new server loop (tests), new slots
             self._slots, self._loop = asyncio.Semaphore(self.limit), loop
         if not await _acquire(self._slots, self.wait_s):
-            await answer(send, 503, BUSY.format(retry=1), retry_after=1)
+            await self._busy(scope, receive, send)
             return
         body_done = False
         answered = False
@@ -111,6 +123,13 @@ class Admission:
             )
         finally:
             self._slots.release()
+
+    async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """503 with Retry-After, before the app and its exception handlers: a person on the
+        console reads a page that says to try again, not the API's JSON."""
+        busy = JSONResponse({"detail": BUSY.format(retry=1)}, 503, headers={"Retry-After": "1"})
+        response = busy if self.page is None else await self.page(Request(scope, receive), busy)
+        await response(scope, receive, send)
 
 
 async def _acquire(slots: asyncio.Semaphore, wait_s: float) -> bool:

@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         limit=settings.api.max_concurrency,
         wait_s=settings.api.queue_wait_s,
         stall_s=settings.api.stall_timeout_s,
+        page=as_page,
     )
     app.include_router(health_router)
     app.include_router(api_router)

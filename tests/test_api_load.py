@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -77,6 +78,42 @@ def test_100_clients_get_200_or_a_quick_503_with_retry_after(
     if concurrency == 1:
         assert result.statuses[503] > 0, result  # the 503 path was taken, and was quick
     assert "QueuePool limit" not in log
+
+
+def test_a_full_api_answers_a_person_on_the_console_with_a_page(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The gate answers before the app and its exception handlers, so a person on the console
+    read the API's JSON 503, in English, where its other failures are pages in their language.
+    One slot, held by a request whose body never comes."""
+    gated = settings.model_copy(
+        update={
+            "api_max_concurrency": 1,
+            "api_queue_wait_s": 0.2,
+            "api_stall_timeout_s": 10.0,
+        }
+    )
+    api = ApiProcess(gated, tmp_path / "api.log")
+    with api, socket.create_connection(("127.0.0.1", api.port)) as holder:
+        holder.sendall(
+            b"POST /api/v1/collections HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        time.sleep(1.0)  # in, and holding the one slot while it waits for the body
+        page = httpx.get(
+            f"{api.url}/console/login", headers={"Accept": "text/html", "Accept-Language": "en"}
+        )
+        script = httpx.get(f"{api.url}/api/v1/sites", headers=ADMIN_HEADERS)
+        crew_tap = httpx.get(f"{api.url}/console/login", headers={"Accept": "application/json"})
+    assert page.status_code == 503, page.text
+    assert page.headers["retry-after"] == "1"
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'lang="en"' in page.text
+    assert "Try again in a minute" in page.text
+    for answer in (script, crew_tap):  # scripts, and the crew's taps, read JSON as before
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["detail"].startswith("the API is serving as many requests")
 
 
 INFLUX_TIMEOUT_S = 3.0
