@@ -26,9 +26,10 @@ from typing import Any, Final, Literal, Protocol
 from core.texts import decimal, duration, list_of, with_offset
 
 Arg = str | int | float | list[dict[str, Any]]
-Kind = int | Literal["time", "duration", "type", "stream", "text", "parts"]
+Kind = int | Literal["time", "duration", "type", "stream", "area", "text", "parts"]
 """A number's decimals, or what else a placeholder holds: a time, a duration (in seconds), an
-alert type's code, a bin stream's code, text as it is, or further reasons (stored as
+alert type's code, a bin stream's code, an area's id (a reader with the registry names it),
+text as it is, or further reasons (stored as
 `Reason.dump`s) in a list."""
 
 
@@ -135,16 +136,16 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "crew.contaminated_refused": _message("could not empty: contaminated load refused"),
     "crew.no_access": _message("could not empty: no access to the bin"),
     "escalation.community": _message(
-        "level %(level)s: community %(area)s: %(told)s", level=0, area="text", told="parts"
+        "level %(level)s: community %(area)s: %(told)s", level=0, area="area", told="parts"
     ),
     "escalation.street": _message(
-        "level %(level)s: street squad %(area)s: %(told)s", level=0, area="text", told="parts"
+        "level %(level)s: street squad %(area)s: %(told)s", level=0, area="area", told="parts"
     ),
     "escalation.community_unknown": _message(
-        "level %(level)s: no contact configured for community %(area)s", level=0, area="text"
+        "level %(level)s: no contact configured for community %(area)s", level=0, area="area"
     ),
     "escalation.street_unknown": _message(
-        "level %(level)s: no contact configured for street squad %(area)s", level=0, area="text"
+        "level %(level)s: no contact configured for street squad %(area)s", level=0, area="area"
     ),
     "escalation.published": _message("published to %(topic)s", topic="text"),
     "escalation.mqtt_failed": _message("MQTT failed: %(error)s", error="text"),
@@ -191,6 +192,7 @@ class Writer(Protocol):
     def duration(self, seconds: float, /) -> str: ...
     def alert_type(self, code: str, /) -> str: ...
     def stream(self, code: str, /) -> str: ...
+    def area(self, id: str, /) -> str: ...
     def join(self, parts: list[str], /) -> str: ...
 
 
@@ -234,6 +236,8 @@ class Reason:
                 values[name] = writer.alert_type(str(value))
             elif kind == "stream":
                 values[name] = writer.stream(str(value))
+            elif kind == "area":
+                values[name] = writer.area(str(value))
             elif kind == "text":
                 values[name] = str(value)
             else:
@@ -326,6 +330,9 @@ class PlainWriter:
     def stream(self, code: str) -> str:
         return code
 
+    def area(self, id: str) -> str:
+        return id
+
     def join(self, parts: list[str]) -> str:
         return "; ".join(parts)
 
@@ -337,13 +344,14 @@ ENGLISH_TEXT: Final = PlainWriter()
 class LocaleWriter:
     """A reader's writer from their parts: `template` gives a message's template in their
     language (the English one when it has none); `stream` names a bin stream (its code when
-    the reader has no names: the alerts' notes never hold one)."""
+    the reader has no names: the alerts' notes never hold one); `area` an area of the grid."""
 
     template: Callable[[str, str], str]
     time: Callable[[datetime], str]
     alert_type: Callable[[str], str]
     locale: str
     stream: Callable[[str], str] = str
+    area: Callable[[str], str] = str  # an area's name; its id where the reader has no names
 
     def number(self, value: float, digits: int) -> str:
         return decimal(value, digits, self.locale)

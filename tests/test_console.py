@@ -474,7 +474,8 @@ def test_a_requests_and_an_alerts_history_in_the_users_language_and_scope(stack:
         # who, in the reader's words: the person and their role, not the audit trail's codes
         assert "李经理（物业经理）" in rows[0] and "manager user" not in history.text
         assert "已派发给运营单位" in rows[1] and "binwatch 自动处理" in rows[1]
-        assert "第 1 级：社区 xiaoba 未配置联系人" in rows[2]
+        # the area by its name (the note keeps its id)
+        assert "第 1 级：肖坝社区（社区）未配置联系人" in rows[2] and "xiaoba" not in rows[2]
         local = now.astimezone(ZoneInfo(stack.settings.timezone)).strftime("%H:%M")
         assert local in rows[2]
         assert "level 1" not in history.text

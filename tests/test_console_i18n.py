@@ -145,10 +145,13 @@ def test_the_stored_english_text_is_as_before() -> None:
     assert escalation.text == (
         "level 1: community xiaoba: published to grid/xiaoba; wecom, email queued; webhook queued"
     )
-    chinese = explainer(Formats("zh_CN", ZoneInfo("Asia/Shanghai")))
-    assert chinese(escalation.dump(), escalation.text) == (
-        "第 1 级：社区 xiaoba：已发布到 grid/xiaoba；已排队通知：wecom, email；Webhook 已排队"
+    zh = Formats("zh_CN", ZoneInfo("Asia/Shanghai"))
+    named = explainer(zh, area=lambda area_id: {"xiaoba": "肖坝社区"}.get(area_id, area_id))
+    assert named(escalation.dump(), escalation.text) == (
+        "第 1 级：肖坝社区（社区）：已发布到 grid/xiaoba；已排队通知：wecom, email；Webhook 已排队"
     )
+    # without the registry's names, the area's id
+    assert explainer(zh)(escalation.dump(), escalation.text).startswith("第 1 级：xiaoba（社区）：")
 
 
 def test_chinese_names_the_streams_as_the_national_standard_does() -> None:

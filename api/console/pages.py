@@ -9,6 +9,7 @@ same whether a person clicks or a machine calls; the actor recorded is the user.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ import jinja2
 from babel import Locale
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -56,7 +58,7 @@ from core.influx import InfluxClient
 from core.printable import control_character
 from core.settings import Settings
 from devices import registry
-from devices.models import Bin
+from devices.models import Area, Bin
 from security.keys import ApiRole
 from security.session_rules import csrf_matches, csrf_token
 from security.throttle import LoginThrottle
@@ -121,7 +123,7 @@ def render(
     fmt = Formats(locale, ZoneInfo(settings.timezone))
     defaults = {
         "fmt": fmt,
-        "explain": explainer(fmt),
+        "explain": explainer(fmt, _area_namer(request)),
         "actor": actor_namer(locale),
         "labels": labels,
         "html_lang": locale.replace("_", "-"),
@@ -134,6 +136,25 @@ def render(
     }
     page = _environment(locale).get_template(template).render(defaults | context)
     return HTMLResponse(page, status_code=status_code, headers=PAGE_HEADERS)
+
+
+def _area_namer(request: Request) -> Callable[[str], str]:
+    """An area's name by its id, the areas read once a page, and only when one of its reasons
+    names an area (an escalation's: "no contact configured for community xiaoba"); its id
+    when the registry cannot say, so that the page still shows."""
+    names: dict[str, str] | None = None
+
+    def name(area_id: str) -> str:
+        nonlocal names
+        if names is None:
+            try:
+                with request.app.state.sessions() as session:
+                    names = dict(session.execute(select(Area.id, Area.name)).tuples().all())
+            except SQLAlchemyError:
+                names = {}
+        return names.get(area_id, area_id)
+
+    return name
 
 
 def _locale(request: Request) -> str:

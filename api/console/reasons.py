@@ -19,8 +19,9 @@ from security.users import COMMAND_LINE
 Explain = Callable[[Mapping[str, Any] | None, str], str]
 
 
-def explainer(fmt: Formats) -> Explain:
-    """`explain(stored, text)` for templates: the stored reason as `fmt`'s reader reads it."""
+def explainer(fmt: Formats, area: Callable[[str], str] = str) -> Explain:
+    """`explain(stored, text)` for templates: the stored reason as `fmt`'s reader reads it,
+    each area of the grid by `area` (its name; the reasons keep its id)."""
     gettext = translations(fmt.locale).gettext
     writer = LocaleWriter(
         template=lambda _id, english: gettext(english),
@@ -28,6 +29,7 @@ def explainer(fmt: Formats) -> Explain:
         alert_type=lambda code: gettext(labels.ALERT_TYPES[code]),
         locale=fmt.locale,
         stream=lambda code: gettext(labels.STREAMS[code]),
+        area=area,
     )
     return lambda stored, text: written(stored, text, writer)
 
