@@ -30,6 +30,12 @@ class ApiProcess(BinwatchChild):
         command = ["api", "--port", str(self.port), "--workers", str(workers)]
         super().__init__(settings, command, log_path, {}, cwd=code)
 
+    def new_ports(self) -> bool:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv[self.argv.index("--port") + 1] = str(self.port)
+        return True
+
     def ready(self) -> bool:
         """It answers /health (503 too: InfluxDB may have no database yet)."""
         self.alive()

@@ -25,6 +25,9 @@ from tests.helpers import wait_for
 START_TIMEOUT_S = 180.0
 # Each look makes an HTTP client: looking often would only take CPU from the processes starting.
 START_POLL_S = 0.5
+# Launches of a process whose port was taken between choosing it and binding it (`start`).
+PORT_TRIES = 3
+PORT_TAKEN = "address already in use"  # binwatch's and uvicorn's words, in lower case
 
 
 class BinwatchChild:
@@ -70,9 +73,27 @@ class BinwatchChild:
             raise
 
     def start(self) -> None:
-        """Launch, then wait until `ready()`."""
-        self.launch()
+        """Launch, then wait until it is up; launched again on fresh ports when a port chosen
+        free was taken before the process bound it (an outgoing connection of any process on
+        the machine takes its local port from the same range as `free_port`)."""
+        for tries_left in reversed(range(PORT_TRIES)):
+            began = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.launch()
+            try:
+                self.wait_up()
+                return
+            except AssertionError:
+                log = self.log_path.read_bytes()[began:].decode(errors="replace")
+                taken = PORT_TAKEN in log.lower()
+                if not (tries_left and taken and self.new_ports()):
+                    raise
+
+    def wait_up(self) -> None:
         self.wait_until(self.ready, f"binwatch {self.argv[0]} to be ready")
+
+    def new_ports(self) -> bool:
+        """Choose fresh ports for a launch again; False when the process has none to change."""
+        return False
 
     def ready(self) -> bool:
         raise NotImplementedError
@@ -115,9 +136,13 @@ class IngestProcess(BinwatchChild):
             {"BINWATCH_INGEST_METRICS_PORT": str(self.metrics_port)},
         )
 
-    def start(self) -> None:
-        self.launch()
+    def wait_up(self) -> None:
         self.wait_subscribed()
+
+    def new_ports(self) -> bool:
+        self.metrics_port = _free_ports(self.workers)
+        self.env["BINWATCH_INGEST_METRICS_PORT"] = str(self.metrics_port)
+        return True
 
     def wait_subscribed(self) -> None:
         """Until every worker says it is subscribed. Spawned workers import binwatch each: on a
@@ -162,6 +187,7 @@ class ServiceProcess(BinwatchChild):
     free port, so a test runs the services as a deployment does: separate processes."""
 
     def __init__(self, settings: Settings, command: str, log_path: Path) -> None:
+        self.command = command
         self.metrics_port = free_port()
         super().__init__(
             settings,
@@ -169,6 +195,11 @@ class ServiceProcess(BinwatchChild):
             log_path,
             {f"BINWATCH_{command.upper()}_METRICS_PORT": str(self.metrics_port)},
         )
+
+    def new_ports(self) -> bool:
+        self.metrics_port = free_port()
+        self.env[f"BINWATCH_{self.command.upper()}_METRICS_PORT"] = str(self.metrics_port)
+        return True
 
     def ready(self) -> bool:
         """Its /metrics answers."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -191,3 +192,22 @@ def test_two_workers_one_killed_lose_nothing(
         wait_for_exactly(settings, published, timeout=120)
     finally:
         workers.stop()
+
+
+def test_a_process_whose_port_was_taken_is_launched_again_on_fresh_ports(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """The tests' harness: a port chosen free can be taken before the child binds it (an
+    outgoing connection's local port comes from the same range), which failed a fresh clone's
+    run once (two ingest workers, 2026-12-03). The child says so and is launched again."""
+    ingest = IngestProcess(settings, tmp_path / "ingest.log")
+    taken = ingest.metrics_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with ingest:
+            assert ingest.metrics_port != taken
+            assert ingest.metric("binwatch_ingest_subscribed") == 1
+    assert f"cannot serve /metrics on 127.0.0.1:{taken} (Address already in use)" in (
+        (tmp_path / "ingest.log").read_text()
+    )
