@@ -149,7 +149,8 @@ def _area_namer(request: Request) -> Callable[[str], str]:
         if names is None:
             try:
                 with request.app.state.sessions() as session:
-                    names = dict(session.execute(select(Area.id, Area.name)).tuples().all())
+                    areas = session.execute(select(Area.id, Area.name)).all()
+                names = {area.id: area.name for area in areas}
             except SQLAlchemyError:
                 names = {}
         return names.get(area_id, area_id)
