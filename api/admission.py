@@ -127,7 +127,8 @@ class Admission:
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """503 with Retry-After, before the app and its exception handlers: a person on the
         console reads a page that says to try again, not the API's JSON."""
-        busy = JSONResponse({"detail": BUSY.format(retry=1)}, 503, headers={"Retry-After": "1"})
+        refused = Busy()
+        busy = JSONResponse({"detail": refused.detail}, refused.status_code, refused.headers)
         response = busy if self.page is None else await self.page(Request(scope, receive), busy)
         await response(scope, receive, send)
 

@@ -188,13 +188,10 @@ async def text_refused(request: Request, exc: Exception) -> Response:
 
 # What a person reads when the API's own handlers answer a console address (api/main.py): an
 # address nothing serves, one whose figures or dates do not parse, a store that does not answer.
+NO_SUCH_PAGE = N_("There is no such page. Check the address, or start again from your own page.")
 PROBLEMS_BY_STATUS: dict[int, str] = {
-    status.HTTP_404_NOT_FOUND: N_(
-        "There is no such page. Check the address, or start again from your own page."
-    ),
-    status.HTTP_405_METHOD_NOT_ALLOWED: N_(
-        "There is no such page. Check the address, or start again from your own page."
-    ),
+    status.HTTP_404_NOT_FOUND: NO_SUCH_PAGE,
+    status.HTTP_405_METHOD_NOT_ALLOWED: NO_SUCH_PAGE,
     status.HTTP_422_UNPROCESSABLE_CONTENT: N_(
         "This address has a value the console cannot read (a number, a date or a month)."
         " Go back and choose it with the page's own links and forms."
