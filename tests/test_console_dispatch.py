@@ -407,6 +407,8 @@ def test_a_day_without_routes_says_why_and_what_comes_next(world: World) -> None
     assert "No routes are planned for this day yet." in page
     assert f"binwatch plans it by itself at {en.time(at(unplanned, 6))}." in page
     assert "To plan it now, use the button." in page
+    # not "every job of this plan is in a route" of a plan there is not
+    assert "Every job of this plan is in a route." not in page
     page = _seen_at(at_six, at(unplanned, 1, 30), OTHER_DISPATCHER, path)
     assert f"系统将于 {zh.time(at(unplanned, 6))} 自动规划这一天" in page
     page = _seen_at(at_six, at(unplanned, 9), ADMIN, path)
