@@ -24,10 +24,11 @@ from api.main import create_app
 from api.routes.collections import current_time
 from collection import plans
 from collection.models import CollectionRequest
-from collection.planning import Plan
+from collection.planning import Job, Place, Plan, Unassigned
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from devices.contract import Stream
 from devices.models import Bin, Operator, Site, Vehicle
 from security.keys import BOOTSTRAP_KEY_ID, ApiRole, Principal, create_key
 from security.users import UserRole, create_user
@@ -396,6 +397,18 @@ def test_a_day_without_routes_says_why_and_what_comes_next(world: World) -> None
                 session, OTHER, day, Plan((), ()), now=made, actor="test", note="nothing"
             )
         next_start = plans.shifts_of(session, OTHER, ended + timedelta(days=1), zone)[0]
+        # a plan whose one job fits no route
+        site = session.get_one(Site, session.get_one(Bin, _bin(session, OTHER, "residual")).site_id)
+        job = Job(
+            id="request-0", bin_id=_bin(session, OTHER, "residual"), site_id=site.id,
+            stream=Stream.residual, place=Place(site.latitude, site.longitude), load_l=240,
+            service=timedelta(minutes=2),
+        )  # fmt: skip
+        full = world.day + timedelta(days=6)
+        plans.save_plan(
+            session, OTHER, full, Plan((), (Unassigned(job, "no room"),)), now=at(full, 1, 30),
+            actor="test", note="full",
+        )  # fmt: skip
     engine.dispose()
     vehicle_end = at(ended, *map(int, shift[1].split(":")))
     vehicle_next = at(ended + timedelta(days=1), *map(int, shift[0].split(":")))
@@ -436,6 +449,12 @@ def test_a_day_without_routes_says_why_and_what_comes_next(world: World) -> None
     assert "今天没有为您的车辆安排清运点。" in crew
     assert f"今天的计划（{zh.time(at(quiet, 1, 30))} 制定）中没有您车辆的清运点" in crew
     assert "调度员重新规划后，您的清运点会自动显示在这里。" in crew
+
+    # A plan whose jobs fit no route.
+    page = _seen_at(at_six, at(full, 1, 40), ADMIN, path)
+    assert "none of its jobs fits a route (why is under “Not in any route”)" in page
+    page = _seen_at(at_six, at(full, 1, 40), OTHER_DISPATCHER, path)
+    assert "没有任何任务能排入路线（原因见“未排入任何路线”）" in page
 
     # A plan made after the day's shifts had ended, read after they ended.
     page = _seen_at(at_six, shift_end + timedelta(hours=2), ADMIN, path)
