@@ -64,6 +64,12 @@ CREW_KEY_NAME = "demo crew of {vehicle}"
 # crew's screens empty for most of a day's hours; the demo's vehicles work round the clock, so a
 # demo shows routes whenever it runs. A `binwatch fleet import` outside the demo keeps the file's.
 DEMO_SHIFT = ("00:00", "23:59")
+# A fresh demo's bins start anywhere from empty to full, as a city's bins are found at any point
+# of their cycle, so some are over their threshold from the first reading and the first plan has
+# stops whatever the hour. `binwatch simulate`'s default (70 %) leaves every bin under its
+# threshold, and a first run at night then had nothing to plan: two hours of the night's trickle
+# fill no bin past it. A restart resumes each bin's stored fill.
+DEMO_FIRST_FILL_MAX_PCT = 100.0
 # Under the data folder, next to the broker's password file: see `keep_injector_url`.
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 # Under the data folder: held locked by the demo that uses the folder (`_hold_the_data_dir`).
@@ -141,6 +147,7 @@ def demo(
             # stops as a crew's phone does.
             crew_tokens = json.dumps(_crew_keys(env["BINWATCH_DATABASE_URL"]))
             simulate = ["simulate", "--crews", "--resume", "--listen-for-faults"]
+            simulate += ["--first-fill-max", str(DEMO_FIRST_FILL_MAX_PCT)]
             simulate += ["--speed", str(speed)]
             simulate += ["--interval", str(interval)]
             children = {

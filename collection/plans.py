@@ -257,18 +257,100 @@ def forecast_jobs(
     )
 
 
-def next_shift(
+def shifts_of(
     session: Session, operator_id: str, day: date, zone: ZoneInfo
 ) -> tuple[datetime, datetime]:
-    """When the operator's first shift starts and its last shift ends on the day after `day`
-    (shifts repeat daily); ValueError when it has no vehicles."""
+    """When the operator's first shift starts and its last shift ends on `day` (shifts repeat
+    daily); ValueError when it has no vehicles."""
     shifts = session.execute(
         select(Vehicle.shift_start, Vehicle.shift_end).where(Vehicle.operator_id == operator_id)
     ).all()
-    tomorrow = day + timedelta(days=1)
     return (
-        _at(tomorrow, min((s for s, _e in shifts), key=minutes_of), zone),
-        _at(tomorrow, max((e for _s, e in shifts), key=minutes_of), zone),
+        _at(day, min((s for s, _e in shifts), key=minutes_of), zone),
+        _at(day, max((e for _s, e in shifts), key=minutes_of), zone),
+    )
+
+
+def next_shift(
+    session: Session, operator_id: str, day: date, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """The operator's shifts of the day after `day` (`shifts_of`)."""
+    return shifts_of(session, operator_id, day + timedelta(days=1), zone)
+
+
+def automatic_plan_at(settings: Settings, day: date) -> datetime | None:
+    """When the collector plans `day` by itself, if the day has no plan by then
+    (`BINWATCH_ROUTE_PLAN_HOUR`, `CollectorService.plan_routes`); None: days are planned only
+    on request. A day with a plan (a dispatcher's, or the demo's) is not planned over."""
+    hour = settings.route.plan_hour
+    if hour is None:
+        return None
+    return datetime.combine(day, time(hour), tzinfo=ZoneInfo(settings.timezone))
+
+
+@dataclass(frozen=True, slots=True)
+class NoRoutes:
+    """Why a day shows no route (the operator's, or one vehicle's) and what comes next, for the
+    screens that would otherwise be blank: the dispatcher's and the crew's.
+
+    `why`: `past` (a day gone by that was never planned), `not_planned` (today or ahead, no
+    plan yet), `shifts_over` (the plan was made after the day's shifts, the vehicle's, had
+    ended: no time was left to drive), `left_out` (jobs there were, but no route could take one:
+    the plan's unassigned say why), `nothing_due` (no request waited for a crew and no bin was
+    due when the plan was made)."""
+
+    why: str
+    planned_at: datetime | None  # when the plan in force was made
+    shifts_end: datetime | None  # when the day's last shift (the vehicle's) ends
+    over: bool  # that end has passed
+    next_shift: datetime | None  # when the next day's first shift (the vehicle's) starts
+    automatic_at: datetime | None  # when binwatch plans this day by itself (None: it will not)
+    next_automatic_at: datetime | None  # when it plans the next day by itself
+
+
+def no_routes(
+    session: Session,
+    operator_id: str,
+    day: date,
+    plan: RoutePlan | None,
+    *,
+    settings: Settings,
+    now: datetime,
+    vehicle: Vehicle | None = None,
+) -> NoRoutes:
+    """Why `day` has no route for the operator (or for `vehicle`, a crew's), given the plan in
+    force (`latest_plan`), and when the next plan or shift comes."""
+    zone = ZoneInfo(settings.timezone)
+    today = now.astimezone(zone).date()
+    after = day + timedelta(days=1) if day < date.max else None  # 9999-12-31 has no next day
+    shifts: tuple[datetime, datetime] | None
+    following: tuple[datetime, datetime] | None = None
+    if vehicle is not None:
+        shifts = _at(day, vehicle.shift_start, zone), _at(day, vehicle.shift_end, zone)
+        if after is not None:
+            following = _at(after, vehicle.shift_start, zone), _at(after, vehicle.shift_end, zone)
+    else:
+        try:
+            shifts = shifts_of(session, operator_id, day, zone)
+            following = shifts_of(session, operator_id, after, zone) if after else None
+        except ValueError:  # no vehicles (any more): no shift to name
+            shifts = None
+    if plan is None:
+        why = "past" if day < today else "not_planned"
+    elif shifts is not None and plan.created_at >= shifts[1]:
+        why = "shifts_over"
+    elif vehicle is None and plan.unassigned:
+        why = "left_out"
+    else:
+        why = "nothing_due"
+    return NoRoutes(
+        why=why,
+        planned_at=plan.created_at if plan is not None else None,
+        shifts_end=shifts[1] if shifts else None,
+        over=shifts is not None and now >= shifts[1],
+        next_shift=following[0] if following else None,
+        automatic_at=automatic_plan_at(settings, day) if why == "not_planned" else None,
+        next_automatic_at=automatic_plan_at(settings, after) if after else None,
     )
 
 

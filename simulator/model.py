@@ -26,6 +26,11 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 _MINUTES_PER_DAY = 1440
 
+# A bin starts at a fill drawn between 0 and this (%), unless it resumes from stored data: under
+# the fleet file's default thresholds (70 % and up), so a run's first readings raise no
+# requests. The demo's fresh start draws up to 100 % (`simulate --first-fill-max`).
+FIRST_FILL_MAX_PCT = 70.0
+
 # Deposits per hour into one typical bin when its stream's rhythm is at 1.0, and the share of the
 # bin one deposit fills: kitchen bins fill within a day or two, hazardous ones take weeks.
 _PEAK_DEPOSITS_PER_HOUR = {
@@ -241,11 +246,15 @@ class FleetModel:
         interval_s: float,
         timezone: str = DEFAULT_TIMEZONE,
         resume: Mapping[str, Resumed] | None = None,
+        first_fill_max: float = FIRST_FILL_MAX_PCT,
     ) -> None:
         """`resume`: bins that continue from their last stored reading (its seq, fill and
-        battery), each silent until an interval after it."""
+        battery), each silent until an interval after it. `first_fill_max`: the other bins
+        start at a fill drawn between 0 and this (%)."""
         if start.tzinfo is None:
             raise ValueError("start must be an aware datetime")
+        if not 0.0 <= first_fill_max <= 100.0:
+            raise ValueError("first_fill_max must be a fill level, 0 to 100")
         interval_ms = round(interval_s * 1000)
         if interval_ms < 1:
             raise ValueError("interval_s must be at least 0.001: readings carry epoch milliseconds")
@@ -284,7 +293,9 @@ class FleetModel:
                 )
             )
             state = BinState(
-                seq=0, fill_pct=rng.uniform(0.0, 70.0), battery_pct=rng.uniform(55.0, 100.0)
+                seq=0,
+                fill_pct=rng.uniform(0.0, first_fill_max),
+                battery_pct=rng.uniform(55.0, 100.0),
             )
             end = (resume or {}).get(tags.bin)
             if end is not None:

@@ -31,7 +31,7 @@ from core.settings import Settings
 from devices.contract import Event, Reading, Status, TopicKind, Topics
 from devices.registry import BinTags
 from simulator.faults import ANNOUNCED_BY_SENDER, Fault, Injector
-from simulator.model import FleetModel, Resumed, resume_start
+from simulator.model import FIRST_FILL_MAX_PCT, FleetModel, Resumed, resume_start
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,7 @@ def run_simulation(
     injector: Injector | None = None,
     resume: Mapping[str, Resumed] | None = None,
     listen_for_faults: bool = False,
+    first_fill_max: float = FIRST_FILL_MAX_PCT,
 ) -> SimulationResult:
     """Publish the fleet's readings until `rounds` are done, `duration_s` (real seconds) has
     passed or `stop` is set; statuses go `online: true` first and `online: false` at the end.
@@ -262,6 +263,7 @@ def run_simulation(
     stored reading, simulator.resume) continues every bin from there: no period is written
     twice, and without `start` the run begins where the stored data ends. `listen_for_faults`
     takes faults from the faults topic while running (`binwatch demo --inject`).
+    `first_fill_max`: the bins that do not resume start at a fill drawn from 0 to it (%).
     """
     if rounds is None and duration_s is None and stop is None:
         raise ValueError("give rounds, duration_s or a stop event: the run must be able to end")
@@ -288,6 +290,7 @@ def run_simulation(
         interval_s=interval_s,
         timezone=settings.timezone,
         resume=resume,
+        first_fill_max=first_fill_max,
     )
     topics = Topics(settings.topic_prefix)
     telemetry = {bin_id: topics.bin(bin_id, TopicKind.telemetry) for bin_id in model.bin_ids}

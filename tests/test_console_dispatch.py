@@ -6,6 +6,7 @@ missing one; the admin picks any; the re-plan button stores a new plan through t
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -18,12 +19,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.console.i18n import Formats
 from api.main import create_app
+from api.routes.collections import current_time
 from collection import plans
 from collection.models import CollectionRequest
+from collection.planning import Job, Place, Plan, Unassigned
 from core.influx import InfluxClient
 from core.settings import Settings
 from core.sql import make_engine
+from devices.contract import Stream
 from devices.models import Bin, Operator, Site, Vehicle
 from security.keys import BOOTSTRAP_KEY_ID, ApiRole, Principal, create_key
 from security.users import UserRole, create_user
@@ -344,3 +349,125 @@ def test_who_made_a_plan_is_said_in_words_never_the_audit_trails_codes(world: Wo
     status, page = world.page(DISPATCHER, path)
     assert f"由 {ADMIN}（市级管理员） 制定" in page, page
     assert "admin user" not in page
+
+
+def _seen_at(settings: Settings, moment: datetime, username: str, path: str) -> str:
+    """The page as `username` reads it with the API's clock at `moment` (its text, unescaped)."""
+    app = create_app(settings)
+    app.dependency_overrides[current_time] = lambda: moment.astimezone(UTC)
+    with TestClient(app, follow_redirects=False) as client:
+        assert _login(client, username, PASSWORD).status_code == 303
+        answer = client.get(path)
+    assert answer.status_code == 200, answer.text[:300]
+    return html.unescape(re.sub(r"[ \t\r\n]+", " ", answer.text))  # keeps Babel's U+202F
+
+
+def test_a_day_without_routes_says_why_and_what_comes_next(world: World) -> None:
+    """The dispatcher's and the crew's screens of a day with no route: a first `make demo` at
+    night planned nothing (no bin due) and both screens were blank but for "no vehicle has a
+    route in this plan" and "no stop is planned for your vehicle today", which said neither why
+    nor what to do. Now they say: not planned yet and when binwatch plans it by itself (or that
+    days are planned only on request), nothing was due when the plan was made, the shifts had
+    ended; and the next plan, the next shift, the re-plan button. In English and Chinese."""
+    zone = ZoneInfo(world.settings.timezone)
+
+    def at(day: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(day, time(hour, minute), tzinfo=zone)
+
+    en, zh = Formats("en", zone), Formats("zh_CN", zone)
+    at_six = world.settings.model_copy(
+        update={"route": world.settings.route.model_copy(update={"plan_hour": 6})}
+    )
+    quiet, ended = world.day + timedelta(days=2), world.day + timedelta(days=3)
+    engine = make_engine(world.settings.database_url)
+    with Session(engine) as session:
+        vehicle = session.scalars(
+            select(Vehicle).where(Vehicle.operator_id == OTHER).order_by(Vehicle.id)
+        ).first()
+        assert vehicle is not None
+        shift = vehicle.shift_start, vehicle.shift_end
+        create_user(
+            session, username="jiejing.crew", display_name="王师傅", password=PASSWORD,
+            role=UserRole.crew, now=datetime.now(UTC), vehicle_id=vehicle.id,
+        )  # fmt: skip
+        shift_end = plans.shifts_of(session, OTHER, ended, zone)[1]
+        # what the demo's night plan was: nothing waiting, nothing due, planned at 01:30
+        for day, made in ((quiet, at(quiet, 1, 30)), (ended, shift_end + timedelta(hours=1))):
+            plans.save_plan(
+                session, OTHER, day, Plan((), ()), now=made, actor="test", note="nothing"
+            )
+        next_start = plans.shifts_of(session, OTHER, ended + timedelta(days=1), zone)[0]
+        # a plan whose one job fits no route
+        site = session.get_one(Site, session.get_one(Bin, _bin(session, OTHER, "residual")).site_id)
+        job = Job(
+            id="request-0", bin_id=_bin(session, OTHER, "residual"), site_id=site.id,
+            stream=Stream.residual, place=Place(site.latitude, site.longitude), load_l=240,
+            service=timedelta(minutes=2),
+        )  # fmt: skip
+        full = world.day + timedelta(days=6)
+        plans.save_plan(
+            session, OTHER, full, Plan((), (Unassigned(job, "no room"),)), now=at(full, 1, 30),
+            actor="test", note="full",
+        )  # fmt: skip
+    engine.dispose()
+    vehicle_end = at(ended, *map(int, shift[1].split(":")))
+    vehicle_next = at(ended + timedelta(days=1), *map(int, shift[0].split(":")))
+    path = f"/console/dispatch/{OTHER}"
+
+    # No plan yet, at 01:30, the collector planning at 06:00, or only on request.
+    unplanned = quiet + timedelta(days=2)
+    page = _seen_at(at_six, at(unplanned, 1, 30), ADMIN, path)
+    assert "No routes are planned for this day yet." in page
+    assert f"binwatch plans it by itself at {en.time(at(unplanned, 6))}." in page
+    assert "To plan it now, use the button." in page
+    # not "every job of this plan is in a route" of a plan there is not
+    assert "Every job of this plan is in a route." not in page
+    page = _seen_at(at_six, at(unplanned, 1, 30), OTHER_DISPATCHER, path)
+    assert f"系统将于 {zh.time(at(unplanned, 6))} 自动规划这一天" in page
+    page = _seen_at(at_six, at(unplanned, 9), ADMIN, path)
+    assert "should have planned it by itself at" in page
+    assert "check that the collector is running" in page
+    page = _seen_at(world.settings, at(unplanned, 1, 30), ADMIN, path)
+    assert "Days are planned here only on request: plan it with the button." in page
+    crew = _seen_at(at_six, at(unplanned, 1, 30), "jiejing.crew", "/console/crew")
+    assert f"今天还没有规划：系统将于 {zh.time(at(unplanned, 6))} 自动规划" in crew
+
+    # A plan made at 01:30 with nothing due.
+    page = _seen_at(at_six, at(quiet, 1, 40), ADMIN, path)
+    assert f"nothing was due when it was made ({en.time(at(quiet, 1, 30))})" in page
+    assert "No request was waiting for a crew and no bin was forecast over its threshold" in page
+    assert "insert one into a route, or plan the day again with the button" in page
+    next_day = en.time(at(quiet + timedelta(days=1), 6))
+    assert (
+        f"binwatch does not plan this day again by itself; it plans the next day at {next_day}"
+        in page
+    )
+    page = _seen_at(at_six, at(quiet, 1, 40), OTHER_DISPATCHER, path)
+    assert f"制定时（{zh.time(at(quiet, 1, 30))}）没有需要清运的" in page
+    assert "重新规划当天路线" in page  # the button
+    crew = _seen_at(at_six, at(quiet, 1, 40), "jiejing.crew", "/console/crew")
+    assert "今天没有为您的车辆安排清运点。" in crew
+    assert f"今天的计划（{zh.time(at(quiet, 1, 30))} 制定）中没有您车辆的清运点" in crew
+    assert "调度员重新规划后，您的清运点会自动显示在这里。" in crew
+
+    # A plan whose jobs fit no route.
+    page = _seen_at(at_six, at(full, 1, 40), ADMIN, path)
+    assert "none of its jobs fits a route (why is under “Not in any route”)" in page
+    page = _seen_at(at_six, at(full, 1, 40), OTHER_DISPATCHER, path)
+    assert "没有任何任务能排入路线（原因见“未排入任何路线”）" in page
+
+    # A plan made after the day's shifts had ended, read after they ended.
+    page = _seen_at(at_six, shift_end + timedelta(hours=2), ADMIN, path)
+    assert f"after the day's shifts had ended ({en.time(shift_end)})" in page
+    assert (
+        f"This day's shifts ended at {en.time(shift_end)}; the next shift starts "
+        f"{en.time(next_start)}." in page
+    )
+    assert (
+        f"binwatch plans that day by itself at {en.time(at(ended + timedelta(days=1), 6))}" in page
+    )
+    crew = _seen_at(at_six, shift_end + timedelta(hours=2), "jiejing.crew", "/console/crew/stops")
+    assert (
+        f"您今天的班次已于 {zh.time(vehicle_end)} 结束，下一班次 {zh.time(vehicle_next)} 开始。"
+        in crew
+    )

@@ -177,3 +177,57 @@ def test_an_empty_plan_is_said_as_nothing_to_collect() -> None:
     assert said.startswith("planned op-lvyuan's day (version 2): nothing to collect yet")
     some = {"version": 3, "vehicles": [{"jobs": 4}, {"jobs": 2}], "unassigned": [{"id": 9}]}
     assert plan_summary("op-lvyuan", some).endswith(": 6 stops on 2 vehicle(s), 1 left out")
+
+
+def test_a_first_demo_plans_routes_for_the_screens_whatever_the_hour(tmp_path: Path) -> None:
+    """A first `make demo` in Shanghai's night planned nothing: its bins started 0-70 % full,
+    two hours of the night's trickle filled none past its threshold, so each operator's plan of
+    the day was empty and the dispatcher's and the crew's screens showed no route. The demo's
+    fresh bins now start anywhere from empty to full (`DEMO_FIRST_FILL_MAX_PCT`): some are due
+    from the first reading, and the first plan has stops at any hour (requests the simulated
+    crews do not reach before the plan, and the bins along at their stops). Run at 10x the
+    demo's speed, so its two hours replay in 12 s."""
+    log = tmp_path / "demo.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
+    with log.open("wb") as output:
+        demo = subprocess.Popen(
+            [*command, "--speed", "600"], stdout=output, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(
+            lambda: (
+                len(re.findall(r"^planned op-", log.read_text(errors="replace"), re.M)) == 2
+                or demo.poll() is not None
+            ),
+            timeout=300,
+            what="the demo to plan both operators' days",
+        )
+        said = log.read_text(errors="replace")
+        assert demo.poll() is None, said
+        planned = re.findall(
+            r"^planned (op-\S+)'s day \(version \d+\): (?:(\d+) stops)?", said, re.M
+        )
+        stops = {operator: int(n or 0) for operator, n in planned}
+        assert sum(stops.values()) > 0, said
+        api = re.search(r"console: (http://127\.0\.0\.1:\d+)/console", said)
+        login = re.search(r"^\s+dispatcher\s.*?(demo\.dispatcher) / (\S+)$", said, re.M)
+        assert api and login, said
+        with httpx.Client(base_url=api.group(1), timeout=60, follow_redirects=True) as client:
+            form = client.get("/console/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf
+            client.post(
+                "/console/login",
+                data={
+                    "username": login.group(1),
+                    "password": login.group(2),
+                    "csrf": csrf.group(1),
+                },
+            )
+            page = client.get("/console/dispatch").text  # the compound's operator's, op-lvyuan
+        # its routes, or (when the crews reached every request of its first) why there are none
+        assert ('class="bins stops"' in page) == (stops["op-lvyuan"] > 0), page
+    finally:
+        demo.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
+        demo.wait(60)

@@ -213,3 +213,24 @@ def test_a_resumed_fleet_starts_after_the_earliest_stored_end_and_skips_what_is_
     ]
     first_a = rounds[0].readings[0][1]
     assert first_a.fill_pct >= 42.0  # fill continues from the stored level, never drops
+
+
+def test_first_fills_stay_under_every_threshold_unless_asked_to_spread_to_full() -> None:
+    """By default a bin starts 0-70 % full, under every default threshold (70-85 %); the demo's
+    fresh start asks for 0-100 %, so some bins are over their threshold from the first reading
+    whatever the hour (a first `make demo` at night had nothing to plan). The spread changes
+    nothing else a bin draws: the same seed gives the same deposits."""
+    fleet = [
+        tags(f"bin-{n}-{stream}", stream=stream, site=f"site-{n}")
+        for n in range(40)
+        for stream in ("kitchen", "recyclable", "residual", "hazardous")
+    ]
+    at_night = datetime(2026, 12, 4, 1, 30, tzinfo=SHANGHAI)
+    default = run(FleetModel(fleet, seed=1, start=at_night, interval_s=60), 1)[0]
+    spread = run(FleetModel(fleet, seed=1, start=at_night, interval_s=60, first_fill_max=100), 1)[0]
+    assert max(r.fill_pct for _b, r in default.readings) < 70.0
+    over = [b for b, r in spread.readings if r.fill_pct >= 85.0]
+    assert len(over) >= 10, over  # about 15 % of 160 bins
+    assert [r.deposits for _b, r in default.readings] == [r.deposits for _b, r in spread.readings]
+    with pytest.raises(ValueError, match="first_fill_max"):
+        FleetModel(fleet, seed=1, start=at_night, interval_s=60, first_fill_max=101)

@@ -11,7 +11,7 @@ the session's CSRF token, as every console form does. Without JavaScript the for
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 from uuid import uuid4
 
@@ -23,9 +23,9 @@ from api.console.auth import PREFIX, CallerDep, PageError, PostCallerDep, consol
 from api.console.i18n import N_, translations
 from api.console.pages import render
 from api.deps import PhotosDep, SessionDep, SettingsDep, release
-from api.routes.collections import current_time
+from api.routes.collections import Now, current_time
 from api.routes.routes import local_day
-from collection import crew
+from collection import crew, plans
 from collection.models import TAP_REASONS
 from collection.photo_store import PhotoStore
 from collection.proof import PhotoRejected, keep_photo
@@ -75,20 +75,43 @@ PHOTO_PATHS = f"{PREFIX}/crew/stops/"
 
 
 def _screen(
-    template: str, request: Request, session: SessionDep, settings: Settings, caller: CallerDep
+    template: str,
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    caller: CallerDep,
+    now: datetime,
 ) -> Response:
     """The page, or its list alone: the day's stops of the crew's vehicle with their taps."""
     try:
         vehicle = crew.vehicle(session, caller.user.vehicle_id)
     except NotFound:
         raise PageError(status.HTTP_404_NOT_FOUND, NO_VEHICLE) from None
+    day = local_day(settings, now)
+    stops = crew.day_stops(session, vehicle, day)
+    # No stop today says why and what comes next, never a blank list.
+    empty = (
+        None
+        if stops
+        else plans.no_routes(
+            session,
+            vehicle.operator_id,
+            day,
+            plans.latest_plan(session, vehicle.operator_id, day),
+            settings=settings,
+            now=now,
+            vehicle=vehicle,
+        )
+    )
     return render(
         request,
         template,
         locale=caller.user.locale,
         me=caller,
         vehicle=vehicle,
-        stops=crew.day_stops(session, vehicle, local_day(settings, datetime.now(UTC))),
+        stops=stops,
+        empty=empty,
+        now=now,
         reasons=REASONS,
         outcomes=OUTCOMES,
         new_tap_id=lambda: str(uuid4()),  # without JavaScript; crew.js makes its own
@@ -98,18 +121,18 @@ def _screen(
 
 @router.get("", dependencies=[CREW])
 def crew_page(
-    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep
+    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep, now: Now
 ) -> Response:
     """The day's stops of the crew's vehicle, with the taps."""
-    return _screen("crew.html", request, session, settings, caller)
+    return _screen("crew.html", request, session, settings, caller, now)
 
 
 @router.get("/stops", dependencies=[CREW])
 def crew_stops(
-    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep
+    request: Request, session: SessionDep, settings: SettingsDep, caller: CallerDep, now: Now
 ) -> Response:
     """The list alone, which crew.js fetches again after a tap and every while online."""
-    return _screen("_crew_stops.html", request, session, settings, caller)
+    return _screen("_crew_stops.html", request, session, settings, caller, now)
 
 
 @router.post("/stops/{stop_id}/tap", dependencies=[CREW])

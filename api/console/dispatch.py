@@ -218,6 +218,12 @@ class DispatchView:
             if s.request_id is not None
         }
         is_admin = self.caller.user.role == ApiRole.admin
+        # A day without routes says why and what comes next, never a blank screen.
+        empty = (
+            None
+            if routes is not None and routes.vehicles
+            else plans.no_routes(session, operator_id, day, plan, settings=self.settings, now=now)
+        )
         return render(
             self.request,
             "dispatch.html",
@@ -229,6 +235,8 @@ class DispatchView:
             today=local_day(self.settings, now),
             plan=plan,
             routes=routes,
+            empty=empty,
+            now=now,
             left=left,
             next_shift=_next_shift(session, operator_id, day, zone) if plan else None,
             overdue=late,

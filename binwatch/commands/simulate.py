@@ -21,7 +21,7 @@ from core.sql import database_engine, is_transient_failure
 from devices.registry import BinTags, bin_tags
 from simulator.crews import Crews
 from simulator.faults import Fault, Injector
-from simulator.model import Resumed
+from simulator.model import FIRST_FILL_MAX_PCT, Resumed
 from simulator.publisher import UNBOUNDED_BACKFILL, run_simulation
 from simulator.resume import stored_ends
 
@@ -93,6 +93,15 @@ def simulate(
             "KIND one of fire, tilt, silence, battery; repeatable"
         ),
     ] = None,
+    first_fill_max: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=100,
+            help="each bin starts at a fill from 0 to this (%), unless it resumes from stored "
+            "data (the default is under every default threshold; the demo's is 100)",
+        ),
+    ] = FIRST_FILL_MAX_PCT,
 ) -> None:
     """Publish every registered bin's readings over MQTT until done or Ctrl-C."""
     settings = Settings()
@@ -132,6 +141,7 @@ def simulate(
                 injector=injector,
                 resume=ends,
                 listen_for_faults=listen_for_faults,
+                first_fill_max=first_fill_max,
             )
         except BinwatchError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)
