@@ -29,7 +29,7 @@ from collection import store
 from collection.lifecycle import OPEN, Actor, Role, Status, TransitionRefused
 from collection.models import TAP_REASONS, CollectionRequest, CrewTap, RoutePlan, RouteStop
 from collection.plans import latest_plan
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotAllowed, NotFound
 from core.reasons import Reason
 from devices.models import Site, Vehicle
 
@@ -278,6 +278,17 @@ def photo_in_time(tap: CrewTap, now: datetime, *, late: timedelta) -> None:
         raise PhotoTooLate(
             f"tap {tap.id} was taken at {at.isoformat(timespec='seconds')}; its photo had to"
             f" follow within {hours:g} h of it, and a photo sent later proves nothing of that visit"
+        )
+
+
+def photo_by_its_taker(tap: CrewTap, actor: str) -> None:
+    """NotAllowed unless `actor` (the caller as the audit trail names it) took the tap: the
+    history shows a photo as the crew's, beside the tap, so an operator's or an admin's key
+    giving a crew's tap a photo would put words in the crew's mouth."""
+    if tap.actor != actor:
+        raise NotAllowed(
+            f"tap {tap.id} was taken by another key: only the key that took a tap may send its"
+            " photo"
         )
 
 

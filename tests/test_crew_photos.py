@@ -29,6 +29,7 @@ from security.keys import ApiRole, create_key
 from security.users import UserRole, create_user
 from tests.conftest import AttachedServer
 from tests.crew_world import CREW, MINE, PASSWORD, SIBLING, CrewWorld, build
+from tests.helpers import ADMIN_HEADERS
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_client
 from tests.test_console_grid import _csrf, _login
 
@@ -256,7 +257,7 @@ def test_an_api_tap_takes_its_photo_once_in_a_put_of_the_image(world: World) -> 
     assert world.put_photo(world.client, stop, "not-a-uuid", JPEG).status_code == 422
 
 
-def test_a_photo_follows_its_tap_within_a_day_never_as_the_proof_of_an_older_visit(
+def test_a_photo_comes_from_its_taps_key_within_a_day_never_as_an_older_visits_proof(
     world: World,
 ) -> None:
     """A tap of an earlier day left without a photo took one days later, and the request's
@@ -283,6 +284,23 @@ def test_a_photo_follows_its_tap_within_a_day_never_as_the_proof_of_an_older_vis
         " visit"
     }
     assert world.objects() == before and world.tap_row(old_tap).photo is None  # type: ignore[union-attr]
+    # Only the key that took the tap gives it its photo, shown as the crew's: not the
+    # operator's office, not an admin.
+    with world.session() as session:
+        office = create_key(session, name="lvyuan office", role=ApiRole.operator,
+                            now=datetime.now(UTC), operator_id=OURS)  # fmt: skip
+    for headers in ({"Authorization": f"Bearer {office.token}"}, ADMIN_HEADERS):
+        other = world.client.put(
+            f"/api/v1/operators/{OURS}/routes/{MINE}/stops/{stop}/taps/{recent_tap}/photo",
+            content=JPEG,
+            headers={**headers, "Content-Type": "image/jpeg"},
+        )
+        assert other.status_code == 403, other.text
+        assert other.json() == {
+            "detail": f"tap {recent_tap} was taken by another key: only the key that took a tap"
+            " may send its photo"
+        }
+    assert world.objects() == before and world.tap_row(recent_tap).photo is None  # type: ignore[union-attr]
     # After midnight, within the day: the phone that was offline overnight still sends it.
     in_time = world.put_photo(world.client, stop, recent_tap, JPEG)
     assert in_time.status_code == 200, in_time.text

@@ -258,6 +258,7 @@ def tap_photo(
     )
     release(session)  # a slow store must not hold a registry connection
     if row.photo is None:
+        crew.photo_by_its_taker(row, caller.principal.actor)
         crew.photo_in_time(row, now, late=timedelta(hours=settings.route.photo_late_h))
         try:
             key = keep_photo(
