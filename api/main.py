@@ -41,7 +41,7 @@ from core.errors import (
 )
 from core.influx import InfluxClient
 from core.settings import Settings
-from core.sql import is_transient_failure, make_engine, refuse_nul_text, session_factory
+from core.sql import is_transient_failure, make_engine, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ def create_app(settings: Settings) -> FastAPI:
             connect_timeout=settings.database.connect_timeout_s,
             statement_timeout=settings.database.statement_timeout_s,
         )
-        refuse_nul_text(engine)  # a NUL from outside is a 422, never PostgreSQL's 500
         influx = InfluxClient(settings, query_timeout_s=settings.api.influx_timeout_s)
         app.state.settings = settings
         app.state.influx = influx

@@ -17,7 +17,7 @@ as refused with the reason, and answers so again."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from uuid import UUID
 
@@ -29,7 +29,7 @@ from collection import store
 from collection.lifecycle import OPEN, Actor, Role, Status, TransitionRefused
 from collection.models import TAP_REASONS, CollectionRequest, CrewTap, RoutePlan, RouteStop
 from collection.plans import latest_plan
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotAllowed, NotFound
 from core.reasons import Reason
 from devices.models import Site, Vehicle
 
@@ -261,6 +261,35 @@ def tap_on(session: Session, tap_id: UUID, stop_id: int, crew_vehicle: Vehicle) 
     if tap is None or tap.stop_id != stop_id or tap.vehicle_id != crew_vehicle.id:
         raise NotFound(f"no tap {tap_id} on stop {stop_id} of vehicle {crew_vehicle.id!r}")
     return tap
+
+
+class PhotoTooLate(InvalidRequest):
+    """A photo sent for a tap taken too long before: it would be shown as that visit's evidence,
+    at the tap's time, though it may show the bin on any later day."""
+
+
+def photo_in_time(tap: CrewTap, now: datetime, *, late: timedelta) -> None:
+    """PhotoTooLate unless `now` is within `late` of the tap (BINWATCH_ROUTE_PHOTO_LATE_H): a
+    photo follows its tap from the same phone, after midnight at worst, never days later (a
+    tap of last week left without one took a photo of today's bin as its proof)."""
+    at = tap.at if tap.at.tzinfo is not None else tap.at.replace(tzinfo=UTC)
+    if now - at > late:
+        hours = late.total_seconds() / 3600
+        raise PhotoTooLate(
+            f"tap {tap.id} was taken at {at.isoformat(timespec='seconds')}; its photo had to"
+            f" follow within {hours:g} h of it, and a photo sent later proves nothing of that visit"
+        )
+
+
+def photo_by_its_taker(tap: CrewTap, actor: str) -> None:
+    """NotAllowed unless `actor` (the caller as the audit trail names it) took the tap: the
+    history shows a photo as the crew's, beside the tap, so an operator's or an admin's key
+    giving a crew's tap a photo would put words in the crew's mouth."""
+    if tap.actor != actor:
+        raise NotAllowed(
+            f"tap {tap.id} was taken by another key: only the key that took a tap may send its"
+            " photo"
+        )
 
 
 def attach_photo(session: Session, tap: CrewTap, key: str) -> bool:

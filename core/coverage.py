@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from core.influx import InfluxClient, SinkRejected
-from core.telemetry import ROLLUP_RP
+from core.telemetry import (
+    DAY,
+    ROLLUP_RP,
+    daily_select_into,
+    select_into,
+    site_hour_select_into,
+    standard_offset,
+)
 from core.times import epoch_ms, epoch_ns, from_epoch_ms
 
 COVERAGE_MEASUREMENT: Final = "rollup_coverage"  # in ROLLUP_RP, kept as long as the rollups
@@ -109,6 +116,63 @@ def late_hours(ts_ms: Iterable[int], *, written_ms: int) -> set[int]:
     hour_ms = HOUR // timedelta(milliseconds=1)
     boundary = (written_ms - LATE_GRACE // timedelta(milliseconds=1)) // hour_ms * hour_ms
     return {ts - ts % hour_ms for ts in ts_ms if ts < boundary}
+
+
+def re_read_from(written_ms: int) -> int:
+    """The first hour (epoch ms) that a continuous query will still re-read for a reading
+    written at `written_ms`: the next run, at the end of the hour holding it, re-aggregates
+    the 6 hours before it. An hour before that gets no rollup but a backfill's."""
+    hour = HOUR // timedelta(milliseconds=1)
+    return (written_ms // hour + 1) * hour - _RE_READ_WINDOW // timedelta(milliseconds=1)
+
+
+def late_spans(
+    stamps: Iterable[tuple[str, int]], *, before_ms: int, most: int
+) -> dict[str, tuple[int, int]] | None:
+    """Per bin, the first and the last hour (epoch ms) of its readings in hours that start
+    before `before_ms`, from (bin id, reading time) pairs; None as soon as more than `most`
+    bins have one (a replay of history, which a backfill rolls up: ingest.service)."""
+    hour = HOUR // timedelta(milliseconds=1)
+    spans: dict[str, tuple[int, int]] = {}
+    for bin_id, ts in stamps:
+        start = ts - ts % hour
+        if start >= before_ms:
+            continue
+        known = spans.get(bin_id)
+        if known is None and len(spans) == most:
+            return None
+        spans[bin_id] = (
+            (start, start) if known is None else (min(known[0], start), max(known[1], start))
+        )
+    return spans
+
+
+def reroll_bin(
+    influx: InfluxClient, *, bin_id: str, site_id: str, start_ms: int, end_ms: int, timezone: str
+) -> None:
+    """Roll up again one bin's hours in [start_ms, end_ms) (whole hours), its site's site-hours
+    of those hours and the site-days that hold them: what `binwatch rollups backfill` does for
+    the whole city, for one bin and one site, so it costs that bin's readings, not the city's.
+    Ingest calls it for readings late beyond the continuous queries' window: left marked late,
+    every report over those hours read the whole city's raw readings until someone backfilled
+    (one bin's 30-day buffer turned the city's month report from 1 s into a 10 s time-out)."""
+    offset = standard_offset(timezone)
+    hour = HOUR // timedelta(milliseconds=1)
+    first, last = start_ms // hour * hour, -(-end_ms // hour) * hour
+    day, shift = DAY // timedelta(milliseconds=1), offset // timedelta(milliseconds=1)
+    day_first = (first + shift) // day * day - shift
+    day_last = -(-(last + shift) // day) * day - shift
+    database = influx.database
+    by_bin = "WHERE bin = $bin AND time >= $start AND time < $end "
+    by_site = "WHERE site = $site AND time >= $start AND time < $end "
+    for statement, params, (start, end) in (
+        (select_into(database, by_bin), {"bin": bin_id}, (first, last)),
+        (site_hour_select_into(database, by_site), {"site": site_id}, (first, last)),
+        (daily_select_into(database, timezone, by_site), {"site": site_id}, (day_first, day_last)),
+    ):
+        influx.query(
+            statement, params={**params, "start": start * 1_000_000, "end": end * 1_000_000}
+        )
 
 
 def late_lines(hours_ms: Iterable[int], *, written_ms: int) -> list[str]:

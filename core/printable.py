@@ -18,8 +18,13 @@ _CONTROL: Final = re.compile(f"[{CONTROLS}]")
 
 
 def escape_controls(text: str) -> str:
-    """`text` with each control character written as its escape."""
-    return _CONTROL.sub(lambda found: repr(found[0])[1:-1], text)
+    """`text` with each control character written as its escape, and each lone UTF-16
+    surrogate (`\\ud800`, which JSON's escapes can carry and no UTF-8 text can hold: SQLite
+    and PostgreSQL both refuse to store it) too."""
+    escaped = _CONTROL.sub(lambda found: repr(found[0])[1:-1], text)
+    if escaped.isascii():
+        return escaped
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def control_character(text: str, *, lines: bool = True) -> str | None:

@@ -467,6 +467,12 @@ class RouteSettings(_Group):
     photo_max_kb: int = Field(
         8192, ge=16, le=65536, description="largest proof-of-service photo a crew may send, KiB"
     )
+    photo_late_h: float = Field(
+        24,
+        gt=0,
+        le=168,
+        description="hours after its tap a photo may still follow it (a phone offline overnight)",
+    )
     photo_store: Literal["disk", "s3"] = Field(
         "disk", description="where the crews' photos are kept: disk (PHOTO_DIR) or s3 (PHOTO_S3_*)"
     )

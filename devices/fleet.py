@@ -90,17 +90,34 @@ def _check_topic(value: str) -> str:
     return value
 
 
-def _one_line(value: str) -> str:
-    """A name is shown as a title: an e-mail's Subject, a chat message's heading, a page's."""
-    # Unicode's line and paragraph separators (Zl, Zp) break a line as well as a control does.
-    if control_character(value, lines=False) or "\u2028" in value or "\u2029" in value:
-        raise PydanticCustomError(
-            "name", "a name is one line of text: no line breaks or control characters"
-        )
-    return value
+def _one_line_of(what: str) -> Callable[[str], str]:
+    """The check of a text that is `what` ("a name"): one line, no control character (a NUL
+    among them, which PostgreSQL's text cannot hold)."""
+
+    def check(value: str) -> str:
+        # Unicode's line and paragraph separators (Zl, Zp) break a line as a control does.
+        if control_character(value, lines=False) or "\u2028" in value or "\u2029" in value:
+            raise PydanticCustomError(
+                "one_line",
+                "{what} is one line of text: no line breaks or control characters",
+                {"what": what},
+            )
+        return value
+
+    return check
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+# A name is shown as a title: an e-mail's Subject, a chat message's heading, a page's.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line_of("a name"))]
+# An address and a station are shown on the crews' and the managers' pages and in reports; a
+# `"\0"` in the file (YAML's escape for NUL) failed the whole import on PostgreSQL with a
+# DataError, and SQLite stored it.
+Address = Annotated[
+    str, Field(min_length=1, max_length=300), AfterValidator(_one_line_of("an address"))
+]
+Station = Annotated[
+    str, Field(min_length=1, max_length=64), AfterValidator(_one_line_of("a station"))
+]
 
 
 class _Spec(BaseModel):
@@ -158,7 +175,7 @@ class BinSpec(_Spec):
 
     id: Id
     stream: Stream
-    station: Annotated[str, Field(min_length=1, max_length=64)]
+    station: Station
     capacity_l: int | None = Field(None, gt=0)
     threshold_pct: float | None = Field(None, gt=0, le=100)
 
@@ -181,7 +198,7 @@ class SiteSpec(_Spec):
     type: SiteType
     community: str
     operator: str
-    address: Annotated[str, Field(min_length=1, max_length=300)]
+    address: Address
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     stations: int = Field(1, ge=0, le=MAX_STATIONS, description="each station: one bin per stream")

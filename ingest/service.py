@@ -27,7 +27,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.orm import Session
 
-from core.coverage import late_hours, late_lines, open_coverage
+from core.coverage import (
+    late_hours,
+    late_lines,
+    late_spans,
+    open_coverage,
+    re_read_from,
+    reroll_bin,
+)
 from core.errors import SinkRejected, SinkUnavailable
 from core.influx import InfluxClient
 from core.lineprotocol import point, tag_set
@@ -64,6 +71,10 @@ ISOLATION_WRITES = 32
 PRUNE_EVERY_S = 10.0
 # Dead letters per batch and reason, for Grafana (the rows themselves are in the registry).
 DEAD_LETTERS_MEASUREMENT = "deadletters"
+_HOUR_MS = 3_600_000
+# A batch's bins whose readings reach hours no continuous query re-reads, rolled up again at
+# once; with more, the batch's late hours are marked (read raw) until a backfill.
+REROLL_BINS = 4
 
 
 @dataclass(slots=True)
@@ -134,6 +145,7 @@ class Ingestor:
         self._writing_since: float | None = None  # receipt of the batch being stored's first
         self.metrics.oldest_unacked.set_function(lambda: self.oldest_unacked_s() or 0.0)
         self._tags: dict[str, str] = {}
+        self._sites: dict[str, str] = {}  # bin id → its site, for rolling up late hours again
         self._retired: frozenset[str] = frozenset()
         self._generation = 0
         self._fatal: str | None = None
@@ -380,6 +392,7 @@ class Ingestor:
             retired = frozenset(retired_bin_ids(session))
         # One assignment replaces the dict paho's thread reads: no lock needed, never half-built.
         self._tags = {bin_id: tag_set(t.as_tags()) for bin_id, t in tags.items()}
+        self._sites = {bin_id: t.site for bin_id, t in tags.items()}
         self._retired = retired
 
     def _take_batch(self, stop: threading.Event) -> list[_Pending]:
@@ -512,13 +525,55 @@ class Ingestor:
 
     def _late_lines(self, batch: list[_Pending]) -> list[str]:
         """Marks for the hours that got a reading late, so reports read them raw until a rollup
-        has re-read them (compliance.rollups, "Coverage"); taken after the readings were stored."""
+        has re-read them (compliance.rollups, "Coverage"); taken after the readings were stored.
+
+        An hour no continuous query will re-read (a reading more than 6 hours late: an offline
+        buffer) is rolled up again here instead, for its bin and site alone, and marked only if
+        that failed: marked, it made every report over it read the whole city's raw readings
+        until someone ran a backfill, so one bin's 30-day buffer (720 readings, one message)
+        turned the city's month report from 1 s into a 10 s time-out (docs/metrics.md). A batch
+        with such hours of more than REROLL_BINS bins (a replay of history: a district back
+        online, the demo's restart, a bench's flood) is marked as before, for a backfill: each
+        bin's roll-up costs ~0.1 s of InfluxDB while the batch waits."""
         written_ms = int(self._clock() * 1000)
         hours = late_hours(
             (epoch_ms(reading.ts) for p in batch for _, reading in p.decoded.readings),
             written_ms=written_ms,
         )
-        return late_lines(hours, written_ms=written_ms) if hours else []
+        before_ms = re_read_from(written_ms)
+        if not hours or min(hours) >= before_ms:
+            return late_lines(hours, written_ms=written_ms) if hours else []
+        spans = late_spans(
+            (
+                (bin_id, epoch_ms(reading.ts))
+                for p in batch
+                for bin_id, reading in p.decoded.readings
+            ),
+            before_ms=before_ms,
+            most=REROLL_BINS,
+        )
+        if spans is None or not all(
+            self._reroll(bin_id, first, last + _HOUR_MS) for bin_id, (first, last) in spans.items()
+        ):
+            return late_lines(hours, written_ms=written_ms)
+        kept = {hour for hour in hours if hour >= before_ms}
+        return late_lines(kept, written_ms=written_ms) if kept else []
+
+    def _reroll(self, bin_id: str, start_ms: int, end_ms: int) -> bool:
+        """Roll up one bin's late hours again (core.coverage.reroll_bin); whether it did. A
+        failure is logged and leaves the hours to be marked late (read raw) as before."""
+        site_id = self._sites.get(bin_id)
+        if site_id is None:
+            return False
+        try:
+            reroll_bin(
+                self.influx, bin_id=bin_id, site_id=site_id, start_ms=start_ms, end_ms=end_ms,
+                timezone=self.settings.timezone,
+            )  # fmt: skip
+        except Exception:
+            log.exception("could not roll up %s's late hours again; marking them late", bin_id)
+            return False
+        return True
 
     def _mark_late(self, lines: list[str]) -> bool:
         """True once written or refused (`_retrying` takes None for "give up"). A refusal is a

@@ -35,8 +35,9 @@ class RobotReceiver:
 
     path = "/"
 
-    def __init__(self, errcodes: list[int] | None = None) -> None:
+    def __init__(self, errcodes: list[int] | None = None, errmsg: str | None = None) -> None:
         self.errcodes = errcodes or [0]
+        self.errmsg = errmsg  # the answer's errmsg, instead of "scripted error <code>"
         self.received: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -72,7 +73,8 @@ class RobotReceiver:
                 return refused
             self.received.append(body)
             code = self.errcodes[min(len(self.received), len(self.errcodes)) - 1]
-            return OK if code == 0 else {"errcode": code, "errmsg": f"scripted error {code}"}
+            said = f"scripted error {code}" if self.errmsg is None else self.errmsg
+            return OK if code == 0 else {"errcode": code, "errmsg": said}
 
     def check(self, path: str, headers: dict[str, str], body: Any) -> dict[str, Any] | None:
         raise NotImplementedError
@@ -85,9 +87,11 @@ class RobotReceiver:
 class WeComReceiver(RobotReceiver):
     """`POST /cgi-bin/webhook/send?key=<key>` with `{"msgtype": "markdown"|"text", …}`."""
 
-    def __init__(self, key: str, errcodes: list[int] | None = None) -> None:
+    def __init__(
+        self, key: str, errcodes: list[int] | None = None, errmsg: str | None = None
+    ) -> None:
         self.key = key
-        super().__init__(errcodes)
+        super().__init__(errcodes, errmsg)
         self.url = f"{self.base}/cgi-bin/webhook/send?key={key}"
 
     def check(self, path: str, headers: dict[str, str], body: Any) -> dict[str, Any] | None:

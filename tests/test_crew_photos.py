@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from security.keys import ApiRole, create_key
 from security.users import UserRole, create_user
 from tests.conftest import AttachedServer
 from tests.crew_world import CREW, MINE, PASSWORD, SIBLING, CrewWorld, build
+from tests.helpers import ADMIN_HEADERS
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_client
 from tests.test_console_grid import _csrf, _login
 
@@ -254,6 +255,56 @@ def test_an_api_tap_takes_its_photo_once_in_a_put_of_the_image(world: World) -> 
         answer = world.put_photo(world.client, on_stop, tap, JPEG, vehicle=vehicle)
         assert answer.status_code == 404, (vehicle, on_stop, answer.text)
     assert world.put_photo(world.client, stop, "not-a-uuid", JPEG).status_code == 422
+
+
+def test_a_photo_comes_from_its_taps_key_within_a_day_never_as_an_older_visits_proof(
+    world: World,
+) -> None:
+    """A tap of an earlier day left without a photo took one days later, and the request's
+    history showed it as that visit's proof, at the tap's time: a photo of today's bin. Now
+    a photo follows its tap within BINWATCH_ROUTE_PHOTO_LATE_H (24 h), else a 422 that says
+    so, and nothing is stored."""
+    stop = world.day.mine[2]
+    old_tap, recent_tap = (
+        world.api_tap(world.client, stop, action="could_not_empty", reason="no_access")
+        for _tap in range(2)
+    )
+    with world.session() as session:
+        for tap_id, hours in ((old_tap, 24 * 3), (recent_tap, 23)):
+            row = session.get_one(CrewTap, tap_id)
+            row.at = datetime.now(UTC) - timedelta(hours=hours)
+        session.commit()
+        taken_at = session.get_one(CrewTap, old_tap).at.replace(tzinfo=UTC)
+    before = world.objects()
+    late = world.put_photo(world.client, stop, old_tap, JPEG)
+    assert late.status_code == 422, late.text
+    assert late.json() == {
+        "detail": f"tap {old_tap} was taken at {taken_at.isoformat(timespec='seconds')}; its"
+        " photo had to follow within 24 h of it, and a photo sent later proves nothing of that"
+        " visit"
+    }
+    assert world.objects() == before and world.tap_row(old_tap).photo is None  # type: ignore[union-attr]
+    # Only the key that took the tap gives it its photo, shown as the crew's: not the
+    # operator's office, not an admin.
+    with world.session() as session:
+        office = create_key(session, name="lvyuan office", role=ApiRole.operator,
+                            now=datetime.now(UTC), operator_id=OURS)  # fmt: skip
+    for headers in ({"Authorization": f"Bearer {office.token}"}, ADMIN_HEADERS):
+        other = world.client.put(
+            f"/api/v1/operators/{OURS}/routes/{MINE}/stops/{stop}/taps/{recent_tap}/photo",
+            content=JPEG,
+            headers={**headers, "Content-Type": "image/jpeg"},
+        )
+        assert other.status_code == 403, other.text
+        assert other.json() == {
+            "detail": f"tap {recent_tap} was taken by another key: only the key that took a tap"
+            " may send its photo"
+        }
+    assert world.objects() == before and world.tap_row(recent_tap).photo is None  # type: ignore[union-attr]
+    # After midnight, within the day: the phone that was offline overnight still sends it.
+    in_time = world.put_photo(world.client, stop, recent_tap, JPEG)
+    assert in_time.status_code == 200, in_time.text
+    assert world.tap_row(recent_tap).photo is not None  # type: ignore[union-attr]
 
 
 def test_a_store_that_is_down_or_has_no_bucket_is_a_503_that_says_so_and_loses_nothing(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -146,6 +149,15 @@ def test_changed_threshold_updates_one_bin(session: Session, tmp_path: Path) -> 
             "sites[0].name: a name is one line",
         ),
         ("name: Lvxin Street", 'name: "Lvxin\\u2028Street"', 6, "a name is one line"),
+        # YAML's escape for NUL, which PostgreSQL's text cannot hold: the import failed there
+        # with a DataError (a traceback), and SQLite stored it.
+        (
+            "address: 1 Lvxin Road",
+            'address: "1 Lvxin\\0 Road"',
+            17,
+            "sites[0].address: an address is one line",
+        ),
+        ("station: gate", 'station: "ga\\0te"', 22, "bins[0].station: a station is one line"),
     ],
 )
 def test_bad_file_is_rejected_with_its_line(
@@ -312,6 +324,21 @@ def test_webhook_secrets_are_set_from_standard_input(
     for option, ident in (("--area", "lvxin"), ("--operator", "op-lvyuan"), ("--area", "nope")):
         refused = runner.invoke(fleet_app, ["webhook-secret", option, ident], input=f"{secret}\n")
         assert refused.exit_code == 1 and "has no webhook_url" in refused.stderr
+    # Every path to the registry refuses NUL (core/sql.py, make_engine), here the CLI's: a
+    # secret piped with one failed on PostgreSQL with a traceback, and SQLite stored it.
+    nul = subprocess.run(
+        [sys.executable, "-m", "binwatch", "fleet", "webhook-secret", "--area", "xiaoba"],
+        input=f"{secret}\0x\n",
+        env={**os.environ, "BINWATCH_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert nul.returncode == 1, nul.stderr
+    assert nul.stderr.strip().splitlines() == [
+        "text may not contain the NUL character (U+0000): remove it and send again"
+    ]
     short = runner.invoke(fleet_app, ["webhook-secret", "--area", "xiaoba"], input="short\n")
     assert short.exit_code == 1 and "at least 16 characters" in short.stderr
     both = runner.invoke(fleet_app, ["webhook-secret", "--area", "x", "--operator", "y"])

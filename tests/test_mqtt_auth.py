@@ -213,6 +213,61 @@ def test_a_bin_cannot_make_the_broker_hold_qos2_messages(secured: Secured, level
     assert not received.startswith(b"\x50"), received
 
 
+def _rss_mib(broker: MosquittoServer) -> float:
+    assert broker.process is not None
+    status = Path(f"/proc/{broker.process.pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _varint(size: int) -> bytes:
+    """MQTT's variable byte integer, as a packet's remaining length is written."""
+    out = b""
+    while True:
+        size, byte = divmod(size, 128)
+        out += bytes([byte | (128 if size else 0)])
+        if not size:
+            return out
+
+
+def test_nobody_makes_the_broker_read_a_packet_larger_than_the_largest_message(
+    secured: Secured,
+) -> None:
+    """Mosquitto reads a packet whole before it looks at it, a CONNECT before its password:
+    three connections of no account, each declaring a CONNECT of 200 MB and sending it, made
+    the broker 597 MB larger (2.0.11). With `max_packet_size` it closes such a connection at
+    its first bytes; a message as large as `message_size_limit` still goes through."""
+    before = _rss_mib(secured.broker)
+    mib = 1024 * 1024
+    declared, chunk = 200 * mib, b"\0" * mib
+    for _connection in range(3):
+        sent = 0
+        with socket.create_connection(("127.0.0.1", secured.broker.port), timeout=5) as sock:
+            sock.sendall(b"\x10" + _varint(declared))  # CONNECT, 200 MB to follow
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while sent < 64 * mib:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            assert sent < 16 * mib, f"the broker read {sent >> 20} MiB of an oversized CONNECT"
+    assert _rss_mib(secured.broker) - before < 16
+
+    first = sorted(u for u in secured.passwords if u != "ingest")[0]
+    topic = Topics(secured.settings.topic_prefix).bin(first, TopicKind.telemetry)
+    received: list[int] = []
+    reader, _codes = _client(secured, "ingest", secured.passwords["ingest"])
+    reader.on_message = lambda _c, _u, message: received.append(len(message.payload))
+    reader.subscribe(topic, qos=1)
+    sender, _codes = _client(secured, first, secured.passwords[first])
+    try:
+        time.sleep(0.5)  # the reader's SUBACK
+        largest = 4 * 1024 * 1024  # message_size_limit (binwatch/mosquitto/conf.d)
+        sender.publish(topic, b"[" + b" " * (largest - 2) + b"]", qos=1).wait_for_publish(20)
+        wait_for(lambda: received == [largest], timeout=20, what="the largest message")
+    finally:
+        for client in (sender, reader):
+            client.disconnect()
+            client.loop_stop()
+
+
 @pytest.mark.parametrize("who", ["bin", "nobody"])
 def test_wrong_or_missing_credentials_are_refused(secured: Secured, who: str) -> None:
     first = sorted(u for u in secured.passwords if u != "ingest")[0]

@@ -316,6 +316,29 @@ def test_a_busy_robot_is_tried_again_and_a_refusal_is_final(
     _no_secret_in(_logged(caplog))
 
 
+def test_a_robots_answer_the_registry_cannot_hold_is_recorded_escaped_and_not_sent_again(
+    settings: Settings, pilot_bins: dict[str, BinTags]
+) -> None:
+    """A robot's errmsg is JSON, whose escapes carry a lone surrogate (and a NUL), which no
+    UTF-8 text holds: the attempt's error could not be stored, the step failed, and the message
+    went to the chat group again at every tick. Now it is stored escaped, once."""
+    refusing = WeComReceiver(WECOM_KEY, errcodes=[40058], errmsg="bad \ud800 and \x00 here")
+    try:
+        site, _community, _street = _places(settings)
+        _channel(settings, "site", site.id, "wecom", robot_url=refusing.url)
+        _raise(settings, AlertType.offline, NOW)
+        with running_alerter(settings) as alerter:
+            tick_alerter(alerter, NOW)
+            tick_alerter(alerter, NOW + timedelta(minutes=5))
+            (row,) = _rows(settings)
+            assert alerter.failures == 0
+        assert row.done and row.attempts == 1 and row.delivered_at is None
+        assert "errcode 40058: bad \\ud800 and \\x00 here" in (row.error or ""), row.error
+        assert len(refusing.received) == 1  # a refusal is final: not sent again
+    finally:
+        refusing.close()
+
+
 @sqlite_only
 def test_a_wrong_robot_key_or_mail_password_gives_up_and_names_no_secret(
     settings: Settings,

@@ -14,7 +14,7 @@ here, and a photo the store could not take is sent again alone, the tap already 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -248,6 +248,7 @@ def tap_photo(
     session: SessionDep,
     settings: SettingsDep,
     photos: PhotosDep,
+    now: Now,
 ) -> PhotoAnswer:
     """The proof-of-service photo of a tap taken before (JPEG or PNG, known by its bytes, at
     most BINWATCH_ROUTE_PHOTO_MAX_KB): kept once; the same photo again answers `repeated`,
@@ -257,6 +258,8 @@ def tap_photo(
     )
     release(session)  # a slow store must not hold a registry connection
     if row.photo is None:
+        crew.photo_by_its_taker(row, caller.principal.actor)
+        crew.photo_in_time(row, now, late=timedelta(hours=settings.route.photo_late_h))
         try:
             key = keep_photo(
                 photos, photo, tap_id=tap_id, day=local_day(settings, row.at),
