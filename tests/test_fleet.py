@@ -472,10 +472,13 @@ def test_a_hostile_file_is_refused_quickly_with_a_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str
 ) -> None:
     path = _write(tmp_path, text)
-    started = time.monotonic()
+    # This process's CPU seconds, not the clock's: the bound is for work that grows past all
+    # measure (minutes before each fix), and a shared machine's load stretched the clock's
+    # seconds past it (a full run at load average 10 took 2 s for the deep one).
+    started = time.process_time()
     with pytest.raises(FleetError) as rejected:
         load_fleet(path)
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert said in str(rejected.value)
     assert len(str(rejected.value)) < 500
     # The CLI says it in one line and exits 1 (no registry: the file alone is checked).
