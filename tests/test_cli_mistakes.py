@@ -129,6 +129,7 @@ def test_a_key_lasts_a_number_of_days_that_makes_a_date(tmp_path: Path, days: st
 
 def test_a_key_of_zero_days_lasts_until_revoked(tmp_path: Path) -> None:
     env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    assert _binwatch("db", "migrate", env=env).returncode == 0
     done = _binwatch("keys", "create", "--role", "admin", "--name", "ops", "--days", "0", env=env)
     assert done.returncode == 0, done.stderr
     listed = _binwatch("keys", "list", env=env)
@@ -219,6 +220,35 @@ def test_a_misspelt_dead_letter_reason_lists_the_reasons(tmp_path: Path, command
     assert done.returncode == 2, done.stderr
     assert "'unknwon_bin' is not a reason" in done.stderr
     assert "unknown_bin" in done.stderr.split("the reasons:")[1]
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["deadletters", "counts"], ["api"]])
+def test_a_registry_file_that_does_not_exist_is_named_not_made(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A typo in a SQLite BINWATCH_DATABASE_URL (or a relative path run from another folder)
+    made a new, empty registry: `keys list` showed an empty table, as if the city had no keys,
+    and the API served an empty city. Now only the commands that make the registry make it."""
+    typo = tmp_path / "binwach.db"
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{typo}"}
+    done = _binwatch(*command, env=env, timeout=30)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert done.stderr.strip().splitlines() == [
+        f"no registry at {typo} (BINWATCH_DATABASE_URL): check the path, or create the "
+        "registry there with `binwatch db migrate` or `binwatch fleet import`"
+    ]
+    assert not typo.exists()
+
+
+def test_the_registry_is_made_by_db_migrate_and_fleet_import(tmp_path: Path) -> None:
+    for made_by in (["db", "migrate"], ["fleet", "import"]):
+        path = tmp_path / f"{made_by[0]}.db"
+        env = {"BINWATCH_DATABASE_URL": f"sqlite:///{path}"}
+        assert _binwatch(*made_by, env=env).returncode == 0
+        listed = _binwatch("keys", "list", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == ""
 
 
 def test_a_registry_without_tables_says_to_migrate_it(registry_url: str) -> None:

@@ -8,6 +8,7 @@ import typer
 import uvicorn
 
 from core.settings import Settings
+from core.sql import require_registry
 
 
 def api(
@@ -24,6 +25,7 @@ def api(
 ) -> None:
     """Serve the HTTP API."""
     settings = Settings()
+    require_registry(settings.database_url)  # not an API that answers 503 for good
     uvicorn.run(
         "api.server:app_from_environment",
         factory=True,

@@ -28,7 +28,7 @@ mqtt_auth_app = typer.Typer(help="MQTT credentials, and the broker's password an
 @contextmanager
 def _session() -> Iterator[tuple[Session, Settings]]:
     settings = Settings()
-    migrate(settings.database_url)
+    migrate(settings.database_url, create=False)
     engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
