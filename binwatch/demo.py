@@ -38,7 +38,13 @@ from sqlalchemy.orm import Session
 from binwatch.commands.simulate import INTERVAL_MAX_S, SPEED_MAX
 from binwatch.demo_logins import demo_logins
 from binwatch.output import console, error, say
-from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
+from binwatch.servers import (
+    InfluxServer,
+    MosquittoServer,
+    free_port,
+    port_is_free,
+    tied_to_this_process,
+)
 from compliance.rollups import catch_up
 from core.errors import BinwatchError
 from core.influx import InfluxClient
@@ -74,6 +80,9 @@ DEMO_FIRST_FILL_MAX_PCT = 100.0
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 # Under the data folder: held locked by the demo that uses the folder (`_hold_the_data_dir`).
 DEMO_LOCK_FILE = "demo.lock"
+# How long a demo waits for the servers of one that was killed to stop (they get SIGTERM when
+# it ends; ingest takes up to BINWATCH_INGEST_STOP_TIMEOUT_S, 8 s, for its last batch).
+ORPHANS_STOP_S = 60.0
 
 
 def demo(
@@ -111,18 +120,20 @@ def demo(
     _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
-            _hold_the_data_dir(stack, data_dir)
+            tie = _hold_the_data_dir(stack, data_dir)
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
-            _start_influx(stack, data_dir, env)
+            _start_influx(stack, data_dir, env, tie)
             _catch_up_rollups(env)
-            _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            fleet_import = [sys.executable, "-m", "binwatch", "fleet", "import"]
+            _run(stack, fleet_import, env, tie, wait=True)
             _round_the_clock(env["BINWATCH_DATABASE_URL"])
-            broker_urls = _start_broker(stack, data_dir, env)
+            broker_urls = _start_broker(stack, data_dir, env, tie)
             keep_injector_url(
                 stack, data_dir, broker_urls.get("simulator", env["BINWATCH_MQTT_URL"])
             )
-            _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
+            grafana_sites = [sys.executable, "-m", "binwatch", "grafana", "sites"]
+            _run(stack, grafana_sites, env, tie, wait=True)
             metrics_port = free_port()
             api_port = _port_or_free(8000, "API", guess="another web server?")
             # A fresh admin key each run, for the crews and for whoever watches the demo.
@@ -161,6 +172,7 @@ def demo(
                             {"BINWATCH_API_CREW_TOKENS": crew_tokens} if name == "simulator" else {}
                         ),
                     },
+                    tie,
                     log=logs / f"{name}.log",
                 )
                 for name, args in {
@@ -194,26 +206,77 @@ def demo(
     say("stopped; data kept in", data_dir)
 
 
-def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> None:
+def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> dict[str, Any]:
     """One demo per data folder: a second `make demo` in the same checkout started a second
     InfluxDB on the first's files, gave the services new broker passwords and the logins new
     passwords (the first demo's printed ones stopped working) and revoked its crews' keys.
-    The lock is the kernel's: it goes with the process, however that ends."""
+    The lock is the kernel's, and every process the demo starts holds it too (returned: the
+    Popen arguments that tie a child to the demo, `tied_to_this_process`): a demo that was
+    SIGKILLed took the lock with it while its broker, database and services went on, and the
+    next demo started a second InfluxDB on the same files, its services failing on the old
+    ones. Now they get SIGTERM when the demo ends, however it ends, and the next demo waits
+    for the last of them (`ORPHANS_STOP_S`), or names those that do not stop."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / DEMO_LOCK_FILE).open("a+")
+    path = data_dir / DEMO_LOCK_FILE
+    lock = path.open("a+")
     stack.callback(lock.close)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        raise BinwatchError(
-            f"another demo (process {holder}) is running with its data in {data_dir}: stop it "
-            "first, or give this one a --data-dir of its own"
-        ) from None
+    deadline = time.monotonic() + ORPHANS_STOP_S
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+        if holder.isdigit() and _alive(int(holder)):
+            raise BinwatchError(
+                f"another demo (process {holder}) is running with its data in {data_dir}: stop "
+                "it first, or give this one a --data-dir of its own"
+            ) from None
+        if time.monotonic() > deadline:
+            left = _holders(path)
+            raise BinwatchError(
+                f"the demo of process {holder} ended without stopping what it started, and "
+                f"{', '.join(f'{name} (process {pid})' for pid, name in left) or 'a process'} "
+                f"still use {data_dir}: stop them (kill {' '.join(str(p) for p, _ in left)}) "
+                "and start the demo again"
+            )
+        if not waiting:
+            say(
+                f"the demo of process {holder} has ended; waiting up to {ORPHANS_STOP_S:.0f} s "
+                "for its servers to stop…"
+            )
+            waiting = True
+        time.sleep(0.5)
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
+    return tied_to_this_process(lock.fileno())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holders(path: Path) -> list[tuple[int, str]]:
+    """The other processes that have `path` open, with their command (Linux's /proc)."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            pid = int(fd.parts[2])
+            if pid != os.getpid() and Path(os.readlink(fd)) == path:
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                found.append((pid, b" ".join(name[:4]).decode(errors="replace").strip()))
+        except (OSError, ValueError):
+            continue
+    return sorted(set(found))
 
 
 def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:
@@ -324,11 +387,14 @@ def plan_summary(operator_id: str, planned: dict[str, Any]) -> str:
     )
 
 
-def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:
+def _start_influx(
+    stack: ExitStack, data_dir: Path, env: dict[str, str], tie: dict[str, Any]
+) -> None:
     if "BINWATCH_INFLUX_URL" in os.environ:
         say(f"using InfluxDB at {os.environ['BINWATCH_INFLUX_URL']}")
         return
     database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
+    database.popen_options = tie
     database.start()
     stack.callback(database.stop)
     env["BINWATCH_INFLUX_URL"] = database.url
@@ -347,7 +413,9 @@ def _catch_up_rollups(env: dict[str, str]) -> None:
         say(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
 
 
-def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+def _start_broker(
+    stack: ExitStack, data_dir: Path, env: dict[str, str], tie: dict[str, Any]
+) -> dict[str, str]:
     """Mosquitto with authentication on: fresh passwords for the service accounts each run,
     exported with the ACL from the registry. Returns each service's broker URL, credentials
     included; empty when the environment names a broker of its own (its accounts are its own)."""
@@ -365,6 +433,7 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
         engine.dispose()
     port = _port_or_free(1883, "MQTT")
     broker = MosquittoServer(data_dir / "mosquitto", port, auth_dir=data_dir / "mosquitto-auth")
+    broker.popen_options = tie
     broker.start()
     stack.callback(broker.stop)
     env["BINWATCH_MQTT_URL"] = broker.url
@@ -474,13 +543,14 @@ def _run(
     stack: ExitStack,
     command: list[str],
     env: dict[str, str],
+    tie: dict[str, Any],
     *,
     wait: bool = False,
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     output = log.open("ab") if log else None
     process = subprocess.Popen(
-        command, env=env, stdout=output, stderr=subprocess.STDOUT if log else None
+        command, env=env, stdout=output, stderr=subprocess.STDOUT if log else None, **tie
     )
     if wait:
         if process.wait() != 0:

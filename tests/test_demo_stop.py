@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from binwatch.demo import _ingest_counts, _wait_for_the_api, plan_summary
+from binwatch import demo as demo_module
+from binwatch.demo import _hold_the_data_dir, _ingest_counts, _wait_for_the_api, plan_summary
 from binwatch.servers import free_port, port_is_free
 from core.errors import BinwatchError
 from tests.helpers import wait_for
@@ -231,3 +232,108 @@ def test_a_first_demo_plans_routes_for_the_screens_whatever_the_hour(tmp_path: P
     finally:
         demo.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
         demo.wait(60)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (Linux's /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_demo_takes_its_servers_with_it_and_the_next_one_starts(tmp_path: Path) -> None:
+    """A SIGKILL (`kill -9`, the OOM killer) ended the demo alone: its InfluxDB, Mosquitto and
+    five services went on, and the next `make demo` in the folder, the lock free, started a
+    second InfluxDB on the same files and ended with "collector, alerter, simulator exited;
+    see the logs", saying nothing of the old ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
+    demos: list[subprocess.Popen[bytes]] = []
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as output:
+            demos.append(
+                subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+            )
+        wait_for(
+            lambda: STARTED in log.read_text(errors="replace") or demos[-1].poll() is not None,
+            timeout=240,
+            what="the demo to start",
+        )
+        assert demos[-1].poll() is None, log.read_text(errors="replace")
+        return demos[-1]
+
+    children: list[int] = []
+    try:
+        first = start(tmp_path / "first.log")
+        children = _children(first.pid)
+        assert len(children) >= 7, children  # InfluxDB, Mosquitto and five services
+        first.kill()
+        first.wait(10)
+        wait_for(
+            lambda: not any(_running(pid) for pid in children),
+            timeout=60,
+            what="the killed demo's servers and services to stop",
+        )
+        second = start(tmp_path / "second.log")
+        time.sleep(RUNNING_S)
+        said = (tmp_path / "second.log").read_text(errors="replace")
+        assert second.poll() is None, said
+        assert "exited; see the logs" not in said
+    finally:
+        for demo in demos:
+            if demo.poll() is None:
+                demo.send_signal(signal.SIGTERM)
+                demo.wait(60)
+        for pid in children:  # the test failed with them running: stop them, as a user would
+            if _running(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
+def test_a_demo_waits_for_a_killed_ones_servers_then_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's lock held by a process the killed demo left (the demo's number in the
+    lock file, gone): the next demo waits for it, then names it and says how to stop it."""
+    lock = tmp_path / "demo.lock"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{gone.pid}\n")
+    hold = "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            hold + "print(flush=True); time.sleep(float(sys.argv[2]))",
+            str(lock),
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()  # it has the lock
+        monkeypatch.setattr(demo_module, "ORPHANS_STOP_S", 2.0)
+        with ExitStack() as stack, pytest.raises(BinwatchError) as refused:
+            _hold_the_data_dir(stack, tmp_path)
+        said = str(refused.value)
+        assert f"the demo of process {gone.pid} ended without stopping what it started" in said
+        assert f"(process {holder.pid}) still use {tmp_path}" in said
+        assert f"kill {holder.pid}" in said
+    finally:
+        holder.kill()
+        holder.wait()
+    with ExitStack() as stack:  # its holder gone, the lock is the next demo's
+        _hold_the_data_dir(stack, tmp_path)
+        assert lock.read_text() == f"{os.getpid()}\n"
