@@ -117,7 +117,7 @@ def demo(
     if inject is not None or bin_id is not None:
         _inject(data_dir, inject, bin_id)
         return
-    _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
+    _stop_as_on_ctrl_c(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
             tie = _hold_the_data_dir(stack, data_dir)
@@ -283,7 +283,10 @@ def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:
     """A `kill`, a service manager or a closed terminal stops the demo as Ctrl-C does: its
     broker, database and services stop with it. Python's default for these signals ends the
     process at once, and the broker and database, children of their own, went on holding their
-    ports (the next demo then took others, blaming 'a system service')."""
+    ports (the next demo then took others, blaming 'a system service'). SIGINT too: Python
+    keeps it ignored when it was ignored at start, as for a command a script starts in the
+    background (`make demo &`), and a SIGINT to the group then stopped the services alone: the
+    demo said "ingest, api, collector, alerter, simulator exited; see the logs", exit 1."""
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

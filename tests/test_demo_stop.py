@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -234,6 +235,10 @@ def test_a_first_demo_plans_routes_for_the_screens_whatever_the_hour(tmp_path: P
         demo.wait(60)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _running(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie (Linux's /proc)."""
     try:
@@ -262,10 +267,12 @@ def test_a_killed_demo_takes_its_servers_with_it_and_the_next_one_starts(tmp_pat
     command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
     demos: list[subprocess.Popen[bytes]] = []
 
-    def start(log: Path) -> subprocess.Popen[bytes]:
+    def start(log: Path, **options: Any) -> subprocess.Popen[bytes]:
         with log.open("wb") as output:
             demos.append(
-                subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+                subprocess.Popen(
+                    command, stdout=output, stderr=subprocess.STDOUT, env=env, **options
+                )
             )
         wait_for(
             lambda: STARTED in log.read_text(errors="replace") or demos[-1].poll() is not None,
@@ -287,11 +294,16 @@ def test_a_killed_demo_takes_its_servers_with_it_and_the_next_one_starts(tmp_pat
             timeout=60,
             what="the killed demo's servers and services to stop",
         )
-        second = start(tmp_path / "second.log")
+        # Started as a script starts it in the background (`make demo &`: SIGINT ignored), and
+        # stopped as the script then stops it, with a SIGINT to the group.
+        second = start(tmp_path / "second.log", preexec_fn=_ignore_sigint, start_new_session=True)
         time.sleep(RUNNING_S)
+        assert second.poll() is None, (tmp_path / "second.log").read_text(errors="replace")
+        os.killpg(second.pid, signal.SIGINT)
+        assert second.wait(60) == 0, (tmp_path / "second.log").read_text(errors="replace")
         said = (tmp_path / "second.log").read_text(errors="replace")
-        assert second.poll() is None, said
         assert "exited; see the logs" not in said
+        assert re.search(r"^stopped; data kept in", said, re.MULTILINE), said
     finally:
         for demo in demos:
             if demo.poll() is None:
