@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,13 +32,12 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.cells import cell_len
-from rich.live import Live
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from binwatch.commands.simulate import INTERVAL_MAX_S, SPEED_MAX
 from binwatch.demo_logins import demo_logins
-from binwatch.output import console, error, say
+from binwatch.output import console, error, live_status, say
 from binwatch.servers import (
     InfluxServer,
     MosquittoServer,
@@ -56,8 +56,10 @@ from security.keys import ApiRole, create_key, list_keys, revoke_key
 from simulator.faults import KINDS
 from simulator.publisher import UNBOUNDED_BACKFILL, inject_fault
 
-# How often the status line is redrawn (and readings/s averaged over).
+# How often the status line is redrawn.
 STATUS_EVERY_S = 2.0
+# readings/s is averaged over this long: the bins report once a (simulated) minute.
+RATE_WINDOW_S = 60.0
 # The demo plans the day this long after the simulator's history is replayed (real seconds).
 PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
@@ -577,11 +579,11 @@ def _run(
 def _status_until_interrupted(
     metrics_port: int, children: dict[str, subprocess.Popen[bytes]], logs: Path
 ) -> None:
-    previous, previous_at = 0.0, time.monotonic()
+    rate = Rate()
     idle = threading.Event()
     status = console(stderr=True)
     try:
-        with Live(console=status, auto_refresh=False) as live:
+        with live_status(status) as live:
             while not idle.wait(STATUS_EVERY_S):
                 dead = [name for name, p in children.items() if p.poll() is not None]
                 if dead:
@@ -590,16 +592,36 @@ def _status_until_interrupted(
                 if counts is None:
                     continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
                 stored, rejected = counts
-                now = time.monotonic()
-                rate = (stored - previous) / (now - previous_at)
-                previous, previous_at = stored, now
+                per_s = rate.add(time.monotonic(), stored)
                 live.update(
-                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                    f"readings/s {per_s:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
                     refresh=True,
                 )
     finally:
         if not status.is_terminal:  # a log: Rich ends the last line only on a terminal
             status.line()
+
+
+class Rate:
+    """Readings stored per second over the last `window_s` seconds. Over the last 2 s (one
+    redraw) it read 0 most of the time: the demo's bins report once a simulated minute, all in
+    the same second, so the line showed `readings/s 0` for 29 redraws in 30, and ~200 for one,
+    while hundreds were stored a minute."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, stored: float) -> float:
+        """Take ingest's count at `now` (monotonic seconds); the rate since the oldest count
+        of the window (0 for the first)."""
+        if self._samples and stored < self._samples[-1][1]:
+            self._samples.clear()  # ingest restarted: its count began again
+        self._samples.append((now, stored))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        return (stored - before) / (now - then) if now > then else 0.0
 
 
 def _ingest_counts(port: int) -> tuple[float, float] | None:

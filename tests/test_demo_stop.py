@@ -7,7 +7,9 @@ its own, in its data folder."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -24,7 +26,7 @@ import httpx
 import pytest
 
 from binwatch import demo as demo_module
-from binwatch.demo import _hold_the_data_dir, _ingest_counts, _wait_for_the_api, plan_summary
+from binwatch.demo import Rate, _hold_the_data_dir, _ingest_counts, _wait_for_the_api, plan_summary
 from binwatch.servers import free_port, port_is_free
 from core.errors import BinwatchError
 from tests.helpers import wait_for
@@ -349,3 +351,59 @@ def test_a_demo_waits_for_a_killed_ones_servers_then_names_them(
     with ExitStack() as stack:  # its holder gone, the lock is the next demo's
         _hold_the_data_dir(stack, tmp_path)
         assert lock.read_text() == f"{os.getpid()}\n"
+
+
+def test_readings_per_second_are_averaged_over_the_bins_reporting_minute() -> None:
+    """The demo's 433 bins report once a simulated minute, all in one second: over a 2 s
+    redraw the line read `readings/s 0` 29 times in 30 (seen in a terminal, 17:40Z)."""
+    rate, stored, shown = Rate(window_s=60), 0.0, []
+    for second in range(0, 300, 2):
+        if second % 60 == 30:
+            stored += 433
+        shown.append(rate.add(float(second), stored))
+    assert all(6 < per_s < 8.5 for per_s in shown[45:]), shown  # 433 a minute, from 90 s on
+    assert rate.add(302.0, 0.0) == 0.0  # ingest restarted: its count began again, never < 0
+
+
+def test_what_another_thread_says_comes_above_the_status_line_not_after_it() -> None:
+    """In a terminal the demo's plan, said by its planning thread while the status line was
+    drawn, ran on from the end of that line: `rejected      0planned op-jiejing's day …`."""
+    script = (
+        "import threading\n"
+        "from binwatch.output import console, live_status, say\n"
+        "with live_status(console(stderr=True)) as live:\n"
+        "    live.update('readings/s 7', refresh=True)\n"
+        '    said = threading.Thread(target=say, args=("planned op-x\'s day",))\n'
+        "    said.start()\n"
+        "    said.join()\n"
+        "    live.update('readings/s 8', refresh=True)\n"
+    )
+    terminal, its_end = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdin=its_end,
+            stdout=its_end,
+            stderr=its_end,
+            env=env,
+            cwd=Path(__file__).parents[1],
+            timeout=60,
+            check=False,
+        )
+        os.close(its_end)
+        shown = b""
+        while select.select([terminal], [], [], 1)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(terminal)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert done.returncode == 0, text
+    assert "planned op-x's day" in text
+    assert "readings/s 7planned" not in text, repr(text)
