@@ -269,3 +269,17 @@ def test_the_simulator_refuses_an_endless_number(tmp_path: Path, option: str) ->
     done = _binwatch("simulate", option, "inf", env=env, timeout=30)
     assert done.returncode == 2, done.stderr
     assert option in done.stderr
+
+
+def test_an_unreachable_grafana_is_said_as_the_system_says_it() -> None:
+    """Before: `error: Grafana unreachable: HTTPConnectionPool(host='127.0.0.1', port=…): Max
+    retries exceeded with url: /api/folders (Caused by NewConnectionError('<urllib3.connection.
+    HTTPConnection object at 0x7f…>: Failed to establish a new connection: [Errno 111]
+    Connection refused'))`."""
+    url = f"http://127.0.0.1:{free_port()}"
+    done = _binwatch("grafana", "push", "--url", url, "--token", "t")
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert done.stderr.splitlines() == [
+        f"error: Grafana unreachable: [Errno 111] Connection refused ({url})"
+    ]
