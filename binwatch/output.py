@@ -92,3 +92,14 @@ def fail(message: object) -> NoReturn:
 def say(*objects: object, **options: object) -> None:
     """What a long-running command tells about itself, on stderr (stdout stays for results)."""
     console(stderr=True).print(*objects, **options)  # type: ignore[arg-type]
+
+
+def stdin_line(what: str, how: str) -> str:
+    """One line of standard input (a password, a secret) without its line end. None there (an
+    empty line, or nothing: `< /dev/null`, a pipe from a variable never set) ends the command
+    saying so and `how` to give one: it was refused as a value too short ("a password needs at
+    least 10 characters"), which sent people looking for the length rule."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line.strip():
+        fail(f"no {what} on standard input: {how}")
+    return line

@@ -24,7 +24,7 @@ TRACEBACK_MARKS = ("Traceback", "╭─", "│ ❱")
 
 
 def _binwatch(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`binwatch ARGS`; one still running after `timeout` is stopped as Ctrl-C stops it (a
     SIGKILL would leave the servers a demo started running) and fails the test."""
@@ -32,6 +32,7 @@ def _binwatch(
     with subprocess.Popen(
         [sys.executable, "-m", "binwatch", *args],
         env={**clean, **(env or {})},
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -283,3 +284,26 @@ def test_an_unreachable_grafana_is_said_as_the_system_says_it() -> None:
     assert done.stderr.splitlines() == [
         f"error: Grafana unreachable: [Errno 111] Connection refused ({url})"
     ]
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["users", "create", "x.y", "--role", "admin"], "no password on standard input: "),
+        (["mqtt-auth", "set", "ingest"], "no password on standard input: pipe one line: "),
+        (["fleet", "webhook-secret", "--operator", "op-x"], "no secret on standard input: "),
+    ],
+)
+def test_nothing_on_standard_input_is_said_as_nothing_not_as_too_short(
+    tmp_path: Path, command: list[str], said: str
+) -> None:
+    """`… < /dev/null` (or a pipe from a variable never set) was refused as a value too
+    short: "a password needs at least 10 characters", "… at least 16 characters"."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    assert _binwatch("db", "migrate", env=env).returncode == 0
+    done = _binwatch(*command, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(said), line
+    assert "at least" not in line

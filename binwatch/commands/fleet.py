@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.output import PlainTable, console, fail
+from binwatch.output import PlainTable, console, fail, stdin_line
 from core.errors import BinwatchError, FleetError
 from core.settings import Settings
 from core.sql import database_engine, session_factory, sqlite_file
@@ -205,7 +205,10 @@ def _read_secret() -> str:
     if sys.stdin.isatty():
         secret: str = typer.prompt("secret", hide_input=True, confirmation_prompt=True)
     else:
-        secret = sys.stdin.readline().strip()
+        secret = stdin_line(
+            "secret",
+            "pipe one line to the command, run it in a terminal to be asked, or pass --generate",
+        ).strip()
     if len(secret) < MIN_SECRET_CHARS:
         fail(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters (or --generate)")
     return secret
