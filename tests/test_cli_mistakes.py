@@ -307,3 +307,13 @@ def test_nothing_on_standard_input_is_said_as_nothing_not_as_too_short(
     (line,) = done.stderr.splitlines()
     assert line.startswith(said), line
     assert "at least" not in line
+
+
+def test_the_api_runs_a_bounded_number_of_processes(tmp_path: Path) -> None:
+    """`binwatch api --workers` had no upper bound: 100000 would start that many server
+    processes, each with its own registry pool and memory; like ingest's, it is bounded."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("api", "--workers", "100000", env=env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    _no_traceback(done)
+    assert "--workers" in done.stderr and "32" in done.stderr

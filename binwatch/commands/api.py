@@ -10,6 +10,10 @@ import uvicorn
 from core.settings import Settings
 from core.sql import require_registry
 
+# Each process holds BINWATCH_API_MAX_CONCURRENCY registry connections and its own memory;
+# unbounded, `--workers 100000` (a slip of the keyboard) would start that many (ingest's: 32).
+API_WORKERS_MAX = 32
+
 
 def api(
     host: Annotated[
@@ -20,7 +24,11 @@ def api(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option(help="server processes sharing the port (more than 1: more cores)", min=1),
+        typer.Option(
+            help="server processes sharing the port (more than 1: more cores)",
+            min=1,
+            max=API_WORKERS_MAX,
+        ),
     ] = 1,
 ) -> None:
     """Serve the HTTP API."""
