@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from alerts import models as alerts_models
 from collection import models as collection_models
 from core.settings import reveal
-from core.sql import make_engine
+from core.sql import make_engine, require_registry
 from devices import models as registry_models
 from security import models as security_models
 
@@ -43,12 +43,16 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
-def migrate(database_url: str | SecretStr) -> None:
+def migrate(database_url: str | SecretStr, *, create: bool = True) -> None:
     """Bring the registry at `database_url` to the newest schema; harmless when it is there.
 
-    A SQLite file's folder is created first: the default URL points into `var/`, which a fresh
-    checkout does not have.
+    With `create` a missing SQLite file is made, its folder first: the default URL points into
+    `var/`, which a fresh checkout does not have. Without it (every command but `binwatch db
+    migrate` and `binwatch fleet import`) a missing file is refused (`require_registry`): a
+    typo in the URL made a new, empty registry that the command then read as "no keys".
     """
+    if not create:
+        require_registry(database_url)
     url = make_url(reveal(database_url))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)

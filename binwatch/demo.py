@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,14 +32,19 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.cells import cell_len
-from rich.live import Live
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from binwatch.commands.simulate import INTERVAL_MAX_S, SPEED_MAX
 from binwatch.demo_logins import demo_logins
-from binwatch.output import console, error, say
-from binwatch.servers import InfluxServer, MosquittoServer, free_port, port_is_free
+from binwatch.output import console, error, live_status, say
+from binwatch.servers import (
+    InfluxServer,
+    MosquittoServer,
+    free_port,
+    port_is_free,
+    tied_to_this_process,
+)
 from compliance.rollups import catch_up
 from core.errors import BinwatchError
 from core.influx import InfluxClient
@@ -50,8 +56,10 @@ from security.keys import ApiRole, create_key, list_keys, revoke_key
 from simulator.faults import KINDS
 from simulator.publisher import UNBOUNDED_BACKFILL, inject_fault
 
-# How often the status line is redrawn (and readings/s averaged over).
+# How often the status line is redrawn.
 STATUS_EVERY_S = 2.0
+# readings/s is averaged over this long: the bins report once a (simulated) minute.
+RATE_WINDOW_S = 60.0
 # The demo plans the day this long after the simulator's history is replayed (real seconds).
 PLAN_AFTER_S = 15.0
 PLAN_TIMEOUT_S = 60.0
@@ -74,6 +82,9 @@ DEMO_FIRST_FILL_MAX_PCT = 100.0
 INJECTOR_URL_FILE = "mosquitto-auth/simulator-url"
 # Under the data folder: held locked by the demo that uses the folder (`_hold_the_data_dir`).
 DEMO_LOCK_FILE = "demo.lock"
+# How long a demo waits for the servers of one that was killed to stop (they get SIGTERM when
+# it ends; ingest takes up to BINWATCH_INGEST_STOP_TIMEOUT_S, 8 s, for its last batch).
+ORPHANS_STOP_S = 60.0
 
 
 def demo(
@@ -108,21 +119,23 @@ def demo(
     if inject is not None or bin_id is not None:
         _inject(data_dir, inject, bin_id)
         return
-    _stop_as_on_ctrl_c(signal.SIGTERM, signal.SIGHUP)
+    _stop_as_on_ctrl_c(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     try:
         with ExitStack() as stack:
-            _hold_the_data_dir(stack, data_dir)
+            tie = _hold_the_data_dir(stack, data_dir)
             env = dict(os.environ)
             env.setdefault("BINWATCH_DATABASE_URL", f"sqlite:///{data_dir / 'binwatch.db'}")
-            _start_influx(stack, data_dir, env)
+            _start_influx(stack, data_dir, env, tie)
             _catch_up_rollups(env)
-            _run(stack, [sys.executable, "-m", "binwatch", "fleet", "import"], env, wait=True)
+            fleet_import = [sys.executable, "-m", "binwatch", "fleet", "import"]
+            _run(stack, fleet_import, env, tie, wait=True)
             _round_the_clock(env["BINWATCH_DATABASE_URL"])
-            broker_urls = _start_broker(stack, data_dir, env)
+            broker_urls = _start_broker(stack, data_dir, env, tie)
             keep_injector_url(
                 stack, data_dir, broker_urls.get("simulator", env["BINWATCH_MQTT_URL"])
             )
-            _run(stack, [sys.executable, "-m", "binwatch", "grafana", "sites"], env, wait=True)
+            grafana_sites = [sys.executable, "-m", "binwatch", "grafana", "sites"]
+            _run(stack, grafana_sites, env, tie, wait=True)
             metrics_port = free_port()
             api_port = _port_or_free(8000, "API", guess="another web server?")
             # A fresh admin key each run, for the crews and for whoever watches the demo.
@@ -161,6 +174,7 @@ def demo(
                             {"BINWATCH_API_CREW_TOKENS": crew_tokens} if name == "simulator" else {}
                         ),
                     },
+                    tie,
                     log=logs / f"{name}.log",
                 )
                 for name, args in {
@@ -194,33 +208,87 @@ def demo(
     say("stopped; data kept in", data_dir)
 
 
-def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> None:
+def _hold_the_data_dir(stack: ExitStack, data_dir: Path) -> dict[str, Any]:
     """One demo per data folder: a second `make demo` in the same checkout started a second
     InfluxDB on the first's files, gave the services new broker passwords and the logins new
     passwords (the first demo's printed ones stopped working) and revoked its crews' keys.
-    The lock is the kernel's: it goes with the process, however that ends."""
+    The lock is the kernel's, and every process the demo starts holds it too (returned: the
+    Popen arguments that tie a child to the demo, `tied_to_this_process`): a demo that was
+    SIGKILLed took the lock with it while its broker, database and services went on, and the
+    next demo started a second InfluxDB on the same files, its services failing on the old
+    ones. Now they get SIGTERM when the demo ends, however it ends, and the next demo waits
+    for the last of them (`ORPHANS_STOP_S`), or names those that do not stop."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / DEMO_LOCK_FILE).open("a+")
+    path = data_dir / DEMO_LOCK_FILE
+    lock = path.open("a+")
     stack.callback(lock.close)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        raise BinwatchError(
-            f"another demo (process {holder}) is running with its data in {data_dir}: stop it "
-            "first, or give this one a --data-dir of its own"
-        ) from None
+    deadline = time.monotonic() + ORPHANS_STOP_S
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+        if holder.isdigit() and _alive(int(holder)):
+            raise BinwatchError(
+                f"another demo (process {holder}) is running with its data in {data_dir}: stop "
+                "it first, or give this one a --data-dir of its own"
+            ) from None
+        if time.monotonic() > deadline:
+            left = _holders(path)
+            raise BinwatchError(
+                f"the demo of process {holder} ended without stopping what it started, and "
+                f"{', '.join(f'{name} (process {pid})' for pid, name in left) or 'a process'} "
+                f"still use {data_dir}: stop them (kill {' '.join(str(p) for p, _ in left)}) "
+                "and start the demo again"
+            )
+        if not waiting:
+            say(
+                f"the demo of process {holder} has ended; waiting up to {ORPHANS_STOP_S:.0f} s "
+                "for its servers to stop…"
+            )
+            waiting = True
+        time.sleep(0.5)
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
+    return tied_to_this_process(lock.fileno())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holders(path: Path) -> list[tuple[int, str]]:
+    """The other processes that have `path` open, with their command (Linux's /proc)."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            pid = int(fd.parts[2])
+            if pid != os.getpid() and Path(os.readlink(fd)) == path:
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                found.append((pid, b" ".join(name[:4]).decode(errors="replace").strip()))
+        except (OSError, ValueError):
+            continue
+    return sorted(set(found))
 
 
 def _stop_as_on_ctrl_c(*signals: signal.Signals) -> None:
     """A `kill`, a service manager or a closed terminal stops the demo as Ctrl-C does: its
     broker, database and services stop with it. Python's default for these signals ends the
     process at once, and the broker and database, children of their own, went on holding their
-    ports (the next demo then took others, blaming 'a system service')."""
+    ports (the next demo then took others, blaming 'a system service'). SIGINT too: Python
+    keeps it ignored when it was ignored at start, as for a command a script starts in the
+    background (`make demo &`), and a SIGINT to the group then stopped the services alone: the
+    demo said "ingest, api, collector, alerter, simulator exited; see the logs", exit 1."""
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -324,11 +392,14 @@ def plan_summary(operator_id: str, planned: dict[str, Any]) -> str:
     )
 
 
-def _start_influx(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> None:
+def _start_influx(
+    stack: ExitStack, data_dir: Path, env: dict[str, str], tie: dict[str, Any]
+) -> None:
     if "BINWATCH_INFLUX_URL" in os.environ:
         say(f"using InfluxDB at {os.environ['BINWATCH_INFLUX_URL']}")
         return
     database = InfluxServer(data_dir / "influxdb", _port_or_free(8086, "InfluxDB"))
+    database.popen_options = tie
     database.start()
     stack.callback(database.stop)
     env["BINWATCH_INFLUX_URL"] = database.url
@@ -347,7 +418,9 @@ def _catch_up_rollups(env: dict[str, str]) -> None:
         say(f"rolled up the last run's final hours again ({done.hourly} bin-hours)")
 
 
-def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+def _start_broker(
+    stack: ExitStack, data_dir: Path, env: dict[str, str], tie: dict[str, Any]
+) -> dict[str, str]:
     """Mosquitto with authentication on: fresh passwords for the service accounts each run,
     exported with the ACL from the registry. Returns each service's broker URL, credentials
     included; empty when the environment names a broker of its own (its accounts are its own)."""
@@ -365,6 +438,7 @@ def _start_broker(stack: ExitStack, data_dir: Path, env: dict[str, str]) -> dict
         engine.dispose()
     port = _port_or_free(1883, "MQTT")
     broker = MosquittoServer(data_dir / "mosquitto", port, auth_dir=data_dir / "mosquitto-auth")
+    broker.popen_options = tie
     broker.start()
     stack.callback(broker.stop)
     env["BINWATCH_MQTT_URL"] = broker.url
@@ -474,13 +548,14 @@ def _run(
     stack: ExitStack,
     command: list[str],
     env: dict[str, str],
+    tie: dict[str, Any],
     *,
     wait: bool = False,
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     output = log.open("ab") if log else None
     process = subprocess.Popen(
-        command, env=env, stdout=output, stderr=subprocess.STDOUT if log else None
+        command, env=env, stdout=output, stderr=subprocess.STDOUT if log else None, **tie
     )
     if wait:
         if process.wait() != 0:
@@ -504,11 +579,11 @@ def _run(
 def _status_until_interrupted(
     metrics_port: int, children: dict[str, subprocess.Popen[bytes]], logs: Path
 ) -> None:
-    previous, previous_at = 0.0, time.monotonic()
+    rate = Rate()
     idle = threading.Event()
     status = console(stderr=True)
     try:
-        with Live(console=status, auto_refresh=False) as live:
+        with live_status(status) as live:
             while not idle.wait(STATUS_EVERY_S):
                 dead = [name for name, p in children.items() if p.poll() is not None]
                 if dead:
@@ -517,16 +592,36 @@ def _status_until_interrupted(
                 if counts is None:
                     continue  # ingest busy or restarting: the last line stands (not a rate of -N/s)
                 stored, rejected = counts
-                now = time.monotonic()
-                rate = (stored - previous) / (now - previous_at)
-                previous, previous_at = stored, now
+                per_s = rate.add(time.monotonic(), stored)
                 live.update(
-                    f"readings/s {rate:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
+                    f"readings/s {per_s:8.0f}   stored {stored:10.0f}   rejected {rejected:6.0f}",
                     refresh=True,
                 )
     finally:
         if not status.is_terminal:  # a log: Rich ends the last line only on a terminal
             status.line()
+
+
+class Rate:
+    """Readings stored per second over the last `window_s` seconds. Over the last 2 s (one
+    redraw) it read 0 most of the time: the demo's bins report once a simulated minute, all in
+    the same second, so the line showed `readings/s 0` for 29 redraws in 30, and ~200 for one,
+    while hundreds were stored a minute."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, stored: float) -> float:
+        """Take ingest's count at `now` (monotonic seconds); the rate since the oldest count
+        of the window (0 for the first)."""
+        if self._samples and stored < self._samples[-1][1]:
+            self._samples.clear()  # ingest restarted: its count began again
+        self._samples.append((now, stored))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        return (stored - before) / (now - then) if now > then else 0.0
 
 
 def _ingest_counts(port: int) -> tuple[float, float] | None:

@@ -216,7 +216,16 @@ def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         ) from exc
     except (GrafanaException, OSError) as exc:
         # OSError: niquests' connection errors, which grafana-client lets through.
-        raise GrafanaError(f"Grafana unreachable: {exc}") from exc
+        raise GrafanaError(f"Grafana unreachable: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """What the system said of a failed connection (`[Errno 111] Connection refused`), not the
+    client's account of it, which named urllib3's pool and the repr of its connection object
+    (`HTTPConnectionPool(host=…): Max retries exceeded … <urllib3.connection.HTTPConnection
+    object at 0x7f…>`); the error's own text when it quotes no system error."""
+    said = re.search(r"\[Errno -?\d+\] [^'\")\]]+|Failed to resolve '[^']+'", str(exc))
+    return said.group(0).strip() if said else str(exc)
 
 
 def write_sites(settings: Settings) -> int:
@@ -340,7 +349,7 @@ def push_command(
             api, folder=folder, datasource=datasource, dashboards=load_dashboards(dashboards)
         )
     except GrafanaError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc} ({url})", err=True)
         raise typer.Exit(1) from exc
     for change in changes:
         typer.echo(str(change))

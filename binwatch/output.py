@@ -9,10 +9,13 @@ of every table (`PlainTable`), which show what bins and files sent."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -22,11 +25,33 @@ from core.printable import escape_controls
 _PIPED_WIDTH = 10_000
 
 
+# The stderr console a live status line is drawn on, while one is (`live_status`).
+_live: Console | None = None
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A console on stdout (or stderr) as it is now."""
+    """A console on stdout (or stderr) as it is now; on stderr, the live status line's while
+    one is drawn."""
+    if stderr and _live is not None:
+        return _live
     stream = sys.stderr if stderr else sys.stdout
     # Piped, COLUMNS is not this output's width (pytest-xdist, for one, sets it to 80).
     return Console(stderr=stderr, width=None if stream.isatty() else _PIPED_WIDTH)
+
+
+@contextmanager
+def live_status(status: Console) -> Iterator[Live]:
+    """A status line redrawn in place on `status` (stderr), above which what `say` and `error`
+    print meanwhile, from any thread, comes on lines of its own. A console of their own writes
+    to the terminal itself (Rich unwraps Live's redirection), so a line said by another thread
+    ran on from the end of the status line: `rejected      0planned op-jiejing's day …`."""
+    global _live
+    with Live(console=status, auto_refresh=False) as live:
+        _live = status
+        try:
+            yield live
+        finally:
+            _live = None
 
 
 def plain(value: object) -> Text:
@@ -67,3 +92,14 @@ def fail(message: object) -> NoReturn:
 def say(*objects: object, **options: object) -> None:
     """What a long-running command tells about itself, on stderr (stdout stays for results)."""
     console(stderr=True).print(*objects, **options)  # type: ignore[arg-type]
+
+
+def stdin_line(what: str, how: str) -> str:
+    """One line of standard input (a password, a secret) without its line end. None there (an
+    empty line, or nothing: `< /dev/null`, a pipe from a variable never set) ends the command
+    saying so and `how` to give one: it was refused as a value too short ("a password needs at
+    least 10 characters"), which sent people looking for the length rule."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line.strip():
+        fail(f"no {what} on standard input: {how}")
+    return line

@@ -9,6 +9,7 @@ several run side by side, and PostgreSQL refuses to run as root at all."""
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import logging
 import os
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -79,8 +81,35 @@ def require_binary(name: str, package: str) -> str:
     return path
 
 
+# prctl(2): the signal a child gets when the thread that started it ends.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _stop_with(parent: int) -> Callable[[], None]:
+    """In the child, before exec: SIGTERM when `parent` ends, however it ends; and at once if
+    it has ended already (between the fork and this)."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: not after the fork
+
+    def tie() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie
+
+
+def tied_to_this_process(*keep_open: int) -> dict[str, Any]:
+    """Popen's arguments for a child that must not outlive this process (Linux's
+    PR_SET_PDEATHSIG: it gets SIGTERM when this process ends, a SIGKILL too) and that holds the
+    descriptors `keep_open` for as long as it lives (the demo's lock on its data folder, so no
+    second demo starts there before the last of them has stopped). Started from the main
+    thread only: the signal comes when the starting thread ends."""
+    return {"preexec_fn": _stop_with(os.getpid()), "pass_fds": keep_open}
+
+
 class _ChildServer:
-    """A server process we own: started, waited for, stopped — or killed, for fault tests."""
+    """A server process we own: started, waited for, stopped — or killed, for fault tests.
+    `popen_options` (empty: the tests' servers) adds Popen arguments: `tied_to_this_process`."""
 
     name = "server"
 
@@ -88,6 +117,7 @@ class _ChildServer:
         self.data_dir = data_dir
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
+        self.popen_options: dict[str, Any] = {}
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / f"{self.name}.log"
 
@@ -112,6 +142,7 @@ class _ChildServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 **self._identity(),
+                **self.popen_options,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from pydantic import SecretStr
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.interfaces import ORMOption
 
-from core.errors import InvalidRequest
+from core.errors import ConfigError, InvalidRequest
 from core.settings import Settings, reveal
 
 Row = TypeVar("Row")
@@ -129,9 +130,40 @@ def _unstorable(parameters: Any) -> str | None:
     return None
 
 
+def sqlite_file(database_url: str | SecretStr) -> Path | None:
+    """The file of a SQLite registry URL; None for another backend, an in-memory database or
+    a `file:` URI (whose own `mode=` says whether it may be created)."""
+    url = make_url(reveal(database_url))
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if str(url.database).startswith("file:") or url.query.get("uri"):
+        return None
+    return Path(str(url.database))
+
+
+class NoRegistry(ConfigError):
+    """BINWATCH_DATABASE_URL names a SQLite file that does not exist."""
+
+
+def require_registry(database_url: str | SecretStr) -> None:
+    """Refuse a SQLite registry file that does not exist. SQLite creates a missing file on
+    the first connection, so a typo in BINWATCH_DATABASE_URL (or a relative path run from
+    another folder) made a new, empty registry: `keys list` showed no keys, a service found
+    no bins, and nothing said why. Only `binwatch db migrate` and `binwatch fleet import`
+    create the registry (`binwatch.database.migrate(create=True)`)."""
+    path = sqlite_file(database_url)
+    if path is not None and not path.exists():
+        raise NoRegistry(
+            f"no registry at {path.absolute()} (BINWATCH_DATABASE_URL): check the path, or "
+            "create the registry there with `binwatch db migrate` or `binwatch fleet import`"
+        )
+
+
 def database_engine(settings: Settings) -> Engine:
     """The registry engine of a service or command, bounded by its BINWATCH_DATABASE_*
-    settings (docs/deployment.md, "The registry database")."""
+    settings (docs/deployment.md, "The registry database"); a SQLite registry must exist
+    (`require_registry`)."""
+    require_registry(settings.database_url)
     limits = settings.database
     return make_engine(
         settings.database_url,

@@ -179,9 +179,13 @@ def prepare_registry(database_url: str, request: pytest.FixtureRequest, *, fleet
 
 @contextmanager
 def registry_database(backend: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The URL of an empty registry database on `backend`; a SQLite file goes into `folder`."""
+    """The URL of an empty registry database on `backend`; a SQLite file goes into `folder`,
+    made empty as PostgreSQL's database is (binwatch refuses a SQLite file that does not exist,
+    core.sql.require_registry)."""
     if backend == "sqlite":
-        yield f"sqlite:///{folder / 'registry.db'}"
+        path = folder / "registry.db"
+        path.touch()  # an empty file is an empty SQLite database
+        yield f"sqlite:///{path}"
         return
     databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
     with databases.database() as url:

@@ -24,7 +24,7 @@ TRACEBACK_MARKS = ("Traceback", "╭─", "│ ❱")
 
 
 def _binwatch(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`binwatch ARGS`; one still running after `timeout` is stopped as Ctrl-C stops it (a
     SIGKILL would leave the servers a demo started running) and fails the test."""
@@ -32,6 +32,7 @@ def _binwatch(
     with subprocess.Popen(
         [sys.executable, "-m", "binwatch", *args],
         env={**clean, **(env or {})},
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -129,6 +130,7 @@ def test_a_key_lasts_a_number_of_days_that_makes_a_date(tmp_path: Path, days: st
 
 def test_a_key_of_zero_days_lasts_until_revoked(tmp_path: Path) -> None:
     env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    assert _binwatch("db", "migrate", env=env).returncode == 0
     done = _binwatch("keys", "create", "--role", "admin", "--name", "ops", "--days", "0", env=env)
     assert done.returncode == 0, done.stderr
     listed = _binwatch("keys", "list", env=env)
@@ -221,6 +223,35 @@ def test_a_misspelt_dead_letter_reason_lists_the_reasons(tmp_path: Path, command
     assert "unknown_bin" in done.stderr.split("the reasons:")[1]
 
 
+@pytest.mark.parametrize("command", [["keys", "list"], ["deadletters", "counts"], ["api"]])
+def test_a_registry_file_that_does_not_exist_is_named_not_made(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A typo in a SQLite BINWATCH_DATABASE_URL (or a relative path run from another folder)
+    made a new, empty registry: `keys list` showed an empty table, as if the city had no keys,
+    and the API served an empty city. Now only the commands that make the registry make it."""
+    typo = tmp_path / "binwach.db"
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{typo}"}
+    done = _binwatch(*command, env=env, timeout=30)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert done.stderr.strip().splitlines() == [
+        f"no registry at {typo} (BINWATCH_DATABASE_URL): check the path, or create the "
+        "registry there with `binwatch db migrate` or `binwatch fleet import`"
+    ]
+    assert not typo.exists()
+
+
+def test_the_registry_is_made_by_db_migrate_and_fleet_import(tmp_path: Path) -> None:
+    for made_by in (["db", "migrate"], ["fleet", "import"]):
+        path = tmp_path / f"{made_by[0]}.db"
+        env = {"BINWATCH_DATABASE_URL": f"sqlite:///{path}"}
+        assert _binwatch(*made_by, env=env).returncode == 0
+        listed = _binwatch("keys", "list", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == ""
+
+
 def test_a_registry_without_tables_says_to_migrate_it(registry_url: str) -> None:
     """`deadletters` reads the registry without migrating it: on one nobody migrated (or a
     BINWATCH_DATABASE_URL naming another database) it showed SQLite's or PostgreSQL's
@@ -239,3 +270,50 @@ def test_the_simulator_refuses_an_endless_number(tmp_path: Path, option: str) ->
     done = _binwatch("simulate", option, "inf", env=env, timeout=30)
     assert done.returncode == 2, done.stderr
     assert option in done.stderr
+
+
+def test_an_unreachable_grafana_is_said_as_the_system_says_it() -> None:
+    """Before: `error: Grafana unreachable: HTTPConnectionPool(host='127.0.0.1', port=…): Max
+    retries exceeded with url: /api/folders (Caused by NewConnectionError('<urllib3.connection.
+    HTTPConnection object at 0x7f…>: Failed to establish a new connection: [Errno 111]
+    Connection refused'))`."""
+    url = f"http://127.0.0.1:{free_port()}"
+    done = _binwatch("grafana", "push", "--url", url, "--token", "t")
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    assert done.stderr.splitlines() == [
+        f"error: Grafana unreachable: [Errno 111] Connection refused ({url})"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["users", "create", "x.y", "--role", "admin"], "no password on standard input: "),
+        (["mqtt-auth", "set", "ingest"], "no password on standard input: pipe one line: "),
+        (["fleet", "webhook-secret", "--operator", "op-x"], "no secret on standard input: "),
+    ],
+)
+def test_nothing_on_standard_input_is_said_as_nothing_not_as_too_short(
+    tmp_path: Path, command: list[str], said: str
+) -> None:
+    """`… < /dev/null` (or a pipe from a variable never set) was refused as a value too
+    short: "a password needs at least 10 characters", "… at least 16 characters"."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    assert _binwatch("db", "migrate", env=env).returncode == 0
+    done = _binwatch(*command, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr
+    _no_traceback(done)
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(said), line
+    assert "at least" not in line
+
+
+def test_the_api_runs_a_bounded_number_of_processes(tmp_path: Path) -> None:
+    """`binwatch api --workers` had no upper bound: 100000 would start that many server
+    processes, each with its own registry pool and memory; like ingest's, it is bounded."""
+    env = {"BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    done = _binwatch("api", "--workers", "100000", env=env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    _no_traceback(done)
+    assert "--workers" in done.stderr and "32" in done.stderr

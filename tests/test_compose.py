@@ -205,6 +205,17 @@ def test_an_up_without_the_simulators_password_leaves_no_simulator_account(
         "BINWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
         **{f"MQTT_{name}_PASSWORD": f"{name.lower()}-password-long" for name in SERVICE_NAMES},
     }
+    # After the `migrate` job, as compose orders them (a registry file nobody made is refused).
+    migrated = subprocess.run(
+        [sys.executable, "-m", "binwatch", "db", "migrate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
     shell = f'binwatch() {{ "{sys.executable}" -m binwatch "$@"; }}\n{script}'
     for simulator, accounts in (("demo-password-long", {"simulator"}), ("", set())):
         done = subprocess.run(

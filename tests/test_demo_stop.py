@@ -7,7 +7,9 @@ its own, in its data folder."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -18,11 +20,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from binwatch.demo import _ingest_counts, _wait_for_the_api, plan_summary
+from binwatch import demo as demo_module
+from binwatch.demo import Rate, _hold_the_data_dir, _ingest_counts, _wait_for_the_api, plan_summary
 from binwatch.servers import free_port, port_is_free
 from core.errors import BinwatchError
 from tests.helpers import wait_for
@@ -231,3 +235,175 @@ def test_a_first_demo_plans_routes_for_the_screens_whatever_the_hour(tmp_path: P
     finally:
         demo.send_signal(signal.SIGTERM)  # never SIGKILL: its servers would outlive it
         demo.wait(60)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (Linux's /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_demo_takes_its_servers_with_it_and_the_next_one_starts(tmp_path: Path) -> None:
+    """A SIGKILL (`kill -9`, the OOM killer) ended the demo alone: its InfluxDB, Mosquitto and
+    five services went on, and the next `make demo` in the folder, the lock free, started a
+    second InfluxDB on the same files and ended with "collector, alerter, simulator exited;
+    see the logs", saying nothing of the old ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    command = [sys.executable, "-m", "binwatch", "demo", "--data-dir", str(tmp_path / "var")]
+    demos: list[subprocess.Popen[bytes]] = []
+
+    def start(log: Path, **options: Any) -> subprocess.Popen[bytes]:
+        with log.open("wb") as output:
+            demos.append(
+                subprocess.Popen(
+                    command, stdout=output, stderr=subprocess.STDOUT, env=env, **options
+                )
+            )
+        wait_for(
+            lambda: STARTED in log.read_text(errors="replace") or demos[-1].poll() is not None,
+            timeout=240,
+            what="the demo to start",
+        )
+        assert demos[-1].poll() is None, log.read_text(errors="replace")
+        return demos[-1]
+
+    children: list[int] = []
+    try:
+        first = start(tmp_path / "first.log")
+        children = _children(first.pid)
+        assert len(children) >= 7, children  # InfluxDB, Mosquitto and five services
+        first.kill()
+        first.wait(10)
+        wait_for(
+            lambda: not any(_running(pid) for pid in children),
+            timeout=60,
+            what="the killed demo's servers and services to stop",
+        )
+        # Started as a script starts it in the background (`make demo &`: SIGINT ignored), and
+        # stopped as the script then stops it, with a SIGINT to the group.
+        second = start(tmp_path / "second.log", preexec_fn=_ignore_sigint, start_new_session=True)
+        time.sleep(RUNNING_S)
+        assert second.poll() is None, (tmp_path / "second.log").read_text(errors="replace")
+        os.killpg(second.pid, signal.SIGINT)
+        assert second.wait(60) == 0, (tmp_path / "second.log").read_text(errors="replace")
+        said = (tmp_path / "second.log").read_text(errors="replace")
+        assert "exited; see the logs" not in said
+        assert re.search(r"^stopped; data kept in", said, re.MULTILINE), said
+    finally:
+        for demo in demos:
+            if demo.poll() is None:
+                demo.send_signal(signal.SIGTERM)
+                demo.wait(60)
+        for pid in children:  # the test failed with them running: stop them, as a user would
+            if _running(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
+def test_a_demo_waits_for_a_killed_ones_servers_then_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's lock held by a process the killed demo left (the demo's number in the
+    lock file, gone): the next demo waits for it, then names it and says how to stop it."""
+    lock = tmp_path / "demo.lock"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{gone.pid}\n")
+    hold = "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            hold + "print(flush=True); time.sleep(float(sys.argv[2]))",
+            str(lock),
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()  # it has the lock
+        monkeypatch.setattr(demo_module, "ORPHANS_STOP_S", 2.0)
+        with ExitStack() as stack, pytest.raises(BinwatchError) as refused:
+            _hold_the_data_dir(stack, tmp_path)
+        said = str(refused.value)
+        assert f"the demo of process {gone.pid} ended without stopping what it started" in said
+        assert f"(process {holder.pid}) still use {tmp_path}" in said
+        assert f"kill {holder.pid}" in said
+    finally:
+        holder.kill()
+        holder.wait()
+    with ExitStack() as stack:  # its holder gone, the lock is the next demo's
+        _hold_the_data_dir(stack, tmp_path)
+        assert lock.read_text() == f"{os.getpid()}\n"
+
+
+def test_readings_per_second_are_averaged_over_the_bins_reporting_minute() -> None:
+    """The demo's 433 bins report once a simulated minute, all in one second: over a 2 s
+    redraw the line read `readings/s 0` 29 times in 30 (seen in a terminal, 17:40Z)."""
+    rate, stored, shown = Rate(window_s=60), 0.0, []
+    for second in range(0, 300, 2):
+        if second % 60 == 30:
+            stored += 433
+        shown.append(rate.add(float(second), stored))
+    assert all(6 < per_s < 8.5 for per_s in shown[45:]), shown  # 433 a minute, from 90 s on
+    assert rate.add(302.0, 0.0) == 0.0  # ingest restarted: its count began again, never < 0
+
+
+def test_what_another_thread_says_comes_above_the_status_line_not_after_it() -> None:
+    """In a terminal the demo's plan, said by its planning thread while the status line was
+    drawn, ran on from the end of that line: `rejected      0planned op-jiejing's day …`."""
+    script = (
+        "import threading\n"
+        "from binwatch.output import console, live_status, say\n"
+        "with live_status(console(stderr=True)) as live:\n"
+        "    live.update('readings/s 7', refresh=True)\n"
+        '    said = threading.Thread(target=say, args=("planned op-x\'s day",))\n'
+        "    said.start()\n"
+        "    said.join()\n"
+        "    live.update('readings/s 8', refresh=True)\n"
+    )
+    terminal, its_end = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdin=its_end,
+            stdout=its_end,
+            stderr=its_end,
+            env=env,
+            cwd=Path(__file__).parents[1],
+            timeout=60,
+            check=False,
+        )
+        os.close(its_end)
+        shown = b""
+        while select.select([terminal], [], [], 1)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(terminal)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert done.returncode == 0, text
+    assert "planned op-x's day" in text
+    assert "readings/s 7planned" not in text, repr(text)

@@ -200,6 +200,7 @@ def _binwatch(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.Complet
 def test_the_cli_creates_resets_and_disables_users_reading_passwords_from_stdin(
     tmp_path: Path,
 ) -> None:
+    assert _binwatch(tmp_path, "db", "migrate").returncode == 0  # a fresh install's first step
     made = _binwatch(
         tmp_path,
         "users",

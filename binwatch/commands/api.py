@@ -8,6 +8,11 @@ import typer
 import uvicorn
 
 from core.settings import Settings
+from core.sql import require_registry
+
+# Each process holds BINWATCH_API_MAX_CONCURRENCY registry connections and its own memory;
+# unbounded, `--workers 100000` (a slip of the keyboard) would start that many (ingest's: 32).
+API_WORKERS_MAX = 32
 
 
 def api(
@@ -19,11 +24,16 @@ def api(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option(help="server processes sharing the port (more than 1: more cores)", min=1),
+        typer.Option(
+            help="server processes sharing the port (more than 1: more cores)",
+            min=1,
+            max=API_WORKERS_MAX,
+        ),
     ] = 1,
 ) -> None:
     """Serve the HTTP API."""
     settings = Settings()
+    require_registry(settings.database_url)  # not an API that answers 503 for good
     uvicorn.run(
         "api.server:app_from_environment",
         factory=True,

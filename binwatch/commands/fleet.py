@@ -18,10 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.output import PlainTable, console, fail
+from binwatch.output import PlainTable, console, fail, stdin_line
 from core.errors import BinwatchError, FleetError
 from core.settings import Settings
-from core.sql import database_engine, session_factory
+from core.sql import database_engine, session_factory, sqlite_file
 from devices import retirement
 from devices.contract import SiteType, Stream
 from devices.fleet import Fleet, Known, default_fleet_path, import_fleet, known_ids, load_fleet
@@ -43,12 +43,13 @@ FleetFile = Annotated[
 
 
 @contextmanager
-def _registry(*, migrated: bool = True) -> Iterator[Session]:
-    """A session on the registry (migrated first unless `migrated` is False); binwatch's own
-    errors end the command with their message."""
+def _registry(*, migrated: bool = True, create: bool = False) -> Iterator[Session]:
+    """A session on the registry (migrated first unless `migrated` is False; made first where
+    there is none only with `create`: `fleet import`); binwatch's own errors end the command
+    with their message."""
     settings = Settings()
     if migrated:
-        migrate(settings.database_url)
+        migrate(settings.database_url, create=create)
     engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
@@ -63,7 +64,7 @@ def _registry(*, migrated: bool = True) -> Iterator[Session]:
 def import_command(file: FleetFile = None) -> None:
     """Create or update the registry from FILE, whole or partial (sites and areas under what the
     registry already has). Safe to repeat; deletes nothing."""
-    with _registry() as session:
+    with _registry(create=True) as session:
         fleet = _load_or_exit(file, known_ids(session))
         summary = import_fleet(session, fleet)
         url = session.get_bind().engine.url
@@ -93,8 +94,17 @@ def export_command(
 def show_command(file: FleetFile = None) -> None:
     """Check FILE and count what it holds, without changing the registry (a partial file's
     references are looked up in it)."""
-    with _registry(migrated=False) as session:
-        fleet = _load_or_exit(file, _known_if_any(session))
+    missing = sqlite_file(Settings().database_url)
+    if missing is not None and not missing.exists():  # none is made: the file alone is checked
+        console(stderr=True).print(
+            f"no registry to refer to at {missing.absolute()} (BINWATCH_DATABASE_URL): "
+            "checking the file alone",
+            markup=False,
+        )
+        fleet = _load_or_exit(file, Known())
+    else:
+        with _registry(migrated=False) as session:
+            fleet = _load_or_exit(file, _known_if_any(session))
     table = PlainTable("what", "count", title=(file or default_fleet_path()).name)
     for what, count in _counts(fleet).items():
         table.add_row(what, str(count))
@@ -195,7 +205,10 @@ def _read_secret() -> str:
     if sys.stdin.isatty():
         secret: str = typer.prompt("secret", hide_input=True, confirmation_prompt=True)
     else:
-        secret = sys.stdin.readline().strip()
+        secret = stdin_line(
+            "secret",
+            "pipe one line to the command, run it in a terminal to be asked, or pass --generate",
+        ).strip()
     if len(secret) < MIN_SECRET_CHARS:
         fail(f"a webhook secret needs at least {MIN_SECRET_CHARS} characters (or --generate)")
     return secret

@@ -3,7 +3,6 @@ credentials. Secrets are printed once, here, and never again."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from binwatch.database import migrate
-from binwatch.output import PlainTable, console, fail
+from binwatch.output import PlainTable, console, fail, stdin_line
 from core.errors import BinwatchError
 from core.settings import Settings
 from core.sql import database_engine, session_factory
@@ -28,7 +27,7 @@ mqtt_auth_app = typer.Typer(help="MQTT credentials, and the broker's password an
 @contextmanager
 def _session() -> Iterator[tuple[Session, Settings]]:
     settings = Settings()
-    migrate(settings.database_url)
+    migrate(settings.database_url, create=False)
     engine = database_engine(settings)
     try:
         with session_factory(engine)() as session:
@@ -139,7 +138,9 @@ def set_command(
 ) -> None:
     """Give USERNAME the password read from standard input (one line), for deployments that
     hand their services their passwords themselves (docker-compose.yml). Run `export` after."""
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = stdin_line(
+        "password", f"pipe one line: printf '%s\\n' \"$PW\" | binwatch mqtt-auth set {username}"
+    )
     with _session() as (session, _):
         mqtt_auth.issue(session, username, now=datetime.now(UTC), password=password)
     console().print(f"password of {username} set; run export and SIGHUP the broker")

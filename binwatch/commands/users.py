@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from binwatch.commands.security import _session
-from binwatch.output import PlainTable, console
+from binwatch.output import PlainTable, console, stdin_line
 from security import passwords
 from security.users import (
     UserRole,
@@ -36,7 +36,10 @@ def _password(generate: bool, username: str) -> str:
     if generate:
         return passwords.generate(username)
     if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\n")
+        return stdin_line(
+            "password",
+            "pipe one line to the command, run it in a terminal to be asked, or pass --generate",
+        )
     return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
 
 
