@@ -34,7 +34,8 @@ Loads (`--load`): fixed and planned jobs are loaded as full bins, as the planner
 `--load-margin-pct` points). Either way the real-load check (`RealLoads`) puts each bin's real
 litres and kilograms into its trip when it is emptied, and a bin that does not fit costs an extra
 depot trip, there and back plus unloading, in kilometres and vehicle-hours. `--copies N` tiles the pilot N times into a synthetic city (each copy its own sites, depots
-and vehicles, 433 bins each: 23 copies ≈ 10,000 bins).
+and vehicles, 433 bins each: 23 copies ≈ 10,000 bins; each copy's sites name their depot in
+their own copy, as a fleet file of the city would).
 
 Crews (`--late-share`, `--skip-share`, 0 by default) misbehave as the simulator's do, in every
 policy alike and drawn by the same rule (`simulator.crews.Conduct`: by the bin's waiting
@@ -111,26 +112,38 @@ class City:
     capacity: dict[str, float]
     threshold: dict[str, float]
     vehicles: list[tuple[str, VehicleSpec, Place]]  # operator, vehicle, depot place
+    depots: dict[str, Place]  # bin → the place of its site's depot (its own copy's)
 
 
 def city(copies: int) -> City:
-    """The pilot fleet, tiled `copies` times (each copy its own ids, places and vehicles)."""
+    """The pilot fleet, tiled `copies` times (each copy its own ids, places and vehicles). Each
+    copy's sites name their depot in that copy, as a fleet file of the whole city would (the
+    site's own `depot`, else its operator's depot in the pilot when it has one): by nearest
+    depot, a copy's sites near another copy's depot went to it (docs/performance.md, "where the
+    city's kilometres go")."""
     fleet: Fleet = load_fleet(default_fleet_path())
     districts = {
         c.id: (d.id, s.id) for d in fleet.districts for s in d.streets for c in s.communities
     }
     depots = {d.id: d for d in fleet.depots}
+    operators_depots: dict[str, list[str]] = defaultdict(list)
+    for d in fleet.depots:
+        operators_depots[d.operator].append(d.id)
+    sole = {o: ids[0] for o, ids in operators_depots.items() if len(ids) == 1}
     side = math.ceil(math.sqrt(copies))
     bins: list[BinTags] = []
     places: dict[str, Place] = {}
     capacity: dict[str, float] = {}
     threshold: dict[str, float] = {}
     vehicles: list[tuple[str, VehicleSpec, Place]] = []
+    site_depots: dict[str, Place] = {}
     for n in range(copies):
         dlat, dlon = (n // side) * COPY_STEP_DEG, (n % side) * COPY_STEP_DEG
         tag = "" if copies == 1 else f"c{n}-"
         for site in fleet.sites:
             district, street = districts[site.community]
+            depot_id = site.depot or sole.get(site.operator)
+            depot_at = depots[depot_id] if depot_id else None
             for planned in site.planned_bins():
                 bin_id = tag + planned.id
                 bins.append(
@@ -138,6 +151,8 @@ def city(copies: int) -> City:
                             site.community, street, district, site.operator)
                 )  # fmt: skip
                 places[bin_id] = Place(site.lat + dlat, site.lon + dlon)
+                if depot_at is not None:
+                    site_depots[bin_id] = Place(depot_at.lat + dlat, depot_at.lon + dlon)
                 capacity[bin_id] = float(planned.capacity_l)
                 threshold[bin_id] = planned.threshold_pct
         for v in fleet.vehicles:
@@ -149,7 +164,7 @@ def city(copies: int) -> City:
                     Place(depot.lat + dlat, depot.lon + dlon),
                 )
             )
-    return City(bins, places, capacity, threshold, vehicles)
+    return City(bins, places, capacity, threshold, vehicles, site_depots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,7 +564,7 @@ def _jobs(
         if t.operator != operator:
             continue
         job = Job(bin_id, bin_id, t.site, Stream(t.stream), town.places[bin_id],
-                  town.capacity[bin_id], service)  # fmt: skip
+                  town.capacity[bin_id], service, depot=town.depots.get(bin_id))  # fmt: skip
         if policy == "planned":
             if bin_id in waiting:
                 due = waiting[bin_id].due

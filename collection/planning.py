@@ -39,7 +39,8 @@ class Place:
 @dataclass(frozen=True, slots=True)
 class Job:
     """One bin to empty: `due` is its deadline (None: any time in the shift); `priority` 0–100
-    (overdue and urgent first when not everything fits)."""
+    (overdue and urgent first when not everything fits); `depot` the place of the depot whose
+    district its site is in (the fleet file's `depot` of the site; None: the nearest depot)."""
 
     id: str
     bin_id: str
@@ -52,6 +53,7 @@ class Job:
     priority: int = 0
     request_id: int | None = None
     why: str = ""
+    depot: Place | None = None
 
     @property
     def load_kg(self) -> float:

@@ -115,6 +115,7 @@ def request_jobs(
 ) -> list[Job]:
     """The operator's requests waiting for a crew, as jobs (see the module's docstring)."""
     zone = ZoneInfo(settings.timezone)
+    depots = depot_places(session, operator_id)
     rows = session.execute(
         select(CollectionRequest, Bin, Site)
         .join(Bin, CollectionRequest.bin_id == Bin.id)
@@ -126,15 +127,25 @@ def request_jobs(
         .order_by(CollectionRequest.id)
     )
     return [
-        _job(request, bin_row, site, settings=settings, now=now, zone=zone)
+        _job(request, bin_row, site, depots, settings=settings, now=now, zone=zone)
         for request, bin_row, site in rows
     ]
+
+
+def depot_places(session: Session, operator_id: str) -> dict[str, Place]:
+    """Where each of the operator's depots is, by id: a job is planned from the depot its site
+    names (`Site.depot_id`, the fleet file's `depot`; `Job.depot`), else from the nearest."""
+    rows = session.execute(
+        select(Depot.id, Depot.latitude, Depot.longitude).where(Depot.operator_id == operator_id)
+    )
+    return {depot_id: Place(lat, lon) for depot_id, lat, lon in rows}
 
 
 def _job(
     request: CollectionRequest,
     bin_row: Bin,
     site: Site,
+    depots: Mapping[str, Place],
     *,
     settings: Settings,
     now: datetime,
@@ -153,6 +164,7 @@ def _job(
         priority=OVERDUE_PRIORITY if overdue else DUE_TODAY_PRIORITY,
         request_id=request.id,
         why=request.rule,
+        depot=depots.get(site.depot_id) if site.depot_id else None,
     )
 
 
@@ -202,6 +214,7 @@ def forecast_jobs(
     `BINWATCH_COLLECTION_TOP_UP_PCT` full (`collection.planning.along`)."""
     evidence = Evidence.of(settings.collection)
     retired = retired_bin_ids(session)
+    depots = depot_places(session, operator_id)
     skip = {job.bin_id for job in requests}
     rows = session.execute(
         select(Bin, Site)
@@ -223,6 +236,7 @@ def forecast_jobs(
             load_l=float(bin_row.capacity_l),
             service=timedelta(seconds=settings.route.service_s),
             priority=FORECAST_PRIORITY,
+            depot=depots.get(site.depot_id) if site.depot_id else None,
         )
         passes = due_before_next_shift(
             recent,
@@ -426,7 +440,8 @@ def insert_request(
     zone = ZoneInfo(settings.timezone)
     vehicles = vehicle_days(session, request.operator_id, day, zone=zone, now=current.created_at)
     bin_row, site = session.get_one(Bin, request.bin_id), session.get_one(Site, request.site_id)
-    job = _job(request, bin_row, site, settings=settings, now=now, zone=zone)
+    depots = depot_places(session, request.operator_id)
+    job = _job(request, bin_row, site, depots, settings=settings, now=now, zone=zone)
     routes = [r for r in stored_routes(current) if all(j.request_id != request_id for j in r.jobs)]
     places = {stop.place for route in routes for stop in route.stops}
     places |= {job.place} | {v.depot for v in vehicles}

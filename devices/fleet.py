@@ -52,13 +52,13 @@ MAX_STATIONS: Final = 99  # generated bin ids `<site>-s<n>-<stream>`: n has two 
 
 # A fleet file is read whole and every value of it checked, so both are bounded: a wrong file
 # (a log, a dump, /dev/zero) or one written to hurt must not take the machine's memory or
-# minutes of CPU. 8 MiB is ~470 times the pilot's file (68 sites, 433 bins: 17.9 KB); PyYAML
+# minutes of CPU. 8 MiB is ~430 times the pilot's file (68 sites, 433 bins: 19.4 KB); PyYAML
 # read a 1.9 MB file in 3.7 s at 136 MiB peak RSS here, so the largest takes ~16 s.
 MAX_FILE_BYTES: Final = 8 * 1024 * 1024
 # Values (YAML nodes) with each alias counted as often as it is used: what the checks and the
 # import walk. A few aliases can repeat a part of the file without end ("billion laughs": a
 # 900-byte file of them made 216,000 communities and took 3 s; one more level, minutes), so
-# the bound is what MAX_FILE_BYTES of plain YAML could hold (the pilot's file: 1,627 values).
+# the bound is what MAX_FILE_BYTES of plain YAML could hold (the pilot's file: 1,763 values).
 MAX_VALUES: Final = 1_000_000
 # Bins one file may plan: a hundred times the 10,000-bin city. `stations` multiplies (99 of
 # them make 396 bins a site), so 3,000 sites in a small file would plan over a million, each
@@ -204,6 +204,9 @@ class SiteSpec(_Spec):
     stations: int = Field(1, ge=0, le=MAX_STATIONS, description="each station: one bin per stream")
     bins: list[BinSpec] = []
     capacity_l: int = Field(DEFAULT_CAPACITY_L, gt=0, description="default for the site's bins")
+    depot: str | None = Field(
+        None, description="the depot of its operator whose district it is in (None: the nearest)"
+    )
 
     def planned_bins(self) -> list[PlannedBin]:
         """The station bins (`<site>-s<n>-<stream>`), then the ones listed by hand."""
@@ -619,7 +622,8 @@ def _operator_side_problems(
     fleet: Fleet, known: Known, duplicate: Callable[[str, str, Loc], str | None]
 ) -> Iterator[tuple[Loc, str]]:
     """Depots, vehicles and crews: unique ids, an operator that exists, and a depot or vehicle
-    of that same operator (a vehicle cannot start from another company's yard)."""
+    of that same operator (a vehicle cannot start from another company's yard); and a site's
+    depot, of the site's operator."""
     operators = {o.id for o in fleet.operators} | known.operators
     depots = {**known.depots, **{d.id: d.operator for d in fleet.depots}}
     vehicles = {**known.vehicles, **{v.id: v.operator for v in fleet.vehicles}}
@@ -640,19 +644,26 @@ def _operator_side_problems(
         if operator not in operators:
             why = "neither under operators nor in the registry"
             yield (*loc, "operator"), f"unknown operator {operator!r} ({why})"
-        if reference is None or reference[1] is None:
+        if reference is None:
             continue
         what, target, owners = reference
-        if target not in owners:
-            yield (
-                (*loc, what),
-                f"unknown {what} {target!r} (neither under {what}s nor in the registry)",
-            )
-        elif owners[target] != operator:
-            yield (
-                (*loc, what),
-                f"{what} {target!r} belongs to operator {owners[target]!r}, not {operator!r}",
-            )
+        if target is not None and (problem := _owner_problem(what, target, owners, operator)):
+            yield (*loc, what), problem
+    # A site's depot: its district is one of its own operator's.
+    for s, site in enumerate(fleet.sites):
+        if site.depot is not None and (
+            problem := _owner_problem("depot", site.depot, depots, site.operator)
+        ):
+            yield ("sites", s, "depot"), problem
+
+
+def _owner_problem(what: str, target: str, owners: Mapping[str, str], operator: str) -> str | None:
+    """Why `target` (a depot, a vehicle: `what`) cannot be `operator`'s: unknown, or another's."""
+    if target not in owners:
+        return f"unknown {what} {target!r} (neither under {what}s nor in the registry)"
+    if owners[target] != operator:
+        return f"{what} {target!r} belongs to operator {owners[target]!r}, not {operator!r}"
+    return None
 
 
 def _existing_area_problem(
@@ -763,6 +774,8 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
                     for o in fleet.operators
                 ],
             ),
+            # Depots before the sites that name them.
+            depots=_upsert_depots(session, fleet),
             sites=_upsert(
                 session,
                 Site,
@@ -776,6 +789,7 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
                         "address": s.address,
                         "latitude": s.lat,
                         "longitude": s.lon,
+                        "depot_id": s.depot,
                     }
                     for s in fleet.sites
                 ],
@@ -805,23 +819,26 @@ def import_fleet(session: Session, fleet: Fleet) -> ImportSummary:
     return summary
 
 
+def _upsert_depots(session: Session, fleet: Fleet) -> KindCounts:
+    return _upsert(
+        session,
+        Depot,
+        [
+            {
+                "id": d.id,
+                "operator_id": d.operator,
+                "name": d.name,
+                "latitude": d.lat,
+                "longitude": d.lon,
+            }
+            for d in fleet.depots
+        ],
+    )
+
+
 def _upsert_operator_side(session: Session, fleet: Fleet) -> dict[str, KindCounts]:
-    """Depots before the vehicles that start there, vehicles before the crews that drive them."""
+    """Vehicles (after the depots they start from) before the crews that drive them."""
     return {
-        "depots": _upsert(
-            session,
-            Depot,
-            [
-                {
-                    "id": d.id,
-                    "operator_id": d.operator,
-                    "name": d.name,
-                    "latitude": d.lat,
-                    "longitude": d.lon,
-                }
-                for d in fleet.depots
-            ],
-        ),
         "vehicles": _upsert(
             session,
             Vehicle,

@@ -88,6 +88,7 @@ def _site(site: Site) -> dict[str, Any]:
         "type": site.site_type,
         "community": site.community_id,
         "operator": site.operator_id,
+        **({} if site.depot_id is None else {"depot": site.depot_id}),
         "address": site.address,
         "lat": site.latitude,
         "lon": site.longitude,

@@ -100,6 +100,9 @@ class Site(Base):
     longitude: Mapped[float] = mapped_column(Float)
     # Retired: kept for history, its bins no longer expected to report (devices/retirement.py).
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The depot of its operator whose district it is in (the fleet file's `depot`): its jobs are
+    # planned from there. None: from the nearest depot (collection/routing.py, `_by_depot`).
+    depot_id: Mapped[str | None] = mapped_column(ForeignKey("depots.id"))
 
     community: Mapped[Area] = relationship()
     operator: Mapped[Operator] = relationship()

@@ -123,6 +123,24 @@ def test_the_fleet_pages_operator_side_adds_what_the_page_says(tmp_path: Path) -
     assert shown.group(1) in str(raised.value)
 
 
+def test_the_fleet_pages_site_depot_error_is_what_the_loader_says(tmp_path: Path) -> None:
+    example, _partial, _operators = code_blocks("fleet.md", "yaml")
+    shown = re.search(r"`(sites\[0\]\.depot: depot .*?)`", read("fleet.md"))
+    assert shown is not None
+    path = tmp_path / "my-city.yaml"
+    known = Known(depots={"jiejing-transfer": "op-jiejing", "lvyuan-yard": "op-lvyuan"})
+    # the compound of the small complete file, served from another company's transfer station
+    for depot in ("jiejing-transfer", "lvyuan-yard"):
+        named = f"    operator: op-lvyuan\n    depot: {depot}\n"
+        path.write_text(example.replace("    operator: op-lvyuan\n", named), encoding="utf-8")
+        if depot == "jiejing-transfer":
+            with pytest.raises(FleetError) as raised:
+                load_fleet(path, known=known)
+            assert str(raised.value) == f"{path}:21: {shown.group(1)}"
+        else:  # the page's own yard
+            assert load_fleet(path, known=known).sites[0].depot == depot
+
+
 def test_the_fleet_pages_errors_are_what_the_loader_says(tmp_path: Path) -> None:
     example, _partial, _operators = code_blocks("fleet.md", "yaml")
     (shown,) = code_blocks("fleet.md", "text")

@@ -15,7 +15,8 @@ from binwatch.database import migrate
 from core.errors import FleetError
 from core.sql import make_engine, session_factory
 from devices.fleet import default_fleet_path, import_fleet, known_ids, load_fleet
-from devices.models import Vehicle
+from devices.fleet_export import export_fleet
+from devices.models import Site, Vehicle
 
 HEAD = """\
 operators:
@@ -141,3 +142,59 @@ def test_importing_twice_changes_nothing_and_a_partial_file_uses_the_registrys_d
     added = import_fleet(session, load_fleet(partial, known=known_ids(session)))
     assert (added.vehicles.created, added.created) == (1, 1)
     assert session.get_one(Vehicle, "lvyuan-kitchen-2").capacity_l is None
+
+
+# A site naming the depot whose district it is in. Line numbers matter: the cases assert them.
+DISTRICTS = """\
+districts:
+  - id: d1
+    name: District 1
+    streets:
+      - id: s1
+        name: Street 1
+        communities: [{id: c1, name: Community 1}]
+sites:
+  - {id: garden, name: Garden, type: compound, community: c1, operator: op-a,
+     address: 1 Road, lat: 29.55, lon: 103.76, depot: yard-a}
+  - {id: school, name: School, type: school, community: c1, operator: op-b,
+     address: 2 Road, lat: 29.56, lon: 103.77}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("depot: yard-a", "depot: yard-x"), "sites[0].depot: unknown depot 'yard-x'"),
+        (
+            ("depot: yard-a", "depot: yard-b"),
+            "sites[0].depot: depot 'yard-b' belongs to operator 'op-b', not 'op-a'",
+        ),
+    ],
+)
+def test_a_sites_depot_must_be_one_of_its_operators(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    message = _load(tmp_path, HEAD + GOOD_VEHICLE + DISTRICTS.replace(*change))
+    assert f"city.yaml:27: {expected}" in message, message
+
+
+def test_a_sites_depot_imports_once_exports_and_round_trips(
+    session: Session, tmp_path: Path
+) -> None:
+    path = tmp_path / "city.yaml"
+    path.write_text(HEAD + GOOD_VEHICLE + DISTRICTS, encoding="utf-8")
+    first = import_fleet(session, load_fleet(path))
+    assert (first.sites.created, first.depots.created) == (2, 2)
+    assert session.get_one(Site, "garden").depot_id == "yard-a"
+    assert session.get_one(Site, "school").depot_id is None  # the nearest depot, as before
+    again = import_fleet(session, load_fleet(path, known=known_ids(session)))
+    assert (again.created, again.updated) == (0, 0)
+    exported = export_fleet(session)
+    assert "- id: garden\n" in exported and "  depot: yard-a\n" in exported
+    assert exported.count("depot: yard-a") == 2  # the garden's and the truck's; none for the school
+    path.write_text(exported, encoding="utf-8")
+    assert import_fleet(session, load_fleet(path, known=known_ids(session))).updated == 0
+    moved = path.read_text(encoding="utf-8").replace("  depot: yard-a\n  address", "  address")
+    path.write_text(moved, encoding="utf-8")
+    assert import_fleet(session, load_fleet(path, known=known_ids(session))).sites.updated == 1
+    assert session.get_one(Site, "garden").depot_id is None  # the file says none now

@@ -351,3 +351,27 @@ def test_a_filled_registry_downgrades_step_by_step(registry_url: str) -> None:
         assert _differences(engine) == []
     finally:
         engine.dispose()
+
+
+def test_sites_from_before_0016_name_no_depot_and_a_named_one_is_dropped_going_back(
+    registry_url: str,
+) -> None:
+    """0016's `sites.depot_id`: the filled registry's sites keep no depot through the upgrade
+    (they are planned from the nearest, as before); named, the depot goes with the column on the
+    way back to 0015 and the sites stay; upgraded again, they name none."""
+    engine = make_engine(registry_url)
+    try:
+        _step(engine, "upgrade", "0015")
+        before = _fill(engine)
+        _step(engine, "upgrade", "0016")
+        assert {site["depot_id"] for site in _snapshot(engine)["sites"]} == {None}
+        depot = before["depots"][0]["id"]
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE sites SET depot_id = :d"), {"d": depot})
+        assert {site["depot_id"] for site in _snapshot(engine)["sites"]} == {depot}
+        _step(engine, "downgrade", "0015")
+        assert _snapshot(engine)["sites"] == before["sites"]
+        _step(engine, "upgrade", "head")
+        assert {site["depot_id"] for site in _snapshot(engine)["sites"]} == {None}
+    finally:
+        engine.dispose()

@@ -23,6 +23,8 @@ from api.main import create_app
 from collection.models import RoutePlan
 from core.settings import Settings
 from core.sql import make_engine
+from devices.fleet import import_fleet, known_ids, load_fleet
+from devices.models import Site
 from devices.registry import BinTags
 from security.keys import ApiRole, create_key
 from tests.collection_helpers import open_manual, recording, running_collector
@@ -263,6 +265,52 @@ def test_bins_near_a_stop_come_along_at_the_level_and_others_wait(
         "1 bin(s) forecast over their threshold before the next shift, 1 bin(s) along"
         in (plan["note"])
     )
+
+
+# A second yard of the operator right at FAST's site, with a truck for its residual and paper.
+NORTH_YARD = """\
+depots:
+  - {id: lvyuan-north, operator: op-lvyuan, name: North Yard, lat: 29.5506, lon: 103.7673}
+vehicles:
+  - {id: lvyuan-north-1, operator: op-lvyuan, depot: lvyuan-north, name: North 1,
+     streams: [residual, recyclable], capacity_l: 12000, shift: {start: "07:00", end: "15:00"}}
+"""
+
+
+def test_a_sites_bins_are_planned_from_the_depot_it_names_else_from_the_nearest(
+    settings: Settings, pilot_bins: dict[str, BinTags], tmp_path: Path
+) -> None:
+    """FAST's site names lvyuan-yard (the pilot's file), 2.8 km away; a new yard of the same
+    operator stands on the site. Its request (SLOW, overdue) and its forecast bin (FAST) go to
+    lvyuan-yard's vehicles; with the site's depot cleared, to the new yard's, the nearest."""
+    path = tmp_path / "north.yaml"
+    path.write_text(NORTH_YARD, encoding="utf-8")
+    engine = make_engine(settings.database_url)
+    served = []
+    try:
+        with Session(engine) as session:
+            import_fleet(session, load_fleet(path, known=known_ids(session)))
+            assert session.get_one(Site, pilot_bins[FAST].site).depot_id == "lvyuan-yard"
+        open_manual(settings, SLOW, now=datetime.now(UTC) - timedelta(days=3))
+        write_fills(settings, pilot_bins, _last_hours(datetime.now(UTC)))
+        for depot in ("lvyuan-yard", None):
+            with Session(engine) as session:
+                session.get_one(Site, pilot_bins[FAST].site).depot_id = depot
+                session.commit()
+            plan, _stops = _plan_tomorrow(settings)
+            assert plan["unassigned"] == []
+            by_bin = {
+                s["bin_id"]: v["vehicle_id"]
+                for v in plan["vehicles"]
+                for s in v["stops"]
+                if s["kind"] == "job"
+            }
+            assert sorted(by_bin) == sorted([SLOW, FAST])
+            served.append(set(by_bin.values()))
+    finally:
+        engine.dispose()
+    assert served[0] <= {"lvyuan-dry-1", "lvyuan-van-1"}, served
+    assert served[1] == {"lvyuan-north-1"}, served
 
 
 def test_the_collector_plans_each_operators_day_once_from_the_planning_hour(

@@ -229,6 +229,23 @@ def test_each_depot_serves_its_own_district_and_lends_spare_time_to_the_others()
     assert plan.unassigned == ()
 
 
+def test_a_job_goes_to_the_depot_its_site_names_though_another_is_nearer() -> None:
+    """Depots at km 0 (west's) and km 10 (east's), a vehicle each with all day. The bin at
+    km 6 is nearer east but its site names west's depot: west's vehicle drives 6 km out and
+    back for it; the bin at km 9 names none and goes to the nearest, east. A kitchen bin
+    naming west, where no vehicle carries kitchen, goes to the nearest that does: east."""
+    west = vehicle("west")
+    east = dataclasses.replace(vehicle("east", (Stream.residual, Stream.kitchen)), depot=at_km(10))
+    named = dataclasses.replace(job("named", 6), depot=DEPOT)
+    kitchen = dataclasses.replace(job("k", 4, Stream.kitchen), depot=DEPOT)
+    plan = plan_day([named, job("free", 9), kitchen], [west, east], STREET, unload=UNLOAD)
+    assert plan.unassigned == ()
+    served = {route.vehicle_id: route for route in plan.routes}
+    assert [j.id for j in served["west"].jobs] == ["named"]
+    assert served["west"].distance_m == pytest.approx(12_000, abs=2)
+    assert sorted(j.id for j in served["east"].jobs) == ["free", "k"]
+
+
 def _route(vehicle_id: str, kms: list[float], *, done: int) -> Route:
     """A route over the street at the given kilometres, its first `done` jobs done."""
     stops = [Stop("start", DEPOT, MORNING, MORNING, 0, 0, 0, 0, done=True)]
