@@ -4,8 +4,9 @@ escalations waiting for the level. A grid official sees their area and what lies
 admin the whole city.
 
 Every figure is the API's own: an area's and each of its parts' are the compliance area report
-(api.routes.compliance.area_compliance, what `GET /api/v1/compliance/areas/{id}` answers), a
-community's sites are that report's site rows. What the caller may see is the API's `Scope`
+(what `GET /api/v1/compliance/areas/{id}` answers), a community's sites are that report's site
+rows; the parts' figures come from the area's own reads (api.routes.compliance.area_and_parts:
+one report's InfluxDB reads a page, not one per part). What the caller may see is the API's `Scope`
 (`Scope.area`, `Scope.sites`), so an area or site outside it is the same 404 as a missing one."""
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from api.console.drilldown import REPORT_DAYS, crumbs, home, overdue, report_day
 from api.console.i18n import N_
 from api.console.pages import render
 from api.deps import InfluxDep, SessionDep, SettingsDep
-from api.routes.compliance import area_compliance, report_window
+from api.routes.compliance import area_and_parts, report_window
 from api.schemas import ID_REGEX
 from collection import store as collection_store
 from collection.lifecycle import OPEN
 from collection.models import CollectionRequest
+from compliance.figures import score
 from compliance.schemas import Metrics, Score
 from core.errors import NotFound
 from devices import registry
@@ -92,17 +94,30 @@ def area_page(
     period = report_days(days)
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     window = report_window(settings, influx, start=end - timedelta(days=period), end=end)
-    report = area_compliance(influx, session, area_id, window, list_sites=area.kind == "community")
+    parts = [] if area.kind == "community" else grid.children(area_id)
+    report, of_parts = area_and_parts(
+        influx,
+        session,
+        area_id,
+        window,
+        {part.id: grid.under(part.id) for part in parts},
+        list_sites=area.kind == "community",
+    )
     if area.kind == "community":
         rows = [
             Row(s.id, s.name, f"{PREFIX}/sites/{s.id}", s.score, s.metrics) for s in report.sites
         ]
     else:
-        rows = []
-        for part in grid.children(area_id):
-            figures = area_compliance(influx, session, part.id, window, list_sites=False)
-            href = f"{PREFIX}/grid/{part.id}?days={period}"
-            rows.append(Row(part.id, part.name, href, figures.score, figures.metrics))
+        rows = [
+            Row(
+                part.id,
+                part.name,
+                f"{PREFIX}/grid/{part.id}?days={period}",
+                score(of_parts[part.id]),
+                of_parts[part.id],
+            )
+            for part in parts
+        ]
     late = overdue(_waiting_requests(session, scope, grid, area_id), window.now)
     return render(
         request,
