@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from tests.grid_world import (
     PASSWORD,
     GridWorld,
     build,
+    store_readings,
 )
 from tests.helpers import ADMIN_HEADERS
 from tests.test_compliance import add_request
@@ -294,6 +296,53 @@ def test_each_part_s_figures_are_its_own_area_report_from_one_read(stack: Stack)
                 assert reads_of_the_area <= len(window.segments) + len(window.per_bin(window.start))
     finally:
         influx.close()
+
+
+PAGE_CACHE_S = 2.0
+
+
+def test_the_pages_figures_are_remembered_for_seconds_and_only_within_reach(
+    stack: Stack, pilot_bins: dict[str, BinTags]
+) -> None:
+    """The grid page and the rankings keep their computed figures for the API's report cache
+    time (BINWATCH_API_REPORT_CACHE_S), as the API's reports do: a reading stored meanwhile
+    shows once it has passed. The area is checked against the caller's reach before the cache
+    is asked: a page another user's visit left remembered is still a 404 outside one's reach."""
+    world = stack.world
+    short = Stack(
+        stack.settings.model_copy(update={"api_report_cache_s": PAGE_CACHE_S}),
+        stack.engine,
+        world,
+    )
+    page = f"/console/grid/{world.district}"
+    with stack.session() as session:
+        site = min(world.sites_under(world.street))
+        bin_id = session.scalars(select(Bin.id).where(Bin.site_id == site)).first()
+    assert bin_id is not None
+    with short.login(ADMIN) as admin, short.login(DISTRICT_OFFICIAL) as official:
+        for outside in (f"/console/grid/{world.other_district}",
+                        f"/console/rankings?area={world.other_district}"):  # fmt: skip
+            assert admin.get(outside).status_code == 200  # remembered now
+            assert official.get(outside).status_code == 404
+        before = _section(official.get(page).text, "parts")
+        # Every deposit of the street's first site wrongly sorted: its accuracy changes.
+        store_readings(
+            stack.settings,
+            pilot_bins,
+            [(bin_id, 500, 500)],
+            at=datetime.now(UTC) - timedelta(hours=2),
+        )
+        assert _section(official.get(page).text, "parts") == before  # remembered
+        time.sleep(PAGE_CACHE_S + 0.5)
+        after = _section(official.get(page).text, "parts")
+        assert after != before
+        with stack.client(**ADMIN_HEADERS) as api:
+            street = api.get(f"/api/v1/compliance/areas/{world.street}").json()["metrics"]
+        fmt = Formats("zh_CN", ZoneInfo(stack.settings.timezone))
+        row = re.search(rf'href="/console/grid/{world.street}\?days=7">.*?</tr>', after, re.S)
+        assert row
+        cells = re.findall(r"<td>([^<]*)</td>", row.group(0))
+        assert cells[1] == fmt.percent(street["accuracy"] * 100, 1)
 
 
 def test_grid_api_keys_see_their_area_only(stack: Stack) -> None:

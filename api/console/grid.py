@@ -24,15 +24,16 @@ from api.console.auth import PREFIX, CallerDep, PageError, ScopeDep, console_all
 from api.console.drilldown import REPORT_DAYS, crumbs, home, overdue, report_days, waiting_for
 from api.console.i18n import N_
 from api.console.pages import render
-from api.deps import InfluxDep, SessionDep, SettingsDep
-from api.routes.compliance import area_and_parts, report_window
+from api.deps import SessionDep
+from api.routes.compliance import AreaFigures, area_and_parts, remembered_on_page
 from api.schemas import ID_REGEX
 from collection import store as collection_store
 from collection.lifecycle import OPEN
 from collection.models import CollectionRequest
 from compliance.figures import score
-from compliance.schemas import Metrics, Score
+from compliance.schemas import Metrics, ReportSpan, ReportWindow, Score
 from core.errors import NotFound
+from core.influx import InfluxClient
 from devices import registry
 from devices.grid import Grid, Place
 from security.keys import ApiRole
@@ -75,8 +76,6 @@ def area_page(
     area_id: AreaId,
     request: Request,
     session: SessionDep,
-    influx: InfluxDep,
-    settings: SettingsDep,
     caller: CallerDep,
     scope: ScopeDep,
     days: Annotated[int | None, Query()] = None,
@@ -92,17 +91,21 @@ def area_page(
         raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such area."))
     area = path[-1]
     period = report_days(days)
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    window = report_window(settings, influx, start=end - timedelta(days=period), end=end)
-    parts = [] if area.kind == "community" else grid.children(area_id)
-    report, of_parts = area_and_parts(
-        influx,
-        session,
-        area_id,
-        window,
-        {part.id: grid.under(part.id) for part in parts},
-        list_sites=area.kind == "community",
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0)
+    span = ReportSpan.check(
+        start=end - timedelta(days=period), end=end, every=None, source="auto", now=now
     )
+    parts = [] if area.kind == "community" else grid.children(area_id)
+    communities = {part.id: grid.under(part.id) for part in parts}
+    sites = area.kind == "community"
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> AreaFigures:
+        return area_and_parts(influx, session, area_id, window, communities, list_sites=sites)
+
+    # The caller's scope was checked above; the key holds everything the answer depends on.
+    key = ("grid", area_id, tuple(sorted(communities.items())), sites)
+    report, of_parts = remembered_on_page(request, session, key, span, build)
     if area.kind == "community":
         rows = [
             Row(s.id, s.name, f"{PREFIX}/sites/{s.id}", s.score, s.metrics) for s in report.sites
@@ -118,7 +121,7 @@ def area_page(
             )
             for part in parts
         ]
-    late = overdue(_waiting_requests(session, scope, grid, area_id), window.now)
+    late = overdue(_waiting_requests(session, scope, grid, area_id), datetime.now(UTC))
     return render(
         request,
         "grid.html",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
@@ -66,6 +67,7 @@ Format = Annotated[
     Query(description="csv for a CSV table (as does Accept: text/csv); default JSON"),
 ]
 Body = TypeVar("Body", ComplianceReport, Ranking)
+Answer = TypeVar("Answer")
 
 
 async def report_span(
@@ -106,8 +108,8 @@ def report_window(
     every: Every | None = None,
     source: SourceParam = "auto",
 ) -> ReportWindow:
-    """The checked and planned window of a report the console shows (no cache: a page shows
-    what is stored now)."""
+    """The checked and planned window of a report the console computes itself, uncached (the
+    monthly reports; the grid pages and rankings go through `remembered_on_page`)."""
     now = datetime.now(UTC)
     span = ReportSpan.check(start=start, end=end, every=every, source=source, now=now)
     return _planned(settings, influx, span, now)
@@ -127,17 +129,32 @@ async def _remembered(
     request: Request,
     key: tuple[Hashable, ...],
     span: ReportSpan,
-    build: Callable[[InfluxClient, Session, ReportWindow], Body],
-) -> Body:
+    build: Callable[[InfluxClient, Session, ReportWindow], Answer],
+) -> Answer:
     """`build`'s answer over the planned `span` (api.report_cache.remembered: the caller's
     scope is checked before)."""
     settings: Settings = request.app.state.settings
     influx: InfluxClient = request.app.state.influx
 
-    def planned(session: Session) -> Body:
+    def planned(session: Session) -> Answer:
         return build(influx, session, _planned(settings, influx, span, datetime.now(UTC)))
 
     return await remembered(request, (*key, span), planned, reads_influx=True)
+
+
+def remembered_on_page(
+    request: Request,
+    session: Session,
+    key: tuple[Hashable, ...],
+    span: ReportSpan,
+    build: Callable[[InfluxClient, Session, ReportWindow], Answer],
+) -> Answer:
+    """`_remembered`, for a console page's route (a sync route: FastAPI runs it on a worker
+    thread, from which this waits on the event loop). The page's registry session lets its
+    connection go first; the computation, on a miss, has its own session and InfluxDB slot, so
+    the page takes no InfluxDB slot of its own (docs/performance.md, Console)."""
+    release(session)
+    return from_thread.run(_remembered, request, key, span, build)
 
 
 @router.get(
@@ -199,6 +216,9 @@ def area_compliance(
     return build_report(influx, session, scope, window, list_sites=list_sites)
 
 
+AreaFigures = tuple[ComplianceReport, dict[str, Metrics]]
+
+
 def area_and_parts(
     influx: InfluxClient,
     session: Session,
@@ -207,7 +227,7 @@ def area_and_parts(
     parts: Mapping[str, Collection[str]],
     *,
     list_sites: bool,
-) -> tuple[ComplianceReport, dict[str, Metrics]]:
+) -> AreaFigures:
     """An area's report and the figures of each of its parts (part id → the communities under
     it) from the same reads: each part's figures are what its own area report answers
     (`area_compliance`), its sites' sums, device counts and requests added up the same way,
