@@ -2,8 +2,8 @@
 and their hourly sums (InfluxQL, values always as bound parameters).
 
 Every InfluxDB figure is a sum over per-bin-hour rows: the `hourly.telemetry` rollup, or, for
-`source=raw`, the very same rollup SELECT (compliance.rollups.ROLLUP_FIELDS) run as a subquery over
-raw readings; for `source=daily`, settled hours come from the per-site tiers (site-hours, and
+`source=raw` (and the hours the rollups do not hold yet), the very same rollup SELECT
+(core.telemetry.ROLLUP_FIELDS) run over raw readings, its bin-hours added up here; for `source=daily`, settled hours come from the per-site tiers (site-hours, and
 site-days for whole local days), which hold those rows' sums already. The window's segments (compliance.rollups.plan) say which tier
 answers which hours; a figure is the sum of its segments' answers, so every path gives the same
 numbers.
@@ -16,12 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from compliance.figures import BATTERY_LOOKBACK, OFFLINE_AFTER, Sums
-from compliance.rollups import Segment, Tier
+from compliance.rollups import Segment, Tier, local_midnight
 from compliance.schemas import ReportWindow, Subject
 from core.errors import NotFound
 from core.influx import InfluxClient, Series, quote_ident
@@ -57,8 +58,7 @@ _SITE_SUMS: Final = (
     f"{_ADDITIVE}sum(overflow_hours) AS overflow_hours, "
     "sum(over90_hours) AS over90_hours, sum(bin_hours) AS bin_hours"
 )
-_SUMS: Final[dict[Tier, str]] = {
-    "raw": _BIN_HOUR_SUMS,
+_SUMS: Final[dict[Tier, str]] = {  # raw: `_raw_sums`
     "hourly": _BIN_HOUR_SUMS,
     "site_hour": _SITE_SUMS,
     "daily": _SITE_SUMS,
@@ -180,19 +180,21 @@ def read(
     """Send every InfluxDB read of a report at once (one per segment of the window for the
     sums, and the device-health read per segment of its hours); the caller does its SQL meanwhile."""
 
-    def segment_sums(segment: Segment, group_by: str, **extra: Any) -> Future[list[Series]]:
+    def segment_sums(segment: Segment, by: str) -> Future[list[Series]]:
+        if segment.tier == "raw":
+            return _READS.submit(_raw_sums, influx, scope, window, segment, by)
         fields = _SUMS[segment.tier]
-        return _READS.submit(_query, influx, scope, window, segment, fields, group_by, **extra)
+        if by == "site":
+            return _READS.submit(_query, influx, scope, window, segment, fields, "GROUP BY site")
+        group_by = "GROUP BY time(1d) fill(none) tz($tz)"
+        return _READS.submit(
+            _query, influx, scope, window, segment, fields, group_by, tz=window.timezone
+        )
 
     return PendingReadings(
-        by_site=[segment_sums(segment, "GROUP BY site") for segment in window.segments],
+        by_site=[segment_sums(segment, "site") for segment in window.segments],
         health=_READS.submit(device_health, influx, scope, window),
-        days=[
-            segment_sums(segment, "GROUP BY time(1d) fill(none) tz($tz)", tz=window.timezone)
-            for segment in window.segments
-        ]
-        if by_day
-        else [],
+        days=[segment_sums(segment, "day") for segment in window.segments] if by_day else [],
     )
 
 
@@ -214,25 +216,122 @@ def device_health(
     recent: set[str] = set()
     lowest: dict[str, float] = {}
     for segment in window.per_bin(first):
-        series = _query(
-            influx,
-            scope,
-            window,
-            segment,
-            "count(readings) AS hours, min(battery_pct) AS battery",
-            "GROUP BY bin, time($width, $offset) fill(none)",
-            width={"duration": f"{width // SECOND}s"},
-            offset={"duration": f"{offset // SECOND}s"},
-        )
-        for s in series:
-            bin_id = s.tags["bin"]
-            for row in s.rows():
-                if row["time"] >= recent_ms and row["hours"]:
-                    recent.add(bin_id)
-                if row["time"] >= battery_ms and row["battery"] is not None:
-                    level = float(row["battery"])
-                    lowest[bin_id] = min(level, lowest.get(bin_id, level))
+        for bin_id, at_ms, heard, battery in _health_rows(
+            influx, scope, window, segment, width=width, offset=offset
+        ):
+            if at_ms >= recent_ms and heard:
+                recent.add(bin_id)
+            if at_ms >= battery_ms and battery is not None:
+                level = float(battery)
+                lowest[bin_id] = min(level, lowest.get(bin_id, level))
     return recent, lowest
+
+
+def _health_rows(
+    influx: InfluxClient,
+    scope: Scope,
+    window: ReportWindow,
+    segment: Segment,
+    *,
+    width: timedelta,
+    offset: timedelta,
+) -> list[tuple[str, int, bool, Any]]:
+    """(bin, start of its rows' time in ms, whether it holds a reading, lowest battery) for
+    `device_health`: per time bucket from a bin-hour tier, per bin-hour from raw readings (the
+    buckets are cut on whole hours, so an hour falls on the same side of each cut as its bucket)."""
+    if segment.tier == "raw":
+        return [
+            (s.tags["bin"], row["time"], row["readings"] is not None, row["battery_pct"])
+            for s in _bin_hours(influx, scope, segment, _RAW_HEALTH_FIELDS)
+            for row in s.rows()
+        ]
+    series = _query(
+        influx,
+        scope,
+        window,
+        segment,
+        "count(readings) AS hours, min(battery_pct) AS battery",
+        "GROUP BY bin, time($width, $offset) fill(none)",
+        width={"duration": f"{width // SECOND}s"},
+        offset={"duration": f"{offset // SECOND}s"},
+    )
+    return [
+        (s.tags["bin"], row["time"], bool(row["hours"]), row["battery"])
+        for s in series
+        for row in s.rows()
+    ]
+
+
+_RAW_SUMS: Final = (
+    "deposits",
+    "contaminated",
+    "checked_deposits",
+    "overflow_hours",
+    "over90_hours",
+    "bin_hours",
+)
+
+
+def _raw_sums(
+    influx: InfluxClient, scope: Scope, window: ReportWindow, segment: Segment, by: str
+) -> list[Series]:
+    """What the bin-hour sums (`_BIN_HOUR_SUMS`) grouped by site, or by local day (`by`), would
+    answer over the raw readings rolled up on the fly, added up here from the bin-hours
+    (`_bin_hours`): InfluxDB 1.6 aggregating over a subquery took 10-20 times as long as
+    reading the subquery's rows (~1,300 bin-hours of the demo's replay: 9.4 s against 0.46 s
+    on a loaded machine; docs/performance.md, Console). The same rows, the same sums."""
+    zone = ZoneInfo(window.timezone)
+    groups: dict[Any, list[Any]] = {}
+    for s in _bin_hours(influx, scope, segment, _RAW_SUM_FIELDS):
+        for row in s.rows():
+            if by == "site":
+                key: Any = s.tags["site"]
+            else:  # the local day, keyed by its midnight as GROUP BY time(1d) tz() answers
+                key = epoch_ms(
+                    local_midnight(from_epoch_ms(row["time"]).astimezone(zone).date(), zone)
+                )
+            sums = groups.setdefault(key, [0, 0, 0, 0.0, 0.0, 0])
+            sums[0] += row["deposits"] or 0
+            sums[1] += row["contaminated"] or 0
+            sums[2] += row["checked_deposits"] or 0
+            sums[3] += row["overflow"] or 0.0
+            sums[4] += row["over90"] or 0.0
+            sums[5] += row["readings"] is not None
+    if by == "site":
+        return [
+            Series(MEASUREMENT, list(_RAW_SUMS), [sums], {"site": site})
+            for site, sums in groups.items()
+        ]
+    days = [[day, *sums] for day, sums in sorted(groups.items())]
+    return [Series(MEASUREMENT, ["time", *_RAW_SUMS], days)] if days else []
+
+
+def _rollup_fields(*names: str) -> str:
+    """Those of the continuous query's fields (ROLLUP_FIELDS) named, spelled as it spells them."""
+    fields = [field for field in ROLLUP_FIELDS.split(", ") if field.split(" AS ")[1] in names]
+    assert len(fields) == len(names), names
+    return ", ".join(fields)
+
+
+# What the sums and device health need of a bin-hour: InfluxDB's cost grows with the fields
+# (the city's bin-hours of the demo's replay: 1.1 s with all 9, 0.1 s with one, load ~13).
+# Every reading has fill_pct (the device contract), so each set answers the same bin-hours.
+_RAW_SUM_FIELDS: Final = _rollup_fields(
+    "deposits", "contaminated", "checked_deposits", "readings", "overflow", "over90"
+)
+_RAW_HEALTH_FIELDS: Final = _rollup_fields("readings", "battery_pct")
+
+
+def _bin_hours(influx: InfluxClient, scope: Scope, segment: Segment, fields: str) -> list[Series]:
+    """The segment's raw readings rolled up per bin and hour by the continuous query's own
+    SELECT (`fields` of ROLLUP_FIELDS): the rows the bin-hour tier holds once it covers these
+    hours."""
+    where, params = _where(scope, segment)
+    return influx.query(
+        f"SELECT {fields} FROM {RAW_RP}.{MEASUREMENT} WHERE {where} "
+        "GROUP BY time(1h), * fill(none)",
+        params=params,
+    )
 
 
 def _query(
@@ -244,29 +343,33 @@ def _query(
     group_by: str,
     **extra: Any,
 ) -> list[Series]:
+    """A rollup tier's answer (raw readings go through `_bin_hours`)."""
+    where, params = _where(scope, segment)
+    source = _source(segment.tier, window.timezone)
+    return influx.query(
+        f"SELECT {fields} FROM {source} WHERE {where} {group_by}", params={**params, **extra}
+    )
+
+
+def _where(scope: Scope, segment: Segment) -> tuple[str, dict[str, Any]]:
     where = _TIME
-    params: dict[str, Any] = {
-        "start": epoch_ns(segment.start),
-        "end": epoch_ns(segment.end),
-        **extra,
-    }
+    params: dict[str, Any] = {"start": epoch_ns(segment.start), "end": epoch_ns(segment.end)}
     if scope.tag is not None:
         # The tag name comes from a fixed set (AREA_TAGS, site, operator, site_type), never from
         # the request; the value is bound.
         where = f"{scope.tag} = $scope AND {where}"
         params["scope"] = scope.value
-    source = _source(segment.tier, where, window.timezone)
-    return influx.query(f"SELECT {fields} FROM {source} WHERE {where} {group_by}", params=params)
+    return where, params
 
 
-def _source(tier: Tier, where: str, timezone: str) -> str:
+def _source(tier: Tier, timezone: str) -> str:
     if tier == "hourly":
         return f"{ROLLUP_RP}.{ROLLUP_MEASUREMENT}"
     if tier == "site_hour":
         return f"{ROLLUP_RP}.{SITE_HOUR_MEASUREMENT}"
     if tier == "daily":
         return f"{DAILY_RP}.{quote_ident(daily_measurement(timezone))}"
-    return f"(SELECT {ROLLUP_FIELDS} FROM {RAW_RP}.{MEASUREMENT} WHERE {where} GROUP BY time(1h), * fill(none))"
+    raise ValueError(f"raw readings are read by _bin_hours, not as tier {tier!r}")
 
 
 def _sums(row: dict[str, Any]) -> Sums:

@@ -9,8 +9,8 @@ site-hour tier, and only the last hours, which the continuous queries may not ha
 from the bin-hours. Days are cut at the zone's standard offset (a continuous query has no time
 zone); `plan` decides which tier answers which hours (only of what the tiers hold:
 core/coverage.py), and every path gives the same figures
-(docs/metrics.md). The API's raw path (compliance/queries.py) evaluates `ROLLUP_FIELDS` as a
-subquery, so both paths compute every figure the same way.
+(docs/metrics.md). The API's raw path (compliance/queries.py) runs `ROLLUP_FIELDS` over raw
+readings and adds up the bin-hours it answers, so both paths compute every figure the same way.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,9 +23,11 @@ from typer.testing import CliRunner
 
 from api.console.i18n import Formats
 from api.main import create_app
+from api.routes.compliance import area_and_parts, report_window
 from binwatch.cli import app as cli
 from collection import store
 from collection.lifecycle import COLLECTOR
+from compliance.figures import score
 from core.errors import InvalidRequest
 from core.influx import InfluxClient, quote_ident
 from core.settings import Settings
@@ -42,8 +45,10 @@ from tests.grid_world import (
     PASSWORD,
     GridWorld,
     build,
+    store_readings,
 )
 from tests.helpers import ADMIN_HEADERS
+from tests.test_compliance import add_request
 
 ADMIN_ACTOR = f"admin user {ADMIN} ({ADMIN})"
 
@@ -229,6 +234,115 @@ def test_overdue_requests_and_the_escalations_waiting_for_each_level(stack: Stac
 
 def _bins(section: str) -> set[str]:
     return set(re.findall(r"<span>([^ <]+) <span class=\"stream", section))
+
+
+def test_each_part_s_figures_are_its_own_area_report_from_one_read(stack: Stack) -> None:
+    """The page reads the area once and adds its parts up from it (area_and_parts): every
+    figure of every part equals what the API's report of that part answers, the collection
+    figures too (the response median and p90 do not add up from the sites', so they are joined
+    from the requests), for the city's districts and a district's streets; and InfluxDB is
+    asked once per page whatever the number of parts."""
+    world, settings = stack.world, stack.settings
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with stack.session() as session:
+        for n, street in enumerate(s.id for s in world.grid.children(world.district)):
+            sites = sorted(world.sites_under(street))
+            if not sites:
+                continue
+            bin_id = session.scalars(select(Bin.id).where(Bin.site_id == sites[0])).first()
+            assert bin_id is not None
+            for minutes in (30 + 20 * n, 300 + 60 * n, 45):
+                created = end - timedelta(days=2, minutes=minutes)
+                add_request(
+                    session, bin_id, created=created, due=created + timedelta(hours=4),
+                    status="verified", completed=created + timedelta(minutes=minutes),
+                )  # fmt: skip
+    influx = InfluxClient(settings)
+    asked = []
+    query = influx.query
+
+    def counted(statement: str, **kwargs: Any) -> Any:
+        asked.append(statement)
+        return query(statement, **kwargs)
+
+    influx.query = counted  # type: ignore[method-assign]
+    try:
+        window = report_window(settings, influx, start=end - timedelta(days=7), end=end)
+        with stack.client(**ADMIN_HEADERS) as api, stack.session() as session:
+            for area_id in (world.city, world.district):
+                parts = world.grid.children(area_id)
+                asked.clear()
+                report, of_parts = area_and_parts(
+                    influx,
+                    session,
+                    area_id,
+                    window,
+                    {part.id: world.grid.under(part.id) for part in parts},
+                    list_sites=False,
+                )
+                reads_of_the_area = len(asked)
+                whole = api.get(f"/api/v1/compliance/areas/{area_id}").json()
+                assert report.model_dump(mode="json")["metrics"] == whole["metrics"]
+                assert set(of_parts) == {part.id for part in parts}
+                for part in parts:
+                    own = api.get(f"/api/v1/compliance/areas/{part.id}").json()
+                    assert own["end"] == whole["end"]  # the same window
+                    assert of_parts[part.id].model_dump(mode="json") == own["metrics"], part.id
+                    assert score(of_parts[part.id]).value == own["score"]["value"]
+                medians = {of_parts[p.id].response_median_minutes for p in parts} - {None}
+                if area_id == world.district:
+                    assert len(medians) >= 2, "the streets' requests should tell them apart"
+                # One report's reads (the window's segments and device health), not one a part.
+                assert reads_of_the_area <= len(window.segments) + len(window.per_bin(window.start))
+    finally:
+        influx.close()
+
+
+PAGE_CACHE_S = 2.0
+
+
+def test_the_pages_figures_are_remembered_for_seconds_and_only_within_reach(
+    stack: Stack, pilot_bins: dict[str, BinTags]
+) -> None:
+    """The grid page and the rankings keep their computed figures for the API's report cache
+    time (BINWATCH_API_REPORT_CACHE_S), as the API's reports do: a reading stored meanwhile
+    shows once it has passed. The area is checked against the caller's reach before the cache
+    is asked: a page another user's visit left remembered is still a 404 outside one's reach."""
+    world = stack.world
+    short = Stack(
+        stack.settings.model_copy(update={"api_report_cache_s": PAGE_CACHE_S}),
+        stack.engine,
+        world,
+    )
+    page = f"/console/grid/{world.district}"
+    with stack.session() as session:
+        site = min(world.sites_under(world.street))
+        bin_id = session.scalars(select(Bin.id).where(Bin.site_id == site)).first()
+    assert bin_id is not None
+    with short.login(ADMIN) as admin, short.login(DISTRICT_OFFICIAL) as official:
+        for outside in (f"/console/grid/{world.other_district}",
+                        f"/console/rankings?area={world.other_district}"):  # fmt: skip
+            assert admin.get(outside).status_code == 200  # remembered now
+            assert official.get(outside).status_code == 404
+        before = _section(official.get(page).text, "parts")
+        # Every deposit of the street's first site wrongly sorted: its accuracy changes.
+        store_readings(
+            stack.settings,
+            pilot_bins,
+            [(bin_id, 500, 500)],
+            at=datetime.now(UTC) - timedelta(hours=2),
+        )
+        assert _section(official.get(page).text, "parts") == before  # remembered
+        time.sleep(PAGE_CACHE_S + 0.5)
+        after = _section(official.get(page).text, "parts")
+        assert after != before
+        with stack.client(**ADMIN_HEADERS) as api:
+            street = api.get(f"/api/v1/compliance/areas/{world.street}").json()["metrics"]
+        fmt = Formats("zh_CN", ZoneInfo(stack.settings.timezone))
+        row = re.search(rf'href="/console/grid/{world.street}\?days=7">.*?</tr>', after, re.S)
+        assert row
+        cells = re.findall(r"<td>([^<]*)</td>", row.group(0))
+        assert cells[1] == fmt.percent(street["accuracy"] * 100, 1)
 
 
 def test_grid_api_keys_see_their_area_only(stack: Stack) -> None:

@@ -4,8 +4,9 @@ escalations waiting for the level. A grid official sees their area and what lies
 admin the whole city.
 
 Every figure is the API's own: an area's and each of its parts' are the compliance area report
-(api.routes.compliance.area_compliance, what `GET /api/v1/compliance/areas/{id}` answers), a
-community's sites are that report's site rows. What the caller may see is the API's `Scope`
+(what `GET /api/v1/compliance/areas/{id}` answers), a community's sites are that report's site
+rows; the parts' figures come from the area's own reads (api.routes.compliance.area_and_parts:
+one report's InfluxDB reads a page, not one per part). What the caller may see is the API's `Scope`
 (`Scope.area`, `Scope.sites`), so an area or site outside it is the same 404 as a missing one."""
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from api.console.auth import PREFIX, CallerDep, PageError, ScopeDep, console_all
 from api.console.drilldown import REPORT_DAYS, crumbs, home, overdue, report_days, waiting_for
 from api.console.i18n import N_
 from api.console.pages import render
-from api.deps import InfluxDep, SessionDep, SettingsDep
-from api.routes.compliance import area_compliance, report_window
+from api.deps import SessionDep
+from api.routes.compliance import AreaFigures, area_and_parts, remembered_on_page
 from api.schemas import ID_REGEX
 from collection import store as collection_store
 from collection.lifecycle import OPEN
 from collection.models import CollectionRequest
-from compliance.schemas import Metrics, Score
+from compliance.figures import score
+from compliance.schemas import Metrics, ReportSpan, ReportWindow, Score
 from core.errors import NotFound
+from core.influx import InfluxClient
 from devices import registry
 from devices.grid import Grid, Place
 from security.keys import ApiRole
@@ -73,8 +76,6 @@ def area_page(
     area_id: AreaId,
     request: Request,
     session: SessionDep,
-    influx: InfluxDep,
-    settings: SettingsDep,
     caller: CallerDep,
     scope: ScopeDep,
     days: Annotated[int | None, Query()] = None,
@@ -90,20 +91,37 @@ def area_page(
         raise PageError(status.HTTP_404_NOT_FOUND, N_("There is no such area."))
     area = path[-1]
     period = report_days(days)
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    window = report_window(settings, influx, start=end - timedelta(days=period), end=end)
-    report = area_compliance(influx, session, area_id, window, list_sites=area.kind == "community")
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0)
+    span = ReportSpan.check(
+        start=end - timedelta(days=period), end=end, every=None, source="auto", now=now
+    )
+    parts = [] if area.kind == "community" else grid.children(area_id)
+    communities = {part.id: grid.under(part.id) for part in parts}
+    sites = area.kind == "community"
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> AreaFigures:
+        return area_and_parts(influx, session, area_id, window, communities, list_sites=sites)
+
+    # The caller's scope was checked above; the key holds everything the answer depends on.
+    key = ("grid", area_id, tuple(sorted(communities.items())), sites)
+    report, of_parts = remembered_on_page(request, session, key, span, build)
     if area.kind == "community":
         rows = [
             Row(s.id, s.name, f"{PREFIX}/sites/{s.id}", s.score, s.metrics) for s in report.sites
         ]
     else:
-        rows = []
-        for part in grid.children(area_id):
-            figures = area_compliance(influx, session, part.id, window, list_sites=False)
-            href = f"{PREFIX}/grid/{part.id}?days={period}"
-            rows.append(Row(part.id, part.name, href, figures.score, figures.metrics))
-    late = overdue(_waiting_requests(session, scope, grid, area_id), window.now)
+        rows = [
+            Row(
+                part.id,
+                part.name,
+                f"{PREFIX}/grid/{part.id}?days={period}",
+                score(of_parts[part.id]),
+                of_parts[part.id],
+            )
+            for part in parts
+        ]
+    late = overdue(_waiting_requests(session, scope, grid, area_id), datetime.now(UTC))
     return render(
         request,
         "grid.html",

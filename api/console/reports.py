@@ -39,10 +39,15 @@ from api.console.report_model import (
 )
 from api.console.report_pdf import report_pdf
 from api.deps import InfluxDep, SessionDep, SettingsDep, SiteId
-from api.routes.compliance import build_ranking, build_report, report_window
+from api.routes.compliance import (
+    build_ranking,
+    build_report,
+    remembered_on_page,
+    report_window,
+)
 from api.schemas import ID_REGEX
 from compliance import queries as reads
-from compliance.schemas import Every, ReportWindow
+from compliance.schemas import Every, Ranking, ReportSpan, ReportWindow
 from core.errors import NotFound
 from core.influx import InfluxClient
 from core.settings import Settings
@@ -105,13 +110,19 @@ def _month(month: str | None, settings: Settings) -> date:
     return chosen
 
 
+def _span(settings: Settings, month: date, every: Every | None) -> ReportSpan:
+    now = datetime.now(UTC)
+    start, end = month_bounds(month, timezone=settings.timezone, now=now)
+    if start >= end:
+        raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This month has not begun yet."))
+    return ReportSpan.check(start=start, end=end, every=every, source="auto", now=now)
+
+
 def _window(
     settings: Settings, influx: InfluxClient, month: date, every: Every | None
 ) -> ReportWindow:
-    start, end = month_bounds(month, timezone=settings.timezone, now=datetime.now(UTC))
-    if start >= end:
-        raise PageError(status.HTTP_422_UNPROCESSABLE_CONTENT, N_("This month has not begun yet."))
-    return report_window(settings, influx, start=start, end=end, every=every, source="auto")
+    span = _span(settings, month, every)
+    return report_window(settings, influx, start=span.start, end=span.end, every=every)
 
 
 def _area_scope(session: Session, reach: Reach, area_id: str) -> reads.Scope:
@@ -269,29 +280,41 @@ def site_report_file(
 
 @router.get("/rankings", dependencies=[CONSOLE_GRID])
 def rankings_page(
-    context: ContextDep,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: CallerDep,
     site_type: SiteType = SiteType.compound,
     month: str | None = None,
     area: Annotated[str | None, Query(pattern=ID_REGEX)] = None,
 ) -> Response:
     """The sites of a type in the user's area (or `area` under it), ranked over a month, with
-    how each score is made and the sites without enough evidence apart."""
-    reach = reach_of(context.session, context.caller)
-    scope = _area_scope(context.session, reach, area or reach.home)
-    of_type = [site for site in scope.sites if site.site_type == site_type.value]
-    scope = reads.Scope(scope.subject, of_type, scope.tag, scope.value)
-    chosen = _month(month, context.settings)
-    window = _window(context.settings, context.influx, chosen, None)
-    ranking = build_ranking(context.influx, context.session, scope, window, site_type)
-    fmt = context.formats
-    gettext = translations(context.locale).gettext
+    how each score is made and the sites without enough evidence apart. The ranking is
+    remembered for a few seconds, as the API's are (docs/api.md), after the reach check."""
+    reach = reach_of(session, caller)
+    area_id = area or reach.home
+    subject = _area_scope(session, reach, area_id).subject
+    chosen = _month(month, settings)
+
+    def build(influx: InfluxClient, session: Session, window: ReportWindow) -> Ranking:
+        scope = reads.area_scope(session, area_id)
+        of_type = [site for site in scope.sites if site.site_type == site_type.value]
+        typed = reads.Scope(scope.subject, of_type, scope.tag, scope.value)
+        return build_ranking(influx, session, typed, window, site_type)
+
+    key = ("console-ranking", area_id, site_type)
+    span = _span(settings, chosen, None)
+    ranking = remembered_on_page(request, session, key, span, build)
+    locale = caller.user.locale
+    fmt = Formats(locale, ZoneInfo(settings.timezone))
+    gettext = translations(locale).gettext
     return render(
-        context.request,
+        request,
         "rankings.html",
-        locale=context.locale,
-        me=context.caller,
+        locale=locale,
+        me=caller,
         ranking=ranking,
-        subject=scope.subject,
+        subject=subject,
         site_types=list(SiteType),
         chosen_type=site_type,
         month=chosen,

@@ -4,10 +4,11 @@ collection per site, area and operator, and the published rankings; every report
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
@@ -18,7 +19,6 @@ from api.report_cache import remembered
 from api.schemas import ID_REGEX, TimeParam
 from compliance import queries as reads
 from compliance.figures import (
-    NO_REQUESTS,
     DeviceCounts,
     RequestSums,
     Sums,
@@ -37,6 +37,7 @@ from compliance.requests import request_sums
 from compliance.schemas import (
     ComplianceReport,
     Every,
+    Metrics,
     Period,
     Ranking,
     ReportSpan,
@@ -49,6 +50,7 @@ from core.errors import NotFound
 from core.influx import InfluxClient
 from core.settings import Settings
 from devices.contract import SiteType
+from devices.models import Site
 from security.keys import ApiRole
 
 router = APIRouter(tags=["compliance"])
@@ -65,6 +67,7 @@ Format = Annotated[
     Query(description="csv for a CSV table (as does Accept: text/csv); default JSON"),
 ]
 Body = TypeVar("Body", ComplianceReport, Ranking)
+Answer = TypeVar("Answer")
 
 
 async def report_span(
@@ -105,8 +108,8 @@ def report_window(
     every: Every | None = None,
     source: SourceParam = "auto",
 ) -> ReportWindow:
-    """The checked and planned window of a report the console shows (no cache: a page shows
-    what is stored now)."""
+    """The checked and planned window of a report the console computes itself, uncached (the
+    monthly reports; the grid pages and rankings go through `remembered_on_page`)."""
     now = datetime.now(UTC)
     span = ReportSpan.check(start=start, end=end, every=every, source=source, now=now)
     return _planned(settings, influx, span, now)
@@ -126,17 +129,32 @@ async def _remembered(
     request: Request,
     key: tuple[Hashable, ...],
     span: ReportSpan,
-    build: Callable[[InfluxClient, Session, ReportWindow], Body],
-) -> Body:
+    build: Callable[[InfluxClient, Session, ReportWindow], Answer],
+) -> Answer:
     """`build`'s answer over the planned `span` (api.report_cache.remembered: the caller's
     scope is checked before)."""
     settings: Settings = request.app.state.settings
     influx: InfluxClient = request.app.state.influx
 
-    def planned(session: Session) -> Body:
+    def planned(session: Session) -> Answer:
         return build(influx, session, _planned(settings, influx, span, datetime.now(UTC)))
 
     return await remembered(request, (*key, span), planned, reads_influx=True)
+
+
+def remembered_on_page(
+    request: Request,
+    session: Session,
+    key: tuple[Hashable, ...],
+    span: ReportSpan,
+    build: Callable[[InfluxClient, Session, ReportWindow], Answer],
+) -> Answer:
+    """`_remembered`, for a console page's route (a sync route: FastAPI runs it on a worker
+    thread, from which this waits on the event loop). The page's registry session lets its
+    connection go first; the computation, on a miss, has its own session and InfluxDB slot, so
+    the page takes no InfluxDB slot of its own (docs/performance.md, Console)."""
+    release(session)
+    return from_thread.run(_remembered, request, key, span, build)
 
 
 @router.get(
@@ -193,9 +211,29 @@ def area_compliance(
     *,
     list_sites: bool,
 ) -> ComplianceReport:
-    """An area's report, as the route above answers it (the console's grid pages show it)."""
+    """An area's report, as the route above answers it."""
     scope = reads.area_scope(session, area_id)
     return build_report(influx, session, scope, window, list_sites=list_sites)
+
+
+AreaFigures = tuple[ComplianceReport, dict[str, Metrics]]
+
+
+def area_and_parts(
+    influx: InfluxClient,
+    session: Session,
+    area_id: str,
+    window: ReportWindow,
+    parts: Mapping[str, Collection[str]],
+    *,
+    list_sites: bool,
+) -> AreaFigures:
+    """An area's report and the figures of each of its parts (part id → the communities under
+    it) from the same reads: each part's figures are what its own area report answers
+    (`area_compliance`), its sites' sums, device counts and requests added up the same way,
+    at the cost of one report (the console's grid pages show them; docs/performance.md)."""
+    scope = reads.area_scope(session, area_id)
+    return _report(influx, session, scope, window, list_sites=list_sites, parts=parts)
 
 
 @router.get(
@@ -252,7 +290,7 @@ def build_ranking(
     pending = reads.read(influx, scope, window, by_day=False)
     requests = _by_site(_requests(session, scope, window))
     release(session)  # the InfluxDB reads may still run
-    rows = _site_rows(pending.result(), scope, window, requests)[0]
+    rows = _site_rows(pending.result(), scope, window, requests)
     return Ranking(
         site_type=site_type,
         start=window.start,
@@ -296,23 +334,12 @@ def _site_rows(
     scope: reads.Scope,
     window: ReportWindow,
     requests: Mapping[str, RequestSums],
-) -> tuple[list[SiteRow], Sums, DeviceCounts]:
-    """Every site of the scope, ranked, and the scope's totals (sums and device counts);
-    `requests` are the sites' collection figures over the window."""
-    by_site = found.by_site
-    rows, devices = [], DeviceCounts(0, 0)
+) -> list[SiteRow]:
+    """Every site of the scope, ranked; `requests` are the sites' collection figures over the
+    window."""
+    rows = []
     for site in scope.sites:
-        bins = [bin_.id for bin_ in site.bins]
-        counts = device_counts(bins, recent=found.recent, battery=found.battery)
-        devices += counts
-        figures = metrics(
-            by_site.get(site.id, Sums()),
-            bins=len(bins),
-            start=window.start,
-            end=window.end,
-            devices=counts,
-            requests=requests.get(site.id, NO_REQUESTS),
-        )
+        figures = _figures(found, [site], window, requests)
         rows.append(
             SiteRow(
                 rank=0,
@@ -324,9 +351,30 @@ def _site_rows(
                 metrics=figures,
             )
         )
-    # Only registered sites count, so a total is always the sum of the sites listed.
-    sums = total(by_site.get(site.id, Sums()) for site in scope.sites)
-    return ranked(rows, rule(window.start, window.end)), sums, devices
+    return ranked(rows, rule(window.start, window.end))
+
+
+def _figures(
+    found: reads.Readings,
+    sites: Sequence[Site],
+    window: ReportWindow,
+    requests: Mapping[str, RequestSums],
+) -> Metrics:
+    """The figures of a group of the scope's sites over the window: only registered sites
+    count, so a total is always the sum of the sites listed."""
+    devices = DeviceCounts(0, 0)
+    for site in sites:
+        devices += device_counts(
+            [bin_.id for bin_ in site.bins], recent=found.recent, battery=found.battery
+        )
+    return metrics(
+        total(found.by_site.get(site.id, Sums()) for site in sites),
+        bins=sum(len(site.bins) for site in sites),
+        start=window.start,
+        end=window.end,
+        devices=devices,
+        requests=request_total(requests[site.id] for site in sites if site.id in requests),
+    )
 
 
 def build_report(
@@ -338,6 +386,19 @@ def build_report(
     list_sites: bool,
 ) -> ComplianceReport:
     """A site's, area's or operator's report (the console's monthly report shows the same)."""
+    return _report(influx, session, scope, window, list_sites=list_sites, parts={})[0]
+
+
+def _report(
+    influx: InfluxClient,
+    session: Session,
+    scope: reads.Scope,
+    window: ReportWindow,
+    *,
+    list_sites: bool,
+    parts: Mapping[str, Collection[str]],
+) -> tuple[ComplianceReport, dict[str, Metrics]]:
+    """`build_report`, and the figures of the `parts` of its scope (part → its communities)."""
     assert scope.subject is not None
     bounds: list[tuple[datetime, datetime]] = []
     if window.every is not None:
@@ -350,16 +411,18 @@ def build_report(
     by_site = _by_site(requests)
     release(session)  # the InfluxDB reads may still run
     found = pending.result()
-    rows, sums, devices = _site_rows(found, scope, window, by_site)
+    rows = _site_rows(found, scope, window, by_site)
     bins = sum(len(site.bins) for site in scope.sites)
-    figures = metrics(
-        sums,
-        bins=bins,
-        start=window.start,
-        end=window.end,
-        devices=devices,
-        requests=request_total(by_site.values()),
-    )
+    figures = _figures(found, scope.sites, window, by_site)
+    of_parts = {
+        part: _figures(
+            found,
+            [site for site in scope.sites if site.community_id in communities],
+            window,
+            by_site,
+        )
+        for part, communities in parts.items()
+    }
     breakdown = None
     if window.every is not None:
         ends = dict(bounds)
@@ -401,7 +464,7 @@ def build_report(
         score=score(figures),
         periods=breakdown,
         sites=rows if list_sites else [],
-    )
+    ), of_parts
 
 
 def _answer(request: Request, format: str | None, body: Body) -> Body | Response:
