@@ -86,7 +86,11 @@ def test_sigterm_stops_the_demo_and_its_servers(tmp_path: Path) -> None:
         time.sleep(RUNNING_S)  # the services connected and at work, their connections open
         held.close()
         demo.send_signal(signal.SIGTERM)
-        assert demo.wait(60) == 0
+        try:
+            code = demo.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None  # the log below says how far it got (one full run failed here, unseen)
+        assert code == 0, log.read_text(errors="replace")[-3000:]
     finally:
         held.close()
         if demo.poll() is None:  # the test failed before its SIGTERM: stop it as a user would
