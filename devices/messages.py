@@ -1,6 +1,7 @@
 """What collection sends to operators and to the grid, as wire models both sides use: the
 collector serialises them and the simulator's crews parse them (so nobody writes this JSON by
-hand). Times are RFC 3339 UTC strings.
+hand). Times are RFC 3339 UTC strings with milliseconds (`core.times.UtcTime`), as the API's:
+the routes the API answers are this same model.
 
 They belong to the device contract, below the domains, so the simulator parses them without
 collection's database models; `of` takes anything shaped like a request (`RequestFacts`), in
@@ -12,6 +13,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from core.times import UtcTime
 
 
 class RequestFacts(Protocol):
@@ -58,8 +61,8 @@ class Dispatch(_Message):
     rule: str
     reason: str
     fill_pct: float | None
-    created_at: datetime
-    due_at: datetime
+    created_at: UtcTime
+    due_at: UtcTime
 
     @classmethod
     def of(cls, request: RequestFacts) -> Dispatch:
@@ -89,8 +92,8 @@ class Escalation(_Message):
     site_id: str
     operator_id: str
     status: str
-    created_at: datetime
-    due_at: datetime
+    created_at: UtcTime
+    due_at: UtcTime
 
     @classmethod
     def of(
@@ -127,9 +130,9 @@ class PlannedStop(_Message):
     stream: str | None
     lat: float
     lon: float
-    arrival_at: datetime
-    departure_at: datetime
-    due_at: datetime | None
+    arrival_at: UtcTime
+    departure_at: UtcTime
+    due_at: UtcTime | None
     distance_m: int
     load_l: float
     load_kg: float
@@ -162,7 +165,7 @@ class RoutesPlanned(_Message):
     operator_id: str
     day: str
     version: int
-    created_at: datetime
+    created_at: UtcTime
     note: str
     solver_ms: int
     vehicles: list[VehicleRoute]

@@ -6,6 +6,7 @@ operator's own MQTT account (and not to the other operator's)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, time, timedelta
@@ -103,6 +104,15 @@ def test_the_day_is_planned_read_and_an_urgent_request_inserted(
             ]
         read = client.get(f"/api/v1/operators/{OPERATOR}/routes?date={day}", headers=mine).json()
         assert read == plan
+        # Times as every API time is written (docs/api.md): milliseconds, not microseconds.
+        times = [plan["created_at"]] + [
+            stop[key]
+            for vehicle in plan["vehicles"]
+            for stop in vehicle["stops"]
+            for key in ("arrival_at", "departure_at", "due_at")
+            if stop[key] is not None
+        ]
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) for t in times), times
         first = plan["vehicles"][0]
         one = client.get(
             f"/api/v1/operators/{OPERATOR}/routes/{first['vehicle_id']}?date={day}", headers=mine
