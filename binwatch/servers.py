@@ -14,6 +14,7 @@ import glob
 import logging
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -49,11 +50,38 @@ STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
 
 
+# Ports `free_port` chooses from: above the well-known servers' (1883, 5432, 8000, 8086) and
+# below the kernel's ephemeral range (`_ephemeral_from`).
+CHOSEN_PORTS_FROM: Final = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_CHOICE = random.SystemRandom()  # not the `random` a test may seed alike in two processes
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server to bind moments later. Chosen below the kernel's
+    ephemeral range: a port the kernel picks (binding port 0) comes from the range it gives every
+    outgoing connection its local port from, so one of the machine's connections could take it
+    before the server bound it (the demo's alerter stopped so on its /metrics port in a full test
+    run). At random, so that processes choosing at once seldom choose alike; the kernel's choice
+    if 200 tries find nothing free."""
+    below = _ephemeral_from()
+    for _ in range(200):
+        port = _CHOICE.randrange(CHOSEN_PORTS_FROM, below)
+        if port_is_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_from() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default, 32768, if unreadable)."""
+    try:
+        first = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return max(first, CHOSEN_PORTS_FROM + 1_000)
 
 
 def port_is_free(port: int) -> bool:
