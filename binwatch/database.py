@@ -13,18 +13,14 @@ head and clean it up by hand::
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from pydantic import SecretStr
 from sqlalchemy import Connection, MetaData
-from sqlalchemy.engine import make_url
 
 from alerts import models as alerts_models
 from collection import models as collection_models
-from core.settings import reveal
-from core.sql import make_engine, require_registry
+from core.sql import make_engine, require_registry, sqlite_file
 from devices import models as registry_models
 from security import models as security_models
 
@@ -53,9 +49,9 @@ def migrate(database_url: str | SecretStr, *, create: bool = True) -> None:
     """
     if not create:
         require_registry(database_url)
-    url = make_url(reveal(database_url))
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     # No statement timeout: a schema change over a large table may take longer than any
     # service's statement should, and it runs once, from an operator or the migrate job.
     engine = make_engine(database_url, statement_timeout=0)
